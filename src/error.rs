@@ -1,0 +1,128 @@
+//! The one error body every endpoint speaks: OpenAI's
+//! `{"error":{"message","type","param","code"}}`.
+//!
+//! Each boundary (config, issuer, auth, broker, adapter) has its own error enum; each converts into
+//! [`ApiError`] here, which owns the status code and the wire shape. Messages say what to fix and
+//! never carry a secret.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error ready to be sent to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// OpenAI's `type`: `invalid_request_error`, `authentication_error`, `permission_error`,
+    /// `not_found_error`, `rate_limit_error`, `api_error`, `upstream_error`, ...
+    pub kind: &'static str,
+    pub param: Option<String>,
+    /// Stable, machine-readable code (`invalid_uid`, `model_not_found`, `sts_trust_policy_mismatch`, ...).
+    pub code: &'static str,
+    /// Seconds for a `Retry-After` header, if the client should come back later.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), kind, param: None, code, retry_after: None }
+    }
+
+    /// 400: the caller sent something we cannot accept; `param` names the field.
+    pub fn invalid_request(param: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message).with_param(param)
+    }
+
+    /// 401: no or unknown credentials.
+    pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", code, message)
+    }
+
+    /// 403: authenticated, but not allowed to do this.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "permission_error", code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found_error", code, message)
+    }
+
+    /// 500: our bug or local state; the message stays vague, the log says more.
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", message)
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The JSON body, as also used for SSE `error` events inside a stream.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(ErrorEnvelope {
+            error: ErrorBody { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code },
+        })
+        .unwrap_or_default()
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: &'a str,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_the_openai_shape() {
+        let error = ApiError::invalid_request("principal_uid", "invalid_uid", "bad uid");
+        assert_eq!(
+            error.body(),
+            serde_json::json!({"error": {"message": "bad uid", "type": "invalid_request_error", "param": "principal_uid", "code": "invalid_uid"}})
+        );
+    }
+
+    #[test]
+    fn retry_after_becomes_a_header() {
+        let response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "throttled", "slow down")
+            .with_retry_after(7)
+            .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+}
