@@ -1,5 +1,13 @@
 //! byollm: an OIDC issuer, AWS credential broker and OpenAI-to-Bedrock adapter in one library.
 //! `main.rs` is a thin CLI over it; tests and examples use it directly.
 
+pub mod auth;
+pub mod config;
 pub mod error;
+pub mod http;
+pub mod issuer;
+pub mod metrics;
 pub mod principal;
+pub mod secret;
+
+pub use http::{AppState, public_router, router};

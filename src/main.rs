@@ -1,1 +1,387 @@
-fn main() {}
+//! The `byollm` command line: parses arguments, loads config, sets up logging, and runs one
+//! command. All behaviour lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use byollm::config::Config;
+use byollm::issuer::keys::{KeyDir, KeyPolicy, KeyState};
+use byollm::issuer::{Issuer, RunClaims, unix_now};
+
+#[derive(Parser)]
+#[command(
+    name = "byollm",
+    version,
+    about = "Bring-your-own-LLM gateway: OIDC issuer, AWS credential broker, OpenAI-to-Bedrock adapter",
+    long_about = "byollm lets an agent platform run inference on its customers' own AWS Bedrock accounts with no \
+long-lived keys. It signs short-lived OIDC tokens that AWS STS trusts, exchanges them for temporary role \
+credentials, and serves an OpenAI-compatible chat API backed by Claude on Bedrock.",
+    after_help = "Quick start (dev issuer on 127.0.0.1:8080, key generated on first run):\n  \
+byollm serve\n\nProduction:\n  byollm keys generate --dir /etc/byollm/jwks\n  byollm serve --config /etc/byollm/byollm.toml\n\n\
+Configuration: a TOML file (--config or BYOLLM_CONFIG); any field can be overridden with \
+BYOLLM_<SECTION>__<FIELD>, e.g. BYOLLM_ISSUER__URL=https://issuer.example.com. Log filter: BYOLLM_LOG (default info)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// Path to byollm.toml. Without it, byollm runs as a dev issuer on loopback.
+    #[arg(long, short, env = "BYOLLM_CONFIG", global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: discovery + JWKS, token minting, health and metrics.
+    #[command(
+        after_help = "With no --config, serves a dev issuer at http://127.0.0.1:8080 and creates jwks/ if needed.\n\
+Internal listener (server.listen): /v1/*, /healthz, /metrics, /.well-known/*.\n\
+Public listener (server.public_listen, optional): only /.well-known/openid-configuration and /.well-known/jwks.json.\n\
+Send SIGHUP to reload the key set at once (it is also polled every keys.reload_interval_secs)."
+    )]
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Development mode: allow an http:// issuer URL on loopback.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Manage the signing key set (active, next, retired).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Mint tokens from the command line, for operators.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Create and hash caller API keys.
+    #[command(subcommand)]
+    Callers(CallersCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key set (an active and a next key) or add a next key to one that has none.
+    Generate {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Key directory (default: keys.dir from config, else ./jwks).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// RSA key size: 2048, 3072 or 4096 (default: keys.rsa_bits, else 2048).
+        #[arg(long)]
+        bits: Option<u32>,
+    },
+    /// Show each key's state and age.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Promote next → active, active → retired, create a new next key, drop expired retired keys.
+    #[command(after_help = "Refuses while the next key has been published for less than keys.min_next_age_secs \
+(verifiers such as AWS STS may not have fetched it yet); --force overrides. Running gateways pick up the change on \
+SIGHUP or within keys.reload_interval_secs.")]
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        bits: Option<u32>,
+        /// Promote the next key even if it was published only recently.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Sign a token for one principal and print it on stdout.
+    #[command(after_help = "Example:\n  byollm token mint --team acme --actor service_account --principal ci-bot")]
+    Mint {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Team uid (1-128 of A-Z a-z 0-9 _ -).
+        #[arg(long)]
+        team: String,
+        /// Actor type: user or service_account.
+        #[arg(long)]
+        actor: String,
+        /// Principal uid (1-128 of A-Z a-z 0-9 _ -).
+        #[arg(long)]
+        principal: String,
+        /// Token lifetime in seconds (60-3600; default issuer.token_lifetime_secs).
+        #[arg(long)]
+        lifetime_secs: Option<u64>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        run_id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallersCommand {
+    /// Generate a new random API key and print it with the key_sha256 to put in [[callers]].
+    NewKey,
+    /// Read an API key on stdin and print its SHA-256 for [[callers]].key_sha256.
+    HashKey,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(error)) => {
+            eprint!("{error}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Failure {
+    Config(byollm::config::ConfigError),
+    Other(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure::Other(error.to_string())
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BYOLLM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+}
+
+fn load_config(args: &ConfigArgs, dev: bool) -> Result<Config, Failure> {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    if dev {
+        env.push(("BYOLLM_DEV".into(), "true".into()));
+    }
+    Config::load(args.config.as_deref(), env).map_err(Failure::Config)
+}
+
+fn key_policy(config: &Config) -> KeyPolicy {
+    KeyPolicy {
+        retired_grace: config.keys.retired_grace,
+        max_published: config.keys.max_published,
+        min_next_age: config.keys.min_next_age,
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve { config, dev } => {
+            let config = load_config(&config, dev)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(serve(config))
+        }
+        Command::Keys(command) => keys(command),
+        Command::Token(TokenCommand::Mint { config, team, actor, principal, lifetime_secs, agent, run_id }) => {
+            let config = load_config(&config, false)?;
+            let issuer = Issuer::open(&config)?;
+            let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
+            let principal = byollm::issuer::routes::principal_from_request(None, &team_uid, &actor, &principal)
+                .map_err(|e| e.message)?;
+            let minted = issuer
+                .mint(&principal, lifetime_secs.map(Duration::from_secs), &RunClaims { agent, run_id }, unix_now())
+                .map_err(|e| e.to_string())?;
+            println!("{}", minted.token.expose());
+            eprintln!("minted for {} with key {}, expires at {}", minted.subject, minted.kid, minted.expires_at);
+            Ok(())
+        }
+        Command::Callers(CallersCommand::NewKey) => {
+            let key = byollm::auth::generate_key().map_err(|e| e.message)?;
+            println!("api key (give to the caller, store nowhere else): {key}");
+            println!("key_sha256 = \"{}\"", byollm::auth::hex(&byollm::auth::hash_key(&key)));
+            Ok(())
+        }
+        Command::Callers(CallersCommand::HashKey) => {
+            let mut key = String::new();
+            std::io::stdin().read_line(&mut key)?;
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(Failure::Other("no key on stdin".into()));
+            }
+            println!("key_sha256 = \"{}\"", byollm::auth::hex(&byollm::auth::hash_key(key)));
+            Ok(())
+        }
+    }
+}
+
+fn keys(command: KeysCommand) -> Result<(), Failure> {
+    match command {
+        KeysCommand::Generate { config, dir, bits } => {
+            let config = load_config(&config, true)?;
+            let dir = KeyDir::new(dir.unwrap_or(config.keys.dir.clone()));
+            let manifest = dir.generate(bits.unwrap_or(config.keys.rsa_bits), unix_now())?;
+            print_keys(&manifest, unix_now());
+            Ok(())
+        }
+        KeysCommand::List { config, dir } => {
+            let config = load_config(&config, true)?;
+            let dir = KeyDir::new(dir.unwrap_or(config.keys.dir.clone()));
+            print_keys(&dir.read_manifest()?, unix_now());
+            Ok(())
+        }
+        KeysCommand::Rotate { config, dir, bits, force } => {
+            let config = load_config(&config, true)?;
+            let dir = KeyDir::new(dir.unwrap_or(config.keys.dir.clone()));
+            let manifest = dir.rotate(bits.unwrap_or(config.keys.rsa_bits), unix_now(), &key_policy(&config), force)?;
+            print_keys(&manifest, unix_now());
+            eprintln!("rotated; running gateways reload on SIGHUP or within keys.reload_interval_secs");
+            Ok(())
+        }
+    }
+}
+
+fn print_keys(manifest: &byollm::issuer::keys::Manifest, now: u64) {
+    println!("{:<45} {:<8} {:>5} {:>10} {:>10}", "KID", "STATE", "BITS", "AGE", "IN STATE");
+    for key in &manifest.keys {
+        let since = match key.state {
+            KeyState::Next => key.created_at,
+            KeyState::Active => key.activated_at.unwrap_or(key.created_at),
+            KeyState::Retired => key.retired_at.unwrap_or(key.created_at),
+        };
+        println!(
+            "{:<45} {:<8} {:>5} {:>10} {:>10}",
+            key.kid,
+            key.state.to_string(),
+            key.bits,
+            human_age(now.saturating_sub(key.created_at)),
+            human_age(now.saturating_sub(since))
+        );
+    }
+}
+
+fn human_age(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        7200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Failure> {
+    if config.dev {
+        tracing::warn!(
+            issuer = %config.issuer.url,
+            "DEV MODE: http issuer on loopback; AWS STS cannot reach it. Do not use in production"
+        );
+    }
+    let issuer = Issuer::open(&config)?;
+    let listen = config.server.listen;
+    let public_listen = config.server.public_listen;
+    let reload_interval = config.keys.reload_interval;
+    let state = byollm::AppState::new(config, issuer);
+
+    let internal =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let public = match public_listen {
+        Some(addr) => {
+            Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?)
+        }
+        None => None,
+    };
+    tokio::spawn(watch_keys(state.clone(), reload_interval));
+
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.notify_waiters();
+        }
+    });
+    tracing::info!(
+        internal = %internal.local_addr()?,
+        public = ?public.as_ref().and_then(|l| l.local_addr().ok()),
+        issuer = %state.config.issuer.url,
+        "byollm ready"
+    );
+    let internal_server = axum::serve(internal, byollm::router(state.clone())).with_graceful_shutdown({
+        let shutdown = shutdown.clone();
+        async move { shutdown.notified().await }
+    });
+    match public {
+        Some(public) => {
+            let public_server = axum::serve(public, byollm::public_router(state))
+                .with_graceful_shutdown(async move { shutdown.notified().await });
+            tokio::try_join!(internal_server.into_future(), public_server.into_future())?;
+        }
+        None => internal_server.await?,
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Reload the key set on SIGHUP and every `interval` (which also retires keys on time).
+async fn watch_keys(state: byollm::AppState, interval: Duration) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        #[cfg(unix)]
+        {
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = hup => tracing::info!("SIGHUP: reloading the key set"),
+            }
+        }
+        #[cfg(not(unix))]
+        ticker.tick().await;
+        let issuer = state.issuer.clone();
+        match tokio::task::spawn_blocking(move || issuer.reload(unix_now())).await {
+            Ok(Ok(true)) => state.metrics.key_reloads.inc("changed"),
+            Ok(Ok(false)) => state.metrics.key_reloads.inc("unchanged"),
+            Ok(Err(error)) => {
+                state.metrics.key_reloads.inc("error");
+                tracing::error!(%error, "key set reload failed; keeping the keys in force");
+            }
+            Err(_) => state.metrics.key_reloads.inc("error"),
+        }
+    }
+}

@@ -1,0 +1,890 @@
+//! Configuration: a TOML file (every field defaulted) plus `BYOLLM_<SECTION>__<FIELD>` environment
+//! overrides, read in two stages: raw TOML values, then a validated [`Config`].
+//!
+//! Every bad field is reported at once, by its path (`issuer.url`, `callers[1].key_sha256`), so an
+//! operator fixes a file in one pass. Unknown fields are errors. This module reads no process state
+//! itself: callers hand it the file path and the environment pairs, so tests use plain vectors.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+use crate::principal::{ActorType, Uid};
+
+/// Prefix of environment overrides: `BYOLLM_ISSUER__URL=https://…` sets `issuer.url`.
+pub const ENV_PREFIX: &str = "BYOLLM_";
+/// Environment variables with the prefix that are not config overrides.
+const ENV_NOT_CONFIG: &[&str] = &["BYOLLM_LOG", "BYOLLM_CONFIG", "BYOLLM_API_KEY"];
+
+/// Longest token lifetime we ever sign.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Development mode: allows an `http://` issuer on loopback, and says so loudly.
+    pub dev: bool,
+    pub server: ServerConfig,
+    pub issuer: IssuerConfig,
+    pub keys: KeysConfig,
+    pub callers: Vec<CallerConfig>,
+    pub teams: Vec<TeamConfig>,
+    pub sts: StsConfig,
+    pub bedrock: BedrockConfig,
+    /// Public model name → Bedrock model or inference profile.
+    pub models: BTreeMap<String, ModelConfig>,
+    pub local: LocalConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Internal listener: `/v1/*`, `/healthz`, `/metrics` and `/.well-known/*`.
+    pub listen: SocketAddr,
+    /// Optional public listener serving only `/.well-known/*`.
+    pub public_listen: Option<SocketAddr>,
+    pub max_body_bytes: usize,
+    /// Longest a whole request may take (streams included).
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Exactly the `iss` of every token and the `issuer` of the discovery document.
+    pub url: String,
+    /// The issuer URL without its scheme: what IAM condition keys are prefixed with.
+    pub host_path: String,
+    pub audience: String,
+    pub token_lifetime: Duration,
+}
+
+impl IssuerConfig {
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.url)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    pub dir: PathBuf,
+    pub rsa_bits: u32,
+    pub reload_interval: Duration,
+    pub jwks_max_age: Duration,
+    /// How long a next key must have been published before `keys rotate` promotes it.
+    pub min_next_age: Duration,
+    /// Extra time a retired key stays published after its last token expired.
+    pub retired_grace: Duration,
+    pub max_published: usize,
+}
+
+/// An API caller: a worker or service holding one API key, bound to one team.
+#[derive(Clone)]
+pub struct CallerConfig {
+    pub name: String,
+    /// SHA-256 of the API key; the key itself is never stored.
+    pub key_sha256: [u8; 32],
+    pub team: Uid,
+    pub actors: Vec<ActorType>,
+    /// `None`: any principal uid of the allowed actor types.
+    pub principals: Option<Vec<Uid>>,
+}
+
+impl fmt::Debug for CallerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallerConfig")
+            .field("name", &self.name)
+            .field("team", &self.team)
+            .field("actors", &self.actors)
+            .field("principals", &self.principals)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TeamConfig {
+    pub uid: Uid,
+    pub role_arn: Option<RoleArn>,
+    /// Bedrock region for this team; `bedrock.region` when absent.
+    pub region: Option<String>,
+    pub agents: Vec<AgentConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub name: String,
+    pub role_arn: RoleArn,
+}
+
+#[derive(Debug, Clone)]
+pub struct StsConfig {
+    pub region: String,
+    pub endpoint_url: Option<String>,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct BedrockConfig {
+    pub region: String,
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// Bedrock model id, inference profile id, or application inference profile ARN.
+    pub id: String,
+    /// `max_tokens` sent when the client gives none.
+    pub default_max_tokens: u32,
+    /// The model's output limit; requests above it are refused.
+    pub max_output_tokens: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub profile: Option<String>,
+    pub refresh_interval: Duration,
+}
+
+/// An IAM role ARN, `arn:<partition>:iam::<12 digits>:role/<path/name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoleArn(String);
+
+impl RoleArn {
+    pub fn parse(value: &str) -> Result<RoleArn, String> {
+        let bad =
+            || format!("{value:?} is not an IAM role ARN; expected arn:aws:iam::<12-digit account id>:role/<name>");
+        let rest = value.strip_prefix("arn:").ok_or_else(bad)?;
+        let (partition, rest) = rest.split_once(':').ok_or_else(bad)?;
+        if !matches!(partition, "aws" | "aws-cn" | "aws-us-gov") {
+            return Err(bad());
+        }
+        let rest = rest.strip_prefix("iam::").ok_or_else(bad)?;
+        let (account, resource) = rest.split_once(':').ok_or_else(bad)?;
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let name = resource.strip_prefix("role/").ok_or_else(bad)?;
+        let name_ok = !name.is_empty()
+            && name.len() <= 512
+            && !name.ends_with('/')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b));
+        if !name_ok {
+            return Err(bad());
+        }
+        Ok(RoleArn(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn account_id(&self) -> &str {
+        self.0.split(':').nth(4).unwrap_or_default()
+    }
+
+    /// The role's name, without its path.
+    pub fn role_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or_default()
+    }
+}
+
+impl fmt::Display for RoleArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Everything wrong with a configuration, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.errors.len();
+        writeln!(f, "invalid configuration ({}): {count} problem{}", self.source, if count == 1 { "" } else { "s" })?;
+        for error in &self.errors {
+            writeln!(f, "  {}: {}", error.path, error.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Load from an optional file plus environment overrides. With no file, `dev` defaults to true.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let source = path.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+        let fail = |path: &str, message: String| ConfigError {
+            source: source.clone(),
+            errors: vec![FieldError { path: path.to_owned(), message }],
+        };
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| fail("(file)", format!("cannot read: {e}")))?;
+                text.parse::<Table>().map_err(|e| fail("(file)", format!("not valid TOML: {e}")))?
+            }
+            None => {
+                let mut table = Table::new();
+                table.insert("dev".into(), Value::Boolean(true));
+                table
+            }
+        };
+        apply_env(&mut table, env).map_err(|(path, message)| fail(&path, message))?;
+        Config::from_table(table).map_err(|errors| ConfigError { source, errors })
+    }
+
+    /// Parse a TOML string (no environment): for tests and examples.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let fail = |message: String| ConfigError {
+            source: "inline".into(),
+            errors: vec![FieldError { path: "(file)".into(), message }],
+        };
+        let table = text.parse::<Table>().map_err(|e| fail(format!("not valid TOML: {e}")))?;
+        Config::from_table(table).map_err(|errors| ConfigError { source: "inline".into(), errors })
+    }
+
+    fn from_table(table: Table) -> Result<Config, Vec<FieldError>> {
+        let errors = RefCell::new(Vec::new());
+        let mut root = Section { path: String::new(), table, errors: &errors };
+        let dev = root.take::<bool>("dev").unwrap_or(false);
+
+        let mut server = root.section("server");
+        let listen = server.take_parsed("listen", |s: String| s.parse::<SocketAddr>().map_err(|e| e.to_string()));
+        let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let public_listen = server.take_parsed("public_listen", |s: String| {
+            s.parse::<SocketAddr>().map_err(|e| format!("{e}; use host:port like 0.0.0.0:8443"))
+        });
+        let max_body_bytes = server.take_ranged("max_body_bytes", 1024, 100 << 20).unwrap_or(20 << 20) as usize;
+        let request_timeout = server.take_secs("request_timeout_secs", 1, 3600).unwrap_or(Duration::from_secs(900));
+        server.finish();
+
+        let mut issuer = root.section("issuer");
+        let url = issuer.take::<String>("url");
+        let issuer_path = issuer.child("url");
+        let (url, host_path) = match url {
+            Some(url) => match validate_issuer_url(&url, dev) {
+                Ok(host_path) => (url, host_path),
+                Err(message) => {
+                    issuer.error_at(issuer_path, message);
+                    (url, String::new())
+                }
+            },
+            None => {
+                let url = format!("http://{listen}");
+                if !dev {
+                    issuer.error_at(
+                        issuer_path,
+                        "required unless dev = true: set the public https URL AWS will fetch /.well-known/* from"
+                            .into(),
+                    );
+                }
+                let host_path = url.trim_start_matches("http://").to_owned();
+                (url, host_path)
+            }
+        };
+        let audience = issuer
+            .take_parsed("audience", |s: String| {
+                if s.is_empty() || s.chars().any(char::is_whitespace) || s.len() > 255 {
+                    Err("must be 1-255 characters without whitespace".into())
+                } else {
+                    Ok(s)
+                }
+            })
+            .unwrap_or_else(|| "sts.amazonaws.com".into());
+        let token_lifetime = issuer
+            .take_secs("token_lifetime_secs", 60, MAX_TOKEN_LIFETIME.as_secs())
+            .unwrap_or(Duration::from_secs(300));
+        issuer.finish();
+
+        let mut keys = root.section("keys");
+        let dir = keys.take::<PathBuf>("dir").unwrap_or_else(|| PathBuf::from("jwks"));
+        let rsa_bits = keys
+            .take_parsed("rsa_bits", |bits: u32| {
+                if matches!(bits, 2048 | 3072 | 4096) { Ok(bits) } else { Err("must be 2048, 3072 or 4096".into()) }
+            })
+            .unwrap_or(2048);
+        let reload_interval = keys.take_secs("reload_interval_secs", 1, 3600).unwrap_or(Duration::from_secs(10));
+        let jwks_max_age = keys.take_secs("jwks_max_age_secs", 0, 86_400).unwrap_or(Duration::from_secs(300));
+        let min_next_age = keys.take_secs("min_next_age_secs", 0, 30 * 86_400).unwrap_or(Duration::from_secs(3600));
+        let retired_grace = keys.take_secs("retired_grace_secs", 0, 86_400).unwrap_or(Duration::from_secs(300));
+        let max_published = keys.take_ranged("max_published", 3, 50).unwrap_or(8) as usize;
+        if !min_next_age.is_zero() && jwks_max_age * 2 > min_next_age {
+            let path = keys.child("jwks_max_age_secs");
+            keys.error_at(
+                path,
+                format!(
+                    "{}s is too close to keys.min_next_age_secs ({}s): keep it at most half, so verifiers see a next key before it signs",
+                    jwks_max_age.as_secs(),
+                    min_next_age.as_secs()
+                ),
+            );
+        }
+        keys.finish();
+
+        let callers = root.array("callers", |caller| {
+            let name = caller.take_required::<String>("name");
+            let key_sha256 = caller.take_required_parsed("key_sha256", |s: String| parse_sha256_hex(&s));
+            let team = caller.take_required_parsed("team", |s: String| Uid::parse(&s).map_err(|e| e.to_string()));
+            let actors = caller
+                .take_parsed("actors", |list: Vec<String>| {
+                    if list.is_empty() {
+                        return Err("must list at least one of \"user\", \"service_account\"".into());
+                    }
+                    list.iter().map(|a| a.parse::<ActorType>().map_err(|e| e.to_string())).collect()
+                })
+                .unwrap_or_else(|| ActorType::ALL.to_vec());
+            let principals = caller
+                .take_parsed("principals", |list: Vec<String>| {
+                    if list.iter().any(|p| p == "*") {
+                        return Ok(None);
+                    }
+                    list.iter()
+                        .map(|p| Uid::parse(p).map_err(|e| format!("{p:?}: {e}")))
+                        .collect::<Result<_, _>>()
+                        .map(Some)
+                })
+                .unwrap_or(None);
+            Some(CallerConfig { name: name?, key_sha256: key_sha256?, team: team?, actors, principals })
+        });
+        let mut seen_callers = HashSet::new();
+        let mut seen_keys = HashSet::new();
+        for (index, caller) in callers.iter().enumerate() {
+            if !seen_callers.insert(caller.name.clone()) {
+                root.error_at(format!("callers[{index}].name"), format!("duplicate caller name {:?}", caller.name));
+            }
+            if !seen_keys.insert(caller.key_sha256) {
+                root.error_at(format!("callers[{index}].key_sha256"), "the same API key is configured twice".into());
+            }
+        }
+
+        let teams = root.array("teams", |team| {
+            let uid = team.take_required_parsed("uid", |s: String| Uid::parse(&s).map_err(|e| e.to_string()));
+            let role_arn = team.take_parsed("role_arn", |s: String| RoleArn::parse(&s));
+            let region = team.take_parsed("region", validate_region);
+            let agents = team.array("agents", |agent| {
+                let name = agent.take_required_parsed("name", |s: String| {
+                    Uid::parse(&s).map(|_| s).map_err(|e| format!("agent name: {e}"))
+                });
+                let role_arn = agent.take_required_parsed("role_arn", |s: String| RoleArn::parse(&s));
+                Some(AgentConfig { name: name?, role_arn: role_arn? })
+            });
+            Some(TeamConfig { uid: uid?, role_arn, region, agents })
+        });
+        let mut seen_teams = HashSet::new();
+        for (index, team) in teams.iter().enumerate() {
+            if !seen_teams.insert(team.uid.clone()) {
+                root.error_at(format!("teams[{index}].uid"), format!("duplicate team {:?}", team.uid.as_str()));
+            }
+        }
+
+        let mut sts = root.section("sts");
+        let sts_region = sts.take_parsed("region", validate_region).unwrap_or_else(|| "us-east-1".into());
+        let sts_endpoint = sts.take_parsed("endpoint_url", validate_endpoint_url);
+        let duration = sts.take_secs("duration_secs", 900, 43_200).unwrap_or(Duration::from_secs(3600));
+        sts.finish();
+
+        let mut bedrock = root.section("bedrock");
+        let bedrock_region = bedrock.take_parsed("region", validate_region).unwrap_or_else(|| sts_region.clone());
+        let bedrock_endpoint = bedrock.take_parsed("endpoint_url", validate_endpoint_url);
+        bedrock.finish();
+
+        let models = match root.table.remove("models") {
+            None => default_models(),
+            Some(Value::Table(models)) => {
+                let mut out = BTreeMap::new();
+                for (name, value) in models {
+                    let path = format!("models.{name}");
+                    let Value::Table(table) = value else {
+                        root.error_at(path, "must be a table like { id = \"global.anthropic...\" }".into());
+                        continue;
+                    };
+                    let mut model = Section { path, table, errors: &errors };
+                    let id = model.take_required_parsed("id", |s: String| validate_model_id(&s).map(|_| s));
+                    let max_output_tokens = model.take_ranged("max_output_tokens", 1, 1 << 20).unwrap_or(64_000) as u32;
+                    let default_max_tokens = model
+                        .take_ranged("default_max_tokens", 1, 1 << 20)
+                        .unwrap_or(4096.min(max_output_tokens as u64))
+                        as u32;
+                    if default_max_tokens > max_output_tokens {
+                        let path = model.child("default_max_tokens");
+                        model.error_at(path, "must not exceed max_output_tokens".into());
+                    }
+                    model.finish();
+                    if let Some(id) = id {
+                        out.insert(name, ModelConfig { id, default_max_tokens, max_output_tokens });
+                    }
+                }
+                out
+            }
+            Some(_) => {
+                root.error_at("models".into(), "must be a table of public model names".into());
+                BTreeMap::new()
+            }
+        };
+
+        let mut local = root.section("local");
+        let profile = local.take::<String>("profile");
+        let refresh_interval = local.take_secs("refresh_interval_secs", 10, 3600).unwrap_or(Duration::from_secs(900));
+        local.finish();
+
+        root.finish();
+        let errors = errors.into_inner();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Config {
+            dev,
+            server: ServerConfig { listen, public_listen, max_body_bytes, request_timeout },
+            issuer: IssuerConfig { url, host_path, audience, token_lifetime },
+            keys: KeysConfig {
+                dir,
+                rsa_bits,
+                reload_interval,
+                jwks_max_age,
+                min_next_age,
+                retired_grace,
+                max_published,
+            },
+            callers,
+            teams,
+            sts: StsConfig { region: sts_region, endpoint_url: sts_endpoint, duration },
+            bedrock: BedrockConfig { region: bedrock_region, endpoint_url: bedrock_endpoint },
+            models,
+            local: LocalConfig { profile, refresh_interval },
+        })
+    }
+
+    pub fn team(&self, uid: &Uid) -> Option<&TeamConfig> {
+        self.teams.iter().find(|team| &team.uid == uid)
+    }
+}
+
+/// The models served when the config names none: Claude through global cross-region profiles
+/// where the model has one, otherwise the US geographic profile.
+pub fn default_models() -> BTreeMap<String, ModelConfig> {
+    let model = |id: &str, max_output_tokens: u32| ModelConfig {
+        id: id.to_owned(),
+        default_max_tokens: 4096,
+        max_output_tokens,
+    };
+    BTreeMap::from([
+        ("claude-sonnet-4-5".to_owned(), model("global.anthropic.claude-sonnet-4-5-20250929-v1:0", 64_000)),
+        ("claude-haiku-4-5".to_owned(), model("global.anthropic.claude-haiku-4-5-20251001-v1:0", 64_000)),
+        ("claude-sonnet-4".to_owned(), model("global.anthropic.claude-sonnet-4-20250514-v1:0", 64_000)),
+        ("claude-opus-4-1".to_owned(), model("us.anthropic.claude-opus-4-1-20250805-v1:0", 32_000)),
+    ])
+}
+
+/// Check an issuer URL; return it without its scheme (`host[:port][/path]`).
+fn validate_issuer_url(raw: &str, dev: bool) -> Result<String, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if raw.ends_with('/') {
+        return Err(format!(
+            "remove the trailing slash: tokens carry the issuer byte for byte and AWS compares it with the provider URL ({:?})",
+            raw.trim_end_matches('/')
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain a query, fragment or user info".into());
+    }
+    let host = url.host_str().ok_or("must have a host")?;
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback =
+                host == "localhost" || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !(dev && loopback) {
+                return Err("must be https:// (http:// is allowed only on loopback with dev = true)".into());
+            }
+        }
+        other => return Err(format!("scheme {other:?} is not allowed; use https://")),
+    }
+    let scheme_len = url.scheme().len() + 3;
+    Ok(raw[scheme_len..].to_owned())
+}
+
+fn validate_region(region: String) -> Result<String, String> {
+    let ok = !region.is_empty()
+        && region.len() <= 32
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && region.contains('-');
+    if ok { Ok(region) } else { Err(format!("{region:?} is not an AWS region like us-east-1")) }
+}
+
+fn validate_endpoint_url(raw: String) -> Result<String, String> {
+    let url = url::Url::parse(&raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an http(s) URL with a host".into());
+    }
+    Ok(raw.trim_end_matches('/').to_owned())
+}
+
+/// A Bedrock model id, inference profile id, or application inference profile ARN.
+pub fn validate_model_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 2048
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b":.-_/".contains(&b))
+        && (id.contains('.') || id.starts_with("arn:"));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a Bedrock model id (e.g. global.anthropic.claude-sonnet-4-5-20250929-v1:0) or inference profile ARN"
+        ))
+    }
+}
+
+fn parse_sha256_hex(raw: &str) -> Result<[u8; 32], String> {
+    let message =
+        || "must be 64 hex characters: the SHA-256 of the API key (byollm callers hash-key prints it)".to_owned();
+    if raw.len() != 64 {
+        return Err(message());
+    }
+    let mut out = [0u8; 32];
+    for (index, pair) in raw.as_bytes().chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).map_err(|_| message())?;
+        out[index] = u8::from_str_radix(text, 16).map_err(|_| message())?;
+    }
+    Ok(out)
+}
+
+/// Apply `BYOLLM_A__B=value` as `a.b = value` (parsed as a TOML value, else taken as a string).
+fn apply_env(table: &mut Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), (String, String)> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        if ENV_NOT_CONFIG.contains(&name.as_str()) || rest.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        let value = format!("v = {raw}")
+            .parse::<Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| Value::String(raw.clone()));
+        let (last, parents) = path.split_last().ok_or_else(|| (name.clone(), "empty path".to_owned()))?;
+        let mut cursor = &mut *table;
+        for part in parents {
+            let entry = cursor.entry(part.clone()).or_insert_with(|| Value::Table(Table::new()));
+            cursor = match entry {
+                Value::Table(next) => next,
+                _ => return Err((format!("{name} ({})", path.join(".")), "is not a section".into())),
+            };
+        }
+        cursor.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+/// One TOML table being read, with the shared list of errors.
+struct Section<'a> {
+    path: String,
+    table: Table,
+    errors: &'a RefCell<Vec<FieldError>>,
+}
+
+impl<'a> Section<'a> {
+    fn child(&self, key: &str) -> String {
+        if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) }
+    }
+
+    fn error_at(&self, path: String, message: String) {
+        self.errors.borrow_mut().push(FieldError { path, message });
+    }
+
+    fn take<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        let value = self.table.remove(key)?;
+        match value.try_into::<T>() {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.error_at(self.child(key), error.to_string().trim().to_owned());
+                None
+            }
+        }
+    }
+
+    fn take_parsed<R: DeserializeOwned, T>(
+        &mut self,
+        key: &str,
+        check: impl FnOnce(R) -> Result<T, String>,
+    ) -> Option<T> {
+        let raw = self.take::<R>(key)?;
+        match check(raw) {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.error_at(self.child(key), message);
+                None
+            }
+        }
+    }
+
+    fn take_required<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        if !self.table.contains_key(key) {
+            self.error_at(self.child(key), "is required".into());
+        }
+        self.take(key)
+    }
+
+    fn take_required_parsed<R: DeserializeOwned, T>(
+        &mut self,
+        key: &str,
+        check: impl FnOnce(R) -> Result<T, String>,
+    ) -> Option<T> {
+        if !self.table.contains_key(key) {
+            self.error_at(self.child(key), "is required".into());
+        }
+        self.take_parsed(key, check)
+    }
+
+    fn take_ranged(&mut self, key: &str, min: u64, max: u64) -> Option<u64> {
+        self.take_parsed(key, |value: u64| {
+            if (min..=max).contains(&value) { Ok(value) } else { Err(format!("{value} is out of range {min}..={max}")) }
+        })
+    }
+
+    fn take_secs(&mut self, key: &str, min: u64, max: u64) -> Option<Duration> {
+        self.take_ranged(key, min, max).map(Duration::from_secs)
+    }
+
+    fn section(&mut self, key: &str) -> Section<'a> {
+        let path = self.child(key);
+        let table = match self.table.remove(key) {
+            None => Table::new(),
+            Some(Value::Table(table)) => table,
+            Some(_) => {
+                self.error_at(path.clone(), "must be a table".into());
+                Table::new()
+            }
+        };
+        Section { path, table, errors: self.errors }
+    }
+
+    /// Read an array of tables, one closure call each; entries with errors are left out.
+    fn array<T>(&mut self, key: &str, mut read: impl FnMut(&mut Section<'a>) -> Option<T>) -> Vec<T> {
+        let path = self.child(key);
+        let items = match self.table.remove(key) {
+            None => return Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(_) => {
+                self.error_at(path, format!("must be an array of tables ([[{key}]])"));
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (index, item) in items.into_iter().enumerate() {
+            let item_path = format!("{path}[{index}]");
+            let Value::Table(table) = item else {
+                self.error_at(item_path, "must be a table".into());
+                continue;
+            };
+            let mut section = Section { path: item_path, table, errors: self.errors };
+            let value = read(&mut section);
+            section.finish();
+            out.extend(value);
+        }
+        out
+    }
+
+    /// Report every key nobody read.
+    fn finish(self) {
+        for key in self.table.keys() {
+            self.error_at(self.child(key), "unknown field".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    fn errors_of(text: &str) -> Vec<(String, String)> {
+        match Config::from_toml(text) {
+            Ok(_) => Vec::new(),
+            Err(error) => error.errors.into_iter().map(|e| (e.path, e.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_file_needs_an_issuer_url_unless_dev() {
+        let errors = errors_of("");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, "issuer.url");
+        let config = Config::from_toml("dev = true").unwrap();
+        assert_eq!(config.issuer.url, "http://127.0.0.1:8080");
+        assert_eq!(config.issuer.audience, "sts.amazonaws.com");
+        assert_eq!(config.issuer.token_lifetime, Duration::from_secs(300));
+        assert_eq!(config.keys.dir, PathBuf::from("jwks"));
+        assert!(config.models.contains_key("claude-sonnet-4-5"));
+    }
+
+    #[test]
+    fn no_file_means_dev_defaults() {
+        let config = Config::load(None, Vec::new()).unwrap();
+        assert!(config.dev);
+        assert_eq!(config.issuer.host_path, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_by_path() {
+        let text = format!(
+            r#"
+            surprise = 1
+            [server]
+            listen = "nope"
+            [issuer]
+            url = "https://issuer.example.com/"
+            token_lifetime_secs = 7200
+            colour = "red"
+            [keys]
+            rsa_bits = 1024
+            [[callers]]
+            name = "w"
+            key_sha256 = "abc"
+            team = "a/b"
+            actors = ["robot"]
+            [[callers]]
+            name = "ok"
+            key_sha256 = "{HASH}"
+            team = "acme"
+            [[teams]]
+            uid = "acme"
+            role_arn = "arn:aws:iam::12345:role/x"
+            [sts]
+            duration_secs = 60
+            [models.bad]
+            id = "gpt 4"
+            "#
+        );
+        let paths: Vec<String> = errors_of(&text).into_iter().map(|(path, _)| path).collect();
+        for expected in [
+            "server.listen",
+            "issuer.url",
+            "issuer.token_lifetime_secs",
+            "issuer.colour",
+            "keys.rsa_bits",
+            "callers[0].key_sha256",
+            "callers[0].team",
+            "callers[0].actors",
+            "teams[0].role_arn",
+            "sts.duration_secs",
+            "models.bad.id",
+            "surprise",
+        ] {
+            assert!(paths.iter().any(|p| p == expected), "missing {expected} in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn issuer_url_rules() {
+        let cases = [
+            ("https://issuer.example.com", false, Ok("issuer.example.com")),
+            ("https://issuer.example.com/tenant", false, Ok("issuer.example.com/tenant")),
+            ("http://127.0.0.1:9000", true, Ok("127.0.0.1:9000")),
+            ("http://127.0.0.1:9000", false, Err("https")),
+            ("http://example.com", true, Err("https")),
+            ("https://issuer.example.com/", false, Err("trailing slash")),
+            ("https://issuer.example.com?x=1", false, Err("query")),
+            ("ftp://issuer.example.com", false, Err("scheme")),
+        ];
+        for (url, dev, expected) in cases {
+            match (validate_issuer_url(url, dev), expected) {
+                (Ok(host), Ok(want)) => assert_eq!(host, want),
+                (Err(message), Err(want)) => assert!(message.contains(want), "{url}: {message}"),
+                (got, want) => panic!("{url}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn env_overrides_fields_and_are_validated() {
+        let env = vec![
+            ("BYOLLM_ISSUER__URL".to_owned(), "https://id.example.com".to_owned()),
+            ("BYOLLM_KEYS__RSA_BITS".to_owned(), "3072".to_owned()),
+            ("BYOLLM_LOG".to_owned(), "debug".to_owned()),
+            ("OTHER".to_owned(), "x".to_owned()),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("byollm.toml");
+        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:9999\"\n").unwrap();
+        let config = Config::load(Some(&file), env).unwrap();
+        assert_eq!(config.issuer.url, "https://id.example.com");
+        assert_eq!(config.keys.rsa_bits, 3072);
+        assert_eq!(config.server.listen.port(), 9999);
+
+        let bad = vec![("BYOLLM_ISSUER__TOKEN_LIFETIME_SECS".to_owned(), "999999".to_owned())];
+        let error = Config::load(Some(&file), bad).unwrap_err();
+        assert_eq!(error.errors[0].path, "issuer.url");
+        assert!(error.errors.iter().any(|e| e.path == "issuer.token_lifetime_secs"));
+    }
+
+    #[test]
+    fn callers_teams_and_agents_parse() {
+        let text = format!(
+            r#"
+            dev = true
+            [[callers]]
+            name = "worker"
+            key_sha256 = "{HASH}"
+            team = "acme"
+            actors = ["service_account"]
+            principals = ["svc-1", "svc-2"]
+            [[teams]]
+            uid = "acme"
+            role_arn = "arn:aws:iam::123456789012:role/path/byollm-acme"
+            region = "eu-west-1"
+            [[teams.agents]]
+            name = "reviewer"
+            role_arn = "arn:aws:iam::123456789012:role/reviewer"
+            "#
+        );
+        let config = Config::from_toml(&text).unwrap();
+        let caller = &config.callers[0];
+        assert_eq!(caller.actors, vec![ActorType::ServiceAccount]);
+        assert_eq!(caller.principals.as_ref().map(Vec::len), Some(2));
+        assert!(!format!("{caller:?}").contains("key_sha256"));
+        let team = config.team(&Uid::parse("acme").unwrap()).unwrap();
+        let role = team.role_arn.as_ref().unwrap();
+        assert_eq!(role.account_id(), "123456789012");
+        assert_eq!(role.role_name(), "byollm-acme");
+        assert_eq!(team.agents[0].role_arn.role_name(), "reviewer");
+    }
+
+    #[test]
+    fn role_arn_rules() {
+        for good in ["arn:aws:iam::123456789012:role/a", "arn:aws-us-gov:iam::123456789012:role/p/a+b=c,d.e@f_g-h"] {
+            assert!(RoleArn::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "arn:aws:iam::12345678901:role/a",
+            "arn:aws:iam::123456789012:user/a",
+            "arn:aws:sts::123456789012:role/a",
+            "arn:aws:iam::123456789012:role/",
+            "arn:aws:iam::123456789012:role/a b",
+            "role/a",
+        ] {
+            assert!(RoleArn::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn jwks_max_age_must_stay_well_below_the_prepublication_window() {
+        let errors = errors_of("dev = true\n[keys]\njwks_max_age_secs = 3000\nmin_next_age_secs = 3600\n");
+        assert_eq!(errors[0].0, "keys.jwks_max_age_secs");
+    }
+}

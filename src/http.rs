@@ -1,0 +1,140 @@
+//! HTTP assembly: application state, the internal and public routers, the JSON extractor whose
+//! rejections speak the one error body, health and metrics.
+//!
+//! The public router serves only `/.well-known/*`: it is the only part that must face the
+//! internet, so AWS can fetch the discovery document and the JWKS.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::auth::Callers;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::issuer::{Issuer, routes as issuer_routes};
+use crate::metrics::Metrics;
+
+/// Cheap handles shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub issuer: Arc<Issuer>,
+    pub callers: Arc<Callers>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(config: Config, issuer: Issuer) -> AppState {
+        AppState {
+            callers: Arc::new(Callers::new(&config.callers)),
+            config: Arc::new(config),
+            issuer: Arc::new(issuer),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}
+
+/// Routes AWS must reach: discovery and JWKS.
+fn well_known() -> Router<AppState> {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(issuer_routes::openid_configuration))
+        .route("/.well-known/jwks.json", get(issuer_routes::jwks))
+}
+
+/// The internal listener: everything.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.server.max_body_bytes;
+    well_known()
+        .route("/v1/tokens", post(issuer_routes::mint_token))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The public listener: only `/.well-known/*`.
+pub fn public_router(state: AppState) -> Router {
+    well_known().fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let keys = state.issuer.keys();
+    axum::Json(serde_json::json!({"status": "ok", "active_kid": keys.keys.signing.kid})).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("unknown_route", "no such route; see the README for the endpoints byollm serves")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// A JSON body whose problems become [`ApiError`]s. Parsing is deferred to [`ApiJson::into_inner`]
+/// so handlers authenticate before they look at the body.
+pub struct ApiJson<T> {
+    result: Result<T, ApiError>,
+}
+
+impl<T> ApiJson<T> {
+    pub fn into_inner(self) -> Result<T, ApiError> {
+        self.result
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.starts_with("application/json") || v.contains("+json"));
+        let bytes = Bytes::from_request(request, state).await.map_err(body_error)?;
+        if !json {
+            return Ok(ApiJson {
+                result: Err(ApiError::invalid_request("", "invalid_content_type", "send the body as application/json")),
+            });
+        }
+        let result = serde_json::from_slice::<T>(&bytes).map_err(|e| {
+            ApiError::invalid_request(
+                "",
+                "invalid_json",
+                format!("request body is not valid JSON for this endpoint: {e}"),
+            )
+        });
+        Ok(ApiJson { result })
+    }
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "body_too_large",
+            "request body is larger than server.max_body_bytes",
+        )
+    } else {
+        ApiError::invalid_request("", "unreadable_body", "could not read the request body")
+    }
+}

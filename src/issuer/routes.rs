@@ -1,0 +1,136 @@
+//! HTTP edge of the issuer: discovery, JWKS, and `POST /v1/tokens`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::http::{ApiJson, AppState};
+use crate::issuer::{Document, MintError, RunClaims, unix_now};
+use crate::principal::{ActorType, ScopedPrincipal, Uid};
+
+pub async fn openid_configuration(State(state): State<AppState>) -> Response {
+    state.metrics.jwks_requests.inc("openid_configuration");
+    let max_age = state.config.keys.jwks_max_age.as_secs();
+    document_response(state.issuer.discovery(), max_age, &HeaderMap::new())
+}
+
+pub async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let keys = state.issuer.keys();
+    let response = document_response(&keys.jwks, state.config.keys.jwks_max_age.as_secs(), &headers);
+    let label = if response.status() == StatusCode::NOT_MODIFIED { "jwks_not_modified" } else { "jwks" };
+    state.metrics.jwks_requests.inc(label);
+    response
+}
+
+fn document_response(document: &Document, max_age: u64, request: &HeaderMap) -> Response {
+    let etag = HeaderValue::from_str(&document.etag).unwrap_or(HeaderValue::from_static("\"0\""));
+    let cache = HeaderValue::from_str(&format!("public, max-age={max_age}"))
+        .unwrap_or(HeaderValue::from_static("public, max-age=300"));
+    let matches = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == document.etag || tag.trim() == "*"));
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::CACHE_CONTROL, cache)]).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, cache),
+        ],
+        document.body.clone(),
+    )
+        .into_response()
+}
+
+/// Body of `POST /v1/tokens`. `team` defaults to the caller's own team.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub team: Option<String>,
+    pub actor: String,
+    pub principal: String,
+    pub lifetime_secs: Option<u64>,
+    pub agent: Option<String>,
+    pub run_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub token_type: &'static str,
+    pub subject: String,
+    pub kid: String,
+    pub issued_at: u64,
+    pub expires_at: u64,
+    pub expires_in: u64,
+}
+
+/// Parse the principal named in a request, reporting the offending field.
+pub fn principal_from_request(
+    team: Option<&str>,
+    default_team: &Uid,
+    actor: &str,
+    principal: &str,
+) -> Result<ScopedPrincipal, ApiError> {
+    let team_uid = match team {
+        Some(team) => {
+            Uid::parse(team).map_err(|e| ApiError::invalid_request("team", "invalid_uid", format!("team: {e}")))?
+        }
+        None => default_team.clone(),
+    };
+    let actor = actor
+        .parse::<ActorType>()
+        .map_err(|e| ApiError::invalid_request("actor", "invalid_actor", format!("actor: {e}")))?;
+    let principal_uid = Uid::parse(principal)
+        .map_err(|e| ApiError::invalid_request("principal", "invalid_uid", format!("principal: {e}")))?;
+    Ok(ScopedPrincipal::new(team_uid, actor, principal_uid))
+}
+
+pub async fn mint_token(State(state): State<AppState>, headers: HeaderMap, body: ApiJson<TokenRequest>) -> Response {
+    let result = mint(&state, &headers, body);
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(error) => error.status,
+    };
+    state.metrics.tokens_minted.inc(crate::metrics::outcome(status.as_u16()));
+    match result {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn mint(state: &AppState, headers: &HeaderMap, body: ApiJson<TokenRequest>) -> Result<TokenResponse, ApiError> {
+    let caller = state.callers.authenticate(headers)?;
+    let request = body.into_inner()?;
+    let principal = principal_from_request(request.team.as_deref(), &caller.team, &request.actor, &request.principal)?;
+    caller.authorize(&principal)?;
+    let run = RunClaims { agent: request.agent, run_id: request.run_id };
+    let minted = state
+        .issuer
+        .mint(&principal, request.lifetime_secs.map(Duration::from_secs), &run, unix_now())
+        .map_err(mint_error)?;
+    tracing::info!(caller = %caller.name, kid = %minted.kid, expires_at = minted.expires_at, "token minted");
+    Ok(TokenResponse {
+        expires_in: minted.expires_at - minted.issued_at,
+        token: minted.token.expose().to_owned(),
+        token_type: "urn:ietf:params:oauth:token-type:jwt",
+        subject: minted.subject,
+        kid: minted.kid,
+        issued_at: minted.issued_at,
+        expires_at: minted.expires_at,
+    })
+}
+
+pub fn mint_error(error: MintError) -> ApiError {
+    match error {
+        MintError::Lifetime { .. } => ApiError::invalid_request("lifetime_secs", "invalid_lifetime", error.to_string()),
+        MintError::Claim { name, .. } => ApiError::invalid_request(name, "invalid_claim", error.to_string()),
+        MintError::Signing => ApiError::internal("token signing failed"),
+    }
+}
