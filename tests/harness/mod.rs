@@ -1,0 +1,234 @@
+//! Runs the real `byollm` binary on 127.0.0.1 for integration tests: writes its config into a
+//! temporary directory, picks a free port, captures every log line, and kills it on drop.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_byollm");
+
+/// A caller API key used by tests, and its SHA-256.
+pub const API_KEY: &str = "byollm_test_key_acme_0123456789abcdef";
+pub const OTHER_API_KEY: &str = "byollm_test_key_other_0123456789abcdef";
+
+pub fn sha256_hex(value: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+}
+
+/// The standard test callers: one for team `acme`, one for team `other`.
+pub fn callers_toml() -> String {
+    format!(
+        r#"
+[[callers]]
+name = "acme-worker"
+key_sha256 = "{}"
+team = "acme"
+
+[[callers]]
+name = "other-worker"
+key_sha256 = "{}"
+team = "other"
+"#,
+        sha256_hex(API_KEY),
+        sha256_hex(OTHER_API_KEY)
+    )
+}
+
+pub struct Gateway {
+    child: Child,
+    pub url: String,
+    pub public_url: Option<String>,
+    pub dir: tempfile::TempDir,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    /// Start `byollm serve` in dev mode with `extra` appended to a config that sets the listener,
+    /// the issuer URL and the key directory.
+    pub fn start(extra: &str) -> Gateway {
+        Gateway::start_with(extra, false, &[])
+    }
+
+    pub fn start_with(extra: &str, public: bool, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let public_port = public.then(free_port);
+        let public_line = public_port.map(|p| format!("public_listen = \"127.0.0.1:{p}\"\n")).unwrap_or_default();
+        let config = format!(
+            "dev = true\n[server]\nlisten = \"127.0.0.1:{port}\"\n{public_line}[issuer]\nurl = \"{url}\"\n[keys]\ndir = {:?}\nmin_next_age_secs = 0\nreload_interval_secs = 1\n{extra}",
+            dir.path().join("jwks").display().to_string()
+        );
+        let config_path = dir.path().join("byollm.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut command = Command::new(BIN);
+        command.arg("serve").arg("--config").arg(&config_path);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("BYOLLM_") || name.starts_with("AWS_") {
+                command.env_remove(name);
+            }
+        }
+        command.env("BYOLLM_LOG", "debug").envs(env.iter().copied());
+        let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut gateway = Gateway {
+            child,
+            url,
+            public_url: public_port.map(|p| format!("http://127.0.0.1:{p}")),
+            dir,
+            logs: Arc::new(Mutex::new(String::new())),
+        };
+        gateway.capture();
+        gateway.wait_ready();
+        gateway
+    }
+
+    fn capture(&mut self) {
+        let stderr = self.child.stderr.take().unwrap();
+        let stdout = self.child.stdout.take().unwrap();
+        for stream in [Box::new(stderr) as Box<dyn std::io::Read + Send>, Box::new(stdout)] {
+            let logs = self.logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut logs = logs.lock().unwrap();
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
+            });
+        }
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.logs().contains("byollm ready") {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("byollm exited with {status} before it was ready:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("byollm was not ready within 20s:\n{}", self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn key_dir(&self) -> PathBuf {
+        self.dir.path().join("jwks")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("byollm.toml")
+    }
+
+    pub fn sighup(&self) {
+        let status = Command::new("kill").arg("-HUP").arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Run another `byollm` command against this gateway's config; returns (status, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        run_cli(args, Some(&self.config_path()))
+    }
+}
+
+pub fn run_cli(args: &[&str], config: Option<&Path>) -> (i32, String, String) {
+    let mut command = Command::new(BIN);
+    command.args(args);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    for (name, _) in std::env::vars() {
+        if name.starts_with("BYOLLM_") || name.starts_with("AWS_") {
+            command.env_remove(name);
+        }
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Verify a JWT the way AWS STS does, using only what the issuer serves over HTTP and a verifier
+/// that shares no code with the signer. Returns the claims.
+pub async fn verify_like_aws(token: &str, expected_audience: &str) -> Result<serde_json::Value, String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return Err("not three parts".into());
+    }
+    let decode = |part: &str| -> Result<serde_json::Value, String> {
+        let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    };
+    let header = decode(parts[0])?;
+    let claims = decode(parts[1])?;
+    if header["alg"] != "RS256" || header["typ"] != "JWT" {
+        return Err(format!("bad header {header}"));
+    }
+    let kid = header["kid"].as_str().ok_or("no kid")?;
+    let iss = claims["iss"].as_str().ok_or("no iss")?;
+    let client = reqwest::Client::new();
+    let discovery: serde_json::Value = client
+        .get(format!("{iss}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    if discovery["issuer"].as_str() != Some(iss) {
+        return Err(format!("discovery issuer {} != iss {iss}", discovery["issuer"]));
+    }
+    let jwks_uri = discovery["jwks_uri"].as_str().ok_or("no jwks_uri")?;
+    let response = client.get(jwks_uri).send().await.map_err(|e| e.to_string())?;
+    if response.headers()["content-type"] != "application/json" {
+        return Err("jwks content type".into());
+    }
+    let jwks: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+    let keys = jwks["keys"].as_array().ok_or("no keys")?;
+    let jwk = keys.iter().find(|k| k["kid"] == kid).ok_or(format!("kid {kid} not in JWKS"))?;
+    if jwk["kty"] != "RSA" || jwk["use"] != "sig" || jwk["alg"] != "RS256" || jwk.get("key_ops").is_some() {
+        return Err(format!("bad jwk members {jwk}"));
+    }
+    let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().ok_or("no n")?).map_err(|e| e.to_string())?;
+    let e = URL_SAFE_NO_PAD.decode(jwk["e"].as_str().ok_or("no e")?).map_err(|e| e.to_string())?;
+    if n.first() == Some(&0) || e.first() == Some(&0) {
+        return Err("leading zero in n or e".into());
+    }
+    let signature = URL_SAFE_NO_PAD.decode(parts[2]).map_err(|e| e.to_string())?;
+    let message = format!("{}.{}", parts[0], parts[1]);
+    aws_lc_rs::signature::RsaPublicKeyComponents { n: &n, e: &e }
+        .verify(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256, message.as_bytes(), &signature)
+        .map_err(|_| "signature does not verify".to_string())?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let exp = claims["exp"].as_u64().ok_or("no exp")?;
+    let iat = claims["iat"].as_u64().ok_or("no iat")?;
+    if exp <= now || iat > now + 60 || claims["nbf"].as_u64().ok_or("no nbf")? > now + 60 {
+        return Err("token not valid now".into());
+    }
+    if claims["aud"].as_str() != Some(expected_audience) {
+        return Err(format!("aud {}", claims["aud"]));
+    }
+    Ok(claims)
+}
