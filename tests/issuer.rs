@@ -81,11 +81,19 @@ async fn public_listener_serves_only_well_known() {
 async fn bad_requests_get_the_right_status_code_and_param() {
     let gateway = Gateway::start_with(&callers_toml(), false, &[("BYOLLM_SERVER__MAX_BODY_BYTES", "65536")]);
     let long = "a".repeat(129);
-    let cases: Vec<(Option<&str>, Value, u16, &str, Option<&str>)> = vec![
+    // (API key, body, status, error code, param)
+    type Case<'a> = (Option<&'a str>, Value, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (None, json!({"actor": "user", "principal": "alice"}), 401, "missing_api_key", None),
         (Some("wrong"), json!({"actor": "user", "principal": "alice"}), 401, "invalid_api_key", None),
         (Some(API_KEY), json!({"team": "other", "actor": "user", "principal": "alice"}), 403, "team_not_allowed", None),
-        (Some(OTHER_API_KEY), json!({"team": "acme", "actor": "user", "principal": "a"}), 403, "team_not_allowed", None),
+        (
+            Some(OTHER_API_KEY),
+            json!({"team": "acme", "actor": "user", "principal": "a"}),
+            403,
+            "team_not_allowed",
+            None,
+        ),
         (Some(API_KEY), json!({"actor": "user", "principal": "abc/evil"}), 400, "invalid_uid", Some("principal")),
         (Some(API_KEY), json!({"actor": "user", "principal": "a*"}), 400, "invalid_uid", Some("principal")),
         (Some(API_KEY), json!({"actor": "user", "principal": "a:b"}), 400, "invalid_uid", Some("principal")),
@@ -94,9 +102,27 @@ async fn bad_requests_get_the_right_status_code_and_param() {
         (Some(API_KEY), json!({"actor": "user", "principal": "ünï"}), 400, "invalid_uid", Some("principal")),
         (Some(API_KEY), json!({"team": "acme/x", "actor": "user", "principal": "a"}), 400, "invalid_uid", Some("team")),
         (Some(API_KEY), json!({"actor": "robot", "principal": "a"}), 400, "invalid_actor", Some("actor")),
-        (Some(API_KEY), json!({"actor": "user", "principal": "a", "lifetime_secs": 7200}), 400, "invalid_lifetime", Some("lifetime_secs")),
-        (Some(API_KEY), json!({"actor": "user", "principal": "a", "lifetime_secs": 10}), 400, "invalid_lifetime", Some("lifetime_secs")),
-        (Some(API_KEY), json!({"actor": "user", "principal": "a", "agent": "x y"}), 400, "invalid_claim", Some("agent")),
+        (
+            Some(API_KEY),
+            json!({"actor": "user", "principal": "a", "lifetime_secs": 7200}),
+            400,
+            "invalid_lifetime",
+            Some("lifetime_secs"),
+        ),
+        (
+            Some(API_KEY),
+            json!({"actor": "user", "principal": "a", "lifetime_secs": 10}),
+            400,
+            "invalid_lifetime",
+            Some("lifetime_secs"),
+        ),
+        (
+            Some(API_KEY),
+            json!({"actor": "user", "principal": "a", "agent": "x y"}),
+            400,
+            "invalid_claim",
+            Some("agent"),
+        ),
         (Some(API_KEY), json!({"actor": "user", "principal": "a", "colour": "red"}), 400, "invalid_json", None),
         (Some(API_KEY), json!({"actor": "user"}), 400, "invalid_json", None),
     ];
@@ -139,7 +165,8 @@ async fn rotation_never_breaks_a_token_and_publishes_next_before_it_signs() {
     let body = json!({"actor": "user", "principal": "alice"});
     let (_, before) = mint(&gateway, Some(API_KEY), body.clone()).await;
     let old_token = before["token"].as_str().unwrap().to_owned();
-    let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", gateway.url)).await.unwrap().json().await.unwrap();
+    let jwks: Value =
+        reqwest::get(format!("{}/.well-known/jwks.json", gateway.url)).await.unwrap().json().await.unwrap();
     let published_before: Vec<String> =
         jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect();
 
@@ -160,7 +187,8 @@ async fn rotation_never_breaks_a_token_and_publishes_next_before_it_signs() {
     assert!(published_before.iter().any(|k| k == new_kid), "the key now signing was published before rotation");
     verify_like_aws(&old_token, "sts.amazonaws.com").await.expect("token signed before rotation still verifies");
     verify_like_aws(after["token"].as_str().unwrap(), "sts.amazonaws.com").await.unwrap();
-    let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", gateway.url)).await.unwrap().json().await.unwrap();
+    let jwks: Value =
+        reqwest::get(format!("{}/.well-known/jwks.json", gateway.url)).await.unwrap().json().await.unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 3, "active, next and the retired key");
 
     let (code, list, _) = gateway.cli(&["keys", "list"]);
@@ -207,8 +235,11 @@ async fn logs_never_carry_keys_api_keys_or_tokens() {
 fn bad_config_is_reported_by_path_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("byollm.toml");
-    std::fs::write(&path, "[issuer]\nurl = \"http://issuer.example.com/\"\ntoken_lifetime_secs = 0\n[keys]\nbits = 2048\n")
-        .unwrap();
+    std::fs::write(
+        &path,
+        "[issuer]\nurl = \"http://issuer.example.com/\"\ntoken_lifetime_secs = 0\n[keys]\nbits = 2048\n",
+    )
+    .unwrap();
     let (code, _, stderr) = run_cli(&["serve"], Some(&path));
     assert_eq!(code, 2, "{stderr}");
     for path in ["issuer.url", "issuer.token_lifetime_secs", "keys.bits: unknown field"] {
@@ -233,7 +264,11 @@ fn unreadable_or_open_key_files_stop_the_server_with_a_clear_message() {
     let (code, stdout, _) = run_cli(&["keys", "generate"], Some(&config));
     assert_eq!(code, 0);
     assert!(stdout.contains("active") && stdout.contains("next"));
-    let pem = std::fs::read_dir(&keys).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "pem")).unwrap();
+    let pem = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "pem"))
+        .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, _, stderr) = run_cli(&["serve"], Some(&config));
