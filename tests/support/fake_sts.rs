@@ -606,7 +606,8 @@ async fn verify_token(inner: &Inner, token: &str) -> Result<Value, StsError> {
     let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
         .iter()
         .any(|l| iss.strip_prefix(l).is_some_and(|r| r.is_empty() || r.starts_with([':', '/'])));
-    if !iss.starts_with("https://") && !(opts.allow_http_loopback && loopback) {
+    let scheme_ok = iss.starts_with("https://") || (opts.allow_http_loopback && loopback);
+    if !scheme_ok {
         return Err(invalid_token("The issuer of the web identity token must use https"));
     }
 
