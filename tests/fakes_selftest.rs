@@ -213,6 +213,17 @@ async fn sts_requires_a_registered_provider_and_https_outside_dev_mode() {
         other => panic!("unregistered provider: {other:?}"),
     }
 
+    // A registered provider that cannot be reached: AWS says it could not retrieve the key.
+    let (issuer, sts) = sts_fixture(|_| {}).await;
+    let token = issuer.sign(&issuer.claims("scoped_principal:abc/user:alice"));
+    drop(issuer._task);
+    match assume(&sts, &token, None).await {
+        Err(AssumeRoleWithWebIdentityError::InvalidIdentityTokenException(e)) => {
+            assert!(e.message().unwrap().starts_with("Couldn't retrieve verification key"))
+        }
+        other => panic!("unreachable provider: {other:?}"),
+    }
+
     let (issuer, sts) = sts_fixture(|o| o.allow_http_loopback = false).await;
     let token = issuer.sign(&issuer.claims("scoped_principal:abc/user:alice"));
     assert!(matches!(
@@ -390,6 +401,17 @@ async fn sts_issued_credentials_work_at_bedrock_until_expired() {
     let err = invoke(&client, &request_body()).await.unwrap_err().into_service_error();
     assert_eq!(err.code(), Some("ExpiredTokenException"));
     assert_eq!(err.message(), Some("The security token included in the request is expired"));
+
+    // `credential_lifetime` makes issued credentials expire quickly, in the XML and at Bedrock.
+    let (issuer, sts) = sts_fixture(|o| o.credential_lifetime = Some(Duration::from_secs(1))).await;
+    let fake = FakeBedrock::start(FakeBedrockOptions { credentials: sts.credentials(), ..Default::default() }).await;
+    let out = assume(&sts, &issuer.sign(&issuer.claims("scoped_principal:abc/user:bob")), None).await.unwrap();
+    let c = out.credentials().unwrap();
+    assert!(c.expiration().secs() <= now() + 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let client = bedrock_client(&fake.url(), c.access_key_id(), c.secret_access_key(), Some(c.session_token()));
+    let err = invoke(&client, &request_body()).await.unwrap_err().into_service_error();
+    assert_eq!(err.code(), Some("ExpiredTokenException"));
 }
 
 fn invoke_variant(e: &InvokeModelError) -> &'static str {

@@ -66,8 +66,8 @@ impl StsErrorCode {
             Self::InvalidIdentityToken => "The web identity token that was passed could not be validated by AWS.",
             Self::ExpiredToken => "Token expired",
             Self::IdpCommunicationError => {
-                "Couldn't retrieve verification key from your identity provider,  please reference \
-                 AssumeRoleWithWebIdentity documentation for requirements"
+                "The request could not be fulfilled because the identity provider (IDP) that was asked to verify \
+                 the incoming identity token could not be reached."
             }
             Self::IdpRejectedClaim => "The identity provider reported that authentication failed.",
             Self::MalformedPolicyDocument => "The policy document is malformed.",
@@ -209,7 +209,8 @@ pub struct IssuedCredentials {
     pub assumed_role_arn: String,
     /// `<role unique id>:<session>`.
     pub assumed_role_id: String,
-    /// `arn:aws:iam::<account>:oidc-provider/<host/path>`.
+    /// `<Provider>`: the docs say "the value of the iss field"; real STS answers for OIDC show the
+    /// provider ARN, `arn:aws:iam::<account>:oidc-provider/<host/path>`, which is what this fake returns.
     pub provider: String,
 }
 
@@ -659,8 +660,9 @@ async fn signing_keys(inner: &Inner, iss: &str, refresh: bool) -> Result<Vec<Val
             return Ok(keys.clone());
         }
     }
-    let unreachable =
-        || err(StsErrorCode::IdpCommunicationError, StsErrorCode::IdpCommunicationError.default_message());
+    // An OIDC provider that cannot be fetched is reported as InvalidIdentityToken "Couldn't retrieve
+    // verification key ..." by AWS (IDPCommunicationError is left to `StsStep::Fail`).
+    let unreachable = || invalid_token(NO_KEY);
     let discovery_url = format!("{}/.well-known/openid-configuration", iss.trim_end_matches('/'));
     let discovery = fetch_json(inner, &discovery_url).await.ok_or_else(unreachable)?;
     if discovery["issuer"].as_str() != Some(iss) {
