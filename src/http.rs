@@ -16,6 +16,9 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::auth::Callers;
+use crate::broker::cache::{Clock, SystemClock};
+use crate::broker::sts::{SdkSts, StsExchange};
+use crate::broker::{Broker, routes as broker_routes};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::issuer::{Issuer, routes as issuer_routes};
@@ -28,16 +31,23 @@ pub struct AppState {
     pub issuer: Arc<Issuer>,
     pub callers: Arc<Callers>,
     pub metrics: Arc<Metrics>,
+    pub broker: Arc<Broker>,
 }
 
 impl AppState {
+    /// State for `serve`: STS through the AWS SDK, the system clock.
     pub fn new(config: Config, issuer: Issuer) -> AppState {
-        AppState {
-            callers: Arc::new(Callers::new(&config.callers)),
-            config: Arc::new(config),
-            issuer: Arc::new(issuer),
-            metrics: Arc::new(Metrics::default()),
-        }
+        let sts = SdkSts::new(&config.sts.region, config.sts.endpoint_url.as_deref());
+        AppState::with_parts(config, issuer, Arc::new(sts), Arc::new(SystemClock))
+    }
+
+    /// State with an injected STS and clock, for tests.
+    pub fn with_parts(config: Config, issuer: Issuer, sts: Arc<dyn StsExchange>, clock: Arc<dyn Clock>) -> AppState {
+        let config = Arc::new(config);
+        let issuer = Arc::new(issuer);
+        let metrics = Arc::new(Metrics::default());
+        let broker = Arc::new(Broker::new(config.clone(), issuer.clone(), sts, clock, metrics.clone()));
+        AppState { callers: Arc::new(Callers::new(&config.callers)), config, issuer, metrics, broker }
     }
 }
 
@@ -53,6 +63,9 @@ pub fn router(state: AppState) -> Router {
     let limit = state.config.server.max_body_bytes;
     well_known()
         .route("/v1/tokens", post(issuer_routes::mint_token))
+        .route("/v1/credentials", post(broker_routes::process_credentials))
+        .route("/v1/credentials/container", get(broker_routes::container_credentials))
+        .route("/v1/runs/{run_id}", axum::routing::delete(broker_routes::end_run))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

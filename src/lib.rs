@@ -2,6 +2,7 @@
 //! `main.rs` is a thin CLI over it; tests and examples use it directly.
 
 pub mod auth;
+pub mod broker;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -86,7 +86,7 @@ impl fmt::Display for KeyError {
             KeyError::Manifest { path, message } => write!(f, "{} is not a valid key set: {message}", path.display()),
             KeyError::Mode { path, mode } => write!(
                 f,
-                "{} has mode {mode:04o}; a private key must be readable by its owner only (chmod 600)",
+                "{} has mode {mode:04o}; a private key must not be accessible to other users (chmod 600, or 0440 for a group-mounted Secret)",
                 path.display()
             ),
             KeyError::BadKey { path, message } => write!(f, "{}: {message}", path.display()),
@@ -205,7 +205,9 @@ fn check_private_mode(path: &Path) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
     let metadata = std::fs::metadata(path).map_err(|error| KeyError::Io { path: path.to_owned(), error })?;
     let mode = metadata.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
+    // Owner read/write; group read is tolerated because Kubernetes mounts Secrets that way for a
+    // non-root user (fsGroup, mode 0440). Anything for others, or group write, is refused.
+    if mode & 0o037 != 0 {
         return Err(KeyError::Mode { path: path.to_owned(), mode });
     }
     Ok(())

@@ -1,0 +1,313 @@
+//! In-memory cache of temporary credentials with single flight and refresh ahead of expiry.
+//!
+//! Keyed by (role, subject, session name, run). Concurrent requests for one key wait on one fetch;
+//! credentials are reused until their refresh point (75% of their lifetime, and never later than
+//! five minutes before expiry); when a refresh fails, the last good credentials keep serving until
+//! they truly expire. Nothing here ever touches the disk.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use super::sts::AwsCredentials;
+use crate::config::RoleArn;
+
+/// Never refresh later than this before expiry.
+pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Stop serving stale credentials this long before they expire, so a caller can still use them.
+pub const STALE_CUTOFF: Duration = Duration::from_secs(30);
+/// Upper bound on cached entries; the oldest expired ones go first.
+pub const MAX_ENTRIES: usize = 50_000;
+
+/// The time, injectable for tests.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub role: RoleArn,
+    pub subject: String,
+    pub session_name: String,
+    pub team: String,
+    pub run_id: Option<String>,
+}
+
+/// Credentials as cached, with when to refresh them.
+#[derive(Debug)]
+pub struct CachedCredentials {
+    pub credentials: AwsCredentials,
+    pub obtained_at: SystemTime,
+    pub refresh_at: SystemTime,
+    pub role: RoleArn,
+}
+
+impl CachedCredentials {
+    pub fn new(credentials: AwsCredentials, role: RoleArn, now: SystemTime, requested: Duration) -> Self {
+        let expires = credentials.expiration.unwrap_or(now + requested);
+        let lifetime = expires.duration_since(now).unwrap_or_default();
+        let at_75 = now + lifetime.mul_f64(0.75);
+        let before_margin = expires.checked_sub(REFRESH_MARGIN).unwrap_or(now);
+        let refresh_at = at_75.min(before_margin).max(now);
+        CachedCredentials { credentials, obtained_at: now, refresh_at, role }
+    }
+
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.credentials.expiration
+    }
+
+    fn usable_at(&self, now: SystemTime) -> bool {
+        self.credentials.expiration.is_none_or(|exp| now + STALE_CUTOFF < exp)
+    }
+}
+
+/// How a lookup was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Fetched,
+    /// The refresh failed; the previous credentials are still valid and were returned.
+    Stale,
+}
+
+#[derive(Default)]
+struct Entry {
+    current: RwLock<Option<Arc<CachedCredentials>>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl Entry {
+    fn current(&self) -> Option<Arc<CachedCredentials>> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn store(&self, value: Arc<CachedCredentials>) {
+        match self.current.write() {
+            Ok(mut guard) => *guard = Some(value),
+            Err(poisoned) => *poisoned.into_inner() = Some(value),
+        }
+    }
+}
+
+pub struct CredentialCache {
+    entries: Mutex<HashMap<CacheKey, Arc<Entry>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl CredentialCache {
+    pub fn new(clock: Arc<dyn Clock>) -> CredentialCache {
+        CredentialCache { entries: Mutex::new(HashMap::new()), clock }
+    }
+
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    fn entry(&self, key: &CacheKey) -> Arc<Entry> {
+        let mut entries = match self.entries.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(entry) = entries.get(key) {
+            return entry.clone();
+        }
+        if entries.len() >= MAX_ENTRIES {
+            let now = self.clock.now();
+            entries.retain(|_, e| e.current().is_some_and(|c| c.usable_at(now)));
+        }
+        entries.entry(key.clone()).or_default().clone()
+    }
+
+    /// Return fresh credentials for `key`, calling `fetch` at most once across concurrent callers.
+    pub async fn get_or_fetch<E, F, Fut>(
+        &self,
+        key: &CacheKey,
+        fetch: F,
+    ) -> Result<(Arc<CachedCredentials>, Outcome), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<CachedCredentials, E>>,
+    {
+        let entry = self.entry(key);
+        if let Some(current) = entry.current()
+            && self.clock.now() < current.refresh_at
+        {
+            return Ok((current, Outcome::Hit));
+        }
+        let _flight = entry.refresh.lock().await;
+        let previous = entry.current();
+        if let Some(current) = &previous
+            && self.clock.now() < current.refresh_at
+        {
+            return Ok((current.clone(), Outcome::Hit));
+        }
+        match fetch().await {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                entry.store(fresh.clone());
+                Ok((fresh, Outcome::Fetched))
+            }
+            Err(error) => match previous {
+                Some(previous) if previous.usable_at(self.clock.now()) => Ok((previous, Outcome::Stale)),
+                _ => Err(error),
+            },
+        }
+    }
+
+    /// Drop every entry of `team`'s run `run_id`; returns how many were dropped.
+    pub fn evict_run(&self, team: &str, run_id: &str) -> usize {
+        let mut entries = match self.entries.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let before = entries.len();
+        entries.retain(|key, _| !(key.team == team && key.run_id.as_deref() == Some(run_id)));
+        before - entries.len()
+    }
+
+    /// Drop entries whose credentials can no longer be used.
+    pub fn purge_expired(&self) -> usize {
+        let now = self.clock.now();
+        let mut entries = match self.entries.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let before = entries.len();
+        entries.retain(|_, e| e.current().is_none_or(|c| c.usable_at(now)));
+        before - entries.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    /// A clock tests move by hand (seconds since the epoch).
+    #[derive(Default)]
+    struct ManualClock(AtomicU64);
+
+    impl Clock for ManualClock {
+        fn now(&self) -> SystemTime {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    fn key(run: &str) -> CacheKey {
+        CacheKey {
+            role: RoleArn::parse("arn:aws:iam::123456789012:role/r").unwrap(),
+            subject: "scoped_principal:acme/user:a".into(),
+            session_name: "s".into(),
+            team: "acme".into(),
+            run_id: Some(run.into()),
+        }
+    }
+
+    fn credentials(now: SystemTime, lifetime: u64, id: usize) -> CachedCredentials {
+        let credentials = AwsCredentials {
+            access_key_id: format!("ASIA{id}"),
+            secret_access_key: Secret::new("s"),
+            session_token: Some(Secret::new("t")),
+            expiration: Some(now + Duration::from_secs(lifetime)),
+        };
+        CachedCredentials::new(
+            credentials,
+            RoleArn::parse("arn:aws:iam::123456789012:role/r").unwrap(),
+            now,
+            Duration::from_secs(lifetime),
+        )
+    }
+
+    #[test]
+    fn refresh_point_is_75_percent_and_never_within_five_minutes() {
+        let now = SystemTime::UNIX_EPOCH;
+        let hour = credentials(now, 3600, 0);
+        assert_eq!(hour.refresh_at, now + Duration::from_secs(2700));
+        let fifteen = credentials(now, 900, 0);
+        assert_eq!(fifteen.refresh_at, now + Duration::from_secs(600));
+        let short = credentials(now, 60, 0);
+        assert_eq!(short.refresh_at, now);
+    }
+
+    #[tokio::test]
+    async fn single_flight_refresh_and_last_good() {
+        let clock = Arc::new(ManualClock::default());
+        let cache = Arc::new(CredentialCache::new(clock.clone()));
+        let calls = Arc::new(AtomicUsize::new(0));
+
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let (cache, calls, clock) = (cache.clone(), calls.clone(), clock.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_fetch(&key("r1"), || async {
+                        let id = calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok::<_, ()>(credentials(clock.now(), 3600, id))
+                    })
+                    .await
+                    .unwrap()
+                    .0
+                    .credentials
+                    .access_key_id
+                    .clone()
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), "ASIA0");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "32 concurrent callers, one fetch");
+
+        // Before the refresh point: a hit. After it: a new fetch.
+        clock.0.store(2699, Ordering::SeqCst);
+        let (_, outcome) = cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }).await.unwrap();
+        assert_eq!(outcome, Outcome::Hit);
+        clock.0.store(2700, Ordering::SeqCst);
+        let (stale, outcome) =
+            cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }).await.unwrap();
+        assert_eq!(outcome, Outcome::Stale, "refresh failed, last good served");
+        assert_eq!(stale.credentials.access_key_id, "ASIA0");
+        clock.0.store(3600 - 10, Ordering::SeqCst);
+        assert!(cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }).await.is_err());
+        let (fresh, outcome) =
+            cache.get_or_fetch(&key("r1"), || async { Ok::<_, ()>(credentials(clock.now(), 3600, 7)) }).await.unwrap();
+        assert_eq!((outcome, fresh.credentials.access_key_id.as_str()), (Outcome::Fetched, "ASIA7"));
+    }
+
+    #[tokio::test]
+    async fn run_eviction_drops_only_that_run_of_that_team() {
+        let clock = Arc::new(ManualClock::default());
+        let cache = CredentialCache::new(clock.clone());
+        for run in ["r1", "r2"] {
+            cache.get_or_fetch(&key(run), || async { Ok::<_, ()>(credentials(clock.now(), 3600, 0)) }).await.unwrap();
+        }
+        assert_eq!(cache.evict_run("other", "r1"), 0);
+        assert_eq!(cache.evict_run("acme", "r1"), 1);
+        assert_eq!(cache.len(), 1);
+        clock.0.store(3600, Ordering::SeqCst);
+        assert_eq!(cache.purge_expired(), 1);
+        assert!(cache.is_empty());
+    }
+}

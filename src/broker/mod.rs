@@ -1,0 +1,345 @@
+//! The credential broker: temporary AWS credentials for a cloud run (web identity) or for a person
+//! on their laptop (their own AWS CLI session, in [`local`]).
+//!
+//! For a run it resolves the role (the named agent's, else the team's), mints a token for the run's
+//! principal with the issuer, calls STS `AssumeRoleWithWebIdentity`, and caches the result in memory
+//! for the run. It never writes credentials anywhere and never logs them; errors name the piece of
+//! AWS set-up to check. It uses the issuer's minting API only.
+
+pub mod cache;
+pub mod local;
+pub mod routes;
+pub mod sts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+
+use crate::config::{Config, RoleArn};
+use crate::error::ApiError;
+use crate::issuer::{Issuer, MintError, RunClaims, validate_run_claim};
+use crate::metrics::Metrics;
+use crate::principal::ScopedPrincipal;
+use cache::{CacheKey, CachedCredentials, Clock, CredentialCache, Outcome};
+use sts::{AssumeRequest, StsErrorClass, StsExchange, StsFailure, classify};
+
+/// Who a run acts as, and which run it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunIdentity {
+    pub principal: ScopedPrincipal,
+    pub agent: Option<String>,
+    pub run_id: Option<String>,
+}
+
+/// Everything the broker can fail with.
+#[derive(Debug, Clone)]
+pub enum BrokerError {
+    NoRole { team: String },
+    BadRunField { field: &'static str, message: String },
+    Mint(String),
+    Sts { class: StsErrorClass, failure: StsFailure, role: RoleArn, subject: String },
+}
+
+/// Retries for transient STS failures: attempts and the first backoff (doubling, with jitter).
+const STS_ATTEMPTS: u32 = 3;
+const STS_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+pub struct Broker {
+    config: Arc<Config>,
+    issuer: Arc<Issuer>,
+    sts: Arc<dyn StsExchange>,
+    cache: CredentialCache,
+    metrics: Arc<Metrics>,
+}
+
+impl Broker {
+    pub fn new(
+        config: Arc<Config>,
+        issuer: Arc<Issuer>,
+        sts: Arc<dyn StsExchange>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Broker {
+        Broker { config, issuer, sts, cache: CredentialCache::new(clock), metrics }
+    }
+
+    /// The role a run assumes: its agent's own role if configured, else its team's.
+    pub fn resolve_role(&self, identity: &RunIdentity) -> Result<RoleArn, BrokerError> {
+        let team = self.config.team(&identity.principal.team_uid);
+        let agent_role = identity
+            .agent
+            .as_deref()
+            .and_then(|name| team.and_then(|t| t.agents.iter().find(|a| a.name == name)))
+            .map(|agent| agent.role_arn.clone());
+        agent_role
+            .or_else(|| team.and_then(|t| t.role_arn.clone()))
+            .ok_or_else(|| BrokerError::NoRole { team: identity.principal.team_uid.to_string() })
+    }
+
+    /// Credentials for a run, from the cache or from STS.
+    pub async fn credentials(&self, identity: &RunIdentity) -> Result<Arc<CachedCredentials>, BrokerError> {
+        for (field, value) in [("agent", &identity.agent), ("run_id", &identity.run_id)] {
+            if let Some(value) = value {
+                validate_run_claim(value).map_err(|message| BrokerError::BadRunField { field, message })?;
+            }
+        }
+        let role = self.resolve_role(identity)?;
+        let subject = identity.principal.to_string();
+        let session_name = session_name(identity);
+        let key = CacheKey {
+            role: role.clone(),
+            subject: subject.clone(),
+            session_name: session_name.clone(),
+            team: identity.principal.team_uid.to_string(),
+            run_id: identity.run_id.clone(),
+        };
+        let result = self.cache.get_or_fetch(&key, || self.assume(identity, &role, &session_name)).await;
+        match &result {
+            Ok((_, Outcome::Hit)) => self.metrics.credential_cache.inc("hit"),
+            Ok((_, Outcome::Fetched)) => {
+                self.metrics.credential_cache.inc("miss");
+                self.metrics.credential_refreshes.inc("ok");
+            }
+            Ok((_, Outcome::Stale)) => {
+                self.metrics.credential_cache.inc("stale_served");
+                self.metrics.credential_refreshes.inc("error");
+                tracing::warn!(role = %role, "credential refresh failed; serving the last good credentials until they expire");
+            }
+            Err(_) => self.metrics.credential_refreshes.inc("error"),
+        }
+        result.map(|(credentials, _)| credentials)
+    }
+
+    async fn assume(
+        &self,
+        identity: &RunIdentity,
+        role: &RoleArn,
+        session_name: &str,
+    ) -> Result<CachedCredentials, BrokerError> {
+        let duration = self.config.sts.duration;
+        let run = RunClaims { agent: identity.agent.clone(), run_id: identity.run_id.clone() };
+        let mut backoff = STS_FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let minted = self
+                .issuer
+                .mint(&identity.principal, None, &run, crate::issuer::unix_now())
+                .map_err(|e: MintError| BrokerError::Mint(e.to_string()))?;
+            let request = AssumeRequest {
+                role_arn: role.clone(),
+                session_name: session_name.to_owned(),
+                token: minted.token,
+                duration,
+            };
+            match self.sts.assume_role_with_web_identity(request).await {
+                Ok(credentials) => {
+                    self.metrics.sts_calls.inc("ok");
+                    tracing::info!(role = %role, session = session_name, attempt, "assumed role with web identity");
+                    return Ok(CachedCredentials::new(credentials, role.clone(), self.cache.now(), duration));
+                }
+                Err(failure) => {
+                    let class = classify(&failure);
+                    self.metrics.sts_calls.inc(class.label());
+                    tracing::warn!(role = %role, code = %failure.code, class = class.label(), attempt, "AssumeRoleWithWebIdentity failed");
+                    if !class.is_transient() || attempt >= STS_ATTEMPTS {
+                        return Err(BrokerError::Sts {
+                            class,
+                            failure,
+                            role: role.clone(),
+                            subject: identity.principal.to_string(),
+                        });
+                    }
+                }
+            }
+            tokio::time::sleep(jitter(backoff)).await;
+            backoff *= 2;
+            attempt += 1;
+        }
+    }
+
+    /// Forget every cached credential of `team`'s run `run_id`.
+    pub fn end_run(&self, team: &str, run_id: &str) -> usize {
+        self.cache.evict_run(team, run_id)
+    }
+
+    pub fn purge_expired(&self) -> usize {
+        self.cache.purge_expired()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+fn jitter(base: Duration) -> Duration {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut byte = [0u8; 1];
+    let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut byte);
+    base + base.mul_f64(f64::from(byte[0]) / 512.0)
+}
+
+/// A deterministic `RoleSessionName` (`[\w+=,.@-]`, 2–64 characters) that shows in CloudTrail
+/// which principal and run acted: `<principal>.<run>.<hash>`, where the hash covers the full
+/// subject, agent and run so truncation never merges two identities.
+pub fn session_name(identity: &RunIdentity) -> String {
+    let digest_input = format!(
+        "{}\n{}\n{}",
+        identity.principal,
+        identity.agent.as_deref().unwrap_or(""),
+        identity.run_id.as_deref().unwrap_or("")
+    );
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, digest_input.as_bytes());
+    let hash = crate::auth::hex(&digest.as_ref()[..5]);
+    let principal: String = identity.principal.principal_uid.as_str().chars().take(24).collect();
+    let run: String = identity.run_id.as_deref().unwrap_or("norun").chars().take(24).collect();
+    format!("{principal}.{run}.{hash}")
+}
+
+impl BrokerError {
+    fn issuer_hint(config: &Config) -> String {
+        format!(
+            "issuer {} (IAM condition keys {host}:sub and {host}:aud)",
+            config.issuer.url,
+            host = config.issuer.host_path
+        )
+    }
+
+    /// The client-facing error; needs the config to name what to check.
+    pub fn to_api_error(&self, config: &Config) -> ApiError {
+        match self {
+            BrokerError::NoRole { team } => ApiError::forbidden(
+                "no_bedrock_role",
+                format!(
+                    "no Bedrock role configured for team {team:?}: set teams.role_arn (or teams.agents.role_arn) to the role created with `byollm aws-setup`"
+                ),
+            ),
+            BrokerError::BadRunField { field, message } => {
+                ApiError::invalid_request(*field, "invalid_run_field", format!("{field}: {message}"))
+            }
+            BrokerError::Mint(message) => ApiError::internal(format!("could not mint a token: {message}")),
+            BrokerError::Sts { class, failure, role, subject } => {
+                let aws = if failure.message.is_empty() {
+                    failure.code.clone()
+                } else {
+                    format!("{}: {}", failure.code, failure.message)
+                };
+                let account = role.account_id();
+                let issuer = Self::issuer_hint(config);
+                let team = subject.split(['/', ':']).nth(1).unwrap_or_default();
+                let (status, code, message) = match class {
+                    StsErrorClass::TrustPolicyMismatch => (
+                        StatusCode::FORBIDDEN,
+                        "sts_trust_policy_mismatch",
+                        format!(
+                            "AWS refused to let {subject} assume {role}: check the role's trust policy allows sts:AssumeRoleWithWebIdentity for the OIDC provider of {issuer}, with {host}:aud = {aud} and {host}:sub like scoped_principal:{team}/* (AWS said: {aws})",
+                            host = config.issuer.host_path,
+                            aud = config.issuer.audience,
+                        ),
+                    ),
+                    StsErrorClass::OidcProviderMissing => (
+                        StatusCode::FAILED_DEPENDENCY,
+                        "sts_oidc_provider_missing",
+                        format!(
+                            "account {account} has no IAM OIDC identity provider for {}: create one with audience {} (`byollm aws-setup` prints it) (AWS said: {aws})",
+                            config.issuer.url, config.issuer.audience
+                        ),
+                    ),
+                    StsErrorClass::AudienceMismatch => (
+                        StatusCode::FAILED_DEPENDENCY,
+                        "sts_oidc_audience_mismatch",
+                        format!(
+                            "the IAM OIDC provider for {} in account {account} does not list audience {}: add it as a client ID (AWS said: {aws})",
+                            config.issuer.url, config.issuer.audience
+                        ),
+                    ),
+                    StsErrorClass::IssuerUnreachable => (
+                        StatusCode::BAD_GATEWAY,
+                        "sts_issuer_unreachable",
+                        format!(
+                            "AWS STS could not fetch {url}/.well-known/openid-configuration or its JWKS: the issuer must be reachable from the internet over https with a publicly trusted certificate (AWS said: {aws})",
+                            url = config.issuer.url
+                        ),
+                    ),
+                    StsErrorClass::TokenExpired => (
+                        StatusCode::BAD_GATEWAY,
+                        "sts_token_expired",
+                        format!("AWS STS saw our token as expired: check this gateway's clock (AWS said: {aws})"),
+                    ),
+                    StsErrorClass::InvalidToken => (
+                        StatusCode::FAILED_DEPENDENCY,
+                        "sts_invalid_identity_token",
+                        format!("AWS STS rejected the token for {issuer} (AWS said: {aws})"),
+                    ),
+                    StsErrorClass::InvalidParameters => (
+                        StatusCode::FAILED_DEPENDENCY,
+                        "sts_invalid_parameters",
+                        format!(
+                            "AWS STS rejected the request for {role}: check the role ARN exists and its MaxSessionDuration is at least sts.duration_secs ({}s) (AWS said: {aws})",
+                            config.sts.duration.as_secs()
+                        ),
+                    ),
+                    StsErrorClass::RegionDisabled => (
+                        StatusCode::FAILED_DEPENDENCY,
+                        "sts_region_disabled",
+                        format!(
+                            "STS is not activated in region {} for account {account}: activate it in the IAM account settings or change sts.region (AWS said: {aws})",
+                            config.sts.region
+                        ),
+                    ),
+                    StsErrorClass::Throttled => {
+                        return ApiError::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "rate_limit_error",
+                            "sts_throttled",
+                            format!("AWS STS is throttling requests; retry shortly (AWS said: {aws})"),
+                        )
+                        .with_retry_after(2);
+                    }
+                    StsErrorClass::Unavailable => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "sts_unavailable",
+                        format!("AWS STS is unavailable or unreachable from the gateway (AWS said: {aws})"),
+                    ),
+                };
+                let kind = if status == StatusCode::FORBIDDEN { "permission_error" } else { "upstream_error" };
+                ApiError::new(status, kind, code, message)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::principal::{ActorType, Uid};
+
+    fn identity(principal: &str, run: Option<&str>) -> RunIdentity {
+        RunIdentity {
+            principal: ScopedPrincipal::new(
+                Uid::parse("acme").unwrap(),
+                ActorType::User,
+                Uid::parse(principal).unwrap(),
+            ),
+            agent: None,
+            run_id: run.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn session_names_are_valid_deterministic_and_distinct() {
+        let long = "p".repeat(128);
+        let run = "r".repeat(128);
+        for identity in [identity("a", None), identity(&long, Some(&run)), identity("x-y_z", Some("run.1"))] {
+            let name = session_name(&identity);
+            assert!((2..=64).contains(&name.len()), "{name}");
+            assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b)), "{name}");
+            assert_eq!(name, session_name(&identity));
+        }
+        assert_ne!(
+            session_name(&identity(&long, Some("a"))),
+            session_name(&identity(&(long.clone() + "x")[1..], Some("a")))
+        );
+        assert_ne!(session_name(&identity("a", Some("1"))), session_name(&identity("a", Some("2"))));
+    }
+}

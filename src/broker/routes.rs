@@ -1,0 +1,134 @@
+//! HTTP edge of the broker: credentials for a run, as `credential_process` JSON
+//! (`POST /v1/credentials`) or through the AWS container-credentials protocol
+//! (`GET /v1/credentials/container?...`), and run-end eviction (`DELETE /v1/runs/{run_id}`).
+//!
+//! Every route authenticates the caller and checks the principal belongs to its team before any
+//! STS call.
+
+use std::time::SystemTime;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::RunIdentity;
+use super::cache::CachedCredentials;
+use crate::error::ApiError;
+use crate::http::{ApiJson, AppState};
+use crate::issuer::routes::principal_from_request;
+
+/// Which run wants credentials. `team` defaults to the caller's team.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsRequest {
+    pub team: Option<String>,
+    pub actor: String,
+    pub principal: String,
+    pub agent: Option<String>,
+    pub run_id: Option<String>,
+}
+
+/// The `credential_process` output format.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ProcessCredentials<'a> {
+    version: u8,
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    session_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiration: Option<String>,
+}
+
+/// The container-credentials (`AWS_CONTAINER_CREDENTIALS_FULL_URI`) format.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerCredentials<'a> {
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+    token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiration: Option<String>,
+    role_arn: &'a str,
+}
+
+pub fn rfc3339(time: SystemTime) -> String {
+    aws_smithy_types::DateTime::from(time).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap_or_default()
+}
+
+/// Authenticate, authorize and fetch: shared by every credentials route.
+pub async fn credentials_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: Result<CredentialsRequest, ApiError>,
+) -> Result<std::sync::Arc<CachedCredentials>, ApiError> {
+    let caller = state.callers.authenticate(headers)?;
+    let request = request?;
+    let principal = principal_from_request(request.team.as_deref(), &caller.team, &request.actor, &request.principal)?;
+    caller.authorize(&principal)?;
+    let identity = RunIdentity { principal, agent: request.agent, run_id: request.run_id };
+    state.broker.credentials(&identity).await.map_err(|e| e.to_api_error(&state.config))
+}
+
+pub async fn process_credentials(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: ApiJson<CredentialsRequest>,
+) -> Response {
+    match credentials_for(&state, &headers, body.into_inner()).await {
+        Ok(cached) => {
+            let credentials = &cached.credentials;
+            axum::Json(ProcessCredentials {
+                version: 1,
+                access_key_id: &credentials.access_key_id,
+                secret_access_key: credentials.secret_access_key.expose(),
+                session_token: credentials.session_token.as_ref().map(|t| t.expose()).unwrap_or_default(),
+                expiration: credentials.expiration.map(rfc3339),
+            })
+            .into_response()
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+pub async fn container_credentials(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<CredentialsRequest>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let request = query.map(|q| q.0).map_err(|e| {
+        ApiError::invalid_request(
+            "",
+            "invalid_query",
+            format!("query must carry actor and principal (and optionally team, agent, run_id): {e}"),
+        )
+    });
+    match credentials_for(&state, &headers, request).await {
+        Ok(cached) => {
+            let credentials = &cached.credentials;
+            axum::Json(ContainerCredentials {
+                access_key_id: &credentials.access_key_id,
+                secret_access_key: credentials.secret_access_key.expose(),
+                token: credentials.session_token.as_ref().map(|t| t.expose()).unwrap_or_default(),
+                expiration: credentials.expiration.map(rfc3339),
+                role_arn: cached.role.as_str(),
+            })
+            .into_response()
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+pub async fn end_run(State(state): State<AppState>, headers: HeaderMap, Path(run_id): Path<String>) -> Response {
+    let caller = match state.callers.authenticate(&headers) {
+        Ok(caller) => caller,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    if let Err(message) = crate::issuer::validate_run_claim(&run_id) {
+        return ApiError::invalid_request("run_id", "invalid_run_field", format!("run_id: {message}")).into_response();
+    }
+    let evicted = state.broker.end_run(caller.team.as_str(), &run_id);
+    tracing::info!(caller = %caller.name, evicted, "run ended; its credentials were dropped");
+    axum::Json(serde_json::json!({"run_id": run_id, "evicted": evicted})).into_response()
+}
