@@ -124,3 +124,131 @@ pub fn upstream_error(kind: &str, message: &str) -> ApiError {
         _ => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error", message),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Converts an Anthropic message and compares the whole `chat.completion`.
+    fn check(message: Value, response_tool: Option<&str>, expected_message: Value, finish: &str, usage: Value) {
+        let message: AnthropicResponse = serde_json::from_value(message).unwrap();
+        let completion = to_chat_completion(&message, "chatcmpl-1", 1700000000, "claude-x", response_tool);
+        assert_eq!(
+            serde_json::to_value(&completion).unwrap(),
+            json!({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "claude-x",
+                "choices": [{"index": 0, "message": expected_message, "finish_reason": finish, "logprobs": null}],
+                "usage": usage,
+            })
+        );
+    }
+
+    fn plain_usage(prompt: u64, completion: u64) -> Value {
+        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+               "prompt_tokens_details": {"cached_tokens": 0}})
+    }
+
+    fn message(content: Value, stop_reason: &str) -> Value {
+        json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude", "content": content,
+               "stop_reason": stop_reason, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 5}})
+    }
+
+    #[test]
+    fn converts_messages() {
+        check(
+            message(
+                json!([{"type": "text", "text": "Hello"}, {"type": "text", "text": " world", "citations": null}]),
+                "end_turn",
+            ),
+            None,
+            json!({"role": "assistant", "content": "Hello world", "refusal": null}),
+            "stop",
+            plain_usage(10, 5),
+        );
+        check(
+            message(
+                json!([
+                {"type": "text", "text": "Let me check."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get", "input": {"city": "Paris", "n": 1}},
+                {"type": "tool_use", "id": "toolu_2", "name": "now", "input": {}}]),
+                "tool_use",
+            ),
+            None,
+            json!({"role": "assistant", "content": "Let me check.", "refusal": null, "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "get", "arguments": "{\"city\":\"Paris\",\"n\":1}"}},
+                {"id": "toolu_2", "type": "function", "function": {"name": "now", "arguments": "{}"}}]}),
+            "tool_calls",
+            plain_usage(10, 5),
+        );
+        check(
+            message(
+                json!([
+                {"type": "thinking", "thinking": "Think.", "signature": "sig=="},
+                {"type": "redacted_thinking", "data": "opaque"},
+                {"type": "text", "text": "42"}]),
+                "end_turn",
+            ),
+            None,
+            json!({"role": "assistant", "content": "42", "refusal": null, "reasoning_content": "Think.",
+                   "thinking_blocks": [{"type": "thinking", "thinking": "Think.", "signature": "sig=="},
+                                       {"type": "redacted_thinking", "data": "opaque"}]}),
+            "stop",
+            plain_usage(10, 5),
+        );
+        check(
+            message(json!([{"type": "tool_use", "id": "toolu_9", "name": "answer", "input": {"x": 1}}]), "tool_use"),
+            Some("answer"),
+            json!({"role": "assistant", "content": "{\"x\":1}", "refusal": null}),
+            "stop",
+            plain_usage(10, 5),
+        );
+        check(
+            json!({"content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+                   "usage": {"input_tokens": 3, "output_tokens": 2, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 50}}),
+            None,
+            json!({"role": "assistant", "content": "hi", "refusal": null}),
+            "stop",
+            json!({"prompt_tokens": 153, "completion_tokens": 2, "total_tokens": 155, "prompt_tokens_details": {"cached_tokens": 50}}),
+        );
+        check(
+            message(json!([{"type": "server_tool_use", "id": "s", "name": "web", "input": {}}]), "max_tokens"),
+            None,
+            json!({"role": "assistant", "content": null, "refusal": null}),
+            "length",
+            plain_usage(10, 5),
+        );
+    }
+
+    #[test]
+    fn maps_finish_reasons() {
+        let cases = [
+            (Some("end_turn"), "stop"),
+            (Some("stop_sequence"), "stop"),
+            (Some("pause_turn"), "stop"),
+            (Some("max_tokens"), "length"),
+            (Some("model_context_window_exceeded"), "length"),
+            (Some("tool_use"), "tool_calls"),
+            (Some("refusal"), "content_filter"),
+            (None, "stop"),
+        ];
+        for (stop_reason, expected) in cases {
+            assert_eq!(finish_reason(stop_reason), expected, "{stop_reason:?}");
+        }
+    }
+
+    #[test]
+    fn maps_upstream_errors() {
+        let cases = [
+            ("invalid_request_error", 400, "invalid_request_error"),
+            ("rate_limit_error", 429, "rate_limit_error"),
+            ("overloaded_error", 503, "upstream_error"),
+            ("api_error", 502, "upstream_error"),
+        ];
+        for (kind, status, expected_kind) in cases {
+            let error = upstream_error(kind, "boom");
+            assert_eq!((error.status.as_u16(), error.kind, error.message.as_str()), (status, expected_kind, "boom"));
+        }
+    }
+}

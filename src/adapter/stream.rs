@@ -298,3 +298,288 @@ fn merge_usage(total: &mut anthropic::Usage, update: &anthropic::Usage) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Feeds `events` (then `finish`, or `error` on the first failure) and compares every SSE line.
+    /// `expected` holds the chunks' `choices[0]` objects (or a whole object for usage / error
+    /// events) and the literal `"[DONE]"`.
+    fn check(events: &[Value], include_usage: bool, response_tool: Option<&str>, expected: &[Value]) {
+        let mut converter =
+            StreamConverter::new("chatcmpl-1", 1700000000, "claude-x", include_usage).with_response_tool(response_tool);
+        let mut out = BytesMut::new();
+        for event in events {
+            let bytes = serde_json::to_vec(event).unwrap();
+            if let Err(error) = converter.push(&bytes, &mut out) {
+                converter.error(&error, &mut out);
+                break;
+            }
+        }
+        converter.finish(&mut out);
+        assert!(converter.is_done());
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        let lines: Vec<&str> = text.split_terminator("\n\n").collect();
+        let mut got = Vec::new();
+        for line in &lines {
+            let data = line.strip_prefix("data: ").unwrap_or_else(|| panic!("not an SSE data line: {line}"));
+            if data == "[DONE]" {
+                got.push(json!("[DONE]"));
+                continue;
+            }
+            let chunk: Value = serde_json::from_str(data).unwrap();
+            if chunk.get("error").is_some() {
+                got.push(chunk);
+                continue;
+            }
+            assert_eq!(chunk["id"], "chatcmpl-1");
+            assert_eq!(chunk["object"], "chat.completion.chunk");
+            assert_eq!(chunk["created"], 1700000000);
+            assert_eq!(chunk["model"], "claude-x");
+            assert_eq!(chunk.get("usage").is_some(), include_usage, "usage key presence: {chunk}");
+            match chunk["choices"].as_array().map(Vec::as_slice) {
+                Some([choice]) => {
+                    assert_eq!(chunk["usage"], Value::Null);
+                    got.push(choice.clone());
+                }
+                Some([]) => got.push(json!({"usage": chunk["usage"]})),
+                other => panic!("unexpected choices {other:?}"),
+            }
+        }
+        assert_eq!(got, expected);
+    }
+
+    fn delta(delta: Value) -> Value {
+        json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": null})
+    }
+
+    fn finish(reason: &str) -> Value {
+        json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason})
+    }
+
+    fn role() -> Value {
+        delta(json!({"role": "assistant", "content": ""}))
+    }
+
+    fn start(input_tokens: u64) -> Value {
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+            "content": [], "model": "claude", "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})
+    }
+
+    fn block_start(index: u32, block: Value) -> Value {
+        json!({"type": "content_block_start", "index": index, "content_block": block})
+    }
+
+    fn block_delta(index: u32, delta: Value) -> Value {
+        json!({"type": "content_block_delta", "index": index, "delta": delta})
+    }
+
+    fn stop(index: u32) -> Value {
+        json!({"type": "content_block_stop", "index": index})
+    }
+
+    fn message_delta(reason: &str, output_tokens: u64) -> Value {
+        json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": null},
+               "usage": {"output_tokens": output_tokens}})
+    }
+
+    fn message_stop() -> Value {
+        json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 10,
+            "outputTokenCount": 5, "invocationLatency": 100, "firstByteLatency": 50}})
+    }
+
+    fn done() -> Value {
+        json!("[DONE]")
+    }
+
+    #[test]
+    fn text_stream() {
+        check(
+            &[
+                start(10),
+                block_start(0, json!({"type": "text", "text": ""})),
+                json!({"type": "ping"}),
+                block_delta(0, json!({"type": "text_delta", "text": "Hello"})),
+                block_delta(0, json!({"type": "text_delta", "text": " \"world\"\n"})),
+                stop(0),
+                message_delta("end_turn", 5),
+                message_stop(),
+            ],
+            false,
+            None,
+            &[
+                role(),
+                delta(json!({"content": "Hello"})),
+                delta(json!({"content": " \"world\"\n"})),
+                finish("stop"),
+                done(),
+            ],
+        );
+    }
+
+    #[test]
+    fn text_stream_with_usage_and_cache() {
+        check(
+            &[
+                json!({"type": "message_start", "message": {"id": "msg_1", "usage": {"input_tokens": 3, "output_tokens": 1,
+                    "cache_creation_input_tokens": 100, "cache_read_input_tokens": 50}}}),
+                block_start(0, json!({"type": "text", "text": ""})),
+                block_delta(0, json!({"type": "text_delta", "text": "Hi"})),
+                stop(0),
+                message_delta("max_tokens", 7),
+                message_stop(),
+            ],
+            true,
+            None,
+            &[
+                role(),
+                delta(json!({"content": "Hi"})),
+                finish("length"),
+                json!({"usage": {"prompt_tokens": 153, "completion_tokens": 7, "total_tokens": 160,
+                                 "prompt_tokens_details": {"cached_tokens": 50}}}),
+                done(),
+            ],
+        );
+    }
+
+    #[test]
+    fn tool_use_stream_with_two_calls() {
+        let pieces = ["", "{\"ci", "ty\": \"Pa", "ris\"", "}"];
+        let mut events = vec![
+            start(10),
+            block_start(0, json!({"type": "text", "text": ""})),
+            block_delta(0, json!({"type": "text_delta", "text": "Checking."})),
+            stop(0),
+            block_start(1, json!({"type": "tool_use", "id": "toolu_a", "name": "get", "input": {}})),
+        ];
+        events.extend(
+            pieces.iter().map(|piece| block_delta(1, json!({"type": "input_json_delta", "partial_json": piece}))),
+        );
+        events.push(stop(1));
+        events.push(block_start(2, json!({"type": "tool_use", "id": "toolu_b", "name": "now", "input": {}})));
+        events.extend(
+            ["{\"tz\":", "\"UTC\"}"]
+                .iter()
+                .map(|piece| block_delta(2, json!({"type": "input_json_delta", "partial_json": piece}))),
+        );
+        events.extend([stop(2), message_delta("tool_use", 40), message_stop()]);
+        let args = |index: u32, arguments: &str| {
+            delta(json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}))
+        };
+        check(
+            &events,
+            false,
+            None,
+            &[
+                role(),
+                delta(json!({"content": "Checking."})),
+                delta(json!({"tool_calls": [{"index": 0, "id": "toolu_a", "type": "function",
+                                             "function": {"name": "get", "arguments": ""}}]})),
+                args(0, "{\"ci"),
+                args(0, "ty\": \"Pa"),
+                args(0, "ris\""),
+                args(0, "}"),
+                delta(json!({"tool_calls": [{"index": 1, "id": "toolu_b", "type": "function",
+                                             "function": {"name": "now", "arguments": ""}}]})),
+                args(1, "{\"tz\":"),
+                args(1, "\"UTC\"}"),
+                finish("tool_calls"),
+                done(),
+            ],
+        );
+    }
+
+    #[test]
+    fn thinking_stream_with_signature() {
+        check(
+            &[
+                start(10),
+                block_start(0, json!({"type": "thinking", "thinking": ""})),
+                block_delta(0, json!({"type": "thinking_delta", "thinking": "Let me "})),
+                block_delta(0, json!({"type": "thinking_delta", "thinking": "think."})),
+                block_delta(0, json!({"type": "signature_delta", "signature": "EqQBCgIYAhIM=="})),
+                stop(0),
+                block_start(1, json!({"type": "redacted_thinking", "data": "EmwKAhgB"})),
+                stop(1),
+                block_start(2, json!({"type": "text", "text": ""})),
+                block_delta(2, json!({"type": "text_delta", "text": "42"})),
+                stop(2),
+                message_delta("end_turn", 30),
+                message_stop(),
+            ],
+            false,
+            None,
+            &[
+                role(),
+                delta(json!({"reasoning_content": "Let me "})),
+                delta(json!({"reasoning_content": "think."})),
+                delta(
+                    json!({"thinking_blocks": [{"type": "thinking", "thinking": "Let me think.", "signature": "EqQBCgIYAhIM=="}]}),
+                ),
+                delta(json!({"thinking_blocks": [{"type": "redacted_thinking", "data": "EmwKAhgB"}]})),
+                delta(json!({"content": "42"})),
+                finish("stop"),
+                done(),
+            ],
+        );
+    }
+
+    #[test]
+    fn response_format_tool_streams_as_content() {
+        check(
+            &[
+                start(10),
+                block_start(0, json!({"type": "tool_use", "id": "toolu_r", "name": "answer", "input": {}})),
+                block_delta(0, json!({"type": "input_json_delta", "partial_json": "{\"x\""})),
+                block_delta(0, json!({"type": "input_json_delta", "partial_json": ": 1}"})),
+                stop(0),
+                message_delta("tool_use", 9),
+                message_stop(),
+            ],
+            false,
+            Some("answer"),
+            &[role(), delta(json!({"content": "{\"x\""})), delta(json!({"content": ": 1}"})), finish("stop"), done()],
+        );
+    }
+
+    #[test]
+    fn error_event_ends_the_stream() {
+        check(
+            &[
+                start(10),
+                block_start(0, json!({"type": "text", "text": ""})),
+                block_delta(0, json!({"type": "text_delta", "text": "Hel"})),
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+                block_delta(0, json!({"type": "text_delta", "text": "never sent"})),
+            ],
+            false,
+            None,
+            &[
+                role(),
+                delta(json!({"content": "Hel"})),
+                json!({"error": {"message": "Overloaded", "type": "upstream_error", "param": null, "code": "upstream_overloaded"}}),
+                done(),
+            ],
+        );
+    }
+
+    #[test]
+    fn undecodable_event_is_an_error() {
+        let mut converter = StreamConverter::new("id", 1, "m", false);
+        let mut out = BytesMut::new();
+        let error = converter.push(b"{not json", &mut out).unwrap_err();
+        assert_eq!(error.status.as_u16(), 502);
+        assert!(out.is_empty());
+        converter.error(&error, &mut out);
+        converter.finish(&mut out);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert_eq!(text.matches("[DONE]").count(), 1, "{text}");
+        assert!(text.starts_with("data: {\"error\":"), "{text}");
+        assert!(converter.push(br#"{"type":"ping"}"#, &mut out).is_ok());
+    }
+}
