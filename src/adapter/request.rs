@@ -685,7 +685,7 @@ fn image_source<'a>(url: &'a str, param: &str) -> Result<ImageSource<'a>, ApiErr
 /// Decoded length of standard, padded base64, or `None` if `data` is not that.
 fn base64_decoded_len(data: &str) -> Option<usize> {
     let bytes = data.as_bytes();
-    if bytes.is_empty() || bytes.len() % 4 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
         return None;
     }
     let padding = bytes.iter().rev().take_while(|&&byte| byte == b'=').count();
