@@ -88,6 +88,8 @@ pub enum ContentBlock<'a> {
     },
     ToolResult {
         tool_use_id: Cow<'a, str>,
+        /// Omitted when the tool returned nothing (an empty result is allowed, an empty text block is not).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
         content: Vec<TextBlock<'a>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         cache_control: Option<&'a CacheControl>,

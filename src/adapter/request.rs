@@ -1216,6 +1216,26 @@ mod tests {
                         {"type": "text", "text": "q", "cache_control": {"type": "ephemeral"}}]}],
                     "tools": [{"name": "f", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}]}),
             ),
+            (
+                "reasoning_content without a signature is dropped",
+                request(json!({"messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "a", "reasoning_content": "unsigned"},
+                    {"role": "user", "content": "q2"}]})),
+                json!({"messages": [user("q"), {"role": "assistant", "content": [{"type": "text", "text": "a"}]}, user("q2")]}),
+            ),
+            (
+                "cache_control on a tool message marks its tool_result",
+                request(json!({"messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": null, "refusal": null, "annotations": [],
+                     "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "t1", "content": "r", "cache_control": {"type": "ephemeral"}}]})),
+                json!({"messages": [user("q"),
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                        "content": [{"type": "text", "text": "r"}], "cache_control": {"type": "ephemeral"}}]}]}),
+            ),
         ];
         for (name, input, expected) in cases {
             check(name, input, expected);
