@@ -1,0 +1,585 @@
+//! Anthropic stream events → OpenAI `chat.completion.chunk` server-sent events.
+//!
+//! [`StreamConverter`] is a small state machine fed one event at a time (the decoded bytes of one
+//! Bedrock `chunk`). It writes complete `data: {...}\n\n` lines straight into the caller's buffer,
+//! forwards every delta at once (no buffering of text or arguments) and never does I/O. It must
+//! never emit a half-written line: a failed serialisation is cut off again.
+//!
+//! Delta fields beyond OpenAI's: `reasoning_content` (thinking text, as it streams) and
+//! `thinking_blocks` (one complete block — `{"type":"thinking","thinking","signature"}` when its
+//! signature arrives, or `{"type":"redacted_thinking","data"}` — to be sent back on the assistant
+//! message in the next request).
+
+use bytes::{BufMut, BytesMut};
+
+use crate::adapter::anthropic::{self, BlockDelta, ResponseBlock, StreamEvent};
+use crate::adapter::openai::{
+    ChatCompletionChunk, ChunkChoice, Delta, FunctionDelta, ThinkingBlock, ToolCallDelta, Usage,
+};
+use crate::adapter::response::{finish_reason, upstream_error, usage};
+use crate::error::ApiError;
+
+/// What an Anthropic content block (by its stream index) turned into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Block {
+    Text,
+    /// A tool call, with its dense OpenAI `tool_calls[].index`.
+    Tool(u32),
+    /// The `response_format` tool: its arguments stream as content.
+    ResponseTool,
+    Thinking,
+    Other,
+}
+
+/// Converts one Anthropic stream into OpenAI chunks.
+#[derive(Debug)]
+pub struct StreamConverter {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    response_tool: Option<String>,
+    started: bool,
+    done: bool,
+    blocks: Vec<(u32, Block)>,
+    next_tool_index: u32,
+    thinking: String,
+    answered_by_response_tool: bool,
+    usage: anthropic::Usage,
+}
+
+impl StreamConverter {
+    pub fn new(id: impl Into<String>, created: u64, model: impl Into<String>, include_usage: bool) -> Self {
+        StreamConverter {
+            id: id.into(),
+            created,
+            model: model.into(),
+            include_usage,
+            response_tool: None,
+            started: false,
+            done: false,
+            blocks: Vec::new(),
+            next_tool_index: 0,
+            thinking: String::new(),
+            answered_by_response_tool: false,
+            usage: anthropic::Usage::default(),
+        }
+    }
+
+    /// The tool that carries `response_format` ([`crate::adapter::request::Prepared::response_tool`]):
+    /// its arguments stream as `content` and its call finishes with `stop`.
+    pub fn with_response_tool(mut self, name: Option<&str>) -> Self {
+        self.response_tool = name.map(str::to_owned);
+        self
+    }
+
+    /// Whether `[DONE]` has been written.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Handles one event. On `Err` (an upstream `error` event or an undecodable event) the caller
+    /// should send [`StreamConverter::error`] and stop.
+    pub fn push(&mut self, event_json: &[u8], out: &mut BytesMut) -> Result<(), ApiError> {
+        if self.done {
+            return Ok(());
+        }
+        let event: StreamEvent<'_> = serde_json::from_slice(event_json).map_err(|error| {
+            tracing::warn!(%error, "undecodable bedrock stream event");
+            upstream_error("api_error", "the upstream model sent an event that could not be decoded")
+        })?;
+        match event {
+            StreamEvent::MessageStart { message } => {
+                merge_usage(&mut self.usage, &message.usage);
+                self.start(out)?;
+            }
+            StreamEvent::ContentBlockStart { index, content_block } => {
+                self.start(out)?;
+                let block = match content_block {
+                    ResponseBlock::Text { text } => {
+                        if !text.is_empty() {
+                            self.write_delta(out, Delta { content: Some(&text), ..Delta::default() })?;
+                        }
+                        Block::Text
+                    }
+                    ResponseBlock::ToolUse { name, .. } if self.response_tool.as_deref() == Some(name.as_str()) => {
+                        self.answered_by_response_tool = true;
+                        Block::ResponseTool
+                    }
+                    ResponseBlock::ToolUse { id, name, .. } => {
+                        let tool_index = self.next_tool_index;
+                        self.next_tool_index += 1;
+                        let call = [ToolCallDelta {
+                            index: tool_index,
+                            id: Some(&id),
+                            kind: Some("function"),
+                            function: FunctionDelta { name: Some(&name), arguments: "" },
+                        }];
+                        self.write_delta(out, Delta { tool_calls: Some(&call), ..Delta::default() })?;
+                        Block::Tool(tool_index)
+                    }
+                    ResponseBlock::Thinking { thinking, .. } => {
+                        if !thinking.is_empty() {
+                            self.write_delta(out, Delta { reasoning_content: Some(&thinking), ..Delta::default() })?;
+                        }
+                        self.thinking = thinking;
+                        Block::Thinking
+                    }
+                    ResponseBlock::RedactedThinking { data } => {
+                        let blocks = [ThinkingBlock::RedactedThinking { data }];
+                        self.write_delta(out, Delta { thinking_blocks: Some(&blocks), ..Delta::default() })?;
+                        Block::Other
+                    }
+                    ResponseBlock::Other => Block::Other,
+                };
+                self.blocks.push((index, block));
+            }
+            StreamEvent::ContentBlockDelta { index, delta } => {
+                self.start(out)?;
+                let block = self.blocks.iter().rev().find(|(at, _)| *at == index).map(|(_, block)| *block);
+                match delta {
+                    BlockDelta::TextDelta { text } if !text.is_empty() => {
+                        self.write_delta(out, Delta { content: Some(&text), ..Delta::default() })?;
+                    }
+                    BlockDelta::InputJsonDelta { partial_json } if !partial_json.is_empty() => match block {
+                        Some(Block::Tool(tool_index)) => {
+                            let call = [ToolCallDelta {
+                                index: tool_index,
+                                id: None,
+                                kind: None,
+                                function: FunctionDelta { name: None, arguments: &partial_json },
+                            }];
+                            self.write_delta(out, Delta { tool_calls: Some(&call), ..Delta::default() })?;
+                        }
+                        Some(Block::ResponseTool) => {
+                            self.write_delta(out, Delta { content: Some(&partial_json), ..Delta::default() })?;
+                        }
+                        _ => {}
+                    },
+                    BlockDelta::ThinkingDelta { thinking } if !thinking.is_empty() => {
+                        self.thinking.push_str(&thinking);
+                        self.write_delta(out, Delta { reasoning_content: Some(&thinking), ..Delta::default() })?;
+                    }
+                    BlockDelta::SignatureDelta { signature } => {
+                        let blocks = [ThinkingBlock::Thinking {
+                            thinking: std::mem::take(&mut self.thinking),
+                            signature: signature.into_owned(),
+                        }];
+                        self.write_delta(out, Delta { thinking_blocks: Some(&blocks), ..Delta::default() })?;
+                    }
+                    _ => {}
+                }
+            }
+            StreamEvent::MessageDelta { delta, usage } => {
+                merge_usage(&mut self.usage, &usage);
+                if let Some(stop_reason) = delta.stop_reason.as_deref() {
+                    self.start(out)?;
+                    let mut finish = finish_reason(Some(stop_reason));
+                    if finish == "tool_calls" && self.answered_by_response_tool && self.next_tool_index == 0 {
+                        finish = "stop";
+                    }
+                    self.write_chunk(out, Delta::default(), Some(finish))?;
+                }
+            }
+            StreamEvent::Error { error } => return Err(upstream_error(&error.kind, &error.message)),
+            StreamEvent::ContentBlockStop { .. }
+            | StreamEvent::MessageStop {}
+            | StreamEvent::Ping {}
+            | StreamEvent::Other => {}
+        }
+        Ok(())
+    }
+
+    /// Ends a stream that completed: a usage chunk if asked for, then `[DONE]`.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        if self.done {
+            return;
+        }
+        if self.include_usage {
+            let usage = usage(&self.usage);
+            if let Err(error) = self.write_usage(out, &usage) {
+                tracing::error!(%error, "could not serialise the usage chunk");
+            }
+        }
+        out.put_slice(b"data: [DONE]\n\n");
+        self.done = true;
+    }
+
+    /// Ends a stream that failed: an error event (which the OpenAI SDKs raise), then `[DONE]`.
+    pub fn error(&mut self, err: &ApiError, out: &mut BytesMut) {
+        if self.done {
+            return;
+        }
+        let start = out.len();
+        out.put_slice(b"data: ");
+        match serde_json::to_writer((&mut *out).writer(), &err.body()) {
+            Ok(()) => out.put_slice(b"\n\n"),
+            Err(error) => {
+                tracing::error!(%error, "could not serialise a stream error");
+                out.truncate(start);
+            }
+        }
+        out.put_slice(b"data: [DONE]\n\n");
+        self.done = true;
+    }
+
+    /// Sends the first chunk (`role: assistant`, empty content) once.
+    fn start(&mut self, out: &mut BytesMut) -> Result<(), ApiError> {
+        if self.started {
+            return Ok(());
+        }
+        self.started = true;
+        self.write_chunk(out, Delta { role: Some("assistant"), content: Some(""), ..Delta::default() }, None)
+    }
+
+    fn write_delta(&self, out: &mut BytesMut, delta: Delta<'_>) -> Result<(), ApiError> {
+        self.write_chunk(out, delta, None)
+    }
+
+    fn write_chunk(
+        &self,
+        out: &mut BytesMut,
+        delta: Delta<'_>,
+        finish_reason: Option<&'static str>,
+    ) -> Result<(), ApiError> {
+        let choices = [ChunkChoice { index: 0, delta, logprobs: None, finish_reason }];
+        let chunk = ChatCompletionChunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: &choices,
+            usage: self.include_usage.then_some(None),
+        };
+        write_event(out, &chunk)
+    }
+
+    fn write_usage(&self, out: &mut BytesMut, usage: &Usage) -> Result<(), ApiError> {
+        let chunk = ChatCompletionChunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: &[],
+            usage: Some(Some(usage)),
+        };
+        write_event(out, &chunk)
+    }
+}
+
+/// Writes one `data: <json>\n\n` line, or nothing at all.
+fn write_event(out: &mut BytesMut, value: &impl serde::Serialize) -> Result<(), ApiError> {
+    let start = out.len();
+    out.put_slice(b"data: ");
+    match serde_json::to_writer((&mut *out).writer(), value) {
+        Ok(()) => {
+            out.put_slice(b"\n\n");
+            Ok(())
+        }
+        Err(error) => {
+            out.truncate(start);
+            tracing::error!(%error, "could not serialise a chunk");
+            Err(ApiError::internal("could not encode a response chunk"))
+        }
+    }
+}
+
+/// Later counts win: `message_delta` repeats them cumulatively.
+fn merge_usage(total: &mut anthropic::Usage, update: &anthropic::Usage) {
+    let fields = [
+        (&mut total.input_tokens, update.input_tokens),
+        (&mut total.output_tokens, update.output_tokens),
+        (&mut total.cache_creation_input_tokens, update.cache_creation_input_tokens),
+        (&mut total.cache_read_input_tokens, update.cache_read_input_tokens),
+    ];
+    for (slot, value) in fields {
+        if value.is_some() {
+            *slot = value;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Feeds `events` (then `finish`, or `error` on the first failure) and compares every SSE line.
+    /// `expected` holds the chunks' `choices[0]` objects (or a whole object for usage / error
+    /// events) and the literal `"[DONE]"`.
+    fn check(events: &[Value], include_usage: bool, response_tool: Option<&str>, expected: &[Value]) {
+        let mut converter =
+            StreamConverter::new("chatcmpl-1", 1700000000, "claude-x", include_usage).with_response_tool(response_tool);
+        let mut out = BytesMut::new();
+        for event in events {
+            let bytes = serde_json::to_vec(event).unwrap();
+            if let Err(error) = converter.push(&bytes, &mut out) {
+                converter.error(&error, &mut out);
+                break;
+            }
+        }
+        converter.finish(&mut out);
+        assert!(converter.is_done());
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+        let lines: Vec<&str> = text.split_terminator("\n\n").collect();
+        let mut got = Vec::new();
+        for line in &lines {
+            let data = line.strip_prefix("data: ").unwrap_or_else(|| panic!("not an SSE data line: {line}"));
+            if data == "[DONE]" {
+                got.push(json!("[DONE]"));
+                continue;
+            }
+            let chunk: Value = serde_json::from_str(data).unwrap();
+            if chunk.get("error").is_some() {
+                got.push(chunk);
+                continue;
+            }
+            assert_eq!(chunk["id"], "chatcmpl-1");
+            assert_eq!(chunk["object"], "chat.completion.chunk");
+            assert_eq!(chunk["created"], 1700000000);
+            assert_eq!(chunk["model"], "claude-x");
+            assert_eq!(chunk.get("usage").is_some(), include_usage, "usage key presence: {chunk}");
+            match chunk["choices"].as_array().map(Vec::as_slice) {
+                Some([choice]) => {
+                    assert_eq!(chunk["usage"], Value::Null);
+                    got.push(choice.clone());
+                }
+                Some([]) => got.push(json!({"usage": chunk["usage"]})),
+                other => panic!("unexpected choices {other:?}"),
+            }
+        }
+        assert_eq!(got, expected);
+    }
+
+    fn delta(delta: Value) -> Value {
+        json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": null})
+    }
+
+    fn finish(reason: &str) -> Value {
+        json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason})
+    }
+
+    fn role() -> Value {
+        delta(json!({"role": "assistant", "content": ""}))
+    }
+
+    fn start(input_tokens: u64) -> Value {
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+            "content": [], "model": "claude", "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1}}})
+    }
+
+    fn block_start(index: u32, block: Value) -> Value {
+        json!({"type": "content_block_start", "index": index, "content_block": block})
+    }
+
+    fn block_delta(index: u32, delta: Value) -> Value {
+        json!({"type": "content_block_delta", "index": index, "delta": delta})
+    }
+
+    fn stop(index: u32) -> Value {
+        json!({"type": "content_block_stop", "index": index})
+    }
+
+    fn message_delta(reason: &str, output_tokens: u64) -> Value {
+        json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": null},
+               "usage": {"output_tokens": output_tokens}})
+    }
+
+    fn message_stop() -> Value {
+        json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 10,
+            "outputTokenCount": 5, "invocationLatency": 100, "firstByteLatency": 50}})
+    }
+
+    fn done() -> Value {
+        json!("[DONE]")
+    }
+
+    #[test]
+    fn text_stream() {
+        check(
+            &[
+                start(10),
+                block_start(0, json!({"type": "text", "text": ""})),
+                json!({"type": "ping"}),
+                block_delta(0, json!({"type": "text_delta", "text": "Hello"})),
+                block_delta(0, json!({"type": "text_delta", "text": " \"world\"\n"})),
+                stop(0),
+                message_delta("end_turn", 5),
+                message_stop(),
+            ],
+            false,
+            None,
+            &[
+                role(),
+                delta(json!({"content": "Hello"})),
+                delta(json!({"content": " \"world\"\n"})),
+                finish("stop"),
+                done(),
+            ],
+        );
+    }
+
+    #[test]
+    fn text_stream_with_usage_and_cache() {
+        check(
+            &[
+                json!({"type": "message_start", "message": {"id": "msg_1", "usage": {"input_tokens": 3, "output_tokens": 1,
+                    "cache_creation_input_tokens": 100, "cache_read_input_tokens": 50}}}),
+                block_start(0, json!({"type": "text", "text": ""})),
+                block_delta(0, json!({"type": "text_delta", "text": "Hi"})),
+                stop(0),
+                message_delta("max_tokens", 7),
+                message_stop(),
+            ],
+            true,
+            None,
+            &[
+                role(),
+                delta(json!({"content": "Hi"})),
+                finish("length"),
+                json!({"usage": {"prompt_tokens": 153, "completion_tokens": 7, "total_tokens": 160,
+                                 "prompt_tokens_details": {"cached_tokens": 50}}}),
+                done(),
+            ],
+        );
+    }
+
+    #[test]
+    fn tool_use_stream_with_two_calls() {
+        let pieces = ["", "{\"ci", "ty\": \"Pa", "ris\"", "}"];
+        let mut events = vec![
+            start(10),
+            block_start(0, json!({"type": "text", "text": ""})),
+            block_delta(0, json!({"type": "text_delta", "text": "Checking."})),
+            stop(0),
+            block_start(1, json!({"type": "tool_use", "id": "toolu_a", "name": "get", "input": {}})),
+        ];
+        events.extend(
+            pieces.iter().map(|piece| block_delta(1, json!({"type": "input_json_delta", "partial_json": piece}))),
+        );
+        events.push(stop(1));
+        events.push(block_start(2, json!({"type": "tool_use", "id": "toolu_b", "name": "now", "input": {}})));
+        events.extend(
+            ["{\"tz\":", "\"UTC\"}"]
+                .iter()
+                .map(|piece| block_delta(2, json!({"type": "input_json_delta", "partial_json": piece}))),
+        );
+        events.extend([stop(2), message_delta("tool_use", 40), message_stop()]);
+        let args = |index: u32, arguments: &str| {
+            delta(json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}))
+        };
+        check(
+            &events,
+            false,
+            None,
+            &[
+                role(),
+                delta(json!({"content": "Checking."})),
+                delta(json!({"tool_calls": [{"index": 0, "id": "toolu_a", "type": "function",
+                                             "function": {"name": "get", "arguments": ""}}]})),
+                args(0, "{\"ci"),
+                args(0, "ty\": \"Pa"),
+                args(0, "ris\""),
+                args(0, "}"),
+                delta(json!({"tool_calls": [{"index": 1, "id": "toolu_b", "type": "function",
+                                             "function": {"name": "now", "arguments": ""}}]})),
+                args(1, "{\"tz\":"),
+                args(1, "\"UTC\"}"),
+                finish("tool_calls"),
+                done(),
+            ],
+        );
+    }
+
+    #[test]
+    fn thinking_stream_with_signature() {
+        check(
+            &[
+                start(10),
+                block_start(0, json!({"type": "thinking", "thinking": ""})),
+                block_delta(0, json!({"type": "thinking_delta", "thinking": "Let me "})),
+                block_delta(0, json!({"type": "thinking_delta", "thinking": "think."})),
+                block_delta(0, json!({"type": "signature_delta", "signature": "EqQBCgIYAhIM=="})),
+                stop(0),
+                block_start(1, json!({"type": "redacted_thinking", "data": "EmwKAhgB"})),
+                stop(1),
+                block_start(2, json!({"type": "text", "text": ""})),
+                block_delta(2, json!({"type": "text_delta", "text": "42"})),
+                stop(2),
+                message_delta("end_turn", 30),
+                message_stop(),
+            ],
+            false,
+            None,
+            &[
+                role(),
+                delta(json!({"reasoning_content": "Let me "})),
+                delta(json!({"reasoning_content": "think."})),
+                delta(
+                    json!({"thinking_blocks": [{"type": "thinking", "thinking": "Let me think.", "signature": "EqQBCgIYAhIM=="}]}),
+                ),
+                delta(json!({"thinking_blocks": [{"type": "redacted_thinking", "data": "EmwKAhgB"}]})),
+                delta(json!({"content": "42"})),
+                finish("stop"),
+                done(),
+            ],
+        );
+    }
+
+    #[test]
+    fn response_format_tool_streams_as_content() {
+        check(
+            &[
+                start(10),
+                block_start(0, json!({"type": "tool_use", "id": "toolu_r", "name": "answer", "input": {}})),
+                block_delta(0, json!({"type": "input_json_delta", "partial_json": "{\"x\""})),
+                block_delta(0, json!({"type": "input_json_delta", "partial_json": ": 1}"})),
+                stop(0),
+                message_delta("tool_use", 9),
+                message_stop(),
+            ],
+            false,
+            Some("answer"),
+            &[role(), delta(json!({"content": "{\"x\""})), delta(json!({"content": ": 1}"})), finish("stop"), done()],
+        );
+    }
+
+    #[test]
+    fn error_event_ends_the_stream() {
+        check(
+            &[
+                start(10),
+                block_start(0, json!({"type": "text", "text": ""})),
+                block_delta(0, json!({"type": "text_delta", "text": "Hel"})),
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+                block_delta(0, json!({"type": "text_delta", "text": "never sent"})),
+            ],
+            false,
+            None,
+            &[
+                role(),
+                delta(json!({"content": "Hel"})),
+                json!({"error": {"message": "Overloaded", "type": "upstream_error", "param": null, "code": "upstream_overloaded"}}),
+                done(),
+            ],
+        );
+    }
+
+    #[test]
+    fn undecodable_event_is_an_error() {
+        let mut converter = StreamConverter::new("id", 1, "m", false);
+        let mut out = BytesMut::new();
+        let error = converter.push(b"{not json", &mut out).unwrap_err();
+        assert_eq!(error.status.as_u16(), 502);
+        assert!(out.is_empty());
+        converter.error(&error, &mut out);
+        converter.finish(&mut out);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert_eq!(text.matches("[DONE]").count(), 1, "{text}");
+        assert!(text.starts_with("data: {\"error\":"), "{text}");
+        assert!(converter.push(br#"{"type":"ping"}"#, &mut out).is_ok());
+    }
+}
