@@ -113,7 +113,11 @@ impl ScopedPrincipal {
         let rest = subject.strip_prefix(SUBJECT_PREFIX).ok_or(PrincipalError::Prefix)?;
         let (team, rest) = rest.split_once('/').ok_or(PrincipalError::Shape)?;
         let (actor, principal) = rest.split_once(':').ok_or(PrincipalError::Shape)?;
-        Ok(ScopedPrincipal { team_uid: Uid::parse(team)?, actor: actor.parse()?, principal_uid: Uid::parse(principal)? })
+        Ok(ScopedPrincipal {
+            team_uid: Uid::parse(team)?,
+            actor: actor.parse()?,
+            principal_uid: Uid::parse(principal)?,
+        })
     }
 
     /// The `StringLike` pattern a customer's trust policy uses to admit every principal of a team.
@@ -148,7 +152,9 @@ pub enum PrincipalError {
 impl fmt::Display for PrincipalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PrincipalError::EmptyUid => write!(f, "uid is empty; use 1-{MAX_UID_LEN} characters of A-Z, a-z, 0-9, _ and -"),
+            PrincipalError::EmptyUid => {
+                write!(f, "uid is empty; use 1-{MAX_UID_LEN} characters of A-Z, a-z, 0-9, _ and -")
+            }
             PrincipalError::UidTooLong { len } => {
                 write!(f, "uid is {len} characters long; the limit is {MAX_UID_LEN}")
             }
