@@ -681,7 +681,8 @@ mod tests {
 
     #[test]
     fn other_inputs_are_validated() {
-        let cases: Vec<(Box<dyn Fn(&mut SetupInput)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut SetupInput)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|i| i.audience = String::new()), "audience"),
             (Box::new(|i| i.model_ids.clear()), "no model ids"),
             (Box::new(|i| i.regions.clear()), "no regions"),
