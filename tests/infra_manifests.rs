@@ -68,10 +68,10 @@ fn manifests_reference_only_the_binarys_ports_and_paths() {
     let docs = k8s_documents();
     for (file, doc) in &docs {
         walk(doc, &mut |key, value| {
-            if matches!(key, "containerPort" | "port" | "targetPort" | "number") {
-                if let Some(port) = value.as_u64() {
-                    assert!(port == 8080 || port == 8443, "{file}: {key} {port} is neither 8080 nor 8443");
-                }
+            if let (true, Some(port)) =
+                (matches!(key, "containerPort" | "port" | "targetPort" | "number"), value.as_u64())
+            {
+                assert!(port == 8080 || port == 8443, "{file}: {key} {port} is neither 8080 nor 8443");
             }
             if key == "path" {
                 let path = value.as_str().unwrap_or_default();
