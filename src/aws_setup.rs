@@ -1,0 +1,851 @@
+//! What a customer creates in their AWS account so byollm can invoke Bedrock for one team: the
+//! trust policy and least-privilege permissions policy of the IAM role, plus the same inputs as
+//! Terraform variables (`infra/aws/terraform`) and CloudFormation parameters
+//! (`infra/aws/cloudformation/byollm-customer-role.yaml`).
+//!
+//! [`generate`] is pure: it reads no config file, no environment and no network, so its output
+//! can be reviewed before anything is applied.
+//!
+//! # Trust policy
+//! `Federated` is `arn:aws:iam::<account>:oidc-provider/<issuer-host>` where `<issuer-host>` is
+//! the issuer URL without `https://` (host plus path, if any); the conditions are
+//! `StringEquals <issuer-host>:aud = <audience>` and `StringLike <issuer-host>:sub =
+//! <`subject_pattern`>`. The pattern is only safe because a uid can never contain `/`, `:`, `*`
+//! or `?` (see [`crate::principal`]).
+//!
+//! # Permissions policy
+//! Only `bedrock:InvokeModel` and `bedrock:InvokeModelWithResponseStream`, on exactly the
+//! resources each model id needs, in the `regions` byollm calls Bedrock in (the source regions):
+//! - a foundation model id (`anthropic.claude-…-v1:0`): `arn:aws:bedrock:<region>::foundation-model/<id>`
+//!   in every source region;
+//! - a geographic inference profile (`us.`, `eu.`, `apac.`, `jp.`, `au.`, `ca.`): the profile
+//!   `arn:aws:bedrock:<region>:<account>:inference-profile/<id>` in the source regions of that
+//!   geography, plus the foundation model in every region of the geography
+//!   (`arn:aws:bedrock:us-*::foundation-model/<model>`), the latter only when the call comes
+//!   through one of those profiles (`bedrock:InferenceProfileArn`). AWS chooses, and over time
+//!   extends, the destination regions of a profile; a region pattern keeps working when it does,
+//!   and the condition means the model cannot be invoked any other way;
+//! - a global inference profile (`global.`): the profile in the source regions, the foundation
+//!   model in the source regions and the foundation model with an empty region
+//!   (`arn:aws:bedrock:::foundation-model/<model>`) with `aws:RequestedRegion = unspecified`, both
+//!   only through the profile, as AWS documents for global cross-region inference;
+//! - an application inference profile ARN: that ARN, plus any foundation model but only through
+//!   that profile (which models an application profile wraps cannot be known offline).
+//!
+//! When `account_id` is `None` the account appears as [`ACCOUNT_PLACEHOLDER`]; replace it before
+//! applying the JSON. Terraform and CloudFormation fill in the account themselves.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde_json::{Value, json};
+
+use crate::principal::{ActorType, ScopedPrincipal, Uid};
+
+/// Stands for the customer's 12-digit account id when the caller did not give one.
+pub const ACCOUNT_PLACEHOLDER: &str = "<ACCOUNT_ID>";
+/// The only actions the role may perform.
+pub const BEDROCK_ACTIONS: [&str; 2] = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"];
+/// Range IAM accepts for a role's `MaxSessionDuration`, in seconds.
+pub const MAX_SESSION_RANGE: std::ops::RangeInclusive<u32> = 3600..=43200;
+
+/// Everything the generator needs; nothing is read from elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupInput {
+    /// byollm's `[issuer] url`: https, no trailing slash, no query or fragment.
+    pub issuer_url: String,
+    /// byollm's `[issuer] audience`, normally `sts.amazonaws.com`.
+    pub audience: String,
+    pub team_uid: Uid,
+    pub scope: SubjectScope,
+    /// Bedrock model ids, inference profile ids or application inference profile ARNs.
+    pub model_ids: Vec<String>,
+    /// Regions byollm calls Bedrock in (the team's `region`), at least one.
+    pub regions: Vec<String>,
+    /// The customer's 12-digit AWS account id, if known.
+    pub account_id: Option<String>,
+    pub role_name: String,
+    /// The role's `MaxSessionDuration`, 3600–43200.
+    pub max_session_secs: u32,
+}
+
+/// Which subjects of the team the role trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectScope {
+    /// Every principal of the team: `scoped_principal:<team>/*`.
+    Team,
+    /// One actor type: `scoped_principal:<team>/<actor>:*`.
+    Actor(ActorType),
+    /// One principal: `scoped_principal:<team>/<actor>:<uid>`.
+    Principal(ActorType, Uid),
+}
+
+/// The generated documents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetupOutput {
+    pub trust_policy: Value,
+    pub permissions_policy: Value,
+    /// `terraform.tfvars` for `infra/aws/terraform`.
+    pub tfvars: String,
+    /// `[{"ParameterKey", "ParameterValue"}]` for `byollm-customer-role.yaml`, as accepted by
+    /// `aws cloudformation create-stack --parameters file://…`.
+    pub cfn_parameters: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetupError {
+    IssuerUrl { url: String, reason: &'static str },
+    Audience,
+    NoModels,
+    ModelId { id: String, reason: String },
+    NoRegions,
+    Region(String),
+    AccountId(String),
+    RoleName(String),
+    MaxSession(u32),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::IssuerUrl { url, reason } => write!(f, "issuer url {url:?} {reason}"),
+            SetupError::Audience => {
+                f.write_str("audience must be 1-255 characters without whitespace (normally sts.amazonaws.com)")
+            }
+            SetupError::NoModels => f.write_str("no model ids given; list the bedrock model or inference profile ids"),
+            SetupError::ModelId { id, reason } => write!(f, "model id {id:?}: {reason}"),
+            SetupError::NoRegions => f.write_str("no regions given; list the regions byollm calls bedrock in"),
+            SetupError::Region(region) => {
+                write!(f, "region {region:?} is not an aws region name such as us-east-1")
+            }
+            SetupError::AccountId(id) => write!(f, "account id {id:?} must be 12 digits"),
+            SetupError::RoleName(name) => {
+                write!(f, "role name {name:?} must be 1-64 characters of A-Z, a-z, 0-9 and +=,.@_-")
+            }
+            SetupError::MaxSession(secs) => write!(
+                f,
+                "max session duration {secs}s is outside the {}-{} seconds iam allows",
+                MAX_SESSION_RANGE.start(),
+                MAX_SESSION_RANGE.end()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// The `StringLike` pattern for `<issuer-host>:sub` that admits exactly `scope` within `team`.
+pub fn subject_pattern(team: &Uid, scope: &SubjectScope) -> String {
+    match scope {
+        SubjectScope::Team => ScopedPrincipal::team_pattern(team),
+        SubjectScope::Actor(actor) => {
+            format!("{}{team}/{}:*", crate::principal::SUBJECT_PREFIX, actor.as_str())
+        }
+        SubjectScope::Principal(actor, uid) => ScopedPrincipal::new(team.clone(), *actor, uid.clone()).to_string(),
+    }
+}
+
+/// The issuer URL without `https://`: what IAM calls the provider and uses in condition keys.
+pub fn issuer_host(issuer_url: &str) -> Result<&str, SetupError> {
+    let bad = |reason| SetupError::IssuerUrl { url: issuer_url.to_owned(), reason };
+    let rest = issuer_url.strip_prefix("https://").ok_or_else(|| bad("must start with https://"))?;
+    if rest.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if rest.ends_with('/') {
+        return Err(bad("must not end with a slash (tokens carry it without one)"));
+    }
+    if rest.contains('?') || rest.contains('#') {
+        return Err(bad("must not have a query or fragment"));
+    }
+    if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("must not contain whitespace"));
+    }
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    if host.contains('@') {
+        return Err(bad("must not contain user information"));
+    }
+    if host.contains(':') {
+        return Err(bad("must not contain a port (iam does not accept one)"));
+    }
+    if !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+        return Err(bad("has a host with characters other than letters, digits, dots and hyphens"));
+    }
+    if rest.contains("//") {
+        return Err(bad("has an empty path segment"));
+    }
+    Ok(rest)
+}
+
+/// How a model id is invoked, and so what the policy must allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ModelKind {
+    Foundation(String),
+    /// Geographic profile: the full id and the region-name pattern of its geography.
+    Geographic {
+        id: String,
+        model: String,
+        region_pattern: &'static str,
+    },
+    Global {
+        id: String,
+        model: String,
+    },
+    Application(String),
+}
+
+/// Geographic profile prefixes and the region names each geography's destinations match.
+const GEOGRAPHIES: [(&str, &str); 6] = [
+    ("us", "us-*"),
+    ("eu", "eu-*"),
+    ("apac", "ap-*"),
+    ("jp", "ap-northeast-*"),
+    ("au", "ap-southeast-*"),
+    ("ca", "ca-*"),
+];
+
+fn region_matches(pattern: &str, region: &str) -> bool {
+    pattern.strip_suffix('*').is_some_and(|prefix| region.starts_with(prefix))
+}
+
+fn classify(id: &str) -> Result<ModelKind, SetupError> {
+    let bad = |reason: &str| SetupError::ModelId { id: id.to_owned(), reason: reason.to_owned() };
+    if id.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if id.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '*' | '?' | '"' | '$')) {
+        return Err(bad("must not contain whitespace, quotes, $ or wildcards"));
+    }
+    if let Some(rest) = id.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let [partition, service, region, account, resource] = parts.as_slice() else {
+            return Err(bad("is not a complete arn"));
+        };
+        if *partition != "aws" || *service != "bedrock" {
+            return Err(bad("only arn:aws:bedrock arns are supported"));
+        }
+        if !resource.starts_with("application-inference-profile/") {
+            return Err(bad(
+                "only application inference profile arns are accepted; give foundation models and system inference profiles by id",
+            ));
+        }
+        if !is_region(region) {
+            return Err(bad("has no valid region"));
+        }
+        if !is_account(account) {
+            return Err(bad("has no valid 12-digit account"));
+        }
+        return Ok(ModelKind::Application(id.to_owned()));
+    }
+    if id.contains('/') || id.ends_with(':') {
+        return Err(bad("is not a bedrock model id"));
+    }
+    let (prefix, model) = id.split_once('.').ok_or_else(|| bad("is not a bedrock model id (provider.model)"))?;
+    if prefix == "global" {
+        return Ok(ModelKind::Global { id: id.to_owned(), model: model.to_owned() });
+    }
+    if let Some((_, pattern)) = GEOGRAPHIES.iter().find(|(geo, _)| *geo == prefix) {
+        return Ok(ModelKind::Geographic { id: id.to_owned(), model: model.to_owned(), region_pattern: pattern });
+    }
+    if prefix == "us-gov" {
+        return Err(bad("govcloud profiles live in the aws-us-gov partition, which this generator does not cover"));
+    }
+    Ok(ModelKind::Foundation(id.to_owned()))
+}
+
+fn is_region(region: &str) -> bool {
+    // e.g. us-east-1, ap-southeast-4, eu-central-2, us-gov-west-1
+    let mut parts = region.split('-');
+    let Some(first) = parts.next() else { return false };
+    let rest: Vec<&str> = parts.collect();
+    first.len() == 2
+        && first.chars().all(|c| c.is_ascii_lowercase())
+        && rest.len() >= 2
+        && rest.last().is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        && rest[..rest.len() - 1].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+}
+
+fn is_account(account: &str) -> bool {
+    account.len() == 12 && account.chars().all(|c| c.is_ascii_digit())
+}
+
+fn is_role_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '=' | ',' | '.' | '@' | '_' | '-'))
+}
+
+fn validate(input: &SetupInput) -> Result<(), SetupError> {
+    issuer_host(&input.issuer_url)?;
+    let aud = &input.audience;
+    if aud.is_empty() || aud.len() > 255 || aud.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(SetupError::Audience);
+    }
+    if input.model_ids.is_empty() {
+        return Err(SetupError::NoModels);
+    }
+    if input.regions.is_empty() {
+        return Err(SetupError::NoRegions);
+    }
+    if let Some(region) = input.regions.iter().find(|r| !is_region(r)) {
+        return Err(SetupError::Region(region.clone()));
+    }
+    if let Some(account) = input.account_id.as_ref().filter(|a| !is_account(a)) {
+        return Err(SetupError::AccountId(account.clone()));
+    }
+    if !is_role_name(&input.role_name) {
+        return Err(SetupError::RoleName(input.role_name.clone()));
+    }
+    if !MAX_SESSION_RANGE.contains(&input.max_session_secs) {
+        return Err(SetupError::MaxSession(input.max_session_secs));
+    }
+    Ok(())
+}
+
+/// Resources of the permissions policy, grouped by the statement they belong to.
+#[derive(Default)]
+struct Resources {
+    /// Allowed with no condition: foundation models and the profiles themselves.
+    direct: BTreeSet<String>,
+    /// Foundation models reachable only through a system-defined profile.
+    via_profile: BTreeSet<String>,
+    /// System-defined profiles that `via_profile` may be reached through.
+    profiles: BTreeSet<String>,
+    /// Region-less foundation models of global profiles.
+    global_models: BTreeSet<String>,
+    global_profiles: BTreeSet<String>,
+    /// Application inference profiles; any foundation model through them.
+    application_profiles: BTreeSet<String>,
+}
+
+fn resources(input: &SetupInput) -> Result<Resources, SetupError> {
+    let account = input.account_id.as_deref().unwrap_or(ACCOUNT_PLACEHOLDER);
+    let fm = |region: &str, model: &str| format!("arn:aws:bedrock:{region}::foundation-model/{model}");
+    let profile = |region: &str, id: &str| format!("arn:aws:bedrock:{region}:{account}:inference-profile/{id}");
+    let mut out = Resources::default();
+    for id in &input.model_ids {
+        match classify(id)? {
+            ModelKind::Foundation(model) => {
+                out.direct.extend(input.regions.iter().map(|r| fm(r, &model)));
+            }
+            ModelKind::Geographic { id, model, region_pattern } => {
+                let sources: Vec<&String> =
+                    input.regions.iter().filter(|r| region_matches(region_pattern, r)).collect();
+                if sources.is_empty() {
+                    return Err(SetupError::ModelId {
+                        id,
+                        reason: format!(
+                            "is a profile for regions {region_pattern} but none of the regions ({}) is one; it can only be invoked from inside its geography",
+                            input.regions.join(", ")
+                        ),
+                    });
+                }
+                for region in sources {
+                    out.direct.insert(profile(region, &id));
+                    out.profiles.insert(profile(region, &id));
+                }
+                out.via_profile.insert(fm(region_pattern, &model));
+            }
+            ModelKind::Global { id, model } => {
+                for region in &input.regions {
+                    out.direct.insert(profile(region, &id));
+                    out.profiles.insert(profile(region, &id));
+                    out.global_profiles.insert(profile(region, &id));
+                    out.via_profile.insert(fm(region, &model));
+                }
+                out.global_models.insert(fm("", &model));
+            }
+            ModelKind::Application(arn) => {
+                out.direct.insert(arn.clone());
+                out.application_profiles.insert(arn);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn statement(sid: &str, resources: &BTreeSet<String>, condition: Option<Value>) -> Value {
+    let mut s = json!({
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": BEDROCK_ACTIONS,
+        "Resource": resources.iter().collect::<Vec<_>>(),
+    });
+    if let (Some(condition), Some(map)) = (condition, s.as_object_mut()) {
+        map.insert("Condition".to_owned(), condition);
+    }
+    s
+}
+
+fn permissions_policy(r: &Resources) -> Value {
+    let mut statements = vec![statement("InvokeModelsAndProfiles", &r.direct, None)];
+    if !r.via_profile.is_empty() {
+        statements.push(statement(
+            "FoundationModelsThroughProfiles",
+            &r.via_profile,
+            Some(json!({"StringEquals": {"bedrock:InferenceProfileArn": r.profiles}})),
+        ));
+    }
+    if !r.global_models.is_empty() {
+        statements.push(statement(
+            "GlobalFoundationModelsThroughGlobalProfiles",
+            &r.global_models,
+            Some(json!({"StringEquals": {
+                "aws:RequestedRegion": "unspecified",
+                "bedrock:InferenceProfileArn": r.global_profiles,
+            }})),
+        ));
+    }
+    if !r.application_profiles.is_empty() {
+        statements.push(statement(
+            "FoundationModelsThroughApplicationProfiles",
+            &BTreeSet::from(["arn:aws:bedrock:*::foundation-model/*".to_owned()]),
+            Some(json!({"StringEquals": {"bedrock:InferenceProfileArn": r.application_profiles}})),
+        ));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+fn trust_policy(input: &SetupInput, host: &str) -> Value {
+    let account = input.account_id.as_deref().unwrap_or(ACCOUNT_PLACEHOLDER);
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "ByollmWebIdentity",
+            "Effect": "Allow",
+            "Principal": {"Federated": format!("arn:aws:iam::{account}:oidc-provider/{host}")},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {
+                "StringEquals": {format!("{host}:aud"): input.audience},
+                "StringLike": {format!("{host}:sub"): subject_pattern(&input.team_uid, &input.scope)},
+            },
+        }],
+    })
+}
+
+/// An HCL string literal (JSON string escaping is valid HCL, except `${` and `%{`, which our
+/// validated inputs cannot contain).
+fn hcl_string(value: &str) -> String {
+    Value::String(value.to_owned()).to_string()
+}
+
+fn hcl_list(values: &[String]) -> String {
+    format!("[{}]", values.iter().map(|v| hcl_string(v)).collect::<Vec<_>>().join(", "))
+}
+
+fn tfvars(input: &SetupInput) -> String {
+    let scope = match &input.scope {
+        SubjectScope::Team => "{}".to_owned(),
+        SubjectScope::Actor(actor) => format!("{{ actor_type = {} }}", hcl_string(actor.as_str())),
+        SubjectScope::Principal(actor, uid) => {
+            format!("{{ actor_type = {}, principal_uid = {} }}", hcl_string(actor.as_str()), hcl_string(uid.as_str()))
+        }
+    };
+    let mut out = String::new();
+    let mut line = |key: &str, value: String| out.push_str(&format!("{key:<20} = {value}\n"));
+    line("issuer_url", hcl_string(&input.issuer_url));
+    line("audience", hcl_string(&input.audience));
+    line("team_uid", hcl_string(input.team_uid.as_str()));
+    line("subject_scope", scope);
+    line("model_ids", hcl_list(&input.model_ids));
+    line("regions", hcl_list(&input.regions));
+    line("role_name", hcl_string(&input.role_name));
+    line("max_session_duration", input.max_session_secs.to_string());
+    out
+}
+
+fn cfn_parameters(input: &SetupInput) -> Result<Value, SetupError> {
+    let (mut foundation, mut profiles, mut applications) = (Vec::new(), Vec::new(), Vec::new());
+    for id in &input.model_ids {
+        match classify(id)? {
+            ModelKind::Foundation(model) => foundation.push(model),
+            ModelKind::Geographic { id, .. } | ModelKind::Global { id, .. } => profiles.push(id),
+            ModelKind::Application(arn) => applications.push(arn),
+        }
+    }
+    let (actor, principal) = match &input.scope {
+        SubjectScope::Team => ("", ""),
+        SubjectScope::Actor(actor) => (actor.as_str(), ""),
+        SubjectScope::Principal(actor, uid) => (actor.as_str(), uid.as_str()),
+    };
+    let params = [
+        ("IssuerUrl", input.issuer_url.clone()),
+        ("Audience", input.audience.clone()),
+        ("TeamUid", input.team_uid.to_string()),
+        ("SubjectActorType", actor.to_owned()),
+        ("SubjectPrincipalUid", principal.to_owned()),
+        ("FoundationModelIds", foundation.join(",")),
+        ("InferenceProfileIds", profiles.join(",")),
+        ("ApplicationInferenceProfileArns", applications.join(",")),
+        ("Regions", input.regions.join(",")),
+        ("RoleName", input.role_name.clone()),
+        ("MaxSessionDuration", input.max_session_secs.to_string()),
+    ];
+    Ok(Value::Array(params.into_iter().map(|(k, v)| json!({"ParameterKey": k, "ParameterValue": v})).collect()))
+}
+
+/// Validate `input` and produce the policies and deployment inputs for it.
+pub fn generate(input: &SetupInput) -> Result<SetupOutput, SetupError> {
+    validate(input)?;
+    let host = issuer_host(&input.issuer_url)?;
+    let resources = resources(input)?;
+    Ok(SetupOutput {
+        trust_policy: trust_policy(input, host),
+        permissions_policy: permissions_policy(&resources),
+        tfvars: tfvars(input),
+        cfn_parameters: cfn_parameters(input)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// IAM `StringLike`: `*` matches any sequence (including `/` and the empty one), `?` exactly
+    /// one character, everything else itself; case-sensitive.
+    fn string_like(pattern: &str, value: &str) -> bool {
+        let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+        // Classic wildcard matcher with backtracking to the last `*`.
+        let (mut pi, mut vi, mut star, mut mark) = (0usize, 0usize, None::<usize>, 0usize);
+        while vi < v.len() {
+            if pi < p.len() && (p[pi] == '?' || p[pi] == v[vi]) {
+                pi += 1;
+                vi += 1;
+            } else if pi < p.len() && p[pi] == '*' {
+                star = Some(pi);
+                mark = vi;
+                pi += 1;
+            } else if let Some(s) = star {
+                pi = s + 1;
+                mark += 1;
+                vi = mark;
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|c| *c == '*')
+    }
+
+    /// Evaluate the trust policy's single statement for a token with `aud` and `sub`.
+    fn trusts(policy: &Value, host: &str, aud: &str, sub: &str) -> bool {
+        let condition = &policy["Statement"][0]["Condition"];
+        let conditions = condition.as_object().unwrap();
+        assert_eq!(conditions.len(), 2, "only StringEquals and StringLike are expected");
+        let aud_ok = condition["StringEquals"][format!("{host}:aud")].as_str().unwrap() == aud;
+        let sub_ok = string_like(condition["StringLike"][format!("{host}:sub")].as_str().unwrap(), sub);
+        aud_ok && sub_ok
+    }
+
+    fn uid(s: &str) -> Uid {
+        Uid::parse(s).unwrap()
+    }
+
+    fn input(team: &str, scope: SubjectScope) -> SetupInput {
+        SetupInput {
+            issuer_url: "https://issuer.example.com".to_owned(),
+            audience: "sts.amazonaws.com".to_owned(),
+            team_uid: uid(team),
+            scope,
+            model_ids: vec!["anthropic.claude-3-5-haiku-20241022-v1:0".to_owned()],
+            regions: vec!["us-east-1".to_owned()],
+            account_id: Some("123456789012".to_owned()),
+            role_name: "byollm-team".to_owned(),
+            max_session_secs: 3600,
+        }
+    }
+
+    fn sub(team: &str, actor: ActorType, principal: &str) -> String {
+        ScopedPrincipal::new(uid(team), actor, uid(principal)).to_string()
+    }
+
+    const HOST: &str = "issuer.example.com";
+    const AUD: &str = "sts.amazonaws.com";
+
+    #[test]
+    fn string_like_matcher_follows_iam() {
+        assert!(string_like("a*", "a/b/c"));
+        assert!(string_like("a*c", "ac"));
+        assert!(string_like("a?c", "abc"));
+        assert!(!string_like("a?c", "ac"));
+        assert!(!string_like("abc", "abcd"));
+        assert!(!string_like("Abc", "abc"));
+        assert!(string_like("*", ""));
+    }
+
+    #[test]
+    fn trust_policy_has_the_documented_shape() {
+        let out = generate(&input("abc", SubjectScope::Team)).unwrap();
+        let statement = &out.trust_policy["Statement"][0];
+        assert_eq!(statement["Effect"], "Allow");
+        assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
+        assert_eq!(statement["Principal"]["Federated"], "arn:aws:iam::123456789012:oidc-provider/issuer.example.com");
+        assert_eq!(statement["Condition"]["StringEquals"]["issuer.example.com:aud"], AUD);
+        assert_eq!(statement["Condition"]["StringLike"]["issuer.example.com:sub"], "scoped_principal:abc/*");
+    }
+
+    #[test]
+    fn team_scope_admits_the_teams_principals_and_no_one_else() {
+        let policy = generate(&input("abc", SubjectScope::Team)).unwrap().trust_policy;
+        for actor in ActorType::ALL {
+            assert!(trusts(&policy, HOST, AUD, &sub("abc", actor, "alice")));
+            assert!(trusts(&policy, HOST, AUD, &sub("abc", actor, &"z".repeat(128))));
+        }
+        // Another team whose uid merely starts with ours.
+        assert!(!trusts(&policy, HOST, AUD, &sub("abcd", ActorType::User, "x")));
+        assert!(!trusts(&policy, HOST, AUD, &sub("ab", ActorType::User, "x")));
+        // Prefix and case tricks.
+        assert!(!trusts(&policy, HOST, AUD, "scoped_principal:abc"));
+        assert!(!trusts(&policy, HOST, AUD, "Scoped_principal:abc/user:x"));
+        assert!(!trusts(&policy, HOST, AUD, "xscoped_principal:abc/user:x"));
+        assert!(!trusts(&policy, HOST, AUD, &sub("ABC", ActorType::User, "x")));
+        // Audience must be equal, not similar.
+        for aud in ["sts.amazonaws.com ", "STS.amazonaws.com", "sts.amazonaws.com.evil", "", "sts"] {
+            assert!(!trusts(&policy, HOST, aud, &sub("abc", ActorType::User, "x")), "aud {aud:?}");
+        }
+    }
+
+    #[test]
+    fn the_uid_rule_is_what_keeps_a_slash_out_of_another_teams_pattern() {
+        // A team "abc" trusts scoped_principal:abc/*. If uids could contain "/", a team named
+        // "abc/evil" would mint subjects that team "abc" trusts:
+        let abc = generate(&input("abc", SubjectScope::Team)).unwrap().trust_policy;
+        let smuggled = "scoped_principal:abc/evil/user:x";
+        assert!(trusts(&abc, HOST, AUD, smuggled), "the pattern alone cannot tell this apart");
+        // ...which is why such a team, and such a subject, cannot exist:
+        assert!(Uid::parse("abc/evil").is_err());
+        assert!(ScopedPrincipal::parse(smuggled).is_err());
+        // Same for principal uids trying to look like another actor.
+        assert!(Uid::parse("x/user:y").is_err());
+        assert!(Uid::parse("*").is_err());
+    }
+
+    #[test]
+    fn actor_scope_admits_one_actor_type() {
+        let policy = generate(&input("abc", SubjectScope::Actor(ActorType::ServiceAccount))).unwrap().trust_policy;
+        assert_eq!(
+            policy["Statement"][0]["Condition"]["StringLike"]["issuer.example.com:sub"],
+            "scoped_principal:abc/service_account:*"
+        );
+        assert!(trusts(&policy, HOST, AUD, &sub("abc", ActorType::ServiceAccount, "svc-1")));
+        assert!(!trusts(&policy, HOST, AUD, &sub("abc", ActorType::User, "svc-1")));
+        assert!(!trusts(&policy, HOST, AUD, &sub("abcd", ActorType::ServiceAccount, "svc-1")));
+    }
+
+    #[test]
+    fn principal_scope_admits_exactly_one_principal() {
+        let scope = SubjectScope::Principal(ActorType::User, uid("alice"));
+        let policy = generate(&input("abc", scope)).unwrap().trust_policy;
+        assert!(trusts(&policy, HOST, AUD, &sub("abc", ActorType::User, "alice")));
+        for other in ["alice2", "alic", "bob"] {
+            assert!(!trusts(&policy, HOST, AUD, &sub("abc", ActorType::User, other)), "{other}");
+        }
+        assert!(!trusts(&policy, HOST, AUD, &sub("abc", ActorType::ServiceAccount, "alice")));
+    }
+
+    #[test]
+    fn issuer_with_a_path_uses_host_and_path_in_keys() {
+        let mut i = input("abc", SubjectScope::Team);
+        i.issuer_url = "https://example.com/byollm/prod".to_owned();
+        let policy = generate(&i).unwrap().trust_policy;
+        let s = &policy["Statement"][0];
+        assert_eq!(s["Principal"]["Federated"], "arn:aws:iam::123456789012:oidc-provider/example.com/byollm/prod");
+        assert!(trusts(&policy, "example.com/byollm/prod", AUD, &sub("abc", ActorType::User, "x")));
+    }
+
+    #[test]
+    fn bad_issuer_urls_are_refused_with_a_reason() {
+        for url in [
+            "http://issuer.example.com",
+            "issuer.example.com",
+            "https://issuer.example.com/",
+            "https://issuer.example.com/x/",
+            "https://issuer.example.com?a=b",
+            "https://issuer.example.com#frag",
+            "https://issuer.example.com:8443",
+            "https://user@issuer.example.com",
+            "https://",
+            "https:///path",
+            "https://issuer example.com",
+            "https://issuer.example.com//x",
+        ] {
+            let mut i = input("abc", SubjectScope::Team);
+            i.issuer_url = url.to_owned();
+            let err = generate(&i).unwrap_err();
+            assert!(matches!(err, SetupError::IssuerUrl { .. }), "{url}: {err}");
+            let message = err.to_string();
+            assert!(!message.ends_with('.') && message.starts_with("issuer url"), "{message}");
+        }
+    }
+
+    #[test]
+    fn other_inputs_are_validated() {
+        type Change = Box<dyn Fn(&mut SetupInput)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (Box::new(|i| i.audience = String::new()), "audience"),
+            (Box::new(|i| i.model_ids.clear()), "no model ids"),
+            (Box::new(|i| i.regions.clear()), "no regions"),
+            (Box::new(|i| i.regions = vec!["US-EAST-1".to_owned()]), "region"),
+            (Box::new(|i| i.regions = vec!["*".to_owned()]), "region"),
+            (Box::new(|i| i.account_id = Some("12345".to_owned())), "account id"),
+            (Box::new(|i| i.role_name = "a b".to_owned()), "role name"),
+            (Box::new(|i| i.max_session_secs = 3599), "max session"),
+            (Box::new(|i| i.max_session_secs = 43201), "max session"),
+            (Box::new(|i| i.model_ids = vec!["anthropic.*".to_owned()]), "model id"),
+            (Box::new(|i| i.model_ids = vec!["claude".to_owned()]), "model id"),
+            (Box::new(|i| i.model_ids = vec!["eu.anthropic.x-v1:0".to_owned()]), "model id"),
+            (
+                Box::new(|i| i.model_ids = vec!["arn:aws:bedrock:us-east-1::foundation-model/a.b".to_owned()]),
+                "model id",
+            ),
+        ];
+        for (change, expected) in cases {
+            let mut i = input("abc", SubjectScope::Team);
+            change(&mut i);
+            let message = generate(&i).unwrap_err().to_string();
+            assert!(message.starts_with(expected), "{message:?} should start with {expected:?}");
+        }
+        let mut i = input("abc", SubjectScope::Team);
+        i.max_session_secs = 43200;
+        assert!(generate(&i).is_ok());
+    }
+
+    fn statements(policy: &Value) -> &Vec<Value> {
+        policy["Statement"].as_array().unwrap()
+    }
+
+    fn strings(value: &Value) -> Vec<&str> {
+        value.as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn every_statement_allows_only_the_two_invoke_actions() {
+        let mut i = input("abc", SubjectScope::Team);
+        i.model_ids = vec![
+            "anthropic.claude-3-5-haiku-20241022-v1:0".to_owned(),
+            "us.anthropic.claude-sonnet-4-20250514-v1:0".to_owned(),
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0".to_owned(),
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123".to_owned(),
+        ];
+        let policy = generate(&i).unwrap().permissions_policy;
+        assert_eq!(policy["Version"], "2012-10-17");
+        for s in statements(&policy) {
+            assert_eq!(s["Effect"], "Allow");
+            assert_eq!(strings(&s["Action"]), BEDROCK_ACTIONS);
+            assert!(!strings(&s["Resource"]).contains(&"*"));
+        }
+    }
+
+    #[test]
+    fn foundation_model_is_allowed_in_each_region() {
+        let mut i = input("abc", SubjectScope::Team);
+        i.regions = vec!["us-east-1".to_owned(), "eu-west-1".to_owned()];
+        let policy = generate(&i).unwrap().permissions_policy;
+        assert_eq!(statements(&policy).len(), 1);
+        assert_eq!(
+            strings(&policy["Statement"][0]["Resource"]),
+            [
+                "arn:aws:bedrock:eu-west-1::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0",
+                "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0",
+            ]
+        );
+    }
+
+    #[test]
+    fn geographic_profile_needs_profile_and_models_of_its_geography() {
+        let mut i = input("abc", SubjectScope::Team);
+        i.model_ids = vec!["us.anthropic.claude-sonnet-4-20250514-v1:0".to_owned()];
+        i.regions = vec!["us-east-1".to_owned(), "us-west-2".to_owned(), "eu-west-1".to_owned()];
+        let policy = generate(&i).unwrap().permissions_policy;
+        let s = statements(&policy);
+        assert_eq!(s.len(), 2);
+        let profiles = [
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-20250514-v1:0",
+            "arn:aws:bedrock:us-west-2:123456789012:inference-profile/us.anthropic.claude-sonnet-4-20250514-v1:0",
+        ];
+        // The profile in each source region of its geography, never in eu-west-1.
+        assert_eq!(strings(&s[0]["Resource"]), profiles);
+        assert_eq!(
+            strings(&s[1]["Resource"]),
+            ["arn:aws:bedrock:us-*::foundation-model/anthropic.claude-sonnet-4-20250514-v1:0"]
+        );
+        assert_eq!(strings(&s[1]["Condition"]["StringEquals"]["bedrock:InferenceProfileArn"]), profiles);
+    }
+
+    #[test]
+    fn global_profile_needs_the_regionless_model_with_unspecified_region() {
+        let mut i = input("abc", SubjectScope::Team);
+        i.model_ids = vec!["global.anthropic.claude-sonnet-4-5-20250929-v1:0".to_owned()];
+        let policy = generate(&i).unwrap().permissions_policy;
+        let s = statements(&policy);
+        assert_eq!(s.len(), 3);
+        let profile =
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/global.anthropic.claude-sonnet-4-5-20250929-v1:0";
+        assert_eq!(strings(&s[0]["Resource"]), [profile]);
+        assert_eq!(
+            strings(&s[1]["Resource"]),
+            ["arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0"]
+        );
+        assert_eq!(
+            strings(&s[2]["Resource"]),
+            ["arn:aws:bedrock:::foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0"]
+        );
+        assert_eq!(s[2]["Condition"]["StringEquals"]["aws:RequestedRegion"], "unspecified");
+        assert_eq!(strings(&s[2]["Condition"]["StringEquals"]["bedrock:InferenceProfileArn"]), [profile]);
+    }
+
+    #[test]
+    fn application_profile_reaches_models_only_through_itself() {
+        let arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123";
+        let mut i = input("abc", SubjectScope::Team);
+        i.model_ids = vec![arn.to_owned()];
+        let policy = generate(&i).unwrap().permissions_policy;
+        let s = statements(&policy);
+        assert_eq!(strings(&s[0]["Resource"]), [arn]);
+        assert_eq!(strings(&s[1]["Resource"]), ["arn:aws:bedrock:*::foundation-model/*"]);
+        assert_eq!(strings(&s[1]["Condition"]["StringEquals"]["bedrock:InferenceProfileArn"]), [arn]);
+    }
+
+    #[test]
+    fn missing_account_uses_the_placeholder() {
+        let mut i = input("abc", SubjectScope::Team);
+        i.account_id = None;
+        i.model_ids = vec!["us.anthropic.claude-sonnet-4-20250514-v1:0".to_owned()];
+        let out = generate(&i).unwrap();
+        assert_eq!(
+            out.trust_policy["Statement"][0]["Principal"]["Federated"],
+            format!("arn:aws:iam::{ACCOUNT_PLACEHOLDER}:oidc-provider/issuer.example.com")
+        );
+        assert!(out.permissions_policy.to_string().contains(ACCOUNT_PLACEHOLDER));
+        assert!(!out.tfvars.contains(ACCOUNT_PLACEHOLDER));
+        assert!(!out.cfn_parameters.to_string().contains(ACCOUNT_PLACEHOLDER));
+    }
+
+    #[test]
+    fn tfvars_and_cfn_parameters_carry_the_inputs() {
+        let mut i = input("abc", SubjectScope::Principal(ActorType::User, uid("alice")));
+        i.model_ids = vec![
+            "anthropic.claude-3-5-haiku-20241022-v1:0".to_owned(),
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0".to_owned(),
+        ];
+        let out = generate(&i).unwrap();
+        assert!(out.tfvars.contains("team_uid             = \"abc\"\n"), "{}", out.tfvars);
+        assert!(out.tfvars.contains("subject_scope        = { actor_type = \"user\", principal_uid = \"alice\" }\n"));
+        assert!(out.tfvars.contains(
+            "model_ids            = [\"anthropic.claude-3-5-haiku-20241022-v1:0\", \"global.anthropic.claude-sonnet-4-5-20250929-v1:0\"]\n"
+        ));
+        assert!(out.tfvars.contains("max_session_duration = 3600\n"));
+        let params: Vec<(&str, &str)> = out
+            .cfn_parameters
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["ParameterKey"].as_str().unwrap(), p["ParameterValue"].as_str().unwrap()))
+            .collect();
+        assert!(params.contains(&("FoundationModelIds", "anthropic.claude-3-5-haiku-20241022-v1:0")));
+        assert!(params.contains(&("InferenceProfileIds", "global.anthropic.claude-sonnet-4-5-20250929-v1:0")));
+        assert!(params.contains(&("SubjectActorType", "user")));
+        assert!(params.contains(&("SubjectPrincipalUid", "alice")));
+    }
+}
