@@ -139,8 +139,24 @@ pub struct ModelConfig {
     pub id: String,
     /// `max_tokens` sent when the client gives none.
     pub default_max_tokens: u32,
-    /// The model's output limit; requests above it are refused.
+    /// The model's output limit; larger requests are lowered to it.
     pub max_output_tokens: u32,
+    /// Extended thinking (`reasoning_effort`) is available.
+    pub supports_thinking: bool,
+    /// The model refuses `temperature` and `top_p` together (Claude Sonnet 4.5, Haiku 4.5, Opus 4.1
+    /// and later).
+    pub exclusive_sampling: bool,
+}
+
+/// Whether a Claude model id refuses `temperature` with `top_p` (the 4.1+ generations).
+pub fn exclusive_sampling_for(id: &str) -> bool {
+    ["opus-4-1", "sonnet-4-5", "haiku-4-5", "opus-4-5", "sonnet-5", "opus-5", "haiku-5"].iter().any(|m| id.contains(m))
+}
+
+/// Whether a Claude model id supports extended thinking (3.7 Sonnet and every 4.x or later model).
+pub fn thinking_for(id: &str) -> bool {
+    id.contains("claude-3-7")
+        || ["-4-", "-4@", "-5-", "sonnet-4", "opus-4", "haiku-4", "-5"].iter().any(|m| id.contains(m))
 }
 
 #[derive(Debug, Clone)]
@@ -244,8 +260,20 @@ impl Config {
                 table
             }
         };
-        apply_env(&mut table, env).map_err(|(path, message)| fail(&path, message))?;
-        Config::from_table(table).map_err(|errors| ConfigError { source, errors })
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        apply_env(&mut table, env.iter().cloned()).map_err(|(path, message)| fail(&path, message))?;
+        let mut config = Config::from_table(table).map_err(|errors| ConfigError { source, errors })?;
+        // The AWS SDKs' standard endpoint settings, when the config names none.
+        let aws_env =
+            |name: &str| env.iter().find(|(key, value)| key == name && !value.is_empty()).map(|(_, v)| v.clone());
+        if config.sts.endpoint_url.is_none() {
+            config.sts.endpoint_url = aws_env("AWS_ENDPOINT_URL_STS").or_else(|| aws_env("AWS_ENDPOINT_URL"));
+        }
+        if config.bedrock.endpoint_url.is_none() {
+            config.bedrock.endpoint_url =
+                aws_env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME").or_else(|| aws_env("AWS_ENDPOINT_URL"));
+        }
+        Ok(config)
     }
 
     /// Parse a TOML string (no environment): for tests and examples.
@@ -420,13 +448,26 @@ impl Config {
                         .take_ranged("default_max_tokens", 1, 1 << 20)
                         .unwrap_or(4096.min(max_output_tokens as u64))
                         as u32;
+                    let id_text = id.clone().unwrap_or_default();
+                    let supports_thinking = model.take::<bool>("supports_thinking").unwrap_or(thinking_for(&id_text));
+                    let exclusive_sampling =
+                        model.take::<bool>("exclusive_sampling").unwrap_or(exclusive_sampling_for(&id_text));
                     if default_max_tokens > max_output_tokens {
                         let path = model.child("default_max_tokens");
                         model.error_at(path, "must not exceed max_output_tokens".into());
                     }
                     model.finish();
                     if let Some(id) = id {
-                        out.insert(name, ModelConfig { id, default_max_tokens, max_output_tokens });
+                        out.insert(
+                            name,
+                            ModelConfig {
+                                id,
+                                default_max_tokens,
+                                max_output_tokens,
+                                supports_thinking,
+                                exclusive_sampling,
+                            },
+                        );
                     }
                 }
                 out
@@ -481,6 +522,8 @@ pub fn default_models() -> BTreeMap<String, ModelConfig> {
         id: id.to_owned(),
         default_max_tokens: 4096,
         max_output_tokens,
+        supports_thinking: thinking_for(id),
+        exclusive_sampling: exclusive_sampling_for(id),
     };
     BTreeMap::from([
         ("claude-sonnet-4-5".to_owned(), model("global.anthropic.claude-sonnet-4-5-20250929-v1:0", 64_000)),

@@ -15,6 +15,8 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::adapter::bedrock::BedrockClient;
+use crate::adapter::routes::{self as chat_routes, ChatState, CredentialSource};
 use crate::auth::Callers;
 use crate::broker::cache::{Clock, SystemClock};
 use crate::broker::sts::{SdkSts, StsExchange};
@@ -32,6 +34,13 @@ pub struct AppState {
     pub callers: Arc<Callers>,
     pub metrics: Arc<Metrics>,
     pub broker: Arc<Broker>,
+    pub chat: ChatState,
+}
+
+impl axum::extract::FromRef<AppState> for ChatState {
+    fn from_ref(state: &AppState) -> ChatState {
+        state.chat.clone()
+    }
 }
 
 impl AppState {
@@ -47,7 +56,15 @@ impl AppState {
         let issuer = Arc::new(issuer);
         let metrics = Arc::new(Metrics::default());
         let broker = Arc::new(Broker::new(config.clone(), issuer.clone(), sts, clock, metrics.clone()));
-        AppState { callers: Arc::new(Callers::new(&config.callers)), config, issuer, metrics, broker }
+        let callers = Arc::new(Callers::new(&config.callers));
+        let chat = ChatState {
+            config: config.clone(),
+            callers: callers.clone(),
+            metrics: metrics.clone(),
+            bedrock: Arc::new(BedrockClient::new(config.bedrock.endpoint_url.clone())),
+            source: CredentialSource::Broker(broker.clone()),
+        };
+        AppState { callers, config, issuer, metrics, broker, chat }
     }
 }
 
@@ -66,12 +83,46 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/credentials", post(broker_routes::process_credentials))
         .route("/v1/credentials/container", get(broker_routes::container_credentials))
         .route("/v1/runs/{run_id}", axum::routing::delete(broker_routes::end_run))
+        .route("/v1/chat/completions", post(chat_routes::chat_completions))
+        .route("/v1/models", get(chat_routes::list_models))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// `byollm local`: the chat API signed with the person's own AWS session; no issuer, no broker.
+pub fn local_router(chat: ChatState) -> Router {
+    let limit = chat.config.server.max_body_bytes;
+    Router::new()
+        .route("/v1/chat/completions", post(chat_routes::chat_completions))
+        .route("/v1/models", get(chat_routes::list_models))
+        .route("/healthz", get(local_healthz))
+        .route("/metrics", get(local_metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(chat)
+}
+
+async fn local_healthz(State(chat): State<ChatState>) -> Response {
+    let status = match &chat.source {
+        CredentialSource::Local { session, .. } => match session.state() {
+            crate::broker::local::LocalState::Failed { error } => {
+                return (StatusCode::SERVICE_UNAVAILABLE, error.to_api_error()).into_response();
+            }
+            crate::broker::local::LocalState::Ready { .. } => "ok",
+            crate::broker::local::LocalState::NotYetLoaded => "starting",
+        },
+        CredentialSource::Broker(_) => "ok",
+    };
+    axum::Json(serde_json::json!({"status": status})).into_response()
+}
+
+async fn local_metrics(State(chat): State<ChatState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], chat.metrics.render()).into_response()
 }
 
 /// The public listener: only `/.well-known/*`.
@@ -139,7 +190,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-fn body_error(rejection: BytesRejection) -> ApiError {
+pub fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

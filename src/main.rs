@@ -53,6 +53,27 @@ Send SIGHUP to reload the key set at once (it is also polled every keys.reload_i
         #[arg(long)]
         dev: bool,
     },
+    /// Serve the chat API on your laptop, signed with your own AWS session (aws login, SSO, profiles).
+    #[command(
+        after_help = "Examples:\n  aws login && byollm local\n  byollm local --profile work --region eu-west-1\n\n\
+Point any OpenAI client at http://127.0.0.1:8080/v1 (any API key). Requests go from the client to byollm on \
+this machine, which signs them with your session and sends them to Bedrock in your account. Credentials are \
+re-read every local.refresh_interval_secs (15 minutes) and before they expire; when the session lapses, requests \
+fail with the command that renews it."
+    )]
+    Local {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// AWS profile to use (default: AWS_PROFILE, else the default profile).
+        #[arg(long, env = "AWS_PROFILE")]
+        profile: Option<String>,
+        /// Address to listen on (default: server.listen, 127.0.0.1:8080). Keep it on loopback.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Bedrock region (default: the profile's region, else bedrock.region).
+        #[arg(long)]
+        region: Option<String>,
+    },
     /// Manage the signing key set (active, next, retired).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -191,6 +212,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve(config))
         }
+        Command::Local { config, profile, listen, region } => {
+            let config = load_config(&config, true)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(local(config, profile, listen, region))
+        }
         Command::Keys(command) => keys(command),
         Command::Token(TokenCommand::Mint { config, team, actor, principal, lifetime_secs, agent, run_id }) => {
             let config = load_config(&config, false)?;
@@ -328,6 +354,48 @@ async fn serve(config: Config) -> Result<(), Failure> {
         }
         None => internal_server.await?,
     }
+    Ok(())
+}
+
+async fn local(
+    config: Config,
+    profile: Option<String>,
+    listen: Option<std::net::SocketAddr>,
+    region: Option<String>,
+) -> Result<(), Failure> {
+    use byollm::adapter::routes::{ChatState, CredentialSource};
+    use byollm::broker::local::{LocalSession, LocalSource};
+    let source = LocalSource {
+        profile: profile.or(config.local.profile.clone()),
+        config_file: std::env::var_os("AWS_CONFIG_FILE").map(PathBuf::from),
+        credentials_file: std::env::var_os("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from),
+        refresh_interval: config.local.refresh_interval,
+    };
+    let session = Arc::new(LocalSession::new(source).await);
+    let region = region.or_else(|| session.region().map(str::to_owned)).unwrap_or(config.bedrock.region.clone());
+    let listen = listen.unwrap_or(config.server.listen);
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "local mode listening beyond loopback: anyone who reaches this address can use your AWS session");
+    }
+    let _refresher = session.clone().spawn_refresher();
+    let config = Arc::new(config);
+    let chat = ChatState {
+        callers: Arc::new(byollm::auth::Callers::new(&config.callers)),
+        metrics: Arc::new(byollm::metrics::Metrics::default()),
+        bedrock: Arc::new(byollm::adapter::bedrock::BedrockClient::new(config.bedrock.endpoint_url.clone())),
+        source: CredentialSource::Local { session: session.clone(), region: region.clone() },
+        config,
+    };
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        profile = %session.profile_name(),
+        %region,
+        "byollm ready (local mode): point OpenAI clients at http://{}/v1",
+        listener.local_addr()?
+    );
+    axum::serve(listener, byollm::http::local_router(chat)).with_graceful_shutdown(wait_for_signal()).await?;
     Ok(())
 }
 

@@ -4,9 +4,10 @@
 //! `InvokeModel` body), [`response`] (Anthropic `message` → `chat.completion`) and [`stream`]
 //! (Anthropic stream events → `chat.completion.chunk` SSE lines).
 //!
-//! Must never: do I/O (HTTP, AWS SDK, clock, environment), know credentials, pick the Bedrock model
-//! id (routing does; the body has no `model` and no `stream` field), or fetch anything a client
-//! points at.
+//! The conversions must never do I/O (HTTP, AWS SDK, clock, environment), know credentials, pick
+//! the Bedrock model id (routing does; the body has no `model` and no `stream` field), or fetch
+//! anything a client points at. I/O lives in [`bedrock`] (the Bedrock Runtime client) and
+//! [`routes`] (the HTTP edge).
 //!
 //! # Choices where the two APIs differ
 //!
@@ -63,7 +64,9 @@
 //! signatures arrive as a complete block in `delta.thinking_blocks` (see [`stream`]).
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod openai;
 pub mod request;
 pub mod response;
+pub mod routes;
 pub mod stream;

@@ -40,6 +40,7 @@ pub struct StreamConverter {
     include_usage: bool,
     response_tool: Option<String>,
     started: bool,
+    stopped: bool,
     done: bool,
     blocks: Vec<(u32, Block)>,
     next_tool_index: u32,
@@ -57,6 +58,7 @@ impl StreamConverter {
             include_usage,
             response_tool: None,
             started: false,
+            stopped: false,
             done: false,
             blocks: Vec::new(),
             next_tool_index: 0,
@@ -71,6 +73,11 @@ impl StreamConverter {
     pub fn with_response_tool(mut self, name: Option<&str>) -> Self {
         self.response_tool = name.map(str::to_owned);
         self
+    }
+
+    /// Whether the upstream sent `message_stop`: a stream that ends without it was cut.
+    pub fn completed(&self) -> bool {
+        self.stopped
     }
 
     /// Whether `[DONE]` has been written.
@@ -182,10 +189,8 @@ impl StreamConverter {
                 }
             }
             StreamEvent::Error { error } => return Err(upstream_error(&error.kind, &error.message)),
-            StreamEvent::ContentBlockStop { .. }
-            | StreamEvent::MessageStop {}
-            | StreamEvent::Ping {}
-            | StreamEvent::Other => {}
+            StreamEvent::MessageStop {} => self.stopped = true,
+            StreamEvent::ContentBlockStop { .. } | StreamEvent::Ping {} | StreamEvent::Other => {}
         }
         Ok(())
     }

@@ -77,6 +77,7 @@ impl LocalError {
 pub struct LocalSession {
     source: LocalSource,
     provider: Option<SharedCredentialsProvider>,
+    region: Option<String>,
     login: LoginKind,
     state: RwLock<LocalState>,
     refresh: tokio::sync::Mutex<()>,
@@ -107,14 +108,21 @@ impl LocalSession {
         }
         let config = loader.load().await;
         let provider = config.credentials_provider();
+        let region = config.region().map(|r| r.to_string());
         let login = detect_login_kind(&source);
         LocalSession {
             source,
             provider,
+            region,
             login,
             state: RwLock::new(LocalState::NotYetLoaded),
             refresh: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The region the profile (or `AWS_REGION`) names, if any.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
     }
 
     pub fn profile_name(&self) -> String {

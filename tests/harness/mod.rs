@@ -71,6 +71,29 @@ impl Gateway {
         std::fs::write(&config_path, config).unwrap();
         let mut command = Command::new(BIN);
         command.arg("serve").arg("--config").arg(&config_path);
+        Gateway::spawn(command, dir, url, public_port, env)
+    }
+
+    /// Start `byollm local` on a free port with `extra` as its config and `env` (e.g. a temporary
+    /// `AWS_CONFIG_FILE` and `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`).
+    pub fn start_local(extra: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config_path = dir.path().join("byollm.toml");
+        std::fs::write(&config_path, extra).unwrap();
+        let mut command = Command::new(BIN);
+        command.arg("local").arg("--config").arg(&config_path).arg("--listen").arg(format!("127.0.0.1:{port}"));
+        command.args(args);
+        Gateway::spawn(command, dir, format!("http://127.0.0.1:{port}"), None, env)
+    }
+
+    fn spawn(
+        mut command: Command,
+        dir: tempfile::TempDir,
+        url: String,
+        public_port: Option<u16>,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         for (name, _) in std::env::vars() {
             if name.starts_with("BYOLLM_") || name.starts_with("AWS_") {
                 command.env_remove(name);

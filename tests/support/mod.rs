@@ -15,7 +15,9 @@
 pub mod fake_bedrock;
 pub mod fake_sts;
 
+#[allow(unused_imports)]
 pub use fake_bedrock::*;
+#[allow(unused_imports)]
 pub use fake_sts::*;
 
 use std::collections::HashMap;

@@ -1,0 +1,311 @@
+//! HTTP edge of the adapter: `POST /v1/chat/completions` (streamed as SSE or not) and
+//! `GET /v1/models`.
+//!
+//! A cloud run authenticates with its API key and names its principal in headers
+//! (`x-byollm-actor`, `x-byollm-principal`, optional `x-byollm-team`, `x-byollm-agent`,
+//! `x-byollm-run-id`); the broker's credentials for that run sign the Bedrock call. In local mode
+//! the person's own AWS session signs it. Streams are pulled from Bedrock only as fast as the
+//! client reads, and dropped the moment the client goes away.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+
+use super::anthropic::AnthropicResponse;
+use super::bedrock::{BedrockClient, BedrockFailure, EventStream, failure_from_stream};
+use super::openai::{ModelList, ModelObject};
+use super::request::{ModelDefaults, parse_request, to_anthropic};
+use super::response::{to_chat_completion, upstream_error};
+use super::stream::StreamConverter;
+use crate::auth::Callers;
+use crate::broker::local::LocalSession;
+use crate::broker::{Broker, RunIdentity};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::issuer::routes::principal_from_request;
+use crate::metrics::Metrics;
+
+/// Whose AWS credentials sign Bedrock calls.
+#[derive(Clone)]
+pub enum CredentialSource {
+    /// Cloud runs: per-run assumed-role credentials from the broker.
+    Broker(Arc<Broker>),
+    /// Interactive: the person's own AWS session, in `region`.
+    Local { session: Arc<LocalSession>, region: String },
+}
+
+/// What the chat routes need.
+#[derive(Clone)]
+pub struct ChatState {
+    pub config: Arc<Config>,
+    pub callers: Arc<Callers>,
+    pub metrics: Arc<Metrics>,
+    pub bedrock: Arc<BedrockClient>,
+    pub source: CredentialSource,
+}
+
+/// Header names a cloud run uses to say who it acts for.
+pub const HEADER_TEAM: &str = "x-byollm-team";
+pub const HEADER_ACTOR: &str = "x-byollm-actor";
+pub const HEADER_PRINCIPAL: &str = "x-byollm-principal";
+pub const HEADER_AGENT: &str = "x-byollm-agent";
+pub const HEADER_RUN_ID: &str = "x-byollm-run-id";
+
+/// Longest pause between two upstream events before the stream is failed.
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// The run identity of a chat call, from headers or, for a caller bound to exactly one
+/// principal, from its configuration.
+fn identity(state: &ChatState, headers: &HeaderMap) -> Result<(RunIdentity, String), ApiError> {
+    let caller = state.callers.authenticate(headers)?;
+    let (actor, principal) = match (header_str(headers, HEADER_ACTOR), header_str(headers, HEADER_PRINCIPAL)) {
+        (Some(actor), Some(principal)) => (actor.to_owned(), principal.to_owned()),
+        _ => match (caller.actors.as_slice(), caller.principals.as_deref()) {
+            ([actor], Some([principal])) => (actor.as_str().to_owned(), principal.as_str().to_owned()),
+            _ => {
+                return Err(ApiError::invalid_request(
+                    HEADER_PRINCIPAL,
+                    "missing_principal",
+                    format!(
+                        "name the run's principal with the {HEADER_ACTOR} (user or service_account) and {HEADER_PRINCIPAL} headers"
+                    ),
+                ));
+            }
+        },
+    };
+    let principal = principal_from_request(header_str(headers, HEADER_TEAM), &caller.team, &actor, &principal)?;
+    caller.authorize(&principal)?;
+    let team = state.config.team(&principal.team_uid);
+    let region = team.and_then(|t| t.region.clone()).unwrap_or_else(|| state.config.bedrock.region.clone());
+    let identity = RunIdentity {
+        principal,
+        agent: header_str(headers, HEADER_AGENT).map(str::to_owned),
+        run_id: header_str(headers, HEADER_RUN_ID).map(str::to_owned),
+    };
+    Ok((identity, region))
+}
+
+/// Credentials and region for one call. Authentication happens here, before the body is read.
+enum CallContext {
+    Broker { broker: Arc<Broker>, identity: RunIdentity, region: String },
+    Local { session: Arc<LocalSession>, region: String },
+}
+
+fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiError> {
+    match &state.source {
+        CredentialSource::Broker(broker) => {
+            let (identity, region) = identity(state, headers)?;
+            Ok(CallContext::Broker { broker: broker.clone(), identity, region })
+        }
+        CredentialSource::Local { session, region } => {
+            Ok(CallContext::Local { session: session.clone(), region: region.clone() })
+        }
+    }
+}
+
+impl CallContext {
+    async fn credentials(&self, config: &Config) -> Result<(crate::broker::sts::AwsCredentials, &str), ApiError> {
+        match self {
+            CallContext::Broker { broker, identity, region } => {
+                let cached = broker.credentials(identity).await.map_err(|e| e.to_api_error(config))?;
+                Ok((cached.credentials.clone(), region))
+            }
+            CallContext::Local { session, region } => {
+                let credentials = session.credentials().await.map_err(|e| e.to_api_error())?;
+                Ok((credentials, region))
+            }
+        }
+    }
+
+    /// Map a Bedrock failure; in local mode, rejected credentials mean the session lapsed.
+    fn bedrock_error(&self, failure: &BedrockFailure, action: &str, model_id: &str) -> ApiError {
+        if let CallContext::Local { session, .. } = self
+            && failure.is_credential_problem()
+        {
+            return crate::broker::local::LocalError {
+                profile: session.profile_name(),
+                expired: true,
+                detail: format!("Bedrock answered {}", failure.code),
+                hint: session.hint(),
+            }
+            .to_api_error();
+        }
+        failure.to_api_error(action, model_id)
+    }
+}
+
+pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> Response {
+    if let CredentialSource::Broker(_) = state.source
+        && let Err(error) = state.callers.authenticate(&headers)
+    {
+        return ApiError::from(error).into_response();
+    }
+    let data = state.config.models.keys().map(|name| ModelObject::new(name.clone(), 0, "byollm")).collect();
+    axum::Json(ModelList::new(data)).into_response()
+}
+
+pub async fn chat_completions(
+    State(state): State<ChatState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let response = match chat(&state, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::info!(status = error.status.as_u16(), code = error.code, "chat completion refused");
+            error.into_response()
+        }
+    };
+    state.metrics.chat_requests.inc(crate::metrics::outcome(response.status().as_u16()));
+    tracing::debug!(
+        status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "chat completion answered"
+    );
+    response
+}
+
+async fn chat(
+    state: &ChatState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let context = context(state, headers)?;
+    let body = body.map_err(crate::http::body_error)?;
+    let request = parse_request(&body)?;
+    let model = state.config.models.get(&request.model).ok_or_else(|| {
+        ApiError::not_found(
+            "model_not_found",
+            format!("model {:?} is not served here; GET /v1/models lists the models you may use", request.model),
+        )
+        .with_param("model")
+    })?;
+    let defaults = ModelDefaults {
+        max_tokens: model.default_max_tokens,
+        max_output_tokens: model.max_output_tokens,
+        supports_thinking: model.supports_thinking,
+        exclusive_sampling: model.exclusive_sampling,
+    };
+    let prepared = to_anthropic(&request, &defaults)?;
+    let upstream_body =
+        serde_json::to_vec(&prepared.body).map_err(|_| ApiError::internal("could not encode the request"))?;
+    let (credentials, region) = context.credentials(&state.config).await?;
+    let id = completion_id();
+    let created = crate::issuer::unix_now();
+
+    if prepared.stream {
+        let action = "bedrock:InvokeModelWithResponseStream";
+        let events = state
+            .bedrock
+            .invoke_stream(region, &model.id, upstream_body, &credentials)
+            .await
+            .map_err(|f| context.bedrock_error(&f, action, &model.id))?;
+        let converter = StreamConverter::new(id, created, request.model.clone(), prepared.include_usage)
+            .with_response_tool(prepared.response_tool);
+        return Ok(sse_response(events, converter, model.id.clone()));
+    }
+
+    let action = "bedrock:InvokeModel";
+    let bytes = state
+        .bedrock
+        .invoke(region, &model.id, upstream_body, &credentials)
+        .await
+        .map_err(|f| context.bedrock_error(&f, action, &model.id))?;
+    let message: AnthropicResponse = serde_json::from_slice(&bytes).map_err(|error| {
+        tracing::warn!(%error, "undecodable bedrock response");
+        upstream_error("api_error", "the model's answer could not be decoded")
+    })?;
+    let completion = to_chat_completion(&message, id, created, request.model.clone(), prepared.response_tool);
+    Ok(axum::Json(completion).into_response())
+}
+
+fn completion_id() -> String {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 12];
+    let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
+    format!("chatcmpl-{}", crate::auth::hex(&bytes))
+}
+
+/// State of one SSE response, pulled by the HTTP body.
+struct Relay {
+    events: EventStream,
+    converter: StreamConverter,
+    model_id: String,
+    out: BytesMut,
+}
+
+impl Relay {
+    /// The next bytes to send, or `None` once `[DONE]` went out.
+    async fn next(&mut self) -> Option<Bytes> {
+        use aws_sdk_bedrockruntime::types::ResponseStream;
+        while !self.converter.is_done() {
+            match tokio::time::timeout(STREAM_IDLE_TIMEOUT, self.events.recv()).await {
+                Ok(Ok(Some(ResponseStream::Chunk(part)))) => {
+                    if let Some(bytes) = part.bytes
+                        && let Err(error) = self.converter.push(bytes.as_ref(), &mut self.out)
+                    {
+                        self.converter.error(&error, &mut self.out);
+                    }
+                }
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None)) => {
+                    if self.converter.completed() {
+                        self.converter.finish(&mut self.out);
+                    } else {
+                        let error = ApiError::new(
+                            StatusCode::BAD_GATEWAY,
+                            "upstream_error",
+                            "upstream_stream_cut",
+                            "the Bedrock stream ended before the model finished; the answer is incomplete",
+                        );
+                        self.converter.error(&error, &mut self.out);
+                    }
+                }
+                Ok(Err(error)) => {
+                    let failure = failure_from_stream(&error);
+                    tracing::warn!(code = %failure.code, "bedrock stream failed mid-way");
+                    let error = failure.to_api_error("bedrock:InvokeModelWithResponseStream", &self.model_id);
+                    self.converter.error(&error, &mut self.out);
+                }
+                Err(_) => {
+                    let error = ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_error",
+                        "upstream_idle_timeout",
+                        "Bedrock sent nothing for too long; the answer is incomplete",
+                    );
+                    self.converter.error(&error, &mut self.out);
+                }
+            }
+            if !self.out.is_empty() {
+                return Some(self.out.split().freeze());
+            }
+        }
+        (!self.out.is_empty()).then(|| self.out.split().freeze())
+    }
+}
+
+fn sse_response(events: EventStream, converter: StreamConverter, model_id: String) -> Response {
+    let relay = Relay { events, converter, model_id, out: BytesMut::with_capacity(1024) };
+    let stream = futures_util::stream::unfold(relay, |mut relay| async move {
+        relay.next().await.map(|bytes| (Ok::<Bytes, Infallible>(bytes), relay))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}

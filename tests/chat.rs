@@ -1,0 +1,324 @@
+//! The adapter end to end: the real binary in local mode (a temporary AWS profile with static
+//! keys) against a fake Bedrock on 127.0.0.1 that checks SigV4 and the body, and streams real
+//! event-stream frames.
+
+mod harness;
+mod support;
+
+use std::time::Duration;
+
+use harness::Gateway;
+use serde_json::{Value, json};
+use support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, Reply, StreamExceptionKind};
+
+const KEY_ID: &str = "AKIDLOCALTEST0001";
+const SECRET: &str = "local-test-secret-key-0001";
+const MODEL_ID: &str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0";
+
+struct Setup {
+    bedrock: FakeBedrock,
+    gateway: Gateway,
+    _aws: tempfile::TempDir,
+}
+
+async fn setup(known_key: bool) -> Setup {
+    let bedrock = FakeBedrock::start(FakeBedrockOptions::default()).await;
+    if known_key {
+        bedrock.add_static_key(KEY_ID, SECRET);
+    }
+    let aws = tempfile::tempdir().unwrap();
+    let config = aws.path().join("config");
+    let credentials = aws.path().join("credentials");
+    std::fs::write(&config, "[profile dev]\nregion = us-east-1\n").unwrap();
+    std::fs::write(&credentials, format!("[dev]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"))
+        .unwrap();
+    let env = [
+        ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+        ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap()),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &bedrock.url()),
+    ];
+    let gateway = Gateway::start_local("", &["--profile", "dev"], &env);
+    Setup { bedrock, gateway, _aws: aws }
+}
+
+fn chat_body(stream: bool) -> Value {
+    json!({
+        "model": "claude-sonnet-4-5",
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+        "stream": stream,
+        "stream_options": if stream { json!({"include_usage": true}) } else { Value::Null },
+    })
+}
+
+async fn post(setup: &Setup, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", setup.gateway.url))
+        .bearer_auth("anything")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Reads a whole SSE body into its `data:` payloads.
+async fn sse(response: reqwest::Response) -> Vec<String> {
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let text = response.text().await.unwrap();
+    text.split("\n\n").filter(|e| !e.is_empty()).map(|e| e.strip_prefix("data: ").unwrap().to_owned()).collect()
+}
+
+fn chunks(events: &[String]) -> Vec<Value> {
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "stream must end with [DONE]: {events:?}");
+    events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn non_streamed_text_is_signed_converted_and_answered() {
+    let setup = setup(true).await;
+    setup.bedrock.set_script(vec![Reply::text(&["Hello", " there"]).usage(20, 5).cache(100, 7)]);
+    let response = post(&setup, &chat_body(false)).await;
+    assert_eq!(response.status(), 200);
+    let completion: Value = response.json().await.unwrap();
+    assert_eq!(completion["object"], "chat.completion");
+    assert_eq!(completion["model"], "claude-sonnet-4-5");
+    assert_eq!(completion["choices"][0]["message"]["content"], "Hello there");
+    assert_eq!(completion["choices"][0]["finish_reason"], "stop");
+    assert_eq!(completion["usage"]["prompt_tokens"], 127);
+    assert_eq!(completion["usage"]["completion_tokens"], 5);
+    assert_eq!(completion["usage"]["prompt_tokens_details"]["cached_tokens"], 100);
+
+    let requests = setup.bedrock.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].model_id, MODEL_ID);
+    assert!(!requests[0].streaming);
+    assert_eq!(requests[0].access_key_id, KEY_ID);
+    assert_eq!(requests[0].body["anthropic_version"], "bedrock-2023-05-31");
+    assert_eq!(requests[0].body["system"][0]["text"], "be brief");
+    assert!(requests[0].body.get("model").is_none() && requests[0].body.get("stream").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_text_with_usage_ends_with_done() {
+    let setup = setup(true).await;
+    setup.bedrock.set_script(vec![Reply::text(&["One", " two", " three"]).usage(9, 3).cache(4, 2)]);
+    let response = post(&setup, &chat_body(true)).await;
+    assert_eq!(response.status(), 200);
+    let chunks = chunks(&sse(response).await);
+    let id = chunks[0]["id"].clone();
+    assert!(chunks.iter().all(|c| c["id"] == id && c["object"] == "chat.completion.chunk"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0).and_then(|choice| choice["delta"]["content"].as_str()))
+        .collect();
+    assert_eq!(text, "One two three");
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0))
+        .map(|c| &c["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finish, [&json!("stop")]);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["prompt_tokens"], 15);
+    assert_eq!(last["usage"]["completion_tokens"], 3);
+    assert_eq!(last["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+    assert!(setup.bedrock.requests()[0].streaming);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_tool_calls_have_dense_indexes_and_streamed_arguments() {
+    let setup = setup(true).await;
+    setup.bedrock.set_script(vec![
+        Reply::text(&["Let me check."])
+            .with_tool_call("toolu_1", "get_weather", &["{\"ci", "ty\": \"Pa", "ris\"}"])
+            .with_tool_call("toolu_2", "get_time", &["{\"tz\"", ": \"CET\"", "}"])
+            .stop_reason("tool_use"),
+    ]);
+    let mut body = chat_body(true);
+    body["tools"] = json!([
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}},
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    ]);
+    let chunks = chunks(&sse(post(&setup, &body).await).await);
+    let mut calls: Vec<(String, String, String)> = Vec::new();
+    let mut fragments = 0;
+    for chunk in &chunks {
+        let Some(tool_calls) = chunk["choices"].get(0).and_then(|c| c["delta"]["tool_calls"].as_array()) else {
+            continue;
+        };
+        for call in tool_calls {
+            fragments += 1;
+            let index = call["index"].as_u64().unwrap() as usize;
+            if index == calls.len() {
+                calls.push((
+                    call["id"].as_str().unwrap().into(),
+                    call["function"]["name"].as_str().unwrap().into(),
+                    String::new(),
+                ));
+            }
+            calls[index].2.push_str(call["function"]["arguments"].as_str().unwrap_or_default());
+        }
+    }
+    assert_eq!(calls[0], ("toolu_1".into(), "get_weather".into(), "{\"city\": \"Paris\"}".into()));
+    assert_eq!(calls[1], ("toolu_2".into(), "get_time".into(), "{\"tz\": \"CET\"}".into()));
+    assert!(fragments >= 8, "arguments were streamed piece by piece, not buffered ({fragments} fragments)");
+    let finish = chunks.iter().filter_map(|c| c["choices"].get(0)).find(|c| !c["finish_reason"].is_null()).unwrap();
+    assert_eq!(finish["finish_reason"], "tool_calls");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thinking_streams_as_reasoning_with_its_signature() {
+    let setup = setup(true).await;
+    setup
+        .bedrock
+        .set_script(vec![Reply::default().with_thinking(&["Consider", " this."], "sig-abc").with_text(&["42"])]);
+    let mut body = chat_body(true);
+    body["reasoning_effort"] = json!("low");
+    let chunks = chunks(&sse(post(&setup, &body).await).await);
+    let deltas: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"].get(0)).map(|c| &c["delta"]).collect();
+    let reasoning: String = deltas.iter().filter_map(|d| d["reasoning_content"].as_str()).collect();
+    assert_eq!(reasoning, "Consider this.");
+    let block = deltas.iter().find_map(|d| d["thinking_blocks"].get(0)).unwrap();
+    assert_eq!(block["signature"], "sig-abc");
+    assert_eq!(block["thinking"], "Consider this.");
+    let sent = &setup.bedrock.requests()[0].body;
+    assert_eq!(sent["thinking"]["type"], "enabled");
+    assert!(sent["thinking"]["budget_tokens"].as_u64().unwrap() >= 1024);
+    assert!(sent["max_tokens"].as_u64().unwrap() > sent["thinking"]["budget_tokens"].as_u64().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bedrock_errors_before_the_stream_map_to_statuses() {
+    let setup = setup(true).await;
+    let cases = [
+        (BedrockErrorKind::Throttling, 429, "bedrock_throttled"),
+        (BedrockErrorKind::ServiceQuotaExceeded, 429, "bedrock_quota_exceeded"),
+        (BedrockErrorKind::Validation, 400, "bedrock_validation_error"),
+        (BedrockErrorKind::AccessDenied, 403, "bedrock_access_denied"),
+        (BedrockErrorKind::ResourceNotFound, 404, "model_not_enabled"),
+        (BedrockErrorKind::ModelTimeout, 504, "bedrock_model_timeout"),
+        (BedrockErrorKind::ServiceUnavailable, 503, "bedrock_unavailable"),
+        (BedrockErrorKind::ModelNotReady, 503, "bedrock_model_not_ready"),
+        (BedrockErrorKind::InternalServer, 502, "bedrock_error"),
+    ];
+    for stream in [false, true] {
+        for (kind, status, code) in cases {
+            setup.bedrock.set_script(vec![Reply::error(kind)]);
+            let response = post(&setup, &chat_body(stream)).await;
+            assert_eq!(response.status(), status, "{kind:?} stream={stream}");
+            if status == 429 {
+                assert!(response.headers().contains_key("retry-after"), "{kind:?}");
+            }
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], code, "{kind:?}");
+        }
+    }
+    setup.bedrock.set_script(vec![Reply::error(BedrockErrorKind::AccessDenied)]);
+    let body: Value = post(&setup, &chat_body(true)).await.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("bedrock:InvokeModelWithResponseStream"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_inside_the_stream_become_an_error_event_then_done() {
+    let setup = setup(true).await;
+    for (reply, code) in [
+        (
+            Reply::text(&["a", "b", "c"]).exception_after(3, StreamExceptionKind::Throttling, "slow down"),
+            "bedrock_throttled",
+        ),
+        (
+            Reply::text(&["a", "b", "c"]).exception_after(3, StreamExceptionKind::ModelStreamError, "boom"),
+            "bedrock_error",
+        ),
+        (Reply::text(&["a", "b", "c"]).cut_after(3), "upstream_stream_cut"),
+    ] {
+        setup.bedrock.set_script(vec![reply]);
+        let response = post(&setup, &chat_body(true)).await;
+        assert_eq!(response.status(), 200);
+        let events = sse(response).await;
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        let error: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+        assert_eq!(error["error"]["code"], code, "{events:?}");
+        assert!(!events.iter().any(|e| e.contains("\"finish_reason\":\"stop\"")), "never a clean finish: {events:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_disconnect_drops_the_upstream_stream() {
+    let setup = setup(true).await;
+    let pieces: Vec<String> = (0..200).map(|i| format!("w{i} ")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    setup.bedrock.set_script(vec![Reply::text(&pieces).delay(Duration::from_millis(20))]);
+    let mut response = post(&setup, &chat_body(true)).await;
+    assert_eq!(response.status(), 200);
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "));
+    drop(response);
+    assert!(
+        setup.bedrock.wait_for_disconnects(1, Duration::from_secs(5)).await,
+        "the gateway kept reading from Bedrock after the client left"
+    );
+    assert_eq!(setup.bedrock.streams_completed(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_upstream_is_relayed_as_it_arrives() {
+    let setup = setup(true).await;
+    setup.bedrock.set_script(vec![Reply::text(&["slow", " but", " sure"]).delay(Duration::from_millis(150))]);
+    let started = std::time::Instant::now();
+    let mut response = post(&setup, &chat_body(true)).await;
+    let first = response.chunk().await.unwrap().unwrap();
+    let first_at = started.elapsed();
+    assert!(first.starts_with(b"data: "));
+    let mut rest = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    assert!(started.elapsed() >= first_at + Duration::from_millis(300), "later events arrived later");
+    assert!(String::from_utf8(rest).unwrap().ends_with("data: [DONE]\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_are_refused_before_bedrock() {
+    let setup = setup(true).await;
+    let cases = [
+        (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}), 404, "model_not_found", "model"),
+        (json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}], "n": 2}), 400, "", "n"),
+        (
+            json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}),
+            400,
+            "",
+            "logprobs",
+        ),
+        (json!({"model": "claude-sonnet-4-5", "messages": "nope"}), 400, "invalid_body", "messages"),
+    ];
+    for (body, status, code, param) in cases {
+        let response = post(&setup, &body).await;
+        assert_eq!(response.status(), status, "{body}");
+        let error: Value = response.json().await.unwrap();
+        if !code.is_empty() {
+            assert_eq!(error["error"]["code"], code, "{error}");
+        }
+        assert_eq!(error["error"]["param"], param, "{error}");
+    }
+    assert!(setup.bedrock.requests().is_empty());
+    let models: Value = reqwest::get(format!("{}/v1/models", setup.gateway.url)).await.unwrap().json().await.unwrap();
+    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "claude-sonnet-4-5"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_local_session_says_how_to_log_in_again() {
+    let setup = setup(false).await;
+    for stream in [false, true] {
+        let response = post(&setup, &chat_body(stream)).await;
+        assert_eq!(response.status(), 401);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "aws_session_expired");
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains("\"dev\"") && message.contains("aws login --profile dev"), "{message}");
+    }
+    let logs = setup.gateway.logs();
+    assert!(!logs.contains(SECRET), "the secret key never reaches the logs");
+}
