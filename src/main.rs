@@ -80,6 +80,37 @@ fail with the command that renews it."
     /// Mint tokens from the command line, for operators.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Print a team's IAM set-up (trust policy, permissions policy, Terraform or CloudFormation inputs).
+    #[command(
+        name = "aws-setup",
+        after_help = "Derived from the running config (issuer.url, issuer.audience, the team's region and [models]), so \
+the issuer host and sub pattern always match what the gateway signs.\n\nExamples:\n  \
+byollm aws-setup --config byollm.toml --team acme --account-id 123456789012\n  \
+byollm aws-setup --config byollm.toml --team acme --format tfvars > terraform.tfvars\n  \
+byollm aws-setup --config byollm.toml --team acme --format cfn-params > params.json"
+    )]
+    AwsSetup {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Team uid the role is for.
+        #[arg(long)]
+        team: String,
+        /// The customer's 12-digit AWS account id (placeholder in the JSON policies without it).
+        #[arg(long)]
+        account_id: Option<String>,
+        /// Output: json (both policies), tfvars, or cfn-params.
+        #[arg(long, default_value = "json", value_parser = ["json", "tfvars", "cfn-params"])]
+        format: String,
+        /// Narrow the trust policy to one actor type (user or service_account).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Narrow the trust policy to one principal uid (needs --actor).
+        #[arg(long, requires = "actor")]
+        principal: Option<String>,
+        /// IAM role name (default: byollm-<team>).
+        #[arg(long)]
+        role_name: Option<String>,
+    },
     /// Create and hash caller API keys.
     #[command(subcommand)]
     Callers(CallersCommand),
@@ -229,6 +260,60 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| e.to_string())?;
             println!("{}", minted.token.expose());
             eprintln!("minted for {} with key {}, expires at {}", minted.subject, minted.kid, minted.expires_at);
+            Ok(())
+        }
+        Command::AwsSetup { config, team, account_id, format, actor, principal, role_name } => {
+            use byollm::aws_setup::{SetupInput, SubjectScope, generate};
+            let config = load_config(&config, false)?;
+            let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
+            let actor = actor
+                .map(|a| a.parse::<byollm::principal::ActorType>())
+                .transpose()
+                .map_err(|e| format!("--actor: {e}"))?;
+            let scope = match (actor, principal) {
+                (None, _) => SubjectScope::Team,
+                (Some(actor), None) => SubjectScope::Actor(actor),
+                (Some(actor), Some(principal)) => SubjectScope::Principal(
+                    actor,
+                    byollm::principal::Uid::parse(&principal).map_err(|e| format!("--principal: {e}"))?,
+                ),
+            };
+            let region =
+                config.team(&team_uid).and_then(|t| t.region.clone()).unwrap_or_else(|| config.bedrock.region.clone());
+            let mut input = SetupInput {
+                issuer_url: config.issuer.url.clone(),
+                audience: config.issuer.audience.clone(),
+                role_name: role_name.unwrap_or_else(|| format!("byollm-{team_uid}")),
+                team_uid,
+                scope,
+                model_ids: Vec::new(),
+                regions: vec![region],
+                account_id,
+                max_session_secs: (config.sts.duration.as_secs() as u32).max(3600),
+            };
+            // Keep the models this region can invoke (a `us.` profile cannot be used from eu-west-1).
+            for model in config.models.values() {
+                let single = SetupInput { model_ids: vec![model.id.clone()], ..input.clone() };
+                match generate(&single) {
+                    Ok(_) => input.model_ids.push(model.id.clone()),
+                    Err(error) => eprintln!("skipping model {}: {error}", model.id),
+                }
+            }
+            if input.model_ids.is_empty() {
+                return Err(Failure::Other("no configured model can be invoked from the team's region".into()));
+            }
+            let output = generate(&input)?;
+            match format.as_str() {
+                "tfvars" => print!("{}", output.tfvars),
+                "cfn-params" => println!("{}", serde_json::to_string_pretty(&output.cfn_parameters)?),
+                _ => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "trust_policy": output.trust_policy,
+                        "permissions_policy": output.permissions_policy,
+                    }))?
+                ),
+            }
             Ok(())
         }
         Command::Callers(CallersCommand::NewKey) => {
