@@ -49,7 +49,8 @@ pub struct ServerConfig {
     /// Optional public listener serving only `/.well-known/*`.
     pub public_listen: Option<SocketAddr>,
     pub max_body_bytes: usize,
-    /// Longest a whole request may take (streams included).
+    /// Longest a request may take before its response starts; a stream then runs while Bedrock
+    /// keeps sending (with an idle limit).
     pub request_timeout: Duration,
 }
 

@@ -504,7 +504,8 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Reload the key set on SIGHUP and every `interval` (which also retires keys on time).
+/// Reload the key set on SIGHUP and every `interval` (which also retires keys on time), and drop
+/// expired credentials from the broker's cache.
 async fn watch_keys(state: byollm::AppState, interval: Duration) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -526,6 +527,10 @@ async fn watch_keys(state: byollm::AppState, interval: Duration) {
         }
         #[cfg(not(unix))]
         ticker.tick().await;
+        let purged = state.broker.purge_expired();
+        if purged > 0 {
+            tracing::debug!(purged, "dropped expired credentials from the cache");
+        }
         let issuer = state.issuer.clone();
         match tokio::task::spawn_blocking(move || issuer.reload(unix_now())).await {
             Ok(Ok(true)) => state.metrics.key_reloads.inc("changed"),

@@ -161,7 +161,17 @@ pub async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let response = match chat(&state, &headers, body).await {
+    let limit = state.config.server.request_timeout;
+    let result = match tokio::time::timeout(limit, chat(&state, &headers, body)).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_error",
+            "request_timeout",
+            format!("no answer started within server.request_timeout_secs ({}s)", limit.as_secs()),
+        )),
+    };
+    let response = match result {
         Ok(response) => response,
         Err(error) => {
             tracing::info!(status = error.status.as_u16(), code = error.code, "chat completion refused");
