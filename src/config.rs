@@ -52,6 +52,8 @@ pub struct ServerConfig {
     /// Longest a request may take before its response starts; a stream then runs while Bedrock
     /// keeps sending (with an idle limit).
     pub request_timeout: Duration,
+    /// Longest a client may take to send its request headers.
+    pub header_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -300,6 +302,8 @@ impl Config {
         });
         let max_body_bytes = server.take_ranged("max_body_bytes", 1024, 100 << 20).unwrap_or(20 << 20) as usize;
         let request_timeout = server.take_secs("request_timeout_secs", 1, 3600).unwrap_or(Duration::from_secs(900));
+        let header_read_timeout =
+            server.take_secs("header_read_timeout_secs", 1, 300).unwrap_or(Duration::from_secs(30));
         server.finish();
 
         let mut issuer = root.section("issuer");
@@ -491,7 +495,7 @@ impl Config {
         }
         Ok(Config {
             dev,
-            server: ServerConfig { listen, public_listen, max_body_bytes, request_timeout },
+            server: ServerConfig { listen, public_listen, max_body_bytes, request_timeout, header_read_timeout },
             issuer: IssuerConfig { url, host_path, audience, token_lifetime },
             keys: KeysConfig {
                 dir,

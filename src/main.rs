@@ -412,14 +412,11 @@ async fn serve(config: Config) -> Result<(), Failure> {
     };
     tokio::spawn(watch_keys(state.clone(), reload_interval));
 
-    let shutdown = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            shutdown.notify_waiters();
-        }
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
     });
     tracing::info!(
         internal = %internal.local_addr()?,
@@ -427,17 +424,15 @@ async fn serve(config: Config) -> Result<(), Failure> {
         issuer = %state.config.issuer.url,
         "byollm ready"
     );
-    let internal_server = axum::serve(internal, byollm::router(state.clone())).with_graceful_shutdown({
-        let shutdown = shutdown.clone();
-        async move { shutdown.notified().await }
-    });
+    let header_timeout = state.config.server.header_read_timeout;
+    let internal_server =
+        byollm::http::serve(internal, byollm::router(state.clone()), header_timeout, shutdown.clone());
     match public {
         Some(public) => {
-            let public_server = axum::serve(public, byollm::public_router(state))
-                .with_graceful_shutdown(async move { shutdown.notified().await });
-            tokio::try_join!(internal_server.into_future(), public_server.into_future())?;
+            let public_server = byollm::http::serve(public, byollm::public_router(state), header_timeout, shutdown);
+            tokio::join!(internal_server, public_server);
         }
-        None => internal_server.await?,
+        None => internal_server.await,
     }
     Ok(())
 }
@@ -480,7 +475,13 @@ async fn local(
         "byollm ready (local mode): point OpenAI clients at http://{}/v1",
         listener.local_addr()?
     );
-    axum::serve(listener, byollm::http::local_router(chat)).with_graceful_shutdown(wait_for_signal()).await?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop.send(true);
+    });
+    let header_timeout = chat.config.server.header_read_timeout;
+    byollm::http::serve(listener, byollm::http::local_router(chat), header_timeout, shutdown).await;
     Ok(())
 }
 

@@ -290,3 +290,23 @@ async fn token_mint_cli_signs_for_operators() {
     assert_eq!(code, 1);
     assert!(stderr.contains("only A-Z"), "{stderr}");
 }
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_and_sigterm_stops_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut gateway = Gateway::start_with("", false, &[("BYOLLM_SERVER__HEADER_READ_TIMEOUT_SECS", "1")]);
+    let address = gateway.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buffer)).await;
+    assert!(read.is_ok(), "the connection was closed by the server");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!String::from_utf8_lossy(&buffer).contains("200 OK"));
+
+    let healthy = reqwest::get(format!("{}/healthz", gateway.url)).await.unwrap();
+    assert_eq!(healthy.status(), 200);
+    let (status, _) = gateway.terminate(Duration::from_secs(5));
+    assert_eq!(status, Some(0), "SIGTERM ends the process cleanly");
+}

@@ -154,6 +154,20 @@ impl Gateway {
         self.dir.path().join("byollm.toml")
     }
 
+    /// Send SIGTERM and wait up to `timeout` for the exit; returns the exit code and the logs.
+    pub fn terminate(&mut self, timeout: Duration) -> (Option<i32>, String) {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.code(), self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (None, self.logs())
+    }
+
     pub fn sighup(&self) {
         let status = Command::new("kill").arg("-HUP").arg(self.child.id().to_string()).status().unwrap();
         assert!(status.success());
