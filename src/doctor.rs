@@ -118,7 +118,9 @@ impl fmt::Display for DoctorReport {
             writeln!(f, "  {:<18} {key}", "access key id:")?;
         }
         match (self.expires_at, self.time_left()) {
-            (Some(at), Some(left)) => writeln!(f, "  {:<18} {} (in {})", "expires:", rfc3339(at), human_duration(left))?,
+            (Some(at), Some(left)) => {
+                writeln!(f, "  {:<18} {} (in {})", "expires:", rfc3339(at), human_duration(left))?
+            }
             _ if self.ok => writeln!(f, "  {:<18} never (long-term keys)", "expires:")?,
             _ => {}
         }
@@ -174,10 +176,9 @@ pub async fn team_report(
     let mut report = DoctorReport::new(format!("team {:?} as {principal}{agent_note}", team.as_str()));
     let config = &state.config;
     let kid = state.issuer.keys().keys.signing.kid.clone();
-    report.details.push((
-        "issuer",
-        format!("{} (audience {}, signing key {kid})", config.issuer.url, config.issuer.audience),
-    ));
+    report
+        .details
+        .push(("issuer", format!("{} (audience {}, signing key {kid})", config.issuer.url, config.issuer.audience)));
     let sts = config.sts.endpoint_url.clone().unwrap_or_else(|| format!("regional endpoint in {}", config.sts.region));
     report.details.push(("sts", sts));
     if &principal.team_uid != team {

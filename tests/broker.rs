@@ -93,7 +93,8 @@ struct Setup {
 
 impl Setup {
     async fn start(credential_lifetime: Option<Duration>) -> Setup {
-        let sts = FakeSts::start(FakeStsOptions { roles: fake_roles(), credential_lifetime, ..Default::default() }).await;
+        let sts =
+            FakeSts::start(FakeStsOptions { roles: fake_roles(), credential_lifetime, ..Default::default() }).await;
         let gateway = Gateway::start(&broker_toml(&sts.url()));
         // The gateway picked its port; register its issuer as the account's OIDC provider.
         sts.set_providers(vec![gateway.issuer_host()]);
@@ -163,10 +164,7 @@ fn parse_rfc3339(text: &str) -> i64 {
 
 /// The value of `counter{label="value"}` in Prometheus text, or 0.
 fn counter(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
-        .unwrap_or(0)
+    metrics.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0)
 }
 
 /// Credentials in a response must be exactly one set the fake STS issued; compared without
@@ -347,7 +345,8 @@ async fn no_team_can_reach_another_teams_principals_agents_or_roles() {
         let (got, error, _) = setup.process(key, body.clone()).await;
         assert_eq!((got, error["error"]["code"].as_str()), (status, Some(code)), "{body}: {}", error["error"]);
     }
-    let container_cases: Vec<(&str, Vec<(&str, &str)>, u16, &str)> = vec![
+    type ContainerCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let container_cases: Vec<ContainerCase> = vec![
         (OTHER_API_KEY, vec![("team", "acme"), ("actor", "user"), ("principal", "alice")], 403, "team_not_allowed"),
         (API_KEY, vec![("actor", "user"), ("principal", "a:b")], 400, "invalid_uid"),
         (API_KEY, vec![("actor", "user")], 400, "invalid_query"),
@@ -360,9 +359,8 @@ async fn no_team_can_reach_another_teams_principals_agents_or_roles() {
     assert_eq!(setup.sts.calls(), 0, "no refused request reached STS");
 
     // Team `other` naming acme's agent gets its own team's role: agents resolve within the team.
-    let (status, body, _) = setup
-        .process(Some(OTHER_API_KEY), json!({"actor": "user", "principal": "carol", "agent": "reviewer"}))
-        .await;
+    let (status, body, _) =
+        setup.process(Some(OTHER_API_KEY), json!({"actor": "user", "principal": "carol", "agent": "reviewer"})).await;
     assert_eq!(status, 200, "{}", body["error"]);
     assert_eq!(setup.last_request().role_arn.as_deref(), Some(OTHER_ROLE));
     // And acme's cached credentials are never served to `other` for the same principal and run.
@@ -609,8 +607,10 @@ async fn the_aws_sdk_credential_process_provider_gets_credentials_from_the_broke
     )
     .unwrap();
     let files = EnvConfigFiles::builder().with_file(EnvConfigFileKind::Config, &config).build();
-    let provider =
-        aws_config::profile::ProfileFileCredentialsProvider::builder().profile_files(files).profile_name("worker").build();
+    let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+        .profile_files(files)
+        .profile_name("worker")
+        .build();
     let credentials = tokio::time::timeout(Duration::from_secs(30), provider.provide_credentials())
         .await
         .unwrap()
@@ -633,8 +633,10 @@ async fn the_aws_sdk_credential_process_provider_gets_credentials_from_the_broke
     )
     .unwrap();
     let files = EnvConfigFiles::builder().with_file(EnvConfigFileKind::Config, &config).build();
-    let provider =
-        aws_config::profile::ProfileFileCredentialsProvider::builder().profile_files(files).profile_name("worker").build();
+    let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+        .profile_files(files)
+        .profile_name("worker")
+        .build();
     assert!(provider.provide_credentials().await.is_err());
     assert_eq!(setup.sts.calls(), 1);
     assert_logs_clean(&setup.gateway.logs(), &setup.sts);

@@ -84,7 +84,9 @@ impl StsErrorCode {
             Self::ValidationError => "1 validation error detected",
             Self::Throttling => "Rate exceeded",
             Self::InvalidAction => "Could not find operation for version 2011-06-15",
-            Self::InternalFailure => "The request processing has failed because of an unknown error, exception or failure.",
+            Self::InternalFailure => {
+                "The request processing has failed because of an unknown error, exception or failure."
+            }
             Self::ServiceUnavailable => "The request has failed due to a temporary failure of the server.",
         }
     }
