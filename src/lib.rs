@@ -6,6 +6,7 @@ pub mod auth;
 pub mod aws_setup;
 pub mod broker;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod issuer;

@@ -178,7 +178,8 @@ impl CredentialCache {
         before - entries.len()
     }
 
-    /// Drop entries whose credentials can no longer be used.
+    /// Drop entries whose credentials can no longer be used, and entries whose only fetch failed
+    /// (unless a fetch for them is under way).
     pub fn purge_expired(&self) -> usize {
         let now = self.clock.now();
         let mut entries = match self.entries.lock() {
@@ -186,7 +187,10 @@ impl CredentialCache {
             Err(poisoned) => poisoned.into_inner(),
         };
         let before = entries.len();
-        entries.retain(|_, e| e.current().is_none_or(|c| c.usable_at(now)));
+        entries.retain(|_, e| match e.current() {
+            Some(current) => current.usable_at(now),
+            None => e.refresh.try_lock().is_err(),
+        });
         before - entries.len()
     }
 
@@ -307,6 +311,12 @@ mod tests {
         assert_eq!(cache.evict_run("acme", "r1"), 1);
         assert_eq!(cache.len(), 1);
         clock.0.store(3600, Ordering::SeqCst);
+        assert_eq!(cache.purge_expired(), 1);
+        assert!(cache.is_empty());
+
+        // A key whose fetch failed leaves nothing behind after a purge.
+        assert!(cache.get_or_fetch(&key("r3"), || async { Err::<CachedCredentials, ()>(()) }).await.is_err());
+        assert_eq!(cache.len(), 1);
         assert_eq!(cache.purge_expired(), 1);
         assert!(cache.is_empty());
     }

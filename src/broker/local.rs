@@ -67,8 +67,10 @@ impl LocalError {
             "authentication_error",
             code,
             format!(
-                "the AWS session for profile {:?} {what}: re-authenticate with `{}` ({})",
-                self.profile, self.hint, self.detail
+                "the AWS session for profile {profile:?} {what}: re-authenticate with `{}` (or renew the credentials profile {profile:?} is configured with): {}",
+                self.hint,
+                self.detail,
+                profile = self.profile,
             ),
         )
     }
@@ -135,7 +137,7 @@ impl LocalSession {
         match self.login {
             LoginKind::AwsLogin => format!("aws login{flag}"),
             LoginKind::Sso => format!("aws sso login{flag}"),
-            LoginKind::Other => format!("aws login{flag}` (or refresh the credentials of profile {profile:?}"),
+            LoginKind::Other => format!("aws login{flag}"),
         }
     }
 
@@ -247,8 +249,12 @@ fn describe(error: &CredentialsError) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
+        let part = inner.to_string();
+        // Wrapping errors often repeat their source's text; say each thing once.
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         source = inner.source();
     }
     text

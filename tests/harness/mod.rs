@@ -146,6 +146,11 @@ impl Gateway {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The issuer as IAM names its OIDC provider: the URL without its scheme (`127.0.0.1:port`).
+    pub fn issuer_host(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
+    }
+
     pub fn key_dir(&self) -> PathBuf {
         self.dir.path().join("jwks")
     }

@@ -34,6 +34,10 @@ pub enum StsErrorCode {
     Throttling,
     /// Unknown `Action` / `Version`.
     InvalidAction,
+    /// AWS's own failure (HTTP 500, `Receiver`).
+    InternalFailure,
+    /// STS is briefly unavailable (HTTP 503, `Receiver`).
+    ServiceUnavailable,
 }
 
 impl StsErrorCode {
@@ -50,12 +54,16 @@ impl StsErrorCode {
             Self::ValidationError => "ValidationError",
             Self::Throttling => "Throttling",
             Self::InvalidAction => "InvalidAction",
+            Self::InternalFailure => "InternalFailure",
+            Self::ServiceUnavailable => "ServiceUnavailable",
         }
     }
 
     pub fn status(self) -> u16 {
         match self {
             Self::AccessDenied | Self::IdpRejectedClaim | Self::RegionDisabled => 403,
+            Self::InternalFailure => 500,
+            Self::ServiceUnavailable => 503,
             _ => 400,
         }
     }
@@ -76,6 +84,10 @@ impl StsErrorCode {
             Self::ValidationError => "1 validation error detected",
             Self::Throttling => "Rate exceeded",
             Self::InvalidAction => "Could not find operation for version 2011-06-15",
+            Self::InternalFailure => {
+                "The request processing has failed because of an unknown error, exception or failure."
+            }
+            Self::ServiceUnavailable => "The request has failed due to a temporary failure of the server.",
         }
     }
 }
@@ -224,8 +236,16 @@ struct State {
     idp_fetches: usize,
 }
 
+/// Account set-up that tests change while the fake runs (an admin adding or deleting the IAM OIDC
+/// provider, or editing its client id list).
+struct Live {
+    providers: Vec<String>,
+    audiences: Vec<String>,
+}
+
 struct Inner {
     options: FakeStsOptions,
+    live: Mutex<Live>,
     role_ids: HashMap<String, String>,
     state: Mutex<State>,
     http: reqwest::Client,
@@ -241,8 +261,10 @@ impl FakeSts {
     pub async fn start(options: FakeStsOptions) -> FakeSts {
         let role_ids =
             options.roles.iter().map(|r| (r.arn.clone(), format!("AROA{}", random_string(UPPER_DIGITS, 17)))).collect();
+        let live = Mutex::new(Live { providers: options.providers.clone(), audiences: options.audiences.clone() });
         let inner = Arc::new(Inner {
             options,
+            live,
             role_ids,
             state: Mutex::default(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap(),
@@ -281,6 +303,17 @@ impl FakeSts {
     /// Replace the queue of scripted behaviours.
     pub fn set_script(&self, steps: Vec<StsStep>) {
         self.inner.state.lock().unwrap().script = steps.into();
+    }
+
+    /// Replace the registered IAM OIDC providers (`host[:port]/path`, scheme optional): lets a test
+    /// register the provider of a gateway started after the fake, or delete it.
+    pub fn set_providers(&self, providers: Vec<String>) {
+        self.inner.live.lock().unwrap().providers = providers;
+    }
+
+    /// Replace the providers' client id list (the accepted `aud` values).
+    pub fn set_audiences(&self, audiences: Vec<String>) {
+        self.inner.live.lock().unwrap().audiences = audiences;
     }
 
     pub fn credentials(&self) -> CredentialStore {
@@ -541,7 +574,8 @@ async fn assume(inner: &Inner, form: &HashMap<String, String>) -> Result<IssuedC
         Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
         _ => vec![],
     };
-    let Some(aud) = auds.iter().find(|a| opts.audiences.iter().any(|c| c == *a)) else {
+    let audiences = inner.live.lock().unwrap().audiences.clone();
+    let Some(aud) = auds.iter().find(|a| audiences.iter().any(|c| c == *a)) else {
         return Err(invalid_token("Incorrect token audience"));
     };
 
@@ -601,7 +635,8 @@ async fn verify_token(inner: &Inner, token: &str) -> Result<Value, StsError> {
     let iss = claims["iss"].as_str().ok_or_else(|| invalid_token("Missing required claim: iss"))?;
 
     let provider = strip_scheme(iss);
-    if !opts.providers.iter().any(|p| strip_scheme(p) == provider) {
+    let registered = inner.live.lock().unwrap().providers.iter().any(|p| strip_scheme(p) == provider);
+    if !registered {
         return Err(invalid_token(&format!("No OpenIDConnect provider found in your account for {iss}")));
     }
     let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]

@@ -1,0 +1,189 @@
+//! Local mode: a person's own AWS profile through the standard credential chain, read from
+//! temporary config and credentials files (the process environment is never changed), and the
+//! `byollm doctor` report over the same chain.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use byollm::broker::local::{LocalSession, LocalSource};
+
+/// A temporary `~/.aws` with a config file, a credentials file and a `credential_process` script
+/// that prints new credentials on every call (a counter file), or expired ones.
+struct AwsDir {
+    dir: tempfile::TempDir,
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    byollm::broker::routes::rfc3339(time)
+}
+
+impl AwsDir {
+    fn new() -> AwsDir {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("creds.sh");
+        let counter = dir.path().join("count");
+        let future = rfc3339(SystemTime::now() + Duration::from_secs(3600));
+        std::fs::write(
+            &script,
+            format!(
+                r#"#!/bin/sh
+n=$(cat '{counter}' 2>/dev/null || echo 0)
+n=$((n + 1))
+echo "$n" > '{counter}'
+if [ "$1" = expired ]; then expiration=2020-01-01T00:00:00Z; else expiration={future}; fi
+printf '{{"Version": 1, "AccessKeyId": "ASIALOCALTEST%04d", "SecretAccessKey": "local-secret-%d", "SessionToken": "local-token-%d", "Expiration": "%s"}}\n' "$n" "$n" "$n" "$expiration"
+"#,
+                counter = counter.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let script = script.display();
+        std::fs::write(
+            dir.path().join("config"),
+            format!(
+                "[profile rotating]\ncredential_process = {script}\nregion = us-east-1\n\n\
+                 [profile expired]\ncredential_process = {script} expired\n\n\
+                 [profile work]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = Developer\nregion = us-east-1\n\n\
+                 [sso-session corp]\nsso_start_url = https://byollm-test.awsapps.com/start\nsso_region = us-east-1\n\n\
+                 [profile static]\nregion = eu-west-1\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("credentials"),
+            "[static]\naws_access_key_id = AKIALOCALSTATIC12345\naws_secret_access_key = static-secret-value\n",
+        )
+        .unwrap();
+        AwsDir { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn source(&self, profile: &str) -> LocalSource {
+        LocalSource {
+            profile: Some(profile.into()),
+            config_file: Some(self.path("config")),
+            credentials_file: Some(self.path("credentials")),
+            refresh_interval: Duration::from_secs(900),
+        }
+    }
+
+    fn calls(&self) -> u32 {
+        read_count(&self.path("count"))
+    }
+}
+
+fn read_count(path: &Path) -> u32 {
+    std::fs::read_to_string(path).map(|s| s.trim().parse().unwrap()).unwrap_or(0)
+}
+
+async fn session(aws: &AwsDir, profile: &str) -> LocalSession {
+    tokio::time::timeout(Duration::from_secs(30), LocalSession::new(aws.source(profile))).await.unwrap()
+}
+
+#[tokio::test]
+async fn credential_process_profiles_are_re_resolved_on_every_refresh() {
+    let aws = AwsDir::new();
+    let session = session(&aws, "rotating").await;
+    let first = session.refresh().await.expect("credentials from credential_process");
+    let second = session.refresh().await.expect("credentials from credential_process");
+    assert_eq!(first.access_key_id, "ASIALOCALTEST0001");
+    assert_eq!(second.access_key_id, "ASIALOCALTEST0002");
+    assert!(second.secret_access_key.expose() == "local-secret-2", "the second secret came from the second run");
+    assert!(second.session_token.as_ref().is_some_and(|t| t.expose() == "local-token-2"));
+    let expires = second.expiration.expect("an expiration");
+    assert!(expires > SystemTime::now() + Duration::from_secs(3000));
+    assert_eq!(aws.calls(), 2);
+
+    // Between refreshes, requests reuse what was resolved.
+    let again = session.credentials().await.unwrap();
+    assert_eq!(again.access_key_id, "ASIALOCALTEST0002");
+    assert_eq!(aws.calls(), 2);
+}
+
+#[tokio::test]
+async fn expired_credentials_say_which_profile_and_how_to_sign_in_again() {
+    let aws = AwsDir::new();
+    let session = session(&aws, "expired").await;
+    let error = session.refresh().await.expect_err("expired credentials are refused");
+    assert!(error.expired);
+    assert_eq!(error.profile, "expired");
+    let api = error.to_api_error();
+    assert_eq!((api.status.as_u16(), api.code), (401, "aws_session_expired"));
+    assert!(api.message.contains("\"expired\""), "{}", api.message);
+    assert!(api.message.contains("aws login --profile expired"), "{}", api.message);
+    assert!(session.credentials().await.is_err(), "requests keep failing until the session is renewed");
+}
+
+#[tokio::test]
+async fn sso_profiles_without_a_cached_token_point_to_aws_sso_login() {
+    let aws = AwsDir::new();
+    let session = session(&aws, "work").await;
+    let error = tokio::time::timeout(Duration::from_secs(30), session.refresh()).await.unwrap().unwrap_err();
+    assert_eq!(error.hint, "aws sso login --profile work");
+    let api = error.to_api_error();
+    assert_eq!(api.status.as_u16(), 401);
+    assert!(api.message.contains("aws sso login --profile work"), "{}", api.message);
+}
+
+#[tokio::test]
+async fn a_missing_profile_is_reported_as_missing_credentials() {
+    let aws = AwsDir::new();
+    let session = session(&aws, "nowhere").await;
+    let error = tokio::time::timeout(Duration::from_secs(30), session.refresh()).await.unwrap().unwrap_err();
+    assert!(!error.expired);
+    let api = error.to_api_error();
+    assert_eq!((api.status.as_u16(), api.code), (401, "aws_credentials_missing"));
+    assert!(api.message.contains("\"nowhere\""), "{}", api.message);
+}
+
+#[tokio::test]
+async fn static_keys_work_and_never_expire() {
+    let aws = AwsDir::new();
+    let session = session(&aws, "static").await;
+    let credentials = session.refresh().await.expect("static keys");
+    assert_eq!(credentials.access_key_id, "AKIALOCALSTATIC12345");
+    assert!(credentials.secret_access_key.expose() == "static-secret-value");
+    assert!(credentials.session_token.is_none() && credentials.expiration.is_none());
+}
+
+// `byollm doctor --profile ...`
+
+#[tokio::test]
+async fn doctor_reports_the_source_the_masked_key_and_the_expiry() {
+    let aws = AwsDir::new();
+    let report = byollm::doctor::local_report(aws.source("rotating")).await;
+    let text = report.to_string();
+    assert!(report.ok, "{text}");
+    assert_eq!(report.access_key.as_deref(), Some("****0001"));
+    assert!(report.source.as_deref().is_some_and(|s| !s.is_empty() && s != "unknown"), "{text}");
+    let left = report.time_left().expect("time left");
+    assert!(left > Duration::from_secs(3000) && left <= Duration::from_secs(3600), "{left:?}");
+    assert!(text.contains("profile \"rotating\"") && text.contains("****0001") && text.contains("(in "), "{text}");
+    assert!(!text.contains("ASIALOCALTEST") && !text.contains("local-secret") && !text.contains("local-token"));
+
+    let report = byollm::doctor::local_report(aws.source("static")).await;
+    assert!(report.ok);
+    assert!(report.to_string().contains("never"), "{report}");
+    assert!(!report.to_string().contains("static-secret-value"));
+}
+
+#[tokio::test]
+async fn doctor_reports_an_expired_session_with_the_command_that_fixes_it() {
+    let aws = AwsDir::new();
+    let report = byollm::doctor::local_report(aws.source("expired")).await;
+    let text = report.to_string();
+    assert!(!report.ok);
+    let error = report.error.as_ref().expect("an error");
+    assert_eq!(error.code, "aws_session_expired");
+    assert!(error.hint.as_deref().is_some_and(|h| h.starts_with("aws login --profile expired")), "{text}");
+    assert!(text.contains("fix:") && text.contains("FAILED"), "{text}");
+    assert!(!text.contains("local-secret") && !text.contains("local-token"));
+
+    let report = byollm::doctor::local_report(aws.source("work")).await;
+    assert_eq!(report.error.and_then(|e| e.hint).as_deref(), Some("aws sso login --profile work"));
+}
