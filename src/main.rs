@@ -23,7 +23,7 @@ credentials, and serves an OpenAI-compatible chat API backed by Claude on Bedroc
     after_help = "Quick start (dev issuer on 127.0.0.1:8080, key generated on first run):\n  \
 byollm serve\n\nProduction:\n  byollm keys generate --dir /etc/byollm/jwks\n  byollm serve --config /etc/byollm/byollm.toml\n\n\
 Configuration: a TOML file (--config or BYOLLM_CONFIG); any field can be overridden with \
-BYOLLM_<SECTION>__<FIELD>, e.g. BYOLLM_ISSUER__URL=https://issuer.example.com. Log filter: BYOLLM_LOG (default info)."
+BYOLLM_<SECTION>__<FIELD>, e.g. BYOLLM_ISSUER__URL=https://issuer.example.com. Log filter: BYOLLM_LOG (default: info for byollm, warn for the AWS SDK)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -73,6 +73,28 @@ fail with the command that renews it."
         /// Bedrock region (default: the profile's region, else bedrock.region).
         #[arg(long)]
         region: Option<String>,
+    },
+    /// Check credentials without printing any secret: a local profile, or a team's web-identity set-up.
+    #[command(after_help = "Examples:\n  byollm doctor --profile work\n  \
+byollm doctor --config byollm.toml --team acme --actor service_account --principal ci-bot [--agent reviewer]\n\n\
+For a team it mints a token and calls STS AssumeRoleWithWebIdentity for the team's (or agent's) role, so AWS \
+itself says whether the OIDC provider, trust policy and role are right. Exit code 0 when credentials were obtained.")]
+    Doctor {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Local mode: the AWS profile to check (default: AWS_PROFILE, else default).
+        #[arg(long, env = "AWS_PROFILE", conflicts_with = "team")]
+        profile: Option<String>,
+        /// Cloud mode: the team whose role to assume.
+        #[arg(long, requires_all = ["actor", "principal"])]
+        team: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        principal: Option<String>,
+        /// A named agent with its own role.
+        #[arg(long)]
+        agent: Option<String>,
     },
     /// Manage the signing key set (active, next, retired).
     #[command(subcommand)]
@@ -214,9 +236,13 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// byollm at info; the AWS SDK's own info lines (which name access key ids) only from warn up.
+const DEFAULT_LOG_FILTER: &str =
+    "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sts=warn,aws_sdk_bedrockruntime=warn";
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BYOLLM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
 }
 
@@ -247,6 +273,34 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let config = load_config(&config, true)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(local(config, profile, listen, region))
+        }
+        Command::Doctor { config, profile, team, actor, principal, agent } => {
+            let config = load_config(&config, false)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(async {
+                match (team, actor, principal) {
+                    (Some(team), Some(actor), Some(principal)) => {
+                        let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
+                        let principal =
+                            byollm::issuer::routes::principal_from_request(None, &team_uid, &actor, &principal)
+                                .map_err(|e| e.message)?;
+                        let issuer = Issuer::open(&config)?;
+                        let state = byollm::AppState::new(config, issuer);
+                        Ok::<_, Failure>(byollm::doctor::team_report(&state, &team_uid, principal, agent).await)
+                    }
+                    _ => {
+                        let source = byollm::broker::local::LocalSource {
+                            profile: profile.or(config.local.profile.clone()),
+                            config_file: std::env::var_os("AWS_CONFIG_FILE").map(PathBuf::from),
+                            credentials_file: std::env::var_os("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from),
+                            refresh_interval: config.local.refresh_interval,
+                        };
+                        Ok(byollm::doctor::local_report(source).await)
+                    }
+                }
+            })?;
+            println!("{report}");
+            if report.ok { Ok(()) } else { Err(Failure::Other("no usable credentials (see above)".into())) }
         }
         Command::Keys(command) => keys(command),
         Command::Token(TokenCommand::Mint { config, team, actor, principal, lifetime_secs, agent, run_id }) => {

@@ -91,6 +91,8 @@ impl Default for Metrics {
                     "ok",
                     "trust_policy_mismatch",
                     "oidc_provider_missing",
+                    "oidc_audience_mismatch",
+                    "invalid_token",
                     "issuer_unreachable",
                     "token_expired",
                     "invalid_parameters",

@@ -467,7 +467,9 @@ async fn every_sts_failure_gets_its_documented_status_and_code() {
     let metrics = setup.metrics().await;
     for (outcome, count) in [
         ("trust_policy_mismatch", 2),
-        ("oidc_provider_missing", 3),
+        ("oidc_provider_missing", 1),
+        ("oidc_audience_mismatch", 1),
+        ("invalid_token", 1),
         ("issuer_unreachable", 6),
         ("token_expired", 1),
         ("invalid_parameters", 1),

@@ -80,9 +80,9 @@ impl StsErrorClass {
     pub fn label(self) -> &'static str {
         match self {
             StsErrorClass::TrustPolicyMismatch => "trust_policy_mismatch",
-            StsErrorClass::OidcProviderMissing | StsErrorClass::AudienceMismatch | StsErrorClass::InvalidToken => {
-                "oidc_provider_missing"
-            }
+            StsErrorClass::OidcProviderMissing => "oidc_provider_missing",
+            StsErrorClass::AudienceMismatch => "oidc_audience_mismatch",
+            StsErrorClass::InvalidToken => "invalid_token",
             StsErrorClass::IssuerUnreachable => "issuer_unreachable",
             StsErrorClass::TokenExpired => "token_expired",
             StsErrorClass::InvalidParameters => "invalid_parameters",
