@@ -18,7 +18,8 @@
 //!   `web_search_options`, the deprecated `functions` / `function_call`, `input_audio` and `file`
 //!   parts, non-`function` tools. Ignored as harmless: `seed` (OpenAI itself only tries),
 //!   `service_tier`, `store`, `metadata`, `prompt_cache_key`, `prompt_cache_retention`,
-//!   `verbosity`, `stream_options.include_obfuscation`, message `name`, image `detail`.
+//!   `verbosity`, `stream_options.include_obfuscation`, message `name`, image `detail`, message
+//!   `annotations` and `parsed` (the SDKs' parse helpers put it on the messages they hand back).
 //! - `system` and `developer` messages become `system` blocks wherever they appear; ones in the
 //!   middle of the conversation are appended to the system prompt in order (Anthropic has one).
 //! - Consecutive same-role turns are merged; `tool` messages become `tool_result` blocks at the
