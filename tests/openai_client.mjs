@@ -166,6 +166,28 @@ const steps = [
     equal(finishes, ['stop']);
     return text;
   }],
+  ['run_tools', 'bedrock x2', async () => {
+    // The SDK's own agent loop: calls the function, sends its messages back, returns the answer.
+    const helpers = client.chat.completions.runTools ? client.chat.completions : client.beta.chat.completions;
+    const runner = helpers.runTools({
+      model: MODEL,
+      messages: user('weather in Paris?'),
+      tools: [{
+        type: 'function',
+        function: {
+          name: 'get_weather',
+          parameters: TOOLS[0].function.parameters,
+          parse: JSON.parse,
+          function: async ({ city }) => `sunny in ${city}`,
+        },
+      }],
+    });
+    const content = await runner.finalContent();
+    equal(content, 'Sunny in Paris.');
+    const toolMessages = runner.messages.filter((m) => m.role === 'tool').map((m) => m.content);
+    equal(toolMessages, ['sunny in Paris']);
+    return content;
+  }],
   ['json_schema', 'bedrock', async () => {
     const completion = await client.chat.completions.create({
       model: MODEL,
@@ -198,8 +220,10 @@ const steps = [
   }],
   ['rate_limited', 'bedrock', async () => {
     const error = await expectError(RateLimitError, client.chat.completions.create({ model: MODEL, messages: user('hi') }));
-    check(/^\d+$/.test(error.headers.get('retry-after') ?? ''), `retry-after ${error.headers.get('retry-after')}`);
-    return `RateLimitError retry-after=${error.headers.get('retry-after')}`;
+    // Headers (v5+) or a plain object (v4).
+    const retryAfter = typeof error.headers?.get === 'function' ? error.headers.get('retry-after') : error.headers?.['retry-after'];
+    check(/^\d+$/.test(retryAfter ?? ''), `retry-after ${retryAfter}`);
+    return `RateLimitError retry-after=${retryAfter}`;
   }],
   ['error_mid_stream', 'bedrock', async () => {
     const stream = await client.chat.completions.create({ model: MODEL, messages: user('hi'), stream: true });

@@ -380,6 +380,23 @@ def models_list(client):
     return ", ".join(ids)
 
 
+def models_retrieve(client):
+    try:
+        model = client.models.retrieve(MODEL)
+    except openai.NotFoundError as error:
+        # GET /v1/models/{model} needs its route in src/http.rs (adapter::routes::retrieve_model).
+        check(error.code == "unknown_route", error.body)
+        return "NOT ROUTED: GET /v1/models/{model} answers unknown_route"
+    Model.model_validate(model.to_dict())
+    check((model.id, model.object) == (MODEL, "model"), model)
+    try:
+        client.models.retrieve("gpt-4o")
+    except openai.NotFoundError as error:
+        check(error.code == "model_not_found", error.body)
+        return f"{model.id}; gpt-4o: NotFoundError {error.code}"
+    raise AssertionError("no NotFoundError for an unknown model")
+
+
 def unknown_model(client):
     try:
         client.chat.completions.create(model="gpt-4o", messages=user("hi"))
@@ -502,6 +519,7 @@ def main():
         ("reasoning_round_trip", "bedrock", lambda: reasoning_round_trip(client, state)),
         ("raw_response", "bedrock", lambda: raw_response(client)),
         ("models_list", "local", lambda: models_list(client)),
+        ("models_retrieve", "local", lambda: models_retrieve(client)),
         ("unknown_model", "local", lambda: unknown_model(client)),
         ("unknown_model_stream", "local", lambda: unknown_model_stream(client)),
         ("bad_request", "local", lambda: bad_request(client)),

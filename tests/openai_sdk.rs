@@ -8,6 +8,7 @@
 //! expects exit status 0. Calls the gateway answers itself (models, 404, 400) consume nothing.
 //!
 //! Without the SDK installed the test is skipped, unless `CI` is set: then it fails.
+//! `BYOLLM_TEST_PYTHON` names another Python (say, a venv holding an older `openai`).
 
 mod harness;
 mod support;
@@ -183,7 +184,9 @@ fn block_types(body: &Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_openai_sdk() {
-    let present = succeeds("python3", &["-c", "import openai"], &tests_dir());
+    // BYOLLM_TEST_PYTHON picks another interpreter, e.g. a venv with an older SDK.
+    let python = std::env::var("BYOLLM_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let present = succeeds(&python, &["-c", "import openai"], &tests_dir());
     if !available("the Python openai SDK", present, "python3 -m pip install openai") {
         return;
     }
@@ -191,7 +194,7 @@ async fn python_openai_sdk() {
     let replies = python_script();
     let expected = replies.len();
     setup.bedrock.set_script(replies);
-    let (ok, output) = run_client("python3", &tests_dir().join("openai_client.py"), &setup.gateway.url).await;
+    let (ok, output) = run_client(&python, &tests_dir().join("openai_client.py"), &setup.gateway.url).await;
     println!("{output}");
     assert!(ok, "tests/openai_client.py failed:\n{output}\ngateway logs:\n{}", setup.gateway.logs());
 
@@ -247,6 +250,9 @@ fn node_script() -> Vec<Reply> {
         ),
         // tool results
         Reply::text(&["It is sunny."]),
+        // run_tools
+        Reply::default().with_tool_call("toolu_9", "get_weather", &["{\"city\": \"Paris\"}"]),
+        Reply::text(&["Sunny in Paris."]),
         // json_schema
         Reply::default().with_tool_call("toolu_4", "weather", &["{\"city\": \"Paris\", \"temp_c\": 21}"]),
         // rate limited
