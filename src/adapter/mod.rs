@@ -62,7 +62,8 @@
 //!
 //! Responses: text blocks are concatenated into `content`; thinking goes to `reasoning_content`
 //! and `thinking_blocks` (with signatures); finish reasons and usage as in [`response`]; streamed
-//! signatures arrive as a complete block in `delta.thinking_blocks` (see [`stream`]).
+//! signatures arrive as a complete block, numbered by `index`, in `delta.thinking_blocks` (see
+//! [`stream`]).
 
 pub mod anthropic;
 pub mod bedrock;
