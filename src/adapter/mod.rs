@@ -18,7 +18,8 @@
 //!   `web_search_options`, the deprecated `functions` / `function_call`, `input_audio` and `file`
 //!   parts, non-`function` tools. Ignored as harmless: `seed` (OpenAI itself only tries),
 //!   `service_tier`, `store`, `metadata`, `prompt_cache_key`, `prompt_cache_retention`,
-//!   `verbosity`, `stream_options.include_obfuscation`, message `name`, image `detail`.
+//!   `verbosity`, `stream_options.include_obfuscation`, message `name`, image `detail`, message
+//!   `annotations` and `parsed` (the SDKs' parse helpers put it on the messages they hand back).
 //! - `system` and `developer` messages become `system` blocks wherever they appear; ones in the
 //!   middle of the conversation are appended to the system prompt in order (Anthropic has one).
 //! - Consecutive same-role turns are merged; `tool` messages become `tool_result` blocks at the
@@ -61,7 +62,8 @@
 //!
 //! Responses: text blocks are concatenated into `content`; thinking goes to `reasoning_content`
 //! and `thinking_blocks` (with signatures); finish reasons and usage as in [`response`]; streamed
-//! signatures arrive as a complete block in `delta.thinking_blocks` (see [`stream`]).
+//! signatures arrive as a complete block, numbered by `index`, in `delta.thinking_blocks` (see
+//! [`stream`]).
 
 pub mod anthropic;
 pub mod bedrock;

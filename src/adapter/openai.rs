@@ -359,9 +359,20 @@ pub struct Delta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub thinking_blocks: Option<&'a [ThinkingBlock]>,
+    pub thinking_blocks: Option<&'a [ThinkingBlockDelta<'a>]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<&'a [ToolCallDelta<'a>]>,
+}
+
+/// A complete thinking block in a stream, with its position among the answer's thinking blocks.
+/// The `index` lets delta accumulators (the OpenAI SDKs' stream helpers merge lists of objects by
+/// `index`, and the Python one fails on a second list without it) keep every block; requests
+/// ignore it when the block is sent back.
+#[derive(Debug, Serialize)]
+pub struct ThinkingBlockDelta<'a> {
+    pub index: u32,
+    #[serde(flatten)]
+    pub block: &'a ThinkingBlock,
 }
 
 #[derive(Debug, Serialize)]

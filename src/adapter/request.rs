@@ -259,7 +259,9 @@ fn convert_messages<'a>(
     let mut answered: Vec<&'a str> = Vec::new();
 
     for (i, message) in input.iter().enumerate() {
-        if let Some(key) = message.extra.keys().find(|key| key.as_str() != "annotations") {
+        // `annotations` comes back from OpenAI answers, `parsed` from the SDKs' parse and stream
+        // helpers (their message objects are sent back as they are).
+        if let Some(key) = message.extra.keys().find(|key| !matches!(key.as_str(), "annotations" | "parsed")) {
             return Err(unsupported(
                 &format!("messages[{i}].{key}"),
                 format!("unknown or unsupported message field `{key}`"),
@@ -1202,6 +1204,22 @@ mod tests {
                     user("q3")]}),
             ),
             (
+                "streamed thinking blocks come back with their index, which is dropped",
+                request(json!({"messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "a", "thinking_blocks": [
+                        {"index": 0, "type": "thinking", "thinking": "hmm", "signature": "sig1"},
+                        {"index": 1, "type": "redacted_thinking", "data": "xyz"}]},
+                    {"role": "user", "content": "q2"}]})),
+                json!({"messages": [
+                    user("q"),
+                    {"role": "assistant", "content": [
+                        {"type": "thinking", "thinking": "hmm", "signature": "sig1"},
+                        {"type": "redacted_thinking", "data": "xyz"},
+                        {"type": "text", "text": "a"}]},
+                    user("q2")]}),
+            ),
+            (
                 "cache_control on parts, messages and tools",
                 request(json!({
                     "messages": [
@@ -1223,6 +1241,20 @@ mod tests {
                     {"role": "assistant", "content": "a", "reasoning_content": "unsigned"},
                     {"role": "user", "content": "q2"}]})),
                 json!({"messages": [user("q"), {"role": "assistant", "content": [{"type": "text", "text": "a"}]}, user("q2")]}),
+            ),
+            (
+                "a message object from the SDKs' parse helpers, `parsed` and all",
+                request(json!({"messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "{\"x\":1}", "refusal": null, "parsed": {"x": 1},
+                     "tool_calls": [{"id": "t1", "type": "function",
+                        "function": {"name": "f", "arguments": "{}", "parsed_arguments": {}}}]},
+                    {"role": "tool", "tool_call_id": "t1", "content": "r"}]})),
+                json!({"messages": [user("q"),
+                    {"role": "assistant", "content": [
+                        {"type": "text", "text": "{\"x\":1}"}, {"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                        "content": [{"type": "text", "text": "r"}]}]}]}),
             ),
             (
                 "cache_control on a tool message marks its tool_result",

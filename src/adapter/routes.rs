@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -153,6 +153,24 @@ pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> 
     }
     let data = state.config.models.keys().map(|name| ModelObject::new(name.clone(), 0, "byollm")).collect();
     axum::Json(ModelList::new(data)).into_response()
+}
+
+/// `GET /v1/models/{model}` (the SDKs' `models.retrieve`): one entry of the list, or 404.
+pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, Path(model): Path<String>) -> Response {
+    if let CredentialSource::Broker(_) = state.source
+        && let Err(error) = state.callers.authenticate(&headers)
+    {
+        return ApiError::from(error).into_response();
+    }
+    match state.config.models.get_key_value(&model) {
+        Some((name, _)) => axum::Json(ModelObject::new(name.clone(), 0, "byollm")).into_response(),
+        None => ApiError::not_found(
+            "model_not_found",
+            format!("model {model:?} is not served here; GET /v1/models lists the models you may use"),
+        )
+        .with_param("model")
+        .into_response(),
+    }
 }
 
 pub async fn chat_completions(

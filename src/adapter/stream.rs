@@ -6,15 +6,16 @@
 //! never emit a half-written line: a failed serialisation is cut off again.
 //!
 //! Delta fields beyond OpenAI's: `reasoning_content` (thinking text, as it streams) and
-//! `thinking_blocks` (one complete block — `{"type":"thinking","thinking","signature"}` when its
-//! signature arrives, or `{"type":"redacted_thinking","data"}` — to be sent back on the assistant
-//! message in the next request).
+//! `thinking_blocks` (one complete block — `{"index","type":"thinking","thinking","signature"}` when
+//! its signature arrives, or `{"index","type":"redacted_thinking","data"}` — to be sent back on the
+//! assistant message in the next request; `index` counts the answer's thinking blocks from 0, so
+//! accumulators that merge list deltas by `index`, like the OpenAI SDKs' stream helpers, keep each).
 
 use bytes::{BufMut, BytesMut};
 
 use crate::adapter::anthropic::{self, BlockDelta, ResponseBlock, StreamEvent};
 use crate::adapter::openai::{
-    ChatCompletionChunk, ChunkChoice, Delta, FunctionDelta, ThinkingBlock, ToolCallDelta, Usage,
+    ChatCompletionChunk, ChunkChoice, Delta, FunctionDelta, ThinkingBlock, ThinkingBlockDelta, ToolCallDelta, Usage,
 };
 use crate::adapter::response::{finish_reason, upstream_error, usage};
 use crate::error::ApiError;
@@ -44,6 +45,7 @@ pub struct StreamConverter {
     done: bool,
     blocks: Vec<(u32, Block)>,
     next_tool_index: u32,
+    next_thinking_index: u32,
     thinking: String,
     answered_by_response_tool: bool,
     usage: anthropic::Usage,
@@ -62,6 +64,7 @@ impl StreamConverter {
             done: false,
             blocks: Vec::new(),
             next_tool_index: 0,
+            next_thinking_index: 0,
             thinking: String::new(),
             answered_by_response_tool: false,
             usage: anthropic::Usage::default(),
@@ -133,8 +136,7 @@ impl StreamConverter {
                         Block::Thinking
                     }
                     ResponseBlock::RedactedThinking { data } => {
-                        let blocks = [ThinkingBlock::RedactedThinking { data }];
-                        self.write_delta(out, Delta { thinking_blocks: Some(&blocks), ..Delta::default() })?;
+                        self.write_thinking_block(out, &ThinkingBlock::RedactedThinking { data })?;
                         Block::Other
                     }
                     ResponseBlock::Other => Block::Other,
@@ -168,11 +170,11 @@ impl StreamConverter {
                         self.write_delta(out, Delta { reasoning_content: Some(&thinking), ..Delta::default() })?;
                     }
                     BlockDelta::SignatureDelta { signature } => {
-                        let blocks = [ThinkingBlock::Thinking {
+                        let block = ThinkingBlock::Thinking {
                             thinking: std::mem::take(&mut self.thinking),
                             signature: signature.into_owned(),
-                        }];
-                        self.write_delta(out, Delta { thinking_blocks: Some(&blocks), ..Delta::default() })?;
+                        };
+                        self.write_thinking_block(out, &block)?;
                     }
                     _ => {}
                 }
@@ -235,6 +237,13 @@ impl StreamConverter {
         }
         self.started = true;
         self.write_chunk(out, Delta { role: Some("assistant"), content: Some(""), ..Delta::default() }, None)
+    }
+
+    /// One complete thinking block, numbered among this answer's thinking blocks.
+    fn write_thinking_block(&mut self, out: &mut BytesMut, block: &ThinkingBlock) -> Result<(), ApiError> {
+        let blocks = [ThinkingBlockDelta { index: self.next_thinking_index, block }];
+        self.next_thinking_index += 1;
+        self.write_delta(out, Delta { thinking_blocks: Some(&blocks), ..Delta::default() })
     }
 
     fn write_delta(&self, out: &mut BytesMut, delta: Delta<'_>) -> Result<(), ApiError> {
@@ -524,9 +533,9 @@ mod tests {
                 delta(json!({"reasoning_content": "Let me "})),
                 delta(json!({"reasoning_content": "think."})),
                 delta(
-                    json!({"thinking_blocks": [{"type": "thinking", "thinking": "Let me think.", "signature": "EqQBCgIYAhIM=="}]}),
+                    json!({"thinking_blocks": [{"index": 0, "type": "thinking", "thinking": "Let me think.", "signature": "EqQBCgIYAhIM=="}]}),
                 ),
-                delta(json!({"thinking_blocks": [{"type": "redacted_thinking", "data": "EmwKAhgB"}]})),
+                delta(json!({"thinking_blocks": [{"index": 1, "type": "redacted_thinking", "data": "EmwKAhgB"}]})),
                 delta(json!({"content": "42"})),
                 finish("stop"),
                 done(),
