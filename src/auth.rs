@@ -20,6 +20,7 @@ pub struct Caller {
     pub team: Uid,
     pub actors: Vec<ActorType>,
     pub principals: Option<Vec<Uid>>,
+    pub agents: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,7 @@ pub enum AuthError {
     OtherTeam { caller: String, team: Uid, requested: Uid },
     Actor { caller: String, actor: ActorType },
     Principal { caller: String, principal: Uid },
+    Agent { caller: String, agent: String },
 }
 
 impl From<AuthError> for ApiError {
@@ -47,6 +49,10 @@ impl From<AuthError> for ApiError {
             AuthError::Actor { caller, actor } => ApiError::forbidden(
                 "actor_not_allowed",
                 format!("caller {caller:?} may not act for {actor} principals; check callers.actors"),
+            ),
+            AuthError::Agent { caller, agent } => ApiError::forbidden(
+                "agent_not_allowed",
+                format!("caller {caller:?} may not act as agent {agent:?}; check callers.agents"),
             ),
             AuthError::Principal { caller, principal } => ApiError::forbidden(
                 "principal_not_allowed",
@@ -75,6 +81,16 @@ impl Caller {
             return Err(AuthError::Principal { caller: self.name.clone(), principal: principal.principal_uid.clone() });
         }
         Ok(())
+    }
+
+    /// May this caller act as the named agent (which selects the agent's own role)?
+    pub fn authorize_agent(&self, agent: Option<&str>) -> Result<(), AuthError> {
+        match (agent, &self.agents) {
+            (Some(agent), Some(allowed)) if !allowed.iter().any(|a| a == agent) => {
+                Err(AuthError::Agent { caller: self.name.clone(), agent: agent.to_owned() })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -115,6 +131,7 @@ impl Callers {
                     team: c.team.clone(),
                     actors: c.actors.clone(),
                     principals: c.principals.clone(),
+                    agents: c.agents.clone(),
                 };
                 (c.key_sha256, Arc::new(caller))
             })
@@ -149,6 +166,7 @@ mod tests {
             team: Uid::parse("acme").unwrap(),
             actors: vec![ActorType::ServiceAccount],
             principals: Some(vec![Uid::parse("svc-1").unwrap()]),
+            agents: Some(vec!["reviewer".into()]),
         }])
     }
 
@@ -175,6 +193,9 @@ mod tests {
         assert!(matches!(check("scoped_principal:other/service_account:svc-1"), Err(AuthError::OtherTeam { .. })));
         assert!(matches!(check("scoped_principal:acme/user:svc-1"), Err(AuthError::Actor { .. })));
         assert!(matches!(check("scoped_principal:acme/service_account:svc-2"), Err(AuthError::Principal { .. })));
+        assert_eq!(caller.authorize_agent(Some("reviewer")), Ok(()));
+        assert_eq!(caller.authorize_agent(None), Ok(()));
+        assert!(matches!(caller.authorize_agent(Some("deployer")), Err(AuthError::Agent { .. })));
         let status = ApiError::from(check("scoped_principal:other/service_account:svc-1").unwrap_err()).status;
         assert_eq!(status, 403);
     }

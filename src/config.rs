@@ -95,6 +95,8 @@ pub struct CallerConfig {
     pub actors: Vec<ActorType>,
     /// `None`: any principal uid of the allowed actor types.
     pub principals: Option<Vec<Uid>>,
+    /// Named agents (with their own roles) this caller may act as; `None`: any of its team's.
+    pub agents: Option<Vec<String>>,
 }
 
 impl fmt::Debug for CallerConfig {
@@ -104,6 +106,7 @@ impl fmt::Debug for CallerConfig {
             .field("team", &self.team)
             .field("actors", &self.actors)
             .field("principals", &self.principals)
+            .field("agents", &self.agents)
             .finish_non_exhaustive()
     }
 }
@@ -356,6 +359,17 @@ impl Config {
         let min_next_age = keys.take_secs("min_next_age_secs", 0, 30 * 86_400).unwrap_or(Duration::from_secs(3600));
         let retired_grace = keys.take_secs("retired_grace_secs", 0, 86_400).unwrap_or(Duration::from_secs(300));
         let max_published = keys.take_ranged("max_published", 3, 50).unwrap_or(8) as usize;
+        if retired_grace < reload_interval {
+            let path = keys.child("retired_grace_secs");
+            keys.error_at(
+                path,
+                format!(
+                    "{}s is shorter than keys.reload_interval_secs ({}s): a replica that has not reloaded yet still signs with a retired key",
+                    retired_grace.as_secs(),
+                    reload_interval.as_secs()
+                ),
+            );
+        }
         if !min_next_age.is_zero() && jwks_max_age * 2 > min_next_age {
             let path = keys.child("jwks_max_age_secs");
             keys.error_at(
@@ -392,7 +406,18 @@ impl Config {
                         .map(Some)
                 })
                 .unwrap_or(None);
-            Some(CallerConfig { name: name?, key_sha256: key_sha256?, team: team?, actors, principals })
+            let agents = caller
+                .take_parsed("agents", |list: Vec<String>| {
+                    if list.iter().any(|a| a == "*") {
+                        return Ok(None);
+                    }
+                    for agent in &list {
+                        Uid::parse(agent).map_err(|e| format!("{agent:?}: {e}"))?;
+                    }
+                    Ok(Some(list))
+                })
+                .unwrap_or(None);
+            Some(CallerConfig { name: name?, key_sha256: key_sha256?, team: team?, actors, principals, agents })
         });
         let mut seen_callers = HashSet::new();
         let mut seen_keys = HashSet::new();
@@ -540,6 +565,9 @@ pub fn default_models() -> BTreeMap<String, ModelConfig> {
 
 /// Check an issuer URL; return it without its scheme (`host[:port][/path]`).
 fn validate_issuer_url(raw: &str, dev: bool) -> Result<String, String> {
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace or control characters".into());
+    }
     let url = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
     if raw.ends_with('/') {
         return Err(format!(
@@ -892,6 +920,7 @@ mod tests {
             team = "acme"
             actors = ["service_account"]
             principals = ["svc-1", "svc-2"]
+            agents = ["reviewer"]
             [[teams]]
             uid = "acme"
             role_arn = "arn:aws:iam::123456789012:role/path/byollm-acme"
@@ -905,6 +934,7 @@ mod tests {
         let caller = &config.callers[0];
         assert_eq!(caller.actors, vec![ActorType::ServiceAccount]);
         assert_eq!(caller.principals.as_ref().map(Vec::len), Some(2));
+        assert_eq!(caller.agents.as_deref(), Some(&["reviewer".to_owned()][..]));
         assert!(!format!("{caller:?}").contains("key_sha256"));
         let team = config.team(&Uid::parse("acme").unwrap()).unwrap();
         let role = team.role_arn.as_ref().unwrap();

@@ -11,7 +11,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use crate::broker::local::{LocalSession, LocalSource, LocalState};
-use crate::broker::routes::rfc3339;
+use crate::broker::rfc3339;
 use crate::broker::sts::AwsCredentials;
 use crate::broker::{BrokerError, RunIdentity};
 use crate::error::ApiError;

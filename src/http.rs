@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -150,7 +149,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `byollm local`: the chat API signed with the person's own AWS session; no issuer, no broker.
-pub fn local_router(chat: ChatState) -> Router {
+///
+/// Nothing but the person's own programs may spend their session: requests a browser sends on a
+/// web page's behalf (they carry `Origin`) are refused, and so are requests for a host name other
+/// than loopback (DNS rebinding) while listening on loopback.
+pub fn local_router(chat: ChatState, loopback: bool) -> Router {
     let limit = chat.config.server.max_body_bytes;
     Router::new()
         .route("/v1/chat/completions", post(chat_routes::chat_completions))
@@ -161,7 +164,40 @@ pub fn local_router(chat: ChatState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(loopback, local_guard))
         .with_state(chat)
+}
+
+async fn local_guard(State(loopback): State<bool>, request: Request, next: axum::middleware::Next) -> Response {
+    if request.headers().contains_key(header::ORIGIN) {
+        return ApiError::forbidden(
+            "browser_request_refused",
+            "local mode refuses requests sent by web pages (they carry an Origin header)",
+        )
+        .into_response();
+    }
+    if loopback {
+        let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if !is_loopback_host(host) {
+            return ApiError::forbidden(
+                "host_not_allowed",
+                "local mode answers only requests addressed to 127.0.0.1, localhost or [::1]",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// `127.0.0.1:8080`, `localhost`, `[::1]:8080`, …
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn local_healthz(State(chat): State<ChatState>) -> Response {
@@ -187,6 +223,12 @@ pub fn public_router(state: AppState) -> Router {
     well_known().fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(state)
 }
 
+/// Mark a response that carries a secret as never to be cached.
+pub fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    response
+}
+
 async fn healthz(State(state): State<AppState>) -> Response {
     let keys = state.issuer.keys();
     axum::Json(serde_json::json!({"status": "ok", "active_kid": keys.keys.signing.kid})).into_response()
@@ -209,53 +251,86 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// A JSON body whose problems become [`ApiError`]s. Parsing is deferred to [`ApiJson::into_inner`]
-/// so handlers authenticate before they look at the body.
+/// Longest a client may take to send its request body.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A JSON body that is not read until the handler asks, so handlers authenticate first and an
+/// unauthenticated client never gets the server to buffer its body.
 pub struct ApiJson<T> {
-    result: Result<T, ApiError>,
+    body: axum::body::Body,
+    json: bool,
+    _type: std::marker::PhantomData<fn() -> T>,
 }
 
-impl<T> ApiJson<T> {
-    pub fn into_inner(self) -> Result<T, ApiError> {
-        self.result
-    }
-}
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|v| v.starts_with("application/json") || v.contains("+json"));
-        let bytes = Bytes::from_request(request, state).await.map_err(body_error)?;
-        if !json {
-            return Ok(ApiJson {
-                result: Err(ApiError::invalid_request("", "invalid_content_type", "send the body as application/json")),
-            });
+impl<T: DeserializeOwned> ApiJson<T> {
+    /// Read (at most `limit` bytes, within [`BODY_READ_TIMEOUT`]) and parse the body.
+    pub async fn read(self, limit: usize) -> Result<T, ApiError> {
+        if !self.json {
+            return Err(ApiError::invalid_request("", "invalid_content_type", "send the body as application/json"));
         }
-        let result = serde_json::from_slice::<T>(&bytes).map_err(|e| {
+        let bytes = read_body(self.body, limit).await?;
+        serde_json::from_slice::<T>(&bytes).map_err(|e| {
             ApiError::invalid_request(
                 "",
                 "invalid_json",
                 format!("request body is not valid JSON for this endpoint: {e}"),
             )
-        });
-        Ok(ApiJson { result })
+        })
     }
 }
 
-pub fn body_error(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+impl<S: Send + Sync, T> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.starts_with("application/json") || v.contains("+json"));
+        Ok(ApiJson { body: request.into_body(), json, _type: std::marker::PhantomData })
+    }
+}
+
+/// Read a whole body, bounded in size and in time.
+pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(error)) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+            while let Some(current) = source {
+                if current.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "invalid_request_error",
+                        "body_too_large",
+                        "request body is larger than server.max_body_bytes",
+                    ));
+                }
+                source = current.source();
+            }
+            Err(ApiError::invalid_request("", "unreadable_body", "could not read the request body"))
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
             "invalid_request_error",
-            "body_too_large",
-            "request body is larger than server.max_body_bytes",
-        )
-    } else {
-        ApiError::invalid_request("", "unreadable_body", "could not read the request body")
+            "body_timeout",
+            format!("the request body did not arrive within {}s", BODY_READ_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in ["127.0.0.1:8080", "127.0.0.1", "localhost:1", "LOCALHOST", "[::1]:8080", "[::1]", "127.1.2.3:9"] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in ["", "evil.example", "evil.example:8080", "10.0.0.1:8080", "localhost.evil.example", "[::2]:80"] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 }

@@ -240,9 +240,26 @@ impl<E: std::fmt::Display> From<E> for Failure {
 const DEFAULT_LOG_FILTER: &str =
     "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sts=warn,aws_sdk_bedrockruntime=warn";
 
+/// Targets whose trace output prints whole requests (the STS body carries the web-identity token,
+/// signed requests carry session tokens): capped at debug whatever BYOLLM_LOG asks for.
+const LOG_CAPS: &[&str] = &[
+    "aws_smithy_runtime=debug",
+    "aws_smithy_runtime_api=debug",
+    "aws_smithy_http_client=debug",
+    "aws_sigv4=debug",
+    "aws_runtime=debug",
+    "hyper=debug",
+    "hyper_util=debug",
+];
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BYOLLM_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("BYOLLM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    for cap in LOG_CAPS {
+        if let Ok(directive) = cap.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
 }
 
@@ -535,7 +552,13 @@ async fn local(
         let _ = stop.send(true);
     });
     let header_timeout = chat.config.server.header_read_timeout;
-    byollm::http::serve(listener, byollm::http::local_router(chat), header_timeout, shutdown).await;
+    byollm::http::serve(
+        listener,
+        byollm::http::local_router(chat, listen.ip().is_loopback()),
+        header_timeout,
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 

@@ -254,24 +254,24 @@ async fn credentials_for_a_run_come_from_sts_once_and_are_reused_until_the_run_e
     assert!(container.get("SessionToken").is_none() && container.get("Version").is_none());
     assert_eq!(setup.sts.calls(), 1, "a second request for the run makes no STS call");
 
-    // The agent's own role when the agent is configured; the team's role for an unknown agent.
+    // The agent's own role when the agent is configured; an unknown agent is refused, not
+    // silently run under the team's role.
     let (status, _, _) = setup
         .process(Some(API_KEY), json!({"actor": "user", "principal": "alice", "agent": "reviewer", "run_id": "run-2"}))
         .await;
     assert_eq!(status, 200);
     assert_eq!(setup.last_request().role_arn.as_deref(), Some(REVIEWER_ROLE));
     assert_eq!(jwt_claims(setup.last_request().web_identity_token.as_deref().unwrap())["agent"], "reviewer");
-    let (status, _, _) = setup
+    let (status, body, _) = setup
         .process(Some(API_KEY), json!({"actor": "user", "principal": "alice", "agent": "unlisted", "run_id": "run-2"}))
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(setup.last_request().role_arn.as_deref(), Some(ACME_ROLE));
-    assert_eq!(setup.sts.calls(), 3);
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("unknown_agent")), "{}", body["error"]);
+    assert_eq!(setup.sts.calls(), 2);
 
     // No role for the team at all: 403 before any STS call.
     let (status, body, _) = setup.process(Some(LONELY_API_KEY), json!({"actor": "user", "principal": "bob"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("no_bedrock_role")), "{}", body["error"]);
-    assert_eq!(setup.sts.calls(), 3);
+    assert_eq!(setup.sts.calls(), 2);
 
     // Single flight: 20 concurrent requests for one run while STS is slow make one STS call.
     setup.sts.set_script(vec![StsStep::Delay(Duration::from_millis(300))]);
@@ -280,7 +280,7 @@ async fn credentials_for_a_run_come_from_sts_once_and_are_reused_until_the_run_e
     let keys: Vec<&str> = answers.iter().map(|(_, body)| body["AccessKeyId"].as_str().unwrap_or("none")).collect();
     assert!(answers.iter().all(|(status, _)| *status == 200));
     assert!(keys.iter().all(|k| *k == keys[0]), "every caller got the same credentials");
-    assert_eq!(setup.sts.calls(), 4, "20 concurrent callers, one STS call");
+    assert_eq!(setup.sts.calls(), 3, "20 concurrent callers, one STS call");
     let single_flight_key = keys[0].to_owned();
 
     // Run end: another team's DELETE evicts nothing; the run's own team's evicts it.
@@ -288,24 +288,24 @@ async fn credentials_for_a_run_come_from_sts_once_and_are_reused_until_the_run_e
     assert_eq!((status, body["evicted"].as_u64()), (200, Some(0)));
     let (_, body) = setup.container(API_KEY, &query).await;
     assert_eq!(body["AccessKeyId"], single_flight_key.as_str());
-    assert_eq!(setup.sts.calls(), 4, "still cached after another team's DELETE");
+    assert_eq!(setup.sts.calls(), 3, "still cached after another team's DELETE");
     let (status, body) = setup.end_run(Some(API_KEY), "run-sf").await;
     assert_eq!((status, body["evicted"].as_u64()), (200, Some(1)));
     let (status, body) = setup.container(API_KEY, &query).await;
     assert_eq!(status, 200);
     assert_ne!(body["AccessKeyId"], single_flight_key.as_str());
-    assert_eq!(setup.sts.calls(), 5, "after run end, credentials come from STS again");
+    assert_eq!(setup.sts.calls(), 4, "after run end, credentials come from STS again");
     assert_eq!(setup.end_run(None, "run-sf").await.0, 401);
     let (status, body) = setup.end_run(Some(API_KEY), "run*sf").await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_run_field")));
 
     // The metrics count STS outcomes, cache hits and misses and refreshes, and name nobody.
     let metrics = setup.metrics().await;
-    assert_eq!(counter(&metrics, "byollm_sts_calls_total{outcome=\"ok\"}"), 5, "{metrics}");
-    assert_eq!(counter(&metrics, "byollm_credential_cache_total{result=\"miss\"}"), 5, "{metrics}");
+    assert_eq!(counter(&metrics, "byollm_sts_calls_total{outcome=\"ok\"}"), 4, "{metrics}");
+    assert_eq!(counter(&metrics, "byollm_credential_cache_total{result=\"miss\"}"), 4, "{metrics}");
     // One container hit for run-1, 19 single-flight waiters, one after the other team's DELETE.
     assert_eq!(counter(&metrics, "byollm_credential_cache_total{result=\"hit\"}"), 21, "{metrics}");
-    assert_eq!(counter(&metrics, "byollm_credential_refreshes_total{result=\"ok\"}"), 5, "{metrics}");
+    assert_eq!(counter(&metrics, "byollm_credential_refreshes_total{result=\"ok\"}"), 4, "{metrics}");
     for uid in ["acme", "alice", "ci-bot", "run-1", "run-sf", "reviewer", "111111111111", "ASIA"] {
         assert!(!metrics.contains(uid), "{uid} appears in the metrics");
     }
@@ -358,18 +358,18 @@ async fn no_team_can_reach_another_teams_principals_agents_or_roles() {
     }
     assert_eq!(setup.sts.calls(), 0, "no refused request reached STS");
 
-    // Team `other` naming acme's agent gets its own team's role: agents resolve within the team.
+    // Team `other` naming acme's agent is refused: agents resolve within the caller's team only.
     let (status, body, _) =
         setup.process(Some(OTHER_API_KEY), json!({"actor": "user", "principal": "carol", "agent": "reviewer"})).await;
-    assert_eq!(status, 200, "{}", body["error"]);
-    assert_eq!(setup.last_request().role_arn.as_deref(), Some(OTHER_ROLE));
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("unknown_agent")), "{}", body["error"]);
+    assert_eq!(setup.sts.calls(), 0);
     // And acme's cached credentials are never served to `other` for the same principal and run.
     let acme = json!({"actor": "user", "principal": "dave", "run_id": "shared"});
     let other = json!({"actor": "user", "principal": "dave", "run_id": "shared"});
     let (_, acme_body, _) = setup.process(Some(API_KEY), acme).await;
     let (_, other_body, _) = setup.process(Some(OTHER_API_KEY), other).await;
     assert_ne!(acme_body["AccessKeyId"], other_body["AccessKeyId"]);
-    assert_eq!(setup.sts.calls(), 3);
+    assert_eq!(setup.sts.calls(), 2);
     assert_logs_clean(&setup.gateway.logs(), &setup.sts);
 }
 
@@ -721,26 +721,32 @@ async fn last_good_credentials_serve_through_a_failed_refresh_until_they_expire(
     assert_eq!(app.get("lg").await.1["AccessKeyId"], first_key.as_str());
     assert_eq!(app.sts.calls(), 1);
 
-    // Past it, STS refuses: the last good credentials keep serving.
+    // Past it, STS is throttling (a passing failure): the last good credentials keep serving.
     app.clock.advance_to(2800);
-    app.sts.set_script(vec![StsStep::Fail(StsErrorCode::AccessDenied)]);
+    app.sts.set_script(StsStep::fail_times(StsErrorCode::Throttling, 3));
     let (status, stale) = app.get("lg").await;
     assert_eq!((status, stale["AccessKeyId"].as_str()), (200, Some(first_key.as_str())));
-    assert_eq!(app.sts.calls(), 2, "the refresh was attempted");
+    assert_eq!(app.sts.calls(), 4, "the refresh was attempted, three times");
     assert_eq!(app.state.metrics.credential_cache.get("stale_served"), 1);
     assert_eq!(app.state.metrics.credential_refreshes.get("error"), 1);
 
-    // Within 30 s of their expiry they are no longer handed out: the error is.
-    app.clock.advance_to(3580);
+    // A permanent refusal (the customer removed the trust) is not papered over with old credentials.
     app.sts.set_script(vec![StsStep::Fail(StsErrorCode::AccessDenied)]);
     let (status, error) = app.get("lg").await;
     assert_eq!((status, error["error"]["code"].as_str()), (403, Some("sts_trust_policy_mismatch")));
+    assert_eq!(app.sts.calls(), 5);
+
+    // Within 30 s of their expiry they are no longer handed out, even through a passing failure.
+    app.clock.advance_to(3580);
+    app.sts.set_script(StsStep::fail_times(StsErrorCode::Throttling, 3));
+    let (status, error) = app.get("lg").await;
+    assert_eq!((status, error["error"]["code"].as_str()), (429, Some("sts_throttled")));
 
     // STS is back: fresh credentials.
     let (status, fresh) = app.get("lg").await;
     assert_eq!(status, 200);
     assert_ne!(fresh["AccessKeyId"], first_key.as_str());
-    assert_eq!(app.sts.calls(), 4);
+    assert_eq!(app.sts.calls(), 9);
 }
 
 #[tokio::test]

@@ -322,3 +322,22 @@ async fn rejected_local_session_says_how_to_log_in_again() {
     let logs = setup.gateway.logs();
     assert!(!logs.contains(SECRET), "the secret key never reaches the logs");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_pages_and_rebound_hosts_cannot_spend_the_local_session() {
+    let setup = setup(true).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", setup.gateway.url);
+    let from_page =
+        client.post(&url).header("origin", "https://evil.example").json(&chat_body(false)).send().await.unwrap();
+    assert_eq!(from_page.status(), 403);
+    let body: Value = from_page.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "browser_request_refused");
+    let rebound = client.post(&url).header("host", "evil.example:8080").json(&chat_body(false)).send().await.unwrap();
+    assert_eq!(rebound.status(), 403);
+    let body: Value = rebound.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "host_not_allowed");
+    let localhost = client.post(&url).header("host", "localhost").json(&chat_body(false)).send().await.unwrap();
+    assert_eq!(localhost.status(), 200);
+    assert_eq!(setup.bedrock.requests().len(), 1, "only the loopback request reached Bedrock");
+}

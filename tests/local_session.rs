@@ -14,7 +14,7 @@ struct AwsDir {
 }
 
 fn rfc3339(time: SystemTime) -> String {
-    byollm::broker::routes::rfc3339(time)
+    byollm::broker::rfc3339(time)
 }
 
 impl AwsDir {

@@ -205,6 +205,9 @@ impl BedrockClient {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_owned()))
             .retry_config(RetryConfig::disabled())
+            // Credentials change per call; the SDK's identity cache would keep a partition per
+            // provider forever (and the secrets in it).
+            .identity_cache(aws_sdk_bedrockruntime::config::IdentityCache::no_cache())
             .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
         if let Some(url) = &self.endpoint_url {
             builder = builder.endpoint_url(url);

@@ -5,6 +5,7 @@
 //! where the two APIs differ are listed in the [`crate::adapter`] module doc.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use axum::http::StatusCode;
 use base64::Engine;
@@ -255,8 +256,10 @@ fn convert_messages<'a>(
     let mut system: System<'a> = Vec::new();
     let mut turns: Vec<Message<'a>> = Vec::new();
     // Tool calls of the latest assistant message still waiting for a tool message: (id, message index).
+    // Sets beside the ordered list keep every check linear in the size of the request.
     let mut pending: Vec<(&'a str, usize)> = Vec::new();
-    let mut answered: Vec<&'a str> = Vec::new();
+    let mut pending_ids: HashSet<&'a str> = HashSet::new();
+    let mut answered: HashSet<&'a str> = HashSet::new();
 
     for (i, message) in input.iter().enumerate() {
         // `annotations` comes back from OpenAI answers, `parsed` from the SDKs' parse and stream
@@ -285,6 +288,7 @@ fn convert_messages<'a>(
                 ));
             }
             pending.clear();
+            pending_ids.clear();
             answered.clear();
         }
         match role {
@@ -309,20 +313,23 @@ fn convert_messages<'a>(
             }
             "assistant" => {
                 let blocks = assistant_blocks(message, i, caches)?;
-                pending.extend(message.tool_calls.iter().flatten().map(|call| (call.id.as_str(), i)));
+                for call in message.tool_calls.iter().flatten() {
+                    pending.push((call.id.as_str(), i));
+                    pending_ids.insert(call.id.as_str());
+                }
                 push_turn(&mut turns, Role::Assistant, blocks, message_cache(message, i, caches)?);
             }
             "tool" => {
                 let Some(id) = message.tool_call_id.as_deref() else {
                     return Err(invalid(format!("messages[{i}].tool_call_id"), "tool messages need a tool_call_id"));
                 };
-                if !pending.iter().any(|(pending_id, _)| *pending_id == id) {
+                if !pending_ids.contains(id) {
                     return Err(invalid(
                         format!("messages[{i}].tool_call_id"),
                         format!("tool_call_id `{id}` does not match a tool call of the preceding assistant message"),
                     ));
                 }
-                answered.push(id);
+                answered.insert(id);
                 let mut content = Vec::new();
                 for_each_text(message, i, |text, cache_control| {
                     let cache_control = caches.check(cache_control.0, || cache_control.1)?;
@@ -871,6 +878,7 @@ fn user_metadata(req: &ChatCompletionRequest) -> Result<Option<Metadata<'_>>, Ap
 fn convert_tools<'a>(req: &'a ChatCompletionRequest, caches: &mut CacheCounter) -> Result<Vec<Tool<'a>>, ApiError> {
     let Some(tools) = &req.tools else { return Ok(Vec::new()) };
     let mut converted: Vec<Tool<'a>> = Vec::with_capacity(tools.len());
+    let mut names: HashSet<&str> = HashSet::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
         if tool.kind != "function" {
             return Err(unsupported(
@@ -882,7 +890,7 @@ fn convert_tools<'a>(req: &'a ChatCompletionRequest, caches: &mut CacheCounter) 
             return Err(invalid(format!("tools[{i}].function"), "function tools need a `function` object"));
         };
         check_tool_name(&function.name, || format!("tools[{i}].function.name"))?;
-        if converted.iter().any(|other| other.name == function.name) {
+        if !names.insert(function.name.as_str()) {
             return Err(invalid(
                 format!("tools[{i}].function.name"),
                 format!("tool name `{}` is used twice", function.name),

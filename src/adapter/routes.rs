@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -71,7 +70,14 @@ fn identity(state: &ChatState, headers: &HeaderMap) -> Result<(RunIdentity, Stri
     let caller = state.callers.authenticate(headers)?;
     let (actor, principal) = match (header_str(headers, HEADER_ACTOR), header_str(headers, HEADER_PRINCIPAL)) {
         (Some(actor), Some(principal)) => (actor.to_owned(), principal.to_owned()),
-        _ => match (caller.actors.as_slice(), caller.principals.as_deref()) {
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ApiError::invalid_request(
+                HEADER_PRINCIPAL,
+                "missing_principal",
+                format!("send both {HEADER_ACTOR} and {HEADER_PRINCIPAL}, or neither"),
+            ));
+        }
+        (None, None) => match (caller.actors.as_slice(), caller.principals.as_deref()) {
             ([actor], Some([principal])) => (actor.as_str().to_owned(), principal.as_str().to_owned()),
             _ => {
                 return Err(ApiError::invalid_request(
@@ -86,11 +92,13 @@ fn identity(state: &ChatState, headers: &HeaderMap) -> Result<(RunIdentity, Stri
     };
     let principal = principal_from_request(header_str(headers, HEADER_TEAM), &caller.team, &actor, &principal)?;
     caller.authorize(&principal)?;
+    let agent = header_str(headers, HEADER_AGENT);
+    caller.authorize_agent(agent)?;
     let team = state.config.team(&principal.team_uid);
     let region = team.and_then(|t| t.region.clone()).unwrap_or_else(|| state.config.bedrock.region.clone());
     let identity = RunIdentity {
         principal,
-        agent: header_str(headers, HEADER_AGENT).map(str::to_owned),
+        agent: agent.map(str::to_owned),
         run_id: header_str(headers, HEADER_RUN_ID).map(str::to_owned),
     };
     Ok((identity, region))
@@ -173,11 +181,7 @@ pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, 
     }
 }
 
-pub async fn chat_completions(
-    State(state): State<ChatState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let limit = state.config.server.request_timeout;
     let result = match tokio::time::timeout(limit, chat(&state, &headers, body)).await {
@@ -205,13 +209,9 @@ pub async fn chat_completions(
     response
 }
 
-async fn chat(
-    state: &ChatState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+async fn chat(state: &ChatState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let context = context(state, headers)?;
-    let body = body.map_err(crate::http::body_error)?;
+    let body = crate::http::read_body(body, state.config.server.max_body_bytes).await?;
     let request = parse_request(&body)?;
     let model = state.config.models.get(&request.model).ok_or_else(|| {
         ApiError::not_found(
@@ -252,7 +252,8 @@ async fn chat(
         .await
         .map_err(|f| context.bedrock_error(&f, action, &model.id))?;
     let message: AnthropicResponse = serde_json::from_slice(&bytes).map_err(|error| {
-        tracing::warn!(%error, "undecodable bedrock response");
+        // The serde message can quote model output: log only where it failed.
+        tracing::warn!(category = ?error.classify(), line = error.line(), column = error.column(), "undecodable bedrock response");
         upstream_error("api_error", "the model's answer could not be decoded")
     })?;
     let completion = to_chat_completion(&message, id, created, request.model.clone(), prepared.response_tool);

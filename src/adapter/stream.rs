@@ -95,7 +95,8 @@ impl StreamConverter {
             return Ok(());
         }
         let event: StreamEvent<'_> = serde_json::from_slice(event_json).map_err(|error| {
-            tracing::warn!(%error, "undecodable bedrock stream event");
+            // The serde message can quote model output: log only where it failed.
+            tracing::warn!(category = ?error.classify(), column = error.column(), "undecodable bedrock stream event");
             upstream_error("api_error", "the upstream model sent an event that could not be decoded")
         })?;
         match event {

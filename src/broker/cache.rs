@@ -125,17 +125,22 @@ impl CredentialCache {
             return entry.clone();
         }
         if entries.len() >= MAX_ENTRIES {
+            // Keep entries with usable credentials and entries someone is fetching right now.
             let now = self.clock.now();
-            entries.retain(|_, e| e.current().is_some_and(|c| c.usable_at(now)));
+            entries.retain(|_, e| Arc::strong_count(e) > 1 || e.current().is_some_and(|c| c.usable_at(now)));
         }
         entries.entry(key.clone()).or_default().clone()
     }
 
     /// Return fresh credentials for `key`, calling `fetch` at most once across concurrent callers.
+    /// When the fetch fails and `keep_last_good(error)` says the failure is passing, the previous
+    /// credentials are returned while they are still valid; a permanent refusal (say, the customer
+    /// removed the trust) is returned at once.
     pub async fn get_or_fetch<E, F, Fut>(
         &self,
         key: &CacheKey,
         fetch: F,
+        keep_last_good: impl FnOnce(&E) -> bool,
     ) -> Result<(Arc<CachedCredentials>, Outcome), E>
     where
         F: FnOnce() -> Fut,
@@ -161,7 +166,9 @@ impl CredentialCache {
                 Ok((fresh, Outcome::Fetched))
             }
             Err(error) => match previous {
-                Some(previous) if previous.usable_at(self.clock.now()) => Ok((previous, Outcome::Stale)),
+                Some(previous) if previous.usable_at(self.clock.now()) && keep_last_good(&error) => {
+                    Ok((previous, Outcome::Stale))
+                }
                 _ => Err(error),
             },
         }
@@ -266,11 +273,15 @@ mod tests {
             let (cache, calls, clock) = (cache.clone(), calls.clone(), clock.clone());
             tasks.push(tokio::spawn(async move {
                 cache
-                    .get_or_fetch(&key("r1"), || async {
-                        let id = calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        Ok::<_, ()>(credentials(clock.now(), 3600, id))
-                    })
+                    .get_or_fetch(
+                        &key("r1"),
+                        || async {
+                            let id = calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Ok::<_, ()>(credentials(clock.now(), 3600, id))
+                        },
+                        |_| true,
+                    )
                     .await
                     .unwrap()
                     .0
@@ -286,17 +297,22 @@ mod tests {
 
         // Before the refresh point: a hit. After it: a new fetch.
         clock.0.store(2699, Ordering::SeqCst);
-        let (_, outcome) = cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }).await.unwrap();
+        let (_, outcome) =
+            cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }, |_| true).await.unwrap();
         assert_eq!(outcome, Outcome::Hit);
         clock.0.store(2700, Ordering::SeqCst);
         let (stale, outcome) =
-            cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }).await.unwrap();
+            cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }, |_| true).await.unwrap();
         assert_eq!(outcome, Outcome::Stale, "refresh failed, last good served");
         assert_eq!(stale.credentials.access_key_id, "ASIA0");
+        let refused = cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }, |_| false).await;
+        assert!(refused.is_err(), "a permanent refusal is not papered over with old credentials");
         clock.0.store(3600 - 10, Ordering::SeqCst);
-        assert!(cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }).await.is_err());
-        let (fresh, outcome) =
-            cache.get_or_fetch(&key("r1"), || async { Ok::<_, ()>(credentials(clock.now(), 3600, 7)) }).await.unwrap();
+        assert!(cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }, |_| true).await.is_err());
+        let (fresh, outcome) = cache
+            .get_or_fetch(&key("r1"), || async { Ok::<_, ()>(credentials(clock.now(), 3600, 7)) }, |_| true)
+            .await
+            .unwrap();
         assert_eq!((outcome, fresh.credentials.access_key_id.as_str()), (Outcome::Fetched, "ASIA7"));
     }
 
@@ -305,7 +321,10 @@ mod tests {
         let clock = Arc::new(ManualClock::default());
         let cache = CredentialCache::new(clock.clone());
         for run in ["r1", "r2"] {
-            cache.get_or_fetch(&key(run), || async { Ok::<_, ()>(credentials(clock.now(), 3600, 0)) }).await.unwrap();
+            cache
+                .get_or_fetch(&key(run), || async { Ok::<_, ()>(credentials(clock.now(), 3600, 0)) }, |_| true)
+                .await
+                .unwrap();
         }
         assert_eq!(cache.evict_run("other", "r1"), 0);
         assert_eq!(cache.evict_run("acme", "r1"), 1);
@@ -315,7 +334,7 @@ mod tests {
         assert!(cache.is_empty());
 
         // A key whose fetch failed leaves nothing behind after a purge.
-        assert!(cache.get_or_fetch(&key("r3"), || async { Err::<CachedCredentials, ()>(()) }).await.is_err());
+        assert!(cache.get_or_fetch(&key("r3"), || async { Err::<CachedCredentials, ()>(()) }, |_| true).await.is_err());
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.purge_expired(), 1);
         assert!(cache.is_empty());

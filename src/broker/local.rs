@@ -190,7 +190,7 @@ impl LocalSession {
         };
         match &state {
             LocalState::Ready { provider, credentials, .. } => {
-                tracing::info!(profile = %self.profile_name(), source = %provider, expires = ?credentials.expiration.map(super::routes::rfc3339), "local AWS credentials refreshed");
+                tracing::info!(profile = %self.profile_name(), source = %provider, expires = ?credentials.expiration.map(super::rfc3339), "local AWS credentials refreshed");
             }
             LocalState::Failed { error } => {
                 tracing::warn!(profile = %error.profile, expired = error.expired, detail = %error.detail, "local AWS credentials unavailable");

@@ -12,7 +12,7 @@ pub mod routes;
 pub mod sts;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 
@@ -36,6 +36,7 @@ pub struct RunIdentity {
 #[derive(Debug, Clone)]
 pub enum BrokerError {
     NoRole { team: String },
+    UnknownAgent { team: String, agent: String },
     BadRunField { field: &'static str, message: String },
     Mint(String),
     Sts { class: StsErrorClass, failure: StsFailure, role: RoleArn, subject: String },
@@ -64,17 +65,20 @@ impl Broker {
         Broker { config, issuer, sts, cache: CredentialCache::new(clock), metrics }
     }
 
-    /// The role a run assumes: its agent's own role if configured, else its team's.
+    /// The role a run assumes: its agent's own role if the agent has one, else its team's. An
+    /// agent must be one the team configures (`[[teams.agents]]`): a typo never silently runs
+    /// under the team's role with a misleading `agent` claim.
     pub fn resolve_role(&self, identity: &RunIdentity) -> Result<RoleArn, BrokerError> {
+        let team_uid = identity.principal.team_uid.to_string();
         let team = self.config.team(&identity.principal.team_uid);
-        let agent_role = identity
-            .agent
-            .as_deref()
-            .and_then(|name| team.and_then(|t| t.agents.iter().find(|a| a.name == name)))
-            .map(|agent| agent.role_arn.clone());
-        agent_role
-            .or_else(|| team.and_then(|t| t.role_arn.clone()))
-            .ok_or_else(|| BrokerError::NoRole { team: identity.principal.team_uid.to_string() })
+        if let Some(name) = identity.agent.as_deref() {
+            let agent = team.and_then(|t| t.agents.iter().find(|a| a.name == name));
+            return match agent {
+                Some(agent) => Ok(agent.role_arn.clone()),
+                None => Err(BrokerError::UnknownAgent { team: team_uid, agent: name.to_owned() }),
+            };
+        }
+        team.and_then(|t| t.role_arn.clone()).ok_or(BrokerError::NoRole { team: team_uid })
     }
 
     /// Credentials for a run, from the cache or from STS.
@@ -94,7 +98,12 @@ impl Broker {
             team: identity.principal.team_uid.to_string(),
             run_id: identity.run_id.clone(),
         };
-        let result = self.cache.get_or_fetch(&key, || self.assume(identity, &role, &session_name)).await;
+        let passing = |error: &BrokerError| match error {
+            BrokerError::Sts { class, .. } => class.is_transient(),
+            BrokerError::Mint(_) => true,
+            BrokerError::NoRole { .. } | BrokerError::BadRunField { .. } | BrokerError::UnknownAgent { .. } => false,
+        };
+        let result = self.cache.get_or_fetch(&key, || self.assume(identity, &role, &session_name), passing).await;
         match &result {
             Ok((_, Outcome::Hit)) => self.metrics.credential_cache.inc("hit"),
             Ok((_, Outcome::Fetched)) => {
@@ -172,6 +181,11 @@ impl Broker {
     }
 }
 
+/// An RFC 3339 UTC timestamp (`2026-11-23T12:00:00Z`), as AWS tools expect `Expiration`.
+pub fn rfc3339(time: SystemTime) -> String {
+    aws_smithy_types::DateTime::from(time).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap_or_default()
+}
+
 fn jitter(base: Duration) -> Duration {
     use aws_lc_rs::rand::SecureRandom;
     let mut byte = [0u8; 1];
@@ -212,6 +226,13 @@ impl BrokerError {
                 "no_bedrock_role",
                 format!(
                     "no Bedrock role configured for team {team:?}: set teams.role_arn (or teams.agents.role_arn) to the role created with `byollm aws-setup`"
+                ),
+            ),
+            BrokerError::UnknownAgent { team, agent } => ApiError::invalid_request(
+                "agent",
+                "unknown_agent",
+                format!(
+                    "team {team:?} has no agent {agent:?}: configure it under [[teams.agents]] or leave the agent out"
                 ),
             ),
             BrokerError::BadRunField { field, message } => {

@@ -5,15 +5,13 @@
 //! Every route authenticates the caller and checks the principal belongs to its team before any
 //! STS call.
 
-use std::time::SystemTime;
-
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::RunIdentity;
 use super::cache::CachedCredentials;
+use super::{RunIdentity, rfc3339};
 use crate::error::ApiError;
 use crate::http::{ApiJson, AppState};
 use crate::issuer::routes::principal_from_request;
@@ -53,20 +51,27 @@ struct ContainerCredentials<'a> {
     role_arn: &'a str,
 }
 
-pub fn rfc3339(time: SystemTime) -> String {
-    aws_smithy_types::DateTime::from(time).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap_or_default()
+/// Where a credentials request's fields come from: a JSON body (read only after authentication)
+/// or the query string.
+pub enum RequestSource {
+    Body(ApiJson<CredentialsRequest>),
+    Query(Result<CredentialsRequest, ApiError>),
 }
 
 /// Authenticate, authorize and fetch: shared by every credentials route.
 pub async fn credentials_for(
     state: &AppState,
     headers: &HeaderMap,
-    request: Result<CredentialsRequest, ApiError>,
+    source: RequestSource,
 ) -> Result<std::sync::Arc<CachedCredentials>, ApiError> {
     let caller = state.callers.authenticate(headers)?;
-    let request = request?;
+    let request = match source {
+        RequestSource::Body(body) => body.read(state.config.server.max_body_bytes).await?,
+        RequestSource::Query(query) => query?,
+    };
     let principal = principal_from_request(request.team.as_deref(), &caller.team, &request.actor, &request.principal)?;
     caller.authorize(&principal)?;
+    caller.authorize_agent(request.agent.as_deref())?;
     let identity = RunIdentity { principal, agent: request.agent, run_id: request.run_id };
     state.broker.credentials(&identity).await.map_err(|e| e.to_api_error(&state.config))
 }
@@ -76,17 +81,18 @@ pub async fn process_credentials(
     headers: HeaderMap,
     body: ApiJson<CredentialsRequest>,
 ) -> Response {
-    match credentials_for(&state, &headers, body.into_inner()).await {
+    match credentials_for(&state, &headers, RequestSource::Body(body)).await {
         Ok(cached) => {
             let credentials = &cached.credentials;
-            axum::Json(ProcessCredentials {
+            let response = axum::Json(ProcessCredentials {
                 version: 1,
                 access_key_id: &credentials.access_key_id,
                 secret_access_key: credentials.secret_access_key.expose(),
                 session_token: credentials.session_token.as_ref().map(|t| t.expose()).unwrap_or_default(),
                 expiration: credentials.expiration.map(rfc3339),
             })
-            .into_response()
+            .into_response();
+            crate::http::no_store(response)
         }
         Err(error) => error.into_response(),
     }
@@ -104,17 +110,18 @@ pub async fn container_credentials(
             format!("query must carry actor and principal (and optionally team, agent, run_id): {e}"),
         )
     });
-    match credentials_for(&state, &headers, request).await {
+    match credentials_for(&state, &headers, RequestSource::Query(request)).await {
         Ok(cached) => {
             let credentials = &cached.credentials;
-            axum::Json(ContainerCredentials {
+            let response = axum::Json(ContainerCredentials {
                 access_key_id: &credentials.access_key_id,
                 secret_access_key: credentials.secret_access_key.expose(),
                 token: credentials.session_token.as_ref().map(|t| t.expose()).unwrap_or_default(),
                 expiration: credentials.expiration.map(rfc3339),
                 role_arn: cached.role.as_str(),
             })
-            .into_response()
+            .into_response();
+            crate::http::no_store(response)
         }
         Err(error) => error.into_response(),
     }

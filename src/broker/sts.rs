@@ -187,12 +187,12 @@ impl StsExchange for SdkSts {
     }
 }
 
-fn sdk_failure<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    error: aws_sdk_sts::error::SdkError<E, R>,
+fn sdk_failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    error: aws_sdk_sts::error::SdkError<E, aws_sdk_sts::config::http::HttpResponse>,
 ) -> StsFailure {
     use aws_sdk_sts::error::SdkError;
     let status = match &error {
-        SdkError::ServiceError(context) => Some(raw_status(context.raw())),
+        SdkError::ServiceError(context) => Some(context.raw().status().as_u16()),
         _ => None,
     };
     match &error {
@@ -213,14 +213,6 @@ fn sdk_failure<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fm
             status,
         },
     }
-}
-
-fn raw_status<R: std::fmt::Debug>(raw: &R) -> u16 {
-    // The raw response type is generic here; its Debug form starts with the status line.
-    let text = format!("{raw:?}");
-    text.split(|c: char| !c.is_ascii_digit())
-        .find_map(|part| part.parse::<u16>().ok().filter(|s| (100..600).contains(s)))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -12,10 +12,10 @@ use crate::http::{ApiJson, AppState};
 use crate::issuer::{Document, MintError, RunClaims, unix_now};
 use crate::principal::{ActorType, ScopedPrincipal, Uid};
 
-pub async fn openid_configuration(State(state): State<AppState>) -> Response {
+pub async fn openid_configuration(State(state): State<AppState>, headers: HeaderMap) -> Response {
     state.metrics.jwks_requests.inc("openid_configuration");
     let max_age = state.config.keys.jwks_max_age.as_secs();
-    document_response(state.issuer.discovery(), max_age, &HeaderMap::new())
+    document_response(state.issuer.discovery(), max_age, &headers)
 }
 
 pub async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -30,10 +30,12 @@ fn document_response(document: &Document, max_age: u64, request: &HeaderMap) -> 
     let etag = HeaderValue::from_str(&document.etag).unwrap_or(HeaderValue::from_static("\"0\""));
     let cache = HeaderValue::from_str(&format!("public, max-age={max_age}"))
         .unwrap_or(HeaderValue::from_static("public, max-age=300"));
-    let matches = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == document.etag || tag.trim() == "*"));
+    let matches = request.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(',').map(|tag| tag.trim()).any(|tag| {
+            let tag = tag.strip_prefix("W/").unwrap_or(tag);
+            tag == document.etag || tag == "*"
+        })
+    });
     if matches {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::CACHE_CONTROL, cache)]).into_response();
     }
@@ -60,7 +62,8 @@ pub struct TokenRequest {
     pub run_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// Holds a token: no `Debug`.
+#[derive(Serialize)]
 pub struct TokenResponse {
     pub token: String,
     pub token_type: &'static str,
@@ -93,21 +96,21 @@ pub fn principal_from_request(
 }
 
 pub async fn mint_token(State(state): State<AppState>, headers: HeaderMap, body: ApiJson<TokenRequest>) -> Response {
-    let result = mint(&state, &headers, body);
+    let result = mint(&state, &headers, body).await;
     let status = match &result {
         Ok(_) => StatusCode::OK,
         Err(error) => error.status,
     };
     state.metrics.tokens_minted.inc(crate::metrics::outcome(status.as_u16()));
     match result {
-        Ok(body) => axum::Json(body).into_response(),
+        Ok(body) => crate::http::no_store(axum::Json(body).into_response()),
         Err(error) => error.into_response(),
     }
 }
 
-fn mint(state: &AppState, headers: &HeaderMap, body: ApiJson<TokenRequest>) -> Result<TokenResponse, ApiError> {
+async fn mint(state: &AppState, headers: &HeaderMap, body: ApiJson<TokenRequest>) -> Result<TokenResponse, ApiError> {
     let caller = state.callers.authenticate(headers)?;
-    let request = body.into_inner()?;
+    let request = body.read(state.config.server.max_body_bytes).await?;
     let principal = principal_from_request(request.team.as_deref(), &caller.team, &request.actor, &request.principal)?;
     caller.authorize(&principal)?;
     let run = RunClaims { agent: request.agent, run_id: request.run_id };
