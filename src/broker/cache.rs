@@ -80,13 +80,38 @@ pub enum Outcome {
     Stale,
 }
 
-#[derive(Default)]
-struct Entry {
+struct Entry<E> {
     current: RwLock<Option<Arc<CachedCredentials>>>,
     refresh: tokio::sync::Mutex<()>,
+    /// How many fetches failed, and the last failure: callers that waited on a fetch that failed
+    /// share its answer instead of calling STS again one after another.
+    failure: Mutex<(u64, Option<E>)>,
 }
 
-impl Entry {
+impl<E> Default for Entry<E> {
+    fn default() -> Self {
+        Entry { current: RwLock::new(None), refresh: tokio::sync::Mutex::new(()), failure: Mutex::new((0, None)) }
+    }
+}
+
+impl<E: Clone> Entry<E> {
+    fn failures(&self) -> u64 {
+        self.failure.lock().map(|f| f.0).unwrap_or_default()
+    }
+
+    /// The last failure, if one happened after the caller saw `seen` failures.
+    fn failure_since(&self, seen: u64) -> Option<E> {
+        let failure = self.failure.lock().ok()?;
+        if failure.0 > seen { failure.1.clone() } else { None }
+    }
+
+    fn record_failure(&self, error: &E) {
+        if let Ok(mut failure) = self.failure.lock() {
+            failure.0 += 1;
+            failure.1 = Some(error.clone());
+        }
+    }
+
     fn current(&self) -> Option<Arc<CachedCredentials>> {
         match self.current.read() {
             Ok(guard) => guard.clone(),
@@ -102,13 +127,14 @@ impl Entry {
     }
 }
 
-pub struct CredentialCache {
-    entries: Mutex<HashMap<CacheKey, Arc<Entry>>>,
+/// The cache; `E` is the error a fetch can fail with.
+pub struct CredentialCache<E> {
+    entries: Mutex<HashMap<CacheKey, Arc<Entry<E>>>>,
     clock: Arc<dyn Clock>,
 }
 
-impl CredentialCache {
-    pub fn new(clock: Arc<dyn Clock>) -> CredentialCache {
+impl<E: Clone> CredentialCache<E> {
+    pub fn new(clock: Arc<dyn Clock>) -> CredentialCache<E> {
         CredentialCache { entries: Mutex::new(HashMap::new()), clock }
     }
 
@@ -116,7 +142,7 @@ impl CredentialCache {
         self.clock.now()
     }
 
-    fn entry(&self, key: &CacheKey) -> Arc<Entry> {
+    fn entry(&self, key: &CacheKey) -> Arc<Entry<E>> {
         let mut entries = match self.entries.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -136,7 +162,7 @@ impl CredentialCache {
     /// When the fetch fails and `keep_last_good(error)` says the failure is passing, the previous
     /// credentials are returned while they are still valid; a permanent refusal (say, the customer
     /// removed the trust) is returned at once.
-    pub async fn get_or_fetch<E, F, Fut>(
+    pub async fn get_or_fetch<F, Fut>(
         &self,
         key: &CacheKey,
         fetch: F,
@@ -152,6 +178,7 @@ impl CredentialCache {
         {
             return Ok((current, Outcome::Hit));
         }
+        let seen = entry.failures();
         let _flight = entry.refresh.lock().await;
         let previous = entry.current();
         if let Some(current) = &previous
@@ -159,18 +186,26 @@ impl CredentialCache {
         {
             return Ok((current.clone(), Outcome::Hit));
         }
-        match fetch().await {
-            Ok(fresh) => {
-                let fresh = Arc::new(fresh);
-                entry.store(fresh.clone());
-                Ok((fresh, Outcome::Fetched))
-            }
-            Err(error) => match previous {
-                Some(previous) if previous.usable_at(self.clock.now()) && keep_last_good(&error) => {
-                    Ok((previous, Outcome::Stale))
+        let error = match entry.failure_since(seen) {
+            // The fetch this caller waited for failed: share its answer.
+            Some(error) => error,
+            None => match fetch().await {
+                Ok(fresh) => {
+                    let fresh = Arc::new(fresh);
+                    entry.store(fresh.clone());
+                    return Ok((fresh, Outcome::Fetched));
                 }
-                _ => Err(error),
+                Err(error) => {
+                    entry.record_failure(&error);
+                    error
+                }
             },
+        };
+        match previous {
+            Some(previous) if previous.usable_at(self.clock.now()) && keep_last_good(&error) => {
+                Ok((previous, Outcome::Stale))
+            }
+            _ => Err(error),
         }
     }
 
@@ -215,6 +250,40 @@ mod tests {
     use super::*;
     use crate::secret::Secret;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn callers_waiting_on_a_failed_fetch_share_its_failure() {
+        let clock = Arc::new(ManualClock::default());
+        let cache = Arc::new(CredentialCache::<&'static str>::new(clock.clone()));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_fetch(
+                        &key("f"),
+                        || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            Err::<CachedCredentials, _>("throttled")
+                        },
+                        |_| true,
+                    )
+                    .await
+                    .map(|_| ())
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), Err("throttled"));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "16 callers, one failing fetch");
+        // A later caller tries again.
+        let again = cache
+            .get_or_fetch(&key("f"), || async { Ok::<_, &str>(credentials(clock.now(), 3600, 1)) }, |_| true)
+            .await;
+        assert!(again.is_ok());
+    }
 
     /// A clock tests move by hand (seconds since the epoch).
     #[derive(Default)]

@@ -50,7 +50,7 @@ pub struct Broker {
     config: Arc<Config>,
     issuer: Arc<Issuer>,
     sts: Arc<dyn StsExchange>,
-    cache: CredentialCache,
+    cache: CredentialCache<BrokerError>,
     metrics: Arc<Metrics>,
 }
 
