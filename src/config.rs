@@ -397,6 +397,9 @@ impl Config {
                 .unwrap_or_else(|| ActorType::ALL.to_vec());
             let principals = caller
                 .take_parsed("principals", |list: Vec<String>| {
+                    if list.is_empty() {
+                        return Err("must list principal uids, or [\"*\"] for any".into());
+                    }
                     if list.iter().any(|p| p == "*") {
                         return Ok(None);
                     }
@@ -408,6 +411,7 @@ impl Config {
                 .unwrap_or(None);
             let agents = caller
                 .take_parsed("agents", |list: Vec<String>| {
+                    // An empty list means: no named agent at all.
                     if list.iter().any(|a| a == "*") {
                         return Ok(None);
                     }

@@ -169,6 +169,9 @@ fn configmap_embeds_a_byollm_toml_with_only_known_sections() {
     let config = find(&docs, "ConfigMap", "byollm-config");
     let text = config["data"]["byollm.toml"].as_str().expect("byollm.toml in the configmap");
     let parsed: toml::Table = toml::from_str(text).expect("byollm.toml parses");
+    if let Err(error) = byollm::config::Config::from_toml(text) {
+        panic!("the configmap's byollm.toml is refused by the real loader:\n{error}");
+    }
     for (section, value) in &parsed {
         match (section.as_str(), value) {
             ("server" | "issuer" | "keys" | "sts", toml::Value::Table(t)) => check_fields(section, t),
