@@ -2,24 +2,13 @@
 //! admits the team's tokens and nobody else's.
 
 mod harness;
+#[allow(unused_imports)] // only the fakes' independent IAM matcher is used here
+mod support;
 
 use base64::Engine;
 use harness::run_cli;
 use serde_json::Value;
-
-/// IAM `StringLike`: `*` matches any run of characters (including `/`), `?` exactly one.
-fn string_like(pattern: &str, value: &str) -> bool {
-    fn go(p: &[u8], v: &[u8]) -> bool {
-        match (p.first(), v.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], v) || (!v.is_empty() && go(p, &v[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &v[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &v[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), value.as_bytes())
-}
+use support::iam_string_like as string_like;
 
 fn claims(token: &str) -> Value {
     let payload = token.trim().split('.').nth(1).unwrap();

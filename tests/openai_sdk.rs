@@ -34,18 +34,7 @@ struct Setup {
 async fn setup() -> Setup {
     let bedrock = FakeBedrock::start(FakeBedrockOptions::default()).await;
     bedrock.add_static_key(KEY_ID, SECRET);
-    let aws = tempfile::tempdir().unwrap();
-    let config = aws.path().join("config");
-    let credentials = aws.path().join("credentials");
-    std::fs::write(&config, "[profile dev]\nregion = us-east-1\n").unwrap();
-    std::fs::write(&credentials, format!("[dev]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"))
-        .unwrap();
-    let env = [
-        ("AWS_CONFIG_FILE", config.to_str().unwrap()),
-        ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap()),
-        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &bedrock.url()),
-    ];
-    let gateway = Gateway::start_local("", &["--profile", "dev"], &env);
+    let (gateway, aws) = Gateway::start_local_with_keys(&bedrock.url(), KEY_ID, SECRET);
     Setup { bedrock, gateway, _aws: aws }
 }
 

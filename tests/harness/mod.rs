@@ -87,6 +87,26 @@ impl Gateway {
         Gateway::spawn(command, dir, format!("http://127.0.0.1:{port}"), None, env)
     }
 
+    /// `byollm local --profile dev` with a temporary AWS profile holding static keys, pointed at
+    /// `bedrock_url` through `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`. Keep the returned directory alive.
+    pub fn start_local_with_keys(bedrock_url: &str, key_id: &str, secret: &str) -> (Gateway, tempfile::TempDir) {
+        let aws = tempfile::tempdir().unwrap();
+        let config = aws.path().join("config");
+        let credentials = aws.path().join("credentials");
+        std::fs::write(&config, "[profile dev]\nregion = us-east-1\n").unwrap();
+        std::fs::write(
+            &credentials,
+            format!("[dev]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"),
+        )
+        .unwrap();
+        let env = [
+            ("AWS_CONFIG_FILE", config.to_str().unwrap()),
+            ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap()),
+            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", bedrock_url),
+        ];
+        (Gateway::start_local("", &["--profile", "dev"], &env), aws)
+    }
+
     fn spawn(
         mut command: Command,
         dir: tempfile::TempDir,
