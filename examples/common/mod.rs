@@ -1,0 +1,457 @@
+//! Shared by the benchmark examples: a closed-loop HTTP/1.1 load driver (one keep-alive hyper
+//! connection per simulated client, all on one current-thread runtime in its own OS thread),
+//! latency statistics, child processes that die with the benchmark, and peak-RSS readings.
+//!
+//! Every load phase is bounded by a deadline and a request cap and stops by itself.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+
+/// One kind of request, repeated by every connection of a phase.
+pub struct Spec {
+    pub method: Method,
+    pub path: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    /// Checks the first whole response body of each connection.
+    pub validate: fn(&[u8]) -> Result<(), String>,
+    /// The status every answer must have (any 2xx when `None`).
+    pub status: Option<u16>,
+}
+
+impl Spec {
+    pub fn get(path: &str) -> Spec {
+        Spec {
+            method: Method::GET,
+            path: path.into(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            validate: |_| Ok(()),
+            status: None,
+        }
+    }
+
+    pub fn post_json(path: &str, body: impl Into<Bytes>) -> Spec {
+        Spec {
+            method: Method::POST,
+            path: path.into(),
+            headers: vec![(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body: body.into(),
+            validate: |_| Ok(()),
+            status: None,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: &str) -> Spec {
+        self.headers.push((HeaderName::from_static(name), HeaderValue::from_str(value).expect("header value")));
+        self
+    }
+
+    pub fn status(mut self, status: u16) -> Spec {
+        self.status = Some(status);
+        self
+    }
+
+    pub fn validate(mut self, check: fn(&[u8]) -> Result<(), String>) -> Spec {
+        self.validate = check;
+        self
+    }
+
+    fn request(&self, host: &HeaderValue) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.path.parse().expect("request path");
+        let headers = request.headers_mut();
+        headers.insert(hyper::header::HOST, host.clone());
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        request
+    }
+}
+
+/// Latencies of one phase, in microseconds.
+#[derive(Debug, Default)]
+pub struct Sample {
+    pub ok: u64,
+    /// Successful answers including the warm-up, for per-request CPU figures.
+    pub answered: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub window: Duration,
+    /// Request sent → last body byte.
+    pub total_us: Vec<u32>,
+    /// Request sent → first body byte (first event-stream frame or SSE event for streams).
+    pub first_byte_us: Vec<u32>,
+    /// When the last recorded answer finished.
+    last_done: Option<Instant>,
+}
+
+impl Sample {
+    pub fn rps(&self) -> f64 {
+        self.ok as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    fn merge(&mut self, other: Sample) {
+        self.ok += other.ok;
+        self.answered += other.answered;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.last_done = self.last_done.max(other.last_done);
+        self.total_us.extend(other.total_us);
+        self.first_byte_us.extend(other.first_byte_us);
+    }
+}
+
+/// The `q` quantile (0..=1) of `values` in milliseconds; sorts in place.
+pub fn quantile_ms(values: &mut [u32], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_unstable();
+    let index = ((values.len() - 1) as f64 * q).round() as usize;
+    values[index] as f64 / 1000.0
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 { values[mid] } else { (values[mid - 1] + values[mid]) / 2.0 }
+}
+
+/// Drive `spec` at `addr` from `concurrency` keep-alive connections for `warmup` (not recorded)
+/// then `measure`, or until `max_requests` were recorded. Requests started in the window are
+/// recorded when they finish (so slow answers are not dropped), but none may run past
+/// [`GRACE`] after the window: those count as errors. Runs on a fresh current-thread runtime
+/// in its own OS thread, so the client costs one core at most.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+pub fn run_load(
+    addr: SocketAddr,
+    spec: Arc<Spec>,
+    concurrency: usize,
+    warmup: Duration,
+    measure: Duration,
+    max_requests: u64,
+) -> Sample {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime");
+        runtime.block_on(async move {
+            let started = Instant::now();
+            let from = started + warmup;
+            let until = from + measure;
+            let recorded = Arc::new(AtomicU64::new(0));
+            let mut tasks = Vec::with_capacity(concurrency);
+            for _ in 0..concurrency {
+                let spec = spec.clone();
+                let recorded = recorded.clone();
+                tasks.push(tokio::spawn(connection(addr, spec, from, until, max_requests, recorded)));
+            }
+            let mut sample = Sample::default();
+            for task in tasks {
+                match task.await {
+                    Ok(part) => sample.merge(part),
+                    Err(error) => {
+                        sample.errors += 1;
+                        sample.first_error.get_or_insert(error.to_string());
+                    }
+                }
+            }
+            sample.window = sample.last_done.map_or(until, |done| done.max(until)).saturating_duration_since(from);
+            if sample.window.is_zero() {
+                sample.window = Duration::from_millis(1);
+            }
+            sample
+        })
+    })
+    .join()
+    .expect("load thread")
+}
+
+async fn connection(
+    addr: SocketAddr,
+    spec: Arc<Spec>,
+    from: Instant,
+    until: Instant,
+    max_requests: u64,
+    recorded: Arc<AtomicU64>,
+) -> Sample {
+    let mut sample = Sample::default();
+    let host = HeaderValue::from_str(&addr.to_string()).expect("host");
+    let mut validated = false;
+    'reconnect: while Instant::now() < until {
+        let stream = match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                fail(&mut sample, format!("connect: {error}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(error) => {
+                fail(&mut sample, format!("handshake: {error}"));
+                continue;
+            }
+        };
+        tokio::spawn(conn);
+        loop {
+            let now = Instant::now();
+            if now >= until || recorded.load(Ordering::Relaxed) >= max_requests {
+                break 'reconnect;
+            }
+            if sender.ready().await.is_err() {
+                continue 'reconnect;
+            }
+            let counts = now >= from;
+            let sent = Instant::now();
+            let hard_stop = tokio::time::Instant::from_std(until + GRACE);
+            let response = match tokio::time::timeout_at(hard_stop, sender.send_request(spec.request(&host))).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(error)) => {
+                    if counts {
+                        fail(&mut sample, format!("request: {error}"));
+                    }
+                    continue 'reconnect;
+                }
+                Err(_) => {
+                    fail(&mut sample, format!("no answer within {GRACE:?} after the window"));
+                    break 'reconnect;
+                }
+            };
+            let status = response.status();
+            let mut body = response.into_body();
+            let mut first_byte = None;
+            let mut whole = (!validated).then(Vec::new);
+            let mut broken = None;
+            loop {
+                let frame = match tokio::time::timeout_at(hard_stop, body.frame()).await {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(_) => {
+                        broken = Some(format!("body not finished within {GRACE:?} after the window"));
+                        break;
+                    }
+                };
+                match frame {
+                    Ok(frame) => {
+                        if let Some(data) = frame.data_ref() {
+                            first_byte.get_or_insert_with(|| sent.elapsed());
+                            if let Some(whole) = whole.as_mut() {
+                                whole.extend_from_slice(data);
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        broken = Some(format!("body: {error}"));
+                        break;
+                    }
+                }
+            }
+            let total = sent.elapsed();
+            if broken.is_none() {
+                sample.answered += 1;
+            }
+            if !counts {
+                if broken.is_some() {
+                    continue 'reconnect;
+                }
+                continue;
+            }
+            let outcome = match (broken, whole) {
+                (Some(error), _) => Err(error),
+                _ if spec.status.map_or(!status.is_success(), |s| s != status.as_u16()) => {
+                    Err(format!("status {status}"))
+                }
+                (None, Some(whole)) => {
+                    validated = true;
+                    (spec.validate)(&whole).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&whole)))
+                }
+                (None, None) => Ok(()),
+            };
+            match outcome {
+                Ok(()) => {
+                    sample.ok += 1;
+                    sample.last_done = Some(Instant::now());
+                    recorded.fetch_add(1, Ordering::Relaxed);
+                    sample.total_us.push(micros(total));
+                    sample.first_byte_us.push(micros(first_byte.unwrap_or(total)));
+                }
+                Err(error) => fail(&mut sample, error),
+            }
+        }
+    }
+    sample
+}
+
+fn fail(sample: &mut Sample, error: String) {
+    sample.errors += 1;
+    if sample.first_error.is_none() {
+        let mut error = error;
+        error.truncate(300);
+        sample.first_error = Some(error);
+    }
+}
+
+fn micros(duration: Duration) -> u32 {
+    duration.as_micros().min(u32::MAX as u128) as u32
+}
+
+/// A child process killed (and reaped) on drop; its stderr and stdout go to `log`.
+pub struct Server {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn spawn(mut command: Command, log: PathBuf) -> std::io::Result<Server> {
+        let out = File::create(&log)?;
+        let err = out.try_clone()?;
+        let child = command.stdin(Stdio::null()).stdout(out).stderr(err).spawn()?;
+        Ok(Server { child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the log contains `needle` (if given) and `addr` accepts connections.
+    pub fn wait_ready(&mut self, addr: SocketAddr, needle: Option<&str>, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited with {status}: {}", tail(&self.log_text(), 1500)));
+            }
+            let logged = needle.is_none_or(|n| self.log_text().contains(n));
+            if logged && std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("not ready within {timeout:?}: {}", tail(&self.log_text(), 1500)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn tail(text: &str, max: usize) -> &str {
+    let start = text.len().saturating_sub(max);
+    let start = (start..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+    &text[start..]
+}
+
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port")
+}
+
+/// `VmHWM` (peak resident set) of one process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// CPU time (user + system) of a process and its descendants, in seconds.
+pub fn tree_cpu_secs(pid: u32) -> f64 {
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    tree_pids(pid)
+        .into_iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks_per_sec)
+        })
+        .sum()
+}
+
+/// A process and all its descendants.
+pub fn tree_pids(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut pending = vec![pid];
+    while let Some(pid) = pending.pop() {
+        out.push(pid);
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            pending.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+/// `VmRSS` (current resident set) of one process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| line.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Sum of `VmHWM` over a process and all its descendants, in KiB, with the process count.
+pub fn tree_peak_rss_kib(pid: u32) -> (u64, usize) {
+    let pids = tree_pids(pid);
+    (pids.iter().map(|&pid| peak_rss_kib(pid).unwrap_or(0)).sum(), pids.len())
+}
+
+/// The `byollm` binary built next to this example (`target/<profile>/byollm`), or `BYOLLM_BIN`.
+pub fn byollm_bin() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("BYOLLM_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let profile_dir = exe.parent().and_then(Path::parent).ok_or("no target directory")?;
+    let bin = profile_dir.join("byollm");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!("{} not found: run `cargo build --release` first (or set BYOLLM_BIN)", bin.display()))
+    }
+}
+
+/// A `Command` with no inherited `AWS_*` or `BYOLLM_*` variables.
+pub fn clean_command(program: &Path) -> Command {
+    let mut command = Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("AWS_") || text.starts_with("BYOLLM_") {
+            command.env_remove(&name);
+        }
+    }
+    command
+}
+
+pub fn fmt_ms(value: f64) -> String {
+    if value.is_finite() { format!("{value:.2}") } else { "-".into() }
+}
+
+pub fn fmt_added(value: f64) -> String {
+    if value.is_finite() { format!("{value:+.2}") } else { "-".into() }
+}
