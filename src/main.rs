@@ -240,27 +240,37 @@ impl<E: std::fmt::Display> From<E> for Failure {
 const DEFAULT_LOG_FILTER: &str =
     "info,aws_config=warn,aws_smithy_runtime=warn,aws_sdk_sts=warn,aws_sdk_bedrockruntime=warn";
 
-/// Targets whose trace output prints whole requests (the STS body carries the web-identity token,
-/// signed requests carry session tokens): capped at debug whatever BYOLLM_LOG asks for.
+/// Targets whose trace output prints whole requests and responses (the STS body carries the
+/// web-identity token, signed requests carry session tokens, event streams carry completions):
+/// never more verbose than debug, whatever BYOLLM_LOG asks.
 const LOG_CAPS: &[&str] = &[
-    "aws_smithy_runtime=debug",
-    "aws_smithy_runtime_api=debug",
-    "aws_smithy_http_client=debug",
-    "aws_sigv4=debug",
-    "aws_runtime=debug",
-    "hyper=debug",
-    "hyper_util=debug",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_smithy_eventstream",
+    "aws_smithy_types",
+    "aws_sigv4",
+    "aws_runtime",
+    "aws_config",
+    "aws_sdk_sts",
+    "aws_sdk_bedrockruntime",
+    "hyper",
+    "hyper_util",
+    "h2",
 ];
 
 fn init_tracing() {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_env("BYOLLM_LOG")
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let wanted = tracing_subscriber::EnvFilter::try_from_env("BYOLLM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    for cap in LOG_CAPS {
-        if let Ok(directive) = cap.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+    let caps = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets(LOG_CAPS.iter().map(|target| (*target, LevelFilter::DEBUG)));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false);
+    tracing_subscriber::registry().with(tracing_subscriber::Layer::with_filter(layer, wanted.and(caps))).init();
 }
 
 fn load_config(args: &ConfigArgs, dev: bool) -> Result<Config, Failure> {

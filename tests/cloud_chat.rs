@@ -27,7 +27,8 @@ async fn a_runs_chat_is_signed_with_its_own_assumed_role() {
         sts.url(),
         bedrock.url()
     );
-    let gateway = Gateway::start(&config);
+    // Trace logging asked for: the SDK's request dumps must stay capped (they hold the token).
+    let gateway = Gateway::start_with(&config, false, &[("BYOLLM_LOG", "trace")]);
     sts.set_providers(vec![gateway.issuer_host()]);
 
     let client = reqwest::Client::new();
@@ -68,5 +69,8 @@ async fn a_runs_chat_is_signed_with_its_own_assumed_role() {
     assert!(metrics.contains("byollm_chat_requests_total{result=\"ok\"} 2"), "{metrics}");
     assert!(metrics.contains("byollm_chat_requests_total{result=\"forbidden\"} 1"), "{metrics}");
     let logs = gateway.logs();
+    assert!(logs.contains("DEBUG") && logs.contains("aws_smithy_runtime"), "verbose logging is on");
+    assert!(!logs.contains(" TRACE "), "the AWS SDK's trace output is capped at debug");
     assert!(!logs.contains(&issued[0].secret_access_key) && !logs.contains(&issued[0].session_token));
+    assert!(!logs.contains("eyJ") && !logs.contains("WebIdentityToken="), "no web-identity token in the logs");
 }
