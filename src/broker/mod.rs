@@ -131,9 +131,8 @@ impl Broker {
         let mut backoff = STS_FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
-            let minted = self
-                .issuer
-                .mint(&identity.principal, None, &run, crate::issuer::unix_now())
+            let minted = crate::issuer::mint_off_thread(&self.issuer, identity.principal.clone(), None, run.clone())
+                .await
                 .map_err(|e: MintError| BrokerError::Mint(e.to_string()))?;
             let request = AssumeRequest {
                 role_arn: role.clone(),

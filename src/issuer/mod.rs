@@ -252,6 +252,20 @@ impl Issuer {
     }
 }
 
+/// [`Issuer::mint`] off the async worker threads: an RSA signature takes most of a millisecond,
+/// which would otherwise stall every other request on that thread (JWKS fetches included).
+pub async fn mint_off_thread(
+    issuer: &Arc<Issuer>,
+    principal: ScopedPrincipal,
+    lifetime: Option<Duration>,
+    run: RunClaims,
+) -> Result<MintedToken, MintError> {
+    let issuer = issuer.clone();
+    tokio::task::spawn_blocking(move || issuer.mint(&principal, lifetime, &run, unix_now()))
+        .await
+        .unwrap_or(Err(MintError::Signing))
+}
+
 /// Run claims are identifiers: 1–128 characters of `[A-Za-z0-9._-]`.
 pub fn validate_run_claim(value: &str) -> Result<(), String> {
     let ok = !value.is_empty()

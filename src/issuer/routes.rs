@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::http::{ApiJson, AppState};
-use crate::issuer::{Document, MintError, RunClaims, unix_now};
+use crate::issuer::{Document, MintError, RunClaims};
 use crate::principal::{ActorType, ScopedPrincipal, Uid};
 
 pub async fn openid_configuration(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -114,10 +114,8 @@ async fn mint(state: &AppState, headers: &HeaderMap, body: ApiJson<TokenRequest>
     let principal = principal_from_request(request.team.as_deref(), &caller.team, &request.actor, &request.principal)?;
     caller.authorize(&principal)?;
     let run = RunClaims { agent: request.agent, run_id: request.run_id };
-    let minted = state
-        .issuer
-        .mint(&principal, request.lifetime_secs.map(Duration::from_secs), &run, unix_now())
-        .map_err(mint_error)?;
+    let lifetime = request.lifetime_secs.map(Duration::from_secs);
+    let minted = crate::issuer::mint_off_thread(&state.issuer, principal, lifetime, run).await.map_err(mint_error)?;
     tracing::info!(caller = %caller.name, kid = %minted.kid, expires_at = minted.expires_at, "token minted");
     Ok(TokenResponse {
         expires_in: minted.expires_at - minted.issued_at,
