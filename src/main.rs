@@ -88,8 +88,10 @@ itself says whether the OIDC provider, trust policy and role are right. Exit cod
         /// Cloud mode: the team whose role to assume.
         #[arg(long, requires_all = ["actor", "principal"])]
         team: Option<String>,
+        /// Cloud mode: actor type of the principal (user or service_account).
         #[arg(long)]
         actor: Option<String>,
+        /// Cloud mode: principal uid the token is minted for.
         #[arg(long)]
         principal: Option<String>,
         /// A named agent with its own role.
@@ -155,6 +157,7 @@ enum KeysCommand {
     List {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Key directory (default: keys.dir from config, else ./jwks).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -165,8 +168,10 @@ SIGHUP or within keys.reload_interval_secs.")]
     Rotate {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Key directory (default: keys.dir from config, else ./jwks).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// RSA size of the new next key: 2048, 3072 or 4096 (default: keys.rsa_bits).
         #[arg(long)]
         bits: Option<u32>,
         /// Promote the next key even if it was published only recently.
@@ -194,8 +199,10 @@ enum TokenCommand {
         /// Token lifetime in seconds (60-3600; default issuer.token_lifetime_secs).
         #[arg(long)]
         lifetime_secs: Option<u64>,
+        /// Agent name recorded in the token's `agent` claim (an identifier, lands in CloudTrail).
         #[arg(long)]
         agent: Option<String>,
+        /// Run id recorded in the token's `run_id` claim (an identifier, lands in CloudTrail).
         #[arg(long)]
         run_id: Option<String>,
     },
