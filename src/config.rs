@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Longest a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// Longest a client may take to send its request body.
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -307,6 +309,7 @@ impl Config {
         let request_timeout = server.take_secs("request_timeout_secs", 1, 3600).unwrap_or(Duration::from_secs(900));
         let header_read_timeout =
             server.take_secs("header_read_timeout_secs", 1, 300).unwrap_or(Duration::from_secs(30));
+        let body_read_timeout = server.take_secs("body_read_timeout_secs", 1, 600).unwrap_or(Duration::from_secs(60));
         server.finish();
 
         let mut issuer = root.section("issuer");
@@ -524,7 +527,14 @@ impl Config {
         }
         Ok(Config {
             dev,
-            server: ServerConfig { listen, public_listen, max_body_bytes, request_timeout, header_read_timeout },
+            server: ServerConfig {
+                listen,
+                public_listen,
+                max_body_bytes,
+                request_timeout,
+                header_read_timeout,
+                body_read_timeout,
+            },
             issuer: IssuerConfig { url, host_path, audience, token_lifetime },
             keys: KeysConfig {
                 dir,

@@ -251,9 +251,6 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Longest a client may take to send its request body.
-pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// A JSON body that is not read until the handler asks, so handlers authenticate first and an
 /// unauthenticated client never gets the server to buffer its body.
 pub struct ApiJson<T> {
@@ -263,12 +260,12 @@ pub struct ApiJson<T> {
 }
 
 impl<T: DeserializeOwned> ApiJson<T> {
-    /// Read (at most `limit` bytes, within [`BODY_READ_TIMEOUT`]) and parse the body.
-    pub async fn read(self, limit: usize) -> Result<T, ApiError> {
+    /// Read (at most `server.max_body_bytes`, within `server.body_read_timeout_secs`) and parse.
+    pub async fn read(self, server: &crate::config::ServerConfig) -> Result<T, ApiError> {
         if !self.json {
             return Err(ApiError::invalid_request("", "invalid_content_type", "send the body as application/json"));
         }
-        let bytes = read_body(self.body, limit).await?;
+        let bytes = read_body(self.body, server).await?;
         serde_json::from_slice::<T>(&bytes).map_err(|e| {
             ApiError::invalid_request(
                 "",
@@ -292,9 +289,11 @@ impl<S: Send + Sync, T> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Read a whole body, bounded in size and in time.
-pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+/// Read a whole body, bounded in size (`server.max_body_bytes`) and in time
+/// (`server.body_read_timeout_secs`).
+pub async fn read_body(body: axum::body::Body, server: &crate::config::ServerConfig) -> Result<Bytes, ApiError> {
+    let timeout = server.body_read_timeout;
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, server.max_body_bytes)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(error)) => {
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
@@ -315,7 +314,7 @@ pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Ap
             StatusCode::REQUEST_TIMEOUT,
             "invalid_request_error",
             "body_timeout",
-            format!("the request body did not arrive within {}s", BODY_READ_TIMEOUT.as_secs()),
+            format!("the request body did not arrive within server.body_read_timeout_secs ({}s)", timeout.as_secs()),
         )),
     }
 }

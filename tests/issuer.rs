@@ -294,7 +294,11 @@ async fn token_mint_cli_signs_for_operators() {
 #[tokio::test]
 async fn slow_headers_are_cut_off_and_sigterm_stops_the_server() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut gateway = Gateway::start_with("", false, &[("BYOLLM_SERVER__HEADER_READ_TIMEOUT_SECS", "1")]);
+    let mut gateway = Gateway::start_with(
+        &callers_toml(),
+        false,
+        &[("BYOLLM_SERVER__HEADER_READ_TIMEOUT_SECS", "1"), ("BYOLLM_SERVER__BODY_READ_TIMEOUT_SECS", "1")],
+    );
     let address = gateway.url.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
@@ -304,6 +308,23 @@ async fn slow_headers_are_cut_off_and_sigterm_stops_the_server() {
     assert!(read.is_ok(), "the connection was closed by the server");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(!String::from_utf8_lossy(&buffer).contains("200 OK"));
+
+    // A body that trickles is cut off once the caller is known; an unknown caller's body is never read.
+    let post = |key: &str| {
+        format!(
+            "POST /v1/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"actor\""
+        )
+    };
+    for (key, status, code) in [(API_KEY, "408", "body_timeout"), ("unknown-key", "401", "invalid_api_key")] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(post(key).as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buffer = vec![0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await.unwrap().unwrap();
+        let answer = String::from_utf8_lossy(&buffer[..read]).into_owned();
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")) && answer.contains(code), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 
     let healthy = reqwest::get(format!("{}/healthz", gateway.url)).await.unwrap();
     assert_eq!(healthy.status(), 200);

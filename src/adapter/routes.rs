@@ -211,7 +211,7 @@ pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap
 
 async fn chat(state: &ChatState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let context = context(state, headers)?;
-    let body = crate::http::read_body(body, state.config.server.max_body_bytes).await?;
+    let body = crate::http::read_body(body, &state.config.server).await?;
     let request = parse_request(&body)?;
     let model = state.config.models.get(&request.model).ok_or_else(|| {
         ApiError::not_found(

@@ -66,7 +66,7 @@ pub async fn credentials_for(
 ) -> Result<std::sync::Arc<CachedCredentials>, ApiError> {
     let caller = state.callers.authenticate(headers)?;
     let request = match source {
-        RequestSource::Body(body) => body.read(state.config.server.max_body_bytes).await?,
+        RequestSource::Body(body) => body.read(&state.config.server).await?,
         RequestSource::Query(query) => query?,
     };
     let principal = principal_from_request(request.team.as_deref(), &caller.team, &request.actor, &request.principal)?;

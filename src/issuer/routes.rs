@@ -110,7 +110,7 @@ pub async fn mint_token(State(state): State<AppState>, headers: HeaderMap, body:
 
 async fn mint(state: &AppState, headers: &HeaderMap, body: ApiJson<TokenRequest>) -> Result<TokenResponse, ApiError> {
     let caller = state.callers.authenticate(headers)?;
-    let request = body.read(state.config.server.max_body_bytes).await?;
+    let request = body.read(&state.config.server).await?;
     let principal = principal_from_request(request.team.as_deref(), &caller.team, &request.actor, &request.principal)?;
     caller.authorize(&principal)?;
     let run = RunClaims { agent: request.agent, run_id: request.run_id };
