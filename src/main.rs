@@ -140,15 +140,30 @@ byollm aws-setup --config byollm.toml --team acme --format cfn-params > params.j
     Callers(CallersCommand),
 }
 
+/// Where the key set is: the config (for keys.* settings) and an optional directory override.
+#[derive(Args, Clone)]
+struct KeyDirArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Key directory (default: keys.dir from config, else ./jwks).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+impl KeyDirArgs {
+    fn open(self) -> Result<(Config, KeyDir), Failure> {
+        let config = load_config(&self.config, true)?;
+        let dir = KeyDir::new(self.dir.unwrap_or_else(|| config.keys.dir.clone()));
+        Ok((config, dir))
+    }
+}
+
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Create a key set (an active and a next key) or add a next key to one that has none.
     Generate {
         #[command(flatten)]
-        config: ConfigArgs,
-        /// Key directory (default: keys.dir from config, else ./jwks).
-        #[arg(long)]
-        dir: Option<PathBuf>,
+        keys: KeyDirArgs,
         /// RSA key size: 2048, 3072 or 4096 (default: keys.rsa_bits, else 2048).
         #[arg(long)]
         bits: Option<u32>,
@@ -156,10 +171,7 @@ enum KeysCommand {
     /// Show each key's state and age.
     List {
         #[command(flatten)]
-        config: ConfigArgs,
-        /// Key directory (default: keys.dir from config, else ./jwks).
-        #[arg(long)]
-        dir: Option<PathBuf>,
+        keys: KeyDirArgs,
     },
     /// Promote next → active, active → retired, create a new next key, drop expired retired keys.
     #[command(after_help = "Refuses while the next key has been published for less than keys.min_next_age_secs \
@@ -167,10 +179,7 @@ enum KeysCommand {
 SIGHUP or within keys.reload_interval_secs.")]
     Rotate {
         #[command(flatten)]
-        config: ConfigArgs,
-        /// Key directory (default: keys.dir from config, else ./jwks).
-        #[arg(long)]
-        dir: Option<PathBuf>,
+        keys: KeyDirArgs,
         /// RSA size of the new next key: 2048, 3072 or 4096 (default: keys.rsa_bits).
         #[arg(long)]
         bits: Option<u32>,
@@ -286,14 +295,6 @@ fn load_config(args: &ConfigArgs, dev: bool) -> Result<Config, Failure> {
         env.push(("BYOLLM_DEV".into(), "true".into()));
     }
     Config::load(args.config.as_deref(), env).map_err(Failure::Config)
-}
-
-fn key_policy(config: &Config) -> KeyPolicy {
-    KeyPolicy {
-        retired_grace: config.keys.retired_grace,
-        max_published: config.keys.max_published,
-        min_next_age: config.keys.min_next_age,
-    }
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -425,23 +426,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
 
 fn keys(command: KeysCommand) -> Result<(), Failure> {
     match command {
-        KeysCommand::Generate { config, dir, bits } => {
-            let config = load_config(&config, true)?;
-            let dir = KeyDir::new(dir.unwrap_or(config.keys.dir.clone()));
+        KeysCommand::Generate { keys, bits } => {
+            let (config, dir) = keys.open()?;
             let manifest = dir.generate(bits.unwrap_or(config.keys.rsa_bits), unix_now())?;
             print_keys(&manifest, unix_now());
             Ok(())
         }
-        KeysCommand::List { config, dir } => {
-            let config = load_config(&config, true)?;
-            let dir = KeyDir::new(dir.unwrap_or(config.keys.dir.clone()));
+        KeysCommand::List { keys } => {
+            let (_, dir) = keys.open()?;
             print_keys(&dir.read_manifest()?, unix_now());
             Ok(())
         }
-        KeysCommand::Rotate { config, dir, bits, force } => {
-            let config = load_config(&config, true)?;
-            let dir = KeyDir::new(dir.unwrap_or(config.keys.dir.clone()));
-            let manifest = dir.rotate(bits.unwrap_or(config.keys.rsa_bits), unix_now(), &key_policy(&config), force)?;
+        KeysCommand::Rotate { keys, bits, force } => {
+            let (config, dir) = keys.open()?;
+            let policy = KeyPolicy::from_config(&config.keys);
+            let manifest = dir.rotate(bits.unwrap_or(config.keys.rsa_bits), unix_now(), &policy, force)?;
             print_keys(&manifest, unix_now());
             eprintln!("rotated; running gateways reload on SIGHUP or within keys.reload_interval_secs");
             Ok(())

@@ -6,7 +6,7 @@
 //! throttling reaches the client as a 429 it can act on, never as a silent delay.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
@@ -269,9 +269,6 @@ impl BedrockClient {
         Ok(output.body)
     }
 }
-
-/// Shared handle.
-pub type SharedBedrock = Arc<BedrockClient>;
 
 #[cfg(test)]
 mod tests {

@@ -62,10 +62,6 @@ impl CachedCredentials {
         CachedCredentials { credentials, obtained_at: now, refresh_at, role }
     }
 
-    pub fn expires_at(&self) -> Option<SystemTime> {
-        self.credentials.expiration
-    }
-
     fn usable_at(&self, now: SystemTime) -> bool {
         self.credentials.expiration.is_none_or(|exp| now + STALE_CUTOFF < exp)
     }

@@ -174,10 +174,6 @@ impl Broker {
     pub fn purge_expired(&self) -> usize {
         self.cache.purge_expired()
     }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
 }
 
 /// An RFC 3339 UTC timestamp (`2026-11-23T12:00:00Z`), as AWS tools expect `Expiration`.

@@ -251,6 +251,14 @@ pub struct KeyPolicy {
 }
 
 impl KeyPolicy {
+    pub fn from_config(keys: &crate::config::KeysConfig) -> KeyPolicy {
+        KeyPolicy {
+            retired_grace: keys.retired_grace,
+            max_published: keys.max_published,
+            min_next_age: keys.min_next_age,
+        }
+    }
+
     /// When a key retired at `retired_at` stops being published: after the longest token it can
     /// have signed has expired, plus the grace period.
     pub fn retired_until(&self, retired_at: u64) -> u64 {

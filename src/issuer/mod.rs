@@ -142,11 +142,7 @@ impl Issuer {
     /// Load the key set from `keys.dir`. In dev mode an empty directory gets a fresh key set.
     pub fn open(config: &Config) -> Result<Issuer, KeyError> {
         let key_dir = KeyDir::new(&config.keys.dir);
-        let policy = KeyPolicy {
-            retired_grace: config.keys.retired_grace,
-            max_published: config.keys.max_published,
-            min_next_age: config.keys.min_next_age,
-        };
+        let policy = KeyPolicy::from_config(&config.keys);
         if config.dev && !key_dir.exists() {
             key_dir.generate(config.keys.rsa_bits, unix_now())?;
             tracing::warn!(dir = %key_dir.path().display(), "dev mode: generated a new signing key set on first run");
