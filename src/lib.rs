@@ -13,6 +13,7 @@ pub mod issuer;
 pub mod metrics;
 pub mod principal;
 pub mod secret;
+pub mod tls;
 pub mod upstream;
 
 pub use http::{AppState, public_router, router};
