@@ -12,6 +12,7 @@ pub mod http;
 pub mod issuer;
 pub mod metrics;
 pub mod principal;
+pub mod routing;
 pub mod secret;
 pub mod tls;
 pub mod upstream;
