@@ -66,7 +66,8 @@ fn walk<'a>(value: &'a Value, visit: &mut dyn FnMut(&'a str, &'a Value)) {
 #[test]
 fn manifests_reference_only_the_binarys_ports_and_paths() {
     let docs = k8s_documents();
-    for (file, doc) in &docs {
+    // NetworkPolicy egress names DNS and HTTPS ports; it is checked on its own below.
+    for (file, doc) in docs.iter().filter(|(_, d)| d["kind"] != "NetworkPolicy") {
         walk(doc, &mut |key, value| {
             if let (true, Some(port)) =
                 (matches!(key, "containerPort" | "port" | "targetPort" | "number"), value.as_u64())
@@ -147,10 +148,161 @@ fn only_the_discovery_documents_are_public() {
     assert!(ingress["spec"]["tls"].as_array().is_some_and(|t| !t.is_empty()), "the issuer is served over tls");
 }
 
+fn configmap_toml(docs: &[(String, Value)]) -> toml::Table {
+    let config = find(docs, "ConfigMap", "byollm-config");
+    toml::from_str(config["data"]["byollm.toml"].as_str().unwrap()).unwrap()
+}
+
+/// The server-side limit on a stream's silence, read from the code that enforces it.
+fn stream_idle_secs() -> u64 {
+    let pattern = regex::Regex::new(r"STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs\((\d+)\)").unwrap();
+    let mut found = None;
+    let mut stack = vec![repo().join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Some(c) = pattern.captures(&read(&path)) {
+                found = Some(c[1].parse().unwrap());
+            }
+        }
+    }
+    found.expect("STREAM_IDLE_TIMEOUT not found in src/: update this test to where the stream idle limit lives")
+}
+
+#[test]
+fn rollouts_let_the_longest_stream_finish() {
+    let docs = k8s_documents();
+    let deployment = find(&docs, "Deployment", "byollm");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let config = configmap_toml(&docs);
+    let request_timeout =
+        config["server"]["request_timeout_secs"].as_integer().expect("request_timeout_secs set") as u64;
+    let pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().expect("preStop sleep");
+    assert!(pre_stop >= 5, "endpoint removal needs a few seconds to propagate");
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
+    let needed = pre_stop + request_timeout + stream_idle_secs();
+    assert!(
+        grace >= needed,
+        "grace period {grace}s < preStop {pre_stop}s + request timeout {request_timeout}s + stream idle"
+    );
+    let rolling = &deployment["spec"]["strategy"]["rollingUpdate"];
+    assert_eq!(rolling["maxUnavailable"], 0, "rollouts never drop below the replica count");
+}
+
+#[test]
+fn replicas_spread_over_zones_and_the_image_is_pinned() {
+    let docs = k8s_documents();
+    let deployment = find(&docs, "Deployment", "byollm");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let zone = pod["topologySpreadConstraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["topologyKey"] == "topology.kubernetes.io/zone")
+        .expect("a zone spread");
+    assert_eq!(zone["maxSkew"], 1);
+    assert_eq!(zone["labelSelector"]["matchLabels"]["app.kubernetes.io/name"], "byollm");
+    let pdb = find(&docs, "PodDisruptionBudget", "byollm");
+    assert!(pdb["spec"]["minAvailable"].as_u64().unwrap() < deployment["spec"]["replicas"].as_u64().unwrap());
+    let image = pod["containers"][0]["image"].as_str().unwrap();
+    let pinned = regex::Regex::new(r"@sha256:[0-9a-f]{64}$").unwrap();
+    assert!(pinned.is_match(image), "image {image} is not pinned by digest");
+}
+
+#[test]
+fn network_policy_denies_by_default_and_allows_only_the_documented_flows() {
+    let docs = k8s_documents();
+    let deny = find(&docs, "NetworkPolicy", "default-deny");
+    assert_eq!(deny["spec"]["podSelector"], serde_json::json!({}), "applies to every pod of the namespace");
+    assert_eq!(deny["spec"]["policyTypes"], serde_json::json!(["Ingress", "Egress"]));
+    assert!(deny["spec"].get("ingress").is_none() && deny["spec"].get("egress").is_none(), "allows nothing");
+
+    let allow = find(&docs, "NetworkPolicy", "byollm");
+    assert_eq!(allow["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "byollm");
+    let ports = |rule: &Value| -> Vec<(u64, String)> {
+        rule["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["port"].as_u64().unwrap(), p["protocol"].as_str().unwrap_or("TCP").to_owned()))
+            .collect()
+    };
+    let ingress = allow["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 2, "public and internal listeners only");
+    for rule in ingress {
+        let from = rule["from"].as_array().unwrap();
+        assert!(!from.is_empty(), "every ingress rule names its sources");
+        for peer in from {
+            assert!(peer.get("ipBlock").is_none(), "ingress is by namespace/pod, not address");
+            assert!(peer["namespaceSelector"]["matchLabels"].is_object(), "a named namespace, never all");
+        }
+        match ports(rule).as_slice() {
+            [(8443, _)] => {
+                assert_eq!(from[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "ingress-nginx")
+            }
+            [(8080, _)] => {
+                assert!(from[0]["podSelector"]["matchLabels"].is_object(), "internal listener: worker pods only");
+            }
+            other => panic!("unexpected ingress ports {other:?}"),
+        }
+    }
+    let egress = allow["spec"]["egress"].as_array().unwrap();
+    let mut allowed: Vec<(u64, String)> = egress.iter().flat_map(ports).collect();
+    allowed.sort();
+    allowed.dedup();
+    assert_eq!(allowed, [(53, "TCP".to_owned()), (53, "UDP".to_owned()), (443, "TCP".to_owned())]);
+    for rule in egress {
+        if ports(rule).iter().any(|(p, _)| *p == 443) {
+            let block = &rule["to"][0]["ipBlock"];
+            let except: Vec<&str> = block["except"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            assert!(except.contains(&"169.254.0.0/16"), "never the instance metadata service");
+            assert!(except.contains(&"10.0.0.0/8"), "not the cluster's private ranges");
+        } else {
+            assert_eq!(rule["to"][0]["podSelector"]["matchLabels"]["k8s-app"], "kube-dns", "DNS only to the resolver");
+        }
+    }
+}
+
+#[test]
+fn only_key_operators_can_read_the_key_secret() {
+    let docs = k8s_documents();
+    let deployment = find(&docs, "Deployment", "byollm");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "byollm");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let account = find(&docs, "ServiceAccount", "byollm");
+    assert_eq!(account["automountServiceAccountToken"], false);
+    for (_, doc) in docs.iter().filter(|(_, d)| d["kind"] == "Role" || d["kind"] == "ClusterRole") {
+        for rule in doc["rules"].as_array().unwrap() {
+            let resources = rule["resources"].to_string();
+            if resources.contains("secrets") || resources.contains('*') {
+                assert_eq!(
+                    rule["resourceNames"],
+                    serde_json::json!(["byollm-jwks"]),
+                    "{}: secrets only by name",
+                    doc["metadata"]["name"]
+                );
+                let verbs: Vec<&str> = rule["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                assert!(!verbs.contains(&"list") && !verbs.contains(&"watch") && !verbs.contains(&"*"), "{verbs:?}");
+            }
+        }
+    }
+    for (_, binding) in docs.iter().filter(|(_, d)| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding") {
+        for subject in binding["subjects"].as_array().unwrap() {
+            assert!(
+                !(subject["kind"] == "ServiceAccount" && subject["name"] == "byollm"),
+                "the byollm pods need no Kubernetes API access"
+            );
+        }
+    }
+}
+
 /// The documented sections and fields of byollm.toml.
 fn allowed_fields(section: &str) -> Option<&'static [&'static str]> {
     Some(match section {
-        "server" => &["listen", "public_listen"],
+        "server" => &["listen", "public_listen", "request_timeout_secs"],
         "issuer" => &["url", "audience", "token_lifetime_secs"],
         "keys" => &["dir", "jwks_max_age_secs", "min_next_age_secs", "retired_grace_secs", "reload_interval_secs"],
         "sts" => &["region"],
