@@ -13,5 +13,6 @@ pub mod issuer;
 pub mod metrics;
 pub mod principal;
 pub mod secret;
+pub mod upstream;
 
 pub use http::{AppState, public_router, router};

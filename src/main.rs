@@ -613,7 +613,7 @@ async fn local(
     let chat = ChatState {
         callers: Arc::new(byollm::auth::Callers::new(&config.callers)),
         metrics: Arc::new(byollm::metrics::Metrics::default()),
-        bedrock: Arc::new(byollm::adapter::bedrock::BedrockClient::new(config.bedrock.endpoint_url.clone())),
+        bedrock: Arc::new(byollm::upstream::BedrockClient::new(config.bedrock.endpoint_url.clone())),
         source: CredentialSource::Local { session: session.clone(), region: region.clone() },
         config,
     };
