@@ -14,7 +14,6 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::adapter::bedrock::BedrockClient;
 use crate::adapter::routes::{self as chat_routes, ChatState, CredentialSource};
 use crate::auth::Callers;
 use crate::broker::cache::{Clock, SystemClock};
@@ -24,6 +23,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::issuer::{Issuer, routes as issuer_routes};
 use crate::metrics::Metrics;
+use crate::upstream::BedrockClient;
 
 /// Cheap handles shared by every handler.
 #[derive(Clone)]

@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 
 use super::anthropic::AnthropicResponse;
-use super::bedrock::{BedrockClient, BedrockFailure, EventStream, failure_from_stream};
 use super::openai::{ModelList, ModelObject};
 use super::request::{ModelDefaults, parse_request, to_anthropic};
 use super::response::{to_chat_completion, upstream_error};
@@ -30,6 +29,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::issuer::routes::principal_from_request;
 use crate::metrics::Metrics;
+use crate::upstream::{BedrockClient, BedrockFailure, EventStream};
 
 /// Whose AWS credentials sign Bedrock calls.
 #[derive(Clone)]
@@ -56,9 +56,6 @@ pub const HEADER_ACTOR: &str = "x-byollm-actor";
 pub const HEADER_PRINCIPAL: &str = "x-byollm-principal";
 pub const HEADER_AGENT: &str = "x-byollm-agent";
 pub const HEADER_RUN_ID: &str = "x-byollm-run-id";
-
-/// Longest pause between two upstream events before the stream is failed.
-const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
@@ -227,8 +224,9 @@ async fn chat(state: &ChatState, headers: &HeaderMap, body: Body) -> Result<Resp
         exclusive_sampling: model.exclusive_sampling,
     };
     let prepared = to_anthropic(&request, &defaults)?;
-    let upstream_body =
-        serde_json::to_vec(&prepared.body).map_err(|_| ApiError::internal("could not encode the request"))?;
+    let upstream_body = Bytes::from(
+        serde_json::to_vec(&prepared.body).map_err(|_| ApiError::internal("could not encode the request"))?,
+    );
     let (credentials, region) = context.credentials(&state.config).await?;
     let id = completion_id();
     let created = crate::issuer::unix_now();
@@ -278,18 +276,14 @@ struct Relay {
 impl Relay {
     /// The next bytes to send, or `None` once `[DONE]` went out.
     async fn next(&mut self) -> Option<Bytes> {
-        use aws_sdk_bedrockruntime::types::ResponseStream;
         while !self.converter.is_done() {
-            match tokio::time::timeout(STREAM_IDLE_TIMEOUT, self.events.recv()).await {
-                Ok(Ok(Some(ResponseStream::Chunk(part)))) => {
-                    if let Some(bytes) = part.bytes
-                        && let Err(error) = self.converter.push(bytes.as_ref(), &mut self.out)
-                    {
+            match self.events.next_event().await {
+                Ok(Some(event)) => {
+                    if let Err(error) = self.converter.push(event, &mut self.out) {
                         self.converter.error(&error, &mut self.out);
                     }
                 }
-                Ok(Ok(Some(_))) => {}
-                Ok(Ok(None)) => {
+                Ok(None) => {
                     if self.converter.completed() {
                         self.converter.finish(&mut self.out);
                     } else {
@@ -302,19 +296,9 @@ impl Relay {
                         self.converter.error(&error, &mut self.out);
                     }
                 }
-                Ok(Err(error)) => {
-                    let failure = failure_from_stream(&error);
+                Err(failure) => {
                     tracing::warn!(code = %failure.code, "bedrock stream failed mid-way");
                     let error = failure.to_api_error("bedrock:InvokeModelWithResponseStream", &self.model_id);
-                    self.converter.error(&error, &mut self.out);
-                }
-                Err(_) => {
-                    let error = ApiError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_error",
-                        "upstream_idle_timeout",
-                        "Bedrock sent nothing for too long; the answer is incomplete",
-                    );
                     self.converter.error(&error, &mut self.out);
                 }
             }
