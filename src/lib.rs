@@ -2,6 +2,7 @@
 //! `main.rs` is a thin CLI over it; tests and examples use it directly.
 
 pub mod adapter;
+pub mod audit;
 pub mod auth;
 pub mod aws_setup;
 pub mod broker;
