@@ -1,7 +1,7 @@
 //! Who is calling: an API key (sent as `Authorization: Bearer <key>` or a bare `Authorization:
 //! <key>`, as the AWS container-credentials protocol does) is hashed with SHA-256 and looked up
 //! among the configured callers. Each caller is bound to one team, to actor types, and optionally
-//! to a list of principal uids; [`Caller::authorize`] enforces that binding.
+//! to lists of principal uids and agents; [`crate::authz::authorize`] enforces that binding.
 //!
 //! Keys are never stored or logged; only their hashes are compared.
 
@@ -12,25 +12,46 @@ use axum::http::HeaderMap;
 
 use crate::config::CallerConfig;
 use crate::error::ApiError;
-use crate::principal::{ActorType, ScopedPrincipal, Uid};
+use crate::principal::{ActorType, Uid};
 
+/// An authenticated caller and what it is bound to. What it may do with that binding is decided
+/// in one place, [`crate::authz`].
 #[derive(Debug)]
 pub struct Caller {
     pub name: String,
     pub team: Uid,
     pub actors: Vec<ActorType>,
+    /// `None`: any principal uid of the allowed actor types.
     pub principals: Option<Vec<Uid>>,
+    /// `None`: any agent its team configures.
     pub agents: Option<Vec<String>>,
+    /// May run without an agent, under the team's own role.
+    pub allow_no_agent: bool,
+    /// May have tokens signed for it (`POST /v1/tokens`).
+    pub mint_tokens: bool,
+}
+
+impl Caller {
+    /// The operator at the command line (`byollm token mint`, `byollm doctor`): holds the key
+    /// files, so may act for any principal and agent of `team`. Still goes through
+    /// [`crate::authz::authorize`], so uids, agents and run ids are checked the same way.
+    pub fn operator(team: Uid) -> Caller {
+        Caller {
+            name: "operator (command line)".into(),
+            team,
+            actors: ActorType::ALL.to_vec(),
+            principals: None,
+            agents: None,
+            allow_no_agent: true,
+            mint_tokens: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
     MissingKey,
     UnknownKey,
-    OtherTeam { caller: String, team: Uid, requested: Uid },
-    Actor { caller: String, actor: ActorType },
-    Principal { caller: String, principal: Uid },
-    Agent { caller: String, agent: String },
 }
 
 impl From<AuthError> for ApiError {
@@ -42,54 +63,6 @@ impl From<AuthError> for ApiError {
             AuthError::UnknownKey => {
                 ApiError::unauthenticated("invalid_api_key", "the API key is not valid for this gateway")
             }
-            AuthError::OtherTeam { caller, team, requested } => ApiError::forbidden(
-                "team_not_allowed",
-                format!("caller {caller:?} acts for team {team:?} only; it cannot act for team {requested:?}"),
-            ),
-            AuthError::Actor { caller, actor } => ApiError::forbidden(
-                "actor_not_allowed",
-                format!("caller {caller:?} may not act for {actor} principals; check callers.actors"),
-            ),
-            AuthError::Agent { caller, agent } => ApiError::forbidden(
-                "agent_not_allowed",
-                format!("caller {caller:?} may not act as agent {agent:?}; check callers.agents"),
-            ),
-            AuthError::Principal { caller, principal } => ApiError::forbidden(
-                "principal_not_allowed",
-                format!("caller {caller:?} may not act for principal {principal:?}; check callers.principals"),
-            ),
-        }
-    }
-}
-
-impl Caller {
-    /// May this caller obtain tokens or credentials for `principal`?
-    pub fn authorize(&self, principal: &ScopedPrincipal) -> Result<(), AuthError> {
-        if principal.team_uid != self.team {
-            return Err(AuthError::OtherTeam {
-                caller: self.name.clone(),
-                team: self.team.clone(),
-                requested: principal.team_uid.clone(),
-            });
-        }
-        if !self.actors.contains(&principal.actor) {
-            return Err(AuthError::Actor { caller: self.name.clone(), actor: principal.actor });
-        }
-        if let Some(allowed) = &self.principals
-            && !allowed.contains(&principal.principal_uid)
-        {
-            return Err(AuthError::Principal { caller: self.name.clone(), principal: principal.principal_uid.clone() });
-        }
-        Ok(())
-    }
-
-    /// May this caller act as the named agent (which selects the agent's own role)?
-    pub fn authorize_agent(&self, agent: Option<&str>) -> Result<(), AuthError> {
-        match (agent, &self.agents) {
-            (Some(agent), Some(allowed)) if !allowed.iter().any(|a| a == agent) => {
-                Err(AuthError::Agent { caller: self.name.clone(), agent: agent.to_owned() })
-            }
-            _ => Ok(()),
         }
     }
 }
@@ -132,6 +105,8 @@ impl Callers {
                     actors: c.actors.clone(),
                     principals: c.principals.clone(),
                     agents: c.agents.clone(),
+                    allow_no_agent: c.allow_no_agent,
+                    mint_tokens: c.mint_tokens,
                 };
                 (c.key_sha256, Arc::new(caller))
             })
@@ -167,6 +142,8 @@ mod tests {
             actors: vec![ActorType::ServiceAccount],
             principals: Some(vec![Uid::parse("svc-1").unwrap()]),
             agents: Some(vec!["reviewer".into()]),
+            allow_no_agent: false,
+            mint_tokens: false,
         }])
     }
 
@@ -183,20 +160,5 @@ mod tests {
         assert_eq!(callers.authenticate(&headers("k1")).unwrap().name, "worker");
         assert_eq!(callers.authenticate(&HeaderMap::new()).unwrap_err(), AuthError::MissingKey);
         assert_eq!(callers.authenticate(&headers("Bearer k2")).unwrap_err(), AuthError::UnknownKey);
-    }
-
-    #[test]
-    fn authorizes_only_its_own_team_actor_and_principals() {
-        let caller = callers().authenticate(&headers("Bearer k1")).unwrap();
-        let check = |subject: &str| caller.authorize(&ScopedPrincipal::parse(subject).unwrap());
-        assert_eq!(check("scoped_principal:acme/service_account:svc-1"), Ok(()));
-        assert!(matches!(check("scoped_principal:other/service_account:svc-1"), Err(AuthError::OtherTeam { .. })));
-        assert!(matches!(check("scoped_principal:acme/user:svc-1"), Err(AuthError::Actor { .. })));
-        assert!(matches!(check("scoped_principal:acme/service_account:svc-2"), Err(AuthError::Principal { .. })));
-        assert_eq!(caller.authorize_agent(Some("reviewer")), Ok(()));
-        assert_eq!(caller.authorize_agent(None), Ok(()));
-        assert!(matches!(caller.authorize_agent(Some("deployer")), Err(AuthError::Agent { .. })));
-        let status = ApiError::from(check("scoped_principal:other/service_account:svc-1").unwrap_err()).status;
-        assert_eq!(status, 403);
     }
 }

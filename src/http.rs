@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::adapter::bedrock::BedrockClient;
 use crate::adapter::routes::{self as chat_routes, ChatState, CredentialSource};
 use crate::auth::Callers;
+use crate::authz::{self, FieldSource, RunRequest};
 use crate::broker::cache::{Clock, SystemClock};
 use crate::broker::sts::{SdkSts, StsExchange};
 use crate::broker::{Broker, routes as broker_routes};
@@ -251,6 +252,32 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// The run identity a request carries in `x-byollm-*` headers, as sent: a header that is absent is
+/// `None`; one that is present is taken as it is (an empty value then fails [`crate::authz`]'s
+/// checks with a 400, never counting as absent). A value that is not visible ASCII, or a header
+/// sent twice, is refused here.
+pub fn run_request_from_headers(headers: &axum::http::HeaderMap) -> Result<RunRequest, ApiError> {
+    let read = |name: &'static str| -> Result<Option<String>, ApiError> {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else { return Ok(None) };
+        if values.next().is_some() {
+            return Err(ApiError::invalid_request(name, "duplicate_header", format!("send {name} once")));
+        }
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::invalid_request(name, "invalid_header", format!("{name} must be visible ASCII")))?;
+        Ok(Some(text.trim().to_owned()))
+    };
+    Ok(RunRequest {
+        team: read(authz::HEADER_TEAM)?,
+        actor: read(authz::HEADER_ACTOR)?,
+        principal: read(authz::HEADER_PRINCIPAL)?,
+        agent: read(authz::HEADER_AGENT)?,
+        run_id: read(authz::HEADER_RUN_ID)?,
+        source: FieldSource::Headers,
+    })
+}
+
 /// A JSON body that is not read until the handler asks, so handlers authenticate first and an
 /// unauthenticated client never gets the server to buffer its body.
 pub struct ApiJson<T> {
@@ -322,6 +349,25 @@ pub async fn read_body(body: axum::body::Body, server: &crate::config::ServerCon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_headers_present_but_empty_are_not_absent() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("x-byollm-actor", "user".parse().unwrap());
+        headers.insert("x-byollm-principal", " alice ".parse().unwrap());
+        headers.insert("x-byollm-agent", "".parse().unwrap());
+        let request = run_request_from_headers(&headers).unwrap();
+        assert_eq!(request.principal.as_deref(), Some("alice"));
+        assert_eq!(request.agent.as_deref(), Some(""), "an empty header is a value for authz to refuse");
+        assert_eq!((request.team, request.run_id, request.source), (None, None, FieldSource::Headers));
+
+        headers.insert("x-byollm-run-id", axum::http::HeaderValue::from_bytes(b"r\xff").unwrap());
+        assert_eq!(run_request_from_headers(&headers).unwrap_err().code, "invalid_header");
+        headers.remove("x-byollm-run-id");
+        headers.append("x-byollm-team", "a".parse().unwrap());
+        headers.append("x-byollm-team", "b".parse().unwrap());
+        assert_eq!(run_request_from_headers(&headers).unwrap_err().code, "duplicate_header");
+    }
 
     #[test]
     fn loopback_hosts() {

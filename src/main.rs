@@ -316,12 +316,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 match (team, actor, principal) {
                     (Some(team), Some(actor), Some(principal)) => {
                         let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
-                        let principal =
-                            byollm::issuer::routes::principal_from_request(None, &team_uid, &actor, &principal)
-                                .map_err(|e| e.message)?;
-                        let issuer = Issuer::open(&config)?;
-                        let state = byollm::AppState::new(config, issuer);
-                        Ok::<_, Failure>(byollm::doctor::team_report(&state, &team_uid, principal, agent).await)
+                        let broker = cli_broker(config)?;
+                        let request = byollm::authz::RunRequest {
+                            actor: Some(actor),
+                            principal: Some(principal),
+                            agent,
+                            ..Default::default()
+                        };
+                        Ok::<_, Failure>(byollm::doctor::team_report(&broker, &team_uid, request).await)
                     }
                     _ => {
                         let source = byollm::broker::local::LocalSource {
@@ -339,13 +341,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Keys(command) => keys(command),
         Command::Token(TokenCommand::Mint { config, team, actor, principal, lifetime_secs, agent, run_id }) => {
+            use byollm::authz::{Purpose, RunRequest, authorize};
             let config = load_config(&config, false)?;
             let issuer = Issuer::open(&config)?;
             let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
-            let principal = byollm::issuer::routes::principal_from_request(None, &team_uid, &actor, &principal)
-                .map_err(|e| e.message)?;
+            // The operator goes through the same authorization as every caller: uids, agents and
+            // run ids are checked, and the team's session-tag setting applies.
+            let request =
+                RunRequest { actor: Some(actor), principal: Some(principal), agent, run_id, ..Default::default() };
+            let operator = byollm::auth::Caller::operator(team_uid);
+            let run = authorize(&config, &operator, &request, Purpose::Token).map_err(|e| e.to_string())?;
             let minted = issuer
-                .mint(&principal, lifetime_secs.map(Duration::from_secs), &RunClaims { agent, run_id }, unix_now())
+                .mint(&run.principal, lifetime_secs.map(Duration::from_secs), &RunClaims::from(&run), unix_now())
                 .map_err(|e| e.to_string())?;
             println!("{}", minted.token.expose());
             eprintln!("minted for {} with key {}, expires at {}", minted.subject, minted.kid, minted.expires_at);
@@ -474,6 +481,19 @@ fn human_age(secs: u64) -> String {
         7200..=172_799 => format!("{}h", secs / 3600),
         _ => format!("{}d", secs / 86_400),
     }
+}
+
+/// The broker for one command-line check (`doctor`): STS through the SDK, the system clock.
+fn cli_broker(config: Config) -> Result<byollm::broker::Broker, Failure> {
+    let issuer = Issuer::open(&config)?;
+    let sts = byollm::broker::sts::SdkSts::new(&config.sts.region, config.sts.endpoint_url.as_deref());
+    Ok(byollm::broker::Broker::new(
+        Arc::new(config),
+        Arc::new(issuer),
+        Arc::new(sts),
+        Arc::new(byollm::broker::cache::SystemClock),
+        Arc::new(byollm::metrics::Metrics::default()),
+    ))
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use super::sts::AwsCredentials;
 use crate::config::RoleArn;
+use crate::principal::ScopedPrincipal;
 
 /// Never refresh later than this before expiry.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -34,13 +35,14 @@ impl Clock for SystemClock {
     }
 }
 
+/// What tells two runs' credentials apart: everything the STS call depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     pub role: RoleArn,
-    pub subject: String,
-    pub session_name: String,
-    pub team: String,
+    pub principal: ScopedPrincipal,
+    pub agent: Option<String>,
     pub run_id: Option<String>,
+    pub session_tags: bool,
 }
 
 /// Credentials as cached, with when to refresh them.
@@ -205,14 +207,14 @@ impl<E: Clone> CredentialCache<E> {
         }
     }
 
-    /// Drop every entry of `team`'s run `run_id`; returns how many were dropped.
-    pub fn evict_run(&self, team: &str, run_id: &str) -> usize {
+    /// Drop the entries of run `run_id` that `allowed` accepts; returns how many were dropped.
+    pub fn evict_run(&self, run_id: &str, allowed: impl Fn(&CacheKey) -> bool) -> usize {
         let mut entries = match self.entries.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
         let before = entries.len();
-        entries.retain(|key, _| !(key.team == team && key.run_id.as_deref() == Some(run_id)));
+        entries.retain(|key, _| !(key.run_id.as_deref() == Some(run_id) && allowed(key)));
         before - entries.len()
     }
 
@@ -294,10 +296,10 @@ mod tests {
     fn key(run: &str) -> CacheKey {
         CacheKey {
             role: RoleArn::parse("arn:aws:iam::123456789012:role/r").unwrap(),
-            subject: "scoped_principal:acme/user:a".into(),
-            session_name: "s".into(),
-            team: "acme".into(),
+            principal: ScopedPrincipal::parse("scoped_principal:acme/user:a").unwrap(),
+            agent: None,
             run_id: Some(run.into()),
+            session_tags: false,
         }
     }
 
@@ -391,8 +393,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(cache.evict_run("other", "r1"), 0);
-        assert_eq!(cache.evict_run("acme", "r1"), 1);
+        assert_eq!(cache.evict_run("r1", |key| key.principal.team_uid.as_str() == "other"), 0);
+        assert_eq!(cache.evict_run("r1", |key| key.principal.team_uid.as_str() == "acme"), 1);
         assert_eq!(cache.len(), 1);
         clock.0.store(3600, Ordering::SeqCst);
         assert_eq!(cache.purge_expired(), 1);

@@ -16,28 +16,19 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 
+use crate::authz::AuthorizedRun;
 use crate::config::{Config, RoleArn};
 use crate::error::ApiError;
-use crate::issuer::{Issuer, MintError, RunClaims, validate_run_claim};
+use crate::issuer::{Issuer, MintError, RunClaims};
 use crate::metrics::Metrics;
 use crate::principal::ScopedPrincipal;
 use cache::{CacheKey, CachedCredentials, Clock, CredentialCache, Outcome};
 use sts::{AssumeRequest, StsErrorClass, StsExchange, StsFailure, classify};
 
-/// Who a run acts as, and which run it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunIdentity {
-    pub principal: ScopedPrincipal,
-    pub agent: Option<String>,
-    pub run_id: Option<String>,
-}
-
 /// Everything the broker can fail with.
 #[derive(Debug, Clone)]
 pub enum BrokerError {
     NoRole { team: String },
-    UnknownAgent { team: String, agent: String },
-    BadRunField { field: &'static str, message: String },
     Mint(String),
     Sts { class: StsErrorClass, failure: StsFailure, role: RoleArn, subject: String },
 }
@@ -65,45 +56,31 @@ impl Broker {
         Broker { config, issuer, sts, cache: CredentialCache::new(clock), metrics }
     }
 
-    /// The role a run assumes: its agent's own role if the agent has one, else its team's. An
-    /// agent must be one the team configures (`[[teams.agents]]`): a typo never silently runs
-    /// under the team's role with a misleading `agent` claim.
-    pub fn resolve_role(&self, identity: &RunIdentity) -> Result<RoleArn, BrokerError> {
-        let team_uid = identity.principal.team_uid.to_string();
-        let team = self.config.team(&identity.principal.team_uid);
-        if let Some(name) = identity.agent.as_deref() {
-            let agent = team.and_then(|t| t.agents.iter().find(|a| a.name == name));
-            return match agent {
-                Some(agent) => Ok(agent.role_arn.clone()),
-                None => Err(BrokerError::UnknownAgent { team: team_uid, agent: name.to_owned() }),
-            };
-        }
-        team.and_then(|t| t.role_arn.clone()).ok_or(BrokerError::NoRole { team: team_uid })
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
-    /// Credentials for a run, from the cache or from STS.
-    pub async fn credentials(&self, identity: &RunIdentity) -> Result<Arc<CachedCredentials>, BrokerError> {
-        for (field, value) in [("agent", &identity.agent), ("run_id", &identity.run_id)] {
-            if let Some(value) = value {
-                validate_run_claim(value).map_err(|message| BrokerError::BadRunField { field, message })?;
-            }
-        }
-        let role = self.resolve_role(identity)?;
-        let subject = identity.principal.to_string();
-        let session_name = session_name(identity);
+    pub fn issuer(&self) -> &Arc<Issuer> {
+        &self.issuer
+    }
+
+    /// Credentials for a run [`crate::authz::authorize`] allowed, from the cache or from STS.
+    pub async fn credentials(&self, run: &AuthorizedRun) -> Result<Arc<CachedCredentials>, BrokerError> {
+        let role = run.role.clone().ok_or_else(|| BrokerError::NoRole { team: run.principal.team_uid.to_string() })?;
+        let session_name = session_name(run);
         let key = CacheKey {
             role: role.clone(),
-            subject: subject.clone(),
-            session_name: session_name.clone(),
-            team: identity.principal.team_uid.to_string(),
-            run_id: identity.run_id.clone(),
+            principal: run.principal.clone(),
+            agent: run.agent.clone(),
+            run_id: run.run_id.clone(),
+            session_tags: run.session_tags,
         };
         let passing = |error: &BrokerError| match error {
             BrokerError::Sts { class, .. } => class.is_transient(),
             BrokerError::Mint(_) => true,
-            BrokerError::NoRole { .. } | BrokerError::BadRunField { .. } | BrokerError::UnknownAgent { .. } => false,
+            BrokerError::NoRole { .. } => false,
         };
-        let result = self.cache.get_or_fetch(&key, || self.assume(identity, &role, &session_name), passing).await;
+        let result = self.cache.get_or_fetch(&key, || self.assume(run, &role, &session_name), passing).await;
         match &result {
             Ok((_, Outcome::Hit)) => self.metrics.credential_cache.inc("hit"),
             Ok((_, Outcome::Fetched)) => {
@@ -122,12 +99,12 @@ impl Broker {
 
     async fn assume(
         &self,
-        identity: &RunIdentity,
+        identity: &AuthorizedRun,
         role: &RoleArn,
         session_name: &str,
     ) -> Result<CachedCredentials, BrokerError> {
         let duration = self.config.sts.duration;
-        let run = RunClaims { agent: identity.agent.clone(), run_id: identity.run_id.clone() };
+        let run = RunClaims::from(identity);
         let mut backoff = STS_FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
@@ -166,9 +143,10 @@ impl Broker {
         }
     }
 
-    /// Forget every cached credential of `team`'s run `run_id`.
-    pub fn end_run(&self, team: &str, run_id: &str) -> usize {
-        self.cache.evict_run(team, run_id)
+    /// Forget the cached credentials of run `run_id` whose principal and agent `may_end` allows
+    /// (the caller's binding, [`crate::authz::permits`]); returns how many were dropped.
+    pub fn end_run(&self, run_id: &str, may_end: impl Fn(&ScopedPrincipal, Option<&str>) -> bool) -> usize {
+        self.cache.evict_run(run_id, |key| may_end(&key.principal, key.agent.as_deref()))
     }
 
     pub fn purge_expired(&self) -> usize {
@@ -191,7 +169,7 @@ fn jitter(base: Duration) -> Duration {
 /// A deterministic `RoleSessionName` (`[\w+=,.@-]`, 2–64 characters) that shows in CloudTrail
 /// which principal and run acted: `<principal>.<run>.<hash>`, where the hash covers the full
 /// subject, agent and run so truncation never merges two identities.
-pub fn session_name(identity: &RunIdentity) -> String {
+pub fn session_name(identity: &AuthorizedRun) -> String {
     let digest_input = format!(
         "{}\n{}\n{}",
         identity.principal,
@@ -223,16 +201,6 @@ impl BrokerError {
                     "no Bedrock role configured for team {team:?}: set teams.role_arn (or teams.agents.role_arn) to the role created with `byollm aws-setup`"
                 ),
             ),
-            BrokerError::UnknownAgent { team, agent } => ApiError::invalid_request(
-                "agent",
-                "unknown_agent",
-                format!(
-                    "team {team:?} has no agent {agent:?}: configure it under [[teams.agents]] or leave the agent out"
-                ),
-            ),
-            BrokerError::BadRunField { field, message } => {
-                ApiError::invalid_request(*field, "invalid_run_field", format!("{field}: {message}"))
-            }
             BrokerError::Mint(message) => ApiError::internal(format!("could not mint a token: {message}")),
             BrokerError::Sts { class, failure, role, subject } => {
                 let aws = if failure.message.is_empty() {
@@ -330,8 +298,8 @@ mod tests {
     use super::*;
     use crate::principal::{ActorType, Uid};
 
-    fn identity(principal: &str, run: Option<&str>) -> RunIdentity {
-        RunIdentity {
+    fn identity(principal: &str, run: Option<&str>) -> AuthorizedRun {
+        AuthorizedRun {
             principal: ScopedPrincipal::new(
                 Uid::parse("acme").unwrap(),
                 ActorType::User,
@@ -339,6 +307,9 @@ mod tests {
             ),
             agent: None,
             run_id: run.map(str::to_owned),
+            role: None,
+            region: "us-east-1".into(),
+            session_tags: false,
         }
     }
 

@@ -23,7 +23,8 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
 }
 
-/// The standard test callers: one for team `acme`, one for team `other`.
+/// The standard test callers: one for team `acme` (which may also have tokens signed), one for
+/// team `other` (which may not: the default).
 pub fn callers_toml() -> String {
     format!(
         r#"
@@ -31,6 +32,7 @@ pub fn callers_toml() -> String {
 name = "acme-worker"
 key_sha256 = "{}"
 team = "acme"
+mint_tokens = true
 
 [[callers]]
 name = "other-worker"
