@@ -107,9 +107,11 @@ itself says whether the OIDC provider, trust policy and role are right. Exit cod
     /// Print a team's IAM set-up (trust policy, permissions policy, Terraform or CloudFormation inputs).
     #[command(
         name = "aws-setup",
-        after_help = "Derived from the running config (issuer.url, issuer.audience, the team's region and [models]), so \
-the issuer host and sub pattern always match what the gateway signs.\n\nExamples:\n  \
+        after_help = "Derived from the running config (issuer.url, issuer.audience, the team's region, session_tags and [models]), \
+so the issuer host, sub pattern and session-tag conditions always match what the gateway signs. One role per \
+team and one per named agent (--agent): with session_tags, IAM itself refuses another agent's tokens.\n\nExamples:\n  \
 byollm aws-setup --config byollm.toml --team acme --account-id 123456789012\n  \
+byollm aws-setup --config byollm.toml --team acme --agent reviewer --account-id 123456789012\n  \
 byollm aws-setup --config byollm.toml --team acme --format tfvars > terraform.tfvars\n  \
 byollm aws-setup --config byollm.toml --team acme --format cfn-params > params.json"
     )]
@@ -131,7 +133,10 @@ byollm aws-setup --config byollm.toml --team acme --format cfn-params > params.j
         /// Narrow the trust policy to one principal uid (needs --actor).
         #[arg(long, requires = "actor")]
         principal: Option<String>,
-        /// IAM role name (default: byollm-<team>).
+        /// The role of this named agent of the team (default: the team's own role).
+        #[arg(long)]
+        agent: Option<String>,
+        /// IAM role name (default: byollm-<team>, or byollm-<team>-<agent> with --agent).
         #[arg(long)]
         role_name: Option<String>,
     },
@@ -358,7 +363,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             eprintln!("minted for {} with key {}, expires at {}", minted.subject, minted.kid, minted.expires_at);
             Ok(())
         }
-        Command::AwsSetup { config, team, account_id, format, actor, principal, role_name } => {
+        Command::AwsSetup { config, team, account_id, format, actor, principal, agent, role_name } => {
             use byollm::aws_setup::{SetupInput, SubjectScope, generate};
             let config = load_config(&config, false)?;
             let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
@@ -374,12 +379,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     byollm::principal::Uid::parse(&principal).map_err(|e| format!("--principal: {e}"))?,
                 ),
             };
-            let region =
-                config.team(&team_uid).and_then(|t| t.region.clone()).unwrap_or_else(|| config.bedrock.region.clone());
+            let agent =
+                agent.map(|a| byollm::principal::Uid::parse(&a)).transpose().map_err(|e| format!("--agent: {e}"))?;
+            let team_config = config.team(&team_uid);
+            if let Some(agent) = &agent
+                && !team_config.is_some_and(|t| t.agents.iter().any(|a| a.name == agent.as_str()))
+            {
+                eprintln!("note: team {team_uid} configures no agent {agent} yet; add it under [[teams.agents]]");
+            }
+            let region = team_config.and_then(|t| t.region.clone()).unwrap_or_else(|| config.bedrock.region.clone());
             let mut input = SetupInput {
                 issuer_url: config.issuer.url.clone(),
                 audience: config.issuer.audience.clone(),
-                role_name: role_name.unwrap_or_else(|| format!("byollm-{team_uid}")),
+                role_name: role_name.unwrap_or_else(|| byollm::aws_setup::default_role_name(&team_uid, agent.as_ref())),
+                session_tags: team_config.is_some_and(|t| t.session_tags),
+                agent,
                 team_uid,
                 scope,
                 model_ids: Vec::new(),

@@ -60,13 +60,25 @@ impl Gateway {
     }
 
     pub fn start_with(extra: &str, public: bool, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_full(extra, public, env, None)
+    }
+
+    /// Like [`Gateway::start`], but tokens carry `issuer_url` (say `https://issuer.example.com`)
+    /// as their `iss`; a fake STS reaches the gateway's documents through
+    /// the fake STS's `route_issuer`.
+    pub fn start_with_issuer(extra: &str, issuer_url: &str) -> Gateway {
+        Gateway::start_full(extra, false, &[], Some(issuer_url))
+    }
+
+    fn start_full(extra: &str, public: bool, env: &[(&str, &str)], issuer_url: Option<&str>) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let public_port = public.then(free_port);
         let public_line = public_port.map(|p| format!("public_listen = \"127.0.0.1:{p}\"\n")).unwrap_or_default();
         let config = format!(
-            "dev = true\n[server]\nlisten = \"127.0.0.1:{port}\"\n{public_line}[issuer]\nurl = \"{url}\"\n[keys]\ndir = {:?}\nmin_next_age_secs = 0\nreload_interval_secs = 1\n{extra}",
+            "dev = true\n[server]\nlisten = \"127.0.0.1:{port}\"\n{public_line}[issuer]\nurl = \"{}\"\n[keys]\ndir = {:?}\nmin_next_age_secs = 0\nreload_interval_secs = 1\n{extra}",
+            issuer_url.unwrap_or(&url),
             dir.path().join("jwks").display().to_string()
         );
         let config_path = dir.path().join("byollm.toml");
