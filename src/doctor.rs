@@ -157,6 +157,8 @@ pub async fn local_report(source: LocalSource) -> DoctorReport {
             report.succeed(&credentials);
         }
         Err(error) => {
+            // The doctor runs on the person's own terminal: it shows the provider's own words.
+            report.details.push(("provider said", error.detail.clone()));
             let mut doctor = DoctorError::from(error.to_api_error());
             doctor.hint = Some(error.hint.clone());
             report.fail(doctor);

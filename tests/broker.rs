@@ -314,9 +314,11 @@ async fn credentials_for_a_run_come_from_sts_once_and_are_reused_until_the_run_e
     // The metrics count STS outcomes, cache hits and misses and refreshes, and name nobody.
     let metrics = setup.metrics().await;
     assert_eq!(counter(&metrics, "byollm_sts_calls_total{outcome=\"ok\"}"), 4, "{metrics}");
-    assert_eq!(counter(&metrics, "byollm_credential_cache_total{result=\"miss\"}"), 4, "{metrics}");
-    // One container hit for run-1, 19 single-flight waiters, one after the other team's DELETE.
-    assert_eq!(counter(&metrics, "byollm_credential_cache_total{result=\"hit\"}"), 21, "{metrics}");
+    // Lookups that waited on STS: run-1, the reviewer's run-2, the 20 single-flight callers, and
+    // the one after the run ended (the unknown agent was refused before the cache).
+    assert_eq!(counter(&metrics, "byollm_credential_cache_total{result=\"miss\"}"), 23, "{metrics}");
+    // Answered from the cache: the container call for run-1, the one after the other team's DELETE.
+    assert_eq!(counter(&metrics, "byollm_credential_cache_total{result=\"hit\"}"), 2, "{metrics}");
     assert_eq!(counter(&metrics, "byollm_credential_refreshes_total{result=\"ok\"}"), 4, "{metrics}");
     for uid in ["acme", "alice", "ci-bot", "run-1", "run-sf", "reviewer", "111111111111", "ASIA"] {
         assert!(!metrics.contains(uid), "{uid} appears in the metrics");
@@ -797,7 +799,7 @@ impl InProcess {
 }
 
 #[tokio::test]
-async fn last_good_credentials_serve_through_a_failed_refresh_until_they_expire() {
+async fn requests_during_a_slow_or_failing_refresh_are_answered_from_the_cache() {
     let app = in_process(None, None).await;
     let (status, first) = app.get("lg").await;
     assert_eq!(status, 200, "{}", first["error"]);
@@ -808,32 +810,74 @@ async fn last_good_credentials_serve_through_a_failed_refresh_until_they_expire(
     assert_eq!(app.get("lg").await.1["AccessKeyId"], first_key.as_str());
     assert_eq!(app.sts.calls(), 1);
 
-    // Past it, STS is throttling (a passing failure): the last good credentials keep serving.
+    // Past it, STS takes 3 s to answer: every request meanwhile is answered from the cache at
+    // once, and one background task refreshes.
     app.clock.advance_to(2800);
-    app.sts.set_script(StsStep::fail_times(StsErrorCode::Throttling, 3));
-    let (status, stale) = app.get("lg").await;
-    assert_eq!((status, stale["AccessKeyId"].as_str()), (200, Some(first_key.as_str())));
-    assert_eq!(app.sts.calls(), 4, "the refresh was attempted, three times");
-    assert_eq!(app.state.metrics.credential_cache.get("stale_served"), 1);
-    assert_eq!(app.state.metrics.credential_refreshes.get("error"), 1);
+    app.sts.set_script(vec![StsStep::Delay(Duration::from_secs(3))]);
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let (status, body) = app.get("lg").await;
+        assert_eq!((status, body["AccessKeyId"].as_str()), (200, Some(first_key.as_str())));
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(1500), "10 requests took {elapsed:?} while STS took 3 s");
+    assert_eq!(app.state.metrics.credential_cache.get("hit"), 11);
+    // The refresh lands; its credentials serve from then on, after one STS call in all.
+    let mut second_key = first_key.clone();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        second_key = app.get("lg").await.1["AccessKeyId"].as_str().unwrap().to_owned();
+        if second_key != first_key {
+            break;
+        }
+    }
+    assert_ne!(second_key, first_key, "the background refresh replaced the credentials");
+    assert_eq!(app.sts.calls(), 2);
 
-    // A permanent refusal (the customer removed the trust) is not papered over with old credentials.
+    // Their refresh point: 75% of what is left of their hour at the shifted clock. STS now
+    // throttles: the background refresh fails (three attempts), the last good credentials keep
+    // serving, and the entry backs off instead of starting an STS round per request.
+    app.clock.advance_to(3400);
+    app.sts.set_script(StsStep::fail_times(StsErrorCode::Throttling, 3));
+    assert_eq!(app.get("lg").await.1["AccessKeyId"], second_key.as_str());
+    for _ in 0..100 {
+        if app.state.metrics.credential_refreshes.get("error") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.sts.calls(), 5, "the refresh was attempted, three times");
+    for _ in 0..5 {
+        let (status, stale) = app.get("lg").await;
+        assert_eq!((status, stale["AccessKeyId"].as_str()), (200, Some(second_key.as_str())));
+    }
+    assert_eq!(app.sts.calls(), 5, "no STS round per request while the entry backs off");
+    assert_eq!(app.state.metrics.credential_cache.get("stale_served"), 5);
+
+    // After the backoff, a permanent refusal (the customer removed the trust) is not papered
+    // over with the old credentials: once it lands, requests get it, without an STS call each.
+    app.clock.advance_to(3405);
     app.sts.set_script(vec![StsStep::Fail(StsErrorCode::AccessDenied)]);
-    let (status, error) = app.get("lg").await;
-    assert_eq!((status, error["error"]["code"].as_str()), (403, Some("sts_trust_policy_mismatch")));
-    assert_eq!(app.sts.calls(), 5);
+    assert_eq!(app.get("lg").await.0, 200, "the refresh runs in the background");
+    let mut refused = (0, Value::Null);
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        refused = app.get("lg").await;
+        if refused.0 != 200 {
+            break;
+        }
+    }
+    assert_eq!((refused.0, refused.1["error"]["code"].as_str()), (403, Some("sts_trust_policy_mismatch")));
+    assert_eq!(app.get("lg").await.0, 403);
+    assert_eq!(app.sts.calls(), 6);
+    assert!(app.state.metrics.credential_cache.get("backoff") >= 2);
 
-    // Within 30 s of their expiry they are no longer handed out, even through a passing failure.
-    app.clock.advance_to(3580);
-    app.sts.set_script(StsStep::fail_times(StsErrorCode::Throttling, 3));
-    let (status, error) = app.get("lg").await;
-    assert_eq!((status, error["error"]["code"].as_str()), (429, Some("sts_throttled")));
-
-    // STS is back: fresh credentials.
+    // The trust is back and the backoff over: fresh credentials.
+    app.clock.advance_to(3410);
     let (status, fresh) = app.get("lg").await;
-    assert_eq!(status, 200);
-    assert_ne!(fresh["AccessKeyId"], first_key.as_str());
-    assert_eq!(app.sts.calls(), 9);
+    assert_eq!(status, 200, "{}", fresh["error"]);
+    assert_ne!(fresh["AccessKeyId"], second_key.as_str());
+    assert_eq!(app.sts.calls(), 7);
 }
 
 #[tokio::test]

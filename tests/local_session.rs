@@ -3,6 +3,7 @@
 //! `byollm doctor` report over the same chain.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use byollm::broker::local::{LocalSession, LocalSource};
@@ -23,6 +24,8 @@ impl AwsDir {
         let script = dir.path().join("creds.sh");
         let counter = dir.path().join("count");
         let future = rfc3339(SystemTime::now() + Duration::from_secs(3600));
+        // Within the five-minute refresh margin, but still valid.
+        let soon = rfc3339(SystemTime::now() + Duration::from_secs(240));
         std::fs::write(
             &script,
             format!(
@@ -30,7 +33,13 @@ impl AwsDir {
 n=$(cat '{counter}' 2>/dev/null || echo 0)
 n=$((n + 1))
 echo "$n" > '{counter}'
-if [ "$1" = expired ]; then expiration=2020-01-01T00:00:00Z; else expiration={future}; fi
+expiration={future}
+case "$1" in
+  expired) expiration=2020-01-01T00:00:00Z ;;
+  slow) sleep 1 ;;
+  soon) if [ "$n" -gt 1 ]; then sleep 2; fi; expiration={soon} ;;
+  noisy) echo "token=SECRET-ON-STDERR-0123456789 and a stack trace" >&2; exit 3 ;;
+esac
 printf '{{"Version": 1, "AccessKeyId": "ASIALOCALTEST%04d", "SecretAccessKey": "local-secret-%d", "SessionToken": "local-token-%d", "Expiration": "%s"}}\n' "$n" "$n" "$n" "$expiration"
 "#,
                 counter = counter.display()
@@ -45,6 +54,9 @@ printf '{{"Version": 1, "AccessKeyId": "ASIALOCALTEST%04d", "SecretAccessKey": "
             format!(
                 "[profile rotating]\ncredential_process = {script}\nregion = us-east-1\n\n\
                  [profile expired]\ncredential_process = {script} expired\n\n\
+                 [profile slow]\ncredential_process = {script} slow\n\n\
+                 [profile soon]\ncredential_process = {script} soon\n\n\
+                 [profile noisy]\ncredential_process = {script} noisy\n\n\
                  [profile work]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = Developer\nregion = us-east-1\n\n\
                  [sso-session corp]\nsso_start_url = https://byollm-test.awsapps.com/start\nsso_region = us-east-1\n\n\
                  [profile static]\nregion = eu-west-1\n"
@@ -81,8 +93,59 @@ fn read_count(path: &Path) -> u32 {
     std::fs::read_to_string(path).map(|s| s.trim().parse().unwrap()).unwrap_or(0)
 }
 
-async fn session(aws: &AwsDir, profile: &str) -> LocalSession {
-    tokio::time::timeout(Duration::from_secs(30), LocalSession::new(aws.source(profile))).await.unwrap()
+async fn session(aws: &AwsDir, profile: &str) -> Arc<LocalSession> {
+    Arc::new(tokio::time::timeout(Duration::from_secs(30), LocalSession::new(aws.source(profile))).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_with_no_credentials_share_one_resolution() {
+    let aws = AwsDir::new();
+    let session = session(&aws, "slow").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let session = session.clone();
+            tokio::spawn(async move { session.credentials().await.map(|c| c.access_key_id) })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), "ASIALOCALTEST0001");
+    }
+    assert_eq!(aws.calls(), 1, "8 concurrent requests, one credential_process run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_near_expiry_are_served_at_once_while_one_task_refreshes() {
+    let aws = AwsDir::new();
+    let session = session(&aws, "soon").await;
+    // Valid for four more minutes: inside the refresh margin. The next resolution takes 2 s.
+    assert_eq!(session.credentials().await.unwrap().access_key_id, "ASIALOCALTEST0001");
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        assert_eq!(session.credentials().await.unwrap().access_key_id, "ASIALOCALTEST0001");
+    }
+    assert!(started.elapsed() < Duration::from_millis(1000), "nobody waited: {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(aws.calls(), 2, "one background refresh for ten requests");
+    assert_eq!(session.credentials().await.unwrap().access_key_id, "ASIALOCALTEST0002");
+}
+
+#[tokio::test]
+async fn a_credential_process_stderr_never_reaches_the_client() {
+    let aws = AwsDir::new();
+    let session = session(&aws, "noisy").await;
+    let error = session.credentials().await.expect_err("the command failed");
+    let api = error.to_api_error();
+    assert_eq!((api.status.as_u16(), api.code), (401, "aws_credentials_missing"));
+    assert!(
+        api.message.contains("\"noisy\"") && api.message.contains("byollm doctor --profile noisy"),
+        "{}",
+        api.message
+    );
+    assert!(!api.message.contains("SECRET-ON-STDERR"), "{}", api.message);
+    assert!(!byollm::broker::local::without_stderr(&error.detail).contains("SECRET-ON-STDERR"));
+    // The person's own doctor shows it, to the person.
+    let report = byollm::doctor::local_report(aws.source("noisy")).await;
+    assert!(report.to_string().contains("SECRET-ON-STDERR"), "{report}");
 }
 
 #[tokio::test]

@@ -99,6 +99,7 @@ impl CallContext {
             return crate::broker::local::LocalError {
                 profile: session.profile_name(),
                 expired: true,
+                summary: "Bedrock refused its credentials",
                 detail: format!("Bedrock answered {}", failure.code),
                 hint: session.hint(),
             }

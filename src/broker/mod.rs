@@ -38,10 +38,16 @@ const STS_ATTEMPTS: u32 = 3;
 const STS_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 pub struct Broker {
+    core: Arc<Core>,
+    cache: CredentialCache<BrokerError>,
+}
+
+/// What a fetch needs, shared with the tasks that refresh in the background.
+struct Core {
     config: Arc<Config>,
     issuer: Arc<Issuer>,
     sts: Arc<dyn StsExchange>,
-    cache: CredentialCache<BrokerError>,
+    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
 
@@ -53,57 +59,80 @@ impl Broker {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Broker {
-        Broker { config, issuer, sts, cache: CredentialCache::new(clock), metrics }
+        let cache = CredentialCache::new(clock.clone());
+        Broker { core: Arc::new(Core { config, issuer, sts, clock, metrics }), cache }
     }
 
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.core.config
     }
 
     pub fn issuer(&self) -> &Arc<Issuer> {
-        &self.issuer
+        &self.core.issuer
     }
 
-    /// Credentials for a run [`crate::authz::authorize`] allowed, from the cache or from STS.
+    /// Credentials for a run [`crate::authz::authorize`] allowed: cached ones at once while they
+    /// are valid (a refresh, when due, runs in the background), else from STS.
     pub async fn credentials(&self, run: &AuthorizedRun) -> Result<Arc<CachedCredentials>, BrokerError> {
         let role = run.role.clone().ok_or_else(|| BrokerError::NoRole { team: run.principal.team_uid.to_string() })?;
-        let session_name = session_name(run);
         let key = CacheKey {
             role: role.clone(),
             principal: run.principal.clone(),
             agent: run.agent.clone(),
             run_id: run.run_id.clone(),
             session_tags: run.session_tags,
+            scoped: false,
         };
         let passing = |error: &BrokerError| match error {
             BrokerError::Sts { class, .. } => class.is_transient(),
             BrokerError::Mint(_) => true,
             BrokerError::NoRole { .. } => false,
         };
-        let result = self.cache.get_or_fetch(&key, || self.assume(run, &role, &session_name), passing).await;
-        match &result {
-            Ok((_, Outcome::Hit)) => self.metrics.credential_cache.inc("hit"),
-            Ok((_, Outcome::Fetched)) => {
-                self.metrics.credential_cache.inc("miss");
-                self.metrics.credential_refreshes.inc("ok");
-            }
-            Ok((_, Outcome::Stale)) => {
-                self.metrics.credential_cache.inc("stale_served");
-                self.metrics.credential_refreshes.inc("error");
-                tracing::warn!(role = %role, "credential refresh failed; serving the last good credentials until they expire");
-            }
-            Err(_) => self.metrics.credential_refreshes.inc("error"),
-        }
-        result.map(|(credentials, _)| credentials)
+        let (core, run) = (self.core.clone(), run.clone());
+        let answer = self.cache.get_or_fetch(&key, move || core.refresh(run, role), passing).await;
+        let label = match answer.outcome {
+            Outcome::Hit => "hit",
+            Outcome::Fetched => "miss",
+            Outcome::Stale => "stale_served",
+            Outcome::BackedOff => "backoff",
+        };
+        self.core.metrics.credential_cache.inc(label);
+        answer.result
     }
 
-    async fn assume(
-        &self,
-        identity: &AuthorizedRun,
-        role: &RoleArn,
-        session_name: &str,
-    ) -> Result<CachedCredentials, BrokerError> {
+    /// Forget the cached credentials of run `run_id` whose principal and agent `may_end` allows
+    /// (the caller's binding, [`crate::authz::permits`]); returns how many were dropped.
+    pub fn end_run(&self, run_id: &str, may_end: impl Fn(&ScopedPrincipal, Option<&str>) -> bool) -> usize {
+        self.cache.evict_run(run_id, |key| may_end(&key.principal, key.agent.as_deref()))
+    }
+
+    pub fn purge_expired(&self) -> usize {
+        self.cache.purge_expired()
+    }
+}
+
+impl Core {
+    /// One fetch of a run's credentials (with its retries), counted and logged; runs on its own
+    /// task, in the background when cached credentials are still valid.
+    async fn refresh(self: Arc<Self>, run: AuthorizedRun, role: RoleArn) -> Result<CachedCredentials, BrokerError> {
+        let result = self.assume(&run, &role).await;
+        match &result {
+            Ok(_) => self.metrics.credential_refreshes.inc("ok"),
+            Err(error) => {
+                self.metrics.credential_refreshes.inc("error");
+                if let BrokerError::Sts { class, .. } = error
+                    && class.is_transient()
+                {
+                    tracing::warn!(role = %role, "credential refresh failed; the entry backs off, and its last good credentials (if any) serve until they expire");
+                }
+            }
+        }
+        result
+    }
+
+    async fn assume(&self, identity: &AuthorizedRun, role: &RoleArn) -> Result<CachedCredentials, BrokerError> {
         let duration = self.config.sts.duration;
+        let session_name = session_name(identity);
         let run = RunClaims::from(identity);
         let mut backoff = STS_FIRST_BACKOFF;
         let mut attempt = 1;
@@ -113,15 +142,15 @@ impl Broker {
                 .map_err(|e: MintError| BrokerError::Mint(e.to_string()))?;
             let request = AssumeRequest {
                 role_arn: role.clone(),
-                session_name: session_name.to_owned(),
+                session_name: session_name.clone(),
                 token: minted.token,
                 duration,
             };
             match self.sts.assume_role_with_web_identity(request).await {
                 Ok(credentials) => {
                     self.metrics.sts_calls.inc("ok");
-                    tracing::info!(role = %role, session = session_name, attempt, "assumed role with web identity");
-                    return Ok(CachedCredentials::new(credentials, role.clone(), self.cache.now(), duration));
+                    tracing::info!(role = %role, session = %session_name, attempt, "assumed role with web identity");
+                    return Ok(CachedCredentials::new(credentials, role.clone(), self.clock.now(), duration));
                 }
                 Err(failure) => {
                     let class = classify(&failure);
@@ -141,16 +170,6 @@ impl Broker {
             backoff *= 2;
             attempt += 1;
         }
-    }
-
-    /// Forget the cached credentials of run `run_id` whose principal and agent `may_end` allows
-    /// (the caller's binding, [`crate::authz::permits`]); returns how many were dropped.
-    pub fn end_run(&self, run_id: &str, may_end: impl Fn(&ScopedPrincipal, Option<&str>) -> bool) -> usize {
-        self.cache.evict_run(run_id, |key| may_end(&key.principal, key.agent.as_deref()))
-    }
-
-    pub fn purge_expired(&self) -> usize {
-        self.cache.purge_expired()
     }
 }
 
@@ -269,6 +288,13 @@ impl BrokerError {
                         format!(
                             "STS is not activated in region {} for account {account}: activate it in the IAM account settings or change sts.region (AWS said: {aws})",
                             config.sts.region
+                        ),
+                    ),
+                    StsErrorClass::Refused => (
+                        StatusCode::FAILED_DEPENDENCY,
+                        "sts_request_refused",
+                        format!(
+                            "AWS STS refused the request for {role} with an error byollm does not know; check the role, its trust policy and the account's STS settings (AWS said: {aws})"
                         ),
                     ),
                     StsErrorClass::Throttled => {
