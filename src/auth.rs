@@ -6,6 +6,7 @@
 //! Keys are never stored or logged; only their hashes are compared.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
@@ -116,17 +117,88 @@ impl Callers {
 
     /// Find the caller from request headers.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, AuthError> {
-        let value = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .ok_or(AuthError::MissingKey)?;
-        let key = match value.split_once(' ') {
+        let key = presented_key(headers).ok_or(AuthError::MissingKey)?;
+        self.by_hash.get(&hash_key(key)).cloned().ok_or(AuthError::UnknownKey)
+    }
+}
+
+/// The API key a request presents: `Authorization: Bearer <key>` (OpenAI clients), a bare
+/// `Authorization: <key>` (the AWS container-credentials protocol) or `x-api-key: <key>`
+/// (Anthropic clients).
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    if let Some(value) = header(axum::http::header::AUTHORIZATION.as_str()) {
+        return Some(match value.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
             _ => value,
+        });
+    }
+    header("x-api-key")
+}
+
+/// The per-session key of `byollm local`: generated at start, printed, written to a file only the
+/// user can read, and required on every request, so no other local user or process spends the
+/// person's AWS session. Only its hash is compared.
+pub struct SessionKey {
+    key: crate::secret::Secret,
+    hash: [u8; 32],
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey([redacted])")
+    }
+}
+
+impl SessionKey {
+    pub fn generate() -> Result<SessionKey, ApiError> {
+        let key = generate_key()?;
+        Ok(SessionKey { hash: hash_key(&key), key: crate::secret::Secret::new(key) })
+    }
+
+    /// The key itself, to print and write once.
+    pub fn expose(&self) -> &str {
+        self.key.expose()
+    }
+
+    /// Does the request present this key?
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        let presented = presented_key(headers).ok_or(AuthError::MissingKey)?;
+        if hash_key(presented) == self.hash { Ok(()) } else { Err(AuthError::UnknownKey) }
+    }
+
+    /// Where the key goes by default: `$XDG_RUNTIME_DIR/byollm/local-<port>.key` (a per-user
+    /// directory only the user can enter), else `$HOME/.byollm/local-<port>.key`.
+    pub fn default_path(xdg_runtime_dir: Option<&Path>, home: Option<&Path>, port: u16) -> Option<PathBuf> {
+        let dir = match (xdg_runtime_dir, home) {
+            (Some(runtime), _) => runtime.join("byollm"),
+            (None, Some(home)) => home.join(".byollm"),
+            (None, None) => return None,
         };
-        self.by_hash.get(&hash_key(key)).cloned().ok_or(AuthError::UnknownKey)
+        Some(dir.join(format!("local-{port}.key")))
+    }
+
+    /// Write the key to `path`, readable by the user only (0600, its directory 0700), replacing
+    /// any earlier file.
+    pub fn write_file(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            }
+            if dir.file_name().is_some_and(|name| name == "byollm" || name == ".byollm") {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+        }
+        match std::fs::remove_file(path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        file.write_all(self.expose().as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()
     }
 }
 
@@ -154,10 +226,42 @@ mod tests {
     }
 
     #[test]
+    fn the_session_key_is_required_and_written_for_the_user_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let key = SessionKey::generate().unwrap();
+        assert!(key.expose().starts_with("byollm_") && !format!("{key:?}").contains(key.expose()));
+        let with = |name: &str, value: String| {
+            let mut headers = HeaderMap::new();
+            headers.insert(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            key.check(&headers)
+        };
+        assert_eq!(with("authorization", format!("Bearer {}", key.expose())), Ok(()));
+        assert_eq!(with("x-api-key", key.expose().to_owned()), Ok(()));
+        assert_eq!(with("authorization", "Bearer local".into()), Err(AuthError::UnknownKey));
+        assert_eq!(key.check(&HeaderMap::new()), Err(AuthError::MissingKey));
+
+        let home = tempfile::tempdir().unwrap();
+        let path = SessionKey::default_path(None, Some(home.path()), 8080).unwrap();
+        assert_eq!(path, home.path().join(".byollm/local-8080.key"));
+        let runtime = SessionKey::default_path(Some(Path::new("/run/user/1000")), Some(home.path()), 9);
+        assert_eq!(runtime.unwrap(), Path::new("/run/user/1000/byollm/local-9.key"));
+        std::fs::create_dir(home.path().join(".byollm")).unwrap();
+        std::fs::set_permissions(home.path().join(".byollm"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(&path, "an older session's key").unwrap();
+        key.write_file(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), key.expose());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&path), mode(path.parent().unwrap())), (0o600, 0o700));
+    }
+
+    #[test]
     fn authenticates_bearer_and_bare_keys() {
         let callers = callers();
         assert_eq!(callers.authenticate(&headers("Bearer k1")).unwrap().name, "worker");
         assert_eq!(callers.authenticate(&headers("k1")).unwrap().name, "worker");
+        let mut anthropic = HeaderMap::new();
+        anthropic.insert("x-api-key", "k1".parse().unwrap());
+        assert_eq!(callers.authenticate(&anthropic).unwrap().name, "worker");
         assert_eq!(callers.authenticate(&HeaderMap::new()).unwrap_err(), AuthError::MissingKey);
         assert_eq!(callers.authenticate(&headers("Bearer k2")).unwrap_err(), AuthError::UnknownKey);
     }

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::adapter::bedrock::BedrockClient;
 use crate::adapter::routes::{self as chat_routes, ChatState, CredentialSource};
-use crate::auth::Callers;
+use crate::auth::{AuthError, Callers, SessionKey};
 use crate::authz::{self, FieldSource, RunRequest};
 use crate::broker::cache::{Clock, SystemClock};
 use crate::broker::sts::{SdkSts, StsExchange};
@@ -151,10 +151,11 @@ pub fn router(state: AppState) -> Router {
 
 /// `byollm local`: the chat API signed with the person's own AWS session; no issuer, no broker.
 ///
-/// Nothing but the person's own programs may spend their session: requests a browser sends on a
-/// web page's behalf (they carry `Origin`) are refused, and so are requests for a host name other
-/// than loopback (DNS rebinding) while listening on loopback.
-pub fn local_router(chat: ChatState, loopback: bool) -> Router {
+/// Nothing but the person's own programs may spend their session: every request but `/healthz`
+/// must present the session key (`Authorization: Bearer` or `x-api-key`); requests a browser sends
+/// on a web page's behalf (they carry `Origin`) are refused, and so are requests for a host name
+/// other than loopback (DNS rebinding) while listening on loopback.
+pub fn local_router(chat: ChatState, loopback: bool, key: Arc<SessionKey>) -> Router {
     let limit = chat.config.server.max_body_bytes;
     Router::new()
         .route("/v1/chat/completions", post(chat_routes::chat_completions))
@@ -165,11 +166,18 @@ pub fn local_router(chat: ChatState, loopback: bool) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(loopback, local_guard))
+        .layer(axum::middleware::from_fn_with_state(LocalGuard { loopback, key }, local_guard))
         .with_state(chat)
 }
 
-async fn local_guard(State(loopback): State<bool>, request: Request, next: axum::middleware::Next) -> Response {
+#[derive(Clone)]
+struct LocalGuard {
+    loopback: bool,
+    key: Arc<SessionKey>,
+}
+
+async fn local_guard(State(guard): State<LocalGuard>, request: Request, next: axum::middleware::Next) -> Response {
+    let loopback = guard.loopback;
     if request.headers().contains_key(header::ORIGIN) {
         return ApiError::forbidden(
             "browser_request_refused",
@@ -186,6 +194,21 @@ async fn local_guard(State(loopback): State<bool>, request: Request, next: axum:
             )
             .into_response();
         }
+    }
+    if request.uri().path() != "/healthz"
+        && let Err(error) = guard.key.check(request.headers())
+    {
+        let error = match error {
+            AuthError::MissingKey => ApiError::unauthenticated(
+                "missing_api_key",
+                "local mode needs its session key: send it as 'Authorization: Bearer <key>' or 'x-api-key'; byollm local printed it and wrote it to its key file",
+            ),
+            AuthError::UnknownKey => ApiError::unauthenticated(
+                "invalid_api_key",
+                "that is not this session's key: byollm local makes a new one each time it starts (see its key file)",
+            ),
+        };
+        return error.into_response();
     }
     next.run(request).await
 }

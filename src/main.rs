@@ -56,10 +56,13 @@ Send SIGHUP to reload the key set at once (it is also polled every keys.reload_i
     /// Serve the chat API on your laptop, signed with your own AWS session (aws login, SSO, profiles).
     #[command(
         after_help = "Examples:\n  aws login && byollm local\n  byollm local --profile work --region eu-west-1\n\n\
-Point any OpenAI client at http://127.0.0.1:8080/v1 (any API key). Requests go from the client to byollm on \
-this machine, which signs them with your session and sends them to Bedrock in your account. Credentials are \
-re-read every local.refresh_interval_secs (15 minutes) and before they expire; when the session lapses, requests \
-fail with the command that renews it."
+Listens on 127.0.0.1:8080 (--port, or --listen for another address; server.listen is ignored). At start it makes \
+a session key, prints it and writes it to a file only you can read ($XDG_RUNTIME_DIR/byollm/local-<port>.key, \
+else ~/.byollm/local-<port>.key); every request must send it (Authorization: Bearer, or x-api-key):\n  \
+export OPENAI_API_KEY=$(cat ~/.byollm/local-8080.key) OPENAI_BASE_URL=http://127.0.0.1:8080/v1\n\n\
+Requests go from the client to byollm on this machine, which signs them with your session and sends them to \
+Bedrock in your account. Credentials are re-read every local.refresh_interval_secs (15 minutes) and before they \
+expire; when the session lapses, requests fail with the command that renews it."
     )]
     Local {
         #[command(flatten)]
@@ -67,9 +70,17 @@ fail with the command that renews it."
         /// AWS profile to use (default: AWS_PROFILE, else the default profile).
         #[arg(long, env = "AWS_PROFILE")]
         profile: Option<String>,
-        /// Address to listen on (default: server.listen, 127.0.0.1:8080). Keep it on loopback.
+        /// Port to listen on, on 127.0.0.1 (default 8080). server.listen from a config is ignored.
+        #[arg(long, conflicts_with = "listen")]
+        port: Option<u16>,
+        /// Listen on this exact address instead; beyond loopback anyone who reaches it and holds
+        /// the session key can use your AWS session.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Where to write the session key (default: $XDG_RUNTIME_DIR/byollm/local-<port>.key,
+        /// else ~/.byollm/local-<port>.key), readable by you only.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
         /// Bedrock region (default: the profile's region, else bedrock.region).
         #[arg(long)]
         region: Option<String>,
@@ -281,6 +292,10 @@ const LOG_CAPS: &[&str] = &[
     "h2",
 ];
 
+/// Targets whose warnings quote a failing `credential_process` command's stderr (which may hold
+/// anything): errors only. byollm logs the failure itself, without the stderr.
+const LOG_QUIET: &[&str] = &["aws_config::profile::credentials", "aws_config::meta::credentials::chain"];
+
 fn init_tracing() {
     use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
@@ -289,7 +304,8 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let caps = Targets::new()
         .with_default(LevelFilter::TRACE)
-        .with_targets(LOG_CAPS.iter().map(|target| (*target, LevelFilter::DEBUG)));
+        .with_targets(LOG_CAPS.iter().map(|target| (*target, LevelFilter::DEBUG)))
+        .with_targets(LOG_QUIET.iter().map(|target| (*target, LevelFilter::ERROR)));
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false);
     tracing_subscriber::registry().with(tracing_subscriber::Layer::with_filter(layer, wanted.and(caps))).init();
 }
@@ -309,10 +325,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve(config))
         }
-        Command::Local { config, profile, listen, region } => {
+        Command::Local { config, profile, port, listen, key_file, region } => {
             let config = load_config(&config, true)?;
+            // Loopback unless --listen says otherwise explicitly: a shared config's
+            // server.listen (0.0.0.0 in the Kubernetes one) never applies here.
+            let listen = listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(8080))));
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(local(config, profile, listen, region))
+            runtime.block_on(local(config, profile, listen, key_file, region))
         }
         Command::Doctor { config, profile, team, actor, principal, agent } => {
             let config = load_config(&config, false)?;
@@ -561,7 +580,8 @@ async fn serve(config: Config) -> Result<(), Failure> {
 async fn local(
     config: Config,
     profile: Option<String>,
-    listen: Option<std::net::SocketAddr>,
+    listen: std::net::SocketAddr,
+    key_file: Option<PathBuf>,
     region: Option<String>,
 ) -> Result<(), Failure> {
     use byollm::adapter::routes::{ChatState, CredentialSource};
@@ -574,9 +594,8 @@ async fn local(
     };
     let session = Arc::new(LocalSession::new(source).await);
     let region = region.or_else(|| session.region().map(str::to_owned)).unwrap_or(config.bedrock.region.clone());
-    let listen = listen.unwrap_or(config.server.listen);
     if !listen.ip().is_loopback() {
-        tracing::warn!(%listen, "local mode listening beyond loopback: anyone who reaches this address can use your AWS session");
+        tracing::warn!(%listen, "local mode listening beyond loopback: anyone who reaches this address and holds the session key can use your AWS session");
     }
     let _refresher = session.clone().spawn_refresher();
     let config = Arc::new(config);
@@ -589,12 +608,26 @@ async fn local(
     };
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let bound = listener.local_addr()?;
+    // A key per session, required on every request; written where only this user can read it.
+    let key = Arc::new(byollm::auth::SessionKey::generate().map_err(|e| e.message)?);
+    let key_path = key_file
+        .or_else(|| {
+            let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_dir());
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            byollm::auth::SessionKey::default_path(runtime.as_deref(), home.as_deref(), bound.port())
+        })
+        .ok_or("no place for the session key: set HOME or pass --key-file")?;
+    key.write_file(&key_path).map_err(|e| format!("cannot write the session key to {}: {e}", key_path.display()))?;
+    println!("session key (send as the API key; new each start): {}", key.expose());
+    println!("written to {} (readable by you only)", key_path.display());
+    println!("  export OPENAI_API_KEY=$(cat {}) OPENAI_BASE_URL=http://{bound}/v1", key_path.display());
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %bound,
         profile = %session.profile_name(),
         %region,
-        "byollm ready (local mode): point OpenAI clients at http://{}/v1",
-        listener.local_addr()?
+        key_file = %key_path.display(),
+        "byollm ready (local mode): point OpenAI clients at http://{bound}/v1 with the session key"
     );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -604,11 +637,13 @@ async fn local(
     let header_timeout = chat.config.server.header_read_timeout;
     byollm::http::serve(
         listener,
-        byollm::http::local_router(chat, listen.ip().is_loopback()),
+        byollm::http::local_router(chat, listen.ip().is_loopback(), key),
         header_timeout,
         shutdown,
     )
     .await;
+    // The key dies with the session.
+    let _ = std::fs::remove_file(&key_path);
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! Local mode: a person's own AWS profile through the standard credential chain, read from
-//! temporary config and credentials files (the process environment is never changed), and the
-//! `byollm doctor` report over the same chain.
+//! temporary config and credentials files (the process environment is never changed), the
+//! `byollm doctor` report over the same chain, and `byollm local` usable by its owner only.
+
+mod harness;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -249,4 +251,95 @@ async fn doctor_reports_an_expired_session_with_the_command_that_fixes_it() {
 
     let report = byollm::doctor::local_report(aws.source("work")).await;
     assert_eq!(report.error.and_then(|e| e.hint).as_deref(), Some("aws sso login --profile work"));
+}
+
+// `byollm local`, the binary: only the holder of the session key gets anything.
+
+#[tokio::test]
+async fn another_local_user_without_the_session_key_gets_a_401() {
+    use std::os::unix::fs::PermissionsExt;
+    let aws = AwsDir::new();
+    // A shared config (say, the Kubernetes one) asks for 0.0.0.0: local mode ignores it.
+    let shared_port = harness::free_port();
+    let gateway = harness::Gateway::start_local(
+        &format!("[server]\nlisten = \"0.0.0.0:{shared_port}\"\n"),
+        &["--profile", "rotating"],
+        &[("AWS_CONFIG_FILE", aws.path("config").to_str().unwrap())],
+    );
+    let key = gateway.local_key().to_owned();
+    assert!(key.starts_with("byollm_") && key.len() > 40);
+    let client = reqwest::Client::new();
+    let models = format!("{}/v1/models", gateway.url);
+    let chat = format!("{}/v1/chat/completions", gateway.url);
+    let body = serde_json::json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]});
+    type Case<'a> = (&'a str, Option<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (&models, None, "missing_api_key"),
+        (&models, Some(("authorization", "Bearer local".into())), "invalid_api_key"),
+        (&models, Some(("authorization", format!("Bearer {key}x"))), "invalid_api_key"),
+        (&models, Some(("x-api-key", "anything".into())), "invalid_api_key"),
+        (&chat, None, "missing_api_key"),
+        (&chat, Some(("authorization", "Bearer".into())), "invalid_api_key"),
+    ];
+    for (url, header, code) in cases {
+        let mut request = if url.ends_with("models") { client.get(url) } else { client.post(url).json(&body) };
+        if let Some((name, value)) = &header {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{url} {header:?}");
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], code, "{url} {header:?}");
+    }
+    // The owner's clients: OpenAI style and Anthropic style.
+    for (name, value) in [("authorization", format!("Bearer {key}")), ("x-api-key", key.clone())] {
+        let response = client.get(&models).header(name, value).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+    }
+    // Health needs no key (and says nothing secret).
+    assert_eq!(client.get(format!("{}/healthz", gateway.url)).send().await.unwrap().status(), 200);
+    // The key file: the owner's only; loopback only, whatever the config said.
+    let key_file = gateway.dir.path().join("local.key");
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(gateway.logs().contains(&format!("listen=127.0.0.1:{}", gateway.url.rsplit(':').next().unwrap())));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", shared_port)).is_err(), "server.listen was not used");
+    let mut gateway = gateway;
+    let (code, _) = gateway.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(!key_file.exists(), "the key is removed when the session ends");
+}
+
+#[tokio::test]
+async fn a_failing_credential_process_never_shows_its_stderr_in_responses_or_healthz() {
+    let aws = AwsDir::new();
+    let gateway = harness::Gateway::start_local(
+        "",
+        &["--profile", "noisy"],
+        &[("AWS_CONFIG_FILE", aws.path("config").to_str().unwrap())],
+    );
+    let client = reqwest::Client::new();
+    let mut health = String::new();
+    for _ in 0..100 {
+        let response = client.get(format!("{}/healthz", gateway.url)).send().await.unwrap();
+        let status = response.status();
+        health = response.text().await.unwrap();
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(health.contains("aws_credentials_missing"), "{health}");
+    let response = client
+        .post(format!("{}/v1/chat/completions", gateway.url))
+        .bearer_auth(gateway.local_key())
+        .json(&serde_json::json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("byollm doctor --profile noisy"), "{body}");
+    for text in [&health, &body, &gateway.logs()] {
+        assert!(!text.contains("SECRET-ON-STDERR"), "stderr leaked: {text}");
+    }
 }

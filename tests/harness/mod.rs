@@ -50,6 +50,8 @@ pub struct Gateway {
     pub public_url: Option<String>,
     pub dir: tempfile::TempDir,
     logs: Arc<Mutex<String>>,
+    /// `byollm local`: the session key it wrote to its key file.
+    local_key: Option<String>,
 }
 
 impl Gateway {
@@ -88,17 +90,27 @@ impl Gateway {
         Gateway::spawn(command, dir, url, public_port, env)
     }
 
-    /// Start `byollm local` on a free port with `extra` as its config and `env` (e.g. a temporary
-    /// `AWS_CONFIG_FILE` and `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`).
+    /// Start `byollm local` on a free loopback port (`--port`) with `extra` as its config and `env`
+    /// (e.g. a temporary `AWS_CONFIG_FILE` and `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`). Its session key
+    /// goes to `local.key` in the gateway's directory ([`Gateway::local_key`]).
     pub fn start_local(extra: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config_path = dir.path().join("byollm.toml");
         std::fs::write(&config_path, extra).unwrap();
+        let key_path = dir.path().join("local.key");
         let mut command = Command::new(BIN);
-        command.arg("local").arg("--config").arg(&config_path).arg("--listen").arg(format!("127.0.0.1:{port}"));
+        command.arg("local").arg("--config").arg(&config_path).arg("--port").arg(port.to_string());
+        command.arg("--key-file").arg(&key_path);
         command.args(args);
-        Gateway::spawn(command, dir, format!("http://127.0.0.1:{port}"), None, env)
+        let mut gateway = Gateway::spawn(command, dir, format!("http://127.0.0.1:{port}"), None, env);
+        gateway.local_key = Some(std::fs::read_to_string(&key_path).unwrap().trim().to_owned());
+        gateway
+    }
+
+    /// The session key of a `byollm local` gateway.
+    pub fn local_key(&self) -> &str {
+        self.local_key.as_deref().expect("a byollm local gateway")
     }
 
     /// `byollm local --profile dev` with a temporary AWS profile holding static keys, pointed at
@@ -141,6 +153,7 @@ impl Gateway {
             public_url: public_port.map(|p| format!("http://127.0.0.1:{p}")),
             dir,
             logs: Arc::new(Mutex::new(String::new())),
+            local_key: None,
         };
         gateway.capture();
         gateway.wait_ready();
