@@ -24,6 +24,8 @@ const ENV_NOT_CONFIG: &[&str] = &["BYOLLM_LOG", "BYOLLM_CONFIG", "BYOLLM_API_KEY
 
 /// Longest token lifetime we ever sign.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// Default budget of request-body bytes held at once by all requests together.
+pub const DEFAULT_BODY_BYTES_IN_FLIGHT: usize = 64 << 20;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -56,6 +58,12 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Longest a client may take to send its request body.
     pub body_read_timeout: Duration,
+    /// Request-body bytes all requests together may hold at once; beyond it, 503 with `Retry-After`.
+    pub max_body_bytes_in_flight: usize,
+    /// Open connections the internal listener accepts at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Open connections the public listener accepts at once.
+    pub public_max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +107,11 @@ pub struct CallerConfig {
     pub principals: Option<Vec<Uid>>,
     /// Named agents (with their own roles) this caller may act as; `None`: any of its team's.
     pub agents: Option<Vec<String>>,
+    /// May this caller run without naming an agent (under the team's own role)? Default: only when
+    /// its agents are unrestricted or it lists none.
+    pub allow_no_agent: bool,
+    /// May this caller have tokens signed for it (`POST /v1/tokens`)? Default: no.
+    pub mint_tokens: bool,
 }
 
 impl fmt::Debug for CallerConfig {
@@ -109,6 +122,8 @@ impl fmt::Debug for CallerConfig {
             .field("actors", &self.actors)
             .field("principals", &self.principals)
             .field("agents", &self.agents)
+            .field("allow_no_agent", &self.allow_no_agent)
+            .field("mint_tokens", &self.mint_tokens)
             .finish_non_exhaustive()
     }
 }
@@ -120,6 +135,10 @@ pub struct TeamConfig {
     /// Bedrock region for this team; `bedrock.region` when absent.
     pub region: Option<String>,
     pub agents: Vec<AgentConfig>,
+    /// Mint session tags (team, actor, principal, agent, run) and a source identity into this
+    /// team's tokens; its roles' trust policies must then allow `sts:TagSession` and
+    /// `sts:SetSourceIdentity` (`byollm aws-setup` generates them so).
+    pub session_tags: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +152,9 @@ pub struct StsConfig {
     pub region: String,
     pub endpoint_url: Option<String>,
     pub duration: Duration,
+    /// Credentials that leave the gateway (`/v1/credentials*`) are assumed with a session policy
+    /// allowing only `bedrock:InvokeModel*` on the configured models.
+    pub session_policy: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -310,6 +332,20 @@ impl Config {
         let header_read_timeout =
             server.take_secs("header_read_timeout_secs", 1, 300).unwrap_or(Duration::from_secs(30));
         let body_read_timeout = server.take_secs("body_read_timeout_secs", 1, 600).unwrap_or(Duration::from_secs(60));
+        let max_body_bytes_in_flight = server
+            .take_ranged("max_body_bytes_in_flight", 1024, 4 << 30)
+            .map(|v| v as usize)
+            .unwrap_or(DEFAULT_BODY_BYTES_IN_FLIGHT.max(max_body_bytes));
+        if max_body_bytes_in_flight < max_body_bytes {
+            let path = server.child("max_body_bytes_in_flight");
+            server.error_at(
+                path,
+                "must be at least server.max_body_bytes, or no maximum-size body could ever be read".into(),
+            );
+        }
+        let max_connections = server.take_ranged("max_connections", 1, 1_000_000).unwrap_or(4096) as usize;
+        let public_max_connections =
+            server.take_ranged("public_max_connections", 1, 1_000_000).unwrap_or(1024) as usize;
         server.finish();
 
         let mut issuer = root.section("issuer");
@@ -424,7 +460,27 @@ impl Config {
                     Ok(Some(list))
                 })
                 .unwrap_or(None);
-            Some(CallerConfig { name: name?, key_sha256: key_sha256?, team: team?, actors, principals, agents })
+            let allow_no_agent = caller
+                .take::<bool>("allow_no_agent")
+                .unwrap_or_else(|| agents.as_ref().is_none_or(|list| list.is_empty()));
+            if !allow_no_agent && agents.as_ref().is_some_and(|list| list.is_empty()) {
+                let path = caller.child("allow_no_agent");
+                caller.error_at(
+                    path,
+                    "false with agents = [] allows nothing: list agents or allow running without one".into(),
+                );
+            }
+            let mint_tokens = caller.take::<bool>("mint_tokens").unwrap_or(false);
+            Some(CallerConfig {
+                name: name?,
+                key_sha256: key_sha256?,
+                team: team?,
+                actors,
+                principals,
+                agents,
+                allow_no_agent,
+                mint_tokens,
+            })
         });
         let mut seen_callers = HashSet::new();
         let mut seen_keys = HashSet::new();
@@ -448,7 +504,8 @@ impl Config {
                 let role_arn = agent.take_required_parsed("role_arn", |s: String| RoleArn::parse(&s));
                 Some(AgentConfig { name: name?, role_arn: role_arn? })
             });
-            Some(TeamConfig { uid: uid?, role_arn, region, agents })
+            let session_tags = team.take::<bool>("session_tags").unwrap_or(false);
+            Some(TeamConfig { uid: uid?, role_arn, region, agents, session_tags })
         });
         let mut seen_teams = HashSet::new();
         for (index, team) in teams.iter().enumerate() {
@@ -461,6 +518,7 @@ impl Config {
         let sts_region = sts.take_parsed("region", validate_region).unwrap_or_else(|| "us-east-1".into());
         let sts_endpoint = sts.take_parsed("endpoint_url", validate_endpoint_url);
         let duration = sts.take_secs("duration_secs", 900, 43_200).unwrap_or(Duration::from_secs(3600));
+        let session_policy = sts.take::<bool>("session_policy").unwrap_or(true);
         sts.finish();
 
         let mut bedrock = root.section("bedrock");
@@ -534,6 +592,9 @@ impl Config {
                 request_timeout,
                 header_read_timeout,
                 body_read_timeout,
+                max_body_bytes_in_flight,
+                max_connections,
+                public_max_connections,
             },
             issuer: IssuerConfig { url, host_path, audience, token_lifetime },
             keys: KeysConfig {
@@ -547,7 +608,7 @@ impl Config {
             },
             callers,
             teams,
-            sts: StsConfig { region: sts_region, endpoint_url: sts_endpoint, duration },
+            sts: StsConfig { region: sts_region, endpoint_url: sts_endpoint, duration, session_policy },
             bedrock: BedrockConfig { region: bedrock_region, endpoint_url: bedrock_endpoint },
             models,
             local: LocalConfig { profile, refresh_interval },
@@ -955,6 +1016,34 @@ mod tests {
         assert_eq!(role.account_id(), "123456789012");
         assert_eq!(role.role_name(), "byollm-acme");
         assert_eq!(team.agents[0].role_arn.role_name(), "reviewer");
+    }
+
+    #[test]
+    fn running_without_an_agent_is_off_for_agent_restricted_callers_unless_asked_for() {
+        let caller = |extra: &str| {
+            format!("dev = true\n[[callers]]\nname = \"w\"\nkey_sha256 = \"{HASH}\"\nteam = \"acme\"\n{extra}")
+        };
+        let config = |extra: &str| Config::from_toml(&caller(extra)).map(|c| c.callers[0].clone());
+        let open = config("").unwrap();
+        assert!(open.allow_no_agent && !open.mint_tokens, "unrestricted: may run under the team role, no tokens");
+        assert!(config("agents = [\"*\"]").unwrap().allow_no_agent);
+        assert!(config("agents = []").unwrap().allow_no_agent, "no agents at all: the team role is all it has");
+        assert!(!config("agents = [\"reviewer\"]").unwrap().allow_no_agent, "an agent's worker stays its agent");
+        assert!(config("agents = [\"reviewer\"]\nallow_no_agent = true").unwrap().allow_no_agent);
+        assert!(config("mint_tokens = true").unwrap().mint_tokens);
+        let errors = errors_of(&caller("agents = []\nallow_no_agent = false"));
+        assert_eq!(errors[0].0, "callers[0].allow_no_agent");
+    }
+
+    #[test]
+    fn new_server_and_team_settings_have_safe_defaults() {
+        let config = Config::from_toml("dev = true\n[[teams]]\nuid = \"acme\"\n").unwrap();
+        assert!(!config.teams[0].session_tags);
+        assert!(config.sts.session_policy);
+        assert_eq!(config.server.max_body_bytes_in_flight, DEFAULT_BODY_BYTES_IN_FLIGHT);
+        assert!(config.server.max_body_bytes_in_flight >= config.server.max_body_bytes);
+        let errors = errors_of("dev = true\n[server]\nmax_body_bytes = 2048\nmax_body_bytes_in_flight = 1024\n");
+        assert_eq!(errors[0].0, "server.max_body_bytes_in_flight");
     }
 
     #[test]

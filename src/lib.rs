@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod auth;
+pub mod authz;
 pub mod aws_setup;
 pub mod broker;
 pub mod config;

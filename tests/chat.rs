@@ -42,7 +42,7 @@ fn chat_body(stream: bool) -> Value {
 async fn post(setup: &Setup, body: &Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", setup.gateway.url))
-        .bearer_auth("anything")
+        .bearer_auth(setup.gateway.local_key())
         .json(body)
         .send()
         .await
@@ -293,7 +293,9 @@ async fn bad_requests_are_refused_before_bedrock() {
         assert_eq!(error["error"]["param"], param, "{error}");
     }
     assert!(setup.bedrock.requests().is_empty());
-    let models: Value = reqwest::get(format!("{}/v1/models", setup.gateway.url)).await.unwrap().json().await.unwrap();
+    let models =
+        reqwest::Client::new().get(format!("{}/v1/models", setup.gateway.url)).bearer_auth(setup.gateway.local_key());
+    let models: Value = models.send().await.unwrap().json().await.unwrap();
     assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "claude-sonnet-4-5"));
 }
 
@@ -326,7 +328,8 @@ async fn web_pages_and_rebound_hosts_cannot_spend_the_local_session() {
     assert_eq!(rebound.status(), 403);
     let body: Value = rebound.json().await.unwrap();
     assert_eq!(body["error"]["code"], "host_not_allowed");
-    let localhost = client.post(&url).header("host", "localhost").json(&chat_body(false)).send().await.unwrap();
+    let localhost = client.post(&url).header("host", "localhost").bearer_auth(setup.gateway.local_key());
+    let localhost = localhost.json(&chat_body(false)).send().await.unwrap();
     assert_eq!(localhost.status(), 200);
     assert_eq!(setup.bedrock.requests().len(), 1, "only the loopback request reached Bedrock");
 }

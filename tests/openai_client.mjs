@@ -112,7 +112,7 @@ async function expectError(cls, promise) {
 
 const baseURL = process.argv[2].replace(/\/$/, '').replace(/(\/v1)?$/, '/v1');
 // No retries: every call consumes exactly one scripted reply.
-const client = new OpenAI({ baseURL, apiKey: 'local', maxRetries: 0, timeout: 30_000 });
+const client = new OpenAI({ baseURL, apiKey: process.env.OPENAI_API_KEY, maxRetries: 0, timeout: 30_000 });
 const state = {};
 
 const steps = [

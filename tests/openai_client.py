@@ -1,6 +1,6 @@
 """Drives a byollm gateway with the official OpenAI Python SDK.
 
-Usage: python3 tests/openai_client.py http://127.0.0.1:PORT
+Usage: OPENAI_API_KEY=<session key> python3 tests/openai_client.py http://127.0.0.1:PORT
 
 Run by tests/openai_sdk.rs, which queues the fake Bedrock's replies in exactly the order of the
 calls below that reach Bedrock (marked "bedrock" in STEPS) before starting this script. Every step
@@ -12,6 +12,7 @@ pydantic types (the SDK itself only constructs them, without validating field ty
 
 import asyncio
 import json
+import os
 import sys
 
 import openai
@@ -474,7 +475,7 @@ def cut_stream(client):
 
 def async_stream(base_url):
     async def run():
-        client = AsyncOpenAI(base_url=base_url, api_key="local", max_retries=0, timeout=30)
+        client = AsyncOpenAI(base_url=base_url, api_key=os.environ["OPENAI_API_KEY"], max_retries=0, timeout=30)
         stream = await client.chat.completions.create(
             model=MODEL, messages=user("hi"), stream=True, stream_options={"include_usage": True}
         )
@@ -496,7 +497,7 @@ def main():
     if not base_url.endswith("/v1"):
         base_url += "/v1"
     # No retries: every call consumes exactly one scripted reply.
-    client = OpenAI(base_url=base_url, api_key="local", max_retries=0, timeout=30)
+    client = OpenAI(base_url=base_url, api_key=os.environ["OPENAI_API_KEY"], max_retries=0, timeout=30)
     state = {}
     print(f"openai {openai.__version__} against {base_url}", flush=True)
     steps = [

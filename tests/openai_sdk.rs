@@ -66,7 +66,7 @@ fn available(what: &str, present: bool, install: &str) -> bool {
 }
 
 /// Runs a client script to completion (killed after [`SCRIPT_TIMEOUT`]); returns (success, output).
-async fn run_client(program: &str, script: &Path, url: &str) -> (bool, String) {
+async fn run_client(program: &str, script: &Path, url: &str, key: &str) -> (bool, String) {
     let mut command = Command::new(program);
     command.arg(script).arg(url).current_dir(tests_dir()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // Never let a developer's own OpenAI settings redirect or authenticate the SDK.
@@ -74,6 +74,8 @@ async fn run_client(program: &str, script: &Path, url: &str) -> (bool, String) {
         command.env_remove(name);
     }
     command.env("NO_PROXY", "127.0.0.1").env("no_proxy", "127.0.0.1");
+    // The local gateway's session key, as the SDKs read it.
+    command.env("OPENAI_API_KEY", key);
     let mut child = command.spawn().unwrap_or_else(|e| panic!("could not start {program}: {e}"));
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + SCRIPT_TIMEOUT;
@@ -183,7 +185,8 @@ async fn python_openai_sdk() {
     let replies = python_script();
     let expected = replies.len();
     setup.bedrock.set_script(replies);
-    let (ok, output) = run_client(&python, &tests_dir().join("openai_client.py"), &setup.gateway.url).await;
+    let (ok, output) =
+        run_client(&python, &tests_dir().join("openai_client.py"), &setup.gateway.url, setup.gateway.local_key()).await;
     println!("{output}");
     assert!(ok, "tests/openai_client.py failed:\n{output}\ngateway logs:\n{}", setup.gateway.logs());
 
@@ -263,7 +266,8 @@ async fn node_openai_sdk() {
     let replies = node_script();
     let expected = replies.len();
     setup.bedrock.set_script(replies);
-    let (ok, output) = run_client("node", &tests_dir().join("openai_client.mjs"), &setup.gateway.url).await;
+    let (ok, output) =
+        run_client("node", &tests_dir().join("openai_client.mjs"), &setup.gateway.url, setup.gateway.local_key()).await;
     println!("{output}");
     assert!(ok, "tests/openai_client.mjs failed:\n{output}\ngateway logs:\n{}", setup.gateway.logs());
     assert_eq!(setup.bedrock.requests().len(), expected, "every scripted reply was used, no call was retried");
