@@ -13,7 +13,7 @@ use support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, Reply, StreamEx
 
 const KEY_ID: &str = "AKIDLOCALTEST0001";
 const SECRET: &str = "local-test-secret-key-0001";
-const MODEL_ID: &str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0";
+const MODEL_ID: &str = "global.anthropic.claude-haiku-4-5-20251001-v1:0";
 
 struct Setup {
     bedrock: FakeBedrock,
@@ -32,7 +32,7 @@ async fn setup(known_key: bool) -> Setup {
 
 fn chat_body(stream: bool) -> Value {
     json!({
-        "model": "claude-sonnet-4-5",
+        "model": "claude-haiku-4-5",
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
         "stream": stream,
         "stream_options": if stream { json!({"include_usage": true}) } else { Value::Null },
@@ -69,7 +69,7 @@ async fn non_streamed_text_is_signed_converted_and_answered() {
     assert_eq!(response.status(), 200);
     let completion: Value = response.json().await.unwrap();
     assert_eq!(completion["object"], "chat.completion");
-    assert_eq!(completion["model"], "claude-sonnet-4-5");
+    assert_eq!(completion["model"], "claude-haiku-4-5");
     assert_eq!(completion["choices"][0]["message"]["content"], "Hello there");
     assert_eq!(completion["choices"][0]["finish_reason"], "stop");
     assert_eq!(completion["usage"]["prompt_tokens"], 127);
@@ -274,14 +274,14 @@ async fn bad_requests_are_refused_before_bedrock() {
     let setup = setup(true).await;
     let cases = [
         (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}), 404, "model_not_found", "model"),
-        (json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}], "n": 2}), 400, "", "n"),
+        (json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}], "n": 2}), 400, "", "n"),
         (
-            json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}),
+            json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}),
             400,
             "",
             "logprobs",
         ),
-        (json!({"model": "claude-sonnet-4-5", "messages": "nope"}), 400, "invalid_body", "messages"),
+        (json!({"model": "claude-haiku-4-5", "messages": "nope"}), 400, "invalid_body", "messages"),
     ];
     for (body, status, code, param) in cases {
         let response = post(&setup, &body).await;
@@ -294,7 +294,7 @@ async fn bad_requests_are_refused_before_bedrock() {
     }
     assert!(setup.bedrock.requests().is_empty());
     let models: Value = reqwest::get(format!("{}/v1/models", setup.gateway.url)).await.unwrap().json().await.unwrap();
-    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "claude-sonnet-4-5"));
+    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "claude-haiku-4-5"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

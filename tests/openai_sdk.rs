@@ -121,17 +121,17 @@ fn python_script() -> Vec<Reply> {
         Reply::text(&["It is sunny."]),
         // tool_results_stream
         Reply::text(&["Sunny", " at two."]),
-        // json_schema_non_stream
-        Reply::default().with_tool_call("toolu_4", "weather", &["{\"city\": \"Paris\", \"temp_c\": 21}"]),
+        // json_schema_non_stream (native structured output: the answer is the JSON text)
+        Reply::text(&["{\"city\": \"Paris\", \"temp_c\": 21}"]),
         // json_schema_stream
-        Reply::default().with_tool_call("toolu_5", "weather", &["{\"city\": ", "\"Oslo\", ", "\"temp_c\": 3}"]),
+        Reply::text(&["{\"city\": ", "\"Oslo\", ", "\"temp_c\": 3}"]),
         // parse_helper
-        Reply::default().with_tool_call("toolu_6", "Weather", &["{\"city\": \"Rome\", \"temp_c\": 25}"]),
+        Reply::text(&["{\"city\": \"Rome\", \"temp_c\": 25}"]),
         // parse_helper_tools
         Reply::default().with_tool_call("toolu_8", "GetWeather", &["{\"city\": \"Bern\"}"]),
         Reply::text(&["Snow in Bern."]),
         // stream_helper
-        Reply::default().with_tool_call("toolu_7", "Weather", &["{\"city\": \"Li", "ma\", \"temp_c\": 18}"]),
+        Reply::text(&["{\"city\": \"Li", "ma\", \"temp_c\": 18}"]),
         // reasoning_non_stream
         Reply::default().with_thinking(&["Consider", " this."], "sig-1").with_text(&["42"]),
         // reasoning_stream
@@ -201,9 +201,11 @@ async fn python_openai_sdk() {
     let last_types: Vec<&str> =
         last["content"].as_array().unwrap().iter().map(|b| b["type"].as_str().unwrap()).collect();
     assert_eq!(last_types, ["tool_result", "tool_result", "text"], "{turn}");
-    // response_format became a forced tool.
-    assert_eq!(requests[7].body["tool_choice"]["name"], "weather");
-    assert_eq!(requests[9].body["tool_choice"]["name"], "Weather");
+    // response_format became native structured output (the model has it).
+    assert_eq!(requests[7].body["output_config"]["format"]["type"], "json_schema", "{}", requests[7].body);
+    assert_eq!(requests[7].body["output_config"]["format"]["schema"]["required"], json!(["city", "temp_c"]));
+    assert!(requests[9].body["output_config"]["format"]["schema"]["properties"]["temp_c"].is_object());
+    assert!(requests[9].body.get("tool_choice").is_none());
     // parse_helper_tools: strict pydantic tools, then the parsed message went back.
     assert_eq!(requests[10].body["tools"][0]["name"], "GetWeather");
     assert_eq!(requests[11].body["messages"][1]["content"][0]["type"], "tool_use");
@@ -242,8 +244,8 @@ fn node_script() -> Vec<Reply> {
         // run_tools
         Reply::default().with_tool_call("toolu_9", "get_weather", &["{\"city\": \"Paris\"}"]),
         Reply::text(&["Sunny in Paris."]),
-        // json_schema
-        Reply::default().with_tool_call("toolu_4", "weather", &["{\"city\": \"Paris\", \"temp_c\": 21}"]),
+        // json_schema (native structured output)
+        Reply::text(&["{\"city\": \"Paris\", \"temp_c\": 21}"]),
         // rate limited
         Reply::error(BedrockErrorKind::Throttling),
         // error mid stream

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::adapter::openai::CacheControl;
+use crate::models::{Effort, ThinkingOut};
 
 /// The only `anthropic_version` Bedrock accepts in the body.
 pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
@@ -38,9 +39,30 @@ pub struct AnthropicRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub thinking: Option<Thinking>,
+    pub thinking: Option<ThinkingOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_config: Option<OutputConfig<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata<'a>>,
+    /// Beta features, in the body as Bedrock takes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub anthropic_beta: Vec<Cow<'a, str>>,
+}
+
+/// `output_config`: effort level and native structured output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutputConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effort: Option<Effort>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<OutputFormat<'a>>,
+}
+
+/// `output_config.format`: the answer is JSON matching `schema`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename = "json_schema")]
+pub struct OutputFormat<'a> {
+    pub schema: Cow<'a, Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,6 +70,8 @@ pub struct AnthropicRequest<'a> {
 pub enum Role {
     User,
     Assistant,
+    /// A mid-conversation system turn, on models that accept one.
+    System,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -117,6 +141,12 @@ pub struct Tool<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
     pub input_schema: Cow<'a, Value>,
+    /// Strict tool use: the call's input matches the schema exactly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+    /// Fine-grained tool streaming: arguments stream as the model writes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eager_input_streaming: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_control: Option<&'a CacheControl>,
 }
@@ -138,12 +168,6 @@ pub struct ToolChoice<'a> {
     pub name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disable_parallel_tool_use: Option<bool>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename = "enabled")]
-pub struct Thinking {
-    pub budget_tokens: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -202,6 +226,13 @@ pub struct Usage {
     pub output_tokens: Option<u64>,
     pub cache_creation_input_tokens: Option<u64>,
     pub cache_read_input_tokens: Option<u64>,
+    /// Thinking tokens within `output_tokens` (reported with the thinking-token-count beta).
+    pub output_tokens_details: Option<OutputTokensDetails>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub struct OutputTokensDetails {
+    pub thinking_tokens: Option<u64>,
 }
 
 /// One streaming event: the decoded bytes of one Bedrock `chunk`. Borrows text from those bytes.

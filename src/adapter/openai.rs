@@ -33,6 +33,10 @@ pub struct ChatCompletionRequest {
     pub reasoning_effort: Option<String>,
     /// Extension (LiteLLM-style): Anthropic's own `thinking` object, wins over `reasoning_effort`.
     pub thinking: Option<ThinkingParam>,
+    /// Extension: Anthropic's own `output_config` (`effort`, `format`).
+    pub output_config: Option<OutputConfigParam>,
+    /// Extension: Anthropic beta features, checked against the model's accepted betas.
+    pub anthropic_beta: Option<Vec<String>>,
     pub response_format: Option<ResponseFormat>,
     pub user: Option<String>,
     pub safety_identifier: Option<String>,
@@ -181,6 +185,22 @@ pub struct ThinkingParam {
     #[serde(rename = "type")]
     pub kind: String,
     pub budget_tokens: Option<u32>,
+    pub display: Option<String>,
+}
+
+/// Anthropic's `output_config`: effort and native structured output.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutputConfigParam {
+    pub effort: Option<String>,
+    pub format: Option<OutputFormatParam>,
+}
+
+/// `output_config.format`: `{"type": "json_schema", "schema": {...}}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutputFormatParam {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub schema: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -326,6 +346,7 @@ pub struct PromptTokensDetails {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct CompletionTokensDetails {
+    /// Thinking tokens, when Bedrock reports them (counted in `completion_tokens` too).
     pub reasoning_tokens: u64,
 }
 
