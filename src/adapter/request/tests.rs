@@ -568,3 +568,283 @@ fn rejects_bad_input() {
         check_error(name, input, param);
     }
 }
+
+/// Converts for a catalog model under its own name (so refusals name it).
+fn convert_for(family: &str, input: &Value) -> Result<Value, ApiError> {
+    let rules = rules_of(family, "");
+    let bytes = serde_json::to_vec(input).unwrap();
+    let req = parse_request(&bytes)?;
+    let prepared = to_anthropic(&req, Target { name: family, rules: &rules })?;
+    Ok(serde_json::to_value(&prepared.body).unwrap())
+}
+
+/// Compares the listed top-level fields (`null`: absent).
+fn check_for(family: &str, name: &str, input: Value, expected: Value) {
+    let body = convert_for(family, &input).unwrap_or_else(|error| panic!("{family} {name}: {error}"));
+    for (key, want) in expected.as_object().unwrap() {
+        match want {
+            Value::Null => assert!(body.get(key).is_none(), "{family} {name}: `{key}` should be absent: {body}"),
+            want => assert_eq!(&body[key], want, "{family} {name}: `{key}` in {body}"),
+        }
+    }
+}
+
+/// The 400 must name `param` and the model.
+fn refuse_for(family: &str, name: &str, input: Value, param: &str) {
+    let error = convert_for(family, &input).err().unwrap_or_else(|| panic!("{family} {name}: accepted"));
+    assert_eq!((error.status.as_u16(), error.param.as_deref()), (400, Some(param)), "{family} {name}: {error}");
+    if error.code == "unsupported_parameter" {
+        assert!(error.message.contains(family), "{family} {name}: the message names the model: {}", error.message);
+    }
+}
+
+#[test]
+fn catalog_rules_drive_reasoning_and_limits() {
+    let cases = [
+        (
+            "claude-opus-5-5",
+            "effort high on an adaptive-only model",
+            request(json!({"reasoning_effort": "high"})),
+            json!({"thinking": {"type": "adaptive", "display": "summarized"}, "output_config": {"effort": "high"},
+                   "max_tokens": 16384, "anthropic_beta": ["thinking-token-count-2026-05-13"]}),
+        ),
+        (
+            "claude-opus-5-5",
+            "no reasoning asked: the model's default, nothing sent",
+            request(json!({})),
+            json!({"thinking": null, "output_config": null, "max_tokens": 16384}),
+        ),
+        (
+            "claude-opus-4-7",
+            "none on a model that thinks only when asked",
+            request(json!({"reasoning_effort": "none"})),
+            json!({"thinking": null, "output_config": null, "max_tokens": 8192}),
+        ),
+        (
+            "claude-haiku-5-5",
+            "none turns thinking off where allowed",
+            request(json!({"reasoning_effort": "none"})),
+            json!({"thinking": {"type": "disabled"}, "output_config": null}),
+        ),
+        (
+            "claude-opus-4-6",
+            "adaptive with effort, display left to the model",
+            request(json!({"reasoning_effort": "max", "max_tokens": 2000})),
+            json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}, "max_tokens": 2000}),
+        ),
+        (
+            "claude-opus-4-6",
+            "Anthropic's objects as sent",
+            request(
+                json!({"thinking": {"type": "adaptive", "display": "omitted"}, "output_config": {"effort": "low"}}),
+            ),
+            json!({"thinking": {"type": "adaptive", "display": "omitted"}, "output_config": {"effort": "low"}}),
+        ),
+        (
+            "claude-opus-4-6",
+            "budget thinking still accepted on 4.6",
+            request(json!({"thinking": {"type": "enabled", "budget_tokens": 2000}, "max_tokens": 5000})),
+            json!({"thinking": {"type": "enabled", "budget_tokens": 2000}, "max_tokens": 5000}),
+        ),
+        (
+            "claude-sonnet-4-5",
+            "budget model",
+            request(json!({"reasoning_effort": "high"})),
+            json!({"thinking": {"type": "enabled", "budget_tokens": 16384}, "max_tokens": 20480, "output_config": null}),
+        ),
+        (
+            "claude-sonnet-4-6",
+            "max_tokens capped at the model's output limit",
+            request(json!({"max_completion_tokens": 200000})),
+            json!({"max_tokens": 64000}),
+        ),
+        (
+            "claude-fable-5-2",
+            "default sampling values are dropped, never sent",
+            request(json!({"temperature": 1.0, "top_p": 0.99})),
+            json!({"temperature": null, "top_p": null}),
+        ),
+        (
+            "claude-sonnet-4-5",
+            "one sampling parameter passes",
+            request(json!({"temperature": 0.2})),
+            json!({"temperature": 0.2}),
+        ),
+    ];
+    for (family, name, input, expected) in cases {
+        check_for(family, name, input, expected);
+    }
+    let refusals = [
+        (
+            "claude-opus-4-7",
+            "temperature on a defaults-only model",
+            request(json!({"temperature": 0.2})),
+            "temperature",
+        ),
+        ("claude-opus-5-5", "top_k", request(json!({"top_k": 5})), "top_k"),
+        (
+            "claude-opus-4-6",
+            "xhigh where the model lacks it",
+            request(json!({"reasoning_effort": "xhigh"})),
+            "reasoning_effort",
+        ),
+        ("claude-sonnet-4-5", "max on a budget model", request(json!({"reasoning_effort": "max"})), "reasoning_effort"),
+        (
+            "claude-opus-4-7",
+            "budget thinking on an adaptive-only model",
+            request(json!({"thinking": {"type": "enabled", "budget_tokens": 2000}})),
+            "thinking.type",
+        ),
+        (
+            "claude-opus-5-5",
+            "disabled where thinking is always on",
+            request(json!({"thinking": {"type": "disabled"}})),
+            "thinking.type",
+        ),
+        (
+            "claude-sonnet-4-5",
+            "effort on a budget model",
+            request(json!({"output_config": {"effort": "high"}})),
+            "output_config.effort",
+        ),
+        (
+            "claude-opus-4-6",
+            "contradicting effort fields",
+            request(json!({"reasoning_effort": "low", "output_config": {"effort": "high"}})),
+            "output_config.effort",
+        ),
+        ("claude-opus-4-6", "unknown effort", request(json!({"reasoning_effort": "extreme"})), "reasoning_effort"),
+        (
+            "claude-opus-4-6",
+            "a prefill the model refuses",
+            request(
+                json!({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "The answer is"}]}),
+            ),
+            "messages[1]",
+        ),
+        (
+            "claude-opus-5-5",
+            "a beta the model does not take",
+            request(json!({"anthropic_beta": ["context-1m-2025-08-07"]})),
+            "anthropic_beta",
+        ),
+        (
+            "claude-opus-5-5",
+            "forced tool choice while the model always thinks",
+            request(json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"})),
+            "tool_choice",
+        ),
+        (
+            "claude-opus-4-1",
+            "native structured output where the model has none",
+            request(json!({"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}})),
+            "output_config.format",
+        ),
+    ];
+    for (family, name, input, param) in refusals {
+        refuse_for(family, name, input, param);
+    }
+}
+
+#[test]
+fn catalog_rules_drive_tools_structured_output_betas_and_system_turns() {
+    let tool = json!([{"type": "function", "function": {"name": "get", "strict": true,
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false}}}]);
+    let schema = json!({"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"], "additionalProperties": false});
+    let turns = json!([
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "developer", "content": "now answer in French"}]);
+    let cases = [
+        (
+            "claude-opus-5-5",
+            "strict tools, arguments streamed as generated",
+            request(json!({"tools": tool, "stream": true})),
+            json!({"tools": [{"name": "get", "input_schema": tool[0]["function"]["parameters"], "strict": true, "eager_input_streaming": true}],
+                   "tool_choice": null}),
+        ),
+        (
+            "claude-opus-5-5",
+            "no eager streaming without a stream",
+            request(json!({"tools": tool})),
+            json!({"tools": [{"name": "get", "input_schema": tool[0]["function"]["parameters"], "strict": true}]}),
+        ),
+        (
+            "claude-opus-4-1",
+            "strict dropped, streaming through the beta",
+            request(json!({"tools": tool, "stream": true})),
+            json!({"tools": [{"name": "get", "input_schema": tool[0]["function"]["parameters"]}],
+                   "anthropic_beta": ["fine-grained-tool-streaming-2025-05-14"]}),
+        ),
+        (
+            "claude-opus-5-5",
+            "json_schema becomes native structured output",
+            request(
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": true}}}),
+            ),
+            json!({"output_config": {"format": {"type": "json_schema", "schema": schema}}, "tools": null, "tool_choice": null}),
+        ),
+        (
+            "claude-opus-5-5",
+            "json_object: a tool the always-thinking model is asked to call, not forced",
+            request(json!({"response_format": {"type": "json_object"}})),
+            json!({"output_config": null, "tools": [{"name": "json_object", "description": "Respond by calling this tool with the answer as a JSON object.",
+                   "input_schema": {"type": "object"}}], "tool_choice": {"type": "auto"}}),
+        ),
+        (
+            "claude-haiku-5-5",
+            "a forced tool turns default thinking off where allowed",
+            request(json!({"tools": tool, "tool_choice": {"type": "function", "function": {"name": "get"}}})),
+            json!({"thinking": {"type": "disabled"}, "tool_choice": {"type": "tool", "name": "get"}}),
+        ),
+        (
+            "claude-opus-4-6",
+            "client betas forwarded, once",
+            request(json!({"anthropic_beta": ["interleaved-thinking-2025-05-14", "interleaved-thinking-2025-05-14"]})),
+            json!({"anthropic_beta": ["interleaved-thinking-2025-05-14"]}),
+        ),
+        (
+            "claude-opus-5-5",
+            "a late developer message becomes a system turn after the user turn",
+            request(json!({"messages": turns})),
+            json!({"system": [{"type": "text", "text": "be brief"}],
+                   "messages": [user("a"), {"role": "assistant", "content": [{"type": "text", "text": "b"}]}, user("c"),
+                                {"role": "system", "content": [{"type": "text", "text": "now answer in French"}]}]}),
+        ),
+        (
+            "claude-sonnet-4-5",
+            "folded into the system prompt on a model without system turns",
+            request(json!({"messages": turns})),
+            json!({"system": [{"type": "text", "text": "be brief"}, {"type": "text", "text": "now answer in French"}],
+                   "messages": [user("a"), {"role": "assistant", "content": [{"type": "text", "text": "b"}]}, user("c")]}),
+        ),
+        (
+            "claude-opus-5-5",
+            "a system turn Anthropic's placement rule refuses is folded (before a user turn)",
+            request(json!({"messages": [
+                {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                {"role": "system", "content": "rule"}, {"role": "user", "content": "c"}]})),
+            json!({"system": [{"type": "text", "text": "rule"}],
+                   "messages": [user("a"), {"role": "assistant", "content": [{"type": "text", "text": "b"}]}, user("c")]}),
+        ),
+        (
+            "claude-opus-5-5",
+            "a system turn between a user turn and the assistant's is kept",
+            request(json!({"messages": [
+                {"role": "user", "content": "a"}, {"role": "system", "content": "rule"},
+                {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]})),
+            json!({"system": null, "messages": [user("a"), {"role": "system", "content": [{"type": "text", "text": "rule"}]},
+                   {"role": "assistant", "content": [{"type": "text", "text": "b"}]}, user("c")]}),
+        ),
+    ];
+    for (family, name, input, expected) in cases {
+        check_for(family, name, input, expected);
+    }
+    let image = json!({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG}")}}]}]});
+    let unknown = crate::models::catalog().unknown.clone();
+    let error = convert_with(&request(image), &unknown).unwrap_err();
+    assert_eq!(error.param.as_deref(), Some("messages[0].content[0]"));
+}
