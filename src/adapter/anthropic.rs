@@ -11,6 +11,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::adapter::openai::CacheControl;
 use crate::models::{Effort, ThinkingOut};
@@ -19,7 +20,7 @@ use crate::models::{Effort, ThinkingOut};
 pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
 /// The body of `InvokeModel` / `InvokeModelWithResponseStream`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AnthropicRequest<'a> {
     pub anthropic_version: &'static str,
     pub max_tokens: u32,
@@ -50,7 +51,7 @@ pub struct AnthropicRequest<'a> {
 }
 
 /// `output_config`: effort level and native structured output.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct OutputConfig<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effort: Option<Effort>,
@@ -58,11 +59,11 @@ pub struct OutputConfig<'a> {
     pub format: Option<OutputFormat<'a>>,
 }
 
-/// `output_config.format`: the answer is JSON matching `schema`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// `output_config.format`: the answer is JSON matching `schema` (raw JSON text, as the client sent it).
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename = "json_schema")]
 pub struct OutputFormat<'a> {
-    pub schema: Cow<'a, Value>,
+    pub schema: Cow<'a, RawValue>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,7 +75,7 @@ pub enum Role {
     System,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Message<'a> {
     pub role: Role,
     pub content: Vec<ContentBlock<'a>>,
@@ -90,7 +91,7 @@ pub struct TextBlock<'a> {
 }
 
 /// Request content blocks. Thinking blocks carry no `cache_control`: Anthropic refuses it there.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentBlock<'a> {
     Text {
@@ -106,7 +107,8 @@ pub enum ContentBlock<'a> {
     ToolUse {
         id: Cow<'a, str>,
         name: &'a str,
-        input: Value,
+        /// The call's arguments: a JSON object, as raw text.
+        input: Cow<'a, RawValue>,
         #[serde(skip_serializing_if = "Option::is_none")]
         cache_control: Option<&'a CacheControl>,
     },
@@ -135,12 +137,13 @@ pub struct ImageSource<'a> {
     pub data: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Tool<'a> {
     pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
-    pub input_schema: Cow<'a, Value>,
+    /// A JSON schema with `"type": "object"` at the top, as raw text.
+    pub input_schema: Cow<'a, RawValue>,
     /// Strict tool use: the call's input matches the schema exactly.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,

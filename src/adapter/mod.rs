@@ -67,6 +67,7 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod bounded;
 pub mod openai;
 pub mod request;
 pub mod response;

@@ -10,13 +10,15 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 
 use super::tools::check_tool_name;
 use super::{CacheCounter, Target, images, invalid, unsupported};
 use crate::adapter::anthropic::{ContentBlock, Message, Role, TextBlock};
+use crate::adapter::bounded::is_json_object;
 use crate::adapter::openai::{
-    CacheControl, ChatCompletionRequest, ContentPart, Message as OpenAiMessage, StringOr, ThinkingBlock,
+    CacheControl, ChatCompletionRequest, ContentPart, MAX_TOOL_ARGUMENT_BYTES, Message as OpenAiMessage, StringOr,
+    ThinkingBlock,
 };
 use crate::error::ApiError;
 
@@ -43,18 +45,10 @@ pub(super) fn convert<'a>(
     let mut answered: HashSet<&'a str> = HashSet::new();
 
     for (i, message) in input.iter().enumerate() {
-        // `annotations` comes back from OpenAI answers, `parsed` from the SDKs' parse and stream
-        // helpers (their message objects are sent back as they are).
-        if let Some(key) = message.extra.keys().find(|key| !matches!(key.as_str(), "annotations" | "parsed")) {
-            return Err(unsupported(
-                &format!("messages[{i}].{key}"),
-                format!("unknown or unsupported message field `{key}`"),
-            ));
-        }
-        if message.audio.as_ref().is_some_and(|value| !value.is_null()) {
+        if message.audio.is_some() {
             return Err(unsupported(&format!("messages[{i}].audio"), "audio messages are not supported"));
         }
-        if message.function_call.as_ref().is_some_and(|value| !value.is_null()) {
+        if message.function_call.is_some() {
             return Err(unsupported(
                 &format!("messages[{i}].function_call"),
                 "the `function_call` field is deprecated and not supported; use `tool_calls`",
@@ -199,8 +193,8 @@ fn part_name(part: &ContentPart) -> &'static str {
         ContentPart::Text { .. } => "text",
         ContentPart::ImageUrl { .. } => "image_url",
         ContentPart::Refusal { .. } => "refusal",
-        ContentPart::InputAudio {} => "input_audio",
-        ContentPart::File {} => "file",
+        ContentPart::InputAudio => "input_audio",
+        ContentPart::File => "file",
     }
 }
 
@@ -237,10 +231,10 @@ fn user_blocks<'a>(
                             images::image_source(&image_url.url, &format!("messages[{i}].content[{j}].image_url.url"))?;
                         blocks.push(ContentBlock::Image { source, cache_control });
                     }
-                    ContentPart::InputAudio {} => {
+                    ContentPart::InputAudio => {
                         return Err(unsupported(&param(), "input_audio content parts are not supported"));
                     }
-                    ContentPart::File {} => {
+                    ContentPart::File => {
                         return Err(unsupported(&param(), "file content parts are not supported"));
                     }
                     ContentPart::Refusal { .. } => {
@@ -311,24 +305,25 @@ fn assistant_blocks<'a>(
         }
         check_tool_name(&call.function.name, || format!("{param}.function.name"))?;
         let arguments = call.function.arguments.trim();
+        let param = || format!("{param}.function.arguments");
+        if arguments.len() > MAX_TOOL_ARGUMENT_BYTES {
+            return Err(invalid(
+                param(),
+                format!(
+                    "tool call arguments are {} bytes; at most {MAX_TOOL_ARGUMENT_BYTES} are accepted",
+                    arguments.len()
+                ),
+            ));
+        }
         let input = if arguments.is_empty() {
-            Value::Object(Map::new())
+            Cow::Owned(RawValue::from_string("{}".to_owned()).map_err(|_| invalid(param(), "tool call arguments"))?)
+        } else if is_json_object(arguments) {
+            // Checked just above: one JSON object, kept as its text.
+            Cow::Borrowed(
+                serde_json::from_str::<&RawValue>(arguments).map_err(|_| invalid(param(), "tool call arguments"))?,
+            )
         } else {
-            match serde_json::from_str::<Value>(arguments) {
-                Ok(value @ Value::Object(_)) => value,
-                Ok(_) => {
-                    return Err(invalid(
-                        format!("{param}.function.arguments"),
-                        "tool call arguments must be a JSON object",
-                    ));
-                }
-                Err(error) => {
-                    return Err(invalid(
-                        format!("{param}.function.arguments"),
-                        format!("tool call arguments are not valid JSON: {error}"),
-                    ));
-                }
-            }
+            return Err(invalid(param(), "tool call arguments must be a JSON object"));
         };
         blocks.push(ContentBlock::ToolUse {
             id: sanitize_id(&call.id),

@@ -37,7 +37,7 @@ pub struct Target<'m> {
 }
 
 /// Everything the caller needs to invoke Bedrock and convert the answer back.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Prepared<'a> {
     /// The `InvokeModel` body (serialise with `serde_json::to_vec`).
     pub body: AnthropicRequest<'a>,
@@ -49,18 +49,24 @@ pub struct Prepared<'a> {
     pub response_tool: Option<&'a str>,
 }
 
-/// Parses a request body; a type error names the field it hit.
+/// Parses a request body; a type error names the field it hit. The cost is bounded by the body's
+/// size: lists are capped (each field, and all together; see [`crate::adapter::bounded`]), unknown
+/// fields are refused by name before their value is read, ignored ones are skipped unbuilt.
 pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        let message = format!("invalid request body: {inner}");
+    let fail = |path: String, message: String| {
+        let message = format!("invalid request body: {message}");
         if path == "." || path.is_empty() {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_body", message)
         } else {
             ApiError::invalid_request(path, "invalid_body", message)
         }
+    };
+    crate::adapter::bounded::with_item_budget(|| {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let request: ChatCompletionRequest = serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(|error| fail(error.path().to_string(), error.into_inner().to_string()))?;
+        deserializer.end().map_err(|error| fail(String::new(), error.to_string()))?;
+        Ok(request)
     })
 }
 
@@ -127,9 +133,6 @@ fn invalid(param: impl Into<String>, message: impl Into<String>) -> ApiError {
 /// `service_tier`, `store`, `metadata`, `prompt_cache_key`, `prompt_cache_retention`, `verbosity`,
 /// `stream_options.include_obfuscation`, `n: 1`, `logprobs: false`, zero penalties.
 fn reject_unsupported(req: &ChatCompletionRequest) -> Result<(), ApiError> {
-    if let Some(key) = req.extra.keys().next() {
-        return Err(unsupported(key, format!("unknown or unsupported parameter `{key}`")));
-    }
     if req.n.is_some_and(|n| n != 1) {
         return Err(unsupported("n", "only n=1 is supported: one choice is generated per request"));
     }
@@ -139,7 +142,7 @@ fn reject_unsupported(req: &ChatCompletionRequest) -> Result<(), ApiError> {
     if req.top_logprobs.is_some_and(|n| n > 0) {
         return Err(unsupported("top_logprobs", "logprobs are not available for anthropic models"));
     }
-    if req.audio.as_ref().is_some_and(|audio| !audio.is_null()) {
+    if req.audio.is_some() {
         return Err(unsupported("audio", "audio output is not supported"));
     }
     if let Some(modalities) = &req.modalities
@@ -152,19 +155,19 @@ fn reject_unsupported(req: &ChatCompletionRequest) -> Result<(), ApiError> {
             return Err(unsupported(param, format!("{param} is not supported by anthropic models")));
         }
     }
-    if req.logit_bias.as_ref().is_some_and(|bias| !bias.is_empty()) {
+    if req.logit_bias.is_some_and(|bias| bias.0) {
         return Err(unsupported("logit_bias", "logit_bias is not supported by anthropic models"));
     }
-    if req.prediction.as_ref().is_some_and(|value| !value.is_null()) {
+    if req.prediction.is_some() {
         return Err(unsupported("prediction", "predicted outputs are not supported"));
     }
-    if req.web_search_options.as_ref().is_some_and(|value| !value.is_null()) {
+    if req.web_search_options.is_some() {
         return Err(unsupported("web_search_options", "web search is not supported"));
     }
-    if req.functions.as_ref().is_some_and(|value| !value.is_null()) {
+    if req.functions.is_some() {
         return Err(unsupported("functions", "the `functions` parameter is deprecated and not supported; use `tools`"));
     }
-    if req.function_call.as_ref().is_some_and(|value| !value.is_null()) {
+    if req.function_call.is_some() {
         return Err(unsupported(
             "function_call",
             "the `function_call` parameter is deprecated and not supported; use `tool_choice`",

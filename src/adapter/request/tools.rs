@@ -6,11 +6,13 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::params::Reasoning;
 use super::{CacheCounter, Target, invalid, unsupported};
 use crate::adapter::anthropic::{OutputFormat, Tool, ToolChoice, ToolChoiceKind};
+use crate::adapter::bounded::is_json_object;
 use crate::adapter::openai::{ChatCompletionRequest, ResponseFormat, StringOr, ToolChoiceObject};
 use crate::error::ApiError;
 use crate::models::ToolStreaming;
@@ -59,7 +61,7 @@ pub(super) fn convert_tools<'a>(
                 format!("tool name `{}` is used twice", function.name),
             ));
         }
-        let input_schema = object_schema(function.parameters.as_ref()).ok_or_else(|| {
+        let input_schema = object_schema(function.parameters.as_deref()).ok_or_else(|| {
             invalid(format!("tools[{i}].function.parameters"), "parameters must be a JSON schema object")
         })?;
         let cache_control = caches.check(tool.cache_control.as_ref(), || format!("tools[{i}]"))?;
@@ -103,7 +105,7 @@ pub(super) fn structured_output<'a>(
                 format!("model {} does not support structured outputs; use response_format", model.name),
             ));
         }
-        let schema = object_schema(format.schema.as_ref()).ok_or_else(|| {
+        let schema = object_schema(format.schema.as_deref()).ok_or_else(|| {
             invalid("output_config.format.schema", "the schema must describe a JSON object (type object)")
         })?;
         return Ok(Structured { format: Some(OutputFormat { schema }), response_tool: None });
@@ -113,14 +115,14 @@ pub(super) fn structured_output<'a>(
         Some(ResponseFormat::JsonObject) => Tool {
             name: JSON_OBJECT_TOOL,
             description: Some("Respond by calling this tool with the answer as a JSON object."),
-            input_schema: Cow::Owned(serde_json::json!({"type": "object"})),
+            input_schema: object_schema(None).ok_or_else(|| invalid("response_format", "internal schema"))?,
             strict: None,
             eager_input_streaming: None,
             cache_control: None,
         },
         Some(ResponseFormat::JsonSchema { json_schema }) => {
             check_tool_name(&json_schema.name, || "response_format.json_schema.name".to_owned())?;
-            let schema = object_schema(json_schema.schema.as_ref()).ok_or_else(|| {
+            let schema = object_schema(json_schema.schema.as_deref()).ok_or_else(|| {
                 unsupported(
                     "response_format.json_schema.schema",
                     "the schema must describe a JSON object (type object) for anthropic models",
@@ -251,19 +253,36 @@ pub(super) fn tool_choice<'a>(
     Ok(ToolSetup { tools, choice, response_tool: response_name })
 }
 
-/// An input schema with `"type":"object"` at the top, as Anthropic requires; `None` if it cannot be one.
-fn object_schema(schema: Option<&Value>) -> Option<Cow<'_, Value>> {
-    match schema {
-        None | Some(Value::Null) => Some(Cow::Owned(serde_json::json!({"type": "object"}))),
-        Some(Value::Object(map)) => match map.get("type") {
-            Some(Value::String(kind)) if kind == "object" => Some(Cow::Borrowed(schema?)),
-            None => {
-                let mut map = map.clone();
-                map.insert("type".to_owned(), Value::String("object".to_owned()));
-                Some(Cow::Owned(Value::Object(map)))
-            }
-            Some(_) => None,
-        },
+/// An input schema with `"type":"object"` at the top, as Anthropic requires (added when absent);
+/// `None` if it cannot be one. Only the top-level `type` is read: the schema stays raw text.
+fn object_schema(schema: Option<&RawValue>) -> Option<Cow<'_, RawValue>> {
+    #[derive(Deserialize)]
+    struct Top<'a> {
+        #[serde(rename = "type", borrow, default)]
+        kind: Option<&'a RawValue>,
+    }
+    let object = || RawValue::from_string(r#"{"type":"object"}"#.to_owned()).ok().map(Cow::Owned);
+    let Some(raw) = schema else { return object() };
+    let text = raw.get().trim();
+    if text == "null" {
+        return object();
+    }
+    if !is_json_object(text) {
+        return None;
+    }
+    let top: Top<'_> = serde_json::from_str(text).ok()?;
+    match top.kind.map(RawValue::get) {
+        Some(r#""object""#) => Some(Cow::Borrowed(raw)),
         Some(_) => None,
+        None => {
+            // `{` + `"type":"object"` + the rest (`}` or `, more members`).
+            let rest = text[1..].trim_start();
+            let joined = if rest.starts_with('}') {
+                r#"{"type":"object"}"#.to_owned()
+            } else {
+                format!(r#"{{"type":"object",{rest}"#)
+            };
+            RawValue::from_string(joined).ok().map(Cow::Owned)
+        }
     }
 }
