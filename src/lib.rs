@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod issuer;
 pub mod metrics;
+pub mod models;
 pub mod principal;
 pub mod secret;
 pub mod upstream;

@@ -352,7 +352,11 @@ fn load_config(args: &ConfigArgs, dev: bool) -> Result<Config, Failure> {
     if dev {
         env.push(("BYOLLM_DEV".into(), "true".into()));
     }
-    Config::load(args.config.as_deref(), env).map_err(Failure::Config)
+    let config = Config::load(args.config.as_deref(), env).map_err(Failure::Config)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::anthropic::AnthropicResponse;
 use super::openai::{ModelList, ModelObject};
-use super::request::{ModelDefaults, parse_request, to_anthropic};
+use super::request::{Target, parse_request, to_anthropic};
 use super::response::{to_chat_completion, upstream_error};
 use super::stream::StreamConverter;
 use crate::auth::Callers;
@@ -166,20 +166,14 @@ async fn chat(state: &ChatState, headers: &HeaderMap, body: Body) -> Result<Resp
     let context = context(state, headers)?;
     let body = crate::http::read_body(body, &state.config.server).await?;
     let request = parse_request(&body)?;
-    let model = state.config.models.get(&request.model).ok_or_else(|| {
+    let (name, model) = crate::models::find_by_name(&state.config.models, &request.model).ok_or_else(|| {
         ApiError::not_found(
             "model_not_found",
             format!("model {:?} is not served here; GET /v1/models lists the models you may use", request.model),
         )
         .with_param("model")
     })?;
-    let defaults = ModelDefaults {
-        max_tokens: model.default_max_tokens,
-        max_output_tokens: model.max_output_tokens,
-        supports_thinking: model.supports_thinking,
-        exclusive_sampling: model.exclusive_sampling,
-    };
-    let prepared = to_anthropic(&request, &defaults)?;
+    let prepared = to_anthropic(&request, Target { name, rules: &model.rules })?;
     let upstream_body = Bytes::from(
         serde_json::to_vec(&prepared.body).map_err(|_| ApiError::internal("could not encode the request"))?,
     );
