@@ -135,25 +135,26 @@ fn main() -> Result<(), String> {
     }];
 
     let byollm_bin = common::byollm_bin()?;
-    let mut byollm = start_byollm(&byollm_bin, &work.path().join("byollm"), fake.addr)?;
+    let mut byollm = start_byollm(&byollm_bin, &work.path().join("byollm"), fake.addr, true)?;
     paths.push(Path {
         name: "byollm local",
         addr: byollm.1,
         pid: Some(byollm.0.pid()),
-        json: Arc::new(openai_spec(false, "sk-bench")),
-        stream: Arc::new(openai_spec(true, "sk-bench")),
+        json: Arc::new(openai_spec(false, &byollm.2)),
+        stream: Arc::new(openai_spec(true, &byollm.2)),
     });
+    // An older build to compare with may predate the session key (--key-file).
     let compare = match &args.compare_bin {
-        Some(bin) => Some(start_byollm(bin, &work.path().join("compare"), fake.addr)?),
+        Some(bin) => Some(start_byollm(bin, &work.path().join("compare"), fake.addr, false)?),
         None => None,
     };
-    if let Some((_, addr)) = &compare {
+    if let Some((_, addr, key)) = &compare {
         paths.push(Path {
             name: "byollm (--compare-bin)",
             addr: *addr,
-            pid: compare.as_ref().map(|(server, _)| server.pid()),
-            json: Arc::new(openai_spec(false, "sk-bench")),
-            stream: Arc::new(openai_spec(true, "sk-bench")),
+            pid: compare.as_ref().map(|(server, _, _)| server.pid()),
+            json: Arc::new(openai_spec(false, key)),
+            stream: Arc::new(openai_spec(true, key)),
         });
     }
 
@@ -219,7 +220,7 @@ fn main() -> Result<(), String> {
 
     let byollm_rss = peak_rss_kib(byollm.0.pid()).unwrap_or(0);
     let compare_rss =
-        compare.as_ref().and_then(|(server, _)| Some((peak_rss_kib(server.pid())?, common::rss_kib(server.pid())?)));
+        compare.as_ref().and_then(|(server, _, _)| Some((peak_rss_kib(server.pid())?, common::rss_kib(server.pid())?)));
     let litellm_rss = litellm.as_ref().map(|(server, _)| tree_peak_rss_kib(server.pid()));
     let byollm_log = byollm.0.log_text();
     let byollm_alive = byollm.0.child.try_wait().ok().flatten().is_none();
@@ -412,11 +413,14 @@ fn check_sse(body: &[u8]) -> Result<(), String> {
 
 // ---- byollm and LiteLLM as child processes -------------------------------------------------------
 
+/// `byollm local` on a free loopback port; returns the server, its address and the API key to send
+/// (the session key it wrote, with `session_key`).
 fn start_byollm(
     bin: &std::path::Path,
     work: &std::path::Path,
     fake: SocketAddr,
-) -> Result<(Server, SocketAddr), String> {
+    session_key: bool,
+) -> Result<(Server, SocketAddr, String), String> {
     std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
     let aws_config = work.join("aws-config");
     let aws_credentials = work.join("aws-credentials");
@@ -442,9 +446,17 @@ fn start_byollm(
         .env("AWS_SHARED_CREDENTIALS_FILE", &aws_credentials)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", format!("http://{fake}"));
+    let key_file = work.join("local.key");
+    if session_key {
+        command.arg("--key-file").arg(&key_file);
+    }
     let mut server = Server::spawn(command, work.join("byollm.log")).map_err(|e| e.to_string())?;
     server.wait_ready(addr, Some("byollm ready"), Duration::from_secs(20)).map_err(|e| format!("byollm: {e}"))?;
-    Ok((server, addr))
+    let key = match session_key {
+        true => std::fs::read_to_string(&key_file).map_err(|e| format!("session key: {e}"))?.trim().to_owned(),
+        false => "sk-bench".to_owned(),
+    };
+    Ok((server, addr, key))
 }
 
 fn start_litellm(

@@ -66,7 +66,7 @@ fn main() -> Result<(), String> {
         ActorType::ServiceAccount,
         Uid::parse("svc-1").map_err(|e| e.to_string())?,
     );
-    let run = RunClaims { agent: Some("reviewer".into()), run_id: Some("run-42".into()) };
+    let run = RunClaims { agent: Some("reviewer".into()), run_id: Some("run-42".into()), session_tags: true };
     let mut mint_rates = Vec::new();
     for _ in 0..repeats {
         let started = Instant::now();
@@ -89,7 +89,7 @@ fn main() -> Result<(), String> {
         &config_path,
         format!(
             "dev = true\n[server]\nlisten = \"{addr}\"\n[issuer]\nurl = \"http://{addr}\"\n[keys]\ndir = {:?}\n\n\
-             [[callers]]\nname = \"bench\"\nkey_sha256 = \"{}\"\nteam = \"acme\"\n",
+             [[callers]]\nname = \"bench\"\nkey_sha256 = \"{}\"\nteam = \"acme\"\nmint_tokens = true\n",
             key_dir.display().to_string(),
             sha256_hex(API_KEY)
         ),

@@ -1,36 +1,58 @@
 //! Who is calling: an API key (sent as `Authorization: Bearer <key>` or a bare `Authorization:
 //! <key>`, as the AWS container-credentials protocol does) is hashed with SHA-256 and looked up
 //! among the configured callers. Each caller is bound to one team, to actor types, and optionally
-//! to a list of principal uids; [`Caller::authorize`] enforces that binding.
+//! to lists of principal uids and agents; [`crate::authz::authorize`] enforces that binding.
 //!
 //! Keys are never stored or logged; only their hashes are compared.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
 
 use crate::config::CallerConfig;
 use crate::error::ApiError;
-use crate::principal::{ActorType, ScopedPrincipal, Uid};
+use crate::principal::{ActorType, Uid};
 
+/// An authenticated caller and what it is bound to. What it may do with that binding is decided
+/// in one place, [`crate::authz`].
 #[derive(Debug)]
 pub struct Caller {
     pub name: String,
     pub team: Uid,
     pub actors: Vec<ActorType>,
+    /// `None`: any principal uid of the allowed actor types.
     pub principals: Option<Vec<Uid>>,
+    /// `None`: any agent its team configures.
     pub agents: Option<Vec<String>>,
+    /// May run without an agent, under the team's own role.
+    pub allow_no_agent: bool,
+    /// May have tokens signed for it (`POST /v1/tokens`).
+    pub mint_tokens: bool,
+}
+
+impl Caller {
+    /// The operator at the command line (`byollm token mint`, `byollm doctor`): holds the key
+    /// files, so may act for any principal and agent of `team`. Still goes through
+    /// [`crate::authz::authorize`], so uids, agents and run ids are checked the same way.
+    pub fn operator(team: Uid) -> Caller {
+        Caller {
+            name: "operator (command line)".into(),
+            team,
+            actors: ActorType::ALL.to_vec(),
+            principals: None,
+            agents: None,
+            allow_no_agent: true,
+            mint_tokens: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
     MissingKey,
     UnknownKey,
-    OtherTeam { caller: String, team: Uid, requested: Uid },
-    Actor { caller: String, actor: ActorType },
-    Principal { caller: String, principal: Uid },
-    Agent { caller: String, agent: String },
 }
 
 impl From<AuthError> for ApiError {
@@ -42,54 +64,6 @@ impl From<AuthError> for ApiError {
             AuthError::UnknownKey => {
                 ApiError::unauthenticated("invalid_api_key", "the API key is not valid for this gateway")
             }
-            AuthError::OtherTeam { caller, team, requested } => ApiError::forbidden(
-                "team_not_allowed",
-                format!("caller {caller:?} acts for team {team:?} only; it cannot act for team {requested:?}"),
-            ),
-            AuthError::Actor { caller, actor } => ApiError::forbidden(
-                "actor_not_allowed",
-                format!("caller {caller:?} may not act for {actor} principals; check callers.actors"),
-            ),
-            AuthError::Agent { caller, agent } => ApiError::forbidden(
-                "agent_not_allowed",
-                format!("caller {caller:?} may not act as agent {agent:?}; check callers.agents"),
-            ),
-            AuthError::Principal { caller, principal } => ApiError::forbidden(
-                "principal_not_allowed",
-                format!("caller {caller:?} may not act for principal {principal:?}; check callers.principals"),
-            ),
-        }
-    }
-}
-
-impl Caller {
-    /// May this caller obtain tokens or credentials for `principal`?
-    pub fn authorize(&self, principal: &ScopedPrincipal) -> Result<(), AuthError> {
-        if principal.team_uid != self.team {
-            return Err(AuthError::OtherTeam {
-                caller: self.name.clone(),
-                team: self.team.clone(),
-                requested: principal.team_uid.clone(),
-            });
-        }
-        if !self.actors.contains(&principal.actor) {
-            return Err(AuthError::Actor { caller: self.name.clone(), actor: principal.actor });
-        }
-        if let Some(allowed) = &self.principals
-            && !allowed.contains(&principal.principal_uid)
-        {
-            return Err(AuthError::Principal { caller: self.name.clone(), principal: principal.principal_uid.clone() });
-        }
-        Ok(())
-    }
-
-    /// May this caller act as the named agent (which selects the agent's own role)?
-    pub fn authorize_agent(&self, agent: Option<&str>) -> Result<(), AuthError> {
-        match (agent, &self.agents) {
-            (Some(agent), Some(allowed)) if !allowed.iter().any(|a| a == agent) => {
-                Err(AuthError::Agent { caller: self.name.clone(), agent: agent.to_owned() })
-            }
-            _ => Ok(()),
         }
     }
 }
@@ -132,6 +106,8 @@ impl Callers {
                     actors: c.actors.clone(),
                     principals: c.principals.clone(),
                     agents: c.agents.clone(),
+                    allow_no_agent: c.allow_no_agent,
+                    mint_tokens: c.mint_tokens,
                 };
                 (c.key_sha256, Arc::new(caller))
             })
@@ -141,17 +117,88 @@ impl Callers {
 
     /// Find the caller from request headers.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, AuthError> {
-        let value = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .ok_or(AuthError::MissingKey)?;
-        let key = match value.split_once(' ') {
+        let key = presented_key(headers).ok_or(AuthError::MissingKey)?;
+        self.by_hash.get(&hash_key(key)).cloned().ok_or(AuthError::UnknownKey)
+    }
+}
+
+/// The API key a request presents: `Authorization: Bearer <key>` (OpenAI clients), a bare
+/// `Authorization: <key>` (the AWS container-credentials protocol) or `x-api-key: <key>`
+/// (Anthropic clients).
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    if let Some(value) = header(axum::http::header::AUTHORIZATION.as_str()) {
+        return Some(match value.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
             _ => value,
+        });
+    }
+    header("x-api-key")
+}
+
+/// The per-session key of `byollm local`: generated at start, printed, written to a file only the
+/// user can read, and required on every request, so no other local user or process spends the
+/// person's AWS session. Only its hash is compared.
+pub struct SessionKey {
+    key: crate::secret::Secret,
+    hash: [u8; 32],
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey([redacted])")
+    }
+}
+
+impl SessionKey {
+    pub fn generate() -> Result<SessionKey, ApiError> {
+        let key = generate_key()?;
+        Ok(SessionKey { hash: hash_key(&key), key: crate::secret::Secret::new(key) })
+    }
+
+    /// The key itself, to print and write once.
+    pub fn expose(&self) -> &str {
+        self.key.expose()
+    }
+
+    /// Does the request present this key?
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        let presented = presented_key(headers).ok_or(AuthError::MissingKey)?;
+        if hash_key(presented) == self.hash { Ok(()) } else { Err(AuthError::UnknownKey) }
+    }
+
+    /// Where the key goes by default: `$XDG_RUNTIME_DIR/byollm/local-<port>.key` (a per-user
+    /// directory only the user can enter), else `$HOME/.byollm/local-<port>.key`.
+    pub fn default_path(xdg_runtime_dir: Option<&Path>, home: Option<&Path>, port: u16) -> Option<PathBuf> {
+        let dir = match (xdg_runtime_dir, home) {
+            (Some(runtime), _) => runtime.join("byollm"),
+            (None, Some(home)) => home.join(".byollm"),
+            (None, None) => return None,
         };
-        self.by_hash.get(&hash_key(key)).cloned().ok_or(AuthError::UnknownKey)
+        Some(dir.join(format!("local-{port}.key")))
+    }
+
+    /// Write the key to `path`, readable by the user only (0600, its directory 0700), replacing
+    /// any earlier file.
+    pub fn write_file(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            }
+            if dir.file_name().is_some_and(|name| name == "byollm" || name == ".byollm") {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+        }
+        match std::fs::remove_file(path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        file.write_all(self.expose().as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()
     }
 }
 
@@ -167,6 +214,8 @@ mod tests {
             actors: vec![ActorType::ServiceAccount],
             principals: Some(vec![Uid::parse("svc-1").unwrap()]),
             agents: Some(vec!["reviewer".into()]),
+            allow_no_agent: false,
+            mint_tokens: false,
         }])
     }
 
@@ -177,26 +226,43 @@ mod tests {
     }
 
     #[test]
+    fn the_session_key_is_required_and_written_for_the_user_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let key = SessionKey::generate().unwrap();
+        assert!(key.expose().starts_with("byollm_") && !format!("{key:?}").contains(key.expose()));
+        let with = |name: &str, value: String| {
+            let mut headers = HeaderMap::new();
+            headers.insert(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            key.check(&headers)
+        };
+        assert_eq!(with("authorization", format!("Bearer {}", key.expose())), Ok(()));
+        assert_eq!(with("x-api-key", key.expose().to_owned()), Ok(()));
+        assert_eq!(with("authorization", "Bearer local".into()), Err(AuthError::UnknownKey));
+        assert_eq!(key.check(&HeaderMap::new()), Err(AuthError::MissingKey));
+
+        let home = tempfile::tempdir().unwrap();
+        let path = SessionKey::default_path(None, Some(home.path()), 8080).unwrap();
+        assert_eq!(path, home.path().join(".byollm/local-8080.key"));
+        let runtime = SessionKey::default_path(Some(Path::new("/run/user/1000")), Some(home.path()), 9);
+        assert_eq!(runtime.unwrap(), Path::new("/run/user/1000/byollm/local-9.key"));
+        std::fs::create_dir(home.path().join(".byollm")).unwrap();
+        std::fs::set_permissions(home.path().join(".byollm"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(&path, "an older session's key").unwrap();
+        key.write_file(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), key.expose());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&path), mode(path.parent().unwrap())), (0o600, 0o700));
+    }
+
+    #[test]
     fn authenticates_bearer_and_bare_keys() {
         let callers = callers();
         assert_eq!(callers.authenticate(&headers("Bearer k1")).unwrap().name, "worker");
         assert_eq!(callers.authenticate(&headers("k1")).unwrap().name, "worker");
+        let mut anthropic = HeaderMap::new();
+        anthropic.insert("x-api-key", "k1".parse().unwrap());
+        assert_eq!(callers.authenticate(&anthropic).unwrap().name, "worker");
         assert_eq!(callers.authenticate(&HeaderMap::new()).unwrap_err(), AuthError::MissingKey);
         assert_eq!(callers.authenticate(&headers("Bearer k2")).unwrap_err(), AuthError::UnknownKey);
-    }
-
-    #[test]
-    fn authorizes_only_its_own_team_actor_and_principals() {
-        let caller = callers().authenticate(&headers("Bearer k1")).unwrap();
-        let check = |subject: &str| caller.authorize(&ScopedPrincipal::parse(subject).unwrap());
-        assert_eq!(check("scoped_principal:acme/service_account:svc-1"), Ok(()));
-        assert!(matches!(check("scoped_principal:other/service_account:svc-1"), Err(AuthError::OtherTeam { .. })));
-        assert!(matches!(check("scoped_principal:acme/user:svc-1"), Err(AuthError::Actor { .. })));
-        assert!(matches!(check("scoped_principal:acme/service_account:svc-2"), Err(AuthError::Principal { .. })));
-        assert_eq!(caller.authorize_agent(Some("reviewer")), Ok(()));
-        assert_eq!(caller.authorize_agent(None), Ok(()));
-        assert!(matches!(caller.authorize_agent(Some("deployer")), Err(AuthError::Agent { .. })));
-        let status = ApiError::from(check("scoped_principal:other/service_account:svc-1").unwrap_err()).status;
-        assert_eq!(status, 403);
     }
 }

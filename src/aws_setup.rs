@@ -7,11 +7,21 @@
 //! can be reviewed before anything is applied.
 //!
 //! # Trust policy
+//! One role per team (`byollm-<team>`) and one per named agent (`byollm-<team>-<agent>`).
 //! `Federated` is `arn:aws:iam::<account>:oidc-provider/<issuer-host>` where `<issuer-host>` is
 //! the issuer URL without `https://` (host plus path, if any); the conditions are
 //! `StringEquals <issuer-host>:aud = <audience>` and `StringLike <issuer-host>:sub =
 //! <`subject_pattern`>`. The pattern is only safe because a uid can never contain `/`, `:`, `*`
 //! or `?` (see [`crate::principal`]).
+//!
+//! With the team's `session_tags` on, the gateway mints the run into its tokens as session tags
+//! and a source identity, and the trust policy lets IAM itself tell agents apart: the actions are
+//! `sts:AssumeRoleWithWebIdentity`, `sts:TagSession` and `sts:SetSourceIdentity` (STS refuses a
+//! tagged token for a role whose trust policy lacks them), with `StringEquals
+//! aws:RequestTag/team = <team>` and, for an agent's role, `StringEquals aws:RequestTag/agent =
+//! <agent>`, for the team's role `Null aws:RequestTag/agent = true`: a token minted for another
+//! agent, or for none, cannot assume an agent's role, and an agent's token cannot assume the
+//! team's role.
 //!
 //! # Permissions policy
 //! Only `bedrock:InvokeModel` and `bedrock:InvokeModelWithResponseStream`, on exactly the
@@ -67,6 +77,19 @@ pub struct SetupInput {
     pub role_name: String,
     /// The role's `MaxSessionDuration`, 3600–43200.
     pub max_session_secs: u32,
+    /// The named agent this role is for (`[[teams.agents]]`); `None`: the team's own role.
+    pub agent: Option<Uid>,
+    /// The team mints session tags (`[[teams]] session_tags`): the trust policy allows them and
+    /// checks the team and agent tags.
+    pub session_tags: bool,
+}
+
+/// The default IAM role name: `byollm-<team>`, or `byollm-<team>-<agent>` for an agent's role.
+pub fn default_role_name(team: &Uid, agent: Option<&Uid>) -> String {
+    match agent {
+        Some(agent) => format!("byollm-{team}-{agent}"),
+        None => format!("byollm-{team}"),
+    }
 }
 
 /// Which subjects of the team the role trusts.
@@ -408,19 +431,42 @@ fn permissions_policy(r: &Resources) -> Value {
     json!({"Version": "2012-10-17", "Statement": statements})
 }
 
+/// The session tag keys the gateway mints (see `issuer`), as the trust policy checks them.
+pub const TAG_TEAM: &str = "aws:RequestTag/team";
+pub const TAG_AGENT: &str = "aws:RequestTag/agent";
+
 fn trust_policy(input: &SetupInput, host: &str) -> Value {
     let account = input.account_id.as_deref().unwrap_or(ACCOUNT_PLACEHOLDER);
+    let mut equals = serde_json::Map::new();
+    equals.insert(format!("{host}:aud"), json!(input.audience));
+    let mut condition = serde_json::Map::new();
+    let action = if input.session_tags {
+        equals.insert(TAG_TEAM.to_owned(), json!(input.team_uid.as_str()));
+        match &input.agent {
+            Some(agent) => {
+                equals.insert(TAG_AGENT.to_owned(), json!(agent.as_str()));
+            }
+            None => {
+                condition.insert("Null".to_owned(), json!({TAG_AGENT: "true"}));
+            }
+        }
+        json!(["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"])
+    } else {
+        json!("sts:AssumeRoleWithWebIdentity")
+    };
+    condition.insert("StringEquals".to_owned(), Value::Object(equals));
+    condition.insert(
+        "StringLike".to_owned(),
+        json!({format!("{host}:sub"): subject_pattern(&input.team_uid, &input.scope)}),
+    );
     json!({
         "Version": "2012-10-17",
         "Statement": [{
             "Sid": "ByollmWebIdentity",
             "Effect": "Allow",
             "Principal": {"Federated": format!("arn:aws:iam::{account}:oidc-provider/{host}")},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {
-                "StringEquals": {format!("{host}:aud"): input.audience},
-                "StringLike": {format!("{host}:sub"): subject_pattern(&input.team_uid, &input.scope)},
-            },
+            "Action": action,
+            "Condition": condition,
         }],
     })
 }
@@ -453,6 +499,13 @@ fn tfvars(input: &SetupInput) -> String {
     line("regions", hcl_list(&input.regions));
     line("role_name", hcl_string(&input.role_name));
     line("max_session_duration", input.max_session_secs.to_string());
+    // Only when they differ from the module's defaults (team role, no session tags).
+    if input.session_tags {
+        line("session_tags", "true".to_owned());
+    }
+    if let Some(agent) = &input.agent {
+        line("agent_name", hcl_string(agent.as_str()));
+    }
     out
 }
 
@@ -483,7 +536,13 @@ fn cfn_parameters(input: &SetupInput) -> Result<Value, SetupError> {
         ("RoleName", input.role_name.clone()),
         ("MaxSessionDuration", input.max_session_secs.to_string()),
     ];
-    Ok(Value::Array(params.into_iter().map(|(k, v)| json!({"ParameterKey": k, "ParameterValue": v})).collect()))
+    // Only when they differ from the template's defaults (team role, no session tags).
+    let extra = [
+        input.session_tags.then(|| ("SessionTags", "true".to_owned())),
+        input.agent.as_ref().map(|agent| ("AgentName", agent.to_string())),
+    ];
+    let params = params.into_iter().chain(extra.into_iter().flatten());
+    Ok(Value::Array(params.map(|(k, v)| json!({"ParameterKey": k, "ParameterValue": v})).collect()))
 }
 
 /// Validate `input` and produce the policies and deployment inputs for it.
@@ -528,6 +587,40 @@ mod tests {
         p[pi..].iter().all(|c| *c == '*')
     }
 
+    #[test]
+    fn with_session_tags_agent_roles_and_the_team_role_are_told_apart_by_tags() {
+        let mut team = input("abc", SubjectScope::Team);
+        team.session_tags = true;
+        let mut agent = team.clone();
+        agent.agent = Some(uid("reviewer"));
+        let statement = |i: &SetupInput| generate(i).unwrap().trust_policy["Statement"][0].clone();
+        let (team_statement, agent_statement) = (statement(&team), statement(&agent));
+        for s in [&team_statement, &agent_statement] {
+            assert_eq!(
+                s["Action"],
+                json!(["sts:AssumeRoleWithWebIdentity", "sts:TagSession", "sts:SetSourceIdentity"])
+            );
+            assert_eq!(s["Condition"]["StringEquals"]["aws:RequestTag/team"], "abc");
+            assert_eq!(s["Condition"]["StringEquals"]["issuer.example.com:aud"], AUD);
+            assert_eq!(s["Condition"]["StringLike"]["issuer.example.com:sub"], "scoped_principal:abc/*");
+        }
+        assert_eq!(team_statement["Condition"]["Null"], json!({"aws:RequestTag/agent": "true"}));
+        assert!(team_statement["Condition"]["StringEquals"].get("aws:RequestTag/agent").is_none());
+        assert_eq!(agent_statement["Condition"]["StringEquals"]["aws:RequestTag/agent"], "reviewer");
+        assert!(agent_statement["Condition"].get("Null").is_none());
+        // The deployment inputs say so too, and only then.
+        let out = generate(&agent).unwrap();
+        assert!(
+            out.tfvars.contains("session_tags         = true\n")
+                && out.tfvars.contains("agent_name           = \"reviewer\"\n")
+        );
+        assert!(out.cfn_parameters.to_string().contains("\"AgentName\""));
+        let plain = generate(&input("abc", SubjectScope::Team)).unwrap();
+        assert!(!plain.tfvars.contains("session_tags") && !plain.cfn_parameters.to_string().contains("SessionTags"));
+        assert_eq!(default_role_name(&uid("abc"), Some(&uid("reviewer"))), "byollm-abc-reviewer");
+        assert_eq!(default_role_name(&uid("abc"), None), "byollm-abc");
+    }
+
     /// Evaluate the trust policy's single statement for a token with `aud` and `sub`.
     fn trusts(policy: &Value, host: &str, aud: &str, sub: &str) -> bool {
         let condition = &policy["Statement"][0]["Condition"];
@@ -553,6 +646,8 @@ mod tests {
             account_id: Some("123456789012".to_owned()),
             role_name: "byollm-team".to_owned(),
             max_session_secs: 3600,
+            agent: None,
+            session_tags: false,
         }
     }
 

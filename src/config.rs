@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
+pub use crate::models::ModelConfig;
 use crate::principal::{ActorType, Uid};
 
 /// Prefix of environment overrides: `BYOLLM_ISSUER__URL=https://…` sets `issuer.url`.
@@ -24,6 +25,8 @@ const ENV_NOT_CONFIG: &[&str] = &["BYOLLM_LOG", "BYOLLM_CONFIG", "BYOLLM_API_KEY
 
 /// Longest token lifetime we ever sign.
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// Default budget of request-body bytes held at once by all requests together.
+pub const DEFAULT_BODY_BYTES_IN_FLIGHT: usize = 64 << 20;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -37,9 +40,13 @@ pub struct Config {
     pub teams: Vec<TeamConfig>,
     pub sts: StsConfig,
     pub bedrock: BedrockConfig,
-    /// Public model name → Bedrock model or inference profile.
+    /// Public model name → Bedrock model or inference profile, with the rules that apply to it
+    /// (catalog entry plus overrides; see [`crate::models`]).
     pub models: BTreeMap<String, ModelConfig>,
     pub local: LocalConfig,
+    /// Things worth an operator's attention that do not stop the start (a model id the catalog
+    /// does not know, ...); logged at start-up.
+    pub warnings: Vec<String>,
     /// The raw `[routing]` section (hot-reloadable policy), validated by [`crate::routing`].
     pub routing: Option<Table>,
 }
@@ -58,6 +65,12 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Longest a client may take to send its request body.
     pub body_read_timeout: Duration,
+    /// Request-body bytes all requests together may hold at once; beyond it, 503 with `Retry-After`.
+    pub max_body_bytes_in_flight: usize,
+    /// Open connections the internal listener accepts at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Open connections the public listener accepts at once.
+    pub public_max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +114,11 @@ pub struct CallerConfig {
     pub principals: Option<Vec<Uid>>,
     /// Named agents (with their own roles) this caller may act as; `None`: any of its team's.
     pub agents: Option<Vec<String>>,
+    /// May this caller run without naming an agent (under the team's own role)? Default: only when
+    /// its agents are unrestricted or it lists none.
+    pub allow_no_agent: bool,
+    /// May this caller have tokens signed for it (`POST /v1/tokens`)? Default: no.
+    pub mint_tokens: bool,
 }
 
 impl fmt::Debug for CallerConfig {
@@ -111,6 +129,8 @@ impl fmt::Debug for CallerConfig {
             .field("actors", &self.actors)
             .field("principals", &self.principals)
             .field("agents", &self.agents)
+            .field("allow_no_agent", &self.allow_no_agent)
+            .field("mint_tokens", &self.mint_tokens)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +142,10 @@ pub struct TeamConfig {
     /// Bedrock region for this team; `bedrock.region` when absent.
     pub region: Option<String>,
     pub agents: Vec<AgentConfig>,
+    /// Mint session tags (team, actor, principal, agent, run) and a source identity into this
+    /// team's tokens; its roles' trust policies must then allow `sts:TagSession` and
+    /// `sts:SetSourceIdentity` (`byollm aws-setup` generates them so).
+    pub session_tags: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -135,38 +159,15 @@ pub struct StsConfig {
     pub region: String,
     pub endpoint_url: Option<String>,
     pub duration: Duration,
+    /// Credentials that leave the gateway (`/v1/credentials*`) are assumed with a session policy
+    /// allowing only `bedrock:InvokeModel*` on the configured models.
+    pub session_policy: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct BedrockConfig {
     pub region: String,
     pub endpoint_url: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelConfig {
-    /// Bedrock model id, inference profile id, or application inference profile ARN.
-    pub id: String,
-    /// `max_tokens` sent when the client gives none.
-    pub default_max_tokens: u32,
-    /// The model's output limit; larger requests are lowered to it.
-    pub max_output_tokens: u32,
-    /// Extended thinking (`reasoning_effort`) is available.
-    pub supports_thinking: bool,
-    /// The model refuses `temperature` and `top_p` together (Claude Sonnet 4.5, Haiku 4.5, Opus 4.1
-    /// and later).
-    pub exclusive_sampling: bool,
-}
-
-/// Whether a Claude model id refuses `temperature` with `top_p` (the 4.1+ generations).
-pub fn exclusive_sampling_for(id: &str) -> bool {
-    ["opus-4-1", "sonnet-4-5", "haiku-4-5", "opus-4-5", "sonnet-5", "opus-5", "haiku-5"].iter().any(|m| id.contains(m))
-}
-
-/// Whether a Claude model id supports extended thinking (3.7 Sonnet and every 4.x or later model).
-pub fn thinking_for(id: &str) -> bool {
-    id.contains("claude-3-7")
-        || ["-4-", "-4@", "-5-", "sonnet-4", "opus-4", "haiku-4", "-5"].iter().any(|m| id.contains(m))
 }
 
 #[derive(Debug, Clone)]
@@ -312,6 +313,20 @@ impl Config {
         let header_read_timeout =
             server.take_secs("header_read_timeout_secs", 1, 300).unwrap_or(Duration::from_secs(30));
         let body_read_timeout = server.take_secs("body_read_timeout_secs", 1, 600).unwrap_or(Duration::from_secs(60));
+        let max_body_bytes_in_flight = server
+            .take_ranged("max_body_bytes_in_flight", 1024, 4 << 30)
+            .map(|v| v as usize)
+            .unwrap_or(DEFAULT_BODY_BYTES_IN_FLIGHT.max(max_body_bytes));
+        if max_body_bytes_in_flight < max_body_bytes {
+            let path = server.child("max_body_bytes_in_flight");
+            server.error_at(
+                path,
+                "must be at least server.max_body_bytes, or no maximum-size body could ever be read".into(),
+            );
+        }
+        let max_connections = server.take_ranged("max_connections", 1, 1_000_000).unwrap_or(4096) as usize;
+        let public_max_connections =
+            server.take_ranged("public_max_connections", 1, 1_000_000).unwrap_or(1024) as usize;
         server.finish();
 
         let mut issuer = root.section("issuer");
@@ -426,7 +441,27 @@ impl Config {
                     Ok(Some(list))
                 })
                 .unwrap_or(None);
-            Some(CallerConfig { name: name?, key_sha256: key_sha256?, team: team?, actors, principals, agents })
+            let allow_no_agent = caller
+                .take::<bool>("allow_no_agent")
+                .unwrap_or_else(|| agents.as_ref().is_none_or(|list| list.is_empty()));
+            if !allow_no_agent && agents.as_ref().is_some_and(|list| list.is_empty()) {
+                let path = caller.child("allow_no_agent");
+                caller.error_at(
+                    path,
+                    "false with agents = [] allows nothing: list agents or allow running without one".into(),
+                );
+            }
+            let mint_tokens = caller.take::<bool>("mint_tokens").unwrap_or(false);
+            Some(CallerConfig {
+                name: name?,
+                key_sha256: key_sha256?,
+                team: team?,
+                actors,
+                principals,
+                agents,
+                allow_no_agent,
+                mint_tokens,
+            })
         });
         let mut seen_callers = HashSet::new();
         let mut seen_keys = HashSet::new();
@@ -450,7 +485,8 @@ impl Config {
                 let role_arn = agent.take_required_parsed("role_arn", |s: String| RoleArn::parse(&s));
                 Some(AgentConfig { name: name?, role_arn: role_arn? })
             });
-            Some(TeamConfig { uid: uid?, role_arn, region, agents })
+            let session_tags = team.take::<bool>("session_tags").unwrap_or(false);
+            Some(TeamConfig { uid: uid?, role_arn, region, agents, session_tags })
         });
         let mut seen_teams = HashSet::new();
         for (index, team) in teams.iter().enumerate() {
@@ -463,6 +499,7 @@ impl Config {
         let sts_region = sts.take_parsed("region", validate_region).unwrap_or_else(|| "us-east-1".into());
         let sts_endpoint = sts.take_parsed("endpoint_url", validate_endpoint_url);
         let duration = sts.take_secs("duration_secs", 900, 43_200).unwrap_or(Duration::from_secs(3600));
+        let session_policy = sts.take::<bool>("session_policy").unwrap_or(true);
         sts.finish();
 
         let mut bedrock = root.section("bedrock");
@@ -470,8 +507,9 @@ impl Config {
         let bedrock_endpoint = bedrock.take_parsed("endpoint_url", validate_endpoint_url);
         bedrock.finish();
 
+        let mut warnings = Vec::new();
         let models = match root.table.remove("models") {
-            None => default_models(),
+            None => crate::models::default_models(),
             Some(Value::Table(models)) => {
                 let mut out = BTreeMap::new();
                 for (name, value) in models {
@@ -481,32 +519,21 @@ impl Config {
                         continue;
                     };
                     let mut model = Section { path, table, errors: &errors };
-                    let id = model.take_required_parsed("id", |s: String| validate_model_id(&s).map(|_| s));
-                    let max_output_tokens = model.take_ranged("max_output_tokens", 1, 1 << 20).unwrap_or(64_000) as u32;
-                    let default_max_tokens = model
-                        .take_ranged("default_max_tokens", 1, 1 << 20)
-                        .unwrap_or(4096.min(max_output_tokens as u64))
-                        as u32;
-                    let id_text = id.clone().unwrap_or_default();
-                    let supports_thinking = model.take::<bool>("supports_thinking").unwrap_or(thinking_for(&id_text));
-                    let exclusive_sampling =
-                        model.take::<bool>("exclusive_sampling").unwrap_or(exclusive_sampling_for(&id_text));
-                    if default_max_tokens > max_output_tokens {
-                        let path = model.child("default_max_tokens");
-                        model.error_at(path, "must not exceed max_output_tokens".into());
-                    }
-                    model.finish();
-                    if let Some(id) = id {
-                        out.insert(
-                            name,
-                            ModelConfig {
-                                id,
-                                default_max_tokens,
-                                max_output_tokens,
-                                supports_thinking,
-                                exclusive_sampling,
-                            },
-                        );
+                    let id = model.take_required::<String>("id");
+                    let family = model.take::<String>("family");
+                    let overrides = std::mem::take(&mut model.table);
+                    let Some(id) = id else { continue };
+                    match crate::models::resolve(&name, &id, family.as_deref(), overrides) {
+                        Ok((resolved, warning)) => {
+                            warnings.extend(warning);
+                            out.insert(name, resolved);
+                        }
+                        Err(problems) => {
+                            for (field, message) in problems {
+                                let path = if field.is_empty() { model.path.clone() } else { model.child(&field) };
+                                model.error_at(path, message);
+                            }
+                        }
                     }
                 }
                 out
@@ -546,6 +573,9 @@ impl Config {
                 request_timeout,
                 header_read_timeout,
                 body_read_timeout,
+                max_body_bytes_in_flight,
+                max_connections,
+                public_max_connections,
             },
             issuer: IssuerConfig { url, host_path, audience, token_lifetime },
             keys: KeysConfig {
@@ -559,10 +589,11 @@ impl Config {
             },
             callers,
             teams,
-            sts: StsConfig { region: sts_region, endpoint_url: sts_endpoint, duration },
+            sts: StsConfig { region: sts_region, endpoint_url: sts_endpoint, duration, session_policy },
             bedrock: BedrockConfig { region: bedrock_region, endpoint_url: bedrock_endpoint },
             models,
             local: LocalConfig { profile, refresh_interval },
+            warnings,
             routing,
         })
     }
@@ -570,24 +601,6 @@ impl Config {
     pub fn team(&self, uid: &Uid) -> Option<&TeamConfig> {
         self.teams.iter().find(|team| &team.uid == uid)
     }
-}
-
-/// The models served when the config names none: Claude through global cross-region profiles
-/// where the model has one, otherwise the US geographic profile.
-pub fn default_models() -> BTreeMap<String, ModelConfig> {
-    let model = |id: &str, max_output_tokens: u32| ModelConfig {
-        id: id.to_owned(),
-        default_max_tokens: 4096,
-        max_output_tokens,
-        supports_thinking: thinking_for(id),
-        exclusive_sampling: exclusive_sampling_for(id),
-    };
-    BTreeMap::from([
-        ("claude-sonnet-4-5".to_owned(), model("global.anthropic.claude-sonnet-4-5-20250929-v1:0", 64_000)),
-        ("claude-haiku-4-5".to_owned(), model("global.anthropic.claude-haiku-4-5-20251001-v1:0", 64_000)),
-        ("claude-sonnet-4".to_owned(), model("global.anthropic.claude-sonnet-4-20250514-v1:0", 64_000)),
-        ("claude-opus-4-1".to_owned(), model("us.anthropic.claude-opus-4-1-20250805-v1:0", 32_000)),
-    ])
 }
 
 /// Check an issuer URL; return it without its scheme (`host[:port][/path]`).
@@ -635,21 +648,6 @@ fn validate_endpoint_url(raw: String) -> Result<String, String> {
         return Err("must be an http(s) URL with a host".into());
     }
     Ok(raw.trim_end_matches('/').to_owned())
-}
-
-/// A Bedrock model id, inference profile id, or application inference profile ARN.
-pub fn validate_model_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 2048
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b":.-_/".contains(&b))
-        && (id.contains('.') || id.starts_with("arn:"));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{id:?} is not a Bedrock model id (e.g. global.anthropic.claude-sonnet-4-5-20250929-v1:0) or inference profile ARN"
-        ))
-    }
 }
 
 fn parse_sha256_hex(raw: &str) -> Result<[u8; 32], String> {
@@ -833,7 +831,7 @@ mod tests {
         assert_eq!(config.issuer.audience, "sts.amazonaws.com");
         assert_eq!(config.issuer.token_lifetime, Duration::from_secs(300));
         assert_eq!(config.keys.dir, PathBuf::from("jwks"));
-        assert!(config.models.contains_key("claude-sonnet-4-5"));
+        assert!(config.models.contains_key("claude-opus-5-5"));
     }
 
     #[test]
@@ -968,6 +966,34 @@ mod tests {
         assert_eq!(role.account_id(), "123456789012");
         assert_eq!(role.role_name(), "byollm-acme");
         assert_eq!(team.agents[0].role_arn.role_name(), "reviewer");
+    }
+
+    #[test]
+    fn running_without_an_agent_is_off_for_agent_restricted_callers_unless_asked_for() {
+        let caller = |extra: &str| {
+            format!("dev = true\n[[callers]]\nname = \"w\"\nkey_sha256 = \"{HASH}\"\nteam = \"acme\"\n{extra}")
+        };
+        let config = |extra: &str| Config::from_toml(&caller(extra)).map(|c| c.callers[0].clone());
+        let open = config("").unwrap();
+        assert!(open.allow_no_agent && !open.mint_tokens, "unrestricted: may run under the team role, no tokens");
+        assert!(config("agents = [\"*\"]").unwrap().allow_no_agent);
+        assert!(config("agents = []").unwrap().allow_no_agent, "no agents at all: the team role is all it has");
+        assert!(!config("agents = [\"reviewer\"]").unwrap().allow_no_agent, "an agent's worker stays its agent");
+        assert!(config("agents = [\"reviewer\"]\nallow_no_agent = true").unwrap().allow_no_agent);
+        assert!(config("mint_tokens = true").unwrap().mint_tokens);
+        let errors = errors_of(&caller("agents = []\nallow_no_agent = false"));
+        assert_eq!(errors[0].0, "callers[0].allow_no_agent");
+    }
+
+    #[test]
+    fn new_server_and_team_settings_have_safe_defaults() {
+        let config = Config::from_toml("dev = true\n[[teams]]\nuid = \"acme\"\n").unwrap();
+        assert!(!config.teams[0].session_tags);
+        assert!(config.sts.session_policy);
+        assert_eq!(config.server.max_body_bytes_in_flight, DEFAULT_BODY_BYTES_IN_FLIGHT);
+        assert!(config.server.max_body_bytes_in_flight >= config.server.max_body_bytes);
+        let errors = errors_of("dev = true\n[server]\nmax_body_bytes = 2048\nmax_body_bytes_in_flight = 1024\n");
+        assert_eq!(errors[0].0, "server.max_body_bytes_in_flight");
     }
 
     #[test]

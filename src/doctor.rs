@@ -3,19 +3,21 @@
 //!
 //! [`local_report`] resolves a profile through the same chain as local mode and reports which
 //! provider answered, the access key id masked to its last four characters, and when the
-//! credentials expire. [`team_report`] resolves a team's (or agent's) role, mints a token and asks
-//! STS for credentials through the broker, so failures carry the broker's classified code and the
-//! piece of AWS set-up to check. Neither ever holds a token or secret in the report.
+//! credentials expire. [`team_report`] authorizes the run through [`crate::authz`] like any entry
+//! point, then mints a token and asks STS for credentials through the broker, so failures carry the
+//! broker's classified code and the piece of AWS set-up to check. Neither ever holds a token or
+//! secret in the report. It uses the core (config, authz, broker), never the HTTP edge.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use crate::auth::Caller;
+use crate::authz::{Purpose, RunRequest, authorize, permits};
 use crate::broker::local::{LocalSession, LocalSource, LocalState};
 use crate::broker::rfc3339;
 use crate::broker::sts::AwsCredentials;
-use crate::broker::{BrokerError, RunIdentity};
+use crate::broker::{Broker, BrokerError};
 use crate::error::ApiError;
-use crate::http::AppState;
 use crate::principal::{ScopedPrincipal, Uid};
 
 /// The run id the doctor's STS calls carry, so they are recognisable in CloudTrail.
@@ -155,6 +157,8 @@ pub async fn local_report(source: LocalSource) -> DoctorReport {
             report.succeed(&credentials);
         }
         Err(error) => {
+            // The doctor runs on the person's own terminal: it shows the provider's own words.
+            report.details.push(("provider said", error.detail.clone()));
             let mut doctor = DoctorError::from(error.to_api_error());
             doctor.hint = Some(error.hint.clone());
             report.fail(doctor);
@@ -163,49 +167,52 @@ pub async fn local_report(source: LocalSource) -> DoctorReport {
     report
 }
 
-/// Check that a team's configuration gets credentials from STS for `principal` (optionally as
-/// `agent`): resolves the role, mints a token, and calls STS through the broker, bypassing its
-/// cache. The doctor's run id is [`DOCTOR_RUN_ID`].
-pub async fn team_report(
-    state: &AppState,
-    team: &Uid,
-    principal: ScopedPrincipal,
-    agent: Option<String>,
-) -> DoctorReport {
-    let agent_note = agent.as_deref().map(|a| format!(" (agent {a})")).unwrap_or_default();
-    let mut report = DoctorReport::new(format!("team {:?} as {principal}{agent_note}", team.as_str()));
-    let config = &state.config;
-    let kid = state.issuer.keys().keys.signing.kid.clone();
+/// Check that a team's configuration gets credentials from STS for the principal (and agent)
+/// `request` names: the run is authorized as the operator's ([`Caller::operator`], bound to
+/// `team`) through [`authorize`], so uids and agents are checked as for any caller; then a token is
+/// minted and STS called through the broker, bypassing its cache. The run id is [`DOCTOR_RUN_ID`].
+pub async fn team_report(broker: &Broker, team: &Uid, request: RunRequest) -> DoctorReport {
+    let config = broker.config();
+    let agent_note = request.agent.as_deref().map(|a| format!(" (agent {a})")).unwrap_or_default();
+    let who = match (&request.actor, &request.principal) {
+        (Some(actor), Some(principal)) => format!(" as {actor}:{principal}"),
+        _ => String::new(),
+    };
+    let mut report = DoctorReport::new(format!("team {:?}{who}{agent_note}", team.as_str()));
+    let kid = broker.issuer().keys().keys.signing.kid.clone();
     report
         .details
         .push(("issuer", format!("{} (audience {}, signing key {kid})", config.issuer.url, config.issuer.audience)));
     let sts = config.sts.endpoint_url.clone().unwrap_or_else(|| format!("regional endpoint in {}", config.sts.region));
     report.details.push(("sts", sts));
-    if &principal.team_uid != team {
-        report.fail(DoctorError {
-            status: 400,
-            code: "team_mismatch".into(),
-            message: format!("principal {principal} does not belong to team {:?}", team.as_str()),
-            hint: None,
-        });
-        return report;
-    }
-    let identity = RunIdentity { principal, agent, run_id: Some(DOCTOR_RUN_ID.into()) };
-    let role = match state.broker.resolve_role(&identity) {
-        Ok(role) => role,
+    let operator = Caller::operator(team.clone());
+    let request = RunRequest { run_id: Some(DOCTOR_RUN_ID.into()), ..request };
+    let run = match authorize(config, &operator, &request, Purpose::Run) {
+        Ok(run) => run,
         Err(error) => {
-            report.fail(error.to_api_error(config).into());
+            report.fail(ApiError::from(error).into());
             return report;
         }
     };
-    report.details.push(("role", role.to_string()));
+    report.target = format!("team {:?} as {}{agent_note}", team.as_str(), run.principal);
+    match &run.role {
+        Some(role) => report.details.push(("role", role.to_string())),
+        None => {
+            report.fail(BrokerError::NoRole { team: team.to_string() }.to_api_error(config).into());
+            return report;
+        }
+    }
+    if run.session_tags {
+        report.details.push(("session tags", "on (the trust policy must allow sts:TagSession)".into()));
+    }
     if !config.issuer.url.starts_with("https://") && config.sts.endpoint_url.is_none() {
         report.details.push(("note", "the issuer is not https: AWS STS cannot fetch its keys (dev mode)".into()));
     }
-    state.broker.end_run(team.as_str(), DOCTOR_RUN_ID);
+    let ours = |principal: &ScopedPrincipal, agent: Option<&str>| permits(&operator, principal, agent).is_ok();
+    broker.end_run(DOCTOR_RUN_ID, ours);
     report.checked_at = SystemTime::now();
-    let result = state.broker.credentials(&identity).await;
-    state.broker.end_run(team.as_str(), DOCTOR_RUN_ID);
+    let result = broker.credentials(&run).await;
+    broker.end_run(DOCTOR_RUN_ID, ours);
     match result {
         Ok(cached) => {
             report.source = Some("AWS STS AssumeRoleWithWebIdentity (accepted the web identity token)".into());

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::adapter::routes::{self as chat_routes, ChatState, CredentialSource};
-use crate::auth::Callers;
+use crate::auth::{AuthError, Callers, SessionKey};
+use crate::authz::{self, FieldSource, RunRequest};
 use crate::broker::cache::{Clock, SystemClock};
 use crate::broker::sts::{SdkSts, StsExchange};
 use crate::broker::{Broker, routes as broker_routes};
@@ -150,10 +151,11 @@ pub fn router(state: AppState) -> Router {
 
 /// `byollm local`: the chat API signed with the person's own AWS session; no issuer, no broker.
 ///
-/// Nothing but the person's own programs may spend their session: requests a browser sends on a
-/// web page's behalf (they carry `Origin`) are refused, and so are requests for a host name other
-/// than loopback (DNS rebinding) while listening on loopback.
-pub fn local_router(chat: ChatState, loopback: bool) -> Router {
+/// Nothing but the person's own programs may spend their session: every request but `/healthz`
+/// must present the session key (`Authorization: Bearer` or `x-api-key`); requests a browser sends
+/// on a web page's behalf (they carry `Origin`) are refused, and so are requests for a host name
+/// other than loopback (DNS rebinding) while listening on loopback.
+pub fn local_router(chat: ChatState, loopback: bool, key: Arc<SessionKey>) -> Router {
     let limit = chat.config.server.max_body_bytes;
     Router::new()
         .route("/v1/chat/completions", post(chat_routes::chat_completions))
@@ -164,11 +166,18 @@ pub fn local_router(chat: ChatState, loopback: bool) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(loopback, local_guard))
+        .layer(axum::middleware::from_fn_with_state(LocalGuard { loopback, key }, local_guard))
         .with_state(chat)
 }
 
-async fn local_guard(State(loopback): State<bool>, request: Request, next: axum::middleware::Next) -> Response {
+#[derive(Clone)]
+struct LocalGuard {
+    loopback: bool,
+    key: Arc<SessionKey>,
+}
+
+async fn local_guard(State(guard): State<LocalGuard>, request: Request, next: axum::middleware::Next) -> Response {
+    let loopback = guard.loopback;
     if request.headers().contains_key(header::ORIGIN) {
         return ApiError::forbidden(
             "browser_request_refused",
@@ -185,6 +194,21 @@ async fn local_guard(State(loopback): State<bool>, request: Request, next: axum:
             )
             .into_response();
         }
+    }
+    if request.uri().path() != "/healthz"
+        && let Err(error) = guard.key.check(request.headers())
+    {
+        let error = match error {
+            AuthError::MissingKey => ApiError::unauthenticated(
+                "missing_api_key",
+                "local mode needs its session key: send it as 'Authorization: Bearer <key>' or 'x-api-key'; byollm local printed it and wrote it to its key file",
+            ),
+            AuthError::UnknownKey => ApiError::unauthenticated(
+                "invalid_api_key",
+                "that is not this session's key: byollm local makes a new one each time it starts (see its key file)",
+            ),
+        };
+        return error.into_response();
     }
     next.run(request).await
 }
@@ -249,6 +273,32 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "method not allowed on this route",
     )
+}
+
+/// The run identity a request carries in `x-byollm-*` headers, as sent: a header that is absent is
+/// `None`; one that is present is taken as it is (an empty value then fails [`crate::authz`]'s
+/// checks with a 400, never counting as absent). A value that is not visible ASCII, or a header
+/// sent twice, is refused here.
+pub fn run_request_from_headers(headers: &axum::http::HeaderMap) -> Result<RunRequest, ApiError> {
+    let read = |name: &'static str| -> Result<Option<String>, ApiError> {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else { return Ok(None) };
+        if values.next().is_some() {
+            return Err(ApiError::invalid_request(name, "duplicate_header", format!("send {name} once")));
+        }
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::invalid_request(name, "invalid_header", format!("{name} must be visible ASCII")))?;
+        Ok(Some(text.trim().to_owned()))
+    };
+    Ok(RunRequest {
+        team: read(authz::HEADER_TEAM)?,
+        actor: read(authz::HEADER_ACTOR)?,
+        principal: read(authz::HEADER_PRINCIPAL)?,
+        agent: read(authz::HEADER_AGENT)?,
+        run_id: read(authz::HEADER_RUN_ID)?,
+        source: FieldSource::Headers,
+    })
 }
 
 /// A JSON body that is not read until the handler asks, so handlers authenticate first and an
@@ -322,6 +372,25 @@ pub async fn read_body(body: axum::body::Body, server: &crate::config::ServerCon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_headers_present_but_empty_are_not_absent() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("x-byollm-actor", "user".parse().unwrap());
+        headers.insert("x-byollm-principal", " alice ".parse().unwrap());
+        headers.insert("x-byollm-agent", "".parse().unwrap());
+        let request = run_request_from_headers(&headers).unwrap();
+        assert_eq!(request.principal.as_deref(), Some("alice"));
+        assert_eq!(request.agent.as_deref(), Some(""), "an empty header is a value for authz to refuse");
+        assert_eq!((request.team, request.run_id, request.source), (None, None, FieldSource::Headers));
+
+        headers.insert("x-byollm-run-id", axum::http::HeaderValue::from_bytes(b"r\xff").unwrap());
+        assert_eq!(run_request_from_headers(&headers).unwrap_err().code, "invalid_header");
+        headers.remove("x-byollm-run-id");
+        headers.append("x-byollm-team", "a".parse().unwrap());
+        headers.append("x-byollm-team", "b".parse().unwrap());
+        assert_eq!(run_request_from_headers(&headers).unwrap_err().code, "duplicate_header");
+    }
 
     #[test]
     fn loopback_hosts() {

@@ -4,6 +4,7 @@
 pub mod adapter;
 pub mod audit;
 pub mod auth;
+pub mod authz;
 pub mod aws_setup;
 pub mod broker;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod issuer;
 pub mod metrics;
+pub mod models;
 pub mod principal;
 pub mod routing;
 pub mod secret;

@@ -56,10 +56,13 @@ Send SIGHUP to reload the key set at once (it is also polled every keys.reload_i
     /// Serve the chat API on your laptop, signed with your own AWS session (aws login, SSO, profiles).
     #[command(
         after_help = "Examples:\n  aws login && byollm local\n  byollm local --profile work --region eu-west-1\n\n\
-Point any OpenAI client at http://127.0.0.1:8080/v1 (any API key). Requests go from the client to byollm on \
-this machine, which signs them with your session and sends them to Bedrock in your account. Credentials are \
-re-read every local.refresh_interval_secs (15 minutes) and before they expire; when the session lapses, requests \
-fail with the command that renews it."
+Listens on 127.0.0.1:8080 (--port, or --listen for another address; server.listen is ignored). At start it makes \
+a session key, prints it and writes it to a file only you can read ($XDG_RUNTIME_DIR/byollm/local-<port>.key, \
+else ~/.byollm/local-<port>.key); every request must send it (Authorization: Bearer, or x-api-key):\n  \
+export OPENAI_API_KEY=$(cat ~/.byollm/local-8080.key) OPENAI_BASE_URL=http://127.0.0.1:8080/v1\n\n\
+Requests go from the client to byollm on this machine, which signs them with your session and sends them to \
+Bedrock in your account. Credentials are re-read every local.refresh_interval_secs (15 minutes) and before they \
+expire; when the session lapses, requests fail with the command that renews it."
     )]
     Local {
         #[command(flatten)]
@@ -67,9 +70,17 @@ fail with the command that renews it."
         /// AWS profile to use (default: AWS_PROFILE, else the default profile).
         #[arg(long, env = "AWS_PROFILE")]
         profile: Option<String>,
-        /// Address to listen on (default: server.listen, 127.0.0.1:8080). Keep it on loopback.
+        /// Port to listen on, on 127.0.0.1 (default 8080). server.listen from a config is ignored.
+        #[arg(long, conflicts_with = "listen")]
+        port: Option<u16>,
+        /// Listen on this exact address instead; beyond loopback anyone who reaches it and holds
+        /// the session key can use your AWS session.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Where to write the session key (default: $XDG_RUNTIME_DIR/byollm/local-<port>.key,
+        /// else ~/.byollm/local-<port>.key), readable by you only.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
         /// Bedrock region (default: the profile's region, else bedrock.region).
         #[arg(long)]
         region: Option<String>,
@@ -107,9 +118,11 @@ itself says whether the OIDC provider, trust policy and role are right. Exit cod
     /// Print a team's IAM set-up (trust policy, permissions policy, Terraform or CloudFormation inputs).
     #[command(
         name = "aws-setup",
-        after_help = "Derived from the running config (issuer.url, issuer.audience, the team's region and [models]), so \
-the issuer host and sub pattern always match what the gateway signs.\n\nExamples:\n  \
+        after_help = "Derived from the running config (issuer.url, issuer.audience, the team's region, session_tags and [models]), \
+so the issuer host, sub pattern and session-tag conditions always match what the gateway signs. One role per \
+team and one per named agent (--agent): with session_tags, IAM itself refuses another agent's tokens.\n\nExamples:\n  \
 byollm aws-setup --config byollm.toml --team acme --account-id 123456789012\n  \
+byollm aws-setup --config byollm.toml --team acme --agent reviewer --account-id 123456789012\n  \
 byollm aws-setup --config byollm.toml --team acme --format tfvars > terraform.tfvars\n  \
 byollm aws-setup --config byollm.toml --team acme --format cfn-params > params.json"
     )]
@@ -131,7 +144,10 @@ byollm aws-setup --config byollm.toml --team acme --format cfn-params > params.j
         /// Narrow the trust policy to one principal uid (needs --actor).
         #[arg(long, requires = "actor")]
         principal: Option<String>,
-        /// IAM role name (default: byollm-<team>).
+        /// The role of this named agent of the team (default: the team's own role).
+        #[arg(long)]
+        agent: Option<String>,
+        /// IAM role name (default: byollm-<team>, or byollm-<team>-<agent> with --agent).
         #[arg(long)]
         role_name: Option<String>,
     },
@@ -313,6 +329,10 @@ const LOG_CAPS: &[&str] = &[
     "h2",
 ];
 
+/// Targets whose warnings quote a failing `credential_process` command's stderr (which may hold
+/// anything): errors only. byollm logs the failure itself, without the stderr.
+const LOG_QUIET: &[&str] = &["aws_config::profile::credentials", "aws_config::meta::credentials::chain"];
+
 fn init_tracing() {
     use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
@@ -321,7 +341,8 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let caps = Targets::new()
         .with_default(LevelFilter::TRACE)
-        .with_targets(LOG_CAPS.iter().map(|target| (*target, LevelFilter::DEBUG)));
+        .with_targets(LOG_CAPS.iter().map(|target| (*target, LevelFilter::DEBUG)))
+        .with_targets(LOG_QUIET.iter().map(|target| (*target, LevelFilter::ERROR)));
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false);
     tracing_subscriber::registry().with(tracing_subscriber::Layer::with_filter(layer, wanted.and(caps))).init();
 }
@@ -331,7 +352,11 @@ fn load_config(args: &ConfigArgs, dev: bool) -> Result<Config, Failure> {
     if dev {
         env.push(("BYOLLM_DEV".into(), "true".into()));
     }
-    Config::load(args.config.as_deref(), env).map_err(Failure::Config)
+    let config = Config::load(args.config.as_deref(), env).map_err(Failure::Config)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -341,10 +366,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(serve(config))
         }
-        Command::Local { config, profile, listen, region } => {
+        Command::Local { config, profile, port, listen, key_file, region } => {
             let config = load_config(&config, true)?;
+            // Loopback unless --listen says otherwise explicitly: a shared config's
+            // server.listen (0.0.0.0 in the Kubernetes one) never applies here.
+            let listen = listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(8080))));
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(local(config, profile, listen, region))
+            runtime.block_on(local(config, profile, listen, key_file, region))
         }
         Command::Doctor { config, profile, team, actor, principal, agent } => {
             let config = load_config(&config, false)?;
@@ -353,12 +381,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 match (team, actor, principal) {
                     (Some(team), Some(actor), Some(principal)) => {
                         let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
-                        let principal =
-                            byollm::issuer::routes::principal_from_request(None, &team_uid, &actor, &principal)
-                                .map_err(|e| e.message)?;
-                        let issuer = Issuer::open(&config)?;
-                        let state = byollm::AppState::new(config, issuer);
-                        Ok::<_, Failure>(byollm::doctor::team_report(&state, &team_uid, principal, agent).await)
+                        let broker = cli_broker(config)?;
+                        let request = byollm::authz::RunRequest {
+                            actor: Some(actor),
+                            principal: Some(principal),
+                            agent,
+                            ..Default::default()
+                        };
+                        Ok::<_, Failure>(byollm::doctor::team_report(&broker, &team_uid, request).await)
                     }
                     _ => {
                         let source = byollm::broker::local::LocalSource {
@@ -376,19 +406,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Keys(command) => keys(command),
         Command::Token(TokenCommand::Mint { config, team, actor, principal, lifetime_secs, agent, run_id }) => {
+            use byollm::authz::{Purpose, RunRequest, authorize};
             let config = load_config(&config, false)?;
             let issuer = Issuer::open(&config)?;
             let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
-            let principal = byollm::issuer::routes::principal_from_request(None, &team_uid, &actor, &principal)
-                .map_err(|e| e.message)?;
+            // The operator goes through the same authorization as every caller: uids, agents and
+            // run ids are checked, and the team's session-tag setting applies.
+            let request =
+                RunRequest { actor: Some(actor), principal: Some(principal), agent, run_id, ..Default::default() };
+            let operator = byollm::auth::Caller::operator(team_uid);
+            let run = authorize(&config, &operator, &request, Purpose::Token).map_err(|e| e.to_string())?;
             let minted = issuer
-                .mint(&principal, lifetime_secs.map(Duration::from_secs), &RunClaims { agent, run_id }, unix_now())
+                .mint(&run.principal, lifetime_secs.map(Duration::from_secs), &RunClaims::from(&run), unix_now())
                 .map_err(|e| e.to_string())?;
             println!("{}", minted.token.expose());
             eprintln!("minted for {} with key {}, expires at {}", minted.subject, minted.kid, minted.expires_at);
             Ok(())
         }
-        Command::AwsSetup { config, team, account_id, format, actor, principal, role_name } => {
+        Command::AwsSetup { config, team, account_id, format, actor, principal, agent, role_name } => {
             use byollm::aws_setup::{SetupInput, SubjectScope, generate};
             let config = load_config(&config, false)?;
             let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
@@ -404,12 +439,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     byollm::principal::Uid::parse(&principal).map_err(|e| format!("--principal: {e}"))?,
                 ),
             };
-            let region =
-                config.team(&team_uid).and_then(|t| t.region.clone()).unwrap_or_else(|| config.bedrock.region.clone());
+            let agent =
+                agent.map(|a| byollm::principal::Uid::parse(&a)).transpose().map_err(|e| format!("--agent: {e}"))?;
+            let team_config = config.team(&team_uid);
+            if let Some(agent) = &agent
+                && !team_config.is_some_and(|t| t.agents.iter().any(|a| a.name == agent.as_str()))
+            {
+                eprintln!("note: team {team_uid} configures no agent {agent} yet; add it under [[teams.agents]]");
+            }
+            let region = team_config.and_then(|t| t.region.clone()).unwrap_or_else(|| config.bedrock.region.clone());
             let mut input = SetupInput {
                 issuer_url: config.issuer.url.clone(),
                 audience: config.issuer.audience.clone(),
-                role_name: role_name.unwrap_or_else(|| format!("byollm-{team_uid}")),
+                role_name: role_name.unwrap_or_else(|| byollm::aws_setup::default_role_name(&team_uid, agent.as_ref())),
+                session_tags: team_config.is_some_and(|t| t.session_tags),
+                agent,
                 team_uid,
                 scope,
                 model_ids: Vec::new(),
@@ -540,6 +584,19 @@ fn human_age(secs: u64) -> String {
     }
 }
 
+/// The broker for one command-line check (`doctor`): STS through the SDK, the system clock.
+fn cli_broker(config: Config) -> Result<byollm::broker::Broker, Failure> {
+    let issuer = Issuer::open(&config)?;
+    let sts = byollm::broker::sts::SdkSts::new(&config.sts.region, config.sts.endpoint_url.as_deref());
+    Ok(byollm::broker::Broker::new(
+        Arc::new(config),
+        Arc::new(issuer),
+        Arc::new(sts),
+        Arc::new(byollm::broker::cache::SystemClock),
+        Arc::new(byollm::metrics::Metrics::default()),
+    ))
+}
+
 async fn serve(config: Config) -> Result<(), Failure> {
     if config.dev {
         tracing::warn!(
@@ -591,7 +648,8 @@ async fn serve(config: Config) -> Result<(), Failure> {
 async fn local(
     config: Config,
     profile: Option<String>,
-    listen: Option<std::net::SocketAddr>,
+    listen: std::net::SocketAddr,
+    key_file: Option<PathBuf>,
     region: Option<String>,
 ) -> Result<(), Failure> {
     use byollm::adapter::routes::{ChatState, CredentialSource};
@@ -604,9 +662,8 @@ async fn local(
     };
     let session = Arc::new(LocalSession::new(source).await);
     let region = region.or_else(|| session.region().map(str::to_owned)).unwrap_or(config.bedrock.region.clone());
-    let listen = listen.unwrap_or(config.server.listen);
     if !listen.ip().is_loopback() {
-        tracing::warn!(%listen, "local mode listening beyond loopback: anyone who reaches this address can use your AWS session");
+        tracing::warn!(%listen, "local mode listening beyond loopback: anyone who reaches this address and holds the session key can use your AWS session");
     }
     let _refresher = session.clone().spawn_refresher();
     let config = Arc::new(config);
@@ -619,12 +676,26 @@ async fn local(
     };
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let bound = listener.local_addr()?;
+    // A key per session, required on every request; written where only this user can read it.
+    let key = Arc::new(byollm::auth::SessionKey::generate().map_err(|e| e.message)?);
+    let key_path = key_file
+        .or_else(|| {
+            let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_dir());
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            byollm::auth::SessionKey::default_path(runtime.as_deref(), home.as_deref(), bound.port())
+        })
+        .ok_or("no place for the session key: set HOME or pass --key-file")?;
+    key.write_file(&key_path).map_err(|e| format!("cannot write the session key to {}: {e}", key_path.display()))?;
+    println!("session key (send as the API key; new each start): {}", key.expose());
+    println!("written to {} (readable by you only)", key_path.display());
+    println!("  export OPENAI_API_KEY=$(cat {}) OPENAI_BASE_URL=http://{bound}/v1", key_path.display());
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %bound,
         profile = %session.profile_name(),
         %region,
-        "byollm ready (local mode): point OpenAI clients at http://{}/v1",
-        listener.local_addr()?
+        key_file = %key_path.display(),
+        "byollm ready (local mode): point OpenAI clients at http://{bound}/v1 with the session key"
     );
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -634,11 +705,13 @@ async fn local(
     let header_timeout = chat.config.server.header_read_timeout;
     byollm::http::serve(
         listener,
-        byollm::http::local_router(chat, listen.ip().is_loopback()),
+        byollm::http::local_router(chat, listen.ip().is_loopback(), key),
         header_timeout,
         shutdown,
     )
     .await;
+    // The key dies with the session.
+    let _ = std::fs::remove_file(&key_path);
     Ok(())
 }
 

@@ -188,6 +188,7 @@ impl Default for Metrics {
                     "token_expired",
                     "invalid_parameters",
                     "region_disabled",
+                    "refused",
                     "throttled",
                     "upstream_error",
                     "other",
@@ -197,7 +198,7 @@ impl Default for Metrics {
                 "byollm_credential_cache_total",
                 "Credential cache lookups.",
                 "result",
-                &["hit", "miss", "stale_served", "other"],
+                &["hit", "miss", "stale_served", "backoff", "other"],
             ),
             credential_refreshes: Counter::new(
                 "byollm_credential_refreshes_total",

@@ -14,11 +14,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_credential_types::provider::ProvideCredentials;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use byollm::authz::RunRequest;
 use byollm::broker::cache::Clock;
 use byollm::broker::sts::SdkSts;
 use byollm::config::Config;
 use byollm::issuer::Issuer;
-use byollm::principal::{ActorType, ScopedPrincipal, Uid};
+use byollm::principal::Uid;
 use harness::{API_KEY, Gateway, OTHER_API_KEY, callers_toml, sha256_hex};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -33,6 +34,9 @@ const SHORT_ROLE: &str = "arn:aws:iam::111111111111:role/max-session-1800";
 const OTHER_ROLE: &str = "arn:aws:iam::222222222222:role/byollm-other";
 /// A caller whose team has no role configured.
 const LONELY_API_KEY: &str = "byollm_test_key_lonely_0123456789abcdef";
+/// A caller of team acme that may act as the agent `reviewer` only (and so, by default, never
+/// without an agent).
+const REVIEWER_API_KEY: &str = "byollm_test_key_reviewer_0123456789abcdef";
 
 fn fake_roles() -> Vec<TrustedRole> {
     let trusting = |arn: &str, team: &str| {
@@ -55,6 +59,12 @@ fn broker_toml(sts_url: &str) -> String {
 name = "lonely-worker"
 key_sha256 = "{lonely}"
 team = "lonely"
+
+[[callers]]
+name = "reviewer-worker"
+key_sha256 = "{reviewer}"
+team = "acme"
+agents = ["reviewer"]
 
 [sts]
 endpoint_url = "{sts_url}"
@@ -81,6 +91,7 @@ role_arn = "{OTHER_ROLE}"
 "#,
         callers = callers_toml(),
         lonely = sha256_hex(LONELY_API_KEY),
+        reviewer = sha256_hex(REVIEWER_API_KEY),
     )
 }
 
@@ -182,7 +193,8 @@ fn assert_issued(sts: &FakeSts, access_key_id: &str, secret: &str, token: &str) 
 fn assert_logs_clean(logs: &str, sts: &FakeSts) {
     assert!(logs.contains("byollm ready"), "logs were captured");
     assert!(logs.contains("assumed role with web identity"), "the broker's own lines were captured");
-    let mut secrets: Vec<String> = vec![API_KEY.into(), OTHER_API_KEY.into(), LONELY_API_KEY.into()];
+    let mut secrets: Vec<String> =
+        vec![API_KEY.into(), OTHER_API_KEY.into(), LONELY_API_KEY.into(), REVIEWER_API_KEY.into()];
     for issued in sts.issued() {
         secrets.push(issued.secret_access_key.clone());
         secrets.push(issued.session_token.clone());
@@ -302,9 +314,11 @@ async fn credentials_for_a_run_come_from_sts_once_and_are_reused_until_the_run_e
     // The metrics count STS outcomes, cache hits and misses and refreshes, and name nobody.
     let metrics = setup.metrics().await;
     assert_eq!(counter(&metrics, "byollm_sts_calls_total{outcome=\"ok\"}"), 4, "{metrics}");
-    assert_eq!(counter(&metrics, "byollm_credential_cache_total{result=\"miss\"}"), 4, "{metrics}");
-    // One container hit for run-1, 19 single-flight waiters, one after the other team's DELETE.
-    assert_eq!(counter(&metrics, "byollm_credential_cache_total{result=\"hit\"}"), 21, "{metrics}");
+    // Lookups that waited on STS: run-1, the reviewer's run-2, the 20 single-flight callers, and
+    // the one after the run ended (the unknown agent was refused before the cache).
+    assert_eq!(counter(&metrics, "byollm_credential_cache_total{result=\"miss\"}"), 23, "{metrics}");
+    // Answered from the cache: the container call for run-1, the one after the other team's DELETE.
+    assert_eq!(counter(&metrics, "byollm_credential_cache_total{result=\"hit\"}"), 2, "{metrics}");
     assert_eq!(counter(&metrics, "byollm_credential_refreshes_total{result=\"ok\"}"), 4, "{metrics}");
     for uid in ["acme", "alice", "ci-bot", "run-1", "run-sf", "reviewer", "111111111111", "ASIA"] {
         assert!(!metrics.contains(uid), "{uid} appears in the metrics");
@@ -349,7 +363,8 @@ async fn no_team_can_reach_another_teams_principals_agents_or_roles() {
     let container_cases: Vec<ContainerCase> = vec![
         (OTHER_API_KEY, vec![("team", "acme"), ("actor", "user"), ("principal", "alice")], 403, "team_not_allowed"),
         (API_KEY, vec![("actor", "user"), ("principal", "a:b")], 400, "invalid_uid"),
-        (API_KEY, vec![("actor", "user")], 400, "invalid_query"),
+        (API_KEY, vec![("actor", "user")], 400, "missing_principal"),
+        (API_KEY, vec![("actor", "user"), ("principal", "a"), ("agent", "")], 400, "invalid_run_field"),
         (API_KEY, vec![("actor", "user"), ("principal", "a"), ("role_arn", ACME_ROLE)], 400, "invalid_query"),
     ];
     for (key, query, status, code) in container_cases {
@@ -370,6 +385,80 @@ async fn no_team_can_reach_another_teams_principals_agents_or_roles() {
     let (_, other_body, _) = setup.process(Some(OTHER_API_KEY), other).await;
     assert_ne!(acme_body["AccessKeyId"], other_body["AccessKeyId"]);
     assert_eq!(setup.sts.calls(), 2);
+    assert_logs_clean(&setup.gateway.logs(), &setup.sts);
+}
+
+#[tokio::test]
+async fn an_agent_restricted_caller_acts_only_as_its_agent_on_every_route() {
+    let setup = Setup::start(None).await;
+    let alice = |extra: Value| {
+        let mut body = json!({"actor": "user", "principal": "alice", "run_id": "shared"});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    // Credentials: another agent, or none, is refused before any STS call.
+    for (extra, code) in [
+        (json!({"agent": "stranger"}), "agent_not_allowed"),
+        (json!({"agent": "unconfigured"}), "agent_not_allowed"),
+        (json!({}), "agent_required"),
+        (json!({"agent": ""}), "invalid_run_field"),
+    ] {
+        let (status, body, _) = setup.process(Some(REVIEWER_API_KEY), alice(extra.clone())).await;
+        let expected = if code == "invalid_run_field" { 400 } else { 403 };
+        assert_eq!((status, body["error"]["code"].as_str()), (expected, Some(code)), "{extra}: {}", body["error"]);
+    }
+    let query = [("actor", "user"), ("principal", "alice"), ("run_id", "shared")];
+    let (status, body) = setup.container(REVIEWER_API_KEY, &query).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("agent_required")));
+    // Chat: identity headers go through the same function; present but empty is not absent.
+    let chat = |agent: Option<&'static str>| {
+        let mut request = setup
+            .http
+            .post(format!("{}/v1/chat/completions", setup.gateway.url))
+            .bearer_auth(REVIEWER_API_KEY)
+            .header("x-byollm-actor", "user")
+            .header("x-byollm-principal", "alice");
+        if let Some(agent) = agent {
+            request = request.header("x-byollm-agent", agent);
+        }
+        async move {
+            let response = request.json(&json!({"model": "claude-sonnet-4-5", "messages": []})).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, body)
+        }
+    };
+    for (agent, status, code, param) in [
+        (Some("stranger"), 403, "agent_not_allowed", None),
+        (None, 403, "agent_required", None),
+        (Some(""), 400, "invalid_run_field", Some("x-byollm-agent")),
+    ] {
+        let (got, body) = chat(agent).await;
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{agent:?}: {}", body["error"]);
+        assert_eq!(body["error"]["param"].as_str(), param);
+    }
+    assert_eq!(setup.sts.calls(), 0, "no refused request reached STS");
+
+    // Its own agent works, under the agent's role.
+    let (status, mine, _) = setup.process(Some(REVIEWER_API_KEY), alice(json!({"agent": "reviewer"}))).await;
+    assert_eq!(status, 200, "{}", mine["error"]);
+    assert_eq!(setup.last_request().role_arn.as_deref(), Some(REVIEWER_ROLE));
+    // The team's unrestricted caller runs the same run under the team role, and as the reviewer.
+    let (status, team, _) = setup.process(Some(API_KEY), alice(json!({}))).await;
+    assert_eq!(status, 200, "{}", team["error"]);
+    let (_, shared, _) = setup.process(Some(API_KEY), alice(json!({"agent": "reviewer"}))).await;
+    assert_eq!(shared["AccessKeyId"], mine["AccessKeyId"], "same run, agent and principal: one cache entry");
+    assert_eq!(setup.sts.calls(), 2);
+
+    // Run end: the restricted caller ends only what it could have been authorized for (the
+    // reviewer's entry), never the team-role entry of the same run.
+    let (status, body) = setup.end_run(Some(REVIEWER_API_KEY), "shared").await;
+    assert_eq!((status, body["evicted"].as_u64()), (200, Some(1)));
+    let (_, again, _) = setup.process(Some(API_KEY), alice(json!({}))).await;
+    assert_eq!(again["AccessKeyId"], team["AccessKeyId"], "the team-role entry survived");
+    assert_eq!(setup.sts.calls(), 2);
+    let (status, body) = setup.end_run(Some(API_KEY), "shared").await;
+    assert_eq!((status, body["evicted"].as_u64()), (200, Some(1)));
     assert_logs_clean(&setup.gateway.logs(), &setup.sts);
 }
 
@@ -710,7 +799,7 @@ impl InProcess {
 }
 
 #[tokio::test]
-async fn last_good_credentials_serve_through_a_failed_refresh_until_they_expire() {
+async fn requests_during_a_slow_or_failing_refresh_are_answered_from_the_cache() {
     let app = in_process(None, None).await;
     let (status, first) = app.get("lg").await;
     assert_eq!(status, 200, "{}", first["error"]);
@@ -721,32 +810,74 @@ async fn last_good_credentials_serve_through_a_failed_refresh_until_they_expire(
     assert_eq!(app.get("lg").await.1["AccessKeyId"], first_key.as_str());
     assert_eq!(app.sts.calls(), 1);
 
-    // Past it, STS is throttling (a passing failure): the last good credentials keep serving.
+    // Past it, STS takes 3 s to answer: every request meanwhile is answered from the cache at
+    // once, and one background task refreshes.
     app.clock.advance_to(2800);
-    app.sts.set_script(StsStep::fail_times(StsErrorCode::Throttling, 3));
-    let (status, stale) = app.get("lg").await;
-    assert_eq!((status, stale["AccessKeyId"].as_str()), (200, Some(first_key.as_str())));
-    assert_eq!(app.sts.calls(), 4, "the refresh was attempted, three times");
-    assert_eq!(app.state.metrics.credential_cache.get("stale_served"), 1);
-    assert_eq!(app.state.metrics.credential_refreshes.get("error"), 1);
+    app.sts.set_script(vec![StsStep::Delay(Duration::from_secs(3))]);
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let (status, body) = app.get("lg").await;
+        assert_eq!((status, body["AccessKeyId"].as_str()), (200, Some(first_key.as_str())));
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(1500), "10 requests took {elapsed:?} while STS took 3 s");
+    assert_eq!(app.state.metrics.credential_cache.get("hit"), 11);
+    // The refresh lands; its credentials serve from then on, after one STS call in all.
+    let mut second_key = first_key.clone();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        second_key = app.get("lg").await.1["AccessKeyId"].as_str().unwrap().to_owned();
+        if second_key != first_key {
+            break;
+        }
+    }
+    assert_ne!(second_key, first_key, "the background refresh replaced the credentials");
+    assert_eq!(app.sts.calls(), 2);
 
-    // A permanent refusal (the customer removed the trust) is not papered over with old credentials.
+    // Their refresh point: 75% of what is left of their hour at the shifted clock. STS now
+    // throttles: the background refresh fails (three attempts), the last good credentials keep
+    // serving, and the entry backs off instead of starting an STS round per request.
+    app.clock.advance_to(3400);
+    app.sts.set_script(StsStep::fail_times(StsErrorCode::Throttling, 3));
+    assert_eq!(app.get("lg").await.1["AccessKeyId"], second_key.as_str());
+    for _ in 0..100 {
+        if app.state.metrics.credential_refreshes.get("error") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.sts.calls(), 5, "the refresh was attempted, three times");
+    for _ in 0..5 {
+        let (status, stale) = app.get("lg").await;
+        assert_eq!((status, stale["AccessKeyId"].as_str()), (200, Some(second_key.as_str())));
+    }
+    assert_eq!(app.sts.calls(), 5, "no STS round per request while the entry backs off");
+    assert_eq!(app.state.metrics.credential_cache.get("stale_served"), 5);
+
+    // After the backoff, a permanent refusal (the customer removed the trust) is not papered
+    // over with the old credentials: once it lands, requests get it, without an STS call each.
+    app.clock.advance_to(3405);
     app.sts.set_script(vec![StsStep::Fail(StsErrorCode::AccessDenied)]);
-    let (status, error) = app.get("lg").await;
-    assert_eq!((status, error["error"]["code"].as_str()), (403, Some("sts_trust_policy_mismatch")));
-    assert_eq!(app.sts.calls(), 5);
+    assert_eq!(app.get("lg").await.0, 200, "the refresh runs in the background");
+    let mut refused = (0, Value::Null);
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        refused = app.get("lg").await;
+        if refused.0 != 200 {
+            break;
+        }
+    }
+    assert_eq!((refused.0, refused.1["error"]["code"].as_str()), (403, Some("sts_trust_policy_mismatch")));
+    assert_eq!(app.get("lg").await.0, 403);
+    assert_eq!(app.sts.calls(), 6);
+    assert!(app.state.metrics.credential_cache.get("backoff") >= 2);
 
-    // Within 30 s of their expiry they are no longer handed out, even through a passing failure.
-    app.clock.advance_to(3580);
-    app.sts.set_script(StsStep::fail_times(StsErrorCode::Throttling, 3));
-    let (status, error) = app.get("lg").await;
-    assert_eq!((status, error["error"]["code"].as_str()), (429, Some("sts_throttled")));
-
-    // STS is back: fresh credentials.
+    // The trust is back and the backoff over: fresh credentials.
+    app.clock.advance_to(3410);
     let (status, fresh) = app.get("lg").await;
-    assert_eq!(status, 200);
-    assert_ne!(fresh["AccessKeyId"], first_key.as_str());
-    assert_eq!(app.sts.calls(), 9);
+    assert_eq!(status, 200, "{}", fresh["error"]);
+    assert_ne!(fresh["AccessKeyId"], second_key.as_str());
+    assert_eq!(app.sts.calls(), 7);
 }
 
 #[tokio::test]
@@ -775,9 +906,14 @@ async fn an_issuer_sts_cannot_reach_and_an_sts_the_gateway_cannot_reach_are_told
 async fn doctor_reports_a_teams_sts_exchange_without_secrets() {
     let app = in_process(None, None).await;
     let acme = Uid::parse("acme").unwrap();
-    let alice = ScopedPrincipal::new(acme.clone(), ActorType::User, Uid::parse("alice").unwrap());
+    let alice = |agent: Option<&str>| RunRequest {
+        actor: Some("user".into()),
+        principal: Some("alice".into()),
+        agent: agent.map(str::to_owned),
+        ..Default::default()
+    };
 
-    let report = byollm::doctor::team_report(&app.state, &acme, alice.clone(), Some("reviewer".into())).await;
+    let report = byollm::doctor::team_report(&app.state.broker, &acme, alice(Some("reviewer"))).await;
     let text = report.to_string();
     assert!(report.ok, "{text}");
     let issued = app.sts.issued();
@@ -794,24 +930,31 @@ async fn doctor_reports_a_teams_sts_exchange_without_secrets() {
     assert!(app.sts.requests()[0].role_session_name.as_deref().unwrap().contains("byollm-doctor"));
 
     // Run again: the doctor asks STS every time rather than trusting a cache.
-    assert!(byollm::doctor::team_report(&app.state, &acme, alice.clone(), Some("reviewer".into())).await.ok);
+    assert!(byollm::doctor::team_report(&app.state.broker, &acme, alice(Some("reviewer"))).await.ok);
     assert_eq!(app.sts.calls(), 2);
 
-    let report = byollm::doctor::team_report(&app.state, &acme, alice.clone(), Some("stranger".into())).await;
+    let report = byollm::doctor::team_report(&app.state.broker, &acme, alice(Some("stranger"))).await;
     let error = report.error.as_ref().expect("an error");
     assert!(!report.ok);
     assert_eq!((error.status, error.code.as_str()), (403, "sts_trust_policy_mismatch"));
     assert!(report.to_string().contains("sts_trust_policy_mismatch") && report.to_string().contains("FAILED"));
 
     app.sts.set_providers(vec![]);
-    let report = byollm::doctor::team_report(&app.state, &acme, alice.clone(), None).await;
+    let report = byollm::doctor::team_report(&app.state.broker, &acme, alice(None)).await;
     assert_eq!(report.error.map(|e| e.code), Some("sts_oidc_provider_missing".into()));
 
+    // The doctor authorizes like every entry point: uids and agents are checked, no STS call.
     let lonely = Uid::parse("lonely").unwrap();
-    let bob = ScopedPrincipal::new(lonely.clone(), ActorType::User, Uid::parse("bob").unwrap());
-    let report = byollm::doctor::team_report(&app.state, &lonely, bob, None).await;
+    let report = byollm::doctor::team_report(&app.state.broker, &lonely, alice(None)).await;
     assert_eq!(report.error.map(|e| e.code), Some("no_bedrock_role".into()));
-    let report = byollm::doctor::team_report(&app.state, &lonely, alice, None).await;
-    assert_eq!(report.error.map(|e| e.code), Some("team_mismatch".into()));
+    for (request, code) in [
+        (alice(Some("nobody")), "unknown_agent"),
+        (alice(Some("")), "invalid_run_field"),
+        (RunRequest { principal: Some("a/b".into()), ..alice(None) }, "invalid_uid"),
+        (RunRequest { team: Some("other".into()), ..alice(None) }, "team_not_allowed"),
+    ] {
+        let report = byollm::doctor::team_report(&app.state.broker, &acme, request).await;
+        assert_eq!(report.error.map(|e| e.code), Some(code.into()));
+    }
     assert_eq!(app.sts.calls(), 4);
 }

@@ -379,6 +379,8 @@ fn input(scope: SubjectScope) -> SetupInput {
         account_id: Some("123456789012".to_owned()),
         role_name: "byollm-abc".to_owned(),
         max_session_secs: 3600,
+        agent: None,
+        session_tags: false,
     }
 }
 

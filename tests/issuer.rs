@@ -18,9 +18,17 @@ async fn mint(gateway: &Gateway, key: Option<&str>, body: Value) -> (u16, Value)
     (status, response.json().await.unwrap())
 }
 
+/// Team `acme` with the agent `reviewer`, as the token tests name it.
+fn acme_team() -> String {
+    format!(
+        "{}\n[[teams]]\nuid = \"acme\"\n[[teams.agents]]\nname = \"reviewer\"\nrole_arn = \"arn:aws:iam::111111111111:role/byollm-acme-reviewer\"\n",
+        callers_toml()
+    )
+}
+
 #[tokio::test]
 async fn minted_tokens_verify_the_way_aws_verifies_them() {
-    let gateway = Gateway::start(&callers_toml());
+    let gateway = Gateway::start(&acme_team());
     let body = json!({"actor": "service_account", "principal": "ci-bot", "agent": "reviewer", "run_id": "run-1"});
     let (status, minted) = mint(&gateway, Some(API_KEY), body).await;
     assert_eq!(status, 200, "{minted}");
@@ -32,6 +40,19 @@ async fn minted_tokens_verify_the_way_aws_verifies_them() {
     assert_eq!(claims["run_id"], "run-1");
     assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 300);
     assert_eq!(minted["subject"], claims["sub"]);
+
+    // A lifetime up to the configured one (300 s) is honoured; none beyond it is signed.
+    let body = json!({"actor": "user", "principal": "alice", "lifetime_secs": 120});
+    let (status, short) = mint(&gateway, Some(API_KEY), body).await;
+    assert_eq!((status, short["expires_in"].as_u64()), (200, Some(120)), "{short}");
+    let body = json!({"actor": "user", "principal": "alice", "lifetime_secs": 301});
+    let (status, error) = mint(&gateway, Some(API_KEY), body).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (400, Some("invalid_lifetime")), "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("60..=300"), "{error}");
+
+    // Signing tokens is a permission of its own, off by default (team `other`'s caller lacks it).
+    let (status, error) = mint(&gateway, Some(OTHER_API_KEY), json!({"actor": "user", "principal": "carol"})).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (403, Some("token_minting_not_allowed")), "{error}");
 
     // A tampered token must not verify: the check above really checks.
     let mut forged = token.to_owned();
@@ -91,7 +112,7 @@ async fn bad_requests_get_the_right_status_code_and_param() {
             Some(OTHER_API_KEY),
             json!({"team": "acme", "actor": "user", "principal": "a"}),
             403,
-            "team_not_allowed",
+            "token_minting_not_allowed",
             None,
         ),
         (Some(API_KEY), json!({"actor": "user", "principal": "abc/evil"}), 400, "invalid_uid", Some("principal")),
@@ -120,11 +141,32 @@ async fn bad_requests_get_the_right_status_code_and_param() {
             Some(API_KEY),
             json!({"actor": "user", "principal": "a", "agent": "x y"}),
             400,
-            "invalid_claim",
+            "invalid_run_field",
             Some("agent"),
         ),
+        (
+            Some(API_KEY),
+            json!({"actor": "user", "principal": "a", "agent": ""}),
+            400,
+            "invalid_run_field",
+            Some("agent"),
+        ),
+        (
+            Some(API_KEY),
+            json!({"actor": "user", "principal": "a", "agent": "nobody"}),
+            400,
+            "unknown_agent",
+            Some("agent"),
+        ),
+        (
+            Some(API_KEY),
+            json!({"actor": "user", "principal": "a", "run_id": ""}),
+            400,
+            "invalid_run_field",
+            Some("run_id"),
+        ),
         (Some(API_KEY), json!({"actor": "user", "principal": "a", "colour": "red"}), 400, "invalid_json", None),
-        (Some(API_KEY), json!({"actor": "user"}), 400, "invalid_json", None),
+        (Some(API_KEY), json!({"actor": "user"}), 400, "missing_principal", Some("principal")),
     ];
     for (key, body, status, code, param) in cases {
         let (got, error) = mint(&gateway, key, body.clone()).await;
@@ -289,6 +331,31 @@ async fn token_mint_cli_signs_for_operators() {
     let (code, _, stderr) = gateway.cli(&["token", "mint", "--team", "a/b", "--actor", "user", "--principal", "x"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("only A-Z"), "{stderr}");
+}
+
+#[tokio::test]
+async fn token_mint_cli_goes_through_the_same_authorization_and_mints_session_tags() {
+    let team = "[[teams]]\nuid = \"acme\"\nsession_tags = true\n[[teams.agents]]\nname = \"reviewer\"\nrole_arn = \"arn:aws:iam::111111111111:role/byollm-acme-reviewer\"\n";
+    let gateway = Gateway::start(team);
+    let args = ["token", "mint", "--team", "acme", "--actor", "user", "--principal", "ops", "--run-id", "run-9"];
+    let (code, stdout, stderr) = gateway.cli(&[&args[..], &["--agent", "reviewer"]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let claims = verify_like_aws(stdout.trim(), "sts.amazonaws.com").await.unwrap();
+    let tags = &claims["https://aws.amazon.com/tags"];
+    assert_eq!(tags["principal_tags"]["agent"], json!(["reviewer"]), "{claims}");
+    assert_eq!(tags["principal_tags"]["team"], json!(["acme"]));
+    assert_eq!(tags["principal_tags"]["run"], json!(["run-9"]));
+    assert!(claims["https://aws.amazon.com/source_identity"].as_str().unwrap().starts_with("acme.ops."));
+    // An agent the team does not configure, an empty one, a lifetime above the configured one.
+    for (extra, expected) in [
+        (&["--agent", "deployer"][..], "has no agent"),
+        (&["--agent", ""][..], "agent"),
+        (&["--lifetime-secs", "900"][..], "60..=300"),
+    ] {
+        let (code, _, stderr) = gateway.cli(&[&args[..], extra].concat());
+        assert_eq!(code, 1, "{extra:?}");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+    }
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ const OpenAI = sdk.OpenAI ?? sdk.default;
 const { APIError, BadRequestError, NotFoundError, RateLimitError } = sdk;
 const sdkVersion = JSON.parse(readFileSync(join(dirname(require.resolve('openai')), 'package.json'), 'utf8')).version;
 
-const MODEL = 'claude-sonnet-4-5';
+const MODEL = 'claude-haiku-4-5';
 const TOOLS = [
   {
     type: 'function',
@@ -112,7 +112,7 @@ async function expectError(cls, promise) {
 
 const baseURL = process.argv[2].replace(/\/$/, '').replace(/(\/v1)?$/, '/v1');
 // No retries: every call consumes exactly one scripted reply.
-const client = new OpenAI({ baseURL, apiKey: 'local', maxRetries: 0, timeout: 30_000 });
+const client = new OpenAI({ baseURL, apiKey: process.env.OPENAI_API_KEY, maxRetries: 0, timeout: 30_000 });
 const state = {};
 
 const steps = [

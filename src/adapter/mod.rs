@@ -66,6 +66,7 @@
 //! [`stream`]).
 
 pub mod anthropic;
+pub mod bounded;
 pub mod openai;
 pub mod request;
 pub mod response;

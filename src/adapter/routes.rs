@@ -3,7 +3,8 @@
 //!
 //! A cloud run authenticates with its API key and names its principal in headers
 //! (`x-byollm-actor`, `x-byollm-principal`, optional `x-byollm-team`, `x-byollm-agent`,
-//! `x-byollm-run-id`); the broker's credentials for that run sign the Bedrock call. In local mode
+//! `x-byollm-run-id`), which [`crate::authz::authorize`] checks; the broker's credentials for that
+//! run sign the Bedrock call. In local mode
 //! the person's own AWS session signs it. Streams are pulled from Bedrock only as fast as the
 //! client reads, and dropped the moment the client goes away.
 
@@ -19,15 +20,16 @@ use bytes::{Bytes, BytesMut};
 
 use super::anthropic::AnthropicResponse;
 use super::openai::{ModelList, ModelObject};
-use super::request::{ModelDefaults, parse_request, to_anthropic};
+use super::request::{Target, parse_request, to_anthropic};
 use super::response::{to_chat_completion, upstream_error};
 use super::stream::StreamConverter;
 use crate::auth::Callers;
+use crate::authz::{AuthorizedRun, Purpose, authorize};
+use crate::broker::Broker;
 use crate::broker::local::LocalSession;
-use crate::broker::{Broker, RunIdentity};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::issuer::routes::principal_from_request;
+use crate::http::run_request_from_headers;
 use crate::metrics::Metrics;
 use crate::upstream::{BedrockClient, BedrockFailure, EventStream};
 
@@ -50,68 +52,21 @@ pub struct ChatState {
     pub source: CredentialSource,
 }
 
-/// Header names a cloud run uses to say who it acts for.
-pub const HEADER_TEAM: &str = "x-byollm-team";
-pub const HEADER_ACTOR: &str = "x-byollm-actor";
-pub const HEADER_PRINCIPAL: &str = "x-byollm-principal";
-pub const HEADER_AGENT: &str = "x-byollm-agent";
-pub const HEADER_RUN_ID: &str = "x-byollm-run-id";
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
-}
-
-/// The run identity of a chat call, from headers or, for a caller bound to exactly one
-/// principal, from its configuration.
-fn identity(state: &ChatState, headers: &HeaderMap) -> Result<(RunIdentity, String), ApiError> {
-    let caller = state.callers.authenticate(headers)?;
-    let (actor, principal) = match (header_str(headers, HEADER_ACTOR), header_str(headers, HEADER_PRINCIPAL)) {
-        (Some(actor), Some(principal)) => (actor.to_owned(), principal.to_owned()),
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(ApiError::invalid_request(
-                HEADER_PRINCIPAL,
-                "missing_principal",
-                format!("send both {HEADER_ACTOR} and {HEADER_PRINCIPAL}, or neither"),
-            ));
-        }
-        (None, None) => match (caller.actors.as_slice(), caller.principals.as_deref()) {
-            ([actor], Some([principal])) => (actor.as_str().to_owned(), principal.as_str().to_owned()),
-            _ => {
-                return Err(ApiError::invalid_request(
-                    HEADER_PRINCIPAL,
-                    "missing_principal",
-                    format!(
-                        "name the run's principal with the {HEADER_ACTOR} (user or service_account) and {HEADER_PRINCIPAL} headers"
-                    ),
-                ));
-            }
-        },
-    };
-    let principal = principal_from_request(header_str(headers, HEADER_TEAM), &caller.team, &actor, &principal)?;
-    caller.authorize(&principal)?;
-    let agent = header_str(headers, HEADER_AGENT);
-    caller.authorize_agent(agent)?;
-    let team = state.config.team(&principal.team_uid);
-    let region = team.and_then(|t| t.region.clone()).unwrap_or_else(|| state.config.bedrock.region.clone());
-    let identity = RunIdentity {
-        principal,
-        agent: agent.map(str::to_owned),
-        run_id: header_str(headers, HEADER_RUN_ID).map(str::to_owned),
-    };
-    Ok((identity, region))
-}
-
 /// Credentials and region for one call. Authentication happens here, before the body is read.
 enum CallContext {
-    Broker { broker: Arc<Broker>, identity: RunIdentity, region: String },
+    Broker { broker: Arc<Broker>, run: AuthorizedRun },
     Local { session: Arc<LocalSession>, region: String },
 }
 
+/// A cloud run: the caller's API key, then the run identity from the `x-byollm-*` headers through
+/// [`authorize`]. Local mode authenticates in its own layer (the session key).
 fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiError> {
     match &state.source {
         CredentialSource::Broker(broker) => {
-            let (identity, region) = identity(state, headers)?;
-            Ok(CallContext::Broker { broker: broker.clone(), identity, region })
+            let caller = state.callers.authenticate(headers)?;
+            let request = run_request_from_headers(headers)?;
+            let run = authorize(&state.config, &caller, &request, Purpose::Run)?;
+            Ok(CallContext::Broker { broker: broker.clone(), run })
         }
         CredentialSource::Local { session, region } => {
             Ok(CallContext::Local { session: session.clone(), region: region.clone() })
@@ -122,9 +77,9 @@ fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiErr
 impl CallContext {
     async fn credentials(&self, config: &Config) -> Result<(crate::broker::sts::AwsCredentials, &str), ApiError> {
         match self {
-            CallContext::Broker { broker, identity, region } => {
-                let cached = broker.credentials(identity).await.map_err(|e| e.to_api_error(config))?;
-                Ok((cached.credentials.clone(), region))
+            CallContext::Broker { broker, run } => {
+                let cached = broker.credentials(run).await.map_err(|e| e.to_api_error(config))?;
+                Ok((cached.credentials.clone(), &run.region))
             }
             CallContext::Local { session, region } => {
                 let credentials = session.credentials().await.map_err(|e| e.to_api_error())?;
@@ -141,6 +96,7 @@ impl CallContext {
             return crate::broker::local::LocalError {
                 profile: session.profile_name(),
                 expired: true,
+                summary: "Bedrock refused its credentials",
                 detail: format!("Bedrock answered {}", failure.code),
                 hint: session.hint(),
             }
@@ -210,20 +166,14 @@ async fn chat(state: &ChatState, headers: &HeaderMap, body: Body) -> Result<Resp
     let context = context(state, headers)?;
     let body = crate::http::read_body(body, &state.config.server).await?;
     let request = parse_request(&body)?;
-    let model = state.config.models.get(&request.model).ok_or_else(|| {
+    let (name, model) = crate::models::find_by_name(&state.config.models, &request.model).ok_or_else(|| {
         ApiError::not_found(
             "model_not_found",
             format!("model {:?} is not served here; GET /v1/models lists the models you may use", request.model),
         )
         .with_param("model")
     })?;
-    let defaults = ModelDefaults {
-        max_tokens: model.default_max_tokens,
-        max_output_tokens: model.max_output_tokens,
-        supports_thinking: model.supports_thinking,
-        exclusive_sampling: model.exclusive_sampling,
-    };
-    let prepared = to_anthropic(&request, &defaults)?;
+    let prepared = to_anthropic(&request, Target { name, rules: &model.rules })?;
     let upstream_body = Bytes::from(
         serde_json::to_vec(&prepared.body).map_err(|_| ApiError::internal("could not encode the request"))?,
     );

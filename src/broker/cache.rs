@@ -1,24 +1,39 @@
-//! In-memory cache of temporary credentials with single flight and refresh ahead of expiry.
+//! In-memory cache of temporary credentials that never makes a caller wait while it holds valid
+//! credentials.
 //!
-//! Keyed by (role, subject, session name, run). Concurrent requests for one key wait on one fetch;
-//! credentials are reused until their refresh point (75% of their lifetime, and never later than
-//! five minutes before expiry); when a refresh fails, the last good credentials keep serving until
-//! they truly expire. Nothing here ever touches the disk.
+//! Keyed by everything the STS call depends on (role, principal, agent, run, session tags, session
+//! policy). Rules:
+//! - credentials are reused until their refresh point (75% of their lifetime, and never later than
+//!   five minutes before expiry); past it, callers still get them at once while ONE background
+//!   task refreshes;
+//! - with no usable credentials, concurrent callers wait on one fetch and share its answer;
+//! - a failed fetch backs the entry off (1 s, doubling to 30 s): until then callers get its error,
+//!   or the still-valid credentials, with no new STS round; a passing failure keeps the last good
+//!   credentials serving until 30 s before they expire, a permanent refusal drops them at once;
+//! - the number of entries has a hard cap: past it, entries without usable credentials go first,
+//!   then the least recently used.
+//!
+//! Nothing here ever touches the disk; the clock is injected for tests.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::sts::AwsCredentials;
 use crate::config::RoleArn;
+use crate::principal::ScopedPrincipal;
 
 /// Never refresh later than this before expiry.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// Stop serving stale credentials this long before they expire, so a caller can still use them.
 pub const STALE_CUTOFF: Duration = Duration::from_secs(30);
-/// Upper bound on cached entries; the oldest expired ones go first.
+/// Default upper bound on cached entries.
 pub const MAX_ENTRIES: usize = 50_000;
+/// Backoff after the first failed fetch of an entry; doubles per failure up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The time, injectable for tests.
 pub trait Clock: Send + Sync {
@@ -34,13 +49,16 @@ impl Clock for SystemClock {
     }
 }
 
+/// What tells two runs' credentials apart: everything the STS call depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     pub role: RoleArn,
-    pub subject: String,
-    pub session_name: String,
-    pub team: String,
+    pub principal: ScopedPrincipal,
+    pub agent: Option<String>,
     pub run_id: Option<String>,
+    pub session_tags: bool,
+    /// Assumed with the session policy for credentials that leave the gateway.
+    pub scoped: bool,
 }
 
 /// Credentials as cached, with when to refresh them.
@@ -70,56 +88,61 @@ impl CachedCredentials {
 /// How a lookup was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Fresh cached credentials (a background refresh may have been started).
     Hit,
+    /// Obtained by a fetch this caller waited for.
     Fetched,
-    /// The refresh failed; the previous credentials are still valid and were returned.
+    /// The last refresh failed; the previous credentials are still valid and were returned.
     Stale,
+    /// The entry is backing off after a failure: its error, without a new STS round.
+    BackedOff,
+}
+
+/// The answer to one lookup: credentials or the error, and how it was reached.
+#[derive(Debug)]
+pub struct Answer<E> {
+    pub result: Result<Arc<CachedCredentials>, E>,
+    pub outcome: Outcome,
+}
+
+/// What an entry knows; only ever locked briefly, never across an `.await`.
+struct State<E> {
+    current: Option<Arc<CachedCredentials>>,
+    in_flight: bool,
+    failures: u32,
+    /// No new fetch before this, after a failure.
+    retry_at: Option<SystemTime>,
+    last_error: Option<E>,
 }
 
 struct Entry<E> {
-    current: RwLock<Option<Arc<CachedCredentials>>>,
-    refresh: tokio::sync::Mutex<()>,
-    /// How many fetches failed, and the last failure: callers that waited on a fetch that failed
-    /// share its answer instead of calling STS again one after another.
-    failure: Mutex<(u64, Option<E>)>,
+    state: Mutex<State<E>>,
+    /// Bumped when a fetch finishes; callers waiting on it watch this.
+    done: tokio::sync::watch::Sender<u64>,
+    /// When the entry was last asked for (the cache's own tick), for LRU eviction.
+    last_used: AtomicU64,
 }
 
-impl<E> Default for Entry<E> {
-    fn default() -> Self {
-        Entry { current: RwLock::new(None), refresh: tokio::sync::Mutex::new(()), failure: Mutex::new((0, None)) }
-    }
-}
-
-impl<E: Clone> Entry<E> {
-    fn failures(&self) -> u64 {
-        self.failure.lock().map(|f| f.0).unwrap_or_default()
-    }
-
-    /// The last failure, if one happened after the caller saw `seen` failures.
-    fn failure_since(&self, seen: u64) -> Option<E> {
-        let failure = self.failure.lock().ok()?;
-        if failure.0 > seen { failure.1.clone() } else { None }
-    }
-
-    fn record_failure(&self, error: &E) {
-        if let Ok(mut failure) = self.failure.lock() {
-            failure.0 += 1;
-            failure.1 = Some(error.clone());
+impl<E> Entry<E> {
+    fn new(tick: u64) -> Entry<E> {
+        Entry {
+            state: Mutex::new(State { current: None, in_flight: false, failures: 0, retry_at: None, last_error: None }),
+            done: tokio::sync::watch::channel(0).0,
+            last_used: AtomicU64::new(tick),
         }
     }
 
-    fn current(&self) -> Option<Arc<CachedCredentials>> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+    fn state(&self) -> MutexGuard<'_, State<E>> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    fn store(&self, value: Arc<CachedCredentials>) {
-        match self.current.write() {
-            Ok(mut guard) => *guard = Some(value),
-            Err(poisoned) => *poisoned.into_inner() = Some(value),
-        }
+    /// Holds usable credentials, or has a fetch under way: worth keeping.
+    fn live(&self, now: SystemTime) -> bool {
+        let state = self.state();
+        state.in_flight || state.current.as_ref().is_some_and(|c| c.usable_at(now))
     }
 }
 
@@ -127,113 +150,202 @@ impl<E: Clone> Entry<E> {
 pub struct CredentialCache<E> {
     entries: Mutex<HashMap<CacheKey, Arc<Entry<E>>>>,
     clock: Arc<dyn Clock>,
+    max_entries: usize,
+    tick: AtomicU64,
 }
 
-impl<E: Clone> CredentialCache<E> {
+fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_BACKOFF.saturating_mul(1 << doublings).min(MAX_BACKOFF)
+}
+
+impl<E: Clone + Send + Sync + 'static> CredentialCache<E> {
     pub fn new(clock: Arc<dyn Clock>) -> CredentialCache<E> {
-        CredentialCache { entries: Mutex::new(HashMap::new()), clock }
+        CredentialCache::with_capacity(clock, MAX_ENTRIES)
+    }
+
+    /// A cache holding at most `max_entries` entries.
+    pub fn with_capacity(clock: Arc<dyn Clock>, max_entries: usize) -> CredentialCache<E> {
+        CredentialCache {
+            entries: Mutex::new(HashMap::new()),
+            clock,
+            max_entries: max_entries.max(1),
+            tick: AtomicU64::new(0),
+        }
     }
 
     pub fn now(&self) -> SystemTime {
         self.clock.now()
     }
 
-    fn entry(&self, key: &CacheKey) -> Arc<Entry<E>> {
-        let mut entries = match self.entries.lock() {
+    fn entries(&self) -> MutexGuard<'_, HashMap<CacheKey, Arc<Entry<E>>>> {
+        match self.entries.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
-        };
+        }
+    }
+
+    fn entry(&self, key: &CacheKey) -> Arc<Entry<E>> {
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed);
+        let mut entries = self.entries();
         if let Some(entry) = entries.get(key) {
+            entry.last_used.store(tick, Ordering::Relaxed);
             return entry.clone();
         }
-        if entries.len() >= MAX_ENTRIES {
-            // Keep entries with usable credentials and entries someone is fetching right now.
-            let now = self.clock.now();
-            entries.retain(|_, e| Arc::strong_count(e) > 1 || e.current().is_some_and(|c| c.usable_at(now)));
+        if entries.len() >= self.max_entries {
+            self.evict(&mut entries);
         }
-        entries.entry(key.clone()).or_default().clone()
+        let entry = Arc::new(Entry::new(tick));
+        entries.insert(key.clone(), entry.clone());
+        entry
     }
 
-    /// Return fresh credentials for `key`, calling `fetch` at most once across concurrent callers.
-    /// When the fetch fails and `keep_last_good(error)` says the failure is passing, the previous
-    /// credentials are returned while they are still valid; a permanent refusal (say, the customer
-    /// removed the trust) is returned at once.
-    pub async fn get_or_fetch<F, Fut>(
-        &self,
-        key: &CacheKey,
-        fetch: F,
-        keep_last_good: impl FnOnce(&E) -> bool,
-    ) -> Result<(Arc<CachedCredentials>, Outcome), E>
+    /// Make room: drop entries with nothing worth keeping, then the least recently used down to
+    /// 90% of the cap (so eviction runs once per tenth of the cap, not on every insert).
+    fn evict(&self, entries: &mut HashMap<CacheKey, Arc<Entry<E>>>) {
+        let now = self.clock.now();
+        entries.retain(|_, e| e.live(now));
+        let target = self.max_entries - self.max_entries / 10 - 1;
+        if entries.len() > target {
+            let mut ages: Vec<u64> = entries.values().map(|e| e.last_used.load(Ordering::Relaxed)).collect();
+            let cut = entries.len() - target;
+            ages.select_nth_unstable(cut - 1);
+            let oldest_kept = ages[cut - 1];
+            let mut to_drop = cut;
+            entries.retain(|_, e| {
+                if to_drop > 0 && e.last_used.load(Ordering::Relaxed) <= oldest_kept {
+                    to_drop -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+
+    /// Credentials for `key`. While cached credentials are valid they are returned at once (past
+    /// their refresh point, one background task fetches new ones); otherwise callers share one
+    /// fetch. `fetch` builds that fetch (run on its own task); `keep_last_good(error)` says whether
+    /// a failure is passing, so the previous credentials may keep serving while they are valid.
+    pub async fn get_or_fetch<F, Fut>(&self, key: &CacheKey, fetch: F, keep_last_good: fn(&E) -> bool) -> Answer<E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<CachedCredentials, E>>,
+        Fut: Future<Output = Result<CachedCredentials, E>> + Send + 'static,
     {
         let entry = self.entry(key);
-        if let Some(current) = entry.current()
-            && self.clock.now() < current.refresh_at
-        {
-            return Ok((current, Outcome::Hit));
-        }
-        let seen = entry.failures();
-        let _flight = entry.refresh.lock().await;
-        let previous = entry.current();
-        if let Some(current) = &previous
-            && self.clock.now() < current.refresh_at
-        {
-            return Ok((current.clone(), Outcome::Hit));
-        }
-        let error = match entry.failure_since(seen) {
-            // The fetch this caller waited for failed: share its answer.
-            Some(error) => error,
-            None => match fetch().await {
-                Ok(fresh) => {
-                    let fresh = Arc::new(fresh);
-                    entry.store(fresh.clone());
-                    return Ok((fresh, Outcome::Fetched));
+        let mut fetch = Some(fetch);
+        let mut waited = false;
+        loop {
+            let mut done = entry.done.subscribe();
+            {
+                let now = self.clock.now();
+                let mut state = entry.state();
+                let may_fetch = !state.in_flight && state.retry_at.is_none_or(|at| now >= at);
+                let usable = state.current.clone().filter(|c| c.usable_at(now));
+                // After waiting on a fetch that succeeded, its credentials are the answer even if
+                // they are short-lived.
+                let fetched =
+                    state.current.clone().filter(|_| waited && !state.in_flight && state.last_error.is_none());
+                if let Some(current) = usable.or(fetched) {
+                    if now >= current.refresh_at
+                        && may_fetch
+                        && let Some(fetch) = fetch.take()
+                    {
+                        state.in_flight = true;
+                        self.spawn_fetch(entry.clone(), fetch(), keep_last_good);
+                    }
+                    let outcome = match (state.last_error.is_some(), waited) {
+                        (true, _) => Outcome::Stale,
+                        (false, true) => Outcome::Fetched,
+                        (false, false) => Outcome::Hit,
+                    };
+                    return Answer { result: Ok(current), outcome };
                 }
-                Err(error) => {
-                    entry.record_failure(&error);
-                    error
+                if !state.in_flight {
+                    if let Some(error) = &state.last_error
+                        && (waited || !may_fetch)
+                    {
+                        // The fetch this caller waited for failed, or the entry is backing off:
+                        // its answer, without a new STS round.
+                        let outcome = if waited { Outcome::Fetched } else { Outcome::BackedOff };
+                        return Answer { result: Err(error.clone()), outcome };
+                    }
+                    match fetch.take() {
+                        Some(fetch) => {
+                            state.in_flight = true;
+                            self.spawn_fetch(entry.clone(), fetch(), keep_last_good);
+                        }
+                        // Cannot happen: this caller's own fetch ended either way above.
+                        None => continue,
+                    }
                 }
-            },
-        };
-        match previous {
-            Some(previous) if previous.usable_at(self.clock.now()) && keep_last_good(&error) => {
-                Ok((previous, Outcome::Stale))
             }
-            _ => Err(error),
+            waited = true;
+            // The sender lives as long as the entry, which this caller holds.
+            let _ = done.changed().await;
         }
     }
 
-    /// Drop every entry of `team`'s run `run_id`; returns how many were dropped.
-    pub fn evict_run(&self, team: &str, run_id: &str) -> usize {
-        let mut entries = match self.entries.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+    /// Run one fetch on its own task, so a caller that stops waiting never cancels it, and record
+    /// its result in the entry.
+    fn spawn_fetch<Fut>(&self, entry: Arc<Entry<E>>, fetch: Fut, keep_last_good: fn(&E) -> bool)
+    where
+        Fut: Future<Output = Result<CachedCredentials, E>> + Send + 'static,
+    {
+        let clock = self.clock.clone();
+        tokio::spawn(async move {
+            let result = fetch.await;
+            {
+                let mut state = entry.state();
+                state.in_flight = false;
+                match result {
+                    Ok(fresh) => {
+                        state.current = Some(Arc::new(fresh));
+                        state.failures = 0;
+                        state.retry_at = None;
+                        state.last_error = None;
+                    }
+                    Err(error) => {
+                        state.failures = state.failures.saturating_add(1);
+                        state.retry_at = Some(clock.now() + backoff(state.failures));
+                        if !keep_last_good(&error) {
+                            // A permanent refusal (say, the customer removed the trust) is not
+                            // papered over with old credentials.
+                            state.current = None;
+                        }
+                        state.last_error = Some(error);
+                    }
+                }
+            }
+            entry.done.send_modify(|generation| *generation += 1);
+        });
+    }
+
+    /// Drop the entries of run `run_id` that `allowed` accepts; returns how many were dropped.
+    pub fn evict_run(&self, run_id: &str, allowed: impl Fn(&CacheKey) -> bool) -> usize {
+        let mut entries = self.entries();
         let before = entries.len();
-        entries.retain(|key, _| !(key.team == team && key.run_id.as_deref() == Some(run_id)));
+        entries.retain(|key, _| !(key.run_id.as_deref() == Some(run_id) && allowed(key)));
         before - entries.len()
     }
 
-    /// Drop entries whose credentials can no longer be used, and entries whose only fetch failed
-    /// (unless a fetch for them is under way).
+    /// Drop entries whose credentials can no longer be used and whose backoff has passed (unless a
+    /// fetch for them is under way).
     pub fn purge_expired(&self) -> usize {
         let now = self.clock.now();
-        let mut entries = match self.entries.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut entries = self.entries();
         let before = entries.len();
-        entries.retain(|_, e| match e.current() {
-            Some(current) => current.usable_at(now),
-            None => e.refresh.try_lock().is_err(),
+        entries.retain(|_, e| {
+            let state = e.state();
+            state.in_flight
+                || state.current.as_ref().is_some_and(|c| c.usable_at(now))
+                || state.retry_at.is_some_and(|at| now < at)
         });
         before - entries.len()
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().map(|e| e.len()).unwrap_or_default()
+        self.entries().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -245,45 +357,17 @@ impl<E: Clone> CredentialCache<E> {
 mod tests {
     use super::*;
     use crate::secret::Secret;
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-    #[tokio::test]
-    async fn callers_waiting_on_a_failed_fetch_share_its_failure() {
-        let clock = Arc::new(ManualClock::default());
-        let cache = Arc::new(CredentialCache::<&'static str>::new(clock.clone()));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..16 {
-            let (cache, calls) = (cache.clone(), calls.clone());
-            tasks.push(tokio::spawn(async move {
-                cache
-                    .get_or_fetch(
-                        &key("f"),
-                        || async {
-                            calls.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            Err::<CachedCredentials, _>("throttled")
-                        },
-                        |_| true,
-                    )
-                    .await
-                    .map(|_| ())
-            }));
-        }
-        for task in tasks {
-            assert_eq!(task.await.unwrap(), Err("throttled"));
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "16 callers, one failing fetch");
-        // A later caller tries again.
-        let again = cache
-            .get_or_fetch(&key("f"), || async { Ok::<_, &str>(credentials(clock.now(), 3600, 1)) }, |_| true)
-            .await;
-        assert!(again.is_ok());
-    }
+    use std::sync::atomic::AtomicUsize;
 
     /// A clock tests move by hand (seconds since the epoch).
     #[derive(Default)]
     struct ManualClock(AtomicU64);
+
+    impl ManualClock {
+        fn set(&self, secs: u64) {
+            self.0.store(secs, Ordering::SeqCst);
+        }
+    }
 
     impl Clock for ManualClock {
         fn now(&self) -> SystemTime {
@@ -294,10 +378,11 @@ mod tests {
     fn key(run: &str) -> CacheKey {
         CacheKey {
             role: RoleArn::parse("arn:aws:iam::123456789012:role/r").unwrap(),
-            subject: "scoped_principal:acme/user:a".into(),
-            session_name: "s".into(),
-            team: "acme".into(),
+            principal: ScopedPrincipal::parse("scoped_principal:acme/user:a").unwrap(),
+            agent: None,
             run_id: Some(run.into()),
+            session_tags: false,
+            scoped: false,
         }
     }
 
@@ -316,92 +401,192 @@ mod tests {
         )
     }
 
+    type Cache = Arc<CredentialCache<&'static str>>;
+
+    struct Fixture {
+        clock: Arc<ManualClock>,
+        cache: Cache,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let clock = Arc::new(ManualClock::default());
+            Fixture { cache: Arc::new(CredentialCache::new(clock.clone())), clock, calls: Arc::default() }
+        }
+
+        /// One lookup whose fetch (if run) takes `delay` and answers `result` (Ok: hour-long
+        /// credentials numbered by the call count).
+        async fn get(
+            &self,
+            run: &str,
+            delay: u64,
+            result: Result<(), &'static str>,
+        ) -> (Result<String, &'static str>, Outcome) {
+            let (calls, clock) = (self.calls.clone(), self.clock.clone());
+            let answer = self
+                .cache
+                .get_or_fetch(
+                    &key(run),
+                    move || {
+                        let id = calls.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                            result.map(|_| credentials(clock.now(), 3600, id))
+                        }
+                    },
+                    |error| *error == "throttled",
+                )
+                .await;
+            (answer.result.map(|c| c.credentials.access_key_id.clone()), answer.outcome)
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
     #[test]
     fn refresh_point_is_75_percent_and_never_within_five_minutes() {
         let now = SystemTime::UNIX_EPOCH;
-        let hour = credentials(now, 3600, 0);
-        assert_eq!(hour.refresh_at, now + Duration::from_secs(2700));
-        let fifteen = credentials(now, 900, 0);
-        assert_eq!(fifteen.refresh_at, now + Duration::from_secs(600));
-        let short = credentials(now, 60, 0);
-        assert_eq!(short.refresh_at, now);
+        assert_eq!(credentials(now, 3600, 0).refresh_at, now + Duration::from_secs(2700));
+        assert_eq!(credentials(now, 900, 0).refresh_at, now + Duration::from_secs(600));
+        assert_eq!(credentials(now, 60, 0).refresh_at, now);
+        assert_eq!([1, 2, 3, 6, 7, 20].map(|n| backoff(n).as_secs()), [1, 2, 4, 30, 30, 30]);
     }
 
     #[tokio::test]
-    async fn single_flight_refresh_and_last_good() {
-        let clock = Arc::new(ManualClock::default());
-        let cache = Arc::new(CredentialCache::new(clock.clone()));
-        let calls = Arc::new(AtomicUsize::new(0));
-
-        let mut tasks = Vec::new();
-        for _ in 0..32 {
-            let (cache, calls, clock) = (cache.clone(), calls.clone(), clock.clone());
-            tasks.push(tokio::spawn(async move {
-                cache
-                    .get_or_fetch(
-                        &key("r1"),
-                        || async {
-                            let id = calls.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            Ok::<_, ()>(credentials(clock.now(), 3600, id))
-                        },
-                        |_| true,
-                    )
-                    .await
-                    .unwrap()
-                    .0
-                    .credentials
-                    .access_key_id
-                    .clone()
-            }));
-        }
+    async fn concurrent_callers_without_credentials_share_one_fetch() {
+        let f = Arc::new(Fixture::new());
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let f = f.clone();
+                tokio::spawn(async move { f.get("r1", 20, Ok(())).await })
+            })
+            .collect();
         for task in tasks {
-            assert_eq!(task.await.unwrap(), "ASIA0");
+            assert_eq!(task.await.unwrap(), (Ok("ASIA0".into()), Outcome::Fetched));
         }
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "32 concurrent callers, one fetch");
-
-        // Before the refresh point: a hit. After it: a new fetch.
-        clock.0.store(2699, Ordering::SeqCst);
-        let (_, outcome) =
-            cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }, |_| true).await.unwrap();
-        assert_eq!(outcome, Outcome::Hit);
-        clock.0.store(2700, Ordering::SeqCst);
-        let (stale, outcome) =
-            cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }, |_| true).await.unwrap();
-        assert_eq!(outcome, Outcome::Stale, "refresh failed, last good served");
-        assert_eq!(stale.credentials.access_key_id, "ASIA0");
-        let refused = cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }, |_| false).await;
-        assert!(refused.is_err(), "a permanent refusal is not papered over with old credentials");
-        clock.0.store(3600 - 10, Ordering::SeqCst);
-        assert!(cache.get_or_fetch(&key("r1"), || async { Err::<CachedCredentials, ()>(()) }, |_| true).await.is_err());
-        let (fresh, outcome) = cache
-            .get_or_fetch(&key("r1"), || async { Ok::<_, ()>(credentials(clock.now(), 3600, 7)) }, |_| true)
-            .await
-            .unwrap();
-        assert_eq!((outcome, fresh.credentials.access_key_id.as_str()), (Outcome::Fetched, "ASIA7"));
+        assert_eq!(f.calls(), 1, "32 concurrent callers, one fetch");
+        assert_eq!(f.get("r1", 0, Err("unused")).await, (Ok("ASIA0".into()), Outcome::Hit));
     }
 
     #[tokio::test]
-    async fn run_eviction_drops_only_that_run_of_that_team() {
-        let clock = Arc::new(ManualClock::default());
-        let cache = CredentialCache::new(clock.clone());
-        for run in ["r1", "r2"] {
-            cache
-                .get_or_fetch(&key(run), || async { Ok::<_, ()>(credentials(clock.now(), 3600, 0)) }, |_| true)
-                .await
-                .unwrap();
+    async fn past_the_refresh_point_callers_are_answered_at_once_while_one_task_refreshes() {
+        let f = Arc::new(Fixture::new());
+        f.get("r1", 0, Ok(())).await.0.unwrap();
+        f.clock.set(2700);
+        // A slow refresh (2 s): every caller meanwhile gets the cached credentials at once.
+        let started = std::time::Instant::now();
+        let mut answers = Vec::new();
+        for _ in 0..20 {
+            answers.push(f.get("r1", 2000, Ok(())).await);
         }
-        assert_eq!(cache.evict_run("other", "r1"), 0);
-        assert_eq!(cache.evict_run("acme", "r1"), 1);
-        assert_eq!(cache.len(), 1);
-        clock.0.store(3600, Ordering::SeqCst);
-        assert_eq!(cache.purge_expired(), 1);
-        assert!(cache.is_empty());
+        assert!(started.elapsed() < Duration::from_millis(1500), "nobody waited on the refresh");
+        assert!(answers.iter().all(|a| *a == (Ok("ASIA0".into()), Outcome::Hit)), "{answers:?}");
+        assert_eq!(f.calls(), 2, "one background refresh for 20 callers");
+        // Once it lands, its credentials are served.
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        assert_eq!(f.get("r1", 0, Err("unused")).await, (Ok("ASIA1".into()), Outcome::Hit));
+        assert_eq!(f.calls(), 2);
+    }
 
-        // A key whose fetch failed leaves nothing behind after a purge.
-        assert!(cache.get_or_fetch(&key("r3"), || async { Err::<CachedCredentials, ()>(()) }, |_| true).await.is_err());
-        assert_eq!(cache.len(), 1);
-        assert_eq!(cache.purge_expired(), 1);
-        assert!(cache.is_empty());
+    #[tokio::test]
+    async fn a_failed_refresh_backs_off_instead_of_calling_sts_per_request() {
+        let f = Fixture::new();
+        f.get("r1", 0, Ok(())).await.0.unwrap();
+        f.clock.set(2700);
+        // A passing failure in the background: the last good credentials keep serving, marked
+        // stale, and no caller starts another STS round while the entry backs off.
+        assert_eq!(f.get("r1", 0, Err("throttled")).await, (Ok("ASIA0".into()), Outcome::Hit));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..10 {
+            assert_eq!(f.get("r1", 0, Err("throttled")).await, (Ok("ASIA0".into()), Outcome::Stale));
+        }
+        assert_eq!(f.calls(), 2, "one refresh attempt, then backoff");
+        // After the backoff (1 s) the next caller starts one more attempt, in the background.
+        f.clock.set(2701);
+        assert_eq!(f.get("r1", 0, Err("throttled")).await.1, Outcome::Stale);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(f.calls(), 3);
+        // The second failure backs off for 2 s.
+        f.clock.set(2702);
+        let _ = f.get("r1", 0, Err("throttled")).await;
+        assert_eq!(f.calls(), 3);
+        // A permanent refusal (the trust was removed) drops the credentials at once.
+        f.clock.set(2703);
+        let _ = f.get("r1", 0, Err("access_denied")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(f.get("r1", 0, Ok(())).await, (Err("access_denied"), Outcome::BackedOff));
+        assert_eq!(f.calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn without_credentials_a_failure_is_shared_and_backed_off() {
+        let f = Arc::new(Fixture::new());
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let f = f.clone();
+                tokio::spawn(async move { f.get("r1", 20, Err("throttled")).await })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), (Err("throttled"), Outcome::Fetched));
+        }
+        assert_eq!(f.calls(), 1, "16 callers, one failing fetch");
+        // Within the backoff: the same error, no fetch.
+        assert_eq!(f.get("r1", 0, Ok(())).await, (Err("throttled"), Outcome::BackedOff));
+        assert_eq!(f.calls(), 1);
+        // After it: a new fetch.
+        f.clock.set(1);
+        assert_eq!(f.get("r1", 0, Ok(())).await, (Ok("ASIA1".into()), Outcome::Fetched));
+        // Credentials within 30 s of expiry are not handed out; the next fetch replaces them.
+        f.clock.set(1 + 3600 - 20);
+        assert_eq!(f.get("r1", 0, Ok(())).await, (Ok("ASIA2".into()), Outcome::Fetched));
+    }
+
+    #[tokio::test]
+    async fn the_cache_has_a_hard_cap_and_evicts_the_least_recently_used() {
+        let clock = Arc::new(ManualClock::default());
+        let cache: CredentialCache<&'static str> = CredentialCache::with_capacity(clock.clone(), 10);
+        let fill = |run: String| {
+            let clock = clock.clone();
+            let cache = &cache;
+            async move {
+                cache
+                    .get_or_fetch(&key(&run), move || async move { Ok(credentials(clock.now(), 3600, 0)) }, |_| true)
+                    .await
+            }
+        };
+        for i in 0..10 {
+            fill(format!("r{i}")).await.result.unwrap();
+        }
+        // r0 was used last, so it survives the eviction of the oldest.
+        fill("r0".into()).await;
+        for i in 10..30 {
+            fill(format!("r{i}")).await.result.unwrap();
+            assert!(cache.len() <= 10, "{} entries", cache.len());
+        }
+        let kept = |run: &str| cache.entries().contains_key(&key(run));
+        assert!(kept("r29") && !kept("r1"), "the newest stay, the oldest go");
+    }
+
+    #[tokio::test]
+    async fn run_eviction_drops_only_what_it_is_allowed_to_and_purge_drops_the_dead() {
+        let f = Fixture::new();
+        for run in ["r1", "r2"] {
+            f.get(run, 0, Ok(())).await.0.unwrap();
+        }
+        assert_eq!(f.cache.evict_run("r1", |key| key.principal.team_uid.as_str() == "other"), 0);
+        assert_eq!(f.cache.evict_run("r1", |key| key.principal.team_uid.as_str() == "acme"), 1);
+        assert_eq!(f.cache.len(), 1);
+        f.clock.set(3600);
+        assert_eq!(f.cache.purge_expired(), 1);
+        assert!(f.cache.is_empty());
+        // A failed entry stays while it backs off (its error is the answer), then goes.
+        let _ = f.get("r3", 0, Err("throttled")).await;
+        assert_eq!((f.cache.purge_expired(), f.cache.len()), (0, 1));
+        f.clock.set(3601);
+        assert_eq!(f.cache.purge_expired(), 1);
     }
 }

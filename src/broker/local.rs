@@ -5,7 +5,13 @@
 //! about to expire, so a 12-hour `aws login` session keeps working; when they lapse, every request
 //! gets the same clear error naming the profile and the command that fixes it. Credentials are held
 //! in memory only.
+//!
+//! Refreshing never blocks a request that valid credentials can answer: near expiry one background
+//! task re-resolves them; with none, concurrent requests share one resolution. What a provider
+//! says when it fails (a `credential_process` command's stderr among it) goes to the log and to
+//! `byollm doctor`, never into a response or `/healthz`.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -54,11 +60,16 @@ pub enum LocalState {
 pub struct LocalError {
     pub profile: String,
     pub expired: bool,
+    /// What kind of failure, in words fit for a response (fixed texts, nothing from the provider).
+    pub summary: &'static str,
+    /// The provider's own account of it, for the log and `byollm doctor` only: it may quote what
+    /// a `credential_process` command printed.
     pub detail: String,
     pub hint: String,
 }
 
 impl LocalError {
+    /// The client-facing error: profile, summary and fix, never the provider's own words.
     pub fn to_api_error(&self) -> ApiError {
         let what = if self.expired { "has expired" } else { "has no usable AWS credentials" };
         let code = if self.expired { "aws_session_expired" } else { "aws_credentials_missing" };
@@ -67,9 +78,9 @@ impl LocalError {
             "authentication_error",
             code,
             format!(
-                "the AWS session for profile {profile:?} {what}: re-authenticate with `{}` (or renew the credentials profile {profile:?} is configured with): {}",
+                "the AWS session for profile {profile:?} {what} ({}): re-authenticate with `{}` (or renew the credentials profile {profile:?} is configured with); `byollm doctor --profile {profile}` shows the provider's own message",
+                self.summary,
                 self.hint,
-                self.detail,
                 profile = self.profile,
             ),
         )
@@ -82,7 +93,12 @@ pub struct LocalSession {
     region: Option<String>,
     login: LoginKind,
     state: RwLock<LocalState>,
+    /// One resolution at a time; `resolutions` counts finished ones, so callers that waited on
+    /// one share its answer instead of resolving again.
     refresh: tokio::sync::Mutex<()>,
+    resolutions: AtomicU64,
+    /// A background refresh is under way.
+    refreshing: AtomicBool,
 }
 
 impl std::fmt::Debug for LocalSession {
@@ -119,6 +135,8 @@ impl LocalSession {
             login,
             state: RwLock::new(LocalState::NotYetLoaded),
             refresh: tokio::sync::Mutex::new(()),
+            resolutions: AtomicU64::new(0),
+            refreshing: AtomicBool::new(false),
         }
     }
 
@@ -155,9 +173,14 @@ impl LocalSession {
         }
     }
 
-    /// Re-resolve credentials through the chain now.
+    /// Re-resolve credentials through the chain now (after any resolution already under way).
     pub async fn refresh(&self) -> Result<AwsCredentials, LocalError> {
         let _flight = self.refresh.lock().await;
+        self.resolve().await
+    }
+
+    /// One resolution; the caller holds `refresh`.
+    async fn resolve(&self) -> Result<AwsCredentials, LocalError> {
         let result = match &self.provider {
             Some(provider) => provider.provide_credentials().await,
             None => Err(CredentialsError::not_loaded("no AWS credential provider is configured")),
@@ -166,8 +189,9 @@ impl LocalSession {
             Ok(credentials) => {
                 let expired = credentials.expiry().is_some_and(|exp| exp <= SystemTime::now());
                 if expired {
+                    let detail = "the credentials the profile returned are already expired";
                     LocalState::Failed {
-                        error: self.error(true, "the credentials the profile returned are already expired".into()),
+                        error: self.error(true, "the credentials it returned are expired", detail.into()),
                     }
                 } else {
                     LocalState::Ready {
@@ -185,7 +209,7 @@ impl LocalSession {
             Err(error) => {
                 let detail = describe(&error);
                 let expired = detail.to_ascii_lowercase().contains("expired");
-                LocalState::Failed { error: self.error(expired, detail) }
+                LocalState::Failed { error: self.error(expired, summarize(&error), detail) }
             }
         };
         match &state {
@@ -193,30 +217,54 @@ impl LocalSession {
                 tracing::info!(profile = %self.profile_name(), source = %provider, expires = ?credentials.expiration.map(super::rfc3339), "local AWS credentials refreshed");
             }
             LocalState::Failed { error } => {
-                tracing::warn!(profile = %error.profile, expired = error.expired, detail = %error.detail, "local AWS credentials unavailable");
+                tracing::warn!(profile = %error.profile, expired = error.expired, detail = %without_stderr(&error.detail), "local AWS credentials unavailable");
             }
             LocalState::NotYetLoaded => {}
         }
-        self.set_state(state.clone());
+        // A failed background refresh leaves credentials that are still valid in place.
+        let keep = matches!(&state, LocalState::Failed { .. })
+            && matches!(self.state(), LocalState::Ready { credentials, .. } if valid(&credentials, Duration::ZERO));
+        if !keep {
+            self.set_state(state.clone());
+        }
+        self.resolutions.fetch_add(1, Ordering::SeqCst);
         match state {
             LocalState::Ready { credentials, .. } => Ok(credentials),
             LocalState::Failed { error } => Err(error),
-            LocalState::NotYetLoaded => Err(self.error(false, "not loaded".into())),
+            LocalState::NotYetLoaded => Err(self.error(false, "not loaded", "not loaded".into())),
         }
     }
 
-    fn error(&self, expired: bool, detail: String) -> LocalError {
-        LocalError { profile: self.profile_name(), expired, detail, hint: self.hint() }
+    fn error(&self, expired: bool, summary: &'static str, detail: String) -> LocalError {
+        LocalError { profile: self.profile_name(), expired, summary, detail, hint: self.hint() }
     }
 
-    /// Credentials for a request: the cached ones while they are good, else a refresh now.
-    pub async fn credentials(&self) -> Result<AwsCredentials, LocalError> {
+    /// Credentials for a request. Valid ones are returned at once; when they are about to expire
+    /// one background task re-resolves them. With none, concurrent callers share one resolution.
+    pub async fn credentials(self: &Arc<Self>) -> Result<AwsCredentials, LocalError> {
         if let LocalState::Ready { credentials, .. } = self.state()
-            && credentials.expiration.is_none_or(|exp| SystemTime::now() + EXPIRY_MARGIN < exp)
+            && valid(&credentials, Duration::ZERO)
         {
+            if !valid(&credentials, EXPIRY_MARGIN) && !self.refreshing.swap(true, Ordering::SeqCst) {
+                let session = self.clone();
+                tokio::spawn(async move {
+                    let _ = session.refresh().await;
+                    session.refreshing.store(false, Ordering::SeqCst);
+                });
+            }
             return Ok(credentials);
         }
-        self.refresh().await
+        let seen = self.resolutions.load(Ordering::SeqCst);
+        let _flight = self.refresh.lock().await;
+        if self.resolutions.load(Ordering::SeqCst) != seen {
+            // A resolution finished while this caller waited: its answer is this caller's too.
+            return match self.state() {
+                LocalState::Ready { credentials, .. } => Ok(credentials),
+                LocalState::Failed { error } => Err(error),
+                LocalState::NotYetLoaded => Err(self.error(false, "not loaded", "not loaded".into())),
+            };
+        }
+        self.resolve().await
     }
 
     /// Refresh every interval, and earlier when the credentials are about to expire.
@@ -235,6 +283,31 @@ impl LocalSession {
                 tokio::time::sleep(wait).await;
             }
         })
+    }
+}
+
+/// Credentials that will still be valid `margin` from now (no expiry: always).
+fn valid(credentials: &AwsCredentials, margin: Duration) -> bool {
+    credentials.expiration.is_none_or(|exp| SystemTime::now() + margin < exp)
+}
+
+/// A provider's message without what a `credential_process` command wrote to stderr (which may
+/// hold anything), for the log.
+pub fn without_stderr(detail: &str) -> String {
+    match detail.find("Stderr:") {
+        Some(at) => format!("{}Stderr: [not logged; run the command yourself to see it]", &detail[..at]),
+        None => detail.to_owned(),
+    }
+}
+
+/// The kind of a provider failure, in fixed words: what a response may say about it.
+fn summarize(error: &CredentialsError) -> &'static str {
+    match error {
+        CredentialsError::CredentialsNotLoaded(_) => "no credentials were found for it",
+        CredentialsError::ProviderTimedOut(_) => "its credential provider timed out",
+        CredentialsError::InvalidConfiguration(_) => "its configuration is invalid",
+        CredentialsError::ProviderError(_) => "its credential provider failed",
+        _ => "its credential provider failed unexpectedly",
     }
 }
 

@@ -16,28 +16,19 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 
+use crate::authz::AuthorizedRun;
 use crate::config::{Config, RoleArn};
 use crate::error::ApiError;
-use crate::issuer::{Issuer, MintError, RunClaims, validate_run_claim};
+use crate::issuer::{Issuer, MintError, RunClaims};
 use crate::metrics::Metrics;
 use crate::principal::ScopedPrincipal;
 use cache::{CacheKey, CachedCredentials, Clock, CredentialCache, Outcome};
 use sts::{AssumeRequest, StsErrorClass, StsExchange, StsFailure, classify};
 
-/// Who a run acts as, and which run it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunIdentity {
-    pub principal: ScopedPrincipal,
-    pub agent: Option<String>,
-    pub run_id: Option<String>,
-}
-
 /// Everything the broker can fail with.
 #[derive(Debug, Clone)]
 pub enum BrokerError {
     NoRole { team: String },
-    UnknownAgent { team: String, agent: String },
-    BadRunField { field: &'static str, message: String },
     Mint(String),
     Sts { class: StsErrorClass, failure: StsFailure, role: RoleArn, subject: String },
 }
@@ -47,10 +38,16 @@ const STS_ATTEMPTS: u32 = 3;
 const STS_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 pub struct Broker {
+    core: Arc<Core>,
+    cache: CredentialCache<BrokerError>,
+}
+
+/// What a fetch needs, shared with the tasks that refresh in the background.
+struct Core {
     config: Arc<Config>,
     issuer: Arc<Issuer>,
     sts: Arc<dyn StsExchange>,
-    cache: CredentialCache<BrokerError>,
+    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
 
@@ -62,72 +59,81 @@ impl Broker {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Broker {
-        Broker { config, issuer, sts, cache: CredentialCache::new(clock), metrics }
+        let cache = CredentialCache::new(clock.clone());
+        Broker { core: Arc::new(Core { config, issuer, sts, clock, metrics }), cache }
     }
 
-    /// The role a run assumes: its agent's own role if the agent has one, else its team's. An
-    /// agent must be one the team configures (`[[teams.agents]]`): a typo never silently runs
-    /// under the team's role with a misleading `agent` claim.
-    pub fn resolve_role(&self, identity: &RunIdentity) -> Result<RoleArn, BrokerError> {
-        let team_uid = identity.principal.team_uid.to_string();
-        let team = self.config.team(&identity.principal.team_uid);
-        if let Some(name) = identity.agent.as_deref() {
-            let agent = team.and_then(|t| t.agents.iter().find(|a| a.name == name));
-            return match agent {
-                Some(agent) => Ok(agent.role_arn.clone()),
-                None => Err(BrokerError::UnknownAgent { team: team_uid, agent: name.to_owned() }),
-            };
-        }
-        team.and_then(|t| t.role_arn.clone()).ok_or(BrokerError::NoRole { team: team_uid })
+    pub fn config(&self) -> &Config {
+        &self.core.config
     }
 
-    /// Credentials for a run, from the cache or from STS.
-    pub async fn credentials(&self, identity: &RunIdentity) -> Result<Arc<CachedCredentials>, BrokerError> {
-        for (field, value) in [("agent", &identity.agent), ("run_id", &identity.run_id)] {
-            if let Some(value) = value {
-                validate_run_claim(value).map_err(|message| BrokerError::BadRunField { field, message })?;
-            }
-        }
-        let role = self.resolve_role(identity)?;
-        let subject = identity.principal.to_string();
-        let session_name = session_name(identity);
+    pub fn issuer(&self) -> &Arc<Issuer> {
+        &self.core.issuer
+    }
+
+    /// Credentials for a run [`crate::authz::authorize`] allowed: cached ones at once while they
+    /// are valid (a refresh, when due, runs in the background), else from STS.
+    pub async fn credentials(&self, run: &AuthorizedRun) -> Result<Arc<CachedCredentials>, BrokerError> {
+        let role = run.role.clone().ok_or_else(|| BrokerError::NoRole { team: run.principal.team_uid.to_string() })?;
         let key = CacheKey {
             role: role.clone(),
-            subject: subject.clone(),
-            session_name: session_name.clone(),
-            team: identity.principal.team_uid.to_string(),
-            run_id: identity.run_id.clone(),
+            principal: run.principal.clone(),
+            agent: run.agent.clone(),
+            run_id: run.run_id.clone(),
+            session_tags: run.session_tags,
+            scoped: false,
         };
         let passing = |error: &BrokerError| match error {
             BrokerError::Sts { class, .. } => class.is_transient(),
             BrokerError::Mint(_) => true,
-            BrokerError::NoRole { .. } | BrokerError::BadRunField { .. } | BrokerError::UnknownAgent { .. } => false,
+            BrokerError::NoRole { .. } => false,
         };
-        let result = self.cache.get_or_fetch(&key, || self.assume(identity, &role, &session_name), passing).await;
-        match &result {
-            Ok((_, Outcome::Hit)) => self.metrics.credential_cache.inc("hit"),
-            Ok((_, Outcome::Fetched)) => {
-                self.metrics.credential_cache.inc("miss");
-                self.metrics.credential_refreshes.inc("ok");
-            }
-            Ok((_, Outcome::Stale)) => {
-                self.metrics.credential_cache.inc("stale_served");
-                self.metrics.credential_refreshes.inc("error");
-                tracing::warn!(role = %role, "credential refresh failed; serving the last good credentials until they expire");
-            }
-            Err(_) => self.metrics.credential_refreshes.inc("error"),
-        }
-        result.map(|(credentials, _)| credentials)
+        let (core, run) = (self.core.clone(), run.clone());
+        let answer = self.cache.get_or_fetch(&key, move || core.refresh(run, role), passing).await;
+        let label = match answer.outcome {
+            Outcome::Hit => "hit",
+            Outcome::Fetched => "miss",
+            Outcome::Stale => "stale_served",
+            Outcome::BackedOff => "backoff",
+        };
+        self.core.metrics.credential_cache.inc(label);
+        answer.result
     }
 
-    async fn assume(
-        &self,
-        identity: &RunIdentity,
-        role: &RoleArn,
-        session_name: &str,
-    ) -> Result<CachedCredentials, BrokerError> {
+    /// Forget the cached credentials of run `run_id` whose principal and agent `may_end` allows
+    /// (the caller's binding, [`crate::authz::permits`]); returns how many were dropped.
+    pub fn end_run(&self, run_id: &str, may_end: impl Fn(&ScopedPrincipal, Option<&str>) -> bool) -> usize {
+        self.cache.evict_run(run_id, |key| may_end(&key.principal, key.agent.as_deref()))
+    }
+
+    pub fn purge_expired(&self) -> usize {
+        self.cache.purge_expired()
+    }
+}
+
+impl Core {
+    /// One fetch of a run's credentials (with its retries), counted and logged; runs on its own
+    /// task, in the background when cached credentials are still valid.
+    async fn refresh(self: Arc<Self>, run: AuthorizedRun, role: RoleArn) -> Result<CachedCredentials, BrokerError> {
+        let result = self.assume(&run, &role).await;
+        match &result {
+            Ok(_) => self.metrics.credential_refreshes.inc("ok"),
+            Err(error) => {
+                self.metrics.credential_refreshes.inc("error");
+                if let BrokerError::Sts { class, .. } = error
+                    && class.is_transient()
+                {
+                    tracing::warn!(role = %role, "credential refresh failed; the entry backs off, and its last good credentials (if any) serve until they expire");
+                }
+            }
+        }
+        result
+    }
+
+    async fn assume(&self, identity: &AuthorizedRun, role: &RoleArn) -> Result<CachedCredentials, BrokerError> {
         let duration = self.config.sts.duration;
-        let run = RunClaims { agent: identity.agent.clone(), run_id: identity.run_id.clone() };
+        let session_name = session_name(identity);
+        let run = RunClaims::from(identity);
         let mut backoff = STS_FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
@@ -136,15 +142,15 @@ impl Broker {
                 .map_err(|e: MintError| BrokerError::Mint(e.to_string()))?;
             let request = AssumeRequest {
                 role_arn: role.clone(),
-                session_name: session_name.to_owned(),
+                session_name: session_name.clone(),
                 token: minted.token,
                 duration,
             };
             match self.sts.assume_role_with_web_identity(request).await {
                 Ok(credentials) => {
                     self.metrics.sts_calls.inc("ok");
-                    tracing::info!(role = %role, session = session_name, attempt, "assumed role with web identity");
-                    return Ok(CachedCredentials::new(credentials, role.clone(), self.cache.now(), duration));
+                    tracing::info!(role = %role, session = %session_name, attempt, "assumed role with web identity");
+                    return Ok(CachedCredentials::new(credentials, role.clone(), self.clock.now(), duration));
                 }
                 Err(failure) => {
                     let class = classify(&failure);
@@ -165,15 +171,6 @@ impl Broker {
             attempt += 1;
         }
     }
-
-    /// Forget every cached credential of `team`'s run `run_id`.
-    pub fn end_run(&self, team: &str, run_id: &str) -> usize {
-        self.cache.evict_run(team, run_id)
-    }
-
-    pub fn purge_expired(&self) -> usize {
-        self.cache.purge_expired()
-    }
 }
 
 /// An RFC 3339 UTC timestamp (`2026-11-23T12:00:00Z`), as AWS tools expect `Expiration`.
@@ -191,7 +188,7 @@ fn jitter(base: Duration) -> Duration {
 /// A deterministic `RoleSessionName` (`[\w+=,.@-]`, 2–64 characters) that shows in CloudTrail
 /// which principal and run acted: `<principal>.<run>.<hash>`, where the hash covers the full
 /// subject, agent and run so truncation never merges two identities.
-pub fn session_name(identity: &RunIdentity) -> String {
+pub fn session_name(identity: &AuthorizedRun) -> String {
     let digest_input = format!(
         "{}\n{}\n{}",
         identity.principal,
@@ -223,16 +220,6 @@ impl BrokerError {
                     "no Bedrock role configured for team {team:?}: set teams.role_arn (or teams.agents.role_arn) to the role created with `byollm aws-setup`"
                 ),
             ),
-            BrokerError::UnknownAgent { team, agent } => ApiError::invalid_request(
-                "agent",
-                "unknown_agent",
-                format!(
-                    "team {team:?} has no agent {agent:?}: configure it under [[teams.agents]] or leave the agent out"
-                ),
-            ),
-            BrokerError::BadRunField { field, message } => {
-                ApiError::invalid_request(*field, "invalid_run_field", format!("{field}: {message}"))
-            }
             BrokerError::Mint(message) => ApiError::internal(format!("could not mint a token: {message}")),
             BrokerError::Sts { class, failure, role, subject } => {
                 let aws = if failure.message.is_empty() {
@@ -303,6 +290,13 @@ impl BrokerError {
                             config.sts.region
                         ),
                     ),
+                    StsErrorClass::Refused => (
+                        StatusCode::FAILED_DEPENDENCY,
+                        "sts_request_refused",
+                        format!(
+                            "AWS STS refused the request for {role} with an error byollm does not know; check the role, its trust policy and the account's STS settings (AWS said: {aws})"
+                        ),
+                    ),
                     StsErrorClass::Throttled => {
                         return ApiError::new(
                             StatusCode::TOO_MANY_REQUESTS,
@@ -330,8 +324,8 @@ mod tests {
     use super::*;
     use crate::principal::{ActorType, Uid};
 
-    fn identity(principal: &str, run: Option<&str>) -> RunIdentity {
-        RunIdentity {
+    fn identity(principal: &str, run: Option<&str>) -> AuthorizedRun {
+        AuthorizedRun {
             principal: ScopedPrincipal::new(
                 Uid::parse("acme").unwrap(),
                 ActorType::User,
@@ -339,6 +333,9 @@ mod tests {
             ),
             agent: None,
             run_id: run.map(str::to_owned),
+            role: None,
+            region: "us-east-1".into(),
+            session_tags: false,
         }
     }
 

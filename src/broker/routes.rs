@@ -2,8 +2,8 @@
 //! (`POST /v1/credentials`) or through the AWS container-credentials protocol
 //! (`GET /v1/credentials/container?...`), and run-end eviction (`DELETE /v1/runs/{run_id}`).
 //!
-//! Every route authenticates the caller and checks the principal belongs to its team before any
-//! STS call.
+//! Every route authenticates the caller and asks [`crate::authz::authorize`] before any STS call;
+//! run eviction drops only what that caller could have been authorized for.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -11,20 +11,34 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::cache::CachedCredentials;
-use super::{RunIdentity, rfc3339};
+use super::rfc3339;
+use crate::authz::{FieldSource, Purpose, RunRequest, authorize, permits, validate_run_id};
 use crate::error::ApiError;
 use crate::http::{ApiJson, AppState};
-use crate::issuer::routes::principal_from_request;
 
-/// Which run wants credentials. `team` defaults to the caller's team.
+/// Which run wants credentials. `team` defaults to the caller's team; `actor` and `principal` may
+/// be left out by a caller bound to a single principal.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsRequest {
     pub team: Option<String>,
-    pub actor: String,
-    pub principal: String,
+    pub actor: Option<String>,
+    pub principal: Option<String>,
     pub agent: Option<String>,
     pub run_id: Option<String>,
+}
+
+impl From<CredentialsRequest> for RunRequest {
+    fn from(request: CredentialsRequest) -> RunRequest {
+        RunRequest {
+            team: request.team,
+            actor: request.actor,
+            principal: request.principal,
+            agent: request.agent,
+            run_id: request.run_id,
+            source: FieldSource::Fields,
+        }
+    }
 }
 
 /// The `credential_process` output format.
@@ -69,11 +83,8 @@ pub async fn credentials_for(
         RequestSource::Body(body) => body.read(&state.config.server).await?,
         RequestSource::Query(query) => query?,
     };
-    let principal = principal_from_request(request.team.as_deref(), &caller.team, &request.actor, &request.principal)?;
-    caller.authorize(&principal)?;
-    caller.authorize_agent(request.agent.as_deref())?;
-    let identity = RunIdentity { principal, agent: request.agent, run_id: request.run_id };
-    state.broker.credentials(&identity).await.map_err(|e| e.to_api_error(&state.config))
+    let run = authorize(&state.config, &caller, &RunRequest::from(request), Purpose::Run)?;
+    state.broker.credentials(&run).await.map_err(|e| e.to_api_error(&state.config))
 }
 
 pub async fn process_credentials(
@@ -132,10 +143,10 @@ pub async fn end_run(State(state): State<AppState>, headers: HeaderMap, Path(run
         Ok(caller) => caller,
         Err(error) => return ApiError::from(error).into_response(),
     };
-    if let Err(message) = crate::issuer::validate_run_claim(&run_id) {
+    if let Err(message) = validate_run_id(&run_id) {
         return ApiError::invalid_request("run_id", "invalid_run_field", format!("run_id: {message}")).into_response();
     }
-    let evicted = state.broker.end_run(caller.team.as_str(), &run_id);
+    let evicted = state.broker.end_run(&run_id, |principal, agent| permits(&caller, principal, agent).is_ok());
     tracing::info!(caller = %caller.name, evicted, "run ended; its credentials were dropped");
     axum::Json(serde_json::json!({"run_id": run_id, "evicted": evicted})).into_response()
 }

@@ -66,6 +66,9 @@ pub enum StsErrorClass {
     InvalidToken,
     InvalidParameters,
     RegionDisabled,
+    /// A 4xx with a code we do not know: STS refused the request itself, so trying again will
+    /// not help.
+    Refused,
     Throttled,
     Unavailable,
 }
@@ -87,6 +90,7 @@ impl StsErrorClass {
             StsErrorClass::TokenExpired => "token_expired",
             StsErrorClass::InvalidParameters => "invalid_parameters",
             StsErrorClass::RegionDisabled => "region_disabled",
+            StsErrorClass::Refused => "refused",
             StsErrorClass::Throttled => "throttled",
             StsErrorClass::Unavailable => "upstream_error",
         }
@@ -117,6 +121,9 @@ pub fn classify(failure: &StsFailure) -> StsErrorClass {
             StsErrorClass::Throttled
         }
         _ if failure.status.is_some_and(|s| s == 429) => StsErrorClass::Throttled,
+        // Unknown codes: a 4xx is STS refusing the request (permanent), anything else (5xx, no
+        // answer at all) is STS or the way to it failing (transient).
+        _ if failure.status.is_some_and(|s| (400..500).contains(&s)) => StsErrorClass::Refused,
         _ => StsErrorClass::Unavailable,
     }
 }
@@ -259,11 +266,21 @@ mod tests {
                 StsErrorClass::Unavailable,
             ),
             (StsFailure { code: "Dispatch".into(), message: String::new(), status: None }, StsErrorClass::Unavailable),
+            (failure("SomethingNew", "a refusal we have never seen"), StsErrorClass::Refused),
+            (
+                StsFailure { code: "SomethingNew".into(), message: String::new(), status: Some(403) },
+                StsErrorClass::Refused,
+            ),
+            (
+                StsFailure { code: "SomethingNew".into(), message: String::new(), status: Some(502) },
+                StsErrorClass::Unavailable,
+            ),
         ];
         for (failure, class) in cases {
             assert_eq!(classify(&failure), class, "{failure:?}");
         }
         assert!(StsErrorClass::IssuerUnreachable.is_transient());
         assert!(!StsErrorClass::TrustPolicyMismatch.is_transient());
+        assert!(!StsErrorClass::Refused.is_transient(), "an unknown 4xx is not retried");
     }
 }

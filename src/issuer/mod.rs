@@ -7,6 +7,7 @@
 pub mod keys;
 pub mod routes;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::authz::{AuthorizedRun, validate_run_id};
 use crate::config::{Config, IssuerConfig, MAX_TOKEN_LIFETIME};
 use crate::principal::ScopedPrincipal;
 use crate::secret::Secret;
@@ -27,6 +29,57 @@ use keys::{KeyDir, KeyError, KeyPolicy, LoadedKeys};
 pub struct RunClaims {
     pub agent: Option<String>,
     pub run_id: Option<String>,
+    /// Also mint the run as AWS session tags and a source identity (the team's `session_tags`).
+    pub session_tags: bool,
+}
+
+impl From<&AuthorizedRun> for RunClaims {
+    fn from(run: &AuthorizedRun) -> RunClaims {
+        RunClaims { agent: run.agent.clone(), run_id: run.run_id.clone(), session_tags: run.session_tags }
+    }
+}
+
+/// The claim AWS STS reads session tags from.
+pub const TAGS_CLAIM: &str = "https://aws.amazon.com/tags";
+/// The claim AWS STS reads the source identity from.
+pub const SOURCE_IDENTITY_CLAIM: &str = "https://aws.amazon.com/source_identity";
+
+/// `https://aws.amazon.com/tags` as AWS reads it for `AssumeRoleWithWebIdentity`: each tag's value
+/// a one-element array, every tag transitive (it follows role chaining).
+#[derive(Debug, Serialize)]
+struct SessionTags<'a> {
+    principal_tags: BTreeMap<&'static str, [&'a str; 1]>,
+    transitive_tag_keys: Vec<&'static str>,
+}
+
+impl<'a> SessionTags<'a> {
+    fn new(principal: &'a ScopedPrincipal, run: &'a RunClaims) -> SessionTags<'a> {
+        let tags: Vec<(&'static str, &'a str)> = [
+            Some(("team", principal.team_uid.as_str())),
+            Some(("actor", principal.actor.as_str())),
+            Some(("principal", principal.principal_uid.as_str())),
+            run.agent.as_deref().map(|agent| ("agent", agent)),
+            run.run_id.as_deref().map(|run_id| ("run", run_id)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        SessionTags {
+            transitive_tag_keys: tags.iter().map(|(key, _)| *key).collect(),
+            principal_tags: tags.into_iter().map(|(key, value)| (key, [value])).collect(),
+        }
+    }
+}
+
+/// The source identity of a principal's sessions (`[\w+=,.@-]{2,64}`, fixed for the principal so
+/// CloudTrail ties every role it reaches back to it): `<team>.<principal>.<hash>`, uids cut to 20
+/// and 28 characters, the hash over the whole subject so cutting never merges two principals.
+pub fn source_identity(principal: &ScopedPrincipal) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, principal.to_string().as_bytes());
+    let hash = crate::auth::hex(&digest.as_ref()[..5]);
+    let team: String = principal.team_uid.as_str().chars().take(20).collect();
+    let uid: String = principal.principal_uid.as_str().chars().take(28).collect();
+    format!("{team}.{uid}.{hash}")
 }
 
 /// Every claim we sign, as it appears in the token.
@@ -43,10 +96,15 @@ struct Claims<'a> {
     agent: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     run_id: Option<&'a str>,
+    #[serde(rename = "https://aws.amazon.com/tags", skip_serializing_if = "Option::is_none")]
+    tags: Option<SessionTags<'a>>,
+    #[serde(rename = "https://aws.amazon.com/source_identity", skip_serializing_if = "Option::is_none")]
+    source_identity: Option<String>,
 }
 
 /// The names in `claims_supported`.
-pub const CLAIMS_SUPPORTED: &[&str] = &["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "agent", "run_id"];
+pub const CLAIMS_SUPPORTED: &[&str] =
+    &["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "agent", "run_id", TAGS_CLAIM, SOURCE_IDENTITY_CLAIM];
 
 /// A freshly signed token.
 #[derive(Debug, Clone)]
@@ -60,7 +118,7 @@ pub struct MintedToken {
 
 #[derive(Debug)]
 pub enum MintError {
-    Lifetime { requested: u64 },
+    Lifetime { requested: u64, max: u64 },
     Claim { name: &'static str, message: String },
     Signing,
 }
@@ -68,10 +126,9 @@ pub enum MintError {
 impl std::fmt::Display for MintError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MintError::Lifetime { requested } => write!(
+            MintError::Lifetime { requested, max } => write!(
                 f,
-                "lifetime_secs {requested} is out of range: use 60..={} seconds",
-                MAX_TOKEN_LIFETIME.as_secs()
+                "lifetime_secs {requested} is out of range: use 60..={max} seconds (issuer.token_lifetime_secs caps it)"
             ),
             MintError::Claim { name, message } => write!(f, "{name}: {message}"),
             MintError::Signing => f.write_str("signing failed"),
@@ -201,7 +258,8 @@ impl Issuer {
         Ok(true)
     }
 
-    /// Sign a token for `principal`, valid from `now` for `lifetime` (default: configured).
+    /// Sign a token for `principal`, valid from `now` for `lifetime` (default and maximum: the
+    /// configured `issuer.token_lifetime_secs`).
     pub fn mint(
         &self,
         principal: &ScopedPrincipal,
@@ -209,13 +267,14 @@ impl Issuer {
         run: &RunClaims,
         now: u64,
     ) -> Result<MintedToken, MintError> {
-        let lifetime = lifetime.unwrap_or(self.config.token_lifetime);
-        if lifetime < Duration::from_secs(60) || lifetime > MAX_TOKEN_LIFETIME {
-            return Err(MintError::Lifetime { requested: lifetime.as_secs() });
+        let max = self.config.token_lifetime.min(MAX_TOKEN_LIFETIME);
+        let lifetime = lifetime.unwrap_or(max);
+        if lifetime < Duration::from_secs(60) || lifetime > max {
+            return Err(MintError::Lifetime { requested: lifetime.as_secs(), max: max.as_secs() });
         }
         for (name, value) in [("agent", &run.agent), ("run_id", &run.run_id)] {
             if let Some(value) = value {
-                validate_run_claim(value).map_err(|message| MintError::Claim { name, message })?;
+                validate_run_id(value).map_err(|message| MintError::Claim { name, message })?;
             }
         }
         let mut jti = [0u8; 16];
@@ -231,6 +290,8 @@ impl Issuer {
             jti: URL_SAFE_NO_PAD.encode(jti),
             agent: run.agent.as_deref(),
             run_id: run.run_id.as_deref(),
+            tags: run.session_tags.then(|| SessionTags::new(principal, run)),
+            source_identity: run.session_tags.then(|| source_identity(principal)),
         };
         let keys = self.keys();
         let signing = &keys.keys.signing;
@@ -262,19 +323,6 @@ pub async fn mint_off_thread(
         .unwrap_or(Err(MintError::Signing))
 }
 
-/// Run claims are identifiers: 1–128 characters of `[A-Za-z0-9._-]`.
-pub fn validate_run_claim(value: &str) -> Result<(), String> {
-    let ok = !value.is_empty()
-        && value.len() <= 128
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    if ok {
-        Ok(())
-    } else {
-        Err("must be 1-128 characters of A-Z, a-z, 0-9, '.', '_' and '-' (it is recorded in the customer's CloudTrail)"
-            .into())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,7 +349,7 @@ mod tests {
     fn token_has_exactly_the_claims_and_header_aws_expects() {
         let dir = tempfile::tempdir().unwrap();
         let issuer = issuer(dir.path());
-        let run = RunClaims { agent: Some("reviewer".into()), run_id: Some("run-42".into()) };
+        let run = RunClaims { agent: Some("reviewer".into()), run_id: Some("run-42".into()), session_tags: false };
         let minted = issuer.mint(&principal(), None, &run, 1_000_000).unwrap();
         let parts: Vec<&str> = minted.token.expose().split('.').collect();
         assert_eq!(parts.len(), 3);
@@ -317,17 +365,68 @@ mod tests {
         assert_eq!(claims["agent"], "reviewer");
         assert_eq!(claims["jti"].as_str().unwrap().len(), 22);
         assert_eq!(minted.expires_at, 1_000_300);
+        assert!(claims.get(TAGS_CLAIM).is_none() && claims.get(SOURCE_IDENTITY_CLAIM).is_none());
+    }
+
+    #[test]
+    fn session_tags_and_source_identity_are_minted_as_aws_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = issuer(dir.path());
+        let run = RunClaims { agent: Some("reviewer".into()), run_id: Some("run-42".into()), session_tags: true };
+        let minted = issuer.mint(&principal(), None, &run, 1_000_000).unwrap();
+        let claims = decode_part(minted.token.expose().split('.').nth(1).unwrap());
+        assert_eq!(
+            claims[TAGS_CLAIM],
+            serde_json::json!({
+                "principal_tags": {
+                    "actor": ["service_account"], "agent": ["reviewer"], "principal": ["svc-1"],
+                    "run": ["run-42"], "team": ["acme"],
+                },
+                "transitive_tag_keys": ["team", "actor", "principal", "agent", "run"],
+            })
+        );
+        let source = claims[SOURCE_IDENTITY_CLAIM].as_str().unwrap();
+        assert!(source.starts_with("acme.svc-1."), "{source}");
+        // Without agent and run: only the tags that exist.
+        let bare = RunClaims { session_tags: true, ..RunClaims::default() };
+        let claims =
+            decode_part(issuer.mint(&principal(), None, &bare, 0).unwrap().token.expose().split('.').nth(1).unwrap());
+        assert_eq!(claims[TAGS_CLAIM]["transitive_tag_keys"], serde_json::json!(["team", "actor", "principal"]));
+        assert!(claims[TAGS_CLAIM]["principal_tags"].get("agent").is_none());
+    }
+
+    #[test]
+    fn source_identities_fit_aws_and_never_merge_two_principals() {
+        let long = |c: &str| c.repeat(128);
+        let make = |team: &str, actor, uid: &str| {
+            ScopedPrincipal::new(Uid::parse(team).unwrap(), actor, Uid::parse(uid).unwrap())
+        };
+        let cases = [
+            make("a", ActorType::User, "b"),
+            make(&long("t"), ActorType::User, &long("p")),
+            make(&long("t"), ActorType::ServiceAccount, &long("p")),
+            make(&long("t"), ActorType::User, &(long("p")[1..].to_owned() + "q")),
+        ];
+        let names: Vec<String> = cases.iter().map(source_identity).collect();
+        for name in &names {
+            assert!((2..=64).contains(&name.len()), "{name}");
+            assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b)), "{name}");
+        }
+        let distinct: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
     }
 
     #[test]
     fn lifetime_and_run_claims_are_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let issuer = issuer(dir.path());
-        for secs in [0, 59, 3601] {
+        // The configured lifetime (300 s) is the cap, not only the default.
+        for secs in [0, 59, 301, 3601] {
             let result = issuer.mint(&principal(), Some(Duration::from_secs(secs)), &RunClaims::default(), 0);
-            assert!(matches!(result, Err(MintError::Lifetime { .. })), "{secs}");
+            assert!(matches!(result, Err(MintError::Lifetime { max: 300, .. })), "{secs}");
         }
-        let bad = RunClaims { agent: Some("Jane Doe <jane@example.com>".into()), run_id: None };
+        assert!(issuer.mint(&principal(), Some(Duration::from_secs(300)), &RunClaims::default(), 0).is_ok());
+        let bad = RunClaims { agent: Some("Jane Doe <jane@example.com>".into()), ..RunClaims::default() };
         assert!(matches!(issuer.mint(&principal(), None, &bad, 0), Err(MintError::Claim { name: "agent", .. })));
     }
 

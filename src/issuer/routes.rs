@@ -7,10 +7,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::authz::{FieldSource, Purpose, RunRequest, authorize};
 use crate::error::ApiError;
 use crate::http::{ApiJson, AppState};
 use crate::issuer::{Document, MintError, RunClaims};
-use crate::principal::{ActorType, ScopedPrincipal, Uid};
 
 pub async fn openid_configuration(State(state): State<AppState>, headers: HeaderMap) -> Response {
     state.metrics.jwks_requests.inc("openid_configuration");
@@ -50,13 +50,14 @@ fn document_response(document: &Document, max_age: u64, request: &HeaderMap) -> 
         .into_response()
 }
 
-/// Body of `POST /v1/tokens`. `team` defaults to the caller's own team.
+/// Body of `POST /v1/tokens`. `team` defaults to the caller's own team; `actor` and `principal`
+/// may be left out by a caller bound to a single principal.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub team: Option<String>,
-    pub actor: String,
-    pub principal: String,
+    pub actor: Option<String>,
+    pub principal: Option<String>,
     pub lifetime_secs: Option<u64>,
     pub agent: Option<String>,
     pub run_id: Option<String>,
@@ -72,27 +73,6 @@ pub struct TokenResponse {
     pub issued_at: u64,
     pub expires_at: u64,
     pub expires_in: u64,
-}
-
-/// Parse the principal named in a request, reporting the offending field.
-pub fn principal_from_request(
-    team: Option<&str>,
-    default_team: &Uid,
-    actor: &str,
-    principal: &str,
-) -> Result<ScopedPrincipal, ApiError> {
-    let team_uid = match team {
-        Some(team) => {
-            Uid::parse(team).map_err(|e| ApiError::invalid_request("team", "invalid_uid", format!("team: {e}")))?
-        }
-        None => default_team.clone(),
-    };
-    let actor = actor
-        .parse::<ActorType>()
-        .map_err(|e| ApiError::invalid_request("actor", "invalid_actor", format!("actor: {e}")))?;
-    let principal_uid = Uid::parse(principal)
-        .map_err(|e| ApiError::invalid_request("principal", "invalid_uid", format!("principal: {e}")))?;
-    Ok(ScopedPrincipal::new(team_uid, actor, principal_uid))
 }
 
 pub async fn mint_token(State(state): State<AppState>, headers: HeaderMap, body: ApiJson<TokenRequest>) -> Response {
@@ -111,11 +91,19 @@ pub async fn mint_token(State(state): State<AppState>, headers: HeaderMap, body:
 async fn mint(state: &AppState, headers: &HeaderMap, body: ApiJson<TokenRequest>) -> Result<TokenResponse, ApiError> {
     let caller = state.callers.authenticate(headers)?;
     let request = body.read(&state.config.server).await?;
-    let principal = principal_from_request(request.team.as_deref(), &caller.team, &request.actor, &request.principal)?;
-    caller.authorize(&principal)?;
-    let run = RunClaims { agent: request.agent, run_id: request.run_id };
+    let run_request = RunRequest {
+        team: request.team,
+        actor: request.actor,
+        principal: request.principal,
+        agent: request.agent,
+        run_id: request.run_id,
+        source: FieldSource::Fields,
+    };
+    let run = authorize(&state.config, &caller, &run_request, Purpose::Token)?;
     let lifetime = request.lifetime_secs.map(Duration::from_secs);
-    let minted = crate::issuer::mint_off_thread(&state.issuer, principal, lifetime, run).await.map_err(mint_error)?;
+    let minted = crate::issuer::mint_off_thread(&state.issuer, run.principal.clone(), lifetime, RunClaims::from(&run))
+        .await
+        .map_err(mint_error)?;
     tracing::info!(caller = %caller.name, kid = %minted.kid, expires_at = minted.expires_at, "token minted");
     Ok(TokenResponse {
         expires_in: minted.expires_at - minted.issued_at,
@@ -131,7 +119,7 @@ async fn mint(state: &AppState, headers: &HeaderMap, body: ApiJson<TokenRequest>
 pub fn mint_error(error: MintError) -> ApiError {
     match error {
         MintError::Lifetime { .. } => ApiError::invalid_request("lifetime_secs", "invalid_lifetime", error.to_string()),
-        MintError::Claim { name, .. } => ApiError::invalid_request(name, "invalid_claim", error.to_string()),
+        MintError::Claim { name, .. } => ApiError::invalid_request(name, "invalid_run_field", error.to_string()),
         MintError::Signing => ApiError::internal("token signing failed"),
     }
 }

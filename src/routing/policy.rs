@@ -562,7 +562,7 @@ impl Reader<'_> {
         let profile_path = key_path(&node.path, "profile");
         let profile = self.take::<String>(node, "profile");
         if let Some(profile) = &profile
-            && let Err(message) = crate::config::validate_model_id(profile)
+            && let Err(message) = crate::models::validate_model_id(profile)
         {
             self.error(profile_path.clone(), message);
         }

@@ -23,7 +23,8 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
 }
 
-/// The standard test callers: one for team `acme`, one for team `other`.
+/// The standard test callers: one for team `acme` (which may also have tokens signed), one for
+/// team `other` (which may not: the default).
 pub fn callers_toml() -> String {
     format!(
         r#"
@@ -31,6 +32,7 @@ pub fn callers_toml() -> String {
 name = "acme-worker"
 key_sha256 = "{}"
 team = "acme"
+mint_tokens = true
 
 [[callers]]
 name = "other-worker"
@@ -48,6 +50,8 @@ pub struct Gateway {
     pub public_url: Option<String>,
     pub dir: tempfile::TempDir,
     logs: Arc<Mutex<String>>,
+    /// `byollm local`: the session key it wrote to its key file.
+    local_key: Option<String>,
 }
 
 impl Gateway {
@@ -58,13 +62,25 @@ impl Gateway {
     }
 
     pub fn start_with(extra: &str, public: bool, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_full(extra, public, env, None)
+    }
+
+    /// Like [`Gateway::start`], but tokens carry `issuer_url` (say `https://issuer.example.com`)
+    /// as their `iss`; a fake STS reaches the gateway's documents through
+    /// the fake STS's `route_issuer`.
+    pub fn start_with_issuer(extra: &str, issuer_url: &str) -> Gateway {
+        Gateway::start_full(extra, false, &[], Some(issuer_url))
+    }
+
+    fn start_full(extra: &str, public: bool, env: &[(&str, &str)], issuer_url: Option<&str>) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let public_port = public.then(free_port);
         let public_line = public_port.map(|p| format!("public_listen = \"127.0.0.1:{p}\"\n")).unwrap_or_default();
         let config = format!(
-            "dev = true\n[server]\nlisten = \"127.0.0.1:{port}\"\n{public_line}[issuer]\nurl = \"{url}\"\n[keys]\ndir = {:?}\nmin_next_age_secs = 0\nreload_interval_secs = 1\n{extra}",
+            "dev = true\n[server]\nlisten = \"127.0.0.1:{port}\"\n{public_line}[issuer]\nurl = \"{}\"\n[keys]\ndir = {:?}\nmin_next_age_secs = 0\nreload_interval_secs = 1\n{extra}",
+            issuer_url.unwrap_or(&url),
             dir.path().join("jwks").display().to_string()
         );
         let config_path = dir.path().join("byollm.toml");
@@ -74,17 +90,27 @@ impl Gateway {
         Gateway::spawn(command, dir, url, public_port, env)
     }
 
-    /// Start `byollm local` on a free port with `extra` as its config and `env` (e.g. a temporary
-    /// `AWS_CONFIG_FILE` and `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`).
+    /// Start `byollm local` on a free loopback port (`--port`) with `extra` as its config and `env`
+    /// (e.g. a temporary `AWS_CONFIG_FILE` and `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`). Its session key
+    /// goes to `local.key` in the gateway's directory ([`Gateway::local_key`]).
     pub fn start_local(extra: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config_path = dir.path().join("byollm.toml");
         std::fs::write(&config_path, extra).unwrap();
+        let key_path = dir.path().join("local.key");
         let mut command = Command::new(BIN);
-        command.arg("local").arg("--config").arg(&config_path).arg("--listen").arg(format!("127.0.0.1:{port}"));
+        command.arg("local").arg("--config").arg(&config_path).arg("--port").arg(port.to_string());
+        command.arg("--key-file").arg(&key_path);
         command.args(args);
-        Gateway::spawn(command, dir, format!("http://127.0.0.1:{port}"), None, env)
+        let mut gateway = Gateway::spawn(command, dir, format!("http://127.0.0.1:{port}"), None, env);
+        gateway.local_key = Some(std::fs::read_to_string(&key_path).unwrap().trim().to_owned());
+        gateway
+    }
+
+    /// The session key of a `byollm local` gateway.
+    pub fn local_key(&self) -> &str {
+        self.local_key.as_deref().expect("a byollm local gateway")
     }
 
     /// `byollm local --profile dev` with a temporary AWS profile holding static keys, pointed at
@@ -127,6 +153,7 @@ impl Gateway {
             public_url: public_port.map(|p| format!("http://127.0.0.1:{p}")),
             dir,
             logs: Arc::new(Mutex::new(String::new())),
+            local_key: None,
         };
         gateway.capture();
         gateway.wait_ready();

@@ -1,4 +1,14 @@
 //! Fake AWS STS answering `AssumeRoleWithWebIdentity` (query protocol, XML), with AWS's checks.
+//!
+//! Trust policies are evaluated by this file's own IAM evaluator ([`iam_allows`]): `Allow`/`Deny`
+//! statements, `Principal.Federated`, `Action` (a tagged token also needs `sts:TagSession`, a
+//! source identity `sts:SetSourceIdentity`, as AWS requires) and the condition operators
+//! `StringEquals`, `StringNotEquals`, `StringEqualsIgnoreCase`, `StringLike`, `StringNotLike` and
+//! `Null` (with `...IfExists` and `ForAnyValue:`/`ForAllValues:`) over `<provider>:sub`,
+//! `<provider>:aud`, `aws:RequestTag/<key>`, `aws:TagKeys` and `sts:SourceIdentity`. It shares no
+//! code with the gateway's policy generator. Session tags and the source identity are read from the
+//! token's `https://aws.amazon.com/tags` and `https://aws.amazon.com/source_identity` claims; a
+//! session policy (`Policy`) is checked for size and JSON and recorded with what was issued.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -92,7 +102,9 @@ impl StsErrorCode {
     }
 }
 
-/// One role and its trust policy (`Federated` principal + conditions).
+/// One role and its trust policy: either a whole policy document ([`TrustedRole::with_policy`]),
+/// or one built from the shorthand below (`Federated` principal + `sub`/`aud` conditions, with
+/// `sts:AssumeRoleWithWebIdentity` only unless [`TrustedRole::allow_tags`]).
 #[derive(Debug, Clone)]
 pub struct TrustedRole {
     /// `arn:aws:iam::<account>:role/<path/>name`.
@@ -103,6 +115,10 @@ pub struct TrustedRole {
     pub sub_like: Vec<String>,
     /// `StringEquals` on `<provider>:aud`; empty: no condition.
     pub aud_equals: Vec<String>,
+    /// The shorthand policy also allows `sts:TagSession` and `sts:SetSourceIdentity`.
+    pub tags_allowed: bool,
+    /// A whole trust policy document; when set, the shorthand fields above are ignored.
+    pub policy: Option<Value>,
     /// The role's `MaxSessionDuration` (3600..=43200 in IAM; default 3600).
     pub max_session_duration: u32,
 }
@@ -114,8 +130,52 @@ impl TrustedRole {
             provider: None,
             sub_like: vec![],
             aud_equals: vec![],
+            tags_allowed: false,
+            policy: None,
             max_session_duration: 3600,
         }
+    }
+
+    /// A role whose trust policy is exactly `policy` (as `aws iam create-role` would take it).
+    pub fn with_policy(arn: &str, policy: Value) -> Self {
+        TrustedRole { policy: Some(policy), ..TrustedRole::new(arn) }
+    }
+
+    pub fn allow_tags(mut self) -> Self {
+        self.tags_allowed = true;
+        self
+    }
+
+    /// The trust policy document, for a token from `provider_arn` when the shorthand names none.
+    pub fn document(&self, account: &str, provider_arn: &str) -> Value {
+        if let Some(policy) = &self.policy {
+            return policy.clone();
+        }
+        let federated = match &self.provider {
+            Some(provider) => format!("arn:aws:iam::{account}:oidc-provider/{provider}"),
+            None => provider_arn.to_owned(),
+        };
+        let provider = federated.split_once(":oidc-provider/").map(|(_, p)| p.to_owned()).unwrap_or_default();
+        let mut actions = vec!["sts:AssumeRoleWithWebIdentity"];
+        if self.tags_allowed {
+            actions.extend(["sts:TagSession", "sts:SetSourceIdentity"]);
+        }
+        let mut condition = serde_json::Map::new();
+        if !self.sub_like.is_empty() {
+            condition.insert("StringLike".into(), serde_json::json!({format!("{provider}:sub"): self.sub_like}));
+        }
+        if !self.aud_equals.is_empty() {
+            condition.insert("StringEquals".into(), serde_json::json!({format!("{provider}:aud"): self.aud_equals}));
+        }
+        serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Federated": federated},
+                "Action": actions,
+                "Condition": condition,
+            }],
+        })
     }
 
     pub fn sub_like(mut self, patterns: &[&str]) -> Self {
@@ -201,6 +261,8 @@ pub struct StsRequest {
     pub role_session_name: Option<String>,
     pub duration_seconds: Option<String>,
     pub web_identity_token: Option<String>,
+    /// The inline session policy (`Policy`), as sent.
+    pub policy: Option<String>,
     /// `Some(code)` if answered with an error.
     pub error_code: Option<String>,
     /// `Some(access key id)` if credentials were issued.
@@ -224,6 +286,13 @@ pub struct IssuedCredentials {
     /// `<Provider>`: the docs say "the value of the iss field"; real STS answers for OIDC show the
     /// provider ARN, `arn:aws:iam::<account>:oidc-provider/<host/path>`, which is what this fake returns.
     pub provider: String,
+    /// Session tags from the token's `https://aws.amazon.com/tags`, `(key, value)` in token order.
+    pub session_tags: Vec<(String, String)>,
+    pub transitive_tag_keys: Vec<String>,
+    /// From the token's `https://aws.amazon.com/source_identity`.
+    pub source_identity: Option<String>,
+    /// The inline session policy the credentials are limited by, parsed.
+    pub session_policy: Option<Value>,
 }
 
 #[derive(Default)]
@@ -237,16 +306,19 @@ struct State {
 }
 
 /// Account set-up that tests change while the fake runs (an admin adding or deleting the IAM OIDC
-/// provider, or editing its client id list).
+/// provider, editing its client id list or the roles' trust policies), and where issuers are
+/// reached (`curl --resolve` style: an issuer URL prefix fetched from another base URL).
 struct Live {
     providers: Vec<String>,
     audiences: Vec<String>,
+    roles: Vec<TrustedRole>,
+    routes: Vec<(String, String)>,
 }
 
 struct Inner {
     options: FakeStsOptions,
     live: Mutex<Live>,
-    role_ids: HashMap<String, String>,
+    role_ids: Mutex<HashMap<String, String>>,
     state: Mutex<State>,
     http: reqwest::Client,
 }
@@ -259,13 +331,16 @@ pub struct FakeSts {
 
 impl FakeSts {
     pub async fn start(options: FakeStsOptions) -> FakeSts {
-        let role_ids =
-            options.roles.iter().map(|r| (r.arn.clone(), format!("AROA{}", random_string(UPPER_DIGITS, 17)))).collect();
-        let live = Mutex::new(Live { providers: options.providers.clone(), audiences: options.audiences.clone() });
+        let live = Mutex::new(Live {
+            providers: options.providers.clone(),
+            audiences: options.audiences.clone(),
+            roles: options.roles.clone(),
+            routes: Vec::new(),
+        });
         let inner = Arc::new(Inner {
             options,
             live,
-            role_ids,
+            role_ids: Mutex::default(),
             state: Mutex::default(),
             http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap(),
         });
@@ -314,6 +389,17 @@ impl FakeSts {
     /// Replace the providers' client id list (the accepted `aud` values).
     pub fn set_audiences(&self, audiences: Vec<String>) {
         self.inner.live.lock().unwrap().audiences = audiences;
+    }
+
+    /// Replace the account's roles and their trust policies.
+    pub fn set_roles(&self, roles: Vec<TrustedRole>) {
+        self.inner.live.lock().unwrap().roles = roles;
+    }
+
+    /// Fetch the discovery document and JWKS of issuer `issuer_url` (say `https://issuer.example.com`)
+    /// from `base_url` instead (say the gateway on `http://127.0.0.1:port`), keeping the path.
+    pub fn route_issuer(&self, issuer_url: &str, base_url: &str) {
+        self.inner.live.lock().unwrap().routes.push((issuer_url.to_owned(), base_url.to_owned()));
     }
 
     pub fn credentials(&self) -> CredentialStore {
@@ -372,6 +458,7 @@ async fn handle(inner: &Inner, method: Method, uri: Uri, headers: HeaderMap, bod
         role_session_name: form.get("RoleSessionName").cloned(),
         duration_seconds: form.get("DurationSeconds").cloned(),
         web_identity_token: form.get("WebIdentityToken").cloned(),
+        policy: form.get("Policy").cloned(),
         ..Default::default()
     };
     let step = inner.state.lock().unwrap().script.pop_front().unwrap_or(StsStep::Normal);
@@ -416,7 +503,7 @@ fn success_response(c: &IssuedCredentials) -> Response {
       <AssumedRoleId>{arid}</AssumedRoleId>
       <Arn>{arn}</Arn>
     </AssumedRoleUser>
-    <Provider>{provider}</Provider>
+    <Provider>{provider}</Provider>{source_identity}
     <Credentials>
       <AccessKeyId>{akid}</AccessKeyId>
       <SecretAccessKey>{secret}</SecretAccessKey>
@@ -439,6 +526,11 @@ fn success_response(c: &IssuedCredentials) -> Response {
         token = xml_escape(&c.session_token),
         exp = iso8601(c.expiration),
         sub = xml_escape(&c.subject),
+        source_identity = c
+            .source_identity
+            .as_ref()
+            .map(|s| format!("\n    <SourceIdentity>{}</SourceIdentity>", xml_escape(s)))
+            .unwrap_or_default(),
     );
     xml_response(StatusCode::OK, &rid, body)
 }
@@ -562,6 +654,20 @@ async fn assume(inner: &Inner, form: &HashMap<String, String>) -> Result<IssuedC
             n as u32
         }
     };
+    let session_policy = match form.get("Policy") {
+        None => None,
+        Some(policy) => {
+            check_len(policy, "policy", 1, 2048)?;
+            let parsed: Value = serde_json::from_str(policy).map_err(|_| {
+                err(StsErrorCode::MalformedPolicyDocument, "The policy is not in the valid JSON format.")
+            })?;
+            if parsed["Version"] != "2012-10-17" || !(parsed["Statement"].is_array() || parsed["Statement"].is_object())
+            {
+                return Err(err(StsErrorCode::MalformedPolicyDocument, "Syntax errors in policy."));
+            }
+            Some(parsed)
+        }
+    };
     let (account, role_name) =
         parse_role_arn(role_arn).ok_or_else(|| err(StsErrorCode::ValidationError, "Request ARN is invalid"))?;
 
@@ -579,15 +685,42 @@ async fn assume(inner: &Inner, form: &HashMap<String, String>) -> Result<IssuedC
         return Err(invalid_token("Incorrect token audience"));
     };
 
+    let (session_tags, transitive_tag_keys) = token_session_tags(&claims)?;
+    let source_identity = match claims.get(SOURCE_IDENTITY_CLAIM) {
+        None => None,
+        Some(Value::String(value))
+            if (2..=64).contains(&value.chars().count())
+                && value.chars().all(|c| c.is_alphanumeric() || "_+=,.@-".contains(c)) =>
+        {
+            Some(value.clone())
+        }
+        Some(_) => return Err(invalid_token("The source identity in the web identity token is invalid")),
+    };
+
+    // The trust policy, evaluated for every action the request needs.
+    let provider_arn = format!("arn:aws:iam::{account}:oidc-provider/{provider}");
+    let mut actions = vec!["sts:AssumeRoleWithWebIdentity"];
+    if !session_tags.is_empty() {
+        actions.push("sts:TagSession");
+    }
+    if source_identity.is_some() {
+        actions.push("sts:SetSourceIdentity");
+    }
+    let mut context: HashMap<String, Vec<String>> = HashMap::new();
+    context.insert(format!("{provider}:sub").to_lowercase(), vec![sub.clone()]);
+    context.insert(format!("{provider}:aud").to_lowercase(), vec![aud.to_string()]);
+    for (key, value) in &session_tags {
+        context.insert(format!("aws:requesttag/{}", key.to_lowercase()), vec![value.clone()]);
+    }
+    if !session_tags.is_empty() {
+        context.insert("aws:tagkeys".into(), session_tags.iter().map(|(k, _)| k.clone()).collect());
+    }
+    if let Some(source) = &source_identity {
+        context.insert("sts:sourceidentity".into(), vec![source.clone()]);
+    }
     let denied = || err(StsErrorCode::AccessDenied, "Not authorized to perform sts:AssumeRoleWithWebIdentity");
-    let role = opts.roles.iter().find(|r| r.arn == role_arn).ok_or_else(denied)?;
-    if role.provider.as_ref().is_some_and(|p| *p != provider) {
-        return Err(denied());
-    }
-    if !role.sub_like.is_empty() && !role.sub_like.iter().any(|p| iam_string_like(p, &sub)) {
-        return Err(denied());
-    }
-    if !role.aud_equals.is_empty() && !role.aud_equals.iter().any(|a| a == aud) {
+    let role = inner.live.lock().unwrap().roles.iter().find(|r| r.arn == role_arn).cloned().ok_or_else(denied)?;
+    if !iam_allows(&role.document(account, &provider_arn), &provider_arn, &actions, &context) {
         return Err(denied());
     }
     if duration > role.max_session_duration {
@@ -598,7 +731,13 @@ async fn assume(inner: &Inner, form: &HashMap<String, String>) -> Result<IssuedC
     }
 
     let lifetime = opts.credential_lifetime.unwrap_or(Duration::from_secs(duration.into()));
-    let role_id = inner.role_ids.get(role_arn).cloned().unwrap_or_default();
+    let role_id = inner
+        .role_ids
+        .lock()
+        .unwrap()
+        .entry(role_arn.to_owned())
+        .or_insert_with(|| format!("AROA{}", random_string(UPPER_DIGITS, 17)))
+        .clone();
     Ok(IssuedCredentials {
         access_key_id: format!("ASIA{}", random_string(UPPER_DIGITS, 16)),
         secret_access_key: random_string(BASE64ISH, 40),
@@ -610,8 +749,163 @@ async fn assume(inner: &Inner, form: &HashMap<String, String>) -> Result<IssuedC
         audience: aud.to_string(),
         assumed_role_arn: format!("arn:aws:sts::{account}:assumed-role/{role_name}/{session}"),
         assumed_role_id: format!("{role_id}:{session}"),
-        provider: format!("arn:aws:iam::{account}:oidc-provider/{provider}"),
+        provider: provider_arn,
+        session_tags,
+        transitive_tag_keys,
+        source_identity,
+        session_policy,
     })
+}
+
+const TAGS_CLAIM: &str = "https://aws.amazon.com/tags";
+/// `(key, value)` session tags in token order.
+type SessionTags = Vec<(String, String)>;
+const SOURCE_IDENTITY_CLAIM: &str = "https://aws.amazon.com/source_identity";
+
+/// Session tags from `https://aws.amazon.com/tags` (`principal_tags`: key -> [value],
+/// `transitive_tag_keys`), within STS's limits: at most 50 tags, keys of 1-128 and values of up to
+/// 256 characters, keys unique ignoring case, transitive keys among the tags.
+fn token_session_tags(claims: &Value) -> Result<(SessionTags, Vec<String>), StsError> {
+    let bad = |why: &str| invalid_token(&format!("The session tags in the web identity token are invalid: {why}"));
+    let Some(claim) = claims.get(TAGS_CLAIM) else { return Ok((Vec::new(), Vec::new())) };
+    let object = claim.as_object().ok_or_else(|| bad("not an object"))?;
+    let principal_tags = match object.get("principal_tags") {
+        None => serde_json::Map::new(),
+        Some(Value::Object(tags)) => tags.clone(),
+        Some(_) => return Err(bad("principal_tags is not an object")),
+    };
+    if principal_tags.len() > 50 {
+        return Err(bad("more than 50 tags"));
+    }
+    let allowed = |c: char| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c);
+    let mut tags = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in principal_tags {
+        let value = match value {
+            Value::String(v) => v,
+            Value::Array(values) if values.len() == 1 && values[0].is_string() => {
+                values[0].as_str().unwrap_or_default().to_owned()
+            }
+            _ => return Err(bad("a tag value is not a single string")),
+        };
+        if !(1..=128).contains(&key.chars().count()) || value.chars().count() > 256 {
+            return Err(bad("a tag key or value is too long"));
+        }
+        if !key.chars().all(allowed) || !value.chars().all(allowed) {
+            return Err(bad("a tag key or value has a character tags cannot hold"));
+        }
+        if !seen.insert(key.to_lowercase()) {
+            return Err(bad("two tag keys differ only in case"));
+        }
+        tags.push((key, value));
+    }
+    let transitive = match object.get("transitive_tag_keys") {
+        None => Vec::new(),
+        Some(Value::Array(keys)) => keys
+            .iter()
+            .map(|k| k.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("transitive_tag_keys holds a non-string"))?,
+        Some(_) => return Err(bad("transitive_tag_keys is not a list")),
+    };
+    if transitive.iter().any(|k| !seen.contains(&k.to_lowercase())) {
+        return Err(bad("a transitive tag key names no tag"));
+    }
+    Ok((tags, transitive))
+}
+
+/// String values of a policy element: a string, a boolean, or a list of them.
+fn policy_strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Bool(b) => vec![b.to_string()],
+        Value::Array(items) => items.iter().flat_map(policy_strings).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// IAM's decision for `principal_arn` doing every one of `actions` under `policy`, with the request
+/// `context` (condition keys lower-cased, each with its values): every action needs an `Allow`
+/// statement that matches it, its principal and all its conditions, and no matching `Deny`.
+/// Anything this evaluator does not understand (NotPrincipal, NotAction, an unknown operator)
+/// matches nothing, so it errs towards refusing.
+pub fn iam_allows(
+    policy: &Value,
+    principal_arn: &str,
+    actions: &[&str],
+    context: &HashMap<String, Vec<String>>,
+) -> bool {
+    let statements: Vec<&Value> = match &policy["Statement"] {
+        Value::Array(items) => items.iter().collect(),
+        single @ Value::Object(_) => vec![single],
+        _ => return false,
+    };
+    let matches = |statement: &Value, action: &str| -> bool {
+        let principal_ok = match &statement["Principal"] {
+            Value::String(any) => any == "*",
+            Value::Object(map) => {
+                map.get("Federated").is_some_and(|f| policy_strings(f).iter().any(|p| p == principal_arn))
+            }
+            _ => false,
+        };
+        let action_ok = policy_strings(&statement["Action"])
+            .iter()
+            .any(|pattern| iam_string_like(&pattern.to_lowercase(), &action.to_lowercase()));
+        let conditions_ok = match &statement["Condition"] {
+            Value::Null => true,
+            Value::Object(operators) => operators.iter().all(|(operator, keys)| {
+                keys.as_object().is_some_and(|keys| {
+                    keys.iter().all(|(key, expected)| {
+                        condition_holds(operator, context.get(&key.to_lowercase()), &policy_strings(expected))
+                    })
+                })
+            }),
+            _ => false,
+        };
+        principal_ok && action_ok && conditions_ok
+    };
+    actions.iter().all(|action| {
+        let allowed = statements.iter().any(|s| s["Effect"] == "Allow" && matches(s, action));
+        let denied = statements.iter().any(|s| s["Effect"] == "Deny" && matches(s, action));
+        allowed && !denied
+    })
+}
+
+/// One condition operator on one key: `actual` holds the request's values (`None`: key absent).
+fn condition_holds(operator: &str, actual: Option<&Vec<String>>, expected: &[String]) -> bool {
+    let (set, operator) = match operator.split_once(':') {
+        Some((set @ ("ForAnyValue" | "ForAllValues"), rest)) => (Some(set), rest),
+        Some(_) => return false,
+        None => (None, operator),
+    };
+    let (operator, if_exists) = match operator.strip_suffix("IfExists") {
+        Some(base) => (base, true),
+        None => (operator, false),
+    };
+    if operator == "Null" {
+        return match expected {
+            [value] if value == "true" => actual.is_none(),
+            [value] if value == "false" => actual.is_some(),
+            _ => false,
+        };
+    }
+    let one: fn(&str, &str) -> bool = match operator {
+        "StringEquals" | "StringNotEquals" => |expected, actual| expected == actual,
+        "StringEqualsIgnoreCase" | "StringNotEqualsIgnoreCase" => |e, a| e.to_lowercase() == a.to_lowercase(),
+        "StringLike" | "StringNotLike" => iam_string_like,
+        _ => return false,
+    };
+    let negated = operator.contains("Not");
+    let Some(actual) = actual else {
+        // An absent key: negated operators, IfExists and ForAllValues hold; the rest do not.
+        return negated || if_exists || set == Some("ForAllValues");
+    };
+    let value_matches = |value: &String| expected.iter().any(|e| one(e, value));
+    let positive = match set {
+        Some("ForAllValues") => actual.iter().all(value_matches),
+        _ => actual.iter().any(value_matches),
+    };
+    positive != negated
 }
 
 fn b64url_json(part: &str) -> Option<Value> {
@@ -712,6 +1006,12 @@ async fn signing_keys(inner: &Inner, iss: &str, refresh: bool) -> Result<Vec<Val
 
 async fn fetch_json(inner: &Inner, url: &str) -> Option<Value> {
     inner.state.lock().unwrap().idp_fetches += 1;
+    let routed = inner.live.lock().unwrap().routes.iter().find_map(|(from, to)| {
+        url.strip_prefix(from.as_str())
+            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            .map(|rest| format!("{to}{rest}"))
+    });
+    let url = routed.as_deref().unwrap_or(url);
     let response = inner.http.get(url).send().await.ok()?;
     if !response.status().is_success() {
         return None;
