@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// Who the gateway serves, which decides what an upstream may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EgressPolicy {
     /// `byollm serve`: https only (unless the endpoint's config allows http), public addresses only.
     Hosted { allow_http: bool },

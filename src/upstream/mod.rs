@@ -5,7 +5,8 @@
 //! resolution per region ([`endpoint`]), SigV4 signing as the AWS SDK signs ([`signer`]), the
 //! Bedrock client with its raw call and typed `InvokeModel` helpers ([`bedrock`]), the
 //! event-stream frame decoder ([`eventstream`]), Bedrock's failures mapped to the one error
-//! body ([`error`]), and which addresses a named endpoint may reach ([`egress`]).
+//! body ([`error`]), which addresses a named endpoint may reach ([`egress`]) and the pinned,
+//! bounded client for those endpoints ([`direct`]).
 //!
 //! Must never: pick a model or credentials (callers pass them), log credentials, bodies or
 //! completions, retry on its own, or read more of a stream than its consumer asked for.
@@ -13,6 +14,7 @@
 
 pub mod bedrock;
 pub mod client;
+pub mod direct;
 pub mod egress;
 pub mod endpoint;
 pub mod error;
