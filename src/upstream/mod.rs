@@ -6,12 +6,14 @@
 //! Bedrock client with its raw call and typed `InvokeModel` helpers ([`bedrock`]), the
 //! event-stream frame decoder ([`eventstream`]), Bedrock's failures mapped to the one error
 //! body ([`error`]), which addresses a named endpoint may reach ([`egress`]) and the pinned,
-//! bounded client for those endpoints ([`direct`]).
+//! bounded client for those endpoints ([`direct`]), the direct Anthropic API ([`anthropic`]) and
+//! OpenAI-compatible endpoints ([`openai_compat`]), both streaming server-sent events ([`sse`]).
 //!
 //! Must never: pick a model or credentials (callers pass them), log credentials, bodies or
 //! completions, retry on its own, or read more of a stream than its consumer asked for.
 //! Depends only on `broker::sts::AwsCredentials`, `error` and `secret`.
 
+pub mod anthropic;
 pub mod bedrock;
 pub mod client;
 pub mod direct;
@@ -19,7 +21,9 @@ pub mod egress;
 pub mod endpoint;
 pub mod error;
 pub mod eventstream;
+pub mod openai_compat;
 pub mod signer;
+pub mod sse;
 
 pub use bedrock::{BedrockClient, EventStream, RawRequest, RawResponse, model_path};
 pub use error::BedrockFailure;
