@@ -70,5 +70,6 @@ pub mod bounded;
 pub mod openai;
 pub mod request;
 pub mod response;
+pub mod routed;
 pub mod routes;
 pub mod stream;

@@ -1,5 +1,6 @@
-//! HTTP edge of the adapter: `POST /v1/chat/completions` (streamed as SSE or not) and
-//! `GET /v1/models`.
+//! HTTP edge of the adapter: `POST /v1/chat/completions` (streamed as SSE or not, served through
+//! the routing policy by [`super::routed`]) and `GET /v1/models` (the models the caller's policy
+//! allows).
 //!
 //! A cloud run authenticates with its API key and names its principal in headers
 //! (`x-byollm-actor`, `x-byollm-principal`, optional `x-byollm-team`, `x-byollm-agent`,
@@ -8,30 +9,28 @@
 //! the person's own AWS session signs it. Streams are pulled from Bedrock only as fast as the
 //! client reads, and dropped the moment the client goes away.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
 
-use super::anthropic::AnthropicResponse;
 use super::openai::{ModelList, ModelObject};
-use super::request::{Target, parse_request, to_anthropic};
-use super::response::{to_chat_completion, upstream_error};
-use super::stream::StreamConverter;
+use super::routed::{self, AuditGuard};
+use crate::audit::Audit;
 use crate::auth::Callers;
 use crate::authz::{AuthorizedRun, Purpose, authorize};
 use crate::broker::Broker;
 use crate::broker::local::LocalSession;
-use crate::config::Config;
+use crate::config::{Config, RoleArn};
 use crate::error::ApiError;
 use crate::http::run_request_from_headers;
 use crate::metrics::Metrics;
-use crate::upstream::{BedrockClient, BedrockFailure, EventStream};
+use crate::routing::{RouteScope, Routing};
+use crate::upstream::direct::DirectClient;
+use crate::upstream::{BedrockClient, BedrockFailure};
 
 /// Whose AWS credentials sign Bedrock calls.
 #[derive(Clone)]
@@ -50,23 +49,28 @@ pub struct ChatState {
     pub metrics: Arc<Metrics>,
     pub bedrock: Arc<BedrockClient>,
     pub source: CredentialSource,
+    /// The routing policy in force and the routes' failure state.
+    pub routing: Arc<Routing>,
+    /// The client for the direct Anthropic API and OpenAI-compatible endpoints.
+    pub direct: Arc<DirectClient>,
+    pub audit: Audit,
 }
 
 /// Credentials and region for one call. Authentication happens here, before the body is read.
-enum CallContext {
-    Broker { broker: Arc<Broker>, run: AuthorizedRun },
+pub(super) enum CallContext {
+    Broker { broker: Arc<Broker>, run: AuthorizedRun, caller: String },
     Local { session: Arc<LocalSession>, region: String },
 }
 
 /// A cloud run: the caller's API key, then the run identity from the `x-byollm-*` headers through
 /// [`authorize`]. Local mode authenticates in its own layer (the session key).
-fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiError> {
+pub(super) fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiError> {
     match &state.source {
         CredentialSource::Broker(broker) => {
             let caller = state.callers.authenticate(headers)?;
             let request = run_request_from_headers(headers)?;
             let run = authorize(&state.config, &caller, &request, Purpose::Run)?;
-            Ok(CallContext::Broker { broker: broker.clone(), run })
+            Ok(CallContext::Broker { broker: broker.clone(), run, caller: caller.name.clone() })
         }
         CredentialSource::Local { session, region } => {
             Ok(CallContext::Local { session: session.clone(), region: region.clone() })
@@ -75,21 +79,58 @@ fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiErr
 }
 
 impl CallContext {
-    async fn credentials(&self, config: &Config) -> Result<(crate::broker::sts::AwsCredentials, &str), ApiError> {
+    /// Credentials and region for a Bedrock route: the run's role and region unless the route
+    /// names its own (a role override is assumed with the same web identity, so the role must
+    /// trust the team's principals too). Local mode uses the person's session in any case.
+    pub(super) async fn credentials_for(
+        &self,
+        config: &Config,
+        role: Option<&RoleArn>,
+        region: Option<&str>,
+    ) -> Result<(crate::broker::sts::AwsCredentials, String), ApiError> {
         match self {
-            CallContext::Broker { broker, run } => {
-                let cached = broker.credentials(run).await.map_err(|e| e.to_api_error(config))?;
-                Ok((cached.credentials.clone(), &run.region))
+            CallContext::Broker { broker, run, .. } => {
+                let mut run = run.clone();
+                if let Some(role) = role {
+                    run.role = Some(role.clone());
+                }
+                if let Some(region) = region {
+                    run.region = region.to_owned();
+                }
+                let cached = broker.credentials(&run).await.map_err(|e| e.to_api_error(config))?;
+                Ok((cached.credentials.clone(), run.region))
             }
-            CallContext::Local { session, region } => {
+            CallContext::Local { session, region: own } => {
                 let credentials = session.credentials().await.map_err(|e| e.to_api_error())?;
-                Ok((credentials, region))
+                Ok((credentials, region.unwrap_or(own).to_owned()))
             }
         }
     }
 
+    /// Whose policy applies: the run's team and agent; local mode uses the defaults.
+    pub(super) fn scope(&self) -> RouteScope<'_> {
+        match self {
+            CallContext::Broker { run, .. } => {
+                RouteScope { team: Some(run.principal.team_uid.as_str()), agent: run.agent.as_deref() }
+            }
+            CallContext::Local { .. } => RouteScope::default(),
+        }
+    }
+
+    /// Who asked, for the audit line.
+    pub(super) fn describe(&self, record: &mut crate::audit::AuditRecord) {
+        if let CallContext::Broker { run, caller, .. } = self {
+            record.caller = Some(caller.clone());
+            record.team = Some(run.principal.team_uid.to_string());
+            record.actor = Some(run.principal.actor.as_str().to_owned());
+            record.principal = Some(run.principal.principal_uid.to_string());
+            record.agent = run.agent.clone();
+            record.run = run.run_id.clone();
+        }
+    }
+
     /// Map a Bedrock failure; in local mode, rejected credentials mean the session lapsed.
-    fn bedrock_error(&self, failure: &BedrockFailure, action: &str, model_id: &str) -> ApiError {
+    pub(super) fn bedrock_error(&self, failure: &BedrockFailure, action: &str, model_id: &str) -> ApiError {
         if let CallContext::Local { session, .. } = self
             && failure.is_credential_problem()
         {
@@ -106,25 +147,37 @@ impl CallContext {
     }
 }
 
-pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> Response {
-    if let CredentialSource::Broker(_) = state.source
-        && let Err(error) = state.callers.authenticate(&headers)
-    {
-        return ApiError::from(error).into_response();
+/// The models the caller may use: the routing policy's for its team (and the agent it names).
+fn allowed_models(state: &ChatState, headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
+    let policy = state.routing.policy();
+    match &state.source {
+        CredentialSource::Broker(_) => {
+            let caller = state.callers.authenticate(headers)?;
+            let agent = headers.get(crate::authz::HEADER_AGENT).and_then(|v| v.to_str().ok()).map(str::trim);
+            Ok(policy.allowed_models(RouteScope { team: Some(caller.team.as_str()), agent }))
+        }
+        CredentialSource::Local { .. } => Ok(policy.allowed_models(RouteScope::default())),
     }
-    let data = state.config.models.keys().map(|name| ModelObject::new(name.clone(), 0, "byollm")).collect();
-    axum::Json(ModelList::new(data)).into_response()
+}
+
+pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> Response {
+    match allowed_models(&state, &headers) {
+        Ok(models) => {
+            let data = models.into_iter().map(|name| ModelObject::new(name, 0, "byollm")).collect();
+            axum::Json(ModelList::new(data)).into_response()
+        }
+        Err(error) => error.into_response(),
+    }
 }
 
 /// `GET /v1/models/{model}` (the SDKs' `models.retrieve`): one entry of the list, or 404.
 pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, Path(model): Path<String>) -> Response {
-    if let CredentialSource::Broker(_) = state.source
-        && let Err(error) = state.callers.authenticate(&headers)
-    {
-        return ApiError::from(error).into_response();
-    }
-    match state.config.models.get_key_value(&model) {
-        Some((name, _)) => axum::Json(ModelObject::new(name.clone(), 0, "byollm")).into_response(),
+    let allowed = match allowed_models(&state, &headers) {
+        Ok(allowed) => allowed,
+        Err(error) => return error.into_response(),
+    };
+    match allowed.into_iter().find(|name| *name == model) {
+        Some(name) => axum::Json(ModelObject::new(name, 0, "byollm")).into_response(),
         None => ApiError::not_found(
             "model_not_found",
             format!("model {model:?} is not served here; GET /v1/models lists the models you may use"),
@@ -137,7 +190,8 @@ pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, 
 pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let limit = state.config.server.request_timeout;
-    let result = match tokio::time::timeout(limit, chat(&state, &headers, body)).await {
+    let mut audit = AuditGuard::new(&state, "chat");
+    let result = match tokio::time::timeout(limit, routed::chat(&state, &headers, body, &mut audit)).await {
         Ok(result) => result,
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -150,6 +204,7 @@ pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap
         Ok(response) => response,
         Err(error) => {
             tracing::info!(status = error.status.as_u16(), code = error.code, "chat completion refused");
+            audit.finish(error.status.as_u16(), Some(error.code));
             error.into_response()
         }
     };
@@ -162,113 +217,9 @@ pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap
     response
 }
 
-async fn chat(state: &ChatState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let context = context(state, headers)?;
-    let body = crate::http::read_body(body, &state.config.server).await?;
-    let request = parse_request(&body)?;
-    let (name, model) = crate::models::find_by_name(&state.config.models, &request.model).ok_or_else(|| {
-        ApiError::not_found(
-            "model_not_found",
-            format!("model {:?} is not served here; GET /v1/models lists the models you may use", request.model),
-        )
-        .with_param("model")
-    })?;
-    let prepared = to_anthropic(&request, Target { name, rules: &model.rules })?;
-    let upstream_body = Bytes::from(
-        serde_json::to_vec(&prepared.body).map_err(|_| ApiError::internal("could not encode the request"))?,
-    );
-    let (credentials, region) = context.credentials(&state.config).await?;
-    let id = completion_id();
-    let created = crate::issuer::unix_now();
-
-    if prepared.stream {
-        let action = "bedrock:InvokeModelWithResponseStream";
-        let events = state
-            .bedrock
-            .invoke_stream(region, &model.id, upstream_body, &credentials)
-            .await
-            .map_err(|f| context.bedrock_error(&f, action, &model.id))?;
-        let converter = StreamConverter::new(id, created, request.model.clone(), prepared.include_usage)
-            .with_response_tool(prepared.response_tool);
-        return Ok(sse_response(events, converter, model.id.clone()));
-    }
-
-    let action = "bedrock:InvokeModel";
-    let bytes = state
-        .bedrock
-        .invoke(region, &model.id, upstream_body, &credentials)
-        .await
-        .map_err(|f| context.bedrock_error(&f, action, &model.id))?;
-    let message: AnthropicResponse = serde_json::from_slice(&bytes).map_err(|error| {
-        // The serde message can quote model output: log only where it failed.
-        tracing::warn!(category = ?error.classify(), line = error.line(), column = error.column(), "undecodable bedrock response");
-        upstream_error("api_error", "the model's answer could not be decoded")
-    })?;
-    let completion = to_chat_completion(&message, id, created, request.model.clone(), prepared.response_tool);
-    Ok(axum::Json(completion).into_response())
-}
-
-fn completion_id() -> String {
+pub(super) fn completion_id() -> String {
     use aws_lc_rs::rand::SecureRandom;
     let mut bytes = [0u8; 12];
     let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
     format!("chatcmpl-{}", crate::auth::hex(&bytes))
-}
-
-/// State of one SSE response, pulled by the HTTP body.
-struct Relay {
-    events: EventStream,
-    converter: StreamConverter,
-    model_id: String,
-    out: BytesMut,
-}
-
-impl Relay {
-    /// The next bytes to send, or `None` once `[DONE]` went out.
-    async fn next(&mut self) -> Option<Bytes> {
-        while !self.converter.is_done() {
-            match self.events.next_event().await {
-                Ok(Some(event)) => {
-                    if let Err(error) = self.converter.push(event, &mut self.out) {
-                        self.converter.error(&error, &mut self.out);
-                    }
-                }
-                Ok(None) => {
-                    if self.converter.completed() {
-                        self.converter.finish(&mut self.out);
-                    } else {
-                        let error = ApiError::new(
-                            StatusCode::BAD_GATEWAY,
-                            "upstream_error",
-                            "upstream_stream_cut",
-                            "the Bedrock stream ended before the model finished; the answer is incomplete",
-                        );
-                        self.converter.error(&error, &mut self.out);
-                    }
-                }
-                Err(failure) => {
-                    tracing::warn!(code = %failure.code, "bedrock stream failed mid-way");
-                    let error = failure.to_api_error("bedrock:InvokeModelWithResponseStream", &self.model_id);
-                    self.converter.error(&error, &mut self.out);
-                }
-            }
-            if !self.out.is_empty() {
-                return Some(self.out.split().freeze());
-            }
-        }
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
-    }
-}
-
-fn sse_response(events: EventStream, converter: StreamConverter, model_id: String) -> Response {
-    let relay = Relay { events, converter, model_id, out: BytesMut::with_capacity(1024) };
-    let stream = futures_util::stream::unfold(relay, |mut relay| async move {
-        relay.next().await.map(|bytes| (Ok::<Bytes, Infallible>(bytes), relay))
-    });
-    let mut response = Response::new(Body::from_stream(stream));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
 }

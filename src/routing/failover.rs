@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Route, RouteScope};
 use crate::error::ApiError;
+use crate::upstream::BedrockFailure;
+use crate::upstream::anthropic::AnthropicFailure;
+use crate::upstream::direct::DirectError;
+use crate::upstream::openai_compat::OpenAiFailure;
 
 /// Why an attempt on a route failed, as far as failover cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -107,6 +111,38 @@ pub fn classify_anthropic(error_type: &str, status: u16) -> FailureClass {
 /// An OpenAI-compatible server's error, by status.
 pub fn classify_openai(status: u16) -> FailureClass {
     FAILURES.openai_status.get(&status).copied().unwrap_or_else(|| by_status(status))
+}
+
+/// A Bedrock failure (an exception, or a transport failure of the signed client); `status` is
+/// what the failure maps to for the client, used when the code is unknown.
+pub fn class_of_bedrock(failure: &BedrockFailure, status: u16) -> FailureClass {
+    classify_bedrock(&failure.code, status)
+}
+
+/// A failure of the guarded client.
+pub fn class_of_direct(error: &DirectError) -> FailureClass {
+    match error {
+        DirectError::Refused(_) | DirectError::Redirect(_) | DirectError::TooLarge => FailureClass::Refused,
+        DirectError::Unreachable => FailureClass::Unreachable,
+        DirectError::Timeout => FailureClass::Timeout,
+        DirectError::Cut | DirectError::Internal => FailureClass::Upstream,
+    }
+}
+
+pub fn class_of_anthropic(failure: &AnthropicFailure) -> FailureClass {
+    match failure {
+        AnthropicFailure::Body(_) => FailureClass::Request,
+        AnthropicFailure::Transport(error) => class_of_direct(error),
+        AnthropicFailure::Api { status, error_type, .. } => classify_anthropic(error_type, *status),
+    }
+}
+
+pub fn class_of_openai(failure: &OpenAiFailure) -> FailureClass {
+    match failure {
+        OpenAiFailure::Body(_) => FailureClass::Request,
+        OpenAiFailure::Transport(error) => class_of_direct(error),
+        OpenAiFailure::Api { status, .. } => classify_openai(*status),
+    }
 }
 
 /// How skipping works.

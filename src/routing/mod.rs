@@ -15,15 +15,18 @@
 
 pub mod failover;
 pub mod policy;
+pub mod reload;
 
+use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 
 use crate::config::RoleArn;
 use crate::error::ApiError;
 
-pub use failover::{Attempt, FailoverSettings, FailureClass, RouteHealth};
+pub use failover::{Attempt, AttemptOutcome, FailoverSettings, FailureClass, HealthKey, RouteHealth};
 pub use policy::{Endpoint, HttpUpstream, Layer, Mode, RoutingPolicy};
 
 /// A Bedrock route: `InvokeModel` on this id, signed with the run's credentials.
@@ -238,6 +241,118 @@ impl Routing {
             Ok(mut slot) => *slot = policy,
             Err(poisoned) => *poisoned.into_inner() = policy,
         }
+    }
+}
+
+impl Routing {
+    /// Start serving `model` for `scope`: resolve its routes ([`RoutingPolicy::resolve`]) and
+    /// order them by their recent failures. Every surface drives the answer through the returned
+    /// [`Failover`]:
+    ///
+    /// ```text
+    /// let mut failover = routing.start(scope, model)?;
+    /// while let Some(route) = failover.next_route() {
+    ///     match call(&route).await {               // up to the first byte of an answer
+    ///         Ok(answer) => { failover.served(&route); return relay(answer) }
+    ///         Err((class, error)) => if let Some(stop) = failover.failed(&route, class, error) { return Err(stop) }
+    ///     }
+    /// }
+    /// Err(failover.exhausted())
+    /// ```
+    pub fn start(&self, scope: RouteScope<'_>, model: &str) -> Result<Failover<'_>, RouteError> {
+        let policy = self.policy();
+        let resolution = policy.resolve(scope, model)?;
+        let plan = self.health.plan(scope, model, resolution.routes, Instant::now());
+        Ok(Failover {
+            health: &self.health,
+            team: scope.team.map(str::to_owned),
+            agent: scope.agent.map(str::to_owned),
+            model: resolution.model,
+            pending: plan.routes.into(),
+            skipped: plan.skipped,
+            attempts: Vec::new(),
+            provider_only_note: resolution.provider_only && resolution.dropped > 0,
+            policy,
+        })
+    }
+}
+
+/// One request's way through its routes: which to try next, what each attempt gave, and the
+/// error when none served. Failures are recorded in the per-route health as they happen.
+pub struct Failover<'a> {
+    health: &'a RouteHealth,
+    team: Option<String>,
+    agent: Option<String>,
+    model: String,
+    pending: VecDeque<Route>,
+    skipped: Vec<(Route, Duration)>,
+    attempts: Vec<Attempt>,
+    provider_only_note: bool,
+    /// The policy the request started with (endpoints and keys are read from it).
+    pub policy: Arc<RoutingPolicy>,
+}
+
+impl Failover<'_> {
+    fn key(&self, route: &Route) -> HealthKey {
+        HealthKey::new(
+            RouteScope { team: self.team.as_deref(), agent: self.agent.as_deref() },
+            &self.model,
+            &route.label,
+        )
+    }
+
+    /// The next route to try.
+    pub fn next_route(&mut self) -> Option<Route> {
+        self.pending.pop_front()
+    }
+
+    /// The routes still to try, in order.
+    pub fn pending(&self) -> impl Iterator<Item = &Route> {
+        self.pending.iter()
+    }
+
+    /// The route answered (its first byte is about to go to the client): no more failover.
+    pub fn served(&mut self, route: &Route) {
+        self.health.record_now(self.key(route), None);
+        self.attempts.push(Attempt {
+            route: route.label.clone(),
+            upstream_model: route.upstream.upstream_model().to_owned(),
+            outcome: AttemptOutcome::Served,
+        });
+    }
+
+    /// The route failed before answering. Returns the error to send when this failure ends the
+    /// request (the request itself is at fault); `None` to go on with the next route.
+    pub fn failed(&mut self, route: &Route, class: FailureClass, error: ApiError) -> Option<ApiError> {
+        self.health.record_now(self.key(route), Some(class));
+        tracing::info!(route = %route.label, class = class.as_str(), code = error.code, "route failed");
+        let stop = (!class.fails_over()).then(|| error.clone());
+        self.attempts.push(Attempt {
+            route: route.label.clone(),
+            upstream_model: route.upstream.upstream_model().to_owned(),
+            outcome: AttemptOutcome::Failed { class, error },
+        });
+        stop
+    }
+
+    /// Every route failed or was skipped: the one error listing them.
+    pub fn exhausted(&mut self) -> ApiError {
+        for (route, remaining) in std::mem::take(&mut self.skipped) {
+            self.attempts.push(Attempt {
+                route: route.label.clone(),
+                upstream_model: route.upstream.upstream_model().to_owned(),
+                outcome: AttemptOutcome::Skipped { remaining },
+            });
+        }
+        failover::all_failed(&self.model, &self.attempts, self.provider_only_note)
+    }
+
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
     }
 }
 

@@ -161,6 +161,13 @@ impl RoutingPolicy {
         if errors.is_empty() { Ok(policy) } else { Err(errors) }
     }
 
+    /// The policy of a configuration with no `[routing]` section: one Bedrock route per model.
+    /// Start-up only.
+    pub fn builtin(config: &Config, mode: Mode) -> RoutingPolicy {
+        Self::from_section(None, config, mode, &ProcessSecrets)
+            .expect("an empty routing section has no field to get wrong")
+    }
+
     /// Every public model name the gateway knows: `[models]` and endpoint-only models.
     pub fn known_models(&self) -> impl Iterator<Item = &str> {
         self.bedrock_models.keys().chain(self.endpoint_models.keys()).map(String::as_str)

@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 use super::direct::{DirectClient, DirectError, DirectRequest, Limits};
 use super::egress::EgressPolicy;
 use super::sse::SseReader;
+use crate::error::ApiError;
 use crate::secret::Secret;
 
 /// The API version byollm speaks.
@@ -97,6 +98,81 @@ impl fmt::Display for AnthropicFailure {
             AnthropicFailure::Api { status, error_type, message, .. } => {
                 write!(f, "the Anthropic API answered {status} {error_type}: {message}")
             }
+        }
+    }
+}
+
+impl AnthropicFailure {
+    /// The error for the client. `key_from_request`: the key came in `x-byollm-anthropic-key`
+    /// (so a refused key is the client's to fix).
+    pub fn to_api_error(&self, model: &str, key_from_request: bool) -> ApiError {
+        let (status, error_type, message, retry_after) = match self {
+            AnthropicFailure::Body(what) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "anthropic_request_invalid",
+                    *what,
+                );
+            }
+            AnthropicFailure::Transport(error) => return error.to_api_error("the Anthropic API"),
+            AnthropicFailure::Api { status, error_type, message, retry_after } => {
+                (*status, error_type.as_str(), message, *retry_after)
+            }
+        };
+        let said = if message.is_empty() { error_type.to_owned() } else { message.clone() };
+        match error_type {
+            "rate_limit_error" => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "anthropic_rate_limited",
+                format!("the Anthropic API is rate limiting requests to {model}; retry after a short wait ({said})"),
+            )
+            .with_retry_after(retry_after.unwrap_or(2)),
+            "overloaded_error" => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                "anthropic_overloaded",
+                format!("the Anthropic API is overloaded; retry shortly ({said})"),
+            )
+            .with_retry_after(retry_after.unwrap_or(2)),
+            "authentication_error" if key_from_request => ApiError::invalid_request(
+                "x-byollm-anthropic-key",
+                "anthropic_key_refused",
+                "the Anthropic API refused the key in x-byollm-anthropic-key: send a valid Anthropic API key",
+            ),
+            "authentication_error" => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "anthropic_key_refused",
+                "the Anthropic API refused the gateway's key (routing.anthropic): the operator must replace it",
+            ),
+            "permission_error" => ApiError::forbidden(
+                "anthropic_permission_denied",
+                format!("the Anthropic API key may not use {model} ({said})"),
+            ),
+            "not_found_error" => ApiError::not_found(
+                "anthropic_model_not_found",
+                format!("the Anthropic API does not serve {model} to this key ({said})"),
+            ),
+            "billing_error" => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "billing_error",
+                "anthropic_billing",
+                format!("the Anthropic account cannot pay for this request ({said})"),
+            ),
+            _ if status >= 500 || status == 0 => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "anthropic_error",
+                format!("the Anthropic API failed: {error_type}: {said}"),
+            ),
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "anthropic_invalid_request",
+                format!("the Anthropic API refused the request: {said}"),
+            ),
         }
     }
 }

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use super::client::{POOL_IDLE_TIMEOUT, tls_config};
 use super::egress::{self, EgressError, EgressPolicy};
+use crate::error::ApiError;
 
 /// Longest silence between two chunks of an answer.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -76,6 +77,35 @@ impl fmt::Display for DirectError {
 }
 
 impl std::error::Error for DirectError {}
+
+impl DirectError {
+    /// The error for the client; `upstream` names the endpoint as the configuration does
+    /// (`the Anthropic API`, `endpoint "openrouter"`), never by its URL.
+    pub fn to_api_error(&self, upstream: &str) -> ApiError {
+        let message = format!("{upstream}: {self}");
+        match self {
+            DirectError::Refused(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "egress_refused", message)
+            }
+            DirectError::Redirect(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_redirect", message)
+            }
+            DirectError::Unreachable => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unreachable", message)
+            }
+            DirectError::Timeout => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout", message)
+            }
+            DirectError::TooLarge => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_answer_too_large", message)
+            }
+            DirectError::Cut => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_stream_cut", message)
+            }
+            DirectError::Internal => ApiError::internal("the upstream request could not be built"),
+        }
+    }
+}
 
 /// Why the connector failed; the HTTP client wraps it, [`DirectError`] is read back from it.
 #[derive(Debug)]

@@ -21,6 +21,7 @@ use serde_json::value::RawValue;
 use super::direct::{DirectClient, DirectError, DirectRequest, Limits};
 use super::egress::EgressPolicy;
 use super::sse::{SseEvent, SseReader};
+use crate::error::ApiError;
 use crate::secret::Secret;
 
 /// Largest error body read.
@@ -56,6 +57,64 @@ impl fmt::Display for OpenAiFailure {
             OpenAiFailure::Body(what) => f.write_str(what),
             OpenAiFailure::Transport(error) => write!(f, "{error}"),
             OpenAiFailure::Api { status, message, .. } => write!(f, "the endpoint answered {status}: {message}"),
+        }
+    }
+}
+
+impl OpenAiFailure {
+    /// The error for the client. `endpoint` is the endpoint's configured name; `key_from_request`:
+    /// the key came in `x-byollm-endpoint-key`.
+    pub fn to_api_error(&self, endpoint: &str, model: &str, key_from_request: bool) -> ApiError {
+        let upstream = format!("endpoint {endpoint:?}");
+        let (status, code, message, retry_after) = match self {
+            OpenAiFailure::Body(what) => return ApiError::invalid_request("body", "invalid_body", *what),
+            OpenAiFailure::Transport(error) => return error.to_api_error(&upstream),
+            OpenAiFailure::Api { status, code, message, retry_after } => (*status, code, message, *retry_after),
+        };
+        let code_note = code.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default();
+        match status {
+            429 => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "endpoint_rate_limited",
+                format!(
+                    "{upstream} is rate limiting requests to {model}; retry after a short wait ({message}){code_note}"
+                ),
+            )
+            .with_retry_after(retry_after.unwrap_or(2)),
+            401 | 403 if key_from_request => ApiError::invalid_request(
+                "x-byollm-endpoint-key",
+                "endpoint_key_refused",
+                format!("{upstream} refused the key in x-byollm-endpoint-key"),
+            ),
+            401 | 403 => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "endpoint_key_refused",
+                format!("{upstream} refused the gateway's key: the operator must replace it"),
+            ),
+            402 => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "billing_error",
+                "endpoint_billing",
+                format!("{upstream} cannot charge this request ({message})"),
+            ),
+            404 => ApiError::not_found(
+                "endpoint_model_not_found",
+                format!("{upstream} does not serve {model} ({message}){code_note}"),
+            ),
+            500..=599 => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "endpoint_error",
+                format!("{upstream} failed with {status} ({message})"),
+            ),
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "endpoint_invalid_request",
+                format!("{upstream} refused the request: {message}{code_note}"),
+            ),
         }
     }
 }
