@@ -4,7 +4,7 @@
 //! resolution per region ([`endpoint`]), SigV4 signing as the AWS SDK signs ([`signer`]), the
 //! Bedrock client with its raw call and typed `InvokeModel` helpers ([`bedrock`]), the
 //! event-stream frame decoder ([`eventstream`]) and Bedrock's failures mapped to the one error
-//! body ([`error`]).
+//! body ([`error`]), and the egress guard for endpoints named by admins or requests ([`egress`]).
 //!
 //! Must never: pick a model or credentials (callers pass them), log credentials, bodies or
 //! completions, retry on its own, or read more of a stream than its consumer asked for.
@@ -12,6 +12,7 @@
 
 pub mod bedrock;
 pub mod client;
+pub mod egress;
 pub mod endpoint;
 pub mod error;
 pub mod eventstream;
