@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod principal;
 pub mod secret;
+pub mod tls;
 pub mod upstream;
 
 pub use http::{AppState, public_router, router};
