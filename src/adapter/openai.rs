@@ -85,8 +85,8 @@ pub struct ChatCompletionRequest {
     pub verbosity: Option<IgnoredAny>,
 }
 
+/// Other keys are skipped (without being built), as before: SDKs add options over time.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     pub include_usage: Option<bool>,
     pub include_obfuscation: Option<IgnoredAny>,
