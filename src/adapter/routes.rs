@@ -19,9 +19,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 
 use super::anthropic::AnthropicResponse;
-use super::openai::{ModelList, ModelObject};
+use super::openai::ModelList;
 use super::request::{Target, parse_request, to_anthropic};
-use super::response::{to_chat_completion, upstream_error};
+use super::response::{model_object, to_chat_completion, upstream_error};
 use super::stream::StreamConverter;
 use crate::auth::Callers;
 use crate::authz::{AuthorizedRun, Purpose, authorize};
@@ -112,7 +112,7 @@ pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> 
     {
         return ApiError::from(error).into_response();
     }
-    let data = state.config.models.keys().map(|name| ModelObject::new(name.clone(), 0, "byollm")).collect();
+    let data = state.config.models.iter().map(|(name, model)| model_object(name, model)).collect();
     axum::Json(ModelList::new(data)).into_response()
 }
 
@@ -123,8 +123,8 @@ pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, 
     {
         return ApiError::from(error).into_response();
     }
-    match state.config.models.get_key_value(&model) {
-        Some((name, _)) => axum::Json(ModelObject::new(name.clone(), 0, "byollm")).into_response(),
+    match crate::models::find_by_name(&state.config.models, &model) {
+        Some((name, model)) => axum::Json(model_object(name, model)).into_response(),
         None => ApiError::not_found(
             "model_not_found",
             format!("model {model:?} is not served here; GET /v1/models lists the models you may use"),
