@@ -7,6 +7,11 @@
 //! point, then mints a token and asks STS for credentials through the broker, so failures carry the
 //! broker's classified code and the piece of AWS set-up to check. Neither ever holds a token or
 //! secret in the report. It uses the core (config, authz, broker), never the HTTP edge.
+//!
+//! With `--model`, either then makes one minimal real call to that model ([`check_model`]: the
+//! body is built by the chat adapter under the model's catalog rules, `max_tokens` 1) and explains
+//! the usual first-use failures: model access not enabled, AWS Marketplace subscription missing,
+//! IAM or organization policy, an inference profile Bedrock does not offer from this region.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -18,7 +23,9 @@ use crate::broker::rfc3339;
 use crate::broker::sts::AwsCredentials;
 use crate::broker::{Broker, BrokerError};
 use crate::error::ApiError;
+use crate::models::ModelConfig;
 use crate::principal::{ScopedPrincipal, Uid};
+use crate::upstream::{BedrockClient, BedrockFailure};
 
 /// The run id the doctor's STS calls carry, so they are recognisable in CloudTrail.
 pub const DOCTOR_RUN_ID: &str = "byollm-doctor";
@@ -54,6 +61,35 @@ pub struct DoctorReport {
     pub expires_at: Option<SystemTime>,
     pub checked_at: SystemTime,
     pub error: Option<DoctorError>,
+    /// The model call, when one was asked for.
+    pub model: Option<ModelCheck>,
+}
+
+/// A model to call once the credentials are there.
+#[derive(Clone, Copy)]
+pub struct ModelProbe<'a> {
+    /// The model's public name.
+    pub name: &'a str,
+    pub model: &'a ModelConfig,
+    pub bedrock: &'a BedrockClient,
+}
+
+/// What one minimal call to a model showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelCheck {
+    pub name: String,
+    pub id: String,
+    pub region: String,
+    /// The model answered (or only throttled: access works).
+    pub ok: bool,
+    /// What went wrong, for programs (`model_access_not_enabled`, `marketplace_subscription_missing`, ...).
+    pub code: Option<&'static str>,
+    /// What went wrong, for people.
+    pub explanation: Option<String>,
+    /// What to do about it.
+    pub fix: Option<String>,
+    /// Bedrock's own words (no secrets: Bedrock does not echo credentials).
+    pub bedrock_said: Option<String>,
 }
 
 /// `****WXYZ`: enough to match a key in CloudTrail or the console, not enough to be one.
@@ -87,7 +123,13 @@ impl DoctorReport {
             expires_at: None,
             checked_at: SystemTime::now(),
             error: None,
+            model: None,
         }
+    }
+
+    /// Whether the credentials, and the model if one was checked, worked.
+    pub fn passed(&self) -> bool {
+        self.ok && self.model.as_ref().is_none_or(|model| model.ok)
     }
 
     fn succeed(&mut self, credentials: &AwsCredentials) {
@@ -133,12 +175,150 @@ impl fmt::Display for DoctorReport {
                 writeln!(f, "  {:<18} {hint}", "fix:")?;
             }
         }
-        write!(f, "  {:<18} {}", "result:", if self.ok { "OK" } else { "FAILED" })
+        if let Some(model) = &self.model {
+            writeln!(f, "  {:<18} {} ({} in {})", "model:", model.name, model.id, model.region)?;
+            match (&model.code, &model.explanation) {
+                (None, _) => writeln!(f, "  {:<18} answered", "model call:")?,
+                (Some(code), explanation) => {
+                    writeln!(f, "  {:<18} {code}", "model call:")?;
+                    if let Some(explanation) = explanation {
+                        writeln!(f, "  {:<18} {explanation}", "")?;
+                    }
+                }
+            }
+            if let Some(said) = &model.bedrock_said {
+                writeln!(f, "  {:<18} {said}", "bedrock said:")?;
+            }
+            if let Some(fix) = &model.fix {
+                writeln!(f, "  {:<18} {fix}", "fix:")?;
+            }
+        }
+        write!(f, "  {:<18} {}", "result:", if self.passed() { "OK" } else { "FAILED" })
+    }
+}
+
+/// One minimal real call to `probe`'s model with `credentials` in `region`: the chat adapter
+/// builds the body under the model's rules (`max_tokens` 1), so the call is one Bedrock accepts
+/// from a client of the gateway; a failure is explained ([`explain_model_failure`]).
+pub async fn check_model(probe: ModelProbe<'_>, region: &str, credentials: &AwsCredentials) -> ModelCheck {
+    use crate::adapter::request::{Target, parse_request, to_anthropic};
+    let mut check = ModelCheck {
+        name: probe.name.to_owned(),
+        id: probe.model.id.clone(),
+        region: region.to_owned(),
+        ok: false,
+        code: None,
+        explanation: None,
+        fix: None,
+        bedrock_said: None,
+    };
+    let request = br#"{"model": "doctor", "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}"#;
+    let body = parse_request(request).and_then(|request| {
+        let prepared = to_anthropic(&request, Target { name: probe.name, rules: &probe.model.rules })?;
+        serde_json::to_vec(&prepared.body).map_err(|_| ApiError::internal("could not encode the request"))
+    });
+    let body = match body {
+        Ok(body) => body,
+        Err(error) => {
+            check.code = Some("invalid_model_rules");
+            check.explanation = Some(error.message);
+            return check;
+        }
+    };
+    match probe.bedrock.invoke(region, &probe.model.id, body.into(), credentials).await {
+        Ok(_) => check.ok = true,
+        Err(failure) => {
+            let explained = explain_model_failure(&failure, probe.model, region);
+            check.ok = explained.code == "throttled";
+            check.code = Some(explained.code);
+            check.explanation = Some(explained.explanation);
+            check.fix = explained.fix;
+            check.bedrock_said = Some(format!("{}: {}", failure.code, failure.message));
+        }
+    }
+    check
+}
+
+/// A Bedrock failure of a first call, in the terms of what to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    pub code: &'static str,
+    pub explanation: String,
+    pub fix: Option<String>,
+}
+
+/// Sorts the usual first-use failures by Bedrock's exception and wording: model access not
+/// enabled, AWS Marketplace subscription missing, IAM or organization policy, inference profile
+/// not offered from this region, model needing an inference profile, model not available.
+pub fn explain_model_failure(failure: &BedrockFailure, model: &ModelConfig, region: &str) -> Explained {
+    let id = &model.id;
+    let said = failure.message.to_ascii_lowercase();
+    let code = failure.code.to_ascii_lowercase();
+    let profiles = model.entry().map(|entry| entry.profiles.join(", ")).unwrap_or_else(|| "unknown".into());
+    let explained =
+        |code: &'static str, explanation: String, fix: String| Explained { code, explanation, fix: Some(fix) };
+    match code.as_str() {
+        "accessdeniedexception" if said.contains("aws-marketplace") || said.contains("marketplace subscription") => explained(
+            "marketplace_subscription_missing",
+            "the account is not subscribed to this model in AWS Marketplace yet: Bedrock subscribes it on a first call made by an identity allowed aws-marketplace:ViewSubscriptions and aws-marketplace:Subscribe, and this role is not".into(),
+            "have an account administrator invoke the model once (or open it in the Bedrock console's model catalog) so the account subscribes, then retry after a few minutes; granting those two actions to this role also works, but keeps a one-time right standing".into(),
+        ),
+        "accessdeniedexception" if said.contains("explicit deny") => explained(
+            "denied_by_organization_policy",
+            format!("an explicit deny (a service control policy or permission boundary) blocks {id}"),
+            "ask the organization's administrator to allow bedrock:InvokeModel* for this model in every destination region of its inference profile".into(),
+        ),
+        "accessdeniedexception" if said.contains("not authorized to perform") => explained(
+            "iam_permission_missing",
+            format!("the role may not invoke {id}"),
+            "grant bedrock:InvokeModel and bedrock:InvokeModelWithResponseStream on the inference profile ARN and its foundation-model ARNs (byollm aws-setup prints the policy)".into(),
+        ),
+        "accessdeniedexception" => explained(
+            "model_access_not_enabled",
+            format!("the account has no access to {id} yet"),
+            format!("enable access to the model in the Amazon Bedrock console (model access / model catalog) in {region}, then retry"),
+        ),
+        "validationexception" if said.contains("model identifier is invalid") => explained(
+            "profile_not_in_region",
+            format!("Bedrock does not offer {id} from {region}"),
+            format!("use an inference profile available from {region}: global., or the prefix of its geography (us., eu., jp., au., apac.); this model's known profiles: {profiles}"),
+        ),
+        "validationexception" if said.contains("on-demand throughput") => explained(
+            "inference_profile_required",
+            format!("{id} can only be invoked through an inference profile"),
+            format!("configure a cross-region profile id instead, e.g. global.{}", crate::models::parse_id(id).1.unwrap_or(id)),
+        ),
+        "resourcenotfoundexception" => explained(
+            "model_not_available",
+            format!("{id} is not available in {region} for this account, or has reached its end of life"),
+            format!("check the model's lifecycle (byollm models) and pick a profile offered in {region} (known profiles: {profiles})"),
+        ),
+        "throttlingexception" | "servicequotaexceededexception" => Explained {
+            code: "throttled",
+            explanation: "Bedrock throttled the call: access works, the quota is busy".into(),
+            fix: None,
+        },
+        _ if failure.is_credential_problem() => explained(
+            "credentials_rejected",
+            "Bedrock refused the credentials".into(),
+            "check the session (byollm doctor without --model shows it)".into(),
+        ),
+        _ => Explained { code: "bedrock_error", explanation: format!("Bedrock refused the call ({})", failure.code), fix: None },
     }
 }
 
 /// Check a person's AWS profile the way local mode uses it.
 pub async fn local_report(source: LocalSource) -> DoctorReport {
+    local_model_report(source, None, None).await
+}
+
+/// [`local_report`], then one call to `model` with the profile's credentials ([`check_model`]) in
+/// the profile's region, else `region`.
+pub async fn local_model_report(
+    source: LocalSource,
+    region: Option<String>,
+    model: Option<ModelProbe<'_>>,
+) -> DoctorReport {
     let profile = source.profile.clone().unwrap_or_else(|| "default".into());
     let mut report = DoctorReport::new(format!("profile {profile:?}"));
     if let Some(path) = &source.config_file {
@@ -155,6 +335,10 @@ pub async fn local_report(source: LocalSource) -> DoctorReport {
                 report.source = Some(provider);
             }
             report.succeed(&credentials);
+            if let Some(probe) = model {
+                let region = session.region().map(str::to_owned).or(region).unwrap_or_else(|| "us-east-1".into());
+                report.model = Some(check_model(probe, &region, &credentials).await);
+            }
         }
         Err(error) => {
             // The doctor runs on the person's own terminal: it shows the provider's own words.
@@ -171,7 +355,14 @@ pub async fn local_report(source: LocalSource) -> DoctorReport {
 /// `request` names: the run is authorized as the operator's ([`Caller::operator`], bound to
 /// `team`) through [`authorize`], so uids and agents are checked as for any caller; then a token is
 /// minted and STS called through the broker, bypassing its cache. The run id is [`DOCTOR_RUN_ID`].
-pub async fn team_report(broker: &Broker, team: &Uid, request: RunRequest) -> DoctorReport {
+/// With `model`, one call to it follows with the credentials obtained ([`check_model`]) in the
+/// run's region.
+pub async fn team_report(
+    broker: &Broker,
+    team: &Uid,
+    request: RunRequest,
+    model: Option<ModelProbe<'_>>,
+) -> DoctorReport {
     let config = broker.config();
     let agent_note = request.agent.as_deref().map(|a| format!(" (agent {a})")).unwrap_or_default();
     let who = match (&request.actor, &request.principal) {
@@ -217,6 +408,9 @@ pub async fn team_report(broker: &Broker, team: &Uid, request: RunRequest) -> Do
         Ok(cached) => {
             report.source = Some("AWS STS AssumeRoleWithWebIdentity (accepted the web identity token)".into());
             report.succeed(&cached.credentials);
+            if let Some(probe) = model {
+                report.model = Some(check_model(probe, &run.region, &cached.credentials).await);
+            }
         }
         Err(error) => {
             let reached_sts = matches!(error, BrokerError::Sts { .. });
@@ -239,6 +433,56 @@ mod tests {
         assert_eq!(mask_access_key("SHORT"), "****");
         assert_eq!(human_duration(Duration::from_secs(7260)), "2h 1m");
         assert_eq!(human_duration(Duration::from_secs(250)), "4m 10s");
+    }
+
+    #[test]
+    fn first_use_failures_are_explained() {
+        let models = crate::models::default_models();
+        let opus = &models["claude-opus-5-5"];
+        let cases = [
+            (
+                "AccessDeniedException",
+                "Model access is denied due to IAM user or service role is not authorized to perform the required AWS Marketplace actions (aws-marketplace:ViewSubscriptions, aws-marketplace:Subscribe) to enable access to this model.",
+                "marketplace_subscription_missing",
+            ),
+            (
+                "AccessDeniedException",
+                "You don't have access to the model with the specified model ID.",
+                "model_access_not_enabled",
+            ),
+            (
+                "AccessDeniedException",
+                "User: arn:aws:sts::1:assumed-role/r/s is not authorized to perform: bedrock:InvokeModel on resource: arn:aws:bedrock:us-east-1:1:inference-profile/global.anthropic.claude-opus-5-5 because no identity-based policy allows the bedrock:InvokeModel action",
+                "iam_permission_missing",
+            ),
+            (
+                "AccessDeniedException",
+                "User: x is not authorized to perform: bedrock:InvokeModel on resource: y with an explicit deny in a service control policy",
+                "denied_by_organization_policy",
+            ),
+            ("ValidationException", "The provided model identifier is invalid.", "profile_not_in_region"),
+            (
+                "ValidationException",
+                "Invocation of model ID anthropic.claude-opus-5-5 with on-demand throughput isn’t supported. Retry your request with the ID or ARN of an inference profile that contains this model.",
+                "inference_profile_required",
+            ),
+            ("ResourceNotFoundException", "Model not found.", "model_not_available"),
+            ("ThrottlingException", "Too many requests", "throttled"),
+            ("ExpiredTokenException", "The security token included in the request is expired", "credentials_rejected"),
+            ("InternalServerException", "boom", "bedrock_error"),
+        ];
+        for (code, message, expected) in cases {
+            let failure = BedrockFailure { code: code.into(), message: message.into() };
+            let explained = explain_model_failure(&failure, opus, "eu-west-1");
+            assert_eq!(explained.code, expected, "{code}: {message}");
+            assert!(!explained.explanation.ends_with('.'), "{expected}");
+        }
+        let failure = BedrockFailure {
+            code: "ValidationException".into(),
+            message: "The provided model identifier is invalid.".into(),
+        };
+        let fix = explain_model_failure(&failure, opus, "eu-west-1").fix.unwrap();
+        assert!(fix.contains("eu-west-1") && fix.contains("global, us, jp"), "{fix}");
     }
 
     #[test]

@@ -92,7 +92,10 @@ expire; when the session lapses, requests fail with the command that renews it."
     #[command(after_help = "Examples:\n  byollm doctor --profile work\n  \
 byollm doctor --config byollm.toml --team acme --actor service_account --principal ci-bot [--agent reviewer]\n\n\
 For a team it mints a token and calls STS AssumeRoleWithWebIdentity for the team's (or agent's) role, so AWS \
-itself says whether the OIDC provider, trust policy and role are right. Exit code 0 when credentials were obtained.")]
+itself says whether the OIDC provider, trust policy and role are right. With --model it then makes one minimal \
+real call (max_tokens 1) to that model and explains the usual first-use failures: model access not enabled, AWS \
+Marketplace subscription missing, IAM or organization policy, a profile Bedrock does not offer from this region. \
+Exit code 0 when credentials were obtained (and the model answered).")]
     Doctor {
         #[command(flatten)]
         config: ConfigArgs,
@@ -111,6 +114,19 @@ itself says whether the OIDC provider, trust policy and role are right. Exit cod
         /// A named agent with its own role.
         #[arg(long)]
         agent: Option<String>,
+        /// Then make one minimal real call to this served model (its public name) and explain the
+        /// usual first-use failures.
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Print the model catalog (what byollm knows about each Claude model on Bedrock) and the
+    /// models this config serves, with the catalog entry and overrides of each.
+    #[command(after_help = "Examples:\n  byollm models\n  byollm models --config byollm.toml\n\n\
+The catalog is compiled in (src/models/catalog.toml). A configured id that matches no entry gets conservative \
+rules; name its entry with family = \"<FAMILY>\" in its [models] section, or set the rules themselves.")]
+    Models {
+        #[command(flatten)]
+        config: ConfigArgs,
     },
     /// Manage the signing key set (active, next, retired).
     #[command(subcommand)]
@@ -386,21 +402,29 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(local(config, routing, reload, LocalArgs { profile, listen, key_file, region }))
         }
-        Command::Doctor { config, profile, team, actor, principal, agent } => {
+        Command::Doctor { config, profile, team, actor, principal, agent, model } => {
             let config = load_config(&config, false)?;
+            let bedrock = byollm::upstream::BedrockClient::new(config.bedrock.endpoint_url.clone());
+            let served = match &model {
+                Some(name) => Some(byollm::models::find_by_name(&config.models, name).ok_or_else(|| {
+                    format!("--model: {name:?} is not served by this config (byollm models lists them)")
+                })?),
+                None => None,
+            };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime.block_on(async {
+                let probe = served.map(|(name, model)| byollm::doctor::ModelProbe { name, model, bedrock: &bedrock });
                 match (team, actor, principal) {
                     (Some(team), Some(actor), Some(principal)) => {
                         let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
-                        let broker = cli_broker(config)?;
+                        let broker = cli_broker(config.clone())?;
                         let request = byollm::authz::RunRequest {
                             actor: Some(actor),
                             principal: Some(principal),
                             agent,
                             ..Default::default()
                         };
-                        Ok::<_, Failure>(byollm::doctor::team_report(&broker, &team_uid, request).await)
+                        Ok::<_, Failure>(byollm::doctor::team_report(&broker, &team_uid, request, probe).await)
                     }
                     _ => {
                         let source = byollm::broker::local::LocalSource {
@@ -409,12 +433,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
                             credentials_file: std::env::var_os("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from),
                             refresh_interval: config.local.refresh_interval,
                         };
-                        Ok(byollm::doctor::local_report(source).await)
+                        Ok(byollm::doctor::local_model_report(source, Some(config.bedrock.region.clone()), probe).await)
                     }
                 }
             })?;
             println!("{report}");
-            if report.ok { Ok(()) } else { Err(Failure::Other("no usable credentials (see above)".into())) }
+            match (report.ok, report.passed()) {
+                (true, true) => Ok(()),
+                (true, false) => Err(Failure::Other("the credentials work, the model call did not (see above)".into())),
+                _ => Err(Failure::Other("no usable credentials (see above)".into())),
+            }
+        }
+        Command::Models { config } => {
+            let config = load_config(&config, true)?;
+            println!("Model catalog (src/models/catalog.toml):\n");
+            print!("{}", byollm::models::report::catalog_table(byollm::models::catalog()));
+            println!("\nServed models:\n");
+            print!("{}", byollm::models::report::served_table(&config.models));
+            for warning in &config.warnings {
+                println!("\nwarning: {warning}");
+            }
+            Ok(())
         }
         Command::Keys(command) => keys(command),
         Command::Token(TokenCommand::Mint { config, team, actor, principal, lifetime_secs, agent, run_id }) => {

@@ -391,6 +391,9 @@ def models_retrieve(client):
         return "NOT ROUTED: GET /v1/models/{model} answers unknown_route"
     Model.model_validate(model.to_dict())
     check((model.id, model.object) == (MODEL, "model"), model)
+    facts = model.to_dict()
+    check(facts.get("context_window") == 200000 and facts.get("max_output_tokens") == 64000, facts)
+    check(facts.get("reasoning", {}).get("thinking") == "budget" and facts.get("vision") is True, facts)
     try:
         client.models.retrieve("gpt-4o")
     except openai.NotFoundError as error:

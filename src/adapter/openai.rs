@@ -85,8 +85,8 @@ pub struct ChatCompletionRequest {
     pub verbosity: Option<IgnoredAny>,
 }
 
+/// Other keys are skipped (without being built), as before: SDKs add options over time.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     pub include_usage: Option<bool>,
     pub include_obfuscation: Option<IgnoredAny>,
@@ -624,18 +624,49 @@ pub struct ModelList {
 pub struct ModelObject {
     pub id: String,
     pub object: &'static str,
+    /// Launch date of the model (Unix seconds), 0 when unknown.
     pub created: u64,
     pub owned_by: String,
+    /// Extensions: what the model catalog knows about the model behind this name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The catalog entry whose rules apply (absent when the id matched none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    pub context_window: u32,
+    pub max_output_tokens: u32,
+    pub reasoning: ModelReasoning,
+    /// Takes image input.
+    pub vision: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<ModelLifecycle>,
+}
+
+/// How a model reasons: `thinking` is `none`, `budget`, `adaptive` or `adaptive_only`; `efforts`
+/// the `reasoning_effort` values it takes beyond `none` and `minimal`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelReasoning {
+    pub supported: bool,
+    pub thinking: &'static str,
+    pub always_on: bool,
+    pub efforts: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelLifecycle {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launched: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eol_not_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eol: Option<String>,
 }
 
 impl ModelList {
     pub fn new(data: Vec<ModelObject>) -> Self {
         ModelList { object: "list", data }
-    }
-}
-
-impl ModelObject {
-    pub fn new(id: impl Into<String>, created: u64, owned_by: impl Into<String>) -> Self {
-        ModelObject { id: id.into(), object: "model", created, owned_by: owned_by.into() }
     }
 }

@@ -8,10 +8,67 @@ use axum::http::StatusCode;
 
 use crate::adapter::anthropic::{self, AnthropicResponse, ResponseBlock};
 use crate::adapter::openai::{
-    AssistantMessage, ChatCompletion, Choice, CompletionTokensDetails, FunctionCallOut, PromptTokensDetails,
-    ThinkingBlock, ToolCallOut, Usage,
+    AssistantMessage, ChatCompletion, Choice, CompletionTokensDetails, FunctionCallOut, ModelLifecycle, ModelObject,
+    ModelReasoning, PromptTokensDetails, ThinkingBlock, ToolCallOut, Usage,
 };
 use crate::error::ApiError;
+use crate::models::{ModelConfig, ThinkingDefault, ThinkingMode};
+
+/// A served model as `GET /v1/models` lists it, with its catalog facts.
+pub fn model_object(name: &str, model: &ModelConfig) -> ModelObject {
+    let rules = &model.rules;
+    let entry = model.entry();
+    let lifecycle = entry.map(|entry| &entry.lifecycle);
+    ModelObject {
+        id: name.to_owned(),
+        object: "model",
+        created: lifecycle.and_then(|l| l.launched.as_deref()).and_then(unix_date).unwrap_or(0),
+        owned_by: "byollm".to_owned(),
+        display_name: entry.map(|entry| entry.display_name.clone()),
+        family: model.family.clone(),
+        context_window: rules.context_window,
+        max_output_tokens: rules.max_output_tokens,
+        reasoning: ModelReasoning {
+            supported: rules.reasons(),
+            thinking: match rules.thinking {
+                ThinkingMode::None => "none",
+                ThinkingMode::Budget => "budget",
+                ThinkingMode::Adaptive => "adaptive",
+                ThinkingMode::AdaptiveOnly => "adaptive_only",
+            },
+            always_on: rules.thinking_default == ThinkingDefault::On && !rules.thinking_disable,
+            efforts: if rules.thinking == ThinkingMode::Budget {
+                crate::models::catalog().budget_tokens.keys().map(|level| level.as_str()).collect()
+            } else {
+                rules.efforts.iter().map(|effort| effort.as_str()).collect()
+            },
+        },
+        vision: rules.accepts_images(),
+        lifecycle: lifecycle.map(|l| ModelLifecycle {
+            status: l.status.as_str(),
+            launched: l.launched.clone(),
+            legacy_since: l.legacy_since.clone(),
+            eol_not_before: l.eol_not_before.clone(),
+            eol: l.eol.clone(),
+        }),
+    }
+}
+
+/// `YYYY-MM-DD` → Unix seconds at midnight UTC.
+fn unix_date(date: &str) -> Option<u64> {
+    let mut parts = date.splitn(3, '-').map(|part| part.parse::<i64>().ok());
+    let (year, month, day) = (parts.next()??, parts.next()??, parts.next()??);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    u64::try_from((era * 146_097 + day_of_era - 719_468) * 86_400).ok()
+}
 
 /// Anthropic `stop_reason` → OpenAI `finish_reason`.
 pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
@@ -224,6 +281,28 @@ mod tests {
             "length",
             plain_usage(10, 5),
         );
+    }
+
+    #[test]
+    fn model_objects_carry_catalog_facts() {
+        assert_eq!(unix_date("1970-01-01"), Some(0));
+        assert_eq!(unix_date("2026-09-22"), Some(1_790_035_200));
+        assert_eq!(unix_date("2000-02-29"), Some(951_782_400));
+        assert_eq!(unix_date("2026-13-01"), None);
+        let models = crate::models::default_models();
+        let opus = serde_json::to_value(model_object("claude-opus-5-5", &models["claude-opus-5-5"])).unwrap();
+        assert_eq!(
+            opus,
+            json!({"id": "claude-opus-5-5", "object": "model", "created": 1_790_035_200u64, "owned_by": "byollm",
+                   "display_name": "Claude Opus 5.5", "family": "claude-opus-5-5", "context_window": 1_000_000,
+                   "max_output_tokens": 128_000, "vision": true,
+                   "reasoning": {"supported": true, "thinking": "adaptive_only", "always_on": true,
+                                 "efforts": ["low", "medium", "high", "xhigh", "max"]},
+                   "lifecycle": {"status": "active", "launched": "2026-09-22", "eol_not_before": "2027-09-22"}})
+        );
+        let haiku = serde_json::to_value(model_object("h", &models["claude-haiku-4-5"])).unwrap();
+        assert_eq!(haiku["reasoning"]["efforts"], json!(["minimal", "low", "medium", "high", "xhigh"]));
+        assert_eq!(haiku["reasoning"]["thinking"], "budget");
     }
 
     #[test]

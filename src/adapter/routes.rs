@@ -17,7 +17,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::openai::{ModelList, ModelObject};
+use super::openai::{ModelList, ModelObject, ModelReasoning};
+use super::response::model_object;
 use super::routed::{self, AuditGuard};
 use crate::audit::Audit;
 use crate::auth::Callers;
@@ -163,10 +164,31 @@ fn allowed_models(state: &ChatState, headers: &HeaderMap) -> Result<Vec<String>,
 pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> Response {
     match allowed_models(&state, &headers) {
         Ok(models) => {
-            let data = models.into_iter().map(|name| ModelObject::new(name, 0, "byollm")).collect();
+            let data = models.iter().map(|name| model_entry(&state, name)).collect();
             axum::Json(ModelList::new(data)).into_response()
         }
         Err(error) => error.into_response(),
+    }
+}
+
+/// A model's list entry: from its catalog rules when it is a `[models]` entry, else (a model only
+/// an OpenAI-compatible endpoint serves) its name alone.
+fn model_entry(state: &ChatState, name: &str) -> ModelObject {
+    match crate::models::find_by_name(&state.config.models, name) {
+        Some((name, model)) => model_object(name, model),
+        None => ModelObject {
+            id: name.to_owned(),
+            object: "model",
+            created: 0,
+            owned_by: "byollm".to_owned(),
+            display_name: None,
+            family: None,
+            context_window: 0,
+            max_output_tokens: 0,
+            reasoning: ModelReasoning { supported: false, thinking: "none", always_on: false, efforts: Vec::new() },
+            vision: false,
+            lifecycle: None,
+        },
     }
 }
 
@@ -177,7 +199,7 @@ pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, 
         Err(error) => return error.into_response(),
     };
     match allowed.into_iter().find(|name| *name == model) {
-        Some(name) => axum::Json(ModelObject::new(name, 0, "byollm")).into_response(),
+        Some(name) => axum::Json(model_entry(&state, &name)).into_response(),
         None => ApiError::not_found(
             "model_not_found",
             format!("model {model:?} is not served here; GET /v1/models lists the models you may use"),

@@ -13,6 +13,7 @@
 //! [`crate::error`].
 
 pub mod messages;
+pub mod report;
 pub mod rules;
 
 use std::collections::BTreeMap;

@@ -5,9 +5,10 @@
 //! resolution per region ([`endpoint`]), SigV4 signing as the AWS SDK signs ([`signer`]), the
 //! Bedrock client with its raw call and typed `InvokeModel` helpers ([`bedrock`]), the
 //! event-stream frame decoder ([`eventstream`]), Bedrock's failures mapped to the one error
-//! body ([`error`]), which addresses a named endpoint may reach ([`egress`]) and the pinned,
-//! bounded client for those endpoints ([`direct`]), the direct Anthropic API ([`anthropic`]) and
-//! OpenAI-compatible endpoints ([`openai_compat`]), both streaming server-sent events ([`sse`]).
+//! body ([`error`]), the egress guard for endpoints named by admins or requests ([`egress`]) and
+//! the pinned, bounded client for those endpoints ([`direct`]), the direct Anthropic API
+//! ([`anthropic`]) and OpenAI-compatible endpoints ([`openai_compat`]), both streaming
+//! server-sent events ([`sse`]).
 //!
 //! Must never: pick a model or credentials (callers pass them), log credentials, bodies or
 //! completions, retry on its own, or read more of a stream than its consumer asked for.
