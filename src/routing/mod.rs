@@ -312,6 +312,7 @@ impl Failover<'_> {
     }
 
     /// The route answered (its first byte is about to go to the client): no more failover.
+    /// Routes left out for their recent failures are listed after it.
     pub fn served(&mut self, route: &Route) {
         self.health.record_now(self.key(route), None);
         self.attempts.push(Attempt {
@@ -319,6 +320,17 @@ impl Failover<'_> {
             upstream_model: route.upstream.upstream_model().to_owned(),
             outcome: AttemptOutcome::Served,
         });
+        self.list_skipped();
+    }
+
+    fn list_skipped(&mut self) {
+        for (route, remaining) in std::mem::take(&mut self.skipped) {
+            self.attempts.push(Attempt {
+                route: route.label.clone(),
+                upstream_model: route.upstream.upstream_model().to_owned(),
+                outcome: AttemptOutcome::Skipped { remaining },
+            });
+        }
     }
 
     /// The route failed before answering. Returns the error to send when this failure ends the
@@ -337,13 +349,7 @@ impl Failover<'_> {
 
     /// Every route failed or was skipped: the one error listing them.
     pub fn exhausted(&mut self) -> ApiError {
-        for (route, remaining) in std::mem::take(&mut self.skipped) {
-            self.attempts.push(Attempt {
-                route: route.label.clone(),
-                upstream_model: route.upstream.upstream_model().to_owned(),
-                outcome: AttemptOutcome::Skipped { remaining },
-            });
-        }
+        self.list_skipped();
         failover::all_failed(&self.model, &self.attempts, self.provider_only_note)
     }
 

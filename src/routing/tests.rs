@@ -516,3 +516,29 @@ fn a_new_policy_replaces_the_old_one_whole() {
     // A request that started before keeps its policy.
     assert_eq!(routes_of(&before, scope("acme", Some("reviewer")), "claude-sonnet-4-5"), [format!("bedrock={SONNET}")]);
 }
+
+#[test]
+fn a_failover_walks_the_routes_and_stops_on_a_request_fault() {
+    let routing = Routing::new(load(POLICY));
+    let acme = scope("acme", None);
+    let denied = ApiError::forbidden("bedrock_access_denied", "no");
+    let invalid = ApiError::invalid_request("messages", "bedrock_validation_error", "bad");
+
+    let mut failover = routing.start(acme, "claude-sonnet-4-5").unwrap();
+    assert_eq!(failover.pending().count(), 3);
+    let first = failover.next_route().unwrap();
+    assert_eq!(failover.failed(&first, FailureClass::AccessDenied, denied), None, "fails over");
+    let second = failover.next_route().unwrap();
+    assert_eq!(second.label, "bedrock#2");
+    let stop = failover.failed(&second, FailureClass::Request, invalid.clone());
+    assert_eq!(stop, Some(invalid), "the request's own fault is returned as it is, not retried");
+    assert_eq!(failover.attempts().len(), 2);
+
+    let mut failover = routing.start(acme, "claude-sonnet-4-5").unwrap();
+    while let Some(route) = failover.next_route() {
+        let error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_error", "down", "down");
+        assert!(failover.failed(&route, FailureClass::Upstream, error).is_none());
+    }
+    assert_eq!(failover.exhausted().code, "all_routes_failed");
+    assert!(routing.start(acme, "gpt-4o").is_err());
+}
