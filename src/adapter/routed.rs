@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::anthropic::{AnthropicResponse, Usage as AnthropicUsage};
 use super::request::{Target, parse_request, to_anthropic};
@@ -128,11 +129,14 @@ fn limits_of(http: &HttpUpstream) -> Limits {
     }
 }
 
-/// The fields read before routing: the model and whether a stream is asked for.
+/// The fields read before routing: the model and whether a stream is asked for. Both stay raw
+/// JSON until checked; every other field is skipped unbuilt.
 #[derive(Deserialize)]
-struct Peek {
-    model: Option<serde_json::Value>,
-    stream: Option<serde_json::Value>,
+struct Peek<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
 }
 
 /// What an attempt produced once its upstream accepted the request.
@@ -207,11 +211,15 @@ pub(super) async fn chat(
     let peek: Peek = serde_json::from_slice(&client_body).map_err(|_| {
         ApiError::invalid_request("body", "invalid_json", "the body must be a JSON chat completion request")
     })?;
-    let Some(model) = peek.model.as_ref().and_then(|m| m.as_str()).filter(|m| valid_model_name(m)).map(str::to_owned)
-    else {
-        return Err(ApiError::invalid_request("model", "missing_model", "name the model (GET /v1/models lists them)"));
+    let model = peek.model.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    let Some(model) = model.filter(|m| valid_model_name(m)) else {
+        return Err(ApiError::invalid_request(
+            "model",
+            "missing_model",
+            "model must be the name of a served model (GET /v1/models lists them)",
+        ));
     };
-    let stream = peek.stream.as_ref().and_then(serde_json::Value::as_bool).unwrap_or(false);
+    let stream = peek.stream.is_some_and(|raw| raw.get() == "true");
     if let Some(record) = audit.record() {
         record.model = Some(model.clone());
         record.stream = stream;
