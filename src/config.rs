@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
+pub use crate::models::ModelConfig;
 use crate::principal::{ActorType, Uid};
 
 /// Prefix of environment overrides: `BYOLLM_ISSUER__URL=https://…` sets `issuer.url`.
@@ -39,9 +40,13 @@ pub struct Config {
     pub teams: Vec<TeamConfig>,
     pub sts: StsConfig,
     pub bedrock: BedrockConfig,
-    /// Public model name → Bedrock model or inference profile.
+    /// Public model name → Bedrock model or inference profile, with the rules that apply to it
+    /// (catalog entry plus overrides; see [`crate::models`]).
     pub models: BTreeMap<String, ModelConfig>,
     pub local: LocalConfig,
+    /// Things worth an operator's attention that do not stop the start (a model id the catalog
+    /// does not know, ...); logged at start-up.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,32 +166,6 @@ pub struct StsConfig {
 pub struct BedrockConfig {
     pub region: String,
     pub endpoint_url: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelConfig {
-    /// Bedrock model id, inference profile id, or application inference profile ARN.
-    pub id: String,
-    /// `max_tokens` sent when the client gives none.
-    pub default_max_tokens: u32,
-    /// The model's output limit; larger requests are lowered to it.
-    pub max_output_tokens: u32,
-    /// Extended thinking (`reasoning_effort`) is available.
-    pub supports_thinking: bool,
-    /// The model refuses `temperature` and `top_p` together (Claude Sonnet 4.5, Haiku 4.5, Opus 4.1
-    /// and later).
-    pub exclusive_sampling: bool,
-}
-
-/// Whether a Claude model id refuses `temperature` with `top_p` (the 4.1+ generations).
-pub fn exclusive_sampling_for(id: &str) -> bool {
-    ["opus-4-1", "sonnet-4-5", "haiku-4-5", "opus-4-5", "sonnet-5", "opus-5", "haiku-5"].iter().any(|m| id.contains(m))
-}
-
-/// Whether a Claude model id supports extended thinking (3.7 Sonnet and every 4.x or later model).
-pub fn thinking_for(id: &str) -> bool {
-    id.contains("claude-3-7")
-        || ["-4-", "-4@", "-5-", "sonnet-4", "opus-4", "haiku-4", "-5"].iter().any(|m| id.contains(m))
 }
 
 #[derive(Debug, Clone)]
@@ -526,8 +505,9 @@ impl Config {
         let bedrock_endpoint = bedrock.take_parsed("endpoint_url", validate_endpoint_url);
         bedrock.finish();
 
+        let mut warnings = Vec::new();
         let models = match root.table.remove("models") {
-            None => default_models(),
+            None => crate::models::default_models(),
             Some(Value::Table(models)) => {
                 let mut out = BTreeMap::new();
                 for (name, value) in models {
@@ -537,32 +517,21 @@ impl Config {
                         continue;
                     };
                     let mut model = Section { path, table, errors: &errors };
-                    let id = model.take_required_parsed("id", |s: String| validate_model_id(&s).map(|_| s));
-                    let max_output_tokens = model.take_ranged("max_output_tokens", 1, 1 << 20).unwrap_or(64_000) as u32;
-                    let default_max_tokens = model
-                        .take_ranged("default_max_tokens", 1, 1 << 20)
-                        .unwrap_or(4096.min(max_output_tokens as u64))
-                        as u32;
-                    let id_text = id.clone().unwrap_or_default();
-                    let supports_thinking = model.take::<bool>("supports_thinking").unwrap_or(thinking_for(&id_text));
-                    let exclusive_sampling =
-                        model.take::<bool>("exclusive_sampling").unwrap_or(exclusive_sampling_for(&id_text));
-                    if default_max_tokens > max_output_tokens {
-                        let path = model.child("default_max_tokens");
-                        model.error_at(path, "must not exceed max_output_tokens".into());
-                    }
-                    model.finish();
-                    if let Some(id) = id {
-                        out.insert(
-                            name,
-                            ModelConfig {
-                                id,
-                                default_max_tokens,
-                                max_output_tokens,
-                                supports_thinking,
-                                exclusive_sampling,
-                            },
-                        );
+                    let id = model.take_required::<String>("id");
+                    let family = model.take::<String>("family");
+                    let overrides = std::mem::take(&mut model.table);
+                    let Some(id) = id else { continue };
+                    match crate::models::resolve(&name, &id, family.as_deref(), overrides) {
+                        Ok((resolved, warning)) => {
+                            warnings.extend(warning);
+                            out.insert(name, resolved);
+                        }
+                        Err(problems) => {
+                            for (field, message) in problems {
+                                let path = if field.is_empty() { model.path.clone() } else { model.child(&field) };
+                                model.error_at(path, message);
+                            }
+                        }
                     }
                 }
                 out
@@ -612,30 +581,13 @@ impl Config {
             bedrock: BedrockConfig { region: bedrock_region, endpoint_url: bedrock_endpoint },
             models,
             local: LocalConfig { profile, refresh_interval },
+            warnings,
         })
     }
 
     pub fn team(&self, uid: &Uid) -> Option<&TeamConfig> {
         self.teams.iter().find(|team| &team.uid == uid)
     }
-}
-
-/// The models served when the config names none: Claude through global cross-region profiles
-/// where the model has one, otherwise the US geographic profile.
-pub fn default_models() -> BTreeMap<String, ModelConfig> {
-    let model = |id: &str, max_output_tokens: u32| ModelConfig {
-        id: id.to_owned(),
-        default_max_tokens: 4096,
-        max_output_tokens,
-        supports_thinking: thinking_for(id),
-        exclusive_sampling: exclusive_sampling_for(id),
-    };
-    BTreeMap::from([
-        ("claude-sonnet-4-5".to_owned(), model("global.anthropic.claude-sonnet-4-5-20250929-v1:0", 64_000)),
-        ("claude-haiku-4-5".to_owned(), model("global.anthropic.claude-haiku-4-5-20251001-v1:0", 64_000)),
-        ("claude-sonnet-4".to_owned(), model("global.anthropic.claude-sonnet-4-20250514-v1:0", 64_000)),
-        ("claude-opus-4-1".to_owned(), model("us.anthropic.claude-opus-4-1-20250805-v1:0", 32_000)),
-    ])
 }
 
 /// Check an issuer URL; return it without its scheme (`host[:port][/path]`).
@@ -683,21 +635,6 @@ fn validate_endpoint_url(raw: String) -> Result<String, String> {
         return Err("must be an http(s) URL with a host".into());
     }
     Ok(raw.trim_end_matches('/').to_owned())
-}
-
-/// A Bedrock model id, inference profile id, or application inference profile ARN.
-pub fn validate_model_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 2048
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b":.-_/".contains(&b))
-        && (id.contains('.') || id.starts_with("arn:"));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{id:?} is not a Bedrock model id (e.g. global.anthropic.claude-sonnet-4-5-20250929-v1:0) or inference profile ARN"
-        ))
-    }
 }
 
 fn parse_sha256_hex(raw: &str) -> Result<[u8; 32], String> {
@@ -881,7 +818,7 @@ mod tests {
         assert_eq!(config.issuer.audience, "sts.amazonaws.com");
         assert_eq!(config.issuer.token_lifetime, Duration::from_secs(300));
         assert_eq!(config.keys.dir, PathBuf::from("jwks"));
-        assert!(config.models.contains_key("claude-sonnet-4-5"));
+        assert!(config.models.contains_key("claude-opus-5-5"));
     }
 
     #[test]

@@ -12,7 +12,9 @@ pub mod error;
 pub mod http;
 pub mod issuer;
 pub mod metrics;
+pub mod models;
 pub mod principal;
 pub mod secret;
+pub mod upstream;
 
 pub use http::{AppState, public_router, router};

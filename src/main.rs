@@ -203,6 +203,43 @@ SIGHUP or within keys.reload_interval_secs.")]
         #[arg(long)]
         force: bool,
     },
+    /// Remove a key no token needs any more: a retired key whose tokens have expired, or the next key.
+    #[command(after_help = "Routine housekeeping; for a compromised key use `keys revoke`.\n\n\
+Allowed: the next key (it has signed nothing; run `keys generate` afterwards to add a new one, `keys rotate` needs it); \
+a retired key once the longest token lifetime (1 h) plus keys.retired_grace_secs has passed since it retired \
+(earlier only with --force: tokens it signed then fail at STS once STS refetches the JWKS).\n\
+Refused: the active key (it signs every new token): `keys rotate` retires it, `keys revoke` replaces it at once.\n\
+The key leaves keyset.json and its <kid>.pem is deleted. Running gateways stop publishing it on SIGHUP or within \
+keys.reload_interval_secs; in Kubernetes, replace the Secret from the changed directory.")]
+    Remove {
+        #[command(flatten)]
+        keys: KeyDirArgs,
+        /// The kid to remove (as `keys list` shows it).
+        kid: String,
+        /// Remove a retired key even though tokens it signed may still be in flight.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stop trusting a compromised key at once: unpublish it, delete its private key, promote or replace.
+    #[command(
+        after_help = "Any state, any age. Revoking the active key makes the next key active at once (without the \
+keys.min_next_age_secs wait) and creates a new next key; it is refused when there is no next key, since nothing \
+could sign. Revoking the next key creates a new one. Revoking a retired key only removes it.\n\n\
+Tokens the revoked key signed stop verifying once a verifier refetches the JWKS. AWS does not document how long \
+STS caches a provider's JWKS, so it may keep accepting tokens signed with the revoked key for a while: follow the \
+compromise runbook in infra/README.md (revoke the role sessions issued before the revocation). If the whole key \
+directory or Secret leaked, every key in it (including the next key this command promotes) is compromised: \
+generate a fresh key set in a new directory instead."
+    )]
+    Revoke {
+        #[command(flatten)]
+        keys: KeyDirArgs,
+        /// The kid to revoke (as `keys list` shows it).
+        kid: String,
+        /// RSA size of the replacement next key: 2048, 3072 or 4096 (default: keys.rsa_bits).
+        #[arg(long)]
+        bits: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -315,7 +352,11 @@ fn load_config(args: &ConfigArgs, dev: bool) -> Result<Config, Failure> {
     if dev {
         env.push(("BYOLLM_DEV".into(), "true".into()));
     }
-    Config::load(args.config.as_deref(), env).map_err(Failure::Config)
+    let config = Config::load(args.config.as_deref(), env).map_err(Failure::Config)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -485,6 +526,33 @@ fn keys(command: KeysCommand) -> Result<(), Failure> {
             eprintln!("rotated; running gateways reload on SIGHUP or within keys.reload_interval_secs");
             Ok(())
         }
+        KeysCommand::Remove { keys, kid, force } => {
+            let (config, dir) = keys.open()?;
+            let policy = KeyPolicy::from_config(&config.keys);
+            let manifest = dir.remove(&kid, unix_now(), &policy, force)?;
+            print_keys(&manifest, unix_now());
+            eprintln!(
+                "removed {kid}; running gateways stop publishing it on SIGHUP or within keys.reload_interval_secs"
+            );
+            Ok(())
+        }
+        KeysCommand::Revoke { keys, kid, bits } => {
+            let (config, dir) = keys.open()?;
+            let revoked = dir.revoke(&kid, bits.unwrap_or(config.keys.rsa_bits), unix_now())?;
+            print_keys(&revoked.manifest, unix_now());
+            eprintln!("revoked {kid} (was {}); its private key file is deleted", revoked.state);
+            if let Some(promoted) = &revoked.promoted {
+                eprintln!("{promoted} is now the active key");
+            }
+            if let Some(next) = &revoked.new_next {
+                eprintln!("{next} is the new next key");
+            }
+            eprintln!(
+                "AWS STS may keep trusting its cached copy of the JWKS for a time AWS does not document: \
+ask each customer to revoke role sessions issued before now (infra/README.md, compromised key)"
+            );
+            Ok(())
+        }
     }
 }
 
@@ -607,7 +675,7 @@ async fn local(
     let chat = ChatState {
         callers: Arc::new(byollm::auth::Callers::new(&config.callers)),
         metrics: Arc::new(byollm::metrics::Metrics::default()),
-        bedrock: Arc::new(byollm::adapter::bedrock::BedrockClient::new(config.bedrock.endpoint_url.clone())),
+        bedrock: Arc::new(byollm::upstream::BedrockClient::new(config.bedrock.endpoint_url.clone())),
         source: CredentialSource::Local { session: session.clone(), region: region.clone() },
         config,
     };

@@ -265,15 +265,29 @@ async fn credentials_for_a_run_come_from_sts_once_and_are_reused_until_the_run_e
                 && s["Resource"].as_array().unwrap().iter().any(|r| support::iam_string_like(r.as_str().unwrap(), arn))
         })
     };
-    let sonnet =
-        "arn:aws:bedrock:us-east-1:111111111111:inference-profile/global.anthropic.claude-sonnet-4-5-20250929-v1:0";
-    assert!(allows("bedrock:InvokeModel", sonnet) && allows("bedrock:InvokeModelWithResponseStream", sonnet));
-    assert!(allows(
-        "bedrock:InvokeModel",
-        "arn:aws:bedrock:::foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0"
-    ));
+    // Every served model, as the ARNs Bedrock authorizes an invocation against: the inference
+    // profile (in the caller's account) and the foundation model behind it (region-less for a
+    // global profile).
+    let mut served = 0;
+    for model in byollm::models::default_models().values() {
+        let Some((prefix, base)) = model.id.split_once('.').filter(|(p, _)| ["global", "us", "eu", "apac"].contains(p))
+        else {
+            continue;
+        };
+        served += 1;
+        let profile = format!("arn:aws:bedrock:us-east-1:111111111111:inference-profile/{}", model.id);
+        let region = if prefix == "global" { "" } else { "us-west-2" };
+        let foundation = format!("arn:aws:bedrock:{region}::foundation-model/{base}");
+        for arn in [&profile, &foundation] {
+            assert!(
+                allows("bedrock:InvokeModel", arn) && allows("bedrock:InvokeModelWithResponseStream", arn),
+                "{arn}"
+            );
+        }
+        assert!(!allows("bedrock:CreateModelCustomizationJob", &profile));
+    }
+    assert!(served > 0, "the default models include inference profiles");
     assert!(!allows("bedrock:InvokeModel", "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-pro-v1:0"));
-    assert!(!allows("bedrock:CreateModelCustomizationJob", sonnet));
     assert!(!allows("s3:GetObject", "arn:aws:s3:::bucket/key"));
 
     // Reuse: the same run through the container route is a cache hit, in the container shape.

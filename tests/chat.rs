@@ -13,7 +13,7 @@ use support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, Reply, StreamEx
 
 const KEY_ID: &str = "AKIDLOCALTEST0001";
 const SECRET: &str = "local-test-secret-key-0001";
-const MODEL_ID: &str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0";
+const MODEL_ID: &str = "global.anthropic.claude-haiku-4-5-20251001-v1:0";
 
 struct Setup {
     bedrock: FakeBedrock,
@@ -32,7 +32,7 @@ async fn setup(known_key: bool) -> Setup {
 
 fn chat_body(stream: bool) -> Value {
     json!({
-        "model": "claude-sonnet-4-5",
+        "model": "claude-haiku-4-5",
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
         "stream": stream,
         "stream_options": if stream { json!({"include_usage": true}) } else { Value::Null },
@@ -69,7 +69,7 @@ async fn non_streamed_text_is_signed_converted_and_answered() {
     assert_eq!(response.status(), 200);
     let completion: Value = response.json().await.unwrap();
     assert_eq!(completion["object"], "chat.completion");
-    assert_eq!(completion["model"], "claude-sonnet-4-5");
+    assert_eq!(completion["model"], "claude-haiku-4-5");
     assert_eq!(completion["choices"][0]["message"]["content"], "Hello there");
     assert_eq!(completion["choices"][0]["finish_reason"], "stop");
     assert_eq!(completion["usage"]["prompt_tokens"], 127);
@@ -274,14 +274,14 @@ async fn bad_requests_are_refused_before_bedrock() {
     let setup = setup(true).await;
     let cases = [
         (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}), 404, "model_not_found", "model"),
-        (json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}], "n": 2}), 400, "", "n"),
+        (json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}], "n": 2}), 400, "", "n"),
         (
-            json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}),
+            json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}),
             400,
             "",
             "logprobs",
         ),
-        (json!({"model": "claude-sonnet-4-5", "messages": "nope"}), 400, "invalid_body", "messages"),
+        (json!({"model": "claude-haiku-4-5", "messages": "nope"}), 400, "invalid_body", "messages"),
     ];
     for (body, status, code, param) in cases {
         let response = post(&setup, &body).await;
@@ -296,7 +296,7 @@ async fn bad_requests_are_refused_before_bedrock() {
     let models =
         reqwest::Client::new().get(format!("{}/v1/models", setup.gateway.url)).bearer_auth(setup.gateway.local_key());
     let models: Value = models.send().await.unwrap().json().await.unwrap();
-    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "claude-sonnet-4-5"));
+    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "claude-haiku-4-5"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -332,4 +332,174 @@ async fn web_pages_and_rebound_hosts_cannot_spend_the_local_session() {
     let localhost = localhost.json(&chat_body(false)).send().await.unwrap();
     assert_eq!(localhost.status(), 200);
     assert_eq!(setup.bedrock.requests().len(), 1, "only the loopback request reached Bedrock");
+}
+
+/// `byollm local` with `config` (a `[models]` section, ...) against a fake Bedrock that enforces
+/// each model's rules from its own table.
+async fn setup_with(config: &str) -> Setup {
+    let bedrock = FakeBedrock::start(FakeBedrockOptions { auto_reply: true, ..Default::default() }).await;
+    bedrock.add_static_key(KEY_ID, SECRET);
+    let aws = tempfile::tempdir().unwrap();
+    let (config_file, credentials_file) = (aws.path().join("config"), aws.path().join("credentials"));
+    std::fs::write(&config_file, "[profile dev]\nregion = us-east-1\n").unwrap();
+    std::fs::write(
+        &credentials_file,
+        format!("[dev]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"),
+    )
+    .unwrap();
+    let gateway = Gateway::start_local(
+        config,
+        &["--profile", "dev"],
+        &[
+            ("AWS_CONFIG_FILE", config_file.to_str().unwrap()),
+            ("AWS_SHARED_CREDENTIALS_FILE", credentials_file.to_str().unwrap()),
+            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &bedrock.url()),
+        ],
+    );
+    Setup { bedrock, gateway, _aws: aws }
+}
+
+const MODELS: &str = r#"
+[models."opus"]
+id = "global.anthropic.claude-opus-5-5"
+[models."sonnet45"]
+id = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+[models."opus41"]
+id = "us.anthropic.claude-opus-4-1-20250805-v1:0"
+[models."loose-opus"]
+id = "global.anthropic.claude-opus-4-7"
+drop_unsupported_params = true
+[models."team-opus"]
+id = "arn:aws:bedrock:us-east-1:111111111111:application-inference-profile/abc123"
+family = "claude-opus-5-5"
+[models."mystery"]
+id = "us.anthropic.claude-future-9"
+"#;
+
+async fn ask(setup: &Setup, body: Value) -> (u16, Value) {
+    let response = post(setup, &body).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn system_turns_betas_and_structured_output_follow_each_models_rules() {
+    let setup = setup_with(MODELS).await;
+    let conversation = json!([
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "developer", "content": "answer in French from now on"}]);
+
+    // A late developer message: a system turn where the model takes one, folded elsewhere. The
+    // fake refuses a system turn on a model without them, or out of place.
+    let (status, _) = ask(&setup, json!({"model": "opus", "messages": conversation})).await;
+    assert_eq!(status, 200);
+    let (status, _) = ask(&setup, json!({"model": "sonnet45", "messages": conversation})).await;
+    assert_eq!(status, 200);
+    let requests = setup.bedrock.requests();
+    let last = |i: usize| requests[i].body["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last(0),
+        json!({"role": "system", "content": [{"type": "text", "text": "answer in French from now on"}]})
+    );
+    assert_eq!(last(1)["role"], "user");
+    assert_eq!(requests[1].body["system"][1]["text"], "answer in French from now on");
+
+    // Betas: one the model does not take is refused by name before Bedrock; others pass.
+    let (status, error) = ask(
+        &setup,
+        json!({"model": "opus", "messages": [{"role": "user", "content": "hi"}], "anthropic_beta": ["context-1m-2025-08-07"]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["param"], "anthropic_beta");
+    assert!(error["error"]["message"].as_str().unwrap().contains("context-1m-2025-08-07"), "{error}");
+    let (status, _) = ask(
+        &setup,
+        json!({"model": "sonnet45", "messages": [{"role": "user", "content": "hi"}], "anthropic_beta": ["context-1m-2025-08-07"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(setup.bedrock.requests().last().unwrap().body["anthropic_beta"], json!(["context-1m-2025-08-07"]));
+
+    // Native structured output on a model that has it: the answer is the model's text.
+    let schema = json!({"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"], "additionalProperties": false});
+    setup.bedrock.set_script(vec![Reply::text(&["{\"x\": 1}"])]);
+    let (status, completion) = ask(
+        &setup,
+        json!({"model": "opus", "messages": [{"role": "user", "content": "x?"}],
+               "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{completion}");
+    assert_eq!(completion["choices"][0]["message"]["content"], "{\"x\": 1}");
+    let sent = setup.bedrock.requests().last().unwrap().body.clone();
+    assert_eq!(sent["output_config"]["format"], json!({"type": "json_schema", "schema": schema}));
+    assert!(sent.get("tools").is_none());
+    assert_eq!(setup.bedrock.requests().iter().filter(|r| r.status != 200).count(), 0, "Bedrock refused nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_arguments_stream_as_generated_and_reasoning_tokens_are_reported() {
+    let setup = setup_with(MODELS).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    for model in ["opus", "opus41"] {
+        let body = json!({"model": model, "stream": true, "tools": tools, "messages": [{"role": "user", "content": "weather?"}],
+                          "stream_options": {"include_usage": true}});
+        let events = chunks(&sse(post(&setup, &body).await).await);
+        let arguments: String = events
+            .iter()
+            .filter_map(|c| c["choices"].get(0))
+            .filter_map(|c| c["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+            .collect();
+        assert_eq!(arguments, "{\"city\": \"Paris\"}", "{model}");
+        if model == "opus" {
+            // Opus 5.5 always thinks; the gateway asked for the thinking token count.
+            let usage = &events.last().unwrap()["usage"];
+            let reasoning = usage["completion_tokens_details"]["reasoning_tokens"].as_u64();
+            assert!(reasoning.is_some_and(|n| n >= 1 && n <= usage["completion_tokens"].as_u64().unwrap()), "{usage}");
+        }
+    }
+    let requests = setup.bedrock.requests();
+    assert!(requests.iter().all(|r| r.status == 200));
+    assert_eq!(requests[0].body["tools"][0]["eager_input_streaming"], true);
+    assert!(requests[1].body["tools"][0].get("eager_input_streaming").is_none());
+    assert_eq!(requests[1].body["anthropic_beta"], json!(["fine-grained-tool-streaming-2025-05-14"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_overrides_application_profiles_and_unknown_ids() {
+    let setup = setup_with(MODELS).await;
+    let hi = |model: &str, extra: Value| {
+        let mut body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    // drop_unsupported_params: the refused sampling value is dropped, not refused.
+    let (status, _) = ask(&setup, hi("loose-opus", json!({"temperature": 0.2, "top_k": 4}))).await;
+    assert_eq!(status, 200);
+    let sent = setup.bedrock.requests().last().unwrap().body.clone();
+    assert!(sent.get("temperature").is_none() && sent.get("top_k").is_none(), "{sent}");
+
+    // An application inference profile gets its family's rules (Opus 5.5: adaptive only).
+    let (status, _) = ask(&setup, hi("team-opus", json!({"reasoning_effort": "max"}))).await;
+    assert_eq!(status, 200);
+    let last = setup.bedrock.requests().last().unwrap().clone();
+    assert!(last.model_id.ends_with("application-inference-profile/abc123"));
+    assert_eq!(last.body["thinking"]["type"], "adaptive");
+    assert_eq!(last.body["output_config"]["effort"], "max");
+
+    // An id the catalog does not know: a start-up warning naming it, conservative rules.
+    assert!(
+        setup.gateway.logs().contains("us.anthropic.claude-future-9 matches no catalog entry"),
+        "{}",
+        setup.gateway.logs()
+    );
+    let (status, error) = ask(&setup, hi("mystery", json!({"reasoning_effort": "low"}))).await;
+    assert_eq!(status, 400);
+    assert_eq!(error["error"]["param"], "reasoning_effort");
+    assert!(error["error"]["message"].as_str().unwrap().contains("mystery"), "{error}");
 }

@@ -40,7 +40,7 @@ async fn a_runs_chat_is_signed_with_its_own_assumed_role() {
             .header("x-byollm-principal", principal)
             .header("x-byollm-team", "acme")
             .header("x-byollm-run-id", "run-7")
-            .json(&json!({"model": "claude-sonnet-4-5", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+            .json(&json!({"model": "claude-haiku-4-5", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
             .send()
     };
 

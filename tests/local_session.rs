@@ -271,7 +271,7 @@ async fn another_local_user_without_the_session_key_gets_a_401() {
     let client = reqwest::Client::new();
     let models = format!("{}/v1/models", gateway.url);
     let chat = format!("{}/v1/chat/completions", gateway.url);
-    let body = serde_json::json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]});
+    let body = serde_json::json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]});
     type Case<'a> = (&'a str, Option<(&'a str, String)>, &'a str);
     let cases: Vec<Case> = vec![
         (&models, None, "missing_api_key"),
@@ -332,7 +332,7 @@ async fn a_failing_credential_process_never_shows_its_stderr_in_responses_or_hea
     let response = client
         .post(format!("{}/v1/chat/completions", gateway.url))
         .bearer_auth(gateway.local_key())
-        .json(&serde_json::json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}))
+        .json(&serde_json::json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
         .unwrap();

@@ -17,7 +17,7 @@ const OpenAI = sdk.OpenAI ?? sdk.default;
 const { APIError, BadRequestError, NotFoundError, RateLimitError } = sdk;
 const sdkVersion = JSON.parse(readFileSync(join(dirname(require.resolve('openai')), 'package.json'), 'utf8')).version;
 
-const MODEL = 'claude-sonnet-4-5';
+const MODEL = 'claude-haiku-4-5';
 const TOOLS = [
   {
     type: 'function',

@@ -1,6 +1,7 @@
 """Drives a byollm gateway with the official OpenAI Python SDK.
 
 Usage: OPENAI_API_KEY=<session key> python3 tests/openai_client.py http://127.0.0.1:PORT
+       OPENAI_API_KEY=<session key> python3 tests/openai_client.py http://127.0.0.1:PORT --matrix model-a,model-b,...
 
 Run by tests/openai_sdk.rs, which queues the fake Bedrock's replies in exactly the order of the
 calls below that reach Bedrock (marked "bedrock" in STEPS) before starting this script. Every step
@@ -21,7 +22,7 @@ from openai.types import Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-haiku-4-5"
 
 WEATHER_TOOL = {
     "type": "function",
@@ -60,13 +61,13 @@ def check(condition, message):
         raise AssertionError(message)
 
 
-def strict_completion(completion):
+def strict_completion(completion, model=MODEL):
     """Re-validates a non-streamed answer field by field."""
     check(isinstance(completion, ChatCompletion), f"not a ChatCompletion: {type(completion)}")
     ChatCompletion.model_validate(completion.to_dict())
     check(completion.object == "chat.completion", completion.object)
     check(completion.id.startswith("chatcmpl-"), completion.id)
-    check(completion.model == MODEL, completion.model)
+    check(completion.model == model, completion.model)
     check(isinstance(completion.created, int) and completion.created > 0, completion.created)
     check(len(completion.choices) == 1 and completion.choices[0].index == 0, completion.choices)
     check(completion.choices[0].message.role == "assistant", completion.choices[0].message.role)
@@ -75,7 +76,7 @@ def strict_completion(completion):
     return completion.choices[0]
 
 
-def strict_chunks(chunks, include_usage):
+def strict_chunks(chunks, include_usage, model=MODEL):
     """Re-validates streamed chunks; returns (choices' deltas, finish reasons, usage chunk)."""
     check(chunks, "no chunks")
     for chunk in chunks:
@@ -83,7 +84,7 @@ def strict_chunks(chunks, include_usage):
         ChatCompletionChunk.model_validate(chunk.to_dict())
         check(chunk.object == "chat.completion.chunk", chunk.object)
         check(chunk.id == chunks[0].id and chunk.id.startswith("chatcmpl-"), chunk.id)
-        check(chunk.model == MODEL and chunk.created == chunks[0].created, chunk)
+        check(chunk.model == model and chunk.created == chunks[0].created, chunk)
     first = chunks[0].choices[0].delta
     check(first.role == "assistant", f"first delta has no role: {first}")
     usage_chunk = None
@@ -492,12 +493,47 @@ def async_stream(base_url):
     return f"{text_of(deltas)} / {completion.choices[0].message.content}"
 
 
+def model_matrix(client, models):
+    """For each model: a plain answer, a reasoning_effort "high" answer, a streamed tool call, and
+    temperature 0.2 (an answer or a 400). Prints one `MATRIX {json}` line per model with what the
+    SDK saw; tests/openai_sdk.rs judges them against its own expectations and the Bedrock bodies."""
+    for name in models:
+        seen = {"model": name}
+        completion = client.chat.completions.create(model=name, messages=user("hi"))
+        seen["plain"] = strict_completion(completion, name).message.content
+
+        completion = client.chat.completions.create(model=name, messages=user("think"), reasoning_effort="high")
+        message = strict_completion(completion, name).message
+        seen["reasoning"] = getattr(message, "reasoning_content", None)
+        seen["answer"] = message.content
+        details = completion.usage.completion_tokens_details
+        seen["reasoning_tokens"] = details.reasoning_tokens if details else None
+
+        stream = client.chat.completions.create(
+            model=name, messages=user("weather in Paris?"), tools=[WEATHER_TOOL], stream=True
+        )
+        deltas, finishes, _ = strict_chunks(list(stream), include_usage=False, model=name)
+        seen["tool_calls"] = [{"name": c["name"], "arguments": c["arguments"]} for c in assemble_tool_calls(deltas)]
+        seen["tool_finish"] = finishes
+
+        try:
+            completion = client.chat.completions.create(model=name, messages=user("hi"), temperature=0.2)
+            seen["temperature"] = {"answer": strict_completion(completion, name).message.content}
+        except openai.BadRequestError as error:
+            seen["temperature"] = {"status": error.status_code, "param": error.param, "message": error.message}
+        print("MATRIX " + json.dumps(seen), flush=True)
+
+
 def main():
     base_url = sys.argv[1].rstrip("/")
     if not base_url.endswith("/v1"):
         base_url += "/v1"
     # No retries: every call consumes exactly one scripted reply.
     client = OpenAI(base_url=base_url, api_key=os.environ["OPENAI_API_KEY"], max_retries=0, timeout=30)
+    if len(sys.argv) > 3 and sys.argv[2] == "--matrix":
+        print(f"openai {openai.__version__} against {base_url}", flush=True)
+        model_matrix(client, sys.argv[3].split(","))
+        return
     state = {}
     print(f"openai {openai.__version__} against {base_url}", flush=True)
     steps = [

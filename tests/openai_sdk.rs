@@ -67,8 +67,13 @@ fn available(what: &str, present: bool, install: &str) -> bool {
 
 /// Runs a client script to completion (killed after [`SCRIPT_TIMEOUT`]); returns (success, output).
 async fn run_client(program: &str, script: &Path, url: &str, key: &str) -> (bool, String) {
+    run_client_with(program, script, key, &[url]).await
+}
+
+/// Runs a client script with the gateway's key and these arguments (the gateway URL first).
+async fn run_client_with(program: &str, script: &Path, key: &str, args: &[&str]) -> (bool, String) {
     let mut command = Command::new(program);
-    command.arg(script).arg(url).current_dir(tests_dir()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.arg(script).args(args).current_dir(tests_dir()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // Never let a developer's own OpenAI settings redirect or authenticate the SDK.
     for name in ["OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_LOG"] {
         command.env_remove(name);
@@ -123,17 +128,17 @@ fn python_script() -> Vec<Reply> {
         Reply::text(&["It is sunny."]),
         // tool_results_stream
         Reply::text(&["Sunny", " at two."]),
-        // json_schema_non_stream
-        Reply::default().with_tool_call("toolu_4", "weather", &["{\"city\": \"Paris\", \"temp_c\": 21}"]),
+        // json_schema_non_stream (native structured output: the answer is the JSON text)
+        Reply::text(&["{\"city\": \"Paris\", \"temp_c\": 21}"]),
         // json_schema_stream
-        Reply::default().with_tool_call("toolu_5", "weather", &["{\"city\": ", "\"Oslo\", ", "\"temp_c\": 3}"]),
+        Reply::text(&["{\"city\": ", "\"Oslo\", ", "\"temp_c\": 3}"]),
         // parse_helper
-        Reply::default().with_tool_call("toolu_6", "Weather", &["{\"city\": \"Rome\", \"temp_c\": 25}"]),
+        Reply::text(&["{\"city\": \"Rome\", \"temp_c\": 25}"]),
         // parse_helper_tools
         Reply::default().with_tool_call("toolu_8", "GetWeather", &["{\"city\": \"Bern\"}"]),
         Reply::text(&["Snow in Bern."]),
         // stream_helper
-        Reply::default().with_tool_call("toolu_7", "Weather", &["{\"city\": \"Li", "ma\", \"temp_c\": 18}"]),
+        Reply::text(&["{\"city\": \"Li", "ma\", \"temp_c\": 18}"]),
         // reasoning_non_stream
         Reply::default().with_thinking(&["Consider", " this."], "sig-1").with_text(&["42"]),
         // reasoning_stream
@@ -204,9 +209,11 @@ async fn python_openai_sdk() {
     let last_types: Vec<&str> =
         last["content"].as_array().unwrap().iter().map(|b| b["type"].as_str().unwrap()).collect();
     assert_eq!(last_types, ["tool_result", "tool_result", "text"], "{turn}");
-    // response_format became a forced tool.
-    assert_eq!(requests[7].body["tool_choice"]["name"], "weather");
-    assert_eq!(requests[9].body["tool_choice"]["name"], "Weather");
+    // response_format became native structured output (the model has it).
+    assert_eq!(requests[7].body["output_config"]["format"]["type"], "json_schema", "{}", requests[7].body);
+    assert_eq!(requests[7].body["output_config"]["format"]["schema"]["required"], json!(["city", "temp_c"]));
+    assert!(requests[9].body["output_config"]["format"]["schema"]["properties"]["temp_c"].is_object());
+    assert!(requests[9].body.get("tool_choice").is_none());
     // parse_helper_tools: strict pydantic tools, then the parsed message went back.
     assert_eq!(requests[10].body["tools"][0]["name"], "GetWeather");
     assert_eq!(requests[11].body["messages"][1]["content"][0]["type"], "tool_use");
@@ -245,8 +252,8 @@ fn node_script() -> Vec<Reply> {
         // run_tools
         Reply::default().with_tool_call("toolu_9", "get_weather", &["{\"city\": \"Paris\"}"]),
         Reply::text(&["Sunny in Paris."]),
-        // json_schema
-        Reply::default().with_tool_call("toolu_4", "weather", &["{\"city\": \"Paris\", \"temp_c\": 21}"]),
+        // json_schema (native structured output)
+        Reply::text(&["{\"city\": \"Paris\", \"temp_c\": 21}"]),
         // rate limited
         Reply::error(BedrockErrorKind::Throttling),
         // error mid stream
@@ -271,4 +278,150 @@ async fn node_openai_sdk() {
     println!("{output}");
     assert!(ok, "tests/openai_client.mjs failed:\n{output}\ngateway logs:\n{}", setup.gateway.logs());
     assert_eq!(setup.bedrock.requests().len(), expected, "every scripted reply was used, no call was retried");
+}
+
+/// One row of the model matrix: a served model, and what its requests must look like.
+struct MatrixRow {
+    name: &'static str,
+    id: &'static str,
+    /// The `thinking` object Bedrock must get for `reasoning_effort: "high"`.
+    thinking: Value,
+    /// `output_config.effort` for it (budget models have none).
+    effort: Option<&'static str>,
+    /// `temperature: 0.2` is refused by the gateway (the model takes default sampling only).
+    temperature_refused: bool,
+    /// Usage reports thinking tokens (the gateway asks for the count).
+    reasoning_tokens: bool,
+}
+
+fn matrix_rows() -> Vec<MatrixRow> {
+    let adaptive_text = || json!({"type": "adaptive", "display": "summarized"});
+    let adaptive = || json!({"type": "adaptive"});
+    let budget = || json!({"type": "enabled", "budget_tokens": 16384});
+    let row = |name, id, thinking, effort, temperature_refused, reasoning_tokens| MatrixRow {
+        name,
+        id,
+        thinking,
+        effort,
+        temperature_refused,
+        reasoning_tokens,
+    };
+    vec![
+        row("claude-opus-5-5", "global.anthropic.claude-opus-5-5", adaptive_text(), Some("high"), true, true),
+        row("claude-sonnet-5-5", "global.anthropic.claude-sonnet-5-5", adaptive_text(), Some("high"), true, true),
+        row("claude-haiku-5-5", "us.anthropic.claude-haiku-5-5", adaptive_text(), Some("high"), true, true),
+        row("claude-fable-5-2", "global.anthropic.claude-fable-5-2", adaptive_text(), Some("high"), true, true),
+        row("claude-opus-4-7", "us.anthropic.claude-opus-4-7", adaptive_text(), Some("high"), true, false),
+        row("claude-opus-4-6", "global.anthropic.claude-opus-4-6-v1", adaptive(), Some("high"), false, false),
+        row("claude-sonnet-4-6", "eu.anthropic.claude-sonnet-4-6", adaptive(), Some("high"), false, false),
+        row("claude-haiku-4-5", "global.anthropic.claude-haiku-4-5-20251001-v1:0", budget(), None, false, false),
+        row("claude-sonnet-4-5", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", budget(), None, false, false),
+    ]
+}
+
+/// The "Done when" of issue 8, data-driven: with `[models]` for nine current Claude models, the
+/// official Python SDK gets a plain answer, a `reasoning_effort: "high"` answer whose Bedrock body
+/// has the thinking shape that model takes, a streamed tool call, and for `temperature: 0.2` an
+/// answer or a 400 naming `temperature` and the model. The fake Bedrock enforces each model's rules
+/// from its own table, so every request the gateway sends must be one that model accepts.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_openai_sdk_model_matrix() {
+    let python = std::env::var("BYOLLM_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let present = succeeds(&python, &["-c", "import openai"], &tests_dir());
+    if !available("the Python openai SDK", present, "python3 -m pip install openai") {
+        return;
+    }
+    let rows = matrix_rows();
+    let bedrock = FakeBedrock::start(FakeBedrockOptions { auto_reply: true, ..Default::default() }).await;
+    bedrock.add_static_key(KEY_ID, SECRET);
+    let aws = tempfile::tempdir().unwrap();
+    std::fs::write(aws.path().join("config"), "[profile dev]\nregion = us-east-1\n").unwrap();
+    std::fs::write(
+        aws.path().join("credentials"),
+        format!("[dev]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"),
+    )
+    .unwrap();
+    let config: String = rows.iter().map(|row| format!("[models.\"{}\"]\nid = \"{}\"\n", row.name, row.id)).collect();
+    let (config_file, credentials_file) = (aws.path().join("config"), aws.path().join("credentials"));
+    let gateway = Gateway::start_local(
+        &config,
+        &["--profile", "dev"],
+        &[
+            ("AWS_CONFIG_FILE", config_file.to_str().unwrap()),
+            ("AWS_SHARED_CREDENTIALS_FILE", credentials_file.to_str().unwrap()),
+            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &bedrock.url()),
+        ],
+    );
+    let names: Vec<&str> = rows.iter().map(|row| row.name).collect();
+    let (ok, output) = run_client_with(
+        &python,
+        &tests_dir().join("openai_client.py"),
+        gateway.local_key(),
+        &[&gateway.url, "--matrix", &names.join(",")],
+    )
+    .await;
+    assert!(ok, "the matrix failed:\n{output}\ngateway logs:\n{}", gateway.logs());
+    assert!(!gateway.logs().contains("matches no catalog entry"), "every matrix model is in the catalog");
+
+    let seen: Vec<Value> = output
+        .lines()
+        .filter_map(|line| line.strip_prefix("MATRIX "))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(seen.len(), rows.len(), "{output}");
+    let requests = bedrock.requests();
+    for (row, seen) in rows.iter().zip(&seen) {
+        let name = row.name;
+        assert_eq!(seen["model"], name);
+        let answer = format!("Answer from {}.", row.id);
+        assert_eq!(seen["plain"], answer, "{name}: plain answer");
+
+        // Reasoning: the thinking text comes back (display summarized where it is omitted by
+        // default), and the body had the shape this model takes.
+        assert_eq!(seen["reasoning"], "Weighing the question.", "{name}: reasoning_content");
+        assert_eq!(seen["answer"], answer, "{name}");
+        assert_eq!(seen["reasoning_tokens"].is_u64(), row.reasoning_tokens, "{name}: reasoning tokens {seen}");
+
+        // The streamed tool call.
+        assert_eq!(
+            seen["tool_calls"],
+            json!([{"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}]),
+            "{name}"
+        );
+        assert_eq!(seen["tool_finish"], json!(["tool_calls"]), "{name}");
+
+        // Temperature: an answer, or the gateway's 400 naming temperature and the model.
+        let temperature = &seen["temperature"];
+        if row.temperature_refused {
+            assert_eq!(temperature["status"], 400, "{name}: {temperature}");
+            assert_eq!(temperature["param"], "temperature", "{name}: {temperature}");
+            let message = temperature["message"].as_str().unwrap();
+            assert!(message.contains("temperature") && message.contains(name), "{name}: {message}");
+        } else {
+            assert_eq!(temperature["answer"], answer, "{name}: {temperature}");
+        }
+
+        let sent: Vec<&support::BedrockRequest> = requests.iter().filter(|r| r.model_id == row.id).collect();
+        assert!(
+            sent.iter().all(|r| r.status == 200),
+            "{name}: Bedrock refused a request: {:?}",
+            sent.iter().map(|r| &r.body).collect::<Vec<_>>()
+        );
+        let expected_calls = if row.temperature_refused { 3 } else { 4 };
+        assert_eq!(sent.len(), expected_calls, "{name}: calls reaching Bedrock");
+        let text_of =
+            |r: &&support::BedrockRequest| r.body["messages"][0]["content"][0]["text"].as_str().map(str::to_owned);
+        let reasoning = sent.iter().find(|r| text_of(r).as_deref() == Some("think")).unwrap();
+        assert_eq!(reasoning.body["thinking"], row.thinking, "{name}: {}", reasoning.body);
+        assert_eq!(reasoning.body["output_config"]["effort"].as_str(), row.effort, "{name}: {}", reasoning.body);
+        if let Some(budget) = row.thinking["budget_tokens"].as_u64() {
+            assert!(reasoning.body["max_tokens"].as_u64().unwrap() > budget, "{name}: {}", reasoning.body);
+        }
+        let tools = sent.iter().find(|r| r.streaming).unwrap();
+        assert_eq!(tools.body["tools"][0]["eager_input_streaming"], true, "{name}: fine-grained tool streaming");
+        if !row.temperature_refused {
+            let plain = sent.iter().filter(|r| text_of(r).as_deref() == Some("hi")).collect::<Vec<_>>();
+            assert!(plain.iter().any(|r| r.body["temperature"] == json!(0.2)), "{name}: temperature forwarded");
+        }
+    }
 }

@@ -11,14 +11,16 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::adapter::openai::CacheControl;
+use crate::models::{Effort, ThinkingOut};
 
 /// The only `anthropic_version` Bedrock accepts in the body.
 pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
 /// The body of `InvokeModel` / `InvokeModelWithResponseStream`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AnthropicRequest<'a> {
     pub anthropic_version: &'static str,
     pub max_tokens: u32,
@@ -38,9 +40,30 @@ pub struct AnthropicRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub thinking: Option<Thinking>,
+    pub thinking: Option<ThinkingOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_config: Option<OutputConfig<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata<'a>>,
+    /// Beta features, in the body as Bedrock takes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub anthropic_beta: Vec<Cow<'a, str>>,
+}
+
+/// `output_config`: effort level and native structured output.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effort: Option<Effort>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<OutputFormat<'a>>,
+}
+
+/// `output_config.format`: the answer is JSON matching `schema` (raw JSON text, as the client sent it).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename = "json_schema")]
+pub struct OutputFormat<'a> {
+    pub schema: Cow<'a, RawValue>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,9 +71,11 @@ pub struct AnthropicRequest<'a> {
 pub enum Role {
     User,
     Assistant,
+    /// A mid-conversation system turn, on models that accept one.
+    System,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Message<'a> {
     pub role: Role,
     pub content: Vec<ContentBlock<'a>>,
@@ -66,7 +91,7 @@ pub struct TextBlock<'a> {
 }
 
 /// Request content blocks. Thinking blocks carry no `cache_control`: Anthropic refuses it there.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentBlock<'a> {
     Text {
@@ -82,7 +107,8 @@ pub enum ContentBlock<'a> {
     ToolUse {
         id: Cow<'a, str>,
         name: &'a str,
-        input: Value,
+        /// The call's arguments: a JSON object, as raw text.
+        input: Cow<'a, RawValue>,
         #[serde(skip_serializing_if = "Option::is_none")]
         cache_control: Option<&'a CacheControl>,
     },
@@ -111,12 +137,19 @@ pub struct ImageSource<'a> {
     pub data: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Tool<'a> {
     pub name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
-    pub input_schema: Cow<'a, Value>,
+    /// A JSON schema with `"type": "object"` at the top, as raw text.
+    pub input_schema: Cow<'a, RawValue>,
+    /// Strict tool use: the call's input matches the schema exactly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+    /// Fine-grained tool streaming: arguments stream as the model writes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eager_input_streaming: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_control: Option<&'a CacheControl>,
 }
@@ -138,12 +171,6 @@ pub struct ToolChoice<'a> {
     pub name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disable_parallel_tool_use: Option<bool>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename = "enabled")]
-pub struct Thinking {
-    pub budget_tokens: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -202,6 +229,13 @@ pub struct Usage {
     pub output_tokens: Option<u64>,
     pub cache_creation_input_tokens: Option<u64>,
     pub cache_read_input_tokens: Option<u64>,
+    /// Thinking tokens within `output_tokens` (reported with the thinking-token-count beta).
+    pub output_tokens_details: Option<OutputTokensDetails>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub struct OutputTokensDetails {
+    pub thinking_tokens: Option<u64>,
 }
 
 /// One streaming event: the decoded bytes of one Bedrock `chunk`. Borrows text from those bytes.

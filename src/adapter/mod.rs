@@ -6,7 +6,7 @@
 //!
 //! The conversions must never do I/O (HTTP, AWS SDK, clock, environment), know credentials, pick
 //! the Bedrock model id (routing does; the body has no `model` and no `stream` field), or fetch
-//! anything a client points at. I/O lives in [`bedrock`] (the Bedrock Runtime client) and
+//! anything a client points at. I/O lives in [`crate::upstream`] (the Bedrock Runtime client) and
 //! [`routes`] (the HTTP edge).
 //!
 //! # Choices where the two APIs differ
@@ -66,7 +66,7 @@
 //! [`stream`]).
 
 pub mod anthropic;
-pub mod bedrock;
+pub mod bounded;
 pub mod openai;
 pub mod request;
 pub mod response;

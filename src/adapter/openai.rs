@@ -1,23 +1,45 @@
 //! OpenAI Chat Completions wire types: what clients send and what they get back.
 //!
-//! Serde only, no behaviour: deciding what a field means for Bedrock is `request.rs`'s job. Request
+//! Serde only, no behaviour: deciding what a field means for Bedrock is `request`'s job. Request
 //! types keep every field a client may send, including the ones we refuse, so the converter can name
-//! the offending `param`; anything we do not know lands in an `extra` map and is rejected there.
-//! Response types borrow where they can, since chunks are serialised once per token.
+//! the offending `param`; an unknown field is a parse error naming it.
+//!
+//! Parsing is bounded (see [`super::bounded`]): lists are capped, ignored and refused fields are
+//! skipped without being built (`IgnoredAny`), schemas and tool-call arguments stay raw JSON text,
+//! and no internally tagged enum or `flatten` buffers input. Response types borrow where they can,
+//! since chunks are serialised once per token.
 
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+
+use super::bounded::{Bounded, NonEmpty};
+
+/// Most messages in one request.
+pub const MAX_MESSAGES: usize = 10_000;
+/// Most content parts in one message.
+pub const MAX_CONTENT_PARTS: usize = 1_000;
+/// Most tools in one request.
+pub const MAX_TOOLS: usize = 512;
+/// Most stop sequences.
+pub const MAX_STOP_SEQUENCES: usize = 16;
+/// Most tool calls, and thinking blocks, in one assistant message.
+pub const MAX_TOOL_CALLS: usize = 256;
+/// Longest `function.arguments` of a tool call sent back, in bytes.
+pub const MAX_TOOL_ARGUMENT_BYTES: usize = 4 << 20;
+/// Most `anthropic_beta` values, and output `modalities`.
+pub const MAX_SHORT_LIST: usize = 32;
 
 /// `POST /v1/chat/completions` body.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChatCompletionRequest {
     pub model: String,
-    pub messages: Vec<Message>,
+    pub messages: Bounded<Message, MAX_MESSAGES>,
     pub max_tokens: Option<u32>,
     pub max_completion_tokens: Option<u32>,
     pub temperature: Option<f64>,
@@ -27,52 +49,57 @@ pub struct ChatCompletionRequest {
     pub stop: Option<OneOrMany<String>>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
-    pub tools: Option<Vec<Tool>>,
+    pub tools: Option<Bounded<Tool, MAX_TOOLS>>,
     pub tool_choice: Option<StringOr<ToolChoiceObject>>,
     pub parallel_tool_calls: Option<bool>,
     pub reasoning_effort: Option<String>,
     /// Extension (LiteLLM-style): Anthropic's own `thinking` object, wins over `reasoning_effort`.
     pub thinking: Option<ThinkingParam>,
+    /// Extension: Anthropic's own `output_config` (`effort`, `format`).
+    pub output_config: Option<OutputConfigParam>,
+    /// Extension: Anthropic beta features, checked against the model's accepted betas.
+    pub anthropic_beta: Option<Bounded<String, MAX_SHORT_LIST>>,
     pub response_format: Option<ResponseFormat>,
     pub user: Option<String>,
     pub safety_identifier: Option<String>,
-    pub metadata: Option<Value>,
-    pub store: Option<bool>,
     pub n: Option<u32>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<u32>,
-    pub audio: Option<Value>,
-    pub modalities: Option<Vec<String>>,
+    pub modalities: Option<Bounded<String, MAX_SHORT_LIST>>,
     pub presence_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
-    pub seed: Option<i64>,
-    pub logit_bias: Option<Map<String, Value>>,
-    pub prediction: Option<Value>,
-    pub service_tier: Option<String>,
-    pub prompt_cache_key: Option<String>,
-    pub prompt_cache_retention: Option<String>,
-    pub verbosity: Option<String>,
-    pub web_search_options: Option<Value>,
-    pub functions: Option<Value>,
-    pub function_call: Option<Value>,
-    /// Every field not listed above; the converter rejects them by name.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    /// Refused when present and not `null` (the value itself is never built).
+    pub audio: Option<IgnoredAny>,
+    pub logit_bias: Option<NonEmpty>,
+    pub prediction: Option<IgnoredAny>,
+    pub web_search_options: Option<IgnoredAny>,
+    pub functions: Option<IgnoredAny>,
+    pub function_call: Option<IgnoredAny>,
+    /// Ignored (harmless): skipped without being built.
+    pub seed: Option<IgnoredAny>,
+    pub metadata: Option<IgnoredAny>,
+    pub store: Option<IgnoredAny>,
+    pub service_tier: Option<IgnoredAny>,
+    pub prompt_cache_key: Option<IgnoredAny>,
+    pub prompt_cache_retention: Option<IgnoredAny>,
+    pub verbosity: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     pub include_usage: Option<bool>,
-    pub include_obfuscation: Option<bool>,
+    pub include_obfuscation: Option<IgnoredAny>,
 }
 
 /// One entry of `messages`. Fields are a union over the roles; the converter checks which apply.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Message {
     pub role: String,
-    pub content: Option<StringOr<Vec<ContentPart>>>,
-    pub name: Option<String>,
-    pub tool_calls: Option<Vec<ToolCall>>,
+    pub content: Option<StringOr<Bounded<ContentPart, MAX_CONTENT_PARTS>>>,
+    pub name: Option<IgnoredAny>,
+    pub tool_calls: Option<Bounded<ToolCall, MAX_TOOL_CALLS>>,
     pub tool_call_id: Option<String>,
     pub refusal: Option<String>,
     /// Reasoning text the gateway returned earlier (replayed only together with `reasoning_signature`).
@@ -80,18 +107,21 @@ pub struct Message {
     /// Extension: the signature of the single thinking block whose text is `reasoning_content`.
     pub reasoning_signature: Option<String>,
     /// LiteLLM's convention: the thinking blocks exactly as returned, replayed unchanged.
-    pub thinking_blocks: Option<Vec<ThinkingBlock>>,
+    pub thinking_blocks: Option<Bounded<ThinkingBlock, MAX_TOOL_CALLS>>,
     /// Anthropic prompt caching on the whole message (applied to its last block).
     pub cache_control: Option<CacheControl>,
-    pub audio: Option<Value>,
-    pub function_call: Option<Value>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    /// Refused when present and not `null`.
+    pub audio: Option<IgnoredAny>,
+    pub function_call: Option<IgnoredAny>,
+    /// Sent back by clients that keep the answer objects: `annotations` (OpenAI answers), `parsed`
+    /// (the SDKs' parse helpers). Ignored.
+    pub annotations: Option<IgnoredAny>,
+    pub parsed: Option<IgnoredAny>,
 }
 
-/// A content part. `input_audio` and `file` parse so the converter can refuse them by name.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// A content part, parsed by its `type` without buffering the object. `input_audio` and `file`
+/// parse so the converter can refuse them by name.
+#[derive(Debug, Clone)]
 pub enum ContentPart {
     Text {
         text: String,
@@ -105,18 +135,19 @@ pub enum ContentPart {
     Refusal {
         refusal: String,
     },
-    InputAudio {},
-    File {},
+    InputAudio,
+    File,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ImageUrl {
     pub url: String,
-    pub detail: Option<String>,
+    pub detail: Option<IgnoredAny>,
 }
 
 /// Anthropic's `cache_control`, accepted verbatim: `{"type":"ephemeral","ttl":"5m"|"1h"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct CacheControl {
     #[serde(rename = "type")]
     pub kind: String,
@@ -124,6 +155,8 @@ pub struct CacheControl {
     pub ttl: Option<String>,
 }
 
+/// A tool call sent back on an assistant message. Other keys (`index`, the SDKs'
+/// `parsed_arguments`) are skipped.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ToolCall {
     pub id: String,
@@ -139,8 +172,9 @@ pub struct FunctionCall {
     pub arguments: String,
 }
 
-/// A thinking block as returned in `message.thinking_blocks` and accepted back on assistant messages.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// A thinking block as returned in `message.thinking_blocks` and accepted back on assistant
+/// messages (the `index` of streamed blocks is skipped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ThinkingBlock {
     Thinking { thinking: String, signature: String },
@@ -159,7 +193,8 @@ pub struct Tool {
 pub struct FunctionDefinition {
     pub name: String,
     pub description: Option<String>,
-    pub parameters: Option<Value>,
+    /// The JSON schema, kept as its text.
+    pub parameters: Option<Box<RawValue>>,
     pub strict: Option<bool>,
 }
 
@@ -177,14 +212,33 @@ pub struct ToolChoiceFunction {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ThinkingParam {
     #[serde(rename = "type")]
     pub kind: String,
     pub budget_tokens: Option<u32>,
+    pub display: Option<String>,
 }
 
+/// Anthropic's `output_config`: effort and native structured output.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfigParam {
+    pub effort: Option<String>,
+    pub format: Option<OutputFormatParam>,
+}
+
+/// `output_config.format`: `{"type": "json_schema", "schema": {...}}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputFormatParam {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub schema: Option<Box<RawValue>>,
+}
+
+/// `response_format`, parsed by its `type` without buffering the object.
+#[derive(Debug, Clone)]
 pub enum ResponseFormat {
     Text,
     JsonObject,
@@ -195,7 +249,8 @@ pub enum ResponseFormat {
 pub struct JsonSchemaFormat {
     pub name: String,
     pub description: Option<String>,
-    pub schema: Option<Value>,
+    /// The JSON schema, kept as its text.
+    pub schema: Option<Box<RawValue>>,
     pub strict: Option<bool>,
 }
 
@@ -210,7 +265,7 @@ pub enum StringOr<T> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum OneOrMany<T> {
     One(T),
-    Many(Vec<T>),
+    Many(Bounded<T, MAX_STOP_SEQUENCES>),
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for StringOr<T> {
@@ -247,12 +302,177 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for StringOr<T> {
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match StringOr::<Vec<T>>::deserialize(deserializer)? {
+        match StringOr::<Bounded<T, MAX_STOP_SEQUENCES>>::deserialize(deserializer)? {
             StringOr::Other(many) => Ok(OneOrMany::Many(many)),
             StringOr::String(one) => {
                 T::deserialize(de::value::StringDeserializer::<D::Error>::new(one)).map(OneOrMany::One)
             }
         }
+    }
+}
+
+/// Reads a JSON object whose `type` field picks what it is, in one pass and wherever `type`
+/// stands: every other field is read (or skipped) by `field`, which answers whether it knew the key.
+fn visit_tagged<'de, A: MapAccess<'de>>(
+    mut map: A,
+    mut field: impl FnMut(&str, &mut A) -> Result<bool, A::Error>,
+    allow_unknown: bool,
+) -> Result<String, A::Error> {
+    let mut kind: Option<String> = None;
+    while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        if key == "type" {
+            if kind.is_some() {
+                return Err(de::Error::duplicate_field("type"));
+            }
+            kind = Some(map.next_value()?);
+        } else if !field(&key, &mut map)? {
+            if !allow_unknown {
+                return Err(de::Error::custom(format_args!("unknown field `{key}`")));
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+    }
+    kind.ok_or_else(|| de::Error::missing_field("type"))
+}
+
+fn set<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+    slot: &mut Option<T>,
+    key: &'static str,
+    map: &mut A,
+) -> Result<bool, A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(key));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(true)
+}
+
+impl<'de> Deserialize<'de> for ContentPart {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PartVisitor;
+
+        impl<'de> Visitor<'de> for PartVisitor {
+            type Value = ContentPart;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a content part object with a `type`")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ContentPart, A::Error> {
+                let (mut text, mut image_url, mut cache_control, mut refusal) = (None, None, None, None);
+                let kind = visit_tagged(
+                    map,
+                    |key, map| match key {
+                        "text" => set(&mut text, "text", map),
+                        "image_url" => set(&mut image_url, "image_url", map),
+                        "cache_control" => set::<Option<CacheControl>, _>(&mut cache_control, "cache_control", map),
+                        "refusal" => set(&mut refusal, "refusal", map),
+                        // The payloads of parts that are refused by name.
+                        "input_audio" | "file" => map.next_value::<IgnoredAny>().map(|_| true),
+                        _ => Ok(false),
+                    },
+                    false,
+                )?;
+                let cache_control = cache_control.flatten();
+                match kind.as_str() {
+                    "text" => Ok(ContentPart::Text {
+                        text: text.ok_or_else(|| de::Error::missing_field("text"))?,
+                        cache_control,
+                    }),
+                    "image_url" => Ok(ContentPart::ImageUrl {
+                        image_url: image_url.ok_or_else(|| de::Error::missing_field("image_url"))?,
+                        cache_control,
+                    }),
+                    "refusal" => Ok(ContentPart::Refusal {
+                        refusal: refusal.ok_or_else(|| de::Error::missing_field("refusal"))?,
+                    }),
+                    "input_audio" => Ok(ContentPart::InputAudio),
+                    "file" => Ok(ContentPart::File),
+                    other => {
+                        Err(de::Error::unknown_variant(other, &["text", "image_url", "refusal", "input_audio", "file"]))
+                    }
+                }
+            }
+        }
+
+        deserializer.deserialize_map(PartVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for ThinkingBlock {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BlockVisitor;
+
+        impl<'de> Visitor<'de> for BlockVisitor {
+            type Value = ThinkingBlock;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a thinking block object with a `type`")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ThinkingBlock, A::Error> {
+                let (mut thinking, mut signature, mut data) = (None, None, None);
+                let kind = visit_tagged(
+                    map,
+                    |key, map| match key {
+                        "thinking" => set(&mut thinking, "thinking", map),
+                        "signature" => set(&mut signature, "signature", map),
+                        "data" => set(&mut data, "data", map),
+                        _ => Ok(false),
+                    },
+                    // `index` (streamed blocks) and whatever a client keeps beside them.
+                    true,
+                )?;
+                match kind.as_str() {
+                    "thinking" => Ok(ThinkingBlock::Thinking {
+                        thinking: thinking.ok_or_else(|| de::Error::missing_field("thinking"))?,
+                        signature: signature.ok_or_else(|| de::Error::missing_field("signature"))?,
+                    }),
+                    "redacted_thinking" => Ok(ThinkingBlock::RedactedThinking {
+                        data: data.ok_or_else(|| de::Error::missing_field("data"))?,
+                    }),
+                    other => Err(de::Error::unknown_variant(other, &["thinking", "redacted_thinking"])),
+                }
+            }
+        }
+
+        deserializer.deserialize_map(BlockVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for ResponseFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FormatVisitor;
+
+        impl<'de> Visitor<'de> for FormatVisitor {
+            type Value = ResponseFormat;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a response_format object with a `type`")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ResponseFormat, A::Error> {
+                let mut json_schema = None;
+                let kind = visit_tagged(
+                    map,
+                    |key, map| match key {
+                        "json_schema" => set(&mut json_schema, "json_schema", map),
+                        _ => Ok(false),
+                    },
+                    false,
+                )?;
+                match kind.as_str() {
+                    "text" => Ok(ResponseFormat::Text),
+                    "json_object" => Ok(ResponseFormat::JsonObject),
+                    "json_schema" => Ok(ResponseFormat::JsonSchema {
+                        json_schema: json_schema.ok_or_else(|| de::Error::missing_field("json_schema"))?,
+                    }),
+                    other => Err(de::Error::unknown_variant(other, &["text", "json_object", "json_schema"])),
+                }
+            }
+        }
+
+        deserializer.deserialize_map(FormatVisitor)
     }
 }
 
@@ -326,6 +546,7 @@ pub struct PromptTokensDetails {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct CompletionTokensDetails {
+    /// Thinking tokens, when Bedrock reports them (counted in `completion_tokens` too).
     pub reasoning_tokens: u64,
 }
 

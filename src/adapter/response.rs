@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 
 use crate::adapter::anthropic::{self, AnthropicResponse, ResponseBlock};
 use crate::adapter::openai::{
-    AssistantMessage, ChatCompletion, Choice, FunctionCallOut, PromptTokensDetails, ThinkingBlock, ToolCallOut, Usage,
+    AssistantMessage, ChatCompletion, Choice, CompletionTokensDetails, FunctionCallOut, PromptTokensDetails,
+    ThinkingBlock, ToolCallOut, Usage,
 };
 use crate::error::ApiError;
 
@@ -23,7 +24,8 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     }
 }
 
-/// Anthropic usage → OpenAI usage: prompt tokens include cache reads and writes.
+/// Anthropic usage → OpenAI usage: prompt tokens include cache reads and writes; thinking tokens,
+/// when Bedrock reports them, become `completion_tokens_details.reasoning_tokens`.
 pub fn usage(usage: &anthropic::Usage) -> Usage {
     let cache_read = usage.cache_read_input_tokens.unwrap_or(0);
     let prompt_tokens = usage.input_tokens.unwrap_or(0) + cache_read + usage.cache_creation_input_tokens.unwrap_or(0);
@@ -33,7 +35,10 @@ pub fn usage(usage: &anthropic::Usage) -> Usage {
         completion_tokens,
         total_tokens: prompt_tokens + completion_tokens,
         prompt_tokens_details: PromptTokensDetails { cached_tokens: cache_read },
-        completion_tokens_details: None,
+        completion_tokens_details: usage
+            .output_tokens_details
+            .and_then(|details| details.thinking_tokens)
+            .map(|reasoning_tokens| CompletionTokensDetails { reasoning_tokens }),
     }
 }
 

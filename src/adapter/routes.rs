@@ -10,7 +10,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -19,9 +19,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 
 use super::anthropic::AnthropicResponse;
-use super::bedrock::{BedrockClient, BedrockFailure, EventStream, failure_from_stream};
 use super::openai::{ModelList, ModelObject};
-use super::request::{ModelDefaults, parse_request, to_anthropic};
+use super::request::{Target, parse_request, to_anthropic};
 use super::response::{to_chat_completion, upstream_error};
 use super::stream::StreamConverter;
 use crate::auth::Callers;
@@ -32,6 +31,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::{ApiBody, run_request_from_headers};
 use crate::metrics::Metrics;
+use crate::upstream::{BedrockClient, BedrockFailure, EventStream};
 
 /// Whose AWS credentials sign Bedrock calls.
 #[derive(Clone)]
@@ -51,9 +51,6 @@ pub struct ChatState {
     pub bedrock: Arc<BedrockClient>,
     pub source: CredentialSource,
 }
-
-/// Longest pause between two upstream events before the stream is failed.
-const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Credentials and region for one call. Authentication happens here, before the body is read.
 enum CallContext {
@@ -170,22 +167,17 @@ async fn chat(state: &ChatState, headers: &HeaderMap, body: ApiBody) -> Result<R
     // Holds its share of the body budget until the upstream call is answered.
     let body = body.read(&state.config.server).await?;
     let request = parse_request(&body)?;
-    let model = state.config.models.get(&request.model).ok_or_else(|| {
+    let (name, model) = crate::models::find_by_name(&state.config.models, &request.model).ok_or_else(|| {
         ApiError::not_found(
             "model_not_found",
             format!("model {:?} is not served here; GET /v1/models lists the models you may use", request.model),
         )
         .with_param("model")
     })?;
-    let defaults = ModelDefaults {
-        max_tokens: model.default_max_tokens,
-        max_output_tokens: model.max_output_tokens,
-        supports_thinking: model.supports_thinking,
-        exclusive_sampling: model.exclusive_sampling,
-    };
-    let prepared = to_anthropic(&request, &defaults)?;
-    let upstream_body =
-        serde_json::to_vec(&prepared.body).map_err(|_| ApiError::internal("could not encode the request"))?;
+    let prepared = to_anthropic(&request, Target { name, rules: &model.rules })?;
+    let upstream_body = Bytes::from(
+        serde_json::to_vec(&prepared.body).map_err(|_| ApiError::internal("could not encode the request"))?,
+    );
     let (credentials, region) = context.credentials(&state.config).await?;
     let id = completion_id();
     let created = crate::issuer::unix_now();
@@ -235,18 +227,14 @@ struct Relay {
 impl Relay {
     /// The next bytes to send, or `None` once `[DONE]` went out.
     async fn next(&mut self) -> Option<Bytes> {
-        use aws_sdk_bedrockruntime::types::ResponseStream;
         while !self.converter.is_done() {
-            match tokio::time::timeout(STREAM_IDLE_TIMEOUT, self.events.recv()).await {
-                Ok(Ok(Some(ResponseStream::Chunk(part)))) => {
-                    if let Some(bytes) = part.bytes
-                        && let Err(error) = self.converter.push(bytes.as_ref(), &mut self.out)
-                    {
+            match self.events.next_event().await {
+                Ok(Some(event)) => {
+                    if let Err(error) = self.converter.push(event, &mut self.out) {
                         self.converter.error(&error, &mut self.out);
                     }
                 }
-                Ok(Ok(Some(_))) => {}
-                Ok(Ok(None)) => {
+                Ok(None) => {
                     if self.converter.completed() {
                         self.converter.finish(&mut self.out);
                     } else {
@@ -259,19 +247,9 @@ impl Relay {
                         self.converter.error(&error, &mut self.out);
                     }
                 }
-                Ok(Err(error)) => {
-                    let failure = failure_from_stream(&error);
+                Err(failure) => {
                     tracing::warn!(code = %failure.code, "bedrock stream failed mid-way");
                     let error = failure.to_api_error("bedrock:InvokeModelWithResponseStream", &self.model_id);
-                    self.converter.error(&error, &mut self.out);
-                }
-                Err(_) => {
-                    let error = ApiError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_error",
-                        "upstream_idle_timeout",
-                        "Bedrock sent nothing for too long; the answer is incomplete",
-                    );
                     self.converter.error(&error, &mut self.out);
                 }
             }

@@ -312,6 +312,9 @@ fn merge_usage(total: &mut anthropic::Usage, update: &anthropic::Usage) {
             *slot = value;
         }
     }
+    if update.output_tokens_details.is_some() {
+        total.output_tokens_details = update.output_tokens_details;
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use crate::adapter::bedrock::BedrockClient;
 use crate::adapter::routes::{ChatState, CredentialSource};
 use crate::auth::Callers;
 use crate::broker::Broker;
@@ -13,6 +12,7 @@ use crate::broker::sts::{SdkSts, StsExchange};
 use crate::config::Config;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
+use crate::upstream::BedrockClient;
 
 use super::extract::BodyBudget;
 

@@ -381,6 +381,97 @@ impl KeyDir {
         Ok(manifest)
     }
 
+    /// Find `kid` in the manifest. Only kids listed there are ever turned into file names, so a
+    /// kid typed on the command line cannot name a file outside the key directory.
+    fn position(&self, manifest: &Manifest, kid: &str) -> Result<usize, KeyError> {
+        manifest.keys.iter().position(|k| k.kid == kid).ok_or_else(|| {
+            KeyError::Rotate(format!(
+                "no key {kid:?} in {}; `byollm keys list --dir {}` shows the kids",
+                self.dir.display(),
+                self.dir.display()
+            ))
+        })
+    }
+
+    /// Write `manifest`, then delete the private key files of `dropped`. The manifest goes first so
+    /// a failure in between leaves an unused file behind, never a manifest naming a missing file.
+    fn commit_without(&self, manifest: &Manifest, dropped: &[String]) -> Result<(), KeyError> {
+        self.write_manifest(manifest)?;
+        for kid in dropped {
+            let path = self.key_path(kid);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(KeyError::Io { path, error }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Routine removal of a key that no token needs any more: a **retired** key once every token
+    /// it signed has expired (`KeyPolicy::retired_until`; earlier only with `force`), or the
+    /// **next** key (it has signed nothing). The active key is refused: rotate it first, or
+    /// [`KeyDir::revoke`] it when it is compromised.
+    pub fn remove(&self, kid: &str, now: u64, policy: &KeyPolicy, force: bool) -> Result<Manifest, KeyError> {
+        let mut manifest = self.read_manifest()?;
+        let index = self.position(&manifest, kid)?;
+        let entry = &manifest.keys[index];
+        match entry.state {
+            KeyState::Active => {
+                return Err(KeyError::Rotate(format!(
+                    "{kid} is the active key and signs every new token; run `byollm keys rotate` to retire it first, or `byollm keys revoke {kid}` if it is compromised"
+                )));
+            }
+            KeyState::Retired => {
+                let until = policy.retired_until(entry.retired_at.unwrap_or(entry.created_at));
+                if now < until && !force {
+                    return Err(KeyError::Rotate(format!(
+                        "{kid} may still have signed tokens in flight for {}s (until the longest token lifetime plus keys.retired_grace_secs has passed); wait, or pass --force to stop publishing it now",
+                        until - now
+                    )));
+                }
+            }
+            KeyState::Next => {}
+        }
+        manifest.keys.remove(index);
+        self.commit_without(&manifest, &[kid.to_owned()])?;
+        Ok(manifest)
+    }
+
+    /// Emergency removal of a key that must no longer be trusted: it leaves the set (so the JWKS
+    /// stops publishing it) and its private key file is deleted, whatever its state and age.
+    /// Revoking the **active** key promotes the next key at once (no `min_next_age` wait) and
+    /// creates a new next key; it is refused when there is no next key, because nothing could sign.
+    /// Revoking the **next** key creates a new one in its place.
+    pub fn revoke(&self, kid: &str, bits: u32, now: u64) -> Result<Revoked, KeyError> {
+        let mut manifest = self.read_manifest()?;
+        let index = self.position(&manifest, kid)?;
+        let state = manifest.keys[index].state;
+        let mut promoted = None;
+        if state == KeyState::Active {
+            let next = manifest.keys.iter().position(|k| k.state == KeyState::Next).ok_or_else(|| {
+                KeyError::Rotate(format!(
+                    "{kid} is the only key that can sign (there is no next key to take over); generate a fresh key set in a new directory instead (`byollm keys generate --dir NEW`) and replace the whole set"
+                ))
+            })?;
+            let next = &mut manifest.keys[next];
+            next.state = KeyState::Active;
+            next.activated_at = Some(now);
+            promoted = Some(next.kid.clone());
+        }
+        manifest.keys.remove(index);
+        let new_next = if state == KeyState::Retired {
+            None
+        } else {
+            let key = self.create_key(bits, KeyState::Next, now)?;
+            let created = key.kid.clone();
+            manifest.keys.push(key);
+            Some(created)
+        };
+        self.commit_without(&manifest, &[kid.to_owned()])?;
+        Ok(Revoked { state, promoted, new_next, manifest })
+    }
+
     /// Load what the issuer needs at `now`: the active signing key and the published JWKs.
     pub fn load(&self, now: u64, policy: &KeyPolicy) -> Result<LoadedKeys, KeyError> {
         let manifest = self.read_manifest()?;
@@ -448,6 +539,18 @@ fn validate_manifest(manifest: &Manifest) -> Result<(), String> {
         return Err("has more than one active or next key".into());
     }
     Ok(())
+}
+
+/// What [`KeyDir::revoke`] did.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    /// The state the revoked key was in.
+    pub state: KeyState,
+    /// The next key that became active, when the active key was revoked.
+    pub promoted: Option<String>,
+    /// The next key created to replace the revoked active or next key.
+    pub new_next: Option<String>,
+    pub manifest: Manifest,
 }
 
 #[derive(Debug, Clone)]
@@ -567,6 +670,112 @@ mod tests {
         assert!(error.contains("base64") && !error.contains("not base64 at all"), "{error}");
         let empty = tempfile::tempdir().unwrap();
         assert!(KeyDir::new(empty.path()).load(0, &policy()).unwrap_err().to_string().contains("keys generate"));
+    }
+
+    fn published_kids(keys: &KeyDir, now: u64) -> Vec<String> {
+        keys.load(now, &policy()).unwrap().published.into_iter().map(|k| k.jwk.kid).collect()
+    }
+
+    #[test]
+    fn remove_refuses_the_active_key_and_retired_keys_still_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        let first = keys.generate(2048, 0).unwrap();
+        let (active, next) = (first.keys[0].kid.clone(), first.keys[1].kid.clone());
+
+        let error = keys.remove(&active, 10, &policy(), true).unwrap_err().to_string();
+        assert!(error.contains("keys rotate") && error.contains("keys revoke"), "{error}");
+        assert!(keys.key_path(&active).exists(), "a refused remove deletes nothing");
+
+        // Once rotated, the old active key is retired and in use until its tokens expire.
+        keys.rotate(2048, 4000, &policy(), false).unwrap();
+        let until = policy().retired_until(4000);
+        let error = keys.remove(&active, until - 1, &policy(), false).unwrap_err().to_string();
+        assert!(error.contains("--force") && error.contains("in flight"), "{error}");
+        assert!(published_kids(&keys, until - 1).contains(&active));
+        let manifest = keys.remove(&active, until, &policy(), false).unwrap();
+        assert!(!manifest.keys.iter().any(|k| k.kid == active));
+        assert!(!keys.key_path(&active).exists());
+        assert!(!published_kids(&keys, until).contains(&active));
+        assert_eq!(keys.load(until, &policy()).unwrap().signing.kid, next, "signing is unaffected");
+
+        // --force removes a retired key early; a next key can always be removed.
+        keys.rotate(2048, until + 4000, &policy(), false).unwrap();
+        keys.remove(&next, until + 4001, &policy(), true).unwrap();
+        let new_next =
+            keys.read_manifest().unwrap().keys.iter().find(|k| k.state == KeyState::Next).unwrap().kid.clone();
+        let manifest = keys.remove(&new_next, until + 4001, &policy(), false).unwrap();
+        assert_eq!(manifest.keys.iter().map(|k| k.state).collect::<Vec<_>>(), [KeyState::Active]);
+        assert!(!keys.key_path(&new_next).exists());
+    }
+
+    #[test]
+    fn revoking_the_active_key_promotes_next_at_once_and_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        let first = keys.generate(2048, 0).unwrap();
+        let (active, next) = (first.keys[0].kid.clone(), first.keys[1].kid.clone());
+        // The next key is only 10 s old: rotate would refuse, revoke does not wait.
+        let revoked = keys.revoke(&active, 2048, 10).unwrap();
+        assert_eq!(revoked.state, KeyState::Active);
+        assert_eq!(revoked.promoted.as_deref(), Some(next.as_str()));
+        let new_next = revoked.new_next.clone().unwrap();
+        assert!(!keys.key_path(&active).exists(), "the private key is destroyed");
+        let loaded = keys.load(10, &policy()).unwrap();
+        assert_eq!(loaded.signing.kid, next);
+        let published = published_kids(&keys, 10);
+        assert!(!published.contains(&active), "a revoked key is not published");
+        assert!(published.contains(&new_next));
+        assert_eq!(keys.read_manifest().unwrap().keys.len(), 2);
+    }
+
+    #[test]
+    fn revoke_refuses_to_leave_nothing_that_can_sign() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        let first = keys.generate(2048, 0).unwrap();
+        let (active, next) = (first.keys[0].kid.clone(), first.keys[1].kid.clone());
+        keys.remove(&next, 1, &policy(), false).unwrap();
+        let error = keys.revoke(&active, 2048, 2).unwrap_err().to_string();
+        assert!(error.contains("only key that can sign") && error.contains("keys generate"), "{error}");
+        assert!(keys.key_path(&active).exists());
+        assert_eq!(keys.load(2, &policy()).unwrap().signing.kid, active);
+    }
+
+    #[test]
+    fn revoking_next_or_retired_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        let first = keys.generate(2048, 0).unwrap();
+        let (active, next) = (first.keys[0].kid.clone(), first.keys[1].kid.clone());
+        let revoked = keys.revoke(&next, 2048, 5).unwrap();
+        assert_eq!(revoked.promoted, None);
+        let replacement = revoked.new_next.unwrap();
+        assert_ne!(replacement, next);
+        assert!(!keys.key_path(&next).exists());
+        assert_eq!(keys.load(5, &policy()).unwrap().signing.kid, active);
+
+        keys.rotate(2048, 4000, &policy(), false).unwrap();
+        // A retired key still inside its publication window goes at once, and nothing is created.
+        let revoked = keys.revoke(&active, 2048, 4001).unwrap();
+        assert_eq!((revoked.state, revoked.promoted, revoked.new_next), (KeyState::Retired, None, None));
+        assert!(!published_kids(&keys, 4001).contains(&active));
+        assert_eq!(keys.load(4001, &policy()).unwrap().signing.kid, replacement);
+    }
+
+    #[test]
+    fn unknown_kids_are_refused_and_never_become_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path().join("set"));
+        keys.generate(2048, 0).unwrap();
+        std::fs::write(dir.path().join("victim.pem"), "x").unwrap();
+        for kid in ["../victim", "nope", "", "../set/keyset"] {
+            let error = keys.remove(kid, 0, &policy(), true).unwrap_err().to_string();
+            assert!(error.contains("keys list"), "{error}");
+            assert!(keys.revoke(kid, 2048, 0).is_err());
+        }
+        assert!(dir.path().join("victim.pem").exists());
+        assert!(keys.exists());
     }
 
     #[test]

@@ -210,6 +210,8 @@ pub struct Reply {
     pub ending: Ending,
     /// Answer with this HTTP error instead.
     pub error: Option<(BedrockErrorKind, String)>,
+    /// Thinking tokens reported in `usage.output_tokens_details` (with the thinking-token-count beta).
+    pub thinking_tokens: Option<u64>,
 }
 
 impl Default for Reply {
@@ -225,6 +227,7 @@ impl Default for Reply {
             delay: Duration::ZERO,
             ending: Ending::Complete,
             error: None,
+            thinking_tokens: None,
         }
     }
 }
@@ -318,12 +321,31 @@ impl Reply {
     }
 
     fn usage_json(&self, output_tokens: u64) -> Value {
-        json!({
+        let mut usage = json!({
             "input_tokens": self.input_tokens,
             "cache_creation_input_tokens": self.cache_creation_input_tokens,
             "cache_read_input_tokens": self.cache_read_input_tokens,
             "output_tokens": output_tokens,
-        })
+        });
+        if let Some(thinking_tokens) = self.thinking_tokens {
+            usage["output_tokens_details"] = json!({"thinking_tokens": thinking_tokens});
+        }
+        usage
+    }
+
+    /// Thinking blocks keep their signature but lose their text, as Bedrock sends them when
+    /// `display` is omitted.
+    fn omit_thinking_text(mut self) -> Reply {
+        for block in &mut self.blocks {
+            if let Block::Thinking { pieces, .. } = block {
+                pieces.clear();
+            }
+        }
+        self
+    }
+
+    fn has_thinking(&self) -> bool {
+        self.blocks.iter().any(|b| matches!(b, Block::Thinking { .. }))
     }
 
     /// The Anthropic stream events, `message_start` .. `message_stop` (the last one carrying
@@ -361,10 +383,14 @@ impl Reply {
             events.push(json!({"type": "content_block_stop", "index": index}));
         }
         let output_tokens = self.effective_output_tokens();
+        let mut delta_usage = json!({"output_tokens": output_tokens});
+        if let Some(thinking_tokens) = self.thinking_tokens {
+            delta_usage["output_tokens_details"] = json!({"thinking_tokens": thinking_tokens});
+        }
         events.push(json!({
             "type": "message_delta",
             "delta": {"stop_reason": self.effective_stop_reason(), "stop_sequence": null},
-            "usage": {"output_tokens": output_tokens},
+            "usage": delta_usage,
         }));
         let mut metrics = json!({
             "inputTokenCount": self.input_tokens,
@@ -413,6 +439,10 @@ pub struct FakeBedrockOptions {
     pub max_clock_skew: Duration,
     /// Answer when the script is empty.
     pub default_reply: Reply,
+    /// With an empty script, answer from the request instead of `default_reply`: a tool call to
+    /// the first tool when the last turn is the user's and tools are offered, thinking first when
+    /// the model thinks, then text naming the model.
+    pub auto_reply: bool,
 }
 
 impl Default for FakeBedrockOptions {
@@ -422,6 +452,7 @@ impl Default for FakeBedrockOptions {
             credentials: CredentialStore::new(),
             max_clock_skew: Duration::from_secs(15 * 60),
             default_reply: Reply::text(&["Hello", " from", " FakeBedrock."]),
+            auto_reply: false,
         }
     }
 }
@@ -546,10 +577,22 @@ async fn handle(inner: Arc<Inner>, method: Method, uri: Uri, headers: HeaderMap,
         Err((kind, message)) => return error_response(kind, &message),
     };
     let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let outcome = validate_model_id(&model_id).and_then(|_| validate_anthropic(&json_body));
+    let outcome = validate_model_id(&model_id)
+        .and_then(|_| fake_model(&model_id))
+        .and_then(|model| validate_anthropic(&json_body, model).map(|_| model));
     let reply = match outcome {
         Err(message) => Reply::error_with(BedrockErrorKind::Validation, &message),
-        Ok(()) => inner.state.lock().unwrap().script.pop_front().unwrap_or_else(|| inner.options.default_reply.clone()),
+        Ok(model) => {
+            let scripted = inner.state.lock().unwrap().script.pop_front();
+            let reply = scripted.unwrap_or_else(|| {
+                if inner.options.auto_reply {
+                    auto_reply(&json_body, &model_id, model)
+                } else {
+                    inner.options.default_reply.clone()
+                }
+            });
+            shape_reply(reply, &json_body, model)
+        }
     };
     let response = respond(&inner, reply, streaming).await;
     inner.state.lock().unwrap().requests.push(BedrockRequest {
@@ -851,7 +894,7 @@ fn malformed(detail: &str) -> String {
 const BLOCK_TYPES: [&str; 8] =
     ["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "search_result"];
 
-fn validate_anthropic(body: &Value) -> Result<(), String> {
+fn validate_anthropic(body: &Value, model: Option<&FakeModel>) -> Result<(), String> {
     let Some(obj) = body.as_object() else {
         return Err(malformed("#: expected type: JSONObject"));
     };
@@ -885,16 +928,31 @@ fn validate_anthropic(body: &Value) -> Result<(), String> {
     if messages.is_empty() {
         return Err("messages: at least one message is required".into());
     }
+    let system_turns = model.is_some_and(|m| m.system_turns);
     let mut pending_tool_ids: Vec<String> = vec![];
+    let mut previous: Option<&str> = None;
     for (i, message) in messages.iter().enumerate() {
         let role = message["role"].as_str().unwrap_or_default();
+        if role == "system" && system_turns {
+            // Placement: right after a user turn, and last or followed by an assistant turn.
+            let next = messages.get(i + 1).and_then(|m| m["role"].as_str());
+            if previous != Some("user") || next.is_some_and(|next| next != "assistant") {
+                return Err(format!(
+                    "messages.{i}: a system message must follow a user message and be the last message or be followed by an assistant message"
+                ));
+            }
+            if message["content"].as_array().is_some_and(|c| c.iter().any(|b| b["type"] != "text")) {
+                return Err(format!("messages.{i}.content: system messages may only contain text blocks"));
+            }
+            continue;
+        }
         if role != "user" && role != "assistant" {
             return Err(format!("messages.{i}.role: Input should be 'user' or 'assistant'"));
         }
         if i == 0 && role != "user" {
             return Err("messages: first message must use the \"user\" role".into());
         }
-        if i > 0 && messages[i - 1]["role"] == role {
+        if previous == Some(role) {
             return Err(format!(
                 "messages: roles must alternate between \"user\" and \"assistant\", but found multiple \"{role}\" roles in a row"
             ));
@@ -941,10 +999,510 @@ fn validate_anthropic(body: &Value) -> Result<(), String> {
         if let Some(missing) = pending_tool_ids.iter().find(|id| !tool_result_ids.contains(id)) {
             return Err(format!(
                 "messages.{}: `tool_use` ids were found without `tool_result` blocks immediately after: {missing}. Each `tool_use` block must have a corresponding `tool_result` block in the next message.",
-                i - 1
+                i.saturating_sub(1)
             ));
         }
         pending_tool_ids = tool_use_ids;
+        previous = Some(role);
+    }
+    if let Some(model) = model {
+        model.check(body)?;
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-model rules, the fake's own table (written from the model cards, independently of the
+// gateway's catalog, so the tests judge the catalog).
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FakeThinking {
+    /// `enabled` + `budget_tokens` only.
+    BudgetOnly,
+    /// `adaptive` (with `output_config.effort`) or the deprecated `enabled`.
+    Both,
+    /// `adaptive` only.
+    AdaptiveOnly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FakeSampling {
+    Any,
+    /// `temperature` or `top_p`, not both.
+    OneOf,
+    /// Nothing but these values (or nothing); never `top_k`.
+    Defaults {
+        temperature: Option<f64>,
+        top_p: Option<f64>,
+    },
+}
+
+/// What Bedrock enforces for one Claude model.
+#[derive(Debug, Clone, Copy)]
+pub struct FakeModel {
+    base: &'static str,
+    /// Cross-region profile prefixes Bedrock has for it; the base id alone is refused on demand.
+    profiles: &'static [&'static str],
+    on_demand: bool,
+    max_output: u64,
+    thinking: FakeThinking,
+    disabled_ok: bool,
+    /// Thinks with no `thinking` in the request.
+    thinks_unasked: bool,
+    /// Thinking text is left out unless `display: summarized`.
+    omits_thinking_text: bool,
+    efforts: &'static [&'static str],
+    sampling: FakeSampling,
+    system_turns: bool,
+    structured: bool,
+    forced_tools: bool,
+    prefill: bool,
+    eager_tools: bool,
+    betas: &'static [&'static str],
+}
+
+const FIVE_EFFORTS: &[&str] = &["low", "medium", "high", "xhigh", "max"];
+const NEW_BETAS: &[&str] = &[
+    "interleaved-thinking-2025-05-14",
+    "tool-search-tool-2025-10-19",
+    "thinking-token-count-2026-05-13",
+    "context-management-2025-06-27",
+    "fine-grained-tool-streaming-2025-05-14",
+];
+/// The beta with which Bedrock reports thinking tokens in usage.
+pub const THINKING_TOKEN_COUNT_BETA: &str = "thinking-token-count-2026-05-13";
+
+const FAKE_MODELS: &[FakeModel] = &[
+    FakeModel {
+        base: "anthropic.claude-opus-5-5",
+        profiles: &["global", "us", "jp"],
+        on_demand: false,
+        max_output: 128_000,
+        thinking: FakeThinking::AdaptiveOnly,
+        disabled_ok: false,
+        thinks_unasked: true,
+        omits_thinking_text: true,
+        efforts: FIVE_EFFORTS,
+        sampling: FakeSampling::Defaults { temperature: None, top_p: None },
+        system_turns: true,
+        structured: true,
+        forced_tools: false,
+        prefill: false,
+        eager_tools: true,
+        betas: NEW_BETAS,
+    },
+    FakeModel {
+        base: "anthropic.claude-sonnet-5-5",
+        profiles: &["global", "us"],
+        on_demand: false,
+        max_output: 128_000,
+        thinking: FakeThinking::AdaptiveOnly,
+        disabled_ok: false,
+        thinks_unasked: true,
+        omits_thinking_text: true,
+        efforts: FIVE_EFFORTS,
+        sampling: FakeSampling::Defaults { temperature: None, top_p: None },
+        system_turns: false,
+        structured: true,
+        forced_tools: false,
+        prefill: false,
+        eager_tools: true,
+        betas: NEW_BETAS,
+    },
+    FakeModel {
+        base: "anthropic.claude-haiku-5-5",
+        profiles: &["global", "us"],
+        on_demand: false,
+        max_output: 128_000,
+        thinking: FakeThinking::AdaptiveOnly,
+        disabled_ok: true,
+        thinks_unasked: true,
+        omits_thinking_text: true,
+        efforts: FIVE_EFFORTS,
+        sampling: FakeSampling::Defaults { temperature: None, top_p: None },
+        system_turns: false,
+        structured: true,
+        forced_tools: true,
+        prefill: false,
+        eager_tools: true,
+        betas: NEW_BETAS,
+    },
+    FakeModel {
+        base: "anthropic.claude-fable-5-2",
+        profiles: &["global", "us", "eu"],
+        on_demand: false,
+        max_output: 128_000,
+        thinking: FakeThinking::AdaptiveOnly,
+        disabled_ok: false,
+        thinks_unasked: true,
+        omits_thinking_text: true,
+        efforts: FIVE_EFFORTS,
+        sampling: FakeSampling::Defaults { temperature: Some(1.0), top_p: Some(0.99) },
+        system_turns: false,
+        structured: true,
+        forced_tools: false,
+        prefill: false,
+        eager_tools: true,
+        betas: NEW_BETAS,
+    },
+    FakeModel {
+        base: "anthropic.claude-opus-4-7",
+        profiles: &["global", "us", "eu", "jp"],
+        on_demand: false,
+        max_output: 128_000,
+        thinking: FakeThinking::AdaptiveOnly,
+        disabled_ok: false,
+        thinks_unasked: false,
+        omits_thinking_text: true,
+        efforts: FIVE_EFFORTS,
+        sampling: FakeSampling::Defaults { temperature: None, top_p: None },
+        system_turns: false,
+        structured: true,
+        forced_tools: true,
+        prefill: false,
+        eager_tools: true,
+        betas: &[
+            "interleaved-thinking-2025-05-14",
+            "tool-search-tool-2025-10-19",
+            "context-management-2025-06-27",
+            "fine-grained-tool-streaming-2025-05-14",
+        ],
+    },
+    FakeModel {
+        base: "anthropic.claude-opus-4-6-v1",
+        profiles: &["global", "us", "eu", "jp", "apac"],
+        on_demand: false,
+        max_output: 128_000,
+        thinking: FakeThinking::Both,
+        disabled_ok: true,
+        thinks_unasked: false,
+        omits_thinking_text: false,
+        efforts: &["low", "medium", "high", "max"],
+        sampling: FakeSampling::OneOf,
+        system_turns: false,
+        structured: true,
+        forced_tools: true,
+        prefill: false,
+        eager_tools: true,
+        betas: &[
+            "interleaved-thinking-2025-05-14",
+            "tool-search-tool-2025-10-19",
+            "context-management-2025-06-27",
+            "fine-grained-tool-streaming-2025-05-14",
+        ],
+    },
+    FakeModel {
+        base: "anthropic.claude-sonnet-4-6",
+        profiles: &["global", "us", "eu", "jp"],
+        on_demand: false,
+        max_output: 64_000,
+        thinking: FakeThinking::Both,
+        disabled_ok: true,
+        thinks_unasked: false,
+        omits_thinking_text: false,
+        efforts: &["low", "medium", "high", "max"],
+        sampling: FakeSampling::OneOf,
+        system_turns: false,
+        structured: true,
+        forced_tools: true,
+        prefill: false,
+        eager_tools: true,
+        betas: &[
+            "interleaved-thinking-2025-05-14",
+            "tool-search-tool-2025-10-19",
+            "context-management-2025-06-27",
+            "fine-grained-tool-streaming-2025-05-14",
+        ],
+    },
+    FakeModel {
+        base: "anthropic.claude-haiku-4-5-20251001-v1:0",
+        profiles: &["global", "us", "eu", "jp", "apac"],
+        on_demand: false,
+        max_output: 64_000,
+        thinking: FakeThinking::BudgetOnly,
+        disabled_ok: true,
+        thinks_unasked: false,
+        omits_thinking_text: false,
+        efforts: &[],
+        sampling: FakeSampling::OneOf,
+        system_turns: false,
+        structured: true,
+        forced_tools: true,
+        prefill: true,
+        eager_tools: true,
+        betas: &[
+            "interleaved-thinking-2025-05-14",
+            "context-management-2025-06-27",
+            "fine-grained-tool-streaming-2025-05-14",
+        ],
+    },
+    FakeModel {
+        base: "anthropic.claude-sonnet-4-5-20250929-v1:0",
+        profiles: &["global", "us", "eu", "jp"],
+        on_demand: false,
+        max_output: 64_000,
+        thinking: FakeThinking::BudgetOnly,
+        disabled_ok: true,
+        thinks_unasked: false,
+        omits_thinking_text: false,
+        efforts: &[],
+        sampling: FakeSampling::OneOf,
+        system_turns: false,
+        structured: true,
+        forced_tools: true,
+        prefill: true,
+        eager_tools: true,
+        betas: &[
+            "interleaved-thinking-2025-05-14",
+            "context-1m-2025-08-07",
+            "context-management-2025-06-27",
+            "fine-grained-tool-streaming-2025-05-14",
+        ],
+    },
+    FakeModel {
+        base: "anthropic.claude-opus-4-1-20250805-v1:0",
+        profiles: &["us"],
+        on_demand: false,
+        max_output: 32_000,
+        thinking: FakeThinking::BudgetOnly,
+        disabled_ok: true,
+        thinks_unasked: false,
+        omits_thinking_text: false,
+        efforts: &[],
+        sampling: FakeSampling::OneOf,
+        system_turns: false,
+        structured: false,
+        forced_tools: true,
+        prefill: true,
+        eager_tools: false,
+        betas: &["interleaved-thinking-2025-05-14", "fine-grained-tool-streaming-2025-05-14"],
+    },
+    FakeModel {
+        base: "anthropic.claude-sonnet-4-20250514-v1:0",
+        profiles: &["global", "us", "eu", "apac"],
+        on_demand: false,
+        max_output: 64_000,
+        thinking: FakeThinking::BudgetOnly,
+        disabled_ok: true,
+        thinks_unasked: false,
+        omits_thinking_text: false,
+        efforts: &[],
+        sampling: FakeSampling::Any,
+        system_turns: false,
+        structured: false,
+        forced_tools: true,
+        prefill: true,
+        eager_tools: false,
+        betas: &["interleaved-thinking-2025-05-14", "context-1m-2025-08-07", "fine-grained-tool-streaming-2025-05-14"],
+    },
+];
+
+/// The table entry for a model id (profile id, base id or ARN); `Ok(None)` for models the table
+/// does not cover (checked by the generic rules only); `Err` for what Bedrock refuses outright.
+fn fake_model(model_id: &str) -> Result<Option<&'static FakeModel>, String> {
+    let id = match model_id.strip_prefix("arn:") {
+        Some(rest) => match rest.splitn(5, ':').nth(4).and_then(|resource| resource.split_once('/')) {
+            Some(("inference-profile", id)) | Some(("foundation-model", id)) => id,
+            _ => return Ok(None),
+        },
+        None => model_id,
+    };
+    let (prefix, base) = match id.split_once('.') {
+        Some((prefix, rest)) if prefix != "anthropic" => (Some(prefix), rest),
+        _ => (None, id),
+    };
+    let Some(model) = FAKE_MODELS.iter().find(|m| m.base == base) else { return Ok(None) };
+    match prefix {
+        Some(prefix) if !model.profiles.contains(&prefix) => Err("The provided model identifier is invalid.".into()),
+        None if !model.on_demand => Err(format!(
+            "Invocation of model ID {base} with on-demand throughput isn’t supported. Retry your request with the ID or ARN of an inference profile that contains this model."
+        )),
+        _ => Ok(Some(model)),
+    }
+}
+
+impl FakeModel {
+    /// Whether the model thinks on this request.
+    fn thinks(&self, body: &Value) -> bool {
+        match body["thinking"]["type"].as_str() {
+            Some("enabled" | "adaptive") => true,
+            Some(_) => false,
+            None => self.thinks_unasked,
+        }
+    }
+
+    /// The model-specific checks, with Anthropic's wording.
+    fn check(&self, body: &Value) -> Result<(), String> {
+        let max_tokens = body["max_tokens"].as_u64().unwrap_or(0);
+        if max_tokens > self.max_output {
+            let name = self.base.trim_start_matches("anthropic.");
+            return Err(format!(
+                "max_tokens: {max_tokens} > {}, which is the maximum allowed number of output tokens for {name}",
+                self.max_output
+            ));
+        }
+        let thinking = &body["thinking"];
+        match thinking["type"].as_str() {
+            None => {}
+            Some("enabled") if self.thinking == FakeThinking::AdaptiveOnly => {
+                return Err("thinking.type.enabled is not supported for this model. Use thinking.type.adaptive and output_config.effort to control thinking behavior.".into());
+            }
+            Some("adaptive") if self.thinking == FakeThinking::BudgetOnly => {
+                return Err("thinking.type: Input tag 'adaptive' found using 'type' does not match any of the expected tags: 'disabled', 'enabled'".into());
+            }
+            Some("disabled") if !self.disabled_ok => {
+                return Err("thinking.type.disabled is not supported for this model. Use thinking.type.adaptive and output_config.effort to control thinking behavior.".into());
+            }
+            Some("enabled" | "adaptive" | "disabled") => {}
+            Some(other) => {
+                return Err(format!(
+                    "thinking.type: Input tag '{other}' found using 'type' does not match any of the expected tags"
+                ));
+            }
+        }
+        if let Some(display) = thinking.get("display") {
+            if thinking["type"] != "adaptive" {
+                return Err("thinking.display: Extra inputs are not permitted".into());
+            }
+            if !matches!(display.as_str(), Some("summarized" | "omitted")) {
+                return Err("thinking.adaptive.display: Input should be 'summarized' or 'omitted'".into());
+            }
+        }
+        let output_config = &body["output_config"];
+        if let Some(effort) = output_config.get("effort") {
+            let effort = effort.as_str().unwrap_or_default();
+            if self.efforts.is_empty() {
+                return Err("output_config.effort: Extra inputs are not permitted".into());
+            }
+            if !self.efforts.contains(&effort) {
+                let allowed: Vec<String> = self.efforts.iter().map(|e| format!("'{e}'")).collect();
+                return Err(format!("output_config.effort: Input should be {}", allowed.join(", ")));
+            }
+            if thinking["type"] == "enabled" {
+                return Err("output_config.effort cannot be used with thinking.type.enabled".into());
+            }
+        }
+        if output_config.get("format").is_some() {
+            if !self.structured {
+                return Err("output_config.format: Extra inputs are not permitted".into());
+            }
+            if output_config["format"]["type"] != "json_schema" || !output_config["format"]["schema"].is_object() {
+                return Err("output_config.format: a json_schema format needs a schema object".into());
+            }
+        }
+        let thinks = self.thinks(body);
+        let given = |key: &str| body.get(key).filter(|v| !v.is_null());
+        match self.sampling {
+            FakeSampling::Any => {}
+            FakeSampling::OneOf => {
+                if given("temperature").is_some() && given("top_p").is_some() {
+                    return Err(
+                        "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+                            .into(),
+                    );
+                }
+            }
+            FakeSampling::Defaults { temperature, top_p } => {
+                for (key, default) in [("temperature", temperature), ("top_p", top_p)] {
+                    if let Some(value) = given(key)
+                        && value.as_f64() != default
+                    {
+                        return Err(format!("`{key}` is deprecated for this model."));
+                    }
+                }
+                if given("top_k").is_some() {
+                    return Err("`top_k` is deprecated for this model.".into());
+                }
+                if given("temperature").is_some() && given("top_p").is_some() {
+                    return Err(
+                        "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+                            .into(),
+                    );
+                }
+            }
+        }
+        if thinks {
+            if given("temperature").is_some_and(|t| t.as_f64() != Some(1.0)) {
+                return Err("`temperature` may only be set to 1 when thinking is enabled. Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking#important-considerations-when-using-extended-thinking".into());
+            }
+            if given("top_p").is_some_and(|p| p.as_f64().is_some_and(|p| p < 0.95)) {
+                return Err("`top_p` must be greater than or equal to 0.95 or unset when thinking is enabled.".into());
+            }
+            if given("top_k").is_some() {
+                return Err("`top_k` must be unset when thinking is enabled.".into());
+            }
+        }
+        let forced = matches!(body["tool_choice"]["type"].as_str(), Some("any" | "tool"));
+        if forced && !self.forced_tools {
+            return Err("tool_choice: forced tool use is not supported for this model; use auto or none.".into());
+        }
+        if forced && thinks {
+            return Err("Thinking may not be enabled when tool_choice forces tool use.".into());
+        }
+        for (i, tool) in body["tools"].as_array().map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
+            if tool.get("eager_input_streaming").is_some() && !self.eager_tools {
+                return Err(format!("tools.{i}.custom.eager_input_streaming: Extra inputs are not permitted"));
+            }
+            if tool.get("strict").is_some() && !self.structured {
+                return Err(format!("tools.{i}.custom.strict: Extra inputs are not permitted"));
+            }
+        }
+        let messages = body["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if !self.prefill && messages.last().is_some_and(|m| m["role"] == "assistant") {
+            return Err(
+                "This model does not support assistant message prefill. The conversation must end with a user message."
+                    .into(),
+            );
+        }
+        if let Some(betas) = body.get("anthropic_beta") {
+            let betas = betas.as_array().ok_or("anthropic_beta: Input should be a valid list")?;
+            if betas.iter().any(|beta| !beta.as_str().is_some_and(|b| self.betas.contains(&b))) {
+                return Err("invalid beta flag".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A reply made from the request (the matrix tests script nothing): a tool call to the first
+/// tool when the conversation ends with the user's text and tools are offered; thinking first when
+/// the model thinks; a text that names the model.
+fn auto_reply(body: &Value, model_id: &str, model: Option<&FakeModel>) -> Reply {
+    let thinks = model.map_or(body["thinking"]["type"] == "enabled", |m| m.thinks(body));
+    let mut reply = Reply::default();
+    if thinks {
+        reply = reply.with_thinking(&["Weighing", " the question."], "sig-auto");
+    }
+    let last_is_user_text = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .is_some_and(|m| m["role"] == "user" && !m["content"].to_string().contains("tool_result"));
+    match body["tools"].as_array().and_then(|tools| tools.first()).and_then(|tool| tool["name"].as_str()) {
+        Some(name) if last_is_user_text && body["tool_choice"]["type"] != "none" => {
+            reply.with_tool_call("toolu_auto", name, &["{\"ci", "ty\": \"Pa", "ris\"}"])
+        }
+        _ => reply.with_text(&["Answer from ", model_id, "."]),
+    }
+}
+
+/// What the model does to any reply: thinking text omitted unless asked for, where the model
+/// omits it by default; thinking tokens counted in usage when the beta asks for it.
+fn shape_reply(mut reply: Reply, body: &Value, model: Option<&FakeModel>) -> Reply {
+    if reply.error.is_some() {
+        return reply;
+    }
+    if model.is_some_and(|m| m.omits_thinking_text) && body["thinking"]["display"] != "summarized" {
+        reply = reply.omit_thinking_text();
+    }
+    let counts_thinking =
+        body["anthropic_beta"].as_array().is_some_and(|betas| betas.iter().any(|b| b == THINKING_TOKEN_COUNT_BETA));
+    if counts_thinking && reply.has_thinking() && reply.thinking_tokens.is_none() {
+        let pieces: usize = reply
+            .blocks
+            .iter()
+            .map(|b| if let Block::Thinking { pieces, .. } = b { pieces.len().max(1) } else { 0 })
+            .sum();
+        reply.thinking_tokens = Some(pieces as u64);
+    }
+    reply
 }

@@ -109,7 +109,13 @@ pub async fn bind() -> (tokio::net::TcpListener, String) {
     (listener, url)
 }
 
+/// Serves with `TCP_NODELAY`, as AWS's front ends answer: no Nagle pause between a response's
+/// pieces (which tests on a paused clock would see as minutes).
 pub fn serve_on(listener: tokio::net::TcpListener, router: axum::Router) -> ServerTask {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     ServerTask(tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     }))

@@ -1,29 +1,16 @@
-//! The Bedrock Runtime client: `InvokeModel` and `InvokeModelWithResponseStream` signed with the
-//! credentials of the call (a run's assumed role, or the person's own session), and the mapping of
-//! Bedrock's exceptions to the one error body.
+//! Bedrock's failures, read from where Bedrock puts them, and mapped to the one error body.
 //!
-//! One SDK client per region is kept; credentials are set per call. SDK retries are off so that
-//! throttling reaches the client as a 429 it can act on, never as a silent delay.
+//! Before a response body: a non-2xx status with `x-amzn-ErrorType` and a JSON body
+//! `{"message": ...}`. Inside an event stream: a frame with `:message-type` `exception` (the
+//! exception in `:exception-type`, the message in the JSON payload) or `error` (`:error-code`,
+//! `:error-message`). Transport failures get the codes `Dispatch`, `Timeout`, `StreamCut` and
+//! `IdleTimeout`.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::Duration;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
 
-use aws_sdk_bedrockruntime::config::{BehaviorVersion, Region};
-use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_bedrockruntime::primitives::Blob;
-use aws_smithy_types::retry::RetryConfig;
-use aws_smithy_types::timeout::TimeoutConfig;
-use axum::http::StatusCode;
-use bytes::Bytes;
-
-use crate::broker::sts::AwsCredentials;
+use super::eventstream::Frame;
 use crate::error::ApiError;
-
-pub type EventStream = aws_sdk_bedrockruntime::primitives::event_stream::EventReceiver<
-    aws_sdk_bedrockruntime::types::ResponseStream,
-    aws_sdk_bedrockruntime::types::error::ResponseStreamError,
->;
 
 /// What went wrong talking to Bedrock, already sorted by who can fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +21,25 @@ pub struct BedrockFailure {
 }
 
 impl BedrockFailure {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> BedrockFailure {
+        BedrockFailure { code: code.into(), message: message.into() }
+    }
+
+    /// Could not connect, or the connection failed before an answer.
+    pub fn dispatch() -> BedrockFailure {
+        BedrockFailure::new("Dispatch", "")
+    }
+
+    /// The stream broke (connection, framing) before Bedrock ended it.
+    pub fn stream_cut() -> BedrockFailure {
+        BedrockFailure::new("StreamCut", "")
+    }
+
+    /// Bedrock sent nothing for longer than the stream idle limit.
+    pub fn idle_timeout() -> BedrockFailure {
+        BedrockFailure::new("IdleTimeout", "")
+    }
+
     fn normalized(&self) -> String {
         self.code.to_ascii_lowercase()
     }
@@ -119,6 +125,12 @@ impl BedrockFailure {
                 "bedrock_timeout",
                 "timed out waiting for Bedrock",
             ),
+            "idletimeout" => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_idle_timeout",
+                "Bedrock sent nothing for too long; the answer is incomplete",
+            ),
             "streamcut" => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_error",
@@ -147,126 +159,52 @@ impl BedrockFailure {
     }
 }
 
-pub fn failure_from_sdk<E: ProvideErrorMetadata + std::error::Error, R>(error: &SdkError<E, R>) -> BedrockFailure {
-    match error {
-        SdkError::ServiceError(context) => BedrockFailure {
-            code: context.err().code().unwrap_or("UnknownError").to_owned(),
-            message: context.err().message().unwrap_or_default().to_owned(),
+/// The fields of Bedrock's JSON error body (and of exception frame payloads) that matter.
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(alias = "Message", alias = "errorMessage")]
+    message: Option<String>,
+    #[serde(rename = "__type", alias = "code")]
+    kind: Option<String>,
+}
+
+/// `ValidationException:http://internal.amazon.com/...` and `com.amazon.bedrock#ValidationException`
+/// both name `ValidationException`.
+fn sanitize_code(raw: &str) -> &str {
+    let raw = raw.split(':').next().unwrap_or(raw);
+    raw.rsplit('#').next().unwrap_or(raw).trim()
+}
+
+/// A non-2xx answer: the code from `x-amzn-ErrorType` (else the body's `__type`/`code`), the
+/// message from the body's `message`.
+pub fn failure_from_response(headers: &HeaderMap, body: &[u8]) -> BedrockFailure {
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let from_header = headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(sanitize_code);
+    let code = from_header.or(parsed.kind.as_deref().map(sanitize_code)).filter(|code| !code.is_empty());
+    BedrockFailure { code: code.unwrap_or("UnknownError").to_owned(), message: parsed.message.unwrap_or_default() }
+}
+
+/// A frame that is not an event: an `exception` (named as the AWS SDK names it, e.g.
+/// `ThrottlingException`) or an `error`; anything else means the stream broke.
+pub fn failure_from_frame(frame: &Frame<'_>) -> BedrockFailure {
+    match frame.message_type() {
+        Some("exception") => {
+            let parsed: ErrorBody = serde_json::from_slice(frame.payload()).unwrap_or_default();
+            let raw = frame.exception_type().unwrap_or("UnknownStreamError");
+            // The SDK reports the exception by its shape name: the header's first letter upper-cased.
+            let mut code = String::with_capacity(raw.len());
+            let mut chars = raw.chars();
+            if let Some(first) = chars.next() {
+                code.extend(first.to_uppercase());
+                code.push_str(chars.as_str());
+            }
+            BedrockFailure { code, message: parsed.message.unwrap_or_default() }
+        }
+        Some("error") => BedrockFailure {
+            code: frame.header_str(":error-code").unwrap_or("UnknownStreamError").to_owned(),
+            message: frame.header_str(":error-message").unwrap_or_default().to_owned(),
         },
-        SdkError::TimeoutError(_) => BedrockFailure { code: "Timeout".into(), message: String::new() },
-        SdkError::DispatchFailure(_) => BedrockFailure { code: "Dispatch".into(), message: String::new() },
-        other => BedrockFailure {
-            code: other.code().unwrap_or("ResponseError").to_owned(),
-            message: "unexpected response from Bedrock".into(),
-        },
-    }
-}
-
-/// A failure inside a stream (an `exception` frame). The SDK's stream error carries the exception
-/// as its variant, not as an error code, so it is read from there.
-pub fn failure_from_stream<R>(
-    error: &SdkError<aws_sdk_bedrockruntime::types::error::ResponseStreamError, R>,
-) -> BedrockFailure {
-    use aws_sdk_bedrockruntime::types::error::ResponseStreamError as E;
-    let SdkError::ServiceError(context) = error else {
-        // Not an exception frame: the connection broke or the framing was bad mid-way.
-        return BedrockFailure { code: "StreamCut".into(), message: String::new() };
-    };
-    let (code, message) = match context.err() {
-        E::InternalServerException(e) => ("InternalServerException", e.message()),
-        E::ModelStreamErrorException(e) => ("ModelStreamErrorException", e.message()),
-        E::ValidationException(e) => ("ValidationException", e.message()),
-        E::ThrottlingException(e) => ("ThrottlingException", e.message()),
-        E::ModelTimeoutException(e) => ("ModelTimeoutException", e.message()),
-        E::ServiceUnavailableException(e) => ("ServiceUnavailableException", e.message()),
-        other => (other.code().unwrap_or("UnknownStreamError"), other.message()),
-    };
-    BedrockFailure { code: code.to_owned(), message: message.unwrap_or_default().to_owned() }
-}
-
-/// Bedrock Runtime clients, one per region.
-pub struct BedrockClient {
-    endpoint_url: Option<String>,
-    clients: RwLock<HashMap<String, aws_sdk_bedrockruntime::Client>>,
-}
-
-impl BedrockClient {
-    pub fn new(endpoint_url: Option<String>) -> BedrockClient {
-        BedrockClient { endpoint_url, clients: RwLock::new(HashMap::new()) }
-    }
-
-    fn client(&self, region: &str) -> aws_sdk_bedrockruntime::Client {
-        if let Ok(clients) = self.clients.read()
-            && let Some(client) = clients.get(region)
-        {
-            return client.clone();
-        }
-        let mut builder = aws_sdk_bedrockruntime::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.to_owned()))
-            .retry_config(RetryConfig::disabled())
-            // Credentials change per call; the SDK's identity cache would keep a partition per
-            // provider forever (and the secrets in it).
-            .identity_cache(aws_sdk_bedrockruntime::config::IdentityCache::no_cache())
-            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
-        if let Some(url) = &self.endpoint_url {
-            builder = builder.endpoint_url(url);
-        }
-        let client = aws_sdk_bedrockruntime::Client::from_conf(builder.build());
-        if let Ok(mut clients) = self.clients.write() {
-            clients.insert(region.to_owned(), client.clone());
-        }
-        client
-    }
-
-    fn override_config(credentials: &AwsCredentials) -> aws_sdk_bedrockruntime::config::Builder {
-        aws_sdk_bedrockruntime::Config::builder().credentials_provider(credentials.to_sdk("byollm"))
-    }
-
-    /// `InvokeModel`: the whole answer at once.
-    pub async fn invoke(
-        &self,
-        region: &str,
-        model_id: &str,
-        body: Vec<u8>,
-        credentials: &AwsCredentials,
-    ) -> Result<Bytes, BedrockFailure> {
-        let output = self
-            .client(region)
-            .invoke_model()
-            .model_id(model_id)
-            .content_type("application/json")
-            .accept("application/json")
-            .body(Blob::new(body))
-            .customize()
-            .config_override(Self::override_config(credentials))
-            .send()
-            .await
-            .map_err(|e| failure_from_sdk(&e))?;
-        Ok(Bytes::from(output.body.into_inner()))
-    }
-
-    /// `InvokeModelWithResponseStream`: returns once Bedrock accepted the request.
-    pub async fn invoke_stream(
-        &self,
-        region: &str,
-        model_id: &str,
-        body: Vec<u8>,
-        credentials: &AwsCredentials,
-    ) -> Result<EventStream, BedrockFailure> {
-        let output = self
-            .client(region)
-            .invoke_model_with_response_stream()
-            .model_id(model_id)
-            .content_type("application/json")
-            .accept("application/json")
-            .body(Blob::new(body))
-            .customize()
-            .config_override(Self::override_config(credentials))
-            .send()
-            .await
-            .map_err(|e| failure_from_sdk(&e))?;
-        Ok(output.body)
+        _ => BedrockFailure::stream_cut(),
     }
 }
 
@@ -293,6 +231,10 @@ mod tests {
             ("InternalServerException", 502, "bedrock_error"),
             ("modelStreamErrorException", 502, "bedrock_error"),
             ("ExpiredTokenException", 502, "bedrock_credentials_rejected"),
+            ("Dispatch", 502, "bedrock_unreachable"),
+            ("Timeout", 504, "bedrock_timeout"),
+            ("StreamCut", 502, "upstream_stream_cut"),
+            ("IdleTimeout", 504, "upstream_idle_timeout"),
         ];
         for (code, status, expected) in cases {
             let error = failure(code).to_api_error("bedrock:InvokeModel", "m");
@@ -303,5 +245,38 @@ mod tests {
         let denied = failure("AccessDeniedException").to_api_error("bedrock:InvokeModelWithResponseStream", "m");
         assert!(denied.message.contains("bedrock:InvokeModelWithResponseStream"));
         assert!(failure("UnrecognizedClientException").is_credential_problem());
+    }
+
+    #[test]
+    fn error_responses_are_read_like_the_sdk_reads_them() {
+        let headers = |value: &str| {
+            let mut map = HeaderMap::new();
+            map.insert("x-amzn-errortype", value.parse().unwrap());
+            map
+        };
+        let cases = [
+            (
+                headers("ThrottlingException"),
+                &br#"{"message":"Too many requests"}"#[..],
+                "ThrottlingException",
+                "Too many requests",
+            ),
+            (
+                headers("ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"),
+                br#"{"Message":"bad"}"#,
+                "ValidationException",
+                "bad",
+            ),
+            (
+                HeaderMap::new(),
+                br#"{"__type":"com.amazon.bedrock#AccessDeniedException","message":"no"}"#,
+                "AccessDeniedException",
+                "no",
+            ),
+            (HeaderMap::new(), b"<html>bad gateway</html>", "UnknownError", ""),
+        ];
+        for (headers, body, code, message) in cases {
+            assert_eq!(failure_from_response(&headers, body), BedrockFailure::new(code, message));
+        }
     }
 }

@@ -1,0 +1,144 @@
+//! The model rules applied to an Anthropic Messages-shaped body (as clients of `/v1/messages` or of
+//! Bedrock's own `InvokeModel` send it), so those surfaces refuse and adjust exactly what the chat
+//! API does: thinking and effort, structured output, sampling, `max_tokens`, betas, system turns,
+//! prefill and forced tool choice.
+//!
+//! Adjusts only what is safe to adjust without changing the request's meaning: `max_tokens` is
+//! capped at (or, when absent, set to) the model's limit or default, sampling values equal to the
+//! model's defaults are removed (and refused ones too where the operator set
+//! `drop_unsupported_params`). Everything else the model would refuse is a 400 naming the field.
+
+use serde_json::{Map, Value};
+
+use super::rules::{ReasoningPlan, Sampling, ThinkingRequest};
+use super::{Display, Effort, ModelRules};
+use crate::error::ApiError;
+
+fn invalid(param: &str, message: String) -> ApiError {
+    ApiError::invalid_request(param, "invalid_value", message)
+}
+
+fn refused(param: &str, message: String) -> ApiError {
+    ApiError::invalid_request(param, "unsupported_parameter", message)
+}
+
+/// Checks and adjusts `body` (the JSON object of a Messages request) for model `name`. Returns the
+/// reasoning plan the body carries.
+pub fn check_messages_body(
+    name: &str,
+    rules: &ModelRules,
+    body: &mut Map<String, Value>,
+) -> Result<ReasoningPlan, ApiError> {
+    let thinking = match body.get("thinking") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(thinking)) => Some(match thinking.get("type").and_then(Value::as_str) {
+            Some("enabled") => ThinkingRequest::Enabled {
+                budget_tokens: thinking
+                    .get("budget_tokens")
+                    .and_then(Value::as_u64)
+                    .and_then(|v| u32::try_from(v).ok()),
+            },
+            Some("adaptive") => ThinkingRequest::Adaptive {
+                display: match thinking.get("display").and_then(Value::as_str) {
+                    None => None,
+                    Some("summarized") => Some(Display::Summarized),
+                    Some("omitted") => Some(Display::Omitted),
+                    Some(other) => {
+                        return Err(invalid("thinking.display", format!("unknown thinking.display `{other}`")));
+                    }
+                },
+            },
+            Some("disabled") => ThinkingRequest::Disabled,
+            _ => return Err(invalid("thinking.type", "thinking.type must be enabled, adaptive or disabled".into())),
+        }),
+        Some(_) => return Err(invalid("thinking", "thinking must be an object".into())),
+    };
+    let output_config = body.get("output_config").and_then(Value::as_object);
+    let effort = match output_config.and_then(|config| config.get("effort")) {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(value.as_str().and_then(Effort::parse).ok_or_else(|| {
+            invalid("output_config.effort", "output_config.effort must be low, medium, high, xhigh or max".into())
+        })?),
+    };
+    if output_config.is_some_and(|config| config.get("format").is_some_and(|f| !f.is_null()))
+        && !rules.structured_outputs
+    {
+        return Err(refused("output_config.format", format!("model {name} does not support structured outputs")));
+    }
+    let chose_thinking = thinking.is_some();
+    let plan = rules.plan_thinking(name, thinking, effort.map(|e| (e, "output_config.effort")), false)?;
+
+    let max_tokens = match body.get("max_tokens") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_u64()
+                .filter(|v| *v >= 1)
+                .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+                .ok_or_else(|| invalid("max_tokens", "max_tokens must be a positive integer".into()))?,
+        ),
+    };
+    let max_tokens = rules.max_tokens(max_tokens, &plan);
+    if plan.budget().is_some_and(|budget| budget >= max_tokens) {
+        return Err(invalid(
+            "thinking.budget_tokens",
+            format!("thinking.budget_tokens must be below max_tokens ({max_tokens} for model {name})"),
+        ));
+    }
+    body.insert("max_tokens".into(), Value::from(max_tokens));
+
+    let number = |key: &str| body.get(key).and_then(Value::as_f64);
+    let requested = Sampling {
+        temperature: number("temperature"),
+        top_p: number("top_p"),
+        top_k: body.get("top_k").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()),
+    };
+    let allowed = rules.check_sampling(name, requested, plan.thinks)?;
+    for (key, before, after) in [
+        ("temperature", requested.temperature.is_some(), allowed.temperature.is_some()),
+        ("top_p", requested.top_p.is_some(), allowed.top_p.is_some()),
+        ("top_k", requested.top_k.is_some(), allowed.top_k.is_some()),
+    ] {
+        if before && !after {
+            body.remove(key);
+        }
+    }
+
+    if let Some(betas) = body.get("anthropic_beta") {
+        let betas: Vec<&str> = betas
+            .as_array()
+            .map(|list| list.iter().filter_map(Value::as_str).collect())
+            .filter(|list: &Vec<&str>| Some(list.len()) == betas.as_array().map(Vec::len))
+            .ok_or_else(|| invalid("anthropic_beta", "anthropic_beta must be a list of strings".into()))?;
+        rules.check_betas(name, &betas, "anthropic_beta")?;
+    }
+
+    let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    if !rules.system_turns
+        && let Some(index) = messages.iter().position(|m| m.get("role").and_then(Value::as_str) == Some("system"))
+    {
+        return Err(refused(
+            &format!("messages[{index}].role"),
+            format!("model {name} does not accept system turns inside messages; put the text in the top-level system"),
+        ));
+    }
+    if messages.last().and_then(|m| m.get("role")).and_then(Value::as_str) == Some("assistant") {
+        rules.check_prefill(name, &format!("messages[{}]", messages.len() - 1))?;
+    }
+    let forced = body
+        .get("tool_choice")
+        .and_then(|choice| choice.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|kind| kind == "any" || kind == "tool");
+    let mut plan = plan;
+    if forced {
+        let before = plan.thinking;
+        if !rules.allow_forced_tool_choice(&mut plan, chose_thinking) {
+            rules.check_forced_tool_choice(name, &plan, "tool_choice")?;
+        } else if plan.thinking != before {
+            // The model thinks by default and may stop: it must, for a forced tool choice.
+            body.insert("thinking".into(), serde_json::json!({"type": "disabled"}));
+        }
+    }
+    Ok(plan)
+}

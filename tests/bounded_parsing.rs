@@ -1,0 +1,170 @@
+//! What parsing a chat body costs in memory, measured with a counting allocator: bounded by the
+//! body's size whatever it holds (ignored fields skipped unbuilt, unknown fields refused before
+//! their value is read, lists capped while parsing, schemas kept as raw text).
+//!
+//! The allocator counts per thread, so the measurement is the parse on this test's thread alone.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use byollm::adapter::openai::{MAX_CONTENT_PARTS, MAX_MESSAGES};
+use byollm::adapter::request::{Target, parse_request, to_anthropic};
+use byollm::models::catalog;
+
+struct Counting;
+
+thread_local! {
+    static CURRENT: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn track(delta: isize) {
+    // `try_with`: the thread's slots may already be gone while it exits.
+    let _ = CURRENT.try_with(|current| {
+        let now = current.get() + delta;
+        current.set(now);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+    });
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let pointer = unsafe { System.alloc(layout) };
+        if !pointer.is_null() {
+            track(layout.size() as isize);
+        }
+        pointer
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(pointer, layout) };
+        track(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let moved = unsafe { System.realloc(pointer, layout, new_size) };
+        if !moved.is_null() {
+            track(new_size as isize - layout.size() as isize);
+        }
+        moved
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Bytes allocated at the peak of `work`, above what was live before it.
+fn peak_of<T>(work: impl FnOnce() -> T) -> (T, usize) {
+    let start = CURRENT.with(Cell::get);
+    PEAK.with(|peak| peak.set(start));
+    let result = work();
+    let peak = (PEAK.with(Cell::get) - start).max(0) as usize;
+    eprintln!("peak {peak} bytes above the body");
+    (result, peak)
+}
+
+const MIB: usize = 1 << 20;
+const BODY: usize = 20 * MIB;
+
+/// `{"model":…,"messages":[{"role":"user","content":"hi"}], <before>[0,0,…,0]<after>}`, ~20 MiB.
+fn padded(before: &str, after: &str) -> Vec<u8> {
+    let mut body =
+        format!(r#"{{"model":"claude-haiku-4-5","messages":[{{"role":"user","content":"hi"}}],{before}["#).into_bytes();
+    while body.len() < BODY {
+        body.extend_from_slice(b"0,");
+    }
+    body.extend_from_slice(b"0]");
+    body.extend_from_slice(after.as_bytes());
+    body.push(b'}');
+    body
+}
+
+fn list(open: &str, item: &str, count: usize, close: &str) -> Vec<u8> {
+    let mut body = open.as_bytes().to_vec();
+    for i in 0..count {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item.as_bytes());
+    }
+    body.extend_from_slice(close.as_bytes());
+    body
+}
+
+#[test]
+fn parsing_costs_are_bounded_by_the_body() {
+    // An ignored field full of small values: skipped, nothing built.
+    let body = padded(r#""metadata":"#, "");
+    let (parsed, peak) = peak_of(|| parse_request(&body).map(|_| ()));
+    assert!(parsed.is_ok(), "{parsed:?}");
+    assert!(peak < 64 * 1024, "metadata: {peak} bytes for a {} byte body", body.len());
+
+    // An unknown field: refused by name before its value is read.
+    let body = padded(r#""junk":"#, "");
+    let (parsed, peak) = peak_of(|| parse_request(&body).map(|_| ()));
+    let error = parsed.unwrap_err();
+    assert_eq!((error.status.as_u16(), error.param.as_deref()), (400, Some("junk")), "{}", error.message);
+    assert!(peak < 64 * 1024, "unknown field: {peak} bytes");
+
+    // The same inside a content part (no internally tagged enum buffers it first).
+    let body = padded(r#""tools":[],"response_format":{"type":"text"},"messages2":"#, "");
+    let (parsed, _) = peak_of(|| parse_request(&body).map(|_| ()));
+    assert!(parsed.is_err());
+    let mut part = br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x","junk":["#.to_vec();
+    while part.len() < BODY {
+        part.extend_from_slice(b"0,");
+    }
+    part.extend_from_slice(b"0]}]}]}");
+    let (parsed, peak) = peak_of(|| parse_request(&part).map(|_| ()));
+    assert_eq!(parsed.unwrap_err().param.as_deref(), Some("messages[0].content[0]"));
+    assert!(peak < 64 * 1024, "unknown part field: {peak} bytes");
+
+    // Too many messages: refused at the cap, before more are built.
+    let messages = list(r#"{"model":"m","messages":["#, r#"{"role":"user","content":"x"}"#, 700_000, "]}");
+    let (parsed, peak) = peak_of(|| parse_request(&messages).map(|_| ()));
+    let error = parsed.unwrap_err();
+    assert_eq!(error.param.as_deref(), Some("messages"));
+    assert!(error.message.contains(&format!("at most {MAX_MESSAGES}")), "{}", error.message);
+    assert!(peak < 8 * MIB, "too many messages: {peak} bytes");
+
+    // Nested lists, each within its cap, together over the request's item budget.
+    let message = list(r#"{"role":"user","content":["#, r#"{"type":"text","text":"x"}"#, MAX_CONTENT_PARTS, "]}");
+    let message = String::from_utf8(message).unwrap();
+    let nested = list(r#"{"model":"m","messages":["#, &message, 700, "]}");
+    assert!(nested.len() < BODY);
+    let (parsed, peak) = peak_of(|| parse_request(&nested).map(|_| ()));
+    let error = parsed.unwrap_err();
+    assert!(error.message.contains("in all"), "{}", error.message);
+    assert!(peak < 32 * MIB, "nested lists: {peak} bytes");
+
+    // A 20 MiB tool schema is kept as one copy of its text, not a tree.
+    let tool =
+        padded(r#""tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","x":"#, "}}}]");
+    let (parsed, peak) = peak_of(|| parse_request(&tool).map(|_| ()));
+    assert!(parsed.is_ok(), "{parsed:?}");
+    assert!(peak < BODY + 2 * MIB, "tool schema: {peak} bytes for a {} byte body", tool.len());
+}
+
+#[test]
+fn converting_keeps_schemas_and_arguments_as_text() {
+    // A large tool schema and large tool-call arguments: converting them builds no tree.
+    let mut zeros = String::from("[");
+    while zeros.len() < 3 * MIB {
+        zeros.push_str("0,");
+    }
+    zeros.push_str("0]");
+    let arguments = serde_json::to_string(&format!(r#"{{"a":{zeros}}}"#)).unwrap();
+    let body = format!(
+        r#"{{"model":"m","tools":[{{"type":"function","function":{{"name":"f","parameters":{{"properties":{{"a":{{"default":{zeros}}}}}}}}}}}],
+        "messages":[{{"role":"user","content":"q"}},
+                    {{"role":"assistant","tool_calls":[{{"id":"c1","type":"function","function":{{"name":"f","arguments":{arguments}}}}}]}},
+                    {{"role":"tool","tool_call_id":"c1","content":"r"}}]}}"#
+    );
+    let request = parse_request(body.as_bytes()).unwrap();
+    let rules = &catalog().by_family("claude-haiku-4-5").unwrap().rules;
+    let (prepared, peak) =
+        peak_of(|| to_anthropic(&request, Target { name: "claude-haiku-4-5", rules }).map(|p| p.body.messages.len()));
+    assert_eq!(prepared.unwrap(), 3);
+    // The schema gains `"type":"object"` (one copy of its text); the arguments are borrowed.
+    assert!(peak < 3 * MIB + MIB, "conversion: {peak} bytes");
+}
