@@ -279,6 +279,21 @@ fn classify(id: &str) -> Result<ModelKind, SetupError> {
     Ok(ModelKind::Foundation(id.to_owned()))
 }
 
+/// The ARNs an `InvokeModel*` call on model `id` touches, in any region and account: the
+/// foundation model, and for an inference profile the profile too. For a session policy, which
+/// narrows a role's permissions to these models (it cannot widen them). An application inference
+/// profile wraps models that cannot be known offline: any foundation model, through it.
+pub fn invoke_arns(id: &str) -> Result<Vec<String>, SetupError> {
+    let fm = |model: &str| format!("arn:aws:bedrock:*::foundation-model/{model}");
+    Ok(match classify(id)? {
+        ModelKind::Foundation(model) => vec![fm(&model)],
+        ModelKind::Geographic { id, model, .. } | ModelKind::Global { id, model } => {
+            vec![format!("arn:aws:bedrock:*:*:inference-profile/{id}"), fm(&model)]
+        }
+        ModelKind::Application(arn) => vec![arn, fm("*")],
+    })
+}
+
 fn is_region(region: &str) -> bool {
     // e.g. us-east-1, ap-southeast-4, eu-central-2, us-gov-west-1
     let mut parts = region.split('-');
@@ -900,6 +915,22 @@ mod tests {
         assert_eq!(strings(&s[0]["Resource"]), [arn]);
         assert_eq!(strings(&s[1]["Resource"]), ["arn:aws:bedrock:*::foundation-model/*"]);
         assert_eq!(strings(&s[1]["Condition"]["StringEquals"]["bedrock:InferenceProfileArn"]), [arn]);
+    }
+
+    #[test]
+    fn invoke_arns_cover_the_model_and_its_profile() {
+        assert_eq!(
+            invoke_arns("global.anthropic.claude-sonnet-4-5-20250929-v1:0").unwrap(),
+            [
+                "arn:aws:bedrock:*:*:inference-profile/global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+                "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0",
+            ]
+        );
+        assert_eq!(
+            invoke_arns("anthropic.claude-3-5-haiku-20241022-v1:0").unwrap(),
+            ["arn:aws:bedrock:*::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0"]
+        );
+        assert!(invoke_arns("a*").is_err());
     }
 
     #[test]

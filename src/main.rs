@@ -671,12 +671,17 @@ async fn serve(config: Config) -> Result<(), Failure> {
         issuer = %state.config.issuer.url,
         "byollm ready"
     );
-    let header_timeout = state.config.server.header_read_timeout;
+    let server = &state.config.server;
+    let limits = |max_connections| byollm::http::ListenerLimits {
+        header_read_timeout: server.header_read_timeout,
+        max_connections,
+    };
+    let (internal_limits, public_limits) = (limits(server.max_connections), limits(server.public_max_connections));
     let internal_server =
-        byollm::http::serve(internal, byollm::router(state.clone()), header_timeout, shutdown.clone());
+        byollm::http::serve(internal, byollm::router(state.clone()), internal_limits, shutdown.clone());
     match public {
         Some(public) => {
-            let public_server = byollm::http::serve(public, byollm::public_router(state), header_timeout, shutdown);
+            let public_server = byollm::http::serve(public, byollm::public_router(state), public_limits, shutdown);
             tokio::join!(internal_server, public_server);
         }
         None => internal_server.await,
@@ -741,14 +746,12 @@ async fn local(
         wait_for_signal().await;
         let _ = stop.send(true);
     });
-    let header_timeout = chat.config.server.header_read_timeout;
-    byollm::http::serve(
-        listener,
-        byollm::http::local_router(chat, listen.ip().is_loopback(), key),
-        header_timeout,
-        shutdown,
-    )
-    .await;
+    let limits = byollm::http::ListenerLimits {
+        header_read_timeout: chat.config.server.header_read_timeout,
+        max_connections: chat.config.server.max_connections,
+    };
+    byollm::http::serve(listener, byollm::http::local_router(chat, listen.ip().is_loopback(), key), limits, shutdown)
+        .await;
     // The key dies with the session.
     let _ = std::fs::remove_file(&key_path);
     Ok(())

@@ -29,7 +29,7 @@ use crate::broker::Broker;
 use crate::broker::local::LocalSession;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::http::run_request_from_headers;
+use crate::http::{ApiBody, run_request_from_headers};
 use crate::metrics::Metrics;
 use crate::upstream::{BedrockClient, BedrockFailure, EventStream};
 
@@ -134,7 +134,7 @@ pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, 
     }
 }
 
-pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap, body: ApiBody) -> Response {
     let started = Instant::now();
     let limit = state.config.server.request_timeout;
     let result = match tokio::time::timeout(limit, chat(&state, &headers, body)).await {
@@ -162,9 +162,10 @@ pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap
     response
 }
 
-async fn chat(state: &ChatState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn chat(state: &ChatState, headers: &HeaderMap, body: ApiBody) -> Result<Response, ApiError> {
     let context = context(state, headers)?;
-    let body = crate::http::read_body(body, &state.config.server).await?;
+    // Holds its share of the body budget until the upstream call is answered.
+    let body = body.read(&state.config.server).await?;
     let request = parse_request(&body)?;
     let (name, model) = crate::models::find_by_name(&state.config.models, &request.model).ok_or_else(|| {
         ApiError::not_found(
