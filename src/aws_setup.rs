@@ -1,7 +1,7 @@
 //! What a customer creates in their AWS account so byollm can invoke Bedrock for one team: the
 //! trust policy and least-privilege permissions policy of the IAM role, plus the same inputs as
 //! Terraform variables (`infra/aws/terraform`) and CloudFormation parameters
-//! (`infra/aws/cloudformation/byollm-customer-role.yaml`).
+//! (`infra/aws/cloudformation/byollm-role.yaml`, beside the account-level `byollm-oidc-provider.yaml`).
 //!
 //! [`generate`] is pure: it reads no config file, no environment and no network, so its output
 //! can be reviewed before anything is applied.
@@ -110,7 +110,7 @@ pub struct SetupOutput {
     pub permissions_policy: Value,
     /// `terraform.tfvars` for `infra/aws/terraform`.
     pub tfvars: String,
-    /// `[{"ParameterKey", "ParameterValue"}]` for `byollm-customer-role.yaml`, as accepted by
+    /// `[{"ParameterKey", "ParameterValue"}]` for `byollm-role.yaml`, as accepted by
     /// `aws cloudformation create-stack --parameters file://…`.
     pub cfn_parameters: Value,
 }
@@ -519,7 +519,7 @@ fn tfvars(input: &SetupInput) -> String {
         line("session_tags", "true".to_owned());
     }
     if let Some(agent) = &input.agent {
-        line("agent_name", hcl_string(agent.as_str()));
+        line("agent", hcl_string(agent.as_str()));
     }
     out
 }
@@ -540,6 +540,8 @@ fn cfn_parameters(input: &SetupInput) -> Result<Value, SetupError> {
     };
     let params = [
         ("IssuerUrl", input.issuer_url.clone()),
+        // The template names its condition keys after the host and cannot derive it itself.
+        ("IssuerHost", issuer_host(&input.issuer_url)?.to_owned()),
         ("Audience", input.audience.clone()),
         ("TeamUid", input.team_uid.to_string()),
         ("SubjectActorType", actor.to_owned()),
@@ -627,7 +629,7 @@ mod tests {
         let out = generate(&agent).unwrap();
         assert!(
             out.tfvars.contains("session_tags         = true\n")
-                && out.tfvars.contains("agent_name           = \"reviewer\"\n")
+                && out.tfvars.contains("agent                = \"reviewer\"\n")
         );
         assert!(out.cfn_parameters.to_string().contains("\"AgentName\""));
         let plain = generate(&input("abc", SubjectScope::Team)).unwrap();

@@ -230,7 +230,8 @@ keys.reload_interval_secs; in Kubernetes, replace the Secret from the changed di
     Remove {
         #[command(flatten)]
         keys: KeyDirArgs,
-        /// The kid to remove (as `keys list` shows it).
+        /// The kid to remove (as `keys list` shows it; it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Remove a retired key even though tokens it signed may still be in flight.
         #[arg(long)]
@@ -250,7 +251,8 @@ generate a fresh key set in a new directory instead."
     Revoke {
         #[command(flatten)]
         keys: KeyDirArgs,
-        /// The kid to revoke (as `keys list` shows it).
+        /// The kid to revoke (as `keys list` shows it; it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// RSA size of the replacement next key: 2048, 3072 or 4096 (default: keys.rsa_bits).
         #[arg(long)]
@@ -813,6 +815,25 @@ async fn watch_keys(state: byollm::AppState, interval: Duration) {
                 tracing::error!(%error, "key set reload failed; keeping the keys in force");
             }
             Err(_) => state.metrics.key_reloads.inc("error"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kids are base64url thumbprints: a quarter of them start with `-`, which must not be taken
+    /// for an option.
+    #[test]
+    fn kids_starting_with_a_hyphen_are_values() {
+        for verb in ["remove", "revoke"] {
+            let cli = Cli::try_parse_from(["byollm", "keys", verb, "-Xy_z0"]).unwrap_or_else(|e| panic!("{verb}: {e}"));
+            let kid = match cli.command {
+                Command::Keys(KeysCommand::Remove { kid, .. } | KeysCommand::Revoke { kid, .. }) => kid,
+                _ => panic!("{verb}: not a keys command"),
+            };
+            assert_eq!(kid, "-Xy_z0");
         }
     }
 }
