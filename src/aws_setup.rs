@@ -1,7 +1,7 @@
 //! What a customer creates in their AWS account so byollm can invoke Bedrock for one team: the
 //! trust policy and least-privilege permissions policy of the IAM role, plus the same inputs as
 //! Terraform variables (`infra/aws/terraform`) and CloudFormation parameters
-//! (`infra/aws/cloudformation/byollm-customer-role.yaml`).
+//! (`infra/aws/cloudformation/byollm-role.yaml`, beside the account-level `byollm-oidc-provider.yaml`).
 //!
 //! [`generate`] is pure: it reads no config file, no environment and no network, so its output
 //! can be reviewed before anything is applied.
@@ -110,7 +110,7 @@ pub struct SetupOutput {
     pub permissions_policy: Value,
     /// `terraform.tfvars` for `infra/aws/terraform`.
     pub tfvars: String,
-    /// `[{"ParameterKey", "ParameterValue"}]` for `byollm-customer-role.yaml`, as accepted by
+    /// `[{"ParameterKey", "ParameterValue"}]` for `byollm-role.yaml`, as accepted by
     /// `aws cloudformation create-stack --parameters file://…`.
     pub cfn_parameters: Value,
 }
@@ -277,6 +277,21 @@ fn classify(id: &str) -> Result<ModelKind, SetupError> {
         return Err(bad("govcloud profiles live in the aws-us-gov partition, which this generator does not cover"));
     }
     Ok(ModelKind::Foundation(id.to_owned()))
+}
+
+/// The ARNs an `InvokeModel*` call on model `id` touches, in any region and account: the
+/// foundation model, and for an inference profile the profile too. For a session policy, which
+/// narrows a role's permissions to these models (it cannot widen them). An application inference
+/// profile wraps models that cannot be known offline: any foundation model, through it.
+pub fn invoke_arns(id: &str) -> Result<Vec<String>, SetupError> {
+    let fm = |model: &str| format!("arn:aws:bedrock:*::foundation-model/{model}");
+    Ok(match classify(id)? {
+        ModelKind::Foundation(model) => vec![fm(&model)],
+        ModelKind::Geographic { id, model, .. } | ModelKind::Global { id, model } => {
+            vec![format!("arn:aws:bedrock:*:*:inference-profile/{id}"), fm(&model)]
+        }
+        ModelKind::Application(arn) => vec![arn, fm("*")],
+    })
 }
 
 fn is_region(region: &str) -> bool {
@@ -504,7 +519,7 @@ fn tfvars(input: &SetupInput) -> String {
         line("session_tags", "true".to_owned());
     }
     if let Some(agent) = &input.agent {
-        line("agent_name", hcl_string(agent.as_str()));
+        line("agent", hcl_string(agent.as_str()));
     }
     out
 }
@@ -525,6 +540,8 @@ fn cfn_parameters(input: &SetupInput) -> Result<Value, SetupError> {
     };
     let params = [
         ("IssuerUrl", input.issuer_url.clone()),
+        // The template names its condition keys after the host and cannot derive it itself.
+        ("IssuerHost", issuer_host(&input.issuer_url)?.to_owned()),
         ("Audience", input.audience.clone()),
         ("TeamUid", input.team_uid.to_string()),
         ("SubjectActorType", actor.to_owned()),
@@ -612,7 +629,7 @@ mod tests {
         let out = generate(&agent).unwrap();
         assert!(
             out.tfvars.contains("session_tags         = true\n")
-                && out.tfvars.contains("agent_name           = \"reviewer\"\n")
+                && out.tfvars.contains("agent                = \"reviewer\"\n")
         );
         assert!(out.cfn_parameters.to_string().contains("\"AgentName\""));
         let plain = generate(&input("abc", SubjectScope::Team)).unwrap();
@@ -900,6 +917,22 @@ mod tests {
         assert_eq!(strings(&s[0]["Resource"]), [arn]);
         assert_eq!(strings(&s[1]["Resource"]), ["arn:aws:bedrock:*::foundation-model/*"]);
         assert_eq!(strings(&s[1]["Condition"]["StringEquals"]["bedrock:InferenceProfileArn"]), [arn]);
+    }
+
+    #[test]
+    fn invoke_arns_cover_the_model_and_its_profile() {
+        assert_eq!(
+            invoke_arns("global.anthropic.claude-sonnet-4-5-20250929-v1:0").unwrap(),
+            [
+                "arn:aws:bedrock:*:*:inference-profile/global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+                "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0",
+            ]
+        );
+        assert_eq!(
+            invoke_arns("anthropic.claude-3-5-haiku-20241022-v1:0").unwrap(),
+            ["arn:aws:bedrock:*::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0"]
+        );
+        assert!(invoke_arns("a*").is_err());
     }
 
     #[test]

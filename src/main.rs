@@ -233,7 +233,8 @@ keys.reload_interval_secs; in Kubernetes, replace the Secret from the changed di
     Remove {
         #[command(flatten)]
         keys: KeyDirArgs,
-        /// The kid to remove (as `keys list` shows it).
+        /// The kid to remove (as `keys list` shows it; it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Remove a retired key even though tokens it signed may still be in flight.
         #[arg(long)]
@@ -253,7 +254,8 @@ generate a fresh key set in a new directory instead."
     Revoke {
         #[command(flatten)]
         keys: KeyDirArgs,
-        /// The kid to revoke (as `keys list` shows it).
+        /// The kid to revoke (as `keys list` shows it; it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// RSA size of the replacement next key: 2048, 3072 or 4096 (default: keys.rsa_bits).
         #[arg(long)]
@@ -738,12 +740,17 @@ async fn serve(
         issuer = %state.config.issuer.url,
         "byollm ready"
     );
-    let header_timeout = state.config.server.header_read_timeout;
+    let server = &state.config.server;
+    let limits = |max_connections| byollm::http::ListenerLimits {
+        header_read_timeout: server.header_read_timeout,
+        max_connections,
+    };
+    let (internal_limits, public_limits) = (limits(server.max_connections), limits(server.public_max_connections));
     let internal_server =
-        byollm::http::serve(internal, byollm::router(state.clone()), header_timeout, shutdown.clone());
+        byollm::http::serve(internal, byollm::router(state.clone()), internal_limits, shutdown.clone());
     match public {
         Some(public) => {
-            let public_server = byollm::http::serve(public, byollm::public_router(state), header_timeout, shutdown);
+            let public_server = byollm::http::serve(public, byollm::public_router(state), public_limits, shutdown);
             tokio::join!(internal_server, public_server);
         }
         None => internal_server.await,
@@ -825,14 +832,12 @@ async fn local(
         wait_for_signal().await;
         let _ = stop.send(true);
     });
-    let header_timeout = chat.config.server.header_read_timeout;
-    byollm::http::serve(
-        listener,
-        byollm::http::local_router(chat, listen.ip().is_loopback(), key),
-        header_timeout,
-        shutdown,
-    )
-    .await;
+    let limits = byollm::http::ListenerLimits {
+        header_read_timeout: chat.config.server.header_read_timeout,
+        max_connections: chat.config.server.max_connections,
+    };
+    byollm::http::serve(listener, byollm::http::local_router(chat, listen.ip().is_loopback(), key), limits, shutdown)
+        .await;
     // The key dies with the session.
     let _ = std::fs::remove_file(&key_path);
     Ok(())
@@ -894,6 +899,25 @@ async fn watch_keys(state: byollm::AppState, interval: Duration) {
                 tracing::error!(%error, "key set reload failed; keeping the keys in force");
             }
             Err(_) => state.metrics.key_reloads.inc("error"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kids are base64url thumbprints: a quarter of them start with `-`, which must not be taken
+    /// for an option.
+    #[test]
+    fn kids_starting_with_a_hyphen_are_values() {
+        for verb in ["remove", "revoke"] {
+            let cli = Cli::try_parse_from(["byollm", "keys", verb, "-Xy_z0"]).unwrap_or_else(|e| panic!("{verb}: {e}"));
+            let kid = match cli.command {
+                Command::Keys(KeysCommand::Remove { kid, .. } | KeysCommand::Revoke { kid, .. }) => kid,
+                _ => panic!("{verb}: not a keys command"),
+            };
+            assert_eq!(kid, "-Xy_z0");
         }
     }
 }

@@ -104,9 +104,13 @@ struct Setup {
 
 impl Setup {
     async fn start(credential_lifetime: Option<Duration>) -> Setup {
+        Setup::start_with_env(credential_lifetime, &[]).await
+    }
+
+    async fn start_with_env(credential_lifetime: Option<Duration>, env: &[(&str, &str)]) -> Setup {
         let sts =
             FakeSts::start(FakeStsOptions { roles: fake_roles(), credential_lifetime, ..Default::default() }).await;
-        let gateway = Gateway::start(&broker_toml(&sts.url()));
+        let gateway = Gateway::start_with(&broker_toml(&sts.url()), false, env);
         // The gateway picked its port; register its issuer as the account's OIDC provider.
         sts.set_providers(vec![gateway.issuer_host()]);
         Setup { sts, gateway, http: reqwest::Client::new() }
@@ -250,6 +254,41 @@ async fn credentials_for_a_run_come_from_sts_once_and_are_reused_until_the_run_e
     assert_eq!(claims["aud"], "sts.amazonaws.com");
     assert_eq!(claims["run_id"], "run-1");
     assert_eq!(issued.subject, "scoped_principal:acme/user:alice");
+    // Credentials that leave the gateway carry the session policy: Bedrock invocation of the
+    // configured models only.
+    let policy = issued.session_policy.clone().expect("a session policy");
+    assert_eq!(request.policy.as_deref().map(|p| serde_json::from_str::<Value>(p).unwrap()), Some(policy.clone()));
+    let allows = |action: &str, arn: &str| {
+        policy["Statement"].as_array().unwrap().iter().any(|s| {
+            s["Effect"] == "Allow"
+                && s["Action"].as_array().unwrap().iter().any(|a| a == action)
+                && s["Resource"].as_array().unwrap().iter().any(|r| support::iam_string_like(r.as_str().unwrap(), arn))
+        })
+    };
+    // Every served model, as the ARNs Bedrock authorizes an invocation against: the inference
+    // profile (in the caller's account) and the foundation model behind it (region-less for a
+    // global profile).
+    let mut served = 0;
+    for model in byollm::models::default_models().values() {
+        let Some((prefix, base)) = model.id.split_once('.').filter(|(p, _)| ["global", "us", "eu", "apac"].contains(p))
+        else {
+            continue;
+        };
+        served += 1;
+        let profile = format!("arn:aws:bedrock:us-east-1:111111111111:inference-profile/{}", model.id);
+        let region = if prefix == "global" { "" } else { "us-west-2" };
+        let foundation = format!("arn:aws:bedrock:{region}::foundation-model/{base}");
+        for arn in [&profile, &foundation] {
+            assert!(
+                allows("bedrock:InvokeModel", arn) && allows("bedrock:InvokeModelWithResponseStream", arn),
+                "{arn}"
+            );
+        }
+        assert!(!allows("bedrock:CreateModelCustomizationJob", &profile));
+    }
+    assert!(served > 0, "the default models include inference profiles");
+    assert!(!allows("bedrock:InvokeModel", "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-pro-v1:0"));
+    assert!(!allows("s3:GetObject", "arn:aws:s3:::bucket/key"));
 
     // Reuse: the same run through the container route is a cache hit, in the container shape.
     let query = [("actor", "user"), ("principal", "alice"), ("run_id", "run-1")];
@@ -324,6 +363,15 @@ async fn credentials_for_a_run_come_from_sts_once_and_are_reused_until_the_run_e
         assert!(!metrics.contains(uid), "{uid} appears in the metrics");
     }
     assert_logs_clean(&setup.gateway.logs(), &setup.sts);
+}
+
+#[tokio::test]
+async fn the_session_policy_has_an_off_switch() {
+    let setup = Setup::start_with_env(None, &[("BYOLLM_STS__SESSION_POLICY", "false")]).await;
+    let (status, body, _) = setup.process(Some(API_KEY), json!({"actor": "user", "principal": "alice"})).await;
+    assert_eq!(status, 200, "{}", body["error"]);
+    assert!(setup.last_request().policy.is_none());
+    assert!(setup.sts.issued()[0].session_policy.is_none());
 }
 
 #[tokio::test]
@@ -878,6 +926,30 @@ async fn requests_during_a_slow_or_failing_refresh_are_answered_from_the_cache()
     assert_eq!(status, 200, "{}", fresh["error"]);
     assert_ne!(fresh["AccessKeyId"], second_key.as_str());
     assert_eq!(app.sts.calls(), 7);
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_key_set_has_not_reloaded_for_a_token_lifetime() {
+    let app = in_process(None, None).await;
+    let health = |path: &'static str| {
+        let url = format!("{}{path}", app.url);
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(health("/healthz").await.0, 200);
+    // No successful reload for longer than a token lifetime (300 s).
+    app.clock.advance_to(301);
+    let (status, body) = health("/healthz").await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("stale_keys")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("keys.dir"), "{body}");
+    assert_eq!(health("/livez").await.0, 200, "the process itself is alive");
+    // A successful reload makes it ready again.
+    let now = unix(app.clock.now()) as u64;
+    app.state.issuer.reload(now).unwrap();
+    assert_eq!(health("/healthz").await.0, 200);
 }
 
 #[tokio::test]

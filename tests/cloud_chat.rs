@@ -54,6 +54,7 @@ async fn a_runs_chat_is_signed_with_its_own_assumed_role() {
     assert_eq!(sts.calls(), 1, "one STS exchange serves the whole run");
     let issued = sts.issued();
     assert_eq!(issued[0].subject, "scoped_principal:acme/service_account:ci-bot");
+    assert!(sts.requests()[0].policy.is_none(), "credentials the gateway keeps need no session policy");
     let requests = bedrock.requests();
     assert_eq!(requests.len(), 2);
     assert!(requests.iter().all(|r| r.access_key_id == issued[0].access_key_id), "signed with the run's role");

@@ -77,8 +77,8 @@ fn manifests_reference_only_the_binarys_ports_and_paths() {
             if key == "path" {
                 let path = value.as_str().unwrap_or_default();
                 assert!(
-                    path == "/healthz" || path.starts_with("/.well-known/"),
-                    "{file}: path {path:?} is neither /healthz nor /.well-known/*"
+                    path == "/healthz" || path == "/livez" || path.starts_with("/.well-known/"),
+                    "{file}: path {path:?} is neither /healthz, /livez nor /.well-known/*"
                 );
             }
         });
@@ -98,8 +98,8 @@ fn deployment_is_hardened_and_probes_the_internal_port() {
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(container[probe]["httpGet"]["path"], "/healthz", "{probe}");
+    for (probe, path) in [("readinessProbe", "/healthz"), ("livenessProbe", "/livez")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
         assert_eq!(container[probe]["httpGet"]["port"], 8080, "{probe}");
     }
     let ports: BTreeSet<u64> =
@@ -327,8 +327,12 @@ fn configmap_embeds_a_byollm_toml_with_only_known_sections() {
     let config = find(&docs, "ConfigMap", "byollm-config");
     let text = config["data"]["byollm.toml"].as_str().expect("byollm.toml in the configmap");
     let parsed: toml::Table = toml::from_str(text).expect("byollm.toml parses");
-    if let Err(error) = byollm::config::Config::from_toml(text) {
-        panic!("the configmap's byollm.toml is refused by the real loader:\n{error}");
+    match byollm::config::Config::from_toml(text) {
+        Err(error) => panic!("the configmap's byollm.toml is refused by the real loader:\n{error}"),
+        // An id the catalog does not know would run under conservative rules with a warning.
+        Ok(loaded) => {
+            assert!(loaded.warnings.is_empty(), "the configmap's models draw warnings: {:?}", loaded.warnings)
+        }
     }
     for (section, value) in &parsed {
         match (section.as_str(), value) {
@@ -712,8 +716,9 @@ impl<'a> Cfn<'a> {
     }
 }
 
-/// The parameters `byollm aws-setup --format cfn-params` prints, plus IssuerHost (see
-/// byollm-role.yaml: a template cannot compute a map key from IssuerUrl).
+/// The parameters `byollm aws-setup --format cfn-params` prints, with its IssuerHost (see
+/// byollm-role.yaml: a template cannot compute a map key from IssuerUrl) replaced by `host`, so a
+/// test can also give the template one that disagrees.
 fn cfn_params_of(out: &byollm::aws_setup::SetupOutput, host: &str) -> Vec<(String, String)> {
     let mut params: Vec<(String, String)> = out
         .cfn_parameters
@@ -722,8 +727,49 @@ fn cfn_params_of(out: &byollm::aws_setup::SetupOutput, host: &str) -> Vec<(Strin
         .iter()
         .map(|p| (p["ParameterKey"].as_str().unwrap().to_owned(), p["ParameterValue"].as_str().unwrap().to_owned()))
         .collect();
-    params.push(("IssuerHost".into(), host.into()));
+    let issuer_host = params.iter_mut().find(|(k, _)| k == "IssuerHost").expect("aws-setup prints IssuerHost");
+    issuer_host.1 = host.to_owned();
     params
+}
+
+/// Every parameter `aws-setup` prints is one the role template declares, every template parameter
+/// without a default is printed, and every tfvars key is a variable of the Terraform role module:
+/// the three stay one interface.
+#[test]
+fn aws_setup_outputs_name_only_what_the_templates_declare() {
+    let template = cfn_template("byollm-role.yaml");
+    let declared = template["Parameters"].as_object().unwrap();
+    let variables = read(&repo().join("infra/aws/terraform/role/variables.tf"));
+    for agent in [None, Some("reviewer")] {
+        let mut input = input(scopes().remove(0));
+        input.session_tags = true;
+        input.agent = agent.map(|a| byollm::principal::Uid::parse(a).unwrap());
+        let out = generate(&input).unwrap();
+        let printed: Vec<String> = out
+            .cfn_parameters
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["ParameterKey"].as_str().unwrap().to_owned())
+            .collect();
+        let issuer_host = out.cfn_parameters.as_array().unwrap().iter().find(|p| p["ParameterKey"] == "IssuerHost");
+        assert_eq!(issuer_host.unwrap()["ParameterValue"], "issuer.example.com/byollm");
+        for key in &printed {
+            assert!(declared.contains_key(key), "aws-setup prints {key}, which byollm-role.yaml does not declare");
+        }
+        for (key, spec) in declared {
+            if spec.get("Default").is_none() {
+                assert!(printed.contains(key), "byollm-role.yaml needs {key}, which aws-setup does not print");
+            }
+        }
+        for line in out.tfvars.lines() {
+            let key = line.split('=').next().unwrap().trim();
+            assert!(
+                variables.contains(&format!("variable \"{key}\"")),
+                "aws-setup's tfvars set {key}, which infra/aws/terraform/role does not declare"
+            );
+        }
+    }
 }
 
 #[test]

@@ -398,3 +398,61 @@ async fn slow_headers_are_cut_off_and_sigterm_stops_the_server() {
     let (status, _) = gateway.terminate(Duration::from_secs(5));
     assert_eq!(status, Some(0), "SIGTERM ends the process cleanly");
 }
+
+#[tokio::test]
+async fn bodies_in_flight_share_one_budget_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Bodies of up to 64 KiB, 100 KiB of them at once; two connections at most.
+    let gateway = Gateway::start_with(
+        &callers_toml(),
+        false,
+        &[
+            ("BYOLLM_SERVER__MAX_BODY_BYTES", "65536"),
+            ("BYOLLM_SERVER__MAX_BODY_BYTES_IN_FLIGHT", "102400"),
+            ("BYOLLM_SERVER__MAX_CONNECTIONS", "3"),
+        ],
+    );
+    let address = gateway.url.trim_start_matches("http://").to_owned();
+    let head = |length: usize| {
+        format!(
+            "POST /v1/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+    let read_answer = |mut stream: tokio::net::TcpStream| async move {
+        let mut buffer = vec![0u8; 8192];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&buffer[..read]).into_owned()
+    };
+    // A 60 KiB body that has started to arrive holds 60 KiB of the budget...
+    let mut holder = tokio::net::TcpStream::connect(&address).await.unwrap();
+    holder.write_all(head(60 * 1024).as_bytes()).await.unwrap();
+    holder.write_all(b"{\"actor\": ").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...so another 60 KiB body is turned away with Retry-After, without being read.
+    let mut second = tokio::net::TcpStream::connect(&address).await.unwrap();
+    second.write_all(head(60 * 1024).as_bytes()).await.unwrap();
+    let answer = read_answer(second).await;
+    assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("server_busy"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    // A small body still fits.
+    let body = br#"{"actor": "user", "principal": "alice"}"#;
+    let mut small = tokio::net::TcpStream::connect(&address).await.unwrap();
+    small.write_all(head(body.len()).as_bytes()).await.unwrap();
+    small.write_all(body).await.unwrap();
+    let answer = read_answer(small).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Connection cap (3): the holder plus two idle connections fill it; a fourth is not served
+    // until one of them closes.
+    let idle: Vec<_> = futures_util::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(&address))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut waiting = tokio::net::TcpStream::connect(&address).await.unwrap();
+    waiting.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buffer = vec![0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(700), waiting.read(&mut buffer)).await;
+    assert!(early.is_err(), "a connection beyond the cap was served");
+    drop(idle);
+    let answer = read_answer(waiting).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(holder);
+}

@@ -25,6 +25,7 @@ use super::routes::{CallContext, ChatState};
 use super::stream::StreamConverter;
 use crate::audit::{AttemptRecord, Audit, AuditRecord, Usage};
 use crate::error::ApiError;
+use crate::http::ApiBody;
 use crate::metrics::InFlight;
 use crate::routing::failover::{class_of_anthropic, class_of_bedrock, class_of_openai};
 use crate::routing::policy::{HttpUpstream, valid_model_name};
@@ -200,14 +201,15 @@ struct Call<'a> {
 pub(super) async fn chat(
     state: &ChatState,
     headers: &HeaderMap,
-    body: Body,
+    body: ApiBody,
     audit: &mut AuditGuard,
 ) -> Result<Response, ApiError> {
     let context = super::routes::context(state, headers)?;
     if let Some(record) = audit.record() {
         context.describe(record);
     }
-    let client_body = crate::http::read_body(body, &state.config.server).await?;
+    // Holds its share of the body budget until an upstream answered (the end of this function).
+    let client_body = body.read(&state.config.server).await?;
     let peek: Peek = serde_json::from_slice(&client_body).map_err(|_| {
         ApiError::invalid_request("body", "invalid_json", "the body must be a JSON chat completion request")
     })?;
@@ -245,7 +247,7 @@ pub(super) async fn chat(
         state,
         context: &context,
         headers,
-        client_body: &client_body,
+        client_body: &client_body.bytes,
         converted: converted.as_ref(),
         stream,
         public_model: &model,

@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +26,7 @@ use crate::broker::Broker;
 use crate::broker::local::LocalSession;
 use crate::config::{Config, RoleArn};
 use crate::error::ApiError;
-use crate::http::run_request_from_headers;
+use crate::http::{ApiBody, run_request_from_headers};
 use crate::metrics::Metrics;
 use crate::routing::{RouteScope, Routing};
 use crate::upstream::direct::DirectClient;
@@ -209,7 +208,7 @@ pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, 
     }
 }
 
-pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap, body: ApiBody) -> Response {
     let started = Instant::now();
     let limit = state.config.server.request_timeout;
     let mut audit = AuditGuard::new(&state, "chat");

@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod local;
 pub mod routes;
+pub mod session_policy;
 pub mod sts;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ struct Core {
     sts: Arc<dyn StsExchange>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// For credentials that leave the gateway (`sts.session_policy`), built once.
+    session_policy: Option<String>,
 }
 
 impl Broker {
@@ -60,7 +63,17 @@ impl Broker {
         metrics: Arc<Metrics>,
     ) -> Broker {
         let cache = CredentialCache::new(clock.clone());
-        Broker { core: Arc::new(Core { config, issuer, sts, clock, metrics }), cache }
+        let session_policy = config.sts.session_policy.then(|| {
+            let (policy, exact) = session_policy::session_policy(config.models.values().map(|m| m.id.as_str()));
+            if !exact {
+                tracing::warn!(
+                    chars = policy.len(),
+                    "the configured models do not fit a session policy (2048 characters): exported credentials may invoke any model the role allows"
+                );
+            }
+            policy
+        });
+        Broker { core: Arc::new(Core { config, issuer, sts, clock, metrics, session_policy }), cache }
     }
 
     pub fn config(&self) -> &Config {
@@ -71,9 +84,21 @@ impl Broker {
         &self.core.issuer
     }
 
-    /// Credentials for a run [`crate::authz::authorize`] allowed: cached ones at once while they
-    /// are valid (a refresh, when due, runs in the background), else from STS.
+    /// Credentials for a run [`crate::authz::authorize`] allowed, used by the gateway itself (to
+    /// sign the run's Bedrock calls): cached ones at once while they are valid (a refresh, when
+    /// due, runs in the background), else from STS.
     pub async fn credentials(&self, run: &AuthorizedRun) -> Result<Arc<CachedCredentials>, BrokerError> {
+        self.lookup(run, false).await
+    }
+
+    /// Credentials for a run that are handed to the caller (`/v1/credentials*`): assumed with the
+    /// session policy (only `bedrock:InvokeModel*` on the configured models) unless
+    /// `sts.session_policy = false`.
+    pub async fn exported_credentials(&self, run: &AuthorizedRun) -> Result<Arc<CachedCredentials>, BrokerError> {
+        self.lookup(run, self.core.session_policy.is_some()).await
+    }
+
+    async fn lookup(&self, run: &AuthorizedRun, scoped: bool) -> Result<Arc<CachedCredentials>, BrokerError> {
         let role = run.role.clone().ok_or_else(|| BrokerError::NoRole { team: run.principal.team_uid.to_string() })?;
         let key = CacheKey {
             role: role.clone(),
@@ -81,7 +106,7 @@ impl Broker {
             agent: run.agent.clone(),
             run_id: run.run_id.clone(),
             session_tags: run.session_tags,
-            scoped: false,
+            scoped,
         };
         let passing = |error: &BrokerError| match error {
             BrokerError::Sts { class, .. } => class.is_transient(),
@@ -89,7 +114,7 @@ impl Broker {
             BrokerError::NoRole { .. } => false,
         };
         let (core, run) = (self.core.clone(), run.clone());
-        let answer = self.cache.get_or_fetch(&key, move || core.refresh(run, role), passing).await;
+        let answer = self.cache.get_or_fetch(&key, move || core.refresh(run, role, scoped), passing).await;
         let label = match answer.outcome {
             Outcome::Hit => "hit",
             Outcome::Fetched => "miss",
@@ -114,8 +139,14 @@ impl Broker {
 impl Core {
     /// One fetch of a run's credentials (with its retries), counted and logged; runs on its own
     /// task, in the background when cached credentials are still valid.
-    async fn refresh(self: Arc<Self>, run: AuthorizedRun, role: RoleArn) -> Result<CachedCredentials, BrokerError> {
-        let result = self.assume(&run, &role).await;
+    async fn refresh(
+        self: Arc<Self>,
+        run: AuthorizedRun,
+        role: RoleArn,
+        scoped: bool,
+    ) -> Result<CachedCredentials, BrokerError> {
+        let policy = if scoped { self.session_policy.clone() } else { None };
+        let result = self.assume(&run, &role, policy).await;
         match &result {
             Ok(_) => self.metrics.credential_refreshes.inc("ok"),
             Err(error) => {
@@ -130,7 +161,12 @@ impl Core {
         result
     }
 
-    async fn assume(&self, identity: &AuthorizedRun, role: &RoleArn) -> Result<CachedCredentials, BrokerError> {
+    async fn assume(
+        &self,
+        identity: &AuthorizedRun,
+        role: &RoleArn,
+        policy: Option<String>,
+    ) -> Result<CachedCredentials, BrokerError> {
         let duration = self.config.sts.duration;
         let session_name = session_name(identity);
         let run = RunClaims::from(identity);
@@ -145,6 +181,7 @@ impl Core {
                 session_name: session_name.clone(),
                 token: minted.token,
                 duration,
+                policy: policy.clone(),
             };
             match self.sts.assume_role_with_web_identity(request).await {
                 Ok(credentials) => {

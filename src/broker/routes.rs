@@ -84,7 +84,8 @@ pub async fn credentials_for(
         RequestSource::Query(query) => query?,
     };
     let run = authorize(&state.config, &caller, &RunRequest::from(request), Purpose::Run)?;
-    state.broker.credentials(&run).await.map_err(|e| e.to_api_error(&state.config))
+    // These credentials leave the gateway: scoped by the session policy.
+    state.broker.exported_credentials(&run).await.map_err(|e| e.to_api_error(&state.config))
 }
 
 pub async fn process_credentials(

@@ -44,6 +44,8 @@ pub struct AssumeRequest {
     pub session_name: String,
     pub token: Secret,
     pub duration: Duration,
+    /// An inline session policy narrowing the role's permissions.
+    pub policy: Option<String>,
 }
 
 /// What STS (or the way to it) answered instead of credentials.
@@ -175,6 +177,7 @@ impl StsExchange for SdkSts {
                 .role_session_name(&request.session_name)
                 .web_identity_token(request.token.expose())
                 .duration_seconds(duration)
+                .set_policy(request.policy)
                 .send()
                 .await;
             let output = result.map_err(sdk_failure)?;

@@ -167,6 +167,8 @@ pub struct Issuer {
     policy: KeyPolicy,
     discovery: Document,
     current: RwLock<Arc<KeysInForce>>,
+    /// When the key directory was last read successfully (unix seconds, as passed to `reload`).
+    last_loaded: std::sync::atomic::AtomicU64,
     rng: SystemRandom,
 }
 
@@ -204,7 +206,8 @@ impl Issuer {
             key_dir.generate(config.keys.rsa_bits, unix_now())?;
             tracing::warn!(dir = %key_dir.path().display(), "dev mode: generated a new signing key set on first run");
         }
-        let keys = key_dir.load(unix_now(), &policy)?;
+        let now = unix_now();
+        let keys = key_dir.load(now, &policy)?;
         let discovery = Document::render(&DiscoveryDocument {
             issuer: &config.issuer.url,
             jwks_uri: config.issuer.jwks_uri(),
@@ -214,7 +217,15 @@ impl Issuer {
             claims_supported: CLAIMS_SUPPORTED,
         });
         let current = RwLock::new(Arc::new(Self::in_force(keys)));
-        Ok(Issuer { config: config.issuer.clone(), key_dir, policy, discovery, current, rng: SystemRandom::new() })
+        Ok(Issuer {
+            config: config.issuer.clone(),
+            key_dir,
+            policy,
+            discovery,
+            current,
+            last_loaded: std::sync::atomic::AtomicU64::new(now),
+            rng: SystemRandom::new(),
+        })
     }
 
     fn in_force(keys: LoadedKeys) -> KeysInForce {
@@ -230,6 +241,12 @@ impl Issuer {
         &self.discovery
     }
 
+    /// When the key directory was last read successfully (unix seconds): readiness fails when
+    /// that is longer ago than a token lifetime.
+    pub fn last_loaded(&self) -> u64 {
+        self.last_loaded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn keys(&self) -> Arc<KeysInForce> {
         match self.current.read() {
             Ok(guard) => guard.clone(),
@@ -241,6 +258,7 @@ impl Issuer {
     /// anything served or signed changed.
     pub fn reload(&self, now: u64) -> Result<bool, KeyError> {
         let loaded = self.key_dir.load(now, &self.policy)?;
+        self.last_loaded.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
         let next = Self::in_force(loaded);
         let previous = self.keys();
         if previous.jwks.etag == next.jwks.etag && previous.keys.signing.kid == next.keys.signing.kid {

@@ -1,0 +1,250 @@
+//! Peak memory of the real binary under maximum-size chat bodies (issue 9): `--concurrency`
+//! concurrent bodies of `--body-mib` MiB (default 4 × 20 MiB, the default `server.max_body_bytes`)
+//! whose bulk is small JSON values in a field the adapter ignores (`"metadata": [0,0,0,…]`), sent
+//! to `byollm local` (release build) in front of a fake Bedrock, all on 127.0.0.1.
+//!
+//! Prints resident memory at rest, the peak (`VmHWM`) over all rounds, what each request got
+//! (200, or 503 `server_busy` when `server.max_body_bytes_in_flight` is spent), and whether the
+//! process survived. A benchmark, not a test: it prints figures and asserts nothing.
+//!
+//! ```sh
+//! cargo build --release
+//! cargo run --release --example bench_memory -- --body-mib 20 --concurrency 4 --rounds 3
+//! # the same without the budget (every body admitted at once):
+//! cargo run --release --example bench_memory -- --budget-mib 4096
+//! ```
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use bytes::Bytes;
+use common::{Server, clean_command, free_addr, peak_rss_kib, rss_kib};
+
+const MODEL_ID: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
+const KEY_ID: &str = "AKIDBENCHMEMORY00001";
+const SECRET: &str = "bench-memory-secret-key-0000000000000000";
+
+struct Args {
+    body_mib: usize,
+    concurrency: usize,
+    rounds: usize,
+    field: String,
+    budget_mib: Option<usize>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { body_mib: 20, concurrency: 4, rounds: 3, field: "metadata".into(), budget_mib: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--body-mib" => args.body_mib = value()?.parse().map_err(|e| format!("--body-mib: {e}"))?,
+            "--concurrency" => args.concurrency = value()?.parse().map_err(|e| format!("--concurrency: {e}"))?,
+            "--rounds" => args.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
+            "--field" => args.field = value()?,
+            "--budget-mib" => args.budget_mib = Some(value()?.parse().map_err(|e| format!("--budget-mib: {e}"))?),
+            other => return Err(format!("unknown argument {other}; see the header of examples/bench_memory.rs")),
+        }
+    }
+    if args.body_mib == 0 || args.body_mib > 100 {
+        return Err("--body-mib must be 1..=100 (server.max_body_bytes allows at most 100 MiB)".into());
+    }
+    Ok(args)
+}
+
+fn main() {
+    if let Err(error) = run() {
+        eprintln!("bench_memory: {error}");
+        std::process::exit(1);
+    }
+}
+
+/// `{"model":"bench","messages":[…],"<field>":[0,0,0,…]}`, exactly `size` bytes.
+fn chat_body(size: usize, field: &str) -> Bytes {
+    let head = format!(r#"{{"model":"bench","messages":[{{"role":"user","content":"hi"}}],"{field}":[0"#);
+    let tail = "]}";
+    let mut body = String::with_capacity(size);
+    body.push_str(&head);
+    while body.len() + 2 + tail.len() <= size {
+        body.push_str(",0");
+    }
+    while body.len() + tail.len() < size {
+        body.push(' ');
+    }
+    body.push_str(tail);
+    Bytes::from(body)
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let fake = start_fake()?;
+    let bin = common::byollm_bin()?;
+    let body_bytes = args.body_mib << 20;
+
+    // byollm local with static keys, pointed at the fake.
+    let aws_config = work.path().join("aws-config");
+    let aws_credentials = work.path().join("aws-credentials");
+    std::fs::write(&aws_config, "[profile bench]\nregion = us-east-1\n").map_err(|e| e.to_string())?;
+    std::fs::write(
+        &aws_credentials,
+        format!("[bench]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let budget = args.budget_mib.map(|mib| format!("max_body_bytes_in_flight = {}\n", mib << 20)).unwrap_or_default();
+    let config = work.path().join("byollm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmax_body_bytes = {}\n{budget}[models.bench]\nid = \"{MODEL_ID}\"\n",
+            body_bytes.max(20 << 20)
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let addr = free_addr();
+    let key_file = work.path().join("local.key");
+    let mut command = clean_command(&bin);
+    command
+        .arg("local")
+        .arg("--config")
+        .arg(&config)
+        .arg("--port")
+        .arg(addr.port().to_string())
+        .arg("--profile")
+        .arg("bench")
+        .arg("--key-file")
+        .arg(&key_file)
+        .env("AWS_CONFIG_FILE", &aws_config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &aws_credentials)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", format!("http://{}", fake.addr));
+    let mut server = Server::spawn(command, work.path().join("byollm.log")).map_err(|e| e.to_string())?;
+    server.wait_ready(addr, Some("byollm ready"), Duration::from_secs(20)).map_err(|e| format!("byollm: {e}"))?;
+    let key = std::fs::read_to_string(&key_file).map_err(|e| format!("session key: {e}"))?.trim().to_owned();
+    let pid = server.pid();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().map_err(|e| e.to_string())?;
+    let url = format!("http://{addr}/v1/chat/completions");
+    let send = |body: Bytes| {
+        let request = client.post(&url).bearer_auth(&key).header("content-type", "application/json").body(body);
+        async move {
+            let started = Instant::now();
+            match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let text = response.text().await.unwrap_or_default();
+                    let code = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    (format!("{status} {code}").trim().to_owned(), started.elapsed())
+                }
+                Err(error) => (format!("transport error: {error}"), started.elapsed()),
+            }
+        }
+    };
+
+    // At rest, after one small request.
+    let (warm, _) = runtime.block_on(send(chat_body(1024, &args.field)));
+    std::thread::sleep(Duration::from_millis(300));
+    let rest = rss_kib(pid).unwrap_or(0);
+    println!("byollm local (pid {pid}); warm-up answered {warm}");
+    println!("resident at rest: {:.1} MiB", rest as f64 / 1024.0);
+
+    let body = chat_body(body_bytes, &args.field);
+    let sampled_peak = Arc::new(AtomicU64::new(0));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, on) = (sampled_peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while on.load(Ordering::Relaxed) {
+                if let Some(rss) = rss_kib(pid) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    for round in 1..=args.rounds {
+        let answers =
+            runtime.block_on(futures_util::future::join_all((0..args.concurrency).map(|_| send(body.clone()))));
+        let summary: Vec<String> =
+            answers.iter().map(|(answer, elapsed)| format!("{answer} ({} ms)", elapsed.as_millis())).collect();
+        println!(
+            "round {round}: {} × {} MiB `{}` bodies -> {}",
+            args.concurrency,
+            args.body_mib,
+            args.field,
+            summary.join(", ")
+        );
+    }
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.join();
+    let alive = server.child.try_wait().ok().flatten().is_none();
+    let peak = peak_rss_kib(pid).unwrap_or(0);
+    let end = rss_kib(pid).unwrap_or(0);
+    println!(
+        "peak resident (VmHWM): {:.1} MiB (sampled every 5 ms: {:.1} MiB); {:.1} MiB at the end; bedrock calls: {}; process {}",
+        peak as f64 / 1024.0,
+        sampled_peak.load(Ordering::Relaxed) as f64 / 1024.0,
+        end as f64 / 1024.0,
+        fake.calls.load(Ordering::Relaxed),
+        if alive { "alive" } else { "DEAD" }
+    );
+    let budget = args.budget_mib.map(|m| format!("{m} MiB")).unwrap_or_else(|| "default (64 MiB)".into());
+    println!("budget of body bytes in flight: {budget}");
+    println!(
+        "reproduce: cargo build --release && cargo run --release --example bench_memory -- --body-mib {} --concurrency {} --rounds {} --field {}{}",
+        args.body_mib,
+        args.concurrency,
+        args.rounds,
+        args.field,
+        args.budget_mib.map(|m| format!(" --budget-mib {m}")).unwrap_or_default()
+    );
+    Ok(())
+}
+
+struct Fake {
+    addr: SocketAddr,
+    calls: Arc<AtomicU64>,
+}
+
+/// A fake Bedrock answering every `InvokeModel` with one short message, on its own thread.
+fn start_fake() -> Result<Fake, String> {
+    let calls = Arc::new(AtomicU64::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let counter = calls.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("fake runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("fake listener");
+            let message = serde_json::json!({
+                "id": "msg_bench", "type": "message", "role": "assistant", "model": MODEL_ID,
+                "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": {"input_tokens": 3, "output_tokens": 1},
+            })
+            .to_string();
+            let app = Router::new().route(
+                "/model/{id}/invoke",
+                post(move |_body: Bytes| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    let message = message.clone();
+                    async move { ([(header::CONTENT_TYPE, "application/json")], message).into_response() }
+                }),
+            );
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    Ok(Fake { addr, calls })
+}
