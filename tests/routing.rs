@@ -433,3 +433,21 @@ async fn loopback_endpoints_are_allowed_in_local_mode() {
     assert_eq!(lines[0]["usage"]["input_tokens"], 8);
     assert_eq!(lines[1]["usage"]["output_tokens"], 2, "a stream's usage is read even when not relayed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_mid_stream_still_leaves_an_audit_line() {
+    let cloud = cloud("").await;
+    cloud.bedrock.set_script(vec![
+        Reply::text(&["one", " two", " three", " four"]).usage(9, 4).delay(std::time::Duration::from_millis(300)),
+    ]);
+    let mut response = ask(&cloud, API_KEY, "acme", true).send().await.unwrap();
+    assert_eq!(response.headers()["x-byollm-route"], "bedrock");
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(response);
+    let lines = audit_lines(&cloud.gateway, 1).await;
+    assert_eq!(lines[0]["status"], 499, "{}", lines[0]);
+    assert_eq!(lines[0]["error"], "client_closed");
+    assert_eq!(lines[0]["usage"]["input_tokens"], 9, "the usage seen before the client left");
+    assert!(lines[0]["ttfb_ms"].as_u64().is_some());
+}

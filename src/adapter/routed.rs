@@ -596,6 +596,16 @@ impl EventRelay {
     }
 }
 
+impl Drop for EventRelay {
+    /// The client went away mid-stream: the audit line still carries the usage seen so far.
+    fn drop(&mut self) {
+        let usage = usage_from_anthropic(self.converter.usage());
+        if let Some(record) = self.audit.record() {
+            record.usage = usage;
+        }
+    }
+}
+
 fn anthropic_sse(events: EventSource, converter: StreamConverter, audit: AuditGuard) -> Response {
     let relay = EventRelay { events, converter, out: BytesMut::with_capacity(1024), audit };
     let stream = futures_util::stream::unfold(relay, |mut relay| async move {
@@ -653,6 +663,16 @@ impl OpenAiRelay {
             record.usage = usage;
         }
         self.audit.finish(200, error);
+    }
+}
+
+impl Drop for OpenAiRelay {
+    /// The client went away mid-stream: the audit line still carries the usage seen so far.
+    fn drop(&mut self) {
+        let usage = self.stream.usage().map(usage_from_openai).unwrap_or_default();
+        if let Some(record) = self.audit.record() {
+            record.usage = usage;
+        }
     }
 }
 
