@@ -451,3 +451,30 @@ async fn a_client_that_leaves_mid_stream_still_leaves_an_audit_line() {
     assert_eq!(lines[0]["usage"]["input_tokens"], 9, "the usage seen before the client left");
     assert!(lines[0]["ttfb_ms"].as_u64().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_the_request_brings_is_used_for_that_call_only_and_never_logged() {
+    let anthropic_only = r#"
+[routing.default.routes]
+"claude-sonnet-4-5" = [{ anthropic = { model = "claude-sonnet-4-5-20250929" } }]
+"#;
+    let cloud = cloud(anthropic_only).await;
+    let byok = "sk-ant-api03-BYOK-WRONG-KEY-0123456789";
+    let response = ask(&cloud, API_KEY, "acme", false).header("x-byollm-anthropic-key", byok).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "anthropic_key_refused");
+    assert_eq!(error["error"]["param"], "x-byollm-anthropic-key");
+    assert_eq!(cloud.anthropic.requests()[0].api_key.as_deref(), Some(byok), "the request's key went to the API");
+    // Without the header, the configured key; a refused request key did not mark the route as failing.
+    for _ in 0..4 {
+        let response = ask(&cloud, API_KEY, "acme", false).header("x-byollm-anthropic-key", byok).send().await.unwrap();
+        assert_eq!(response.status(), 400);
+    }
+    let response = ask(&cloud, API_KEY, "acme", false).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(cloud.anthropic.requests().last().unwrap().api_key.as_deref(), Some(ANTHROPIC_KEY));
+    let lines = audit_lines(&cloud.gateway, 6).await;
+    assert_eq!(lines[0]["attempts"][0]["result"], "client_key");
+    assert!(!cloud.gateway.logs().contains(byok), "the request's key is never logged");
+}

@@ -391,7 +391,7 @@ async fn attempt(call: &Call<'_>, policy: &crate::routing::RoutingPolicy, route:
                             "anthropic_key_missing",
                             "the Anthropic route needs a key: send x-byollm-anthropic-key (or the operator sets routing.anthropic.api_key_env)",
                         );
-                        return Err((FailureClass::Credentials, error));
+                        return Err((FailureClass::ClientKey, error));
                     }
                 },
             };
@@ -416,7 +416,12 @@ async fn attempt(call: &Call<'_>, policy: &crate::routing::RoutingPolicy, route:
                     key_from_request,
                 })),
                 Err(failure) => {
-                    Err((class_of_anthropic(&failure), failure.to_api_error(&anthropic_route.model, key_from_request)))
+                    let class = match class_of_anthropic(&failure) {
+                        // The request's own key was refused: not the route's fault.
+                        FailureClass::Credentials if key_from_request => FailureClass::ClientKey,
+                        class => class,
+                    };
+                    Err((class, failure.to_api_error(&anthropic_route.model, key_from_request)))
                 }
             }
         }
@@ -486,6 +491,9 @@ async fn attempt(call: &Call<'_>, policy: &crate::routing::RoutingPolicy, route:
                     if url_from_request && class == FailureClass::Refused {
                         // The request named where to go: its fault, not the route's.
                         class = FailureClass::Request;
+                    }
+                    if key_from_request && class == FailureClass::Credentials {
+                        class = FailureClass::ClientKey;
                     }
                     let error = failure.to_api_error(&openai_route.endpoint, &openai_route.model, key_from_request);
                     Err((class, error))

@@ -37,6 +37,9 @@ pub enum FailureClass {
     Unreachable,
     /// The egress guard refused the address, a redirect came back, or the answer was too large.
     Refused,
+    /// The key the request brought for this route is missing or was refused: another route may
+    /// serve, but the route itself is not at fault (not counted towards skipping it).
+    ClientKey,
     /// The request itself is at fault; another route would refuse it too.
     Request,
 }
@@ -45,6 +48,11 @@ impl FailureClass {
     /// Does this failure move the request on to the next route?
     pub fn fails_over(self) -> bool {
         self != FailureClass::Request
+    }
+
+    /// Does this failure count against the route's health (towards skipping it)?
+    pub fn counts_against_route(self) -> bool {
+        !matches!(self, FailureClass::Request | FailureClass::ClientKey)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +66,7 @@ impl FailureClass {
             FailureClass::Timeout => "timeout",
             FailureClass::Unreachable => "unreachable",
             FailureClass::Refused => "refused",
+            FailureClass::ClientKey => "client_key",
             FailureClass::Request => "request",
         }
     }
@@ -266,7 +275,7 @@ impl RouteHealth {
             entries.remove(&key);
             return;
         };
-        if !class.fails_over() {
+        if !class.counts_against_route() {
             return;
         }
         if !entries.contains_key(&key) && entries.len() >= settings.max_tracked {

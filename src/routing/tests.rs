@@ -355,8 +355,9 @@ fn failures_are_classed_from_the_data() {
     for class in
         [Credentials, AccessDenied, ModelUnavailable, Throttled, Quota, Upstream, Timeout, Unreachable, Refused]
     {
-        assert!(class.fails_over(), "{class:?}");
+        assert!(class.fails_over() && class.counts_against_route(), "{class:?}");
     }
+    assert!(ClientKey.fails_over() && !ClientKey.counts_against_route());
     assert_eq!(by_status(409), Request);
 }
 
@@ -410,8 +411,10 @@ fn a_route_that_keeps_failing_is_skipped_for_a_while() {
 
     health.record(key(acme, "bedrock"), Some(FailureClass::Throttled), now, 0.5);
     assert_eq!(labels(&health.plan(acme, "m", routes.clone(), now)), (vec!["bedrock", "anthropic"], vec![]));
-    // Request-caused failures do not count.
+    // Request-caused failures do not count, nor does a key the request brought.
     health.record(key(acme, "bedrock"), Some(FailureClass::Request), now, 0.5);
+    health.record(key(acme, "bedrock"), Some(FailureClass::ClientKey), now, 0.5);
+    health.record(key(acme, "bedrock"), Some(FailureClass::ClientKey), now, 0.5);
     assert_eq!(labels(&health.plan(acme, "m", routes.clone(), now)).1, Vec::<&str>::new());
     health.record(key(acme, "bedrock"), Some(FailureClass::AccessDenied), now, 0.5);
     let plan = health.plan(acme, "m", routes.clone(), now);
