@@ -579,16 +579,14 @@ impl Reader<'_> {
         let role = self
             .take::<String>(node, "role")
             .and_then(|r| RoleArn::parse(&r).map_err(|m| self.error(key_path(&node.path, "role"), m)).ok());
-        let model_id = match profile.or_else(|| known.bedrock_models.get(model).cloned()) {
-            Some(id) => id,
-            None => {
-                self.error(
-                    profile_path,
-                    format!("{model:?} is not a [models] entry: name the Bedrock model id or profile here"),
-                );
-                return None;
-            }
+        let Some(configured) = known.bedrock_models.get(model) else {
+            self.error(
+                node.path.clone(),
+                format!("{model:?} is not a [models] entry; a bedrock route needs its rules (add it to [models])"),
+            );
+            return None;
         };
+        let model_id = profile.unwrap_or_else(|| configured.clone());
         Some(Upstream::Bedrock(BedrockRoute { model_id, region, role }))
     }
 

@@ -221,6 +221,11 @@ colour = "red"
 [routing.teams.acme.agents.reviewer]
 provider_only = true
 models = ["claude-haiku-4-5"]
+[routing.endpoints.glm]
+base_url = "https://api.z.ai/v1"
+models = ["glm-4.6"]
+[routing.default.routes]
+"glm-4.6" = [{ bedrock = { profile = "global.anthropic.claude-sonnet-4-5-20250929-v1:0" } }]
 [routing.teams.acme.agents.ghost]
 [routing.teams.ghost-team]
 [routing.teams.other]
@@ -253,6 +258,7 @@ routes."claude-sonnet-4-5" = [{ anthropic = {} }]
         "routing.teams.acme.agents.ghost",
         "routing.teams.ghost-team",
         "routing.teams.other.routes.claude-sonnet-4-5",
+        "routing.default.routes.\"glm-4.6\"[0].bedrock",
     ] {
         assert!(paths.contains(&expected), "missing {expected} in {errors:#?}");
     }
