@@ -57,14 +57,14 @@ pub struct ChatState {
 }
 
 /// Credentials and region for one call. Authentication happens here, before the body is read.
-pub(super) enum CallContext {
+pub(crate) enum CallContext {
     Broker { broker: Arc<Broker>, run: AuthorizedRun, caller: String },
     Local { session: Arc<LocalSession>, region: String },
 }
 
 /// A cloud run: the caller's API key, then the run identity from the `x-byollm-*` headers through
 /// [`authorize`]. Local mode authenticates in its own layer (the session key).
-pub(super) fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiError> {
+pub(crate) fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiError> {
     match &state.source {
         CredentialSource::Broker(broker) => {
             let caller = state.callers.authenticate(headers)?;
@@ -82,7 +82,7 @@ impl CallContext {
     /// Credentials and region for a Bedrock route: the run's role and region unless the route
     /// names its own (a role override is assumed with the same web identity, so the role must
     /// trust the team's principals too). Local mode uses the person's session in any case.
-    pub(super) async fn credentials_for(
+    pub(crate) async fn credentials_for(
         &self,
         config: &Config,
         role: Option<&RoleArn>,
@@ -108,7 +108,7 @@ impl CallContext {
     }
 
     /// Whose policy applies: the run's team and agent; local mode uses the defaults.
-    pub(super) fn scope(&self) -> RouteScope<'_> {
+    pub(crate) fn scope(&self) -> RouteScope<'_> {
         match self {
             CallContext::Broker { run, .. } => {
                 RouteScope { team: Some(run.principal.team_uid.as_str()), agent: run.agent.as_deref() }
@@ -118,7 +118,7 @@ impl CallContext {
     }
 
     /// Who asked, for the audit line.
-    pub(super) fn describe(&self, record: &mut crate::audit::AuditRecord) {
+    pub(crate) fn describe(&self, record: &mut crate::audit::AuditRecord) {
         if let CallContext::Broker { run, caller, .. } = self {
             record.caller = Some(caller.clone());
             record.team = Some(run.principal.team_uid.to_string());
@@ -130,7 +130,7 @@ impl CallContext {
     }
 
     /// Map a Bedrock failure; in local mode, rejected credentials mean the session lapsed.
-    pub(super) fn bedrock_error(&self, failure: &BedrockFailure, action: &str, model_id: &str) -> ApiError {
+    pub(crate) fn bedrock_error(&self, failure: &BedrockFailure, action: &str, model_id: &str) -> ApiError {
         if let CallContext::Local { session, .. } = self
             && failure.is_credential_problem()
         {
@@ -238,7 +238,7 @@ pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap
     response
 }
 
-pub(super) fn completion_id() -> String {
+pub(crate) fn completion_id() -> String {
     use aws_lc_rs::rand::SecureRandom;
     let mut bytes = [0u8; 12];
     let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
