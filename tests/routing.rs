@@ -374,6 +374,23 @@ async fn openai_endpoints_on_private_or_metadata_addresses_are_refused_in_hosted
     assert!(fake.requests().is_empty());
 }
 
+/// `byollm local` with `config` and a temporary AWS profile (keep the directory alive).
+fn local_gateway(config: &str) -> (Gateway, tempfile::TempDir) {
+    let aws = tempfile::tempdir().unwrap();
+    std::fs::write(aws.path().join("config"), "[profile dev]\nregion = us-east-1\n").unwrap();
+    std::fs::write(
+        aws.path().join("credentials"),
+        "[dev]\naws_access_key_id = AKIDLOCAL\naws_secret_access_key = secret\n",
+    )
+    .unwrap();
+    let env = [
+        ("AWS_CONFIG_FILE", aws.path().join("config").to_str().unwrap().to_owned()),
+        ("AWS_SHARED_CREDENTIALS_FILE", aws.path().join("credentials").to_str().unwrap().to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    (Gateway::start_local(config, &["--profile", "dev"], &env), aws)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn loopback_endpoints_are_allowed_in_local_mode() {
     let fake = FakeOpenAi::start(FakeOpenAiOptions { api_keys: vec![], ..FakeOpenAiOptions::default() }).await;
@@ -477,4 +494,49 @@ async fn a_key_the_request_brings_is_used_for_that_call_only_and_never_logged() 
     let lines = audit_lines(&cloud.gateway, 6).await;
     assert_eq!(lines[0]["attempts"][0]["result"], "client_key");
     assert!(!cloud.gateway.logs().contains(byok), "the request's key is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_policy_reloads_when_the_file_changes_and_a_broken_one_keeps_the_policy_in_force() {
+    let fake = FakeOpenAi::start(FakeOpenAiOptions { api_keys: vec![], ..FakeOpenAiOptions::default() }).await;
+    let endpoint = |models: &str| {
+        format!("[routing.endpoints.gateway]\nbase_url = \"{}\"\nmodels = [{models}]\n", fake.base_url())
+    };
+    let (gateway, _aws) = local_gateway(&endpoint("\"llama3.1:8b\""));
+    let client = reqwest::Client::new();
+    let status = |model: &'static str| {
+        let request = client
+            .post(format!("{}/v1/chat/completions", gateway.url))
+            .bearer_auth(gateway.local_key())
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("z-ai/glm-4.6").await, 404);
+    std::fs::write(gateway.config_path(), endpoint("\"llama3.1:8b\", \"z-ai/glm-4.6\"")).unwrap();
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if status("z-ai/glm-4.6").await == 200 {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(reloaded, "the new policy was put in force:\n{}", gateway.logs());
+    assert!(gateway.logs().contains("routing policy reloaded"));
+
+    // A broken policy: logged by path, the one in force stays.
+    std::fs::write(
+        gateway.config_path(),
+        format!("{}[routing.teams.nobody]\n", endpoint("\"llama3.1:8b\", \"z-ai/glm-4.6\"")),
+    )
+    .unwrap();
+    gateway.sighup();
+    for _ in 0..100 {
+        if gateway.logs().contains("routing policy not reloaded") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gateway.logs().contains("routing.teams.nobody"), "{}", gateway.logs());
+    assert_eq!(status("z-ai/glm-4.6").await, 200);
 }
