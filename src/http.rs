@@ -320,7 +320,7 @@ impl<T: DeserializeOwned> ApiJson<T> {
             ApiError::invalid_request(
                 "",
                 "invalid_json",
-                format!("request body is not valid JSON for this endpoint: {e}"),
+                crate::error::clip_parse_error(format!("request body is not valid JSON for this endpoint: {e}")),
             )
         })
     }
@@ -390,6 +390,21 @@ mod tests {
         headers.append("x-byollm-team", "a".parse().unwrap());
         headers.append("x-byollm-team", "b".parse().unwrap());
         assert_eq!(run_request_from_headers(&headers).unwrap_err().code, "duplicate_header");
+    }
+
+    #[tokio::test]
+    async fn body_errors_do_not_echo_a_whole_value() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Shape {
+            #[allow(dead_code)]
+            lifetime_secs: Option<u64>,
+        }
+        let config = Config::from_toml("dev = true").unwrap();
+        let body = serde_json::json!({"lifetime_secs": "A".repeat(1 << 20)}).to_string();
+        let json = ApiJson::<Shape> { body: axum::body::Body::from(body), json: true, _type: std::marker::PhantomData };
+        let error = json.read(&config.server).await.unwrap_err();
+        assert_eq!((error.status.as_u16(), error.code), (400, "invalid_json"));
+        assert!(error.message.len() < 2048, "{} bytes", error.message.len());
     }
 
     #[test]

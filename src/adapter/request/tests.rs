@@ -414,6 +414,18 @@ fn exclusive_sampling_models_refuse_both() {
 }
 
 #[test]
+fn parse_errors_do_not_echo_a_whole_value() {
+    // serde quotes a mistyped string in full: a 1 MiB value must not come back as a 1 MiB error.
+    let big = "A".repeat(1 << 20);
+    for body in [request(json!({"max_tokens": big})), request(json!({"temperature": big}))] {
+        let error = convert_with(&body, &rules()).unwrap_err();
+        assert_eq!(error.status, 400);
+        assert!(error.message.len() < 2048, "{} bytes: {}...", error.message.len(), &error.message[..80]);
+        assert!(error.message.starts_with("invalid request body: "), "{}", &error.message[..80]);
+    }
+}
+
+#[test]
 fn rejects_bad_input() {
     let image = |url: String| {
         request(json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}))
