@@ -115,7 +115,8 @@ pub struct CallerConfig {
     /// May this caller run without naming an agent (under the team's own role)? Default: only when
     /// its agents are unrestricted or it lists none.
     pub allow_no_agent: bool,
-    /// May this caller have tokens signed for it (`POST /v1/tokens`)? Default: no.
+    /// May this caller have tokens signed for it (`POST /v1/tokens`)? Default: no. A caller limited to
+    /// some agents may only where its team has `session_tags` (else IAM cannot tell its agents apart).
     pub mint_tokens: bool,
 }
 
