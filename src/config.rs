@@ -115,7 +115,8 @@ pub struct CallerConfig {
     /// May this caller run without naming an agent (under the team's own role)? Default: only when
     /// its agents are unrestricted or it lists none.
     pub allow_no_agent: bool,
-    /// May this caller have tokens signed for it (`POST /v1/tokens`)? Default: no.
+    /// May this caller have tokens signed for it (`POST /v1/tokens`)? Default: no. A caller limited to
+    /// some agents may only where its team has `session_tags` (else IAM cannot tell its agents apart).
     pub mint_tokens: bool,
 }
 
@@ -490,6 +491,24 @@ impl Config {
         for (index, team) in teams.iter().enumerate() {
             if !seen_teams.insert(team.uid.clone()) {
                 root.error_at(format!("teams[{index}].uid"), format!("duplicate team {:?}", team.uid.as_str()));
+            }
+        }
+        // A token handed to an agent-restricted caller is only as narrow as IAM makes it: without
+        // session tags every role of the team trusts `scoped_principal:<team>/*`, so such a token
+        // would also assume the other agents' roles (and the team's).
+        for (index, caller) in callers.iter().enumerate() {
+            let restricted = caller.agents.is_some() || !caller.allow_no_agent;
+            let tagged = teams.iter().any(|team| team.uid == caller.team && team.session_tags);
+            if caller.mint_tokens && restricted && !tagged {
+                root.error_at(
+                    format!("callers[{index}].mint_tokens"),
+                    format!(
+                        "caller {:?} is limited to some agents, but team {:?} mints no session tags, so every role of the team would accept its tokens: set session_tags = true on [[teams]] uid = {:?} (and apply the tagged trust policies), or leave mint_tokens off",
+                        caller.name,
+                        caller.team.as_str(),
+                        caller.team.as_str()
+                    ),
+                );
             }
         }
 
@@ -970,6 +989,32 @@ mod tests {
         assert!(config("mint_tokens = true").unwrap().mint_tokens);
         let errors = errors_of(&caller("agents = []\nallow_no_agent = false"));
         assert_eq!(errors[0].0, "callers[0].allow_no_agent");
+    }
+
+    #[test]
+    fn an_agent_restricted_caller_may_mint_tokens_only_where_iam_tells_agents_apart() {
+        // Without session tags every role of the team trusts scoped_principal:<team>/*: a token
+        // minted for the caller's own agent would assume every other agent's role too.
+        let config = |caller: &str, tags: bool| {
+            format!(
+                "dev = true\n[[callers]]\nname = \"w\"\nkey_sha256 = \"{HASH}\"\nteam = \"acme\"\nmint_tokens = true\n{caller}\n\
+                 [[teams]]\nuid = \"acme\"\nsession_tags = {tags}\n"
+            )
+        };
+        for restricted in ["agents = [\"reviewer\"]", "agents = []", "agents = [\"reviewer\"]\nallow_no_agent = true"] {
+            let errors = errors_of(&config(restricted, false));
+            assert_eq!(errors.len(), 1, "{restricted}: {errors:?}");
+            assert_eq!(errors[0].0, "callers[0].mint_tokens", "{restricted}");
+            assert!(errors[0].1.contains("session_tags = true"), "{}", errors[0].1);
+            assert!(Config::from_toml(&config(restricted, true)).is_ok(), "{restricted} with session tags");
+        }
+        // Unrestricted callers may act for every role anyway; a team not configured has no tags.
+        assert!(Config::from_toml(&config("", false)).is_ok());
+        assert!(Config::from_toml(&config("agents = [\"*\"]", false)).is_ok());
+        let unconfigured = format!(
+            "dev = true\n[[callers]]\nname = \"w\"\nkey_sha256 = \"{HASH}\"\nteam = \"acme\"\nmint_tokens = true\nagents = [\"x\"]\n"
+        );
+        assert_eq!(errors_of(&unconfigured)[0].0, "callers[0].mint_tokens");
     }
 
     #[test]

@@ -976,8 +976,16 @@ fn validate_anthropic(body: &Value, model: Option<&FakeModel>) -> Result<(), Str
                     "messages.{i}.content.{j}.type: Input tag '{kind}' found using 'type' does not match any of the expected tags"
                 ));
             }
-            if kind == "text" && block["text"].as_str().is_none_or(str::is_empty) {
-                return Err("messages: text content blocks must be non-empty".into());
+            // Anthropic's own checks, also inside a tool_result's content.
+            let nested = block["content"].as_array().into_iter().flatten();
+            for text in std::iter::once(block).chain(nested).filter(|b| b["type"] == "text") {
+                match text["text"].as_str() {
+                    None | Some("") => return Err("messages: text content blocks must be non-empty".into()),
+                    Some(t) if t.trim().is_empty() => {
+                        return Err("messages: text content blocks must contain non-whitespace text".into());
+                    }
+                    Some(_) => {}
+                }
             }
             if kind == "tool_use" {
                 if role != "assistant" {
