@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::issuer::{Issuer, routes as issuer_routes};
 use crate::metrics::Metrics;
+use crate::native::routes as native_routes;
 use crate::upstream::BedrockClient;
 
 /// Cheap handles shared by every handler.
@@ -68,19 +69,20 @@ impl AppState {
     }
 }
 
-/// Serve HTTP/1.1 on `listener` until `shutdown` turns true, then let open requests finish.
+/// Serve HTTP/1.1 on `listener` until `shutdown` turns true, then let open requests finish. With
+/// `tls`, every connection is HTTPS (the certificate in force when it connects).
 ///
 /// A small accept loop instead of `axum::serve` so that connections get a header read timeout
-/// (`server.header_read_timeout_secs`, against clients that trickle headers)
-/// and keep-alive connections are closed gracefully on shutdown.
+/// (`server.header_read_timeout_secs`, against clients that trickle headers; with TLS it bounds
+/// the handshake too) and keep-alive connections are closed gracefully on shutdown.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     header_read_timeout: std::time::Duration,
+    tls: Option<Arc<crate::tls::ReloadingTls>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
+    use hyper_util::rt::TokioIo;
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, _) = tokio::select! {
@@ -95,25 +97,48 @@ pub async fn serve(
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let mut stop = shutdown.clone();
+        let app = app.clone();
+        let stop = shutdown.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+            let Some(tls) = tls else {
+                return serve_connection(TokioIo::new(stream), app, header_read_timeout, stop).await;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+            match tokio::time::timeout(header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), app, header_read_timeout, stop).await,
+                Ok(Err(error)) => tracing::debug!(%error, "tls handshake failed"),
+                Err(_) => tracing::debug!("tls handshake not finished within server.header_read_timeout_secs"),
             }
         });
         while connections.try_join_next().is_some() {}
     }
     while connections.join_next().await.is_some() {}
+}
+
+/// One connection, plain or TLS, until it closes or the server shuts down.
+async fn serve_connection<I>(
+    io: I,
+    app: Router,
+    header_read_timeout: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use hyper_util::rt::TokioTimer;
+    use hyper_util::service::TowerToHyperService;
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(io, TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
@@ -141,12 +166,32 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat_routes::chat_completions))
         .route("/v1/models", get(chat_routes::list_models))
         .route("/v1/models/{model}", get(chat_routes::retrieve_model))
+        .merge(model_surfaces())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// The Bedrock-native routes (`/model/{id}/…`, `/inference-profiles…`), on the internal listener
+/// and in `byollm local` alike.
+fn model_surfaces<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    ChatState: axum::extract::FromRef<S>,
+{
+    Router::new()
+        .route("/model/{model}/{operation}", post(native_routes::model_operation))
+        .route("/inference-profiles", get(native_routes::list_inference_profiles))
+        .route("/inference-profiles/{profile}", get(native_routes::get_inference_profile))
+}
+
+/// A refusal in the shape of the surface the path belongs to: Bedrock's for `/model/*` and
+/// `/inference-profiles*`, else the one OpenAI-style body.
+pub fn error_for_path(path: &str, error: ApiError) -> Response {
+    if native_routes::is_native_path(path) { native_routes::error_response(&error) } else { error.into_response() }
 }
 
 /// `byollm local`: the chat API signed with the person's own AWS session; no issuer, no broker.
@@ -161,6 +206,7 @@ pub fn local_router(chat: ChatState, loopback: bool, key: Arc<SessionKey>) -> Ro
         .route("/v1/chat/completions", post(chat_routes::chat_completions))
         .route("/v1/models", get(chat_routes::list_models))
         .route("/v1/models/{model}", get(chat_routes::retrieve_model))
+        .merge(model_surfaces())
         .route("/healthz", get(local_healthz))
         .route("/metrics", get(local_metrics))
         .fallback(not_found)
@@ -178,24 +224,29 @@ struct LocalGuard {
 
 async fn local_guard(State(guard): State<LocalGuard>, request: Request, next: axum::middleware::Next) -> Response {
     let loopback = guard.loopback;
+    let path = request.uri().path();
     if request.headers().contains_key(header::ORIGIN) {
-        return ApiError::forbidden(
-            "browser_request_refused",
-            "local mode refuses requests sent by web pages (they carry an Origin header)",
-        )
-        .into_response();
+        return error_for_path(
+            path,
+            ApiError::forbidden(
+                "browser_request_refused",
+                "local mode refuses requests sent by web pages (they carry an Origin header)",
+            ),
+        );
     }
     if loopback {
         let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
         if !is_loopback_host(host) {
-            return ApiError::forbidden(
-                "host_not_allowed",
-                "local mode answers only requests addressed to 127.0.0.1, localhost or [::1]",
-            )
-            .into_response();
+            return error_for_path(
+                path,
+                ApiError::forbidden(
+                    "host_not_allowed",
+                    "local mode answers only requests addressed to 127.0.0.1, localhost or [::1]",
+                ),
+            );
         }
     }
-    if request.uri().path() != "/healthz"
+    if path != "/healthz"
         && let Err(error) = guard.key.check(request.headers())
     {
         let error = match error {
@@ -207,8 +258,9 @@ async fn local_guard(State(guard): State<LocalGuard>, request: Request, next: ax
                 "invalid_api_key",
                 "that is not this session's key: byollm local makes a new one each time it starts (see its key file)",
             ),
+            other => ApiError::from(other),
         };
-        return error.into_response();
+        return error_for_path(path, error);
     }
     next.run(request).await
 }
