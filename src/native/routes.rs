@@ -77,10 +77,12 @@ pub async fn model_operation(State(chat): State<ChatState>, uri: Uri, headers: H
     let response = match result {
         Ok(response) => response,
         Err(error) => {
+            let model: String = segment.chars().take(128).collect();
             tracing::info!(
                 status = error.status.as_u16(),
                 code = error.code,
                 operation = operation.path_segment(),
+                %model,
                 "native call refused"
             );
             error_response(&error)
