@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::adapter::messages_routes;
 use crate::adapter::routes::{self as chat_routes, ChatState, CredentialSource};
 use crate::auth::{AuthError, Callers, SessionKey};
 use crate::authz::{self, FieldSource, RunRequest};
@@ -175,8 +176,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The Bedrock-native routes (`/model/{id}/…`, `/inference-profiles…`), on the internal listener
-/// and in `byollm local` alike.
+/// The Bedrock-native routes (`/model/{id}/…`, `/inference-profiles…`) and the Anthropic Messages
+/// API (`/v1/messages*`), on the internal listener and in `byollm local` alike.
 fn model_surfaces<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -186,10 +187,12 @@ where
         .route("/model/{model}/{operation}", post(native_routes::model_operation))
         .route("/inference-profiles", get(native_routes::list_inference_profiles))
         .route("/inference-profiles/{profile}", get(native_routes::get_inference_profile))
+        .route("/v1/messages", post(messages_routes::create_message))
+        .route("/v1/messages/count_tokens", post(messages_routes::count_tokens))
 }
 
 /// A refusal in the shape of the surface the path belongs to: Bedrock's for `/model/*` and
-/// `/inference-profiles*`, else the one OpenAI-style body.
+/// `/inference-profiles*`, Anthropic's for `/v1/messages*`, else the one OpenAI-style body.
 pub fn error_for_path(path: &str, error: ApiError) -> Response {
     if native_routes::is_native_path(path) { native_routes::error_response(&error) } else { error.into_response() }
 }

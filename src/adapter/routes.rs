@@ -116,10 +116,15 @@ impl CallContext {
 }
 
 pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> Response {
+    let anthropic = super::messages_routes::wants_anthropic_shape(&headers);
     if let CredentialSource::Broker(_) = state.source
         && let Err(error) = state.callers.authenticate(&headers)
     {
-        return ApiError::from(error).into_response();
+        let error = ApiError::from(error);
+        return if anthropic { super::messages_routes::error_response(&error) } else { error.into_response() };
+    }
+    if anthropic {
+        return super::messages_routes::anthropic_model_list(&state);
     }
     let data = state.config.models.keys().map(|name| ModelObject::new(name.clone(), 0, "byollm")).collect();
     axum::Json(ModelList::new(data)).into_response()

@@ -138,7 +138,7 @@ pub struct Usage {
 }
 
 impl Usage {
-    fn merge(&mut self, other: Usage) {
+    pub fn merge(&mut self, other: Usage) {
         self.input_tokens = other.input_tokens.or(self.input_tokens);
         self.output_tokens = other.output_tokens.or(self.output_tokens);
         self.cache_read_input_tokens = other.cache_read_input_tokens.or(self.cache_read_input_tokens);
@@ -252,6 +252,14 @@ fn chunk_usage(payload: &[u8]) -> Option<Usage> {
         #[serde(borrow)]
         bytes: Option<std::borrow::Cow<'a, str>>,
     }
+    let chunk: Chunk<'_> = serde_json::from_slice(payload).ok()?;
+    let event = base64::engine::general_purpose::STANDARD.decode(chunk.bytes?.as_bytes()).ok()?;
+    event_usage(&event)
+}
+
+/// The usage one Anthropic stream event reports: `message_start`'s, `message_delta`'s, or
+/// Bedrock's `amazon-bedrock-invocationMetrics` on `message_stop` (which wins: it is the total).
+pub fn event_usage(event: &[u8]) -> Option<Usage> {
     #[derive(Deserialize)]
     struct AnthropicUsage {
         input_tokens: Option<u64>,
@@ -278,9 +286,7 @@ fn chunk_usage(payload: &[u8]) -> Option<Usage> {
         #[serde(rename = "amazon-bedrock-invocationMetrics")]
         metrics: Option<InvocationMetrics>,
     }
-    let chunk: Chunk<'_> = serde_json::from_slice(payload).ok()?;
-    let event = base64::engine::general_purpose::STANDARD.decode(chunk.bytes?.as_bytes()).ok()?;
-    let event: Event = serde_json::from_slice(&event).ok()?;
+    let event: Event = serde_json::from_slice(event).ok()?;
     if let Some(metrics) = event.metrics {
         return Some(Usage {
             input_tokens: metrics.input_token_count,

@@ -1201,6 +1201,23 @@ fn malformed(detail: &str) -> String {
 const BLOCK_TYPES: [&str; 8] =
     ["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "search_result"];
 
+/// The API version the Anthropic SDKs send by default from late 2026, also to Bedrock; Anthropic's
+/// "Claude on Amazon Bedrock (legacy)" page: the ARN-versioned models (Opus 4.6 and earlier) refuse
+/// it, the newer ones take it.
+const NEW_API_VERSION: &str = "2026-10-21";
+const ACCEPTS_NEW_API_VERSION: &[&str] = &[
+    "anthropic.claude-opus-4-7",
+    "anthropic.claude-opus-4-8",
+    "anthropic.claude-opus-5",
+    "anthropic.claude-sonnet-5",
+    "anthropic.claude-opus-5-5",
+    "anthropic.claude-sonnet-5-5",
+    "anthropic.claude-haiku-5-5",
+    "anthropic.claude-fable-5",
+    "anthropic.claude-fable-5-1",
+    "anthropic.claude-fable-5-2",
+];
+
 fn validate_anthropic(body: &Value, model: Option<&FakeModel>) -> Result<(), String> {
     let Some(obj) = body.as_object() else {
         return Err(malformed("#: expected type: JSONObject"));
@@ -1215,7 +1232,9 @@ fn validate_anthropic(body: &Value, model: Option<&FakeModel>) -> Result<(), Str
             return Err(malformed(&format!("#: required key [{key}] not found")));
         }
     }
-    if obj["anthropic_version"] != "bedrock-2023-05-31" {
+    let version = obj["anthropic_version"].as_str().unwrap_or_default();
+    let dated_ok = version == NEW_API_VERSION && model.is_some_and(|m| ACCEPTS_NEW_API_VERSION.contains(&m.base));
+    if version != "bedrock-2023-05-31" && !dated_ok {
         return Err("Invalid API version".into());
     }
     let max_tokens = obj["max_tokens"].as_i64().ok_or_else(|| malformed("#/max_tokens: expected type: Integer"))?;
