@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Open connections the public listener accepts at once.
     pub public_max_connections: usize,
+    /// `tls_cert_file` + `tls_key_file`: both listeners speak HTTPS only (re-read on change).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 #[derive(Debug, Clone)]
@@ -326,6 +328,19 @@ impl Config {
         let max_connections = server.take_ranged("max_connections", 1, 1_000_000).unwrap_or(4096) as usize;
         let public_max_connections =
             server.take_ranged("public_max_connections", 1, 1_000_000).unwrap_or(1024) as usize;
+        let tls_cert = server.take::<PathBuf>("tls_cert_file");
+        let tls_key = server.take::<PathBuf>("tls_key_file");
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+            (None, None) => None,
+            (cert, _) => {
+                let (present, missing) =
+                    if cert.is_some() { ("tls_cert_file", "tls_key_file") } else { ("tls_key_file", "tls_cert_file") };
+                let path = server.child(missing);
+                server.error_at(path, format!("set it too: {present} is set, and TLS needs both files (or neither)"));
+                None
+            }
+        };
         server.finish();
 
         let mut issuer = root.section("issuer");
@@ -583,6 +598,7 @@ impl Config {
                 max_body_bytes_in_flight,
                 max_connections,
                 public_max_connections,
+                tls,
             },
             issuer: IssuerConfig { url, host_path, audience, token_lifetime },
             keys: KeysConfig {
@@ -838,6 +854,21 @@ mod tests {
         assert_eq!(config.issuer.token_lifetime, Duration::from_secs(300));
         assert_eq!(config.keys.dir, PathBuf::from("jwks"));
         assert!(config.models.contains_key("claude-opus-5-5"));
+    }
+
+    #[test]
+    fn tls_takes_both_files_or_neither() {
+        let errors = errors_of("dev = true\n[server]\ntls_cert_file = \"tls.crt\"");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "server.tls_key_file");
+        assert!(errors[0].1.contains("tls_cert_file is set"), "{}", errors[0].1);
+        let errors = errors_of("dev = true\n[server]\ntls_key_file = \"tls.key\"");
+        assert_eq!(errors[0].0, "server.tls_cert_file");
+        let config =
+            Config::from_toml("dev = true\n[server]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"").unwrap();
+        let files = config.server.tls.unwrap();
+        assert_eq!((files.cert, files.key), (PathBuf::from("c.pem"), PathBuf::from("k.pem")));
+        assert!(Config::from_toml("dev = true").unwrap().server.tls.is_none());
     }
 
     #[test]

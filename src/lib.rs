@@ -13,8 +13,10 @@ pub mod http;
 pub mod issuer;
 pub mod metrics;
 pub mod models;
+pub mod native;
 pub mod principal;
 pub mod secret;
+pub mod target;
 pub mod tls;
 pub mod upstream;
 

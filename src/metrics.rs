@@ -29,6 +29,15 @@ impl Counter {
         }
     }
 
+    /// Count `n` at once (token counters).
+    pub fn add(&self, value: &str, n: u64) {
+        let slot =
+            self.values.iter().find(|(v, _)| *v == value).or_else(|| self.values.iter().find(|(v, _)| *v == "other"));
+        if let Some((_, count)) = slot {
+            count.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     pub fn get(&self, value: &str) -> u64 {
         self.values.iter().find(|(v, _)| *v == value).map_or(0, |(_, c)| c.load(Ordering::Relaxed))
     }
@@ -52,7 +61,15 @@ pub struct Metrics {
     pub credential_cache: Counter,
     pub credential_refreshes: Counter,
     pub chat_requests: Counter,
+    /// Bedrock-native routes (`/model/{id}/…`) and the Messages API (`/v1/messages*`).
+    pub native_requests: Counter,
+    pub messages_requests: Counter,
+    /// Tokens Bedrock reported on the native routes and the Messages API, by kind.
+    pub model_tokens: Counter,
 }
+
+/// Kinds of [`Metrics::model_tokens`].
+pub const TOKEN_KINDS: &[&str] = &["input", "output", "cache_read", "cache_write", "other"];
 
 /// Outcome classes shared by request counters.
 pub const OUTCOMES: &[&str] = &[
@@ -121,6 +138,24 @@ impl Default for Metrics {
                 "result",
                 OUTCOMES,
             ),
+            native_requests: Counter::new(
+                "byollm_native_requests_total",
+                "Bedrock-native requests (/model/{id}/...), by result.",
+                "result",
+                OUTCOMES,
+            ),
+            messages_requests: Counter::new(
+                "byollm_messages_requests_total",
+                "Anthropic Messages API requests, by result.",
+                "result",
+                OUTCOMES,
+            ),
+            model_tokens: Counter::new(
+                "byollm_model_tokens_total",
+                "Tokens Bedrock reported on the native routes and the Messages API, by kind.",
+                "kind",
+                TOKEN_KINDS,
+            ),
         }
     }
 }
@@ -136,6 +171,9 @@ impl Metrics {
             &self.credential_cache,
             &self.credential_refreshes,
             &self.chat_requests,
+            &self.native_requests,
+            &self.messages_requests,
+            &self.model_tokens,
         ] {
             counter.render(&mut out);
         }

@@ -53,14 +53,15 @@ pub struct ChatState {
 }
 
 /// Credentials and region for one call. Authentication happens here, before the body is read.
-enum CallContext {
+/// Shared by every surface that calls Bedrock (chat, Messages API, native routes).
+pub enum CallContext {
     Broker { broker: Arc<Broker>, run: AuthorizedRun },
     Local { session: Arc<LocalSession>, region: String },
 }
 
 /// A cloud run: the caller's API key, then the run identity from the `x-byollm-*` headers through
 /// [`authorize`]. Local mode authenticates in its own layer (the session key).
-fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiError> {
+pub fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiError> {
     match &state.source {
         CredentialSource::Broker(broker) => {
             let caller = state.callers.authenticate(headers)?;
@@ -75,7 +76,15 @@ fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiErr
 }
 
 impl CallContext {
-    async fn credentials(&self, config: &Config) -> Result<(crate::broker::sts::AwsCredentials, &str), ApiError> {
+    /// The Bedrock region of the call: the run's team's, or the person's session's.
+    pub fn region(&self) -> &str {
+        match self {
+            CallContext::Broker { run, .. } => &run.region,
+            CallContext::Local { region, .. } => region,
+        }
+    }
+
+    pub async fn credentials(&self, config: &Config) -> Result<(crate::broker::sts::AwsCredentials, &str), ApiError> {
         match self {
             CallContext::Broker { broker, run } => {
                 let cached = broker.credentials(run).await.map_err(|e| e.to_api_error(config))?;
@@ -89,7 +98,7 @@ impl CallContext {
     }
 
     /// Map a Bedrock failure; in local mode, rejected credentials mean the session lapsed.
-    fn bedrock_error(&self, failure: &BedrockFailure, action: &str, model_id: &str) -> ApiError {
+    pub fn bedrock_error(&self, failure: &BedrockFailure, action: &str, model_id: &str) -> ApiError {
         if let CallContext::Local { session, .. } = self
             && failure.is_credential_problem()
         {
@@ -107,10 +116,15 @@ impl CallContext {
 }
 
 pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> Response {
+    let anthropic = super::messages_routes::wants_anthropic_shape(&headers);
     if let CredentialSource::Broker(_) = state.source
         && let Err(error) = state.callers.authenticate(&headers)
     {
-        return ApiError::from(error).into_response();
+        let error = ApiError::from(error);
+        return if anthropic { super::messages_routes::error_response(&error) } else { error.into_response() };
+    }
+    if anthropic {
+        return super::messages_routes::anthropic_model_list(&state);
     }
     let data = state.config.models.iter().map(|(name, model)| model_object(name, model)).collect();
     axum::Json(ModelList::new(data)).into_response()
