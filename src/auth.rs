@@ -53,7 +53,13 @@ impl Caller {
 pub enum AuthError {
     MissingKey,
     UnknownKey,
+    /// The request is signed with AWS SigV4 (an AWS SDK holding AWS credentials): byollm signs
+    /// Bedrock calls itself and takes its API key as a bearer token instead.
+    SigV4,
 }
+
+/// What an AWS SigV4 `Authorization` header starts with.
+const SIGV4_SCHEME: &str = "AWS4-HMAC-SHA256";
 
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> ApiError {
@@ -64,6 +70,10 @@ impl From<AuthError> for ApiError {
             AuthError::UnknownKey => {
                 ApiError::unauthenticated("invalid_api_key", "the API key is not valid for this gateway")
             }
+            AuthError::SigV4 => ApiError::unauthenticated(
+                "sigv4_not_accepted",
+                "byollm does not take AWS SigV4 signatures: it signs Bedrock calls itself. Send the byollm API key as a bearer token instead (AWS SDKs: AWS_BEARER_TOKEN_BEDROCK=<key> over https; Claude Code: CLAUDE_CODE_SKIP_BEDROCK_AUTH=1 and ANTHROPIC_AUTH_TOKEN=<key>)",
+            ),
         }
     }
 }
@@ -117,7 +127,7 @@ impl Callers {
 
     /// Find the caller from request headers.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>, AuthError> {
-        let key = presented_key(headers).ok_or(AuthError::MissingKey)?;
+        let key = presented_key(headers)?;
         self.by_hash.get(&hash_key(key)).cloned().ok_or(AuthError::UnknownKey)
     }
 }
@@ -125,15 +135,17 @@ impl Callers {
 /// The API key a request presents: `Authorization: Bearer <key>` (OpenAI clients), a bare
 /// `Authorization: <key>` (the AWS container-credentials protocol) or `x-api-key: <key>`
 /// (Anthropic clients).
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+/// A SigV4 `Authorization` header is refused by name ([`AuthError::SigV4`]), never compared as a key.
+pub fn presented_key(headers: &HeaderMap) -> Result<&str, AuthError> {
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
     if let Some(value) = header(axum::http::header::AUTHORIZATION.as_str()) {
-        return Some(match value.split_once(' ') {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-            _ => value,
-        });
+        return match value.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => Ok(rest.trim()),
+            Some((scheme, _)) if scheme == SIGV4_SCHEME => Err(AuthError::SigV4),
+            _ => Ok(value),
+        };
     }
-    header("x-api-key")
+    header("x-api-key").ok_or(AuthError::MissingKey)
 }
 
 /// The per-session key of `byollm local`: generated at start, printed, written to a file only the
@@ -163,7 +175,7 @@ impl SessionKey {
 
     /// Does the request present this key?
     pub fn check(&self, headers: &HeaderMap) -> Result<(), AuthError> {
-        let presented = presented_key(headers).ok_or(AuthError::MissingKey)?;
+        let presented = presented_key(headers)?;
         if hash_key(presented) == self.hash { Ok(()) } else { Err(AuthError::UnknownKey) }
     }
 
@@ -264,5 +276,9 @@ mod tests {
         assert_eq!(callers.authenticate(&anthropic).unwrap().name, "worker");
         assert_eq!(callers.authenticate(&HeaderMap::new()).unwrap_err(), AuthError::MissingKey);
         assert_eq!(callers.authenticate(&headers("Bearer k2")).unwrap_err(), AuthError::UnknownKey);
+        let signed = "AWS4-HMAC-SHA256 Credential=AKID/20261130/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=00";
+        assert_eq!(callers.authenticate(&headers(signed)).unwrap_err(), AuthError::SigV4);
+        let message = ApiError::from(AuthError::SigV4).message;
+        assert!(message.contains("bearer token") && message.contains("AWS_BEARER_TOKEN_BEDROCK"), "{message}");
     }
 }

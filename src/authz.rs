@@ -20,8 +20,6 @@
 
 use std::fmt;
 
-use axum::http::StatusCode;
-
 use crate::auth::Caller;
 use crate::config::{Config, RoleArn};
 use crate::error::ApiError;
@@ -315,12 +313,6 @@ pub fn permits(caller: &Caller, principal: &ScopedPrincipal, agent: Option<&str>
         }
         (None, _) if !caller.allow_no_agent => Err(AuthzError::AgentRequired { caller: caller.name.clone() }),
         _ => Ok(()),
-    }
-}
-
-impl AuthzError {
-    pub fn status(&self) -> StatusCode {
-        ApiError::from(self.clone()).status
     }
 }
 

@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Open connections the public listener accepts at once.
     pub public_max_connections: usize,
+    /// `tls_cert_file` + `tls_key_file`: both listeners speak HTTPS only (re-read on change).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,7 +119,8 @@ pub struct CallerConfig {
     /// May this caller run without naming an agent (under the team's own role)? Default: only when
     /// its agents are unrestricted or it lists none.
     pub allow_no_agent: bool,
-    /// May this caller have tokens signed for it (`POST /v1/tokens`)? Default: no.
+    /// May this caller have tokens signed for it (`POST /v1/tokens`)? Default: no. A caller limited to
+    /// some agents may only where its team has `session_tags` (else IAM cannot tell its agents apart).
     pub mint_tokens: bool,
 }
 
@@ -327,6 +330,19 @@ impl Config {
         let max_connections = server.take_ranged("max_connections", 1, 1_000_000).unwrap_or(4096) as usize;
         let public_max_connections =
             server.take_ranged("public_max_connections", 1, 1_000_000).unwrap_or(1024) as usize;
+        let tls_cert = server.take::<PathBuf>("tls_cert_file");
+        let tls_key = server.take::<PathBuf>("tls_key_file");
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+            (None, None) => None,
+            (cert, _) => {
+                let (present, missing) =
+                    if cert.is_some() { ("tls_cert_file", "tls_key_file") } else { ("tls_key_file", "tls_cert_file") };
+                let path = server.child(missing);
+                server.error_at(path, format!("set it too: {present} is set, and TLS needs both files (or neither)"));
+                None
+            }
+        };
         server.finish();
 
         let mut issuer = root.section("issuer");
@@ -494,6 +510,24 @@ impl Config {
                 root.error_at(format!("teams[{index}].uid"), format!("duplicate team {:?}", team.uid.as_str()));
             }
         }
+        // A token handed to an agent-restricted caller is only as narrow as IAM makes it: without
+        // session tags every role of the team trusts `scoped_principal:<team>/*`, so such a token
+        // would also assume the other agents' roles (and the team's).
+        for (index, caller) in callers.iter().enumerate() {
+            let restricted = caller.agents.is_some() || !caller.allow_no_agent;
+            let tagged = teams.iter().any(|team| team.uid == caller.team && team.session_tags);
+            if caller.mint_tokens && restricted && !tagged {
+                root.error_at(
+                    format!("callers[{index}].mint_tokens"),
+                    format!(
+                        "caller {:?} is limited to some agents, but team {:?} mints no session tags, so every role of the team would accept its tokens: set session_tags = true on [[teams]] uid = {:?} (and apply the tagged trust policies), or leave mint_tokens off",
+                        caller.name,
+                        caller.team.as_str(),
+                        caller.team.as_str()
+                    ),
+                );
+            }
+        }
 
         let mut sts = root.section("sts");
         let sts_region = sts.take_parsed("region", validate_region).unwrap_or_else(|| "us-east-1".into());
@@ -576,6 +610,7 @@ impl Config {
                 max_body_bytes_in_flight,
                 max_connections,
                 public_max_connections,
+                tls,
             },
             issuer: IssuerConfig { url, host_path, audience, token_lifetime },
             keys: KeysConfig {
@@ -835,6 +870,21 @@ mod tests {
     }
 
     #[test]
+    fn tls_takes_both_files_or_neither() {
+        let errors = errors_of("dev = true\n[server]\ntls_cert_file = \"tls.crt\"");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "server.tls_key_file");
+        assert!(errors[0].1.contains("tls_cert_file is set"), "{}", errors[0].1);
+        let errors = errors_of("dev = true\n[server]\ntls_key_file = \"tls.key\"");
+        assert_eq!(errors[0].0, "server.tls_cert_file");
+        let config =
+            Config::from_toml("dev = true\n[server]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"").unwrap();
+        let files = config.server.tls.unwrap();
+        assert_eq!((files.cert, files.key), (PathBuf::from("c.pem"), PathBuf::from("k.pem")));
+        assert!(Config::from_toml("dev = true").unwrap().server.tls.is_none());
+    }
+
+    #[test]
     fn no_file_means_dev_defaults() {
         let config = Config::load(None, Vec::new()).unwrap();
         assert!(config.dev);
@@ -983,6 +1033,32 @@ mod tests {
         assert!(config("mint_tokens = true").unwrap().mint_tokens);
         let errors = errors_of(&caller("agents = []\nallow_no_agent = false"));
         assert_eq!(errors[0].0, "callers[0].allow_no_agent");
+    }
+
+    #[test]
+    fn an_agent_restricted_caller_may_mint_tokens_only_where_iam_tells_agents_apart() {
+        // Without session tags every role of the team trusts scoped_principal:<team>/*: a token
+        // minted for the caller's own agent would assume every other agent's role too.
+        let config = |caller: &str, tags: bool| {
+            format!(
+                "dev = true\n[[callers]]\nname = \"w\"\nkey_sha256 = \"{HASH}\"\nteam = \"acme\"\nmint_tokens = true\n{caller}\n\
+                 [[teams]]\nuid = \"acme\"\nsession_tags = {tags}\n"
+            )
+        };
+        for restricted in ["agents = [\"reviewer\"]", "agents = []", "agents = [\"reviewer\"]\nallow_no_agent = true"] {
+            let errors = errors_of(&config(restricted, false));
+            assert_eq!(errors.len(), 1, "{restricted}: {errors:?}");
+            assert_eq!(errors[0].0, "callers[0].mint_tokens", "{restricted}");
+            assert!(errors[0].1.contains("session_tags = true"), "{}", errors[0].1);
+            assert!(Config::from_toml(&config(restricted, true)).is_ok(), "{restricted} with session tags");
+        }
+        // Unrestricted callers may act for every role anyway; a team not configured has no tags.
+        assert!(Config::from_toml(&config("", false)).is_ok());
+        assert!(Config::from_toml(&config("agents = [\"*\"]", false)).is_ok());
+        let unconfigured = format!(
+            "dev = true\n[[callers]]\nname = \"w\"\nkey_sha256 = \"{HASH}\"\nteam = \"acme\"\nmint_tokens = true\nagents = [\"x\"]\n"
+        );
+        assert_eq!(errors_of(&unconfigured)[0].0, "callers[0].mint_tokens");
     }
 
     #[test]

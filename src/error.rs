@@ -72,6 +72,22 @@ impl ApiError {
     }
 }
 
+/// Longest description of a parse failure sent back: serde quotes a mistyped value in full, and a
+/// client's 20 MiB string must not come back (and be held again) as a 20 MiB error.
+pub const MAX_PARSE_ERROR_LEN: usize = 1024;
+
+/// `message` cut to [`MAX_PARSE_ERROR_LEN`] bytes (at a character boundary), marked when cut.
+pub fn clip_parse_error(message: String) -> String {
+    if message.len() <= MAX_PARSE_ERROR_LEN {
+        return message;
+    }
+    let mut end = MAX_PARSE_ERROR_LEN;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... (cut)", &message[..end])
+}
+
 #[derive(Serialize)]
 struct ErrorEnvelope<'a> {
     error: ErrorBody<'a>,

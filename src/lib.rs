@@ -14,9 +14,11 @@ pub mod http;
 pub mod issuer;
 pub mod metrics;
 pub mod models;
+pub mod native;
 pub mod principal;
 pub mod routing;
 pub mod secret;
+pub mod target;
 pub mod tls;
 pub mod upstream;
 

@@ -712,6 +712,7 @@ async fn serve(
     let listen = config.server.listen;
     let public_listen = config.server.public_listen;
     let reload_interval = config.keys.reload_interval;
+    let tls = load_tls(&config)?;
     let state = byollm::AppState::new(config, issuer, routing);
     if let Some((path, env)) = reload {
         let reloader = PolicyReloader::new(path, env, state.config.clone(), Mode::Hosted);
@@ -726,7 +727,7 @@ async fn serve(
         }
         None => None,
     };
-    tokio::spawn(watch_keys(state.clone(), reload_interval));
+    tokio::spawn(watch_keys(state.clone(), reload_interval, tls.clone()));
 
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -738,6 +739,7 @@ async fn serve(
         internal = %internal.local_addr()?,
         public = ?public.as_ref().and_then(|l| l.local_addr().ok()),
         issuer = %state.config.issuer.url,
+        tls = tls.is_some(),
         "byollm ready"
     );
     let server = &state.config.server;
@@ -747,10 +749,10 @@ async fn serve(
     };
     let (internal_limits, public_limits) = (limits(server.max_connections), limits(server.public_max_connections));
     let internal_server =
-        byollm::http::serve(internal, byollm::router(state.clone()), internal_limits, shutdown.clone());
+        byollm::http::serve(internal, byollm::router(state.clone()), internal_limits, tls.clone(), shutdown.clone());
     match public {
         Some(public) => {
-            let public_server = byollm::http::serve(public, byollm::public_router(state), public_limits, shutdown);
+            let public_server = byollm::http::serve(public, byollm::public_router(state), public_limits, tls, shutdown);
             tokio::join!(internal_server, public_server);
         }
         None => internal_server.await,
@@ -781,6 +783,7 @@ async fn local(
         credentials_file: std::env::var_os("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from),
         refresh_interval: config.local.refresh_interval,
     };
+    let tls = load_tls(&config)?;
     let session = Arc::new(LocalSession::new(source).await);
     let region = region.or_else(|| session.region().map(str::to_owned)).unwrap_or(config.bedrock.region.clone());
     if !listen.ip().is_loopback() {
@@ -819,14 +822,19 @@ async fn local(
     key.write_file(&key_path).map_err(|e| format!("cannot write the session key to {}: {e}", key_path.display()))?;
     println!("session key (send as the API key; new each start): {}", key.expose());
     println!("written to {} (readable by you only)", key_path.display());
-    println!("  export OPENAI_API_KEY=$(cat {}) OPENAI_BASE_URL=http://{bound}/v1", key_path.display());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("  export OPENAI_API_KEY=$(cat {}) OPENAI_BASE_URL={scheme}://{bound}/v1", key_path.display());
     tracing::info!(
         listen = %bound,
         profile = %session.profile_name(),
         %region,
         key_file = %key_path.display(),
-        "byollm ready (local mode): point OpenAI clients at http://{bound}/v1 with the session key"
+        tls = tls.is_some(),
+        "byollm ready (local mode): point OpenAI clients at {scheme}://{bound}/v1 with the session key"
     );
+    if let Some(tls) = tls.clone() {
+        tokio::spawn(watch_tls(tls, chat.config.keys.reload_interval));
+    }
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -836,8 +844,8 @@ async fn local(
         header_read_timeout: chat.config.server.header_read_timeout,
         max_connections: chat.config.server.max_connections,
     };
-    byollm::http::serve(listener, byollm::http::local_router(chat, listen.ip().is_loopback(), key), limits, shutdown)
-        .await;
+    let router = byollm::http::local_router(chat, listen.ip().is_loopback(), key);
+    byollm::http::serve(listener, router, limits, tls, shutdown).await;
     // The key dies with the session.
     let _ = std::fs::remove_file(&key_path);
     Ok(())
@@ -863,9 +871,42 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Reload the key set on SIGHUP and every `interval` (which also retires keys on time), and drop
-/// expired credentials from the broker's cache.
-async fn watch_keys(state: byollm::AppState, interval: Duration) {
+/// The listeners' certificate and key (`server.tls_cert_file`, `server.tls_key_file`), loaded now:
+/// unusable files stop the start.
+fn load_tls(config: &Config) -> Result<Option<Arc<byollm::tls::ReloadingTls>>, Failure> {
+    match &config.server.tls {
+        Some(files) => {
+            let tls = byollm::tls::ReloadingTls::new(files.clone())
+                .map_err(|e| format!("server.tls_cert_file / server.tls_key_file: {e}"))?;
+            Ok(Some(Arc::new(tls)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Re-read the TLS files if they changed; a broken pair keeps the certificate in force.
+async fn reload_tls(tls: &Arc<byollm::tls::ReloadingTls>) {
+    let tls = tls.clone();
+    match tokio::task::spawn_blocking(move || tls.reload_if_changed()).await {
+        Ok(Ok(true)) => tracing::info!("tls certificate reloaded"),
+        Ok(Ok(false)) | Err(_) => {}
+        Ok(Err(error)) => tracing::error!(%error, "tls reload failed; keeping the certificate in force"),
+    }
+}
+
+/// `byollm local`: re-read the TLS files every `interval`.
+async fn watch_tls(tls: Arc<byollm::tls::ReloadingTls>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        reload_tls(&tls).await;
+    }
+}
+
+/// Reload the key set (and the TLS files) on SIGHUP and every `interval` (which also retires keys
+/// on time), and drop expired credentials from the broker's cache.
+async fn watch_keys(state: byollm::AppState, interval: Duration, tls: Option<Arc<byollm::tls::ReloadingTls>>) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut ticker = tokio::time::interval(interval);
@@ -886,6 +927,9 @@ async fn watch_keys(state: byollm::AppState, interval: Duration) {
         }
         #[cfg(not(unix))]
         ticker.tick().await;
+        if let Some(tls) = &tls {
+            reload_tls(tls).await;
+        }
         let purged = state.broker.purge_expired();
         if purged > 0 {
             tracing::debug!(purged, "dropped expired credentials from the cache");

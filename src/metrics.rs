@@ -60,6 +60,13 @@ impl Counter {
         }
     }
 
+    /// Count `n` at once (token counters).
+    pub fn add(&self, value: &str, n: u64) {
+        if let Some(slot) = self.slot(value) {
+            self.family.get_or_create(&vec![(self.label, slot.to_owned())]).inc_by(n);
+        }
+    }
+
     pub fn get(&self, value: &str) -> u64 {
         if !self.values.contains(&value) {
             return 0;
@@ -113,6 +120,11 @@ pub struct Metrics {
     pub credential_cache: Counter,
     pub credential_refreshes: Counter,
     pub chat_requests: Counter,
+    /// Bedrock-native routes (`/model/{id}/…`) and the Messages API (`/v1/messages*`).
+    pub native_requests: Counter,
+    pub messages_requests: Counter,
+    /// Tokens Bedrock reported on the native routes and the Messages API, by kind.
+    pub model_tokens: Counter,
     pub policy_reloads: Counter,
     pub audit_dropped: Counter,
     in_flight: Family<Labels, Gauge>,
@@ -147,8 +159,11 @@ pub const OUTCOMES: &[&str] = &[
 /// The surfaces requests come in through.
 pub const SURFACES: &[&str] = &["chat", "messages", "native", "other"];
 
-/// Token kinds of `byollm_tokens_total`.
-pub const TOKEN_KINDS: [&str; 5] = ["input", "output", "cache_read", "cache_write", "reasoning"];
+/// Kinds of [`Metrics::model_tokens`].
+pub const TOKEN_KINDS: &[&str] = &["input", "output", "cache_read", "cache_write", "other"];
+
+/// Token kinds of `byollm_tokens_total` (per model and route, from the audit record).
+pub const REQUEST_TOKEN_KINDS: [&str; 5] = ["input", "output", "cache_read", "cache_write", "reasoning"];
 
 fn duration_histogram() -> Histogram {
     Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0])
@@ -212,6 +227,24 @@ impl Default for Metrics {
                 "result",
                 OUTCOMES,
             ),
+            native_requests: Counter::new(
+                "byollm_native_requests_total",
+                "Bedrock-native requests (/model/{id}/...), by result.",
+                "result",
+                OUTCOMES,
+            ),
+            messages_requests: Counter::new(
+                "byollm_messages_requests_total",
+                "Anthropic Messages API requests, by result.",
+                "result",
+                OUTCOMES,
+            ),
+            model_tokens: Counter::new(
+                "byollm_model_tokens_total",
+                "Tokens Bedrock reported on the native routes and the Messages API, by kind.",
+                "kind",
+                TOKEN_KINDS,
+            ),
             policy_reloads: Counter::new(
                 "byollm_routing_reloads_total",
                 "Routing policy reloads, by result.",
@@ -242,6 +275,9 @@ impl Default for Metrics {
             &metrics.credential_cache,
             &metrics.credential_refreshes,
             &metrics.chat_requests,
+            &metrics.native_requests,
+            &metrics.messages_requests,
+            &metrics.model_tokens,
             &metrics.policy_reloads,
             &metrics.audit_dropped,
         ] {
@@ -328,7 +364,7 @@ impl Metrics {
             usage.cache_creation_input_tokens,
             usage.reasoning_tokens,
         ];
-        for (kind, count) in TOKEN_KINDS.iter().zip(counts) {
+        for (kind, count) in REQUEST_TOKEN_KINDS.iter().zip(counts) {
             if let Some(count) = count.filter(|c| *c > 0) {
                 let labels = vec![("model", model.clone()), ("route", route.clone()), ("kind", (*kind).to_owned())];
                 self.tokens.get_or_create(&labels).inc_by(count);

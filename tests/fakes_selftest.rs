@@ -371,6 +371,18 @@ async fn bedrock_invoke_model_round_trip() {
     let mut body = request_body();
     body["thinking"] = json!({"type": "enabled", "budget_tokens": 512});
     assert!(invoke(&client, &body).await.unwrap_err().into_service_error().is_validation_exception());
+    // Whitespace-only text is refused like empty text, inside a tool_result too.
+    let mut body = request_body();
+    body["messages"] = json!([
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "\n"}]}]},
+    ]);
+    let err = invoke(&client, &body).await.unwrap_err().into_service_error();
+    let InvokeModelError::ValidationException(v) = &err else { panic!("{err:?}") };
+    assert_eq!(v.message(), Some("messages: text content blocks must contain non-whitespace text"));
+    body["messages"][2]["content"][0]["content"][0]["text"] = json!("ok");
+    invoke(&client, &body).await.expect("a tool_result with text");
 }
 
 #[tokio::test]

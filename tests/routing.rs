@@ -540,3 +540,44 @@ async fn the_policy_reloads_when_the_file_changes_and_a_broken_one_keeps_the_pol
     assert!(gateway.logs().contains("routing.teams.nobody"), "{}", gateway.logs());
     assert_eq!(status("z-ai/glm-4.6").await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_messages_api_and_native_routes_follow_the_policy_too() {
+    let policy = r#"
+[routing.default.routes]
+"claude-sonnet-4-5" = [{ anthropic = { model = "claude-sonnet-4-5-20250929" } }]
+[routing.teams.other]
+models = []
+"#;
+    let cloud = cloud(policy).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, key: &'static str, team: &'static str, body: Value| {
+        client
+            .post(format!("{}{path}", cloud.gateway.url))
+            .bearer_auth(key)
+            .header("x-byollm-actor", "service_account")
+            .header("x-byollm-principal", "ci-bot")
+            .header("x-byollm-team", team)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let messages =
+        json!({"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
+    let native = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
+    let cases = [
+        ("/v1/messages", API_KEY, "acme", messages.clone(), "without Bedrock"),
+        ("/model/claude-sonnet-4-5/invoke", API_KEY, "acme", native.clone(), "without Bedrock"),
+        ("/v1/messages", OTHER_API_KEY, "other", messages, "may not use model"),
+        ("/model/claude-sonnet-4-5/invoke", OTHER_API_KEY, "other", native, "may not use model"),
+    ];
+    // Each surface answers in its own error shape; the message says why.
+    for (path, key, team, body, why) in cases {
+        let response = post(path, key, team, body).await.unwrap();
+        assert_eq!(response.status(), 403, "{path} {team}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains(why), "{path} {team}: {text}");
+    }
+    assert!(cloud.bedrock.requests().is_empty(), "no Bedrock call for a model the policy does not route there");
+    assert_eq!(cloud.sts.calls(), 0, "refused before any STS call");
+}

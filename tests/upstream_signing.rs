@@ -98,7 +98,7 @@ fn body() -> Vec<u8> {
 }
 
 /// What the AWS SDK sends for both operations.
-async fn sdk_requests(url: &str, log: &Log) -> Vec<Captured> {
+async fn sdk_requests(url: &str, log: &Log, model_id: &str) -> Vec<Captured> {
     use aws_sdk_bedrockruntime::config::{BehaviorVersion, Credentials, Region};
     let config = aws_sdk_bedrockruntime::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -111,7 +111,7 @@ async fn sdk_requests(url: &str, log: &Log) -> Vec<Captured> {
     let client = aws_sdk_bedrockruntime::Client::from_conf(config);
     client
         .invoke_model()
-        .model_id(MODEL_ID)
+        .model_id(model_id)
         .content_type("application/json")
         .accept("application/json")
         .body(body().into())
@@ -120,7 +120,7 @@ async fn sdk_requests(url: &str, log: &Log) -> Vec<Captured> {
         .expect("SDK invoke_model against the capture server");
     client
         .invoke_model_with_response_stream()
-        .model_id(MODEL_ID)
+        .model_id(model_id)
         .content_type("application/json")
         .accept("application/json")
         .body(body().into())
@@ -133,7 +133,7 @@ async fn sdk_requests(url: &str, log: &Log) -> Vec<Captured> {
 #[tokio::test]
 async fn byollm_signs_the_sdks_requests_exactly_as_the_sdk_did() {
     let (url, log, _server) = capture_server().await;
-    let sdk = sdk_requests(&url, &log).await;
+    let sdk = sdk_requests(&url, &log, MODEL_ID).await;
     assert_eq!(sdk.len(), 2);
     for captured in &sdk {
         assert!(captured.uri.path().contains("v1%3A0"), "the SDK encodes ':' in the path: {}", captured.uri);
@@ -165,7 +165,7 @@ async fn byollm_signs_the_sdks_requests_exactly_as_the_sdk_did() {
 #[tokio::test]
 async fn byollm_sends_what_the_sdk_sends_minus_its_telemetry_headers() {
     let (url, log, _server) = capture_server().await;
-    let sdk = sdk_requests(&url, &log).await;
+    let sdk = sdk_requests(&url, &log, MODEL_ID).await;
     let client = BedrockClient::with_clock(Some(url.clone()), fixed_time);
     let answer = client.invoke(REGION, MODEL_ID, body().into(), &credentials()).await.unwrap();
     assert_eq!(&answer[..], b"{}");
@@ -207,4 +207,57 @@ async fn byollm_sends_what_the_sdk_sends_minus_its_telemetry_headers() {
     let streaming = &ours[1];
     assert!(streaming.uri.path().ends_with("/invoke-with-response-stream"));
     assert_eq!(streaming.header("x-amzn-bedrock-accept"), Some("application/json"));
+}
+
+/// Model ids with `/` and `:` (inference profile ARNs): the same path, encoding and signature as
+/// the SDK's, for both operations.
+#[tokio::test]
+async fn arns_are_encoded_and_signed_as_the_sdk_does() {
+    for model_id in [
+        "arn:aws:bedrock:us-west-2:123456789012:application-inference-profile/a1b2c3d4e5f6",
+        "arn:aws:bedrock:us-west-2:123456789012:inference-profile/us.anthropic.claude-opus-4-6-v1",
+        "arn:aws:bedrock:us-west-2::foundation-model/anthropic.claude-haiku-4-5-20251001-v1:0",
+    ] {
+        let (url, log, _server) = capture_server().await;
+        let sdk = sdk_requests(&url, &log, model_id).await;
+        let client = BedrockClient::with_clock(Some(url.clone()), fixed_time);
+        client.invoke(REGION, model_id, body().into(), &credentials()).await.unwrap();
+        let stream = client.invoke_stream(REGION, model_id, body().into(), &credentials()).await.unwrap();
+        drop(stream);
+        let ours = std::mem::take(&mut *log.lock().unwrap());
+        assert_eq!((sdk.len(), ours.len()), (2, 2), "{model_id}");
+        for (sdk, ours) in sdk.iter().zip(&ours) {
+            assert!(sdk.uri.path().contains("%2F") && sdk.uri.path().contains("%3A"), "{}", sdk.uri);
+            assert_eq!(ours.uri, sdk.uri, "same path, same encoding");
+            // byollm's signer on the SDK's own request gives the SDK's signature.
+            let mut request = axum::http::Request::new(());
+            *request.method_mut() = sdk.method.clone();
+            *request.uri_mut() = format!("{url}{}", sdk.uri).parse().unwrap();
+            for name in sdk.signed_headers() {
+                if !["x-amz-date", "x-amz-security-token"].contains(&name.as_str()) {
+                    request.headers_mut().insert(
+                        axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                        sdk.headers[name.as_str()].clone(),
+                    );
+                }
+            }
+            sign_request(&mut request, &sdk.body, &credentials(), REGION, fixed_time()).unwrap();
+            assert_eq!(request.headers()["authorization"].to_str().ok(), sdk.header("authorization"), "{}", sdk.uri);
+            // Re-signing the SDK's request without its telemetry headers gives byollm's signature.
+            let mut request = axum::http::Request::new(());
+            *request.method_mut() = sdk.method.clone();
+            *request.uri_mut() = format!("{url}{}", sdk.uri).parse().unwrap();
+            for name in ours.signed_headers() {
+                if !["authorization", "x-amz-date", "x-amz-security-token"].contains(&name.as_str()) {
+                    request.headers_mut().insert(
+                        axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                        sdk.headers[name.as_str()].clone(),
+                    );
+                }
+            }
+            sign_request(&mut request, &sdk.body, &credentials(), REGION, fixed_time()).unwrap();
+            assert_eq!(ours.header("authorization"), request.headers()["authorization"].to_str().ok(), "{}", sdk.uri);
+            assert_eq!(ours.body, sdk.body);
+        }
+    }
 }

@@ -100,6 +100,8 @@
 
 pub mod anthropic;
 pub mod bounded;
+pub mod messages;
+pub mod messages_routes;
 pub mod openai;
 pub mod request;
 pub mod response;

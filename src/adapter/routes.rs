@@ -57,14 +57,15 @@ pub struct ChatState {
 }
 
 /// Credentials and region for one call. Authentication happens here, before the body is read.
-pub(crate) enum CallContext {
+/// Shared by every surface that calls Bedrock (chat, Messages API, native routes).
+pub enum CallContext {
     Broker { broker: Arc<Broker>, run: AuthorizedRun, caller: String },
     Local { session: Arc<LocalSession>, region: String },
 }
 
 /// A cloud run: the caller's API key, then the run identity from the `x-byollm-*` headers through
 /// [`authorize`]. Local mode authenticates in its own layer (the session key).
-pub(crate) fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiError> {
+pub fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiError> {
     match &state.source {
         CredentialSource::Broker(broker) => {
             let caller = state.callers.authenticate(headers)?;
@@ -79,10 +80,32 @@ pub(crate) fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallCont
 }
 
 impl CallContext {
+    /// The Bedrock region of the call: the run's team's, or the person's session's.
+    pub fn region(&self) -> &str {
+        match self {
+            CallContext::Broker { run, .. } => &run.region,
+            CallContext::Local { region, .. } => region,
+        }
+    }
+
+    /// Credentials and region for the run as it is (the Messages API and native routes).
+    pub async fn credentials(&self, config: &Config) -> Result<(crate::broker::sts::AwsCredentials, &str), ApiError> {
+        match self {
+            CallContext::Broker { broker, run, .. } => {
+                let cached = broker.credentials(run).await.map_err(|e| e.to_api_error(config))?;
+                Ok((cached.credentials.clone(), &run.region))
+            }
+            CallContext::Local { session, region } => {
+                let credentials = session.credentials().await.map_err(|e| e.to_api_error())?;
+                Ok((credentials, region))
+            }
+        }
+    }
+
     /// Credentials and region for a Bedrock route: the run's role and region unless the route
     /// names its own (a role override is assumed with the same web identity, so the role must
     /// trust the team's principals too). Local mode uses the person's session in any case.
-    pub(crate) async fn credentials_for(
+    pub async fn credentials_for(
         &self,
         config: &Config,
         role: Option<&RoleArn>,
@@ -108,7 +131,7 @@ impl CallContext {
     }
 
     /// Whose policy applies: the run's team and agent; local mode uses the defaults.
-    pub(crate) fn scope(&self) -> RouteScope<'_> {
+    pub fn scope(&self) -> RouteScope<'_> {
         match self {
             CallContext::Broker { run, .. } => {
                 RouteScope { team: Some(run.principal.team_uid.as_str()), agent: run.agent.as_deref() }
@@ -118,7 +141,7 @@ impl CallContext {
     }
 
     /// Who asked, for the audit line.
-    pub(crate) fn describe(&self, record: &mut crate::audit::AuditRecord) {
+    pub fn describe(&self, record: &mut crate::audit::AuditRecord) {
         if let CallContext::Broker { run, caller, .. } = self {
             record.caller = Some(caller.clone());
             record.team = Some(run.principal.team_uid.to_string());
@@ -130,7 +153,7 @@ impl CallContext {
     }
 
     /// Map a Bedrock failure; in local mode, rejected credentials mean the session lapsed.
-    pub(crate) fn bedrock_error(&self, failure: &BedrockFailure, action: &str, model_id: &str) -> ApiError {
+    pub fn bedrock_error(&self, failure: &BedrockFailure, action: &str, model_id: &str) -> ApiError {
         if let CallContext::Local { session, .. } = self
             && failure.is_credential_problem()
         {
@@ -161,7 +184,10 @@ fn allowed_models(state: &ChatState, headers: &HeaderMap) -> Result<Vec<String>,
 }
 
 pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> Response {
+    let anthropic = super::messages_routes::wants_anthropic_shape(&headers);
     match allowed_models(&state, &headers) {
+        Err(error) if anthropic => super::messages_routes::error_response(&error),
+        Ok(_) if anthropic => super::messages_routes::anthropic_model_list(&state),
         Ok(models) => {
             let data = models.iter().map(|name| model_entry(&state, name)).collect();
             axum::Json(ModelList::new(data)).into_response()

@@ -176,7 +176,7 @@ impl<T: DeserializeOwned> ApiJson<T> {
             ApiError::invalid_request(
                 "",
                 "invalid_json",
-                format!("request body is not valid JSON for this endpoint: {e}"),
+                crate::error::clip_parse_error(format!("request body is not valid JSON for this endpoint: {e}")),
             )
         })
     }
@@ -245,6 +245,25 @@ mod tests {
         headers.append("x-byollm-team", "a".parse().unwrap());
         headers.append("x-byollm-team", "b".parse().unwrap());
         assert_eq!(run_request_from_headers(&headers).unwrap_err().code, "duplicate_header");
+    }
+
+    #[tokio::test]
+    async fn body_errors_do_not_echo_a_whole_value() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Shape {
+            #[allow(dead_code)]
+            lifetime_secs: Option<u64>,
+        }
+        let server = server(4 << 20);
+        let text = serde_json::json!({"lifetime_secs": "A".repeat(1 << 20)}).to_string();
+        let length = text.len();
+        let mut body = body(0, false, &BodyBudget::new(8 << 20));
+        body.body = axum::body::Body::from(text);
+        body.content_length = Some(length as u64);
+        let json = ApiJson::<Shape> { body, _type: std::marker::PhantomData };
+        let error = json.read(&server).await.unwrap_err();
+        assert_eq!((error.status.as_u16(), error.code), (400, "invalid_json"));
+        assert!(error.message.len() < 2048, "{} bytes", error.message.len());
     }
 
     fn server(max_body: usize) -> ServerConfig {

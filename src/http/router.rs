@@ -15,11 +15,13 @@ use axum::{Extension, Router};
 
 use super::extract::BodyBudget;
 use super::state::AppState;
+use crate::adapter::messages_routes;
 use crate::adapter::routes::{self as chat_routes, ChatState, CredentialSource};
 use crate::auth::{AuthError, SessionKey};
 use crate::broker::routes as broker_routes;
 use crate::error::ApiError;
 use crate::issuer::{routes as issuer_routes, unix_now};
+use crate::native::routes as native_routes;
 
 /// Routes AWS must reach: discovery and JWKS.
 fn well_known() -> Router<AppState> {
@@ -40,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat_routes::chat_completions))
         .route("/v1/models", get(chat_routes::list_models))
         .route("/v1/models/{model}", get(chat_routes::retrieve_model))
+        .merge(model_surfaces())
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))
         .route("/metrics", get(metrics))
@@ -48,6 +51,27 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(budget))
         .with_state(state)
+}
+
+/// The Bedrock-native routes (`/model/{id}/…`, `/inference-profiles…`) and the Anthropic Messages
+/// API (`/v1/messages*`), on the internal listener and in `byollm local` alike.
+fn model_surfaces<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    ChatState: axum::extract::FromRef<S>,
+{
+    Router::new()
+        .route("/model/{model}/{operation}", post(native_routes::model_operation))
+        .route("/inference-profiles", get(native_routes::list_inference_profiles))
+        .route("/inference-profiles/{profile}", get(native_routes::get_inference_profile))
+        .route("/v1/messages", post(messages_routes::create_message))
+        .route("/v1/messages/count_tokens", post(messages_routes::count_tokens))
+}
+
+/// A refusal in the shape of the surface the path belongs to: Bedrock's for `/model/*` and
+/// `/inference-profiles*`, Anthropic's for `/v1/messages*`, else the one OpenAI-style body.
+pub fn error_for_path(path: &str, error: ApiError) -> Response {
+    if native_routes::is_native_path(path) { native_routes::error_response(&error) } else { error.into_response() }
 }
 
 /// `byollm local`: the chat API signed with the person's own AWS session; no issuer, no broker.
@@ -63,6 +87,7 @@ pub fn local_router(chat: ChatState, loopback: bool, key: Arc<SessionKey>) -> Ro
         .route("/v1/chat/completions", post(chat_routes::chat_completions))
         .route("/v1/models", get(chat_routes::list_models))
         .route("/v1/models/{model}", get(chat_routes::retrieve_model))
+        .merge(model_surfaces())
         .route("/healthz", get(local_healthz))
         .route("/metrics", get(local_metrics))
         .fallback(not_found)
@@ -81,24 +106,29 @@ struct LocalGuard {
 
 async fn local_guard(State(guard): State<LocalGuard>, request: Request, next: axum::middleware::Next) -> Response {
     let loopback = guard.loopback;
+    let path = request.uri().path();
     if request.headers().contains_key(header::ORIGIN) {
-        return ApiError::forbidden(
-            "browser_request_refused",
-            "local mode refuses requests sent by web pages (they carry an Origin header)",
-        )
-        .into_response();
+        return error_for_path(
+            path,
+            ApiError::forbidden(
+                "browser_request_refused",
+                "local mode refuses requests sent by web pages (they carry an Origin header)",
+            ),
+        );
     }
     if loopback {
         let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
         if !is_loopback_host(host) {
-            return ApiError::forbidden(
-                "host_not_allowed",
-                "local mode answers only requests addressed to 127.0.0.1, localhost or [::1]",
-            )
-            .into_response();
+            return error_for_path(
+                path,
+                ApiError::forbidden(
+                    "host_not_allowed",
+                    "local mode answers only requests addressed to 127.0.0.1, localhost or [::1]",
+                ),
+            );
         }
     }
-    if request.uri().path() != "/healthz"
+    if path != "/healthz"
         && let Err(error) = guard.key.check(request.headers())
     {
         let error = match error {
@@ -110,8 +140,9 @@ async fn local_guard(State(guard): State<LocalGuard>, request: Request, next: ax
                 "invalid_api_key",
                 "that is not this session's key: byollm local makes a new one each time it starts (see its key file)",
             ),
+            other => ApiError::from(other),
         };
-        return error.into_response();
+        return error_for_path(path, error);
     }
     next.run(request).await
 }

@@ -44,6 +44,34 @@ team = "other"
     )
 }
 
+/// A self-signed certificate for `localhost` and `127.0.0.1` (its own CA), as PEM files.
+pub struct TlsPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The certificate: what clients trust (`AWS_CA_BUNDLE`, `SSL_CERT_FILE`).
+    pub pem: String,
+}
+
+/// Writes `tls.crt` and `tls.key` into `dir`.
+pub fn write_tls_pair(dir: &Path) -> TlsPair {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let cert = dir.join("tls.crt");
+    let key = dir.join("tls.key");
+    let pem = certified.cert.pem();
+    std::fs::write(&cert, &pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    TlsPair { cert, key, pem }
+}
+
+/// `[server]` lines that turn TLS on with `pair`.
+pub fn tls_lines(pair: &TlsPair) -> String {
+    format!(
+        "tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        pair.cert.display().to_string(),
+        pair.key.display().to_string()
+    )
+}
+
 pub struct Gateway {
     child: Child,
     pub url: String,
@@ -62,22 +90,37 @@ impl Gateway {
     }
 
     pub fn start_with(extra: &str, public: bool, env: &[(&str, &str)]) -> Gateway {
-        Gateway::start_full(extra, public, env, None)
+        Gateway::start_full(extra, public, env, None, None)
+    }
+
+    /// Like [`Gateway::start`], with both listeners on HTTPS with `pair` ([`write_tls_pair`]);
+    /// `url` and the issuer are `https://localhost:<port>`.
+    pub fn start_tls(extra: &str, env: &[(&str, &str)], pair: &TlsPair) -> Gateway {
+        Gateway::start_full(extra, false, env, None, Some(pair))
     }
 
     /// Like [`Gateway::start`], but tokens carry `issuer_url` (say `https://issuer.example.com`)
     /// as their `iss`; a fake STS reaches the gateway's documents through
     /// the fake STS's `route_issuer`.
     pub fn start_with_issuer(extra: &str, issuer_url: &str) -> Gateway {
-        Gateway::start_full(extra, false, &[], Some(issuer_url))
+        Gateway::start_full(extra, false, &[], Some(issuer_url), None)
     }
 
-    fn start_full(extra: &str, public: bool, env: &[(&str, &str)], issuer_url: Option<&str>) -> Gateway {
+    fn start_full(
+        extra: &str,
+        public: bool,
+        env: &[(&str, &str)],
+        issuer_url: Option<&str>,
+        tls: Option<&TlsPair>,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
+        let url = if tls.is_some() { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
         let public_port = public.then(free_port);
-        let public_line = public_port.map(|p| format!("public_listen = \"127.0.0.1:{p}\"\n")).unwrap_or_default();
+        let mut public_line = public_port.map(|p| format!("public_listen = \"127.0.0.1:{p}\"\n")).unwrap_or_default();
+        if let Some(pair) = tls {
+            public_line.push_str(&tls_lines(pair));
+        }
         let config = format!(
             "dev = true\n[server]\nlisten = \"127.0.0.1:{port}\"\n{public_line}[issuer]\nurl = \"{}\"\n[keys]\ndir = {:?}\nmin_next_age_secs = 0\nreload_interval_secs = 1\n{extra}",
             issuer_url.unwrap_or(&url),
@@ -195,7 +238,7 @@ impl Gateway {
 
     /// The issuer as IAM names its OIDC provider: the URL without its scheme (`127.0.0.1:port`).
     pub fn issuer_host(&self) -> String {
-        self.url.trim_start_matches("http://").to_owned()
+        self.url.trim_start_matches("http://").trim_start_matches("https://").to_owned()
     }
 
     pub fn key_dir(&self) -> PathBuf {

@@ -1,5 +1,7 @@
-//! Fake Bedrock Runtime: `InvokeModel` and `InvokeModelWithResponseStream` for Anthropic Claude, with
-//! SigV4 verification, Anthropic body validation and scripted replies (JSON or event-stream frames).
+//! Fake Bedrock Runtime: `InvokeModel`, `InvokeModelWithResponseStream`, `Converse`,
+//! `ConverseStream` and `CountTokens` for Anthropic Claude, with SigV4 verification (a Bedrock API
+//! key as `Authorization: Bearer` is refused: byollm must sign), Anthropic and Converse body
+//! validation and scripted replies (JSON or event-stream frames).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -462,7 +464,14 @@ impl Default for FakeBedrockOptions {
 pub struct BedrockRequest {
     /// Decoded model id (`global.anthropic.claude-...-v1:0` or an ARN).
     pub model_id: String,
+    /// The path's operation: `invoke`, `invoke-with-response-stream`, `converse`,
+    /// `converse-stream` or `count-tokens`.
+    pub operation: String,
     pub streaming: bool,
+    /// The body exactly as received.
+    pub raw_body: Bytes,
+    /// Names of the request's headers (lower case).
+    pub header_names: Vec<String>,
     /// The body as JSON (`Value::Null` if it was not JSON).
     pub body: Value,
     pub access_key_id: String,
@@ -557,14 +566,10 @@ async fn handle(inner: Arc<Inner>, method: Method, uri: Uri, headers: HeaderMap,
     let raw_path = uri.path();
     let route = raw_path.strip_prefix("/model/").and_then(|rest| {
         let (model, op) = rest.split_once('/')?;
-        let streaming = match op {
-            "invoke" => false,
-            "invoke-with-response-stream" => true,
-            _ => return None,
-        };
-        Some((percent_decode(model, false)?, streaming))
+        let op = Op::parse(op)?;
+        Some((percent_decode(model, false)?, op))
     });
-    let Some((model_id, streaming)) = route.filter(|_| method == Method::POST) else {
+    let Some((model_id, op)) = route.filter(|_| method == Method::POST) else {
         return (
             StatusCode::NOT_FOUND,
             [(header::HeaderName::from_static("x-amzn-errortype"), "UnknownOperationException")],
@@ -576,10 +581,31 @@ async fn handle(inner: Arc<Inner>, method: Method, uri: Uri, headers: HeaderMap,
         Ok(c) => c,
         Err((kind, message)) => return error_response(kind, &message),
     };
+    let streaming = matches!(op, Op::InvokeStream | Op::ConverseStream);
     let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let outcome = validate_model_id(&model_id)
-        .and_then(|_| fake_model(&model_id))
-        .and_then(|model| validate_anthropic(&json_body, model).map(|_| model));
+    let record = |status: u16| BedrockRequest {
+        model_id: model_id.clone(),
+        operation: op.name().into(),
+        streaming,
+        raw_body: body.clone(),
+        header_names: headers.keys().map(|k| k.as_str().to_owned()).collect(),
+        body: json_body.clone(),
+        access_key_id: credential.access_key_id.clone(),
+        content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from),
+        status,
+    };
+    if op == Op::CountTokens {
+        let response = count_tokens(&model_id, &json_body);
+        inner.state.lock().unwrap().requests.push(record(response.status().as_u16()));
+        return response;
+    }
+    let outcome = validate_model_id(&model_id).and_then(|_| fake_model(&model_id)).and_then(|model| {
+        if matches!(op, Op::Converse | Op::ConverseStream) {
+            validate_converse(&json_body).map(|_| model)
+        } else {
+            validate_anthropic(&json_body, model).map(|_| model)
+        }
+    });
     let reply = match outcome {
         Err(message) => Reply::error_with(BedrockErrorKind::Validation, &message),
         Ok(model) => {
@@ -591,19 +617,300 @@ async fn handle(inner: Arc<Inner>, method: Method, uri: Uri, headers: HeaderMap,
                     inner.options.default_reply.clone()
                 }
             });
-            shape_reply(reply, &json_body, model)
+            if matches!(op, Op::Converse | Op::ConverseStream) { reply } else { shape_reply(reply, &json_body, model) }
         }
     };
-    let response = respond(&inner, reply, streaming).await;
-    inner.state.lock().unwrap().requests.push(BedrockRequest {
-        model_id,
-        streaming,
-        body: json_body,
-        access_key_id: credential.access_key_id,
-        content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from),
-        status: response.status().as_u16(),
-    });
+    let response = match op {
+        Op::Converse | Op::ConverseStream => respond_converse(&inner, reply, streaming).await,
+        _ => respond(&inner, reply, streaming).await,
+    };
+    inner.state.lock().unwrap().requests.push(record(response.status().as_u16()));
     response
+}
+
+/// The model operations, by their path segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Invoke,
+    InvokeStream,
+    Converse,
+    ConverseStream,
+    CountTokens,
+}
+
+impl Op {
+    fn parse(segment: &str) -> Option<Op> {
+        Some(match segment {
+            "invoke" => Op::Invoke,
+            "invoke-with-response-stream" => Op::InvokeStream,
+            "converse" => Op::Converse,
+            "converse-stream" => Op::ConverseStream,
+            "count-tokens" => Op::CountTokens,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Invoke => "invoke",
+            Op::InvokeStream => "invoke-with-response-stream",
+            Op::Converse => "converse",
+            Op::ConverseStream => "converse-stream",
+            Op::CountTokens => "count-tokens",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Converse, ConverseStream, CountTokens (shapes from the Bedrock API reference: Converse request
+// and response, the ConverseStream event union, CountTokens with its invokeModel/converse input).
+
+/// The fake's token count for text: one token per whitespace-separated word, plus one.
+fn fake_token_count(text: &str) -> u64 {
+    text.split_whitespace().count() as u64 + 1
+}
+
+/// `CountTokens`: base (foundation-model) ids only, as Bedrock counts; `{"inputTokens": n}`.
+fn count_tokens(model_id: &str, body: &Value) -> Response {
+    if model_id.split('.').next().is_some_and(|prefix| prefix != "anthropic") || model_id.starts_with("arn:") {
+        return error_response(BedrockErrorKind::Validation, "The provided model doesn't support counting tokens.");
+    }
+    if let Err(message) = validate_model_id(model_id) {
+        return error_response(BedrockErrorKind::Validation, &message);
+    }
+    let input = &body["input"];
+    let text = match (input.get("invokeModel"), input.get("converse")) {
+        (Some(invoke), None) => {
+            let Some(decoded) = invoke["body"].as_str().and_then(|b| STANDARD.decode(b).ok()) else {
+                return error_response(BedrockErrorKind::Validation, "input.invokeModel.body must be a base64 blob");
+            };
+            let Ok(anthropic) = serde_json::from_slice::<Value>(&decoded) else {
+                return error_response(BedrockErrorKind::Validation, &malformed("#: expected type: JSONObject"));
+            };
+            if !anthropic["messages"].is_array() {
+                return error_response(
+                    BedrockErrorKind::Validation,
+                    &malformed("#: required key [messages] not found"),
+                );
+            }
+            format!("{} {}", anthropic["system"], anthropic["messages"])
+        }
+        (None, Some(converse)) => {
+            if let Err(message) = validate_converse(converse) {
+                return error_response(BedrockErrorKind::Validation, &message);
+            }
+            format!("{} {}", converse["system"], converse["messages"])
+        }
+        _ => {
+            return error_response(
+                BedrockErrorKind::Validation,
+                "1 validation error detected: Value at 'input' failed to satisfy constraint: exactly one of invokeModel, converse",
+            );
+        }
+    };
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::HeaderName::from_static("x-amzn-requestid"), request_id()),
+        ],
+        json!({"inputTokens": fake_token_count(&text)}).to_string(),
+    )
+        .into_response()
+}
+
+const CONVERSE_BLOCKS: [&str; 8] =
+    ["text", "image", "document", "toolUse", "toolResult", "reasoningContent", "cachePoint", "guardContent"];
+
+/// A Converse request (or CountTokens' `converse` input): messages alternate, start with the user,
+/// each content block is one of the union's members; `inferenceConfig.maxTokens` ≥ 1.
+fn validate_converse(body: &Value) -> Result<(), String> {
+    let validation = |detail: String| format!("1 validation error detected: {detail}");
+    let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return Err(validation("Value at 'messages' failed to satisfy constraint: Member must not be null".into()));
+    };
+    let mut previous = None;
+    for (i, message) in messages.iter().enumerate() {
+        let role = message["role"].as_str().unwrap_or_default();
+        if role != "user" && role != "assistant" {
+            return Err(validation(format!(
+                "Value at 'messages.{}.member.role' failed to satisfy constraint: Member must satisfy enum value set: [user, assistant]",
+                i + 1
+            )));
+        }
+        if (i == 0 && role != "user") || previous == Some(role) {
+            return Err(
+                "A conversation must start with a user message and alternate between user and assistant roles.".into(),
+            );
+        }
+        previous = Some(role);
+        let Some(content) = message["content"].as_array().filter(|c| !c.is_empty()) else {
+            return Err(validation(format!(
+                "Value at 'messages.{}.member.content' failed to satisfy constraint: Member must not be null",
+                i + 1
+            )));
+        };
+        for block in content {
+            let keys: Vec<&String> = block.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+            if keys.len() != 1 || !CONVERSE_BLOCKS.contains(&keys[0].as_str()) {
+                return Err(validation("ContentBlock must be exactly one of its union members".into()));
+            }
+        }
+    }
+    if let Some(max_tokens) = body["inferenceConfig"].get("maxTokens")
+        && max_tokens.as_i64().is_none_or(|m| m < 1)
+    {
+        return Err(validation("Value at 'inferenceConfig.maxTokens' failed to satisfy constraint: Member must have value greater than or equal to 1".into()));
+    }
+    Ok(())
+}
+
+fn converse_stop_reason(reply: &Reply) -> String {
+    reply.effective_stop_reason()
+}
+
+fn converse_usage(reply: &Reply, output_tokens: u64) -> Value {
+    let mut usage = json!({
+        "inputTokens": reply.input_tokens,
+        "outputTokens": output_tokens,
+        "totalTokens": reply.input_tokens + output_tokens,
+    });
+    if reply.cache_read_input_tokens > 0 || reply.cache_creation_input_tokens > 0 {
+        usage["cacheReadInputTokens"] = json!(reply.cache_read_input_tokens);
+        usage["cacheWriteInputTokens"] = json!(reply.cache_creation_input_tokens);
+    }
+    usage
+}
+
+/// The ConverseStream events of a reply, as (`:event-type`, payload) pairs.
+fn converse_events(reply: &Reply) -> Vec<(&'static str, Value)> {
+    let mut events = vec![("messageStart", json!({"role": "assistant"}))];
+    for (index, block) in reply.blocks.iter().enumerate() {
+        match block {
+            Block::Text(pieces) => {
+                for piece in pieces {
+                    events.push(("contentBlockDelta", json!({"contentBlockIndex": index, "delta": {"text": piece}})));
+                }
+            }
+            Block::Thinking { pieces, signature } => {
+                for piece in pieces {
+                    events.push((
+                        "contentBlockDelta",
+                        json!({"contentBlockIndex": index, "delta": {"reasoningContent": {"text": piece}}}),
+                    ));
+                }
+                events.push((
+                    "contentBlockDelta",
+                    json!({"contentBlockIndex": index, "delta": {"reasoningContent": {"signature": signature}}}),
+                ));
+            }
+            Block::ToolUse { id, name, json_pieces } => {
+                events.push((
+                    "contentBlockStart",
+                    json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": id, "name": name}}}),
+                ));
+                for piece in json_pieces {
+                    events.push((
+                        "contentBlockDelta",
+                        json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": piece}}}),
+                    ));
+                }
+            }
+        }
+        events.push(("contentBlockStop", json!({"contentBlockIndex": index})));
+    }
+    events.push(("messageStop", json!({"stopReason": converse_stop_reason(reply)})));
+    events.push((
+        "metadata",
+        json!({"usage": converse_usage(reply, reply.effective_output_tokens()), "metrics": {"latencyMs": 321}}),
+    ));
+    events
+}
+
+async fn respond_converse(inner: &Arc<Inner>, reply: Reply, streaming: bool) -> Response {
+    if let Some((kind, message)) = &reply.error {
+        return error_response(*kind, message);
+    }
+    if !streaming {
+        tokio::time::sleep(reply.delay).await;
+        let content: Vec<Value> = reply
+            .blocks
+            .iter()
+            .map(|block| match block {
+                Block::Text(pieces) => json!({"text": pieces.concat()}),
+                Block::Thinking { pieces, signature } => {
+                    json!({"reasoningContent": {"reasoningText": {"text": pieces.concat(), "signature": signature}}})
+                }
+                Block::ToolUse { id, name, json_pieces } => json!({"toolUse": {
+                    "toolUseId": id, "name": name,
+                    "input": serde_json::from_str::<Value>(&json_pieces.concat()).unwrap_or(json!({})),
+                }}),
+            })
+            .collect();
+        let body = json!({
+            "output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": converse_stop_reason(&reply),
+            "usage": converse_usage(&reply, reply.effective_output_tokens()),
+            "metrics": {"latencyMs": 321},
+        });
+        return (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "application/json".to_string()),
+                (header::HeaderName::from_static("x-amzn-requestid"), request_id()),
+            ],
+            body.to_string(),
+        )
+            .into_response();
+    }
+    let events = converse_events(&reply);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let disconnected = || inner.disconnects.send_modify(|c| *c += 1);
+        let stop_at = match &reply.ending {
+            Ending::Complete => events.len(),
+            Ending::Exception { after_events, .. } | Ending::Cut { after_events } => (*after_events).min(events.len()),
+        };
+        for (i, (kind, payload)) in events[..stop_at].iter().enumerate() {
+            if i > 0 && !reply.delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(reply.delay) => {}
+                    _ = tx.closed() => return disconnected(),
+                }
+            }
+            let mut payload = payload.clone();
+            payload["p"] = json!("abcdefghij");
+            let bytes = frame(
+                [(":event-type", kind), (":content-type", "application/json"), (":message-type", "event")],
+                payload.to_string(),
+            );
+            if tx.send(Ok(bytes)).await.is_err() {
+                return disconnected();
+            }
+        }
+        let last = match &reply.ending {
+            Ending::Complete => None,
+            Ending::Exception { kind, message, .. } => Some(Ok(exception_frame(*kind, message))),
+            Ending::Cut { .. } => Some(Err(std::io::Error::other("connection cut"))),
+        };
+        if let Some(last) = last
+            && tx.send(last).await.is_err()
+        {
+            return disconnected();
+        }
+        inner.state.lock().unwrap().streams_completed += 1;
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/vnd.amazon.eventstream".to_string()),
+            (header::HeaderName::from_static("x-amzn-requestid"), request_id()),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 fn message_id() -> String {
@@ -894,6 +1201,23 @@ fn malformed(detail: &str) -> String {
 const BLOCK_TYPES: [&str; 8] =
     ["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "search_result"];
 
+/// The API version the Anthropic SDKs send by default from late 2026, also to Bedrock; Anthropic's
+/// "Claude on Amazon Bedrock (legacy)" page: the ARN-versioned models (Opus 4.6 and earlier) refuse
+/// it, the newer ones take it.
+const NEW_API_VERSION: &str = "2026-10-21";
+const ACCEPTS_NEW_API_VERSION: &[&str] = &[
+    "anthropic.claude-opus-4-7",
+    "anthropic.claude-opus-4-8",
+    "anthropic.claude-opus-5",
+    "anthropic.claude-sonnet-5",
+    "anthropic.claude-opus-5-5",
+    "anthropic.claude-sonnet-5-5",
+    "anthropic.claude-haiku-5-5",
+    "anthropic.claude-fable-5",
+    "anthropic.claude-fable-5-1",
+    "anthropic.claude-fable-5-2",
+];
+
 fn validate_anthropic(body: &Value, model: Option<&FakeModel>) -> Result<(), String> {
     let Some(obj) = body.as_object() else {
         return Err(malformed("#: expected type: JSONObject"));
@@ -908,7 +1232,9 @@ fn validate_anthropic(body: &Value, model: Option<&FakeModel>) -> Result<(), Str
             return Err(malformed(&format!("#: required key [{key}] not found")));
         }
     }
-    if obj["anthropic_version"] != "bedrock-2023-05-31" {
+    let version = obj["anthropic_version"].as_str().unwrap_or_default();
+    let dated_ok = version == NEW_API_VERSION && model.is_some_and(|m| ACCEPTS_NEW_API_VERSION.contains(&m.base));
+    if version != "bedrock-2023-05-31" && !dated_ok {
         return Err("Invalid API version".into());
     }
     let max_tokens = obj["max_tokens"].as_i64().ok_or_else(|| malformed("#/max_tokens: expected type: Integer"))?;
@@ -976,8 +1302,16 @@ fn validate_anthropic(body: &Value, model: Option<&FakeModel>) -> Result<(), Str
                     "messages.{i}.content.{j}.type: Input tag '{kind}' found using 'type' does not match any of the expected tags"
                 ));
             }
-            if kind == "text" && block["text"].as_str().is_none_or(str::is_empty) {
-                return Err("messages: text content blocks must be non-empty".into());
+            // Anthropic's own checks, also inside a tool_result's content.
+            let nested = block["content"].as_array().into_iter().flatten();
+            for text in std::iter::once(block).chain(nested).filter(|b| b["type"] == "text") {
+                match text["text"].as_str() {
+                    None | Some("") => return Err("messages: text content blocks must be non-empty".into()),
+                    Some(t) if t.trim().is_empty() => {
+                        return Err("messages: text content blocks must contain non-whitespace text".into());
+                    }
+                    Some(_) => {}
+                }
             }
             if kind == "tool_use" {
                 if role != "assistant" {

@@ -216,6 +216,9 @@ pub struct FakeStsOptions {
     pub clock_skew: Duration,
     /// Issued credentials are added here so a [`super::FakeBedrock`] sharing it accepts them.
     pub credentials: CredentialStore,
+    /// A certificate (PEM) trusted for `https://` issuers, as AWS trusts public CAs: a test's
+    /// self-signed one.
+    pub tls_root_pem: Option<String>,
 }
 
 impl Default for FakeStsOptions {
@@ -229,6 +232,7 @@ impl Default for FakeStsOptions {
             jwks_cache_ttl: Duration::from_secs(60),
             clock_skew: Duration::from_secs(60),
             credentials: CredentialStore::new(),
+            tls_root_pem: None,
         }
     }
 }
@@ -337,13 +341,8 @@ impl FakeSts {
             roles: options.roles.clone(),
             routes: Vec::new(),
         });
-        let inner = Arc::new(Inner {
-            options,
-            live,
-            role_ids: Mutex::default(),
-            state: Mutex::default(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap(),
-        });
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let inner = Arc::new(Inner { options, live, role_ids: Mutex::default(), state: Mutex::default(), http });
         let handler_inner = inner.clone();
         let router = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let inner = handler_inner.clone();
@@ -1012,6 +1011,10 @@ async fn fetch_json(inner: &Inner, url: &str) -> Option<Value> {
             .map(|rest| format!("{to}{rest}"))
     });
     let url = routed.as_deref().unwrap_or(url);
+    if let (Some(pem), true) = (&inner.options.tls_root_pem, url.starts_with("https://")) {
+        let (status, body) = super::https_get(url, pem).await.ok()?;
+        return if (200..300).contains(&status) { serde_json::from_slice(&body).ok() } else { None };
+    }
     let response = inner.http.get(url).send().await.ok()?;
     if !response.status().is_success() {
         return None;

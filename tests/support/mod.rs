@@ -132,6 +132,35 @@ pub fn serve_on(listener: tokio::net::TcpListener, router: axum::Router) -> Serv
     }))
 }
 
+/// `GET url` over HTTPS trusting only `root_pem` (a test's self-signed certificate); returns the
+/// status and body. (hyper-rustls, as the gateway's own client; reqwest here speaks plain HTTP.)
+pub async fn https_get(url: &str, root_pem: &str) -> Result<(u16, bytes::Bytes), String> {
+    use http_body_util::BodyExt;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, http_body_util::Empty<bytes::Bytes>>(connector);
+    let uri: axum::http::Uri = url.parse().map_err(|e: axum::http::uri::InvalidUri| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, body))
+}
+
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     SystemRandom::new().fill(&mut b).expect("system random");

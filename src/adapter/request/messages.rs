@@ -114,7 +114,8 @@ pub(super) fn convert<'a>(
                 let mut content = Vec::new();
                 for_each_text(message, i, |text, cache_control| {
                     let cache_control = caches.check(cache_control.0, || cache_control.1)?;
-                    if !text.is_empty() {
+                    // Bedrock refuses whitespace-only text blocks here too.
+                    if !text.trim().is_empty() {
                         content.push(TextBlock { text: Cow::Borrowed(text), cache_control });
                     }
                     Ok(())

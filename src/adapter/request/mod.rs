@@ -54,7 +54,7 @@ pub struct Prepared<'a> {
 /// fields are refused by name before their value is read, ignored ones are skipped unbuilt.
 pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
     let fail = |path: String, message: String| {
-        let message = format!("invalid request body: {message}");
+        let message = crate::error::clip_parse_error(format!("invalid request body: {message}"));
         if path == "." || path.is_empty() {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_body", message)
         } else {

@@ -230,6 +230,26 @@ fn converts_messages() {
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
                     "content": [{"type": "text", "text": "r"}], "cache_control": {"type": "ephemeral"}}]}]}),
         ),
+        (
+            // Bedrock refuses whitespace-only text blocks anywhere in messages ("text content
+            // blocks must contain non-whitespace text"); a tool that printed only a newline
+            // answered nothing.
+            "a tool that answered only whitespace gives an empty tool_result",
+            request(json!({"messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                    {"id": "t2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "t1", "content": "\n"},
+                {"role": "tool", "tool_call_id": "t2", "content": [{"type": "text", "text": " \t"}, {"type": "text", "text": "ok\n"}]}]})),
+            json!({"messages": [user("q"),
+                {"role": "assistant", "content": [
+                    {"type": "tool_use", "id": "t1", "name": "f", "input": {}},
+                    {"type": "tool_use", "id": "t2", "name": "g", "input": {}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t1"},
+                    {"type": "tool_result", "tool_use_id": "t2", "content": [{"type": "text", "text": "ok\n"}]}]}]}),
+        ),
     ];
     for (name, input, expected) in cases {
         check(name, input, expected);
@@ -391,6 +411,18 @@ fn exclusive_sampling_models_refuse_both() {
     let no_thinking = rules_of("claude-sonnet-4", "thinking = \"none\"");
     let error = convert_with(&request(json!({"reasoning_effort": "low"})), &no_thinking).unwrap_err();
     assert_eq!(error.param.as_deref(), Some("reasoning_effort"));
+}
+
+#[test]
+fn parse_errors_do_not_echo_a_whole_value() {
+    // serde quotes a mistyped string in full: a 1 MiB value must not come back as a 1 MiB error.
+    let big = "A".repeat(1 << 20);
+    for body in [request(json!({"max_tokens": big})), request(json!({"temperature": big}))] {
+        let error = convert_with(&body, &rules()).unwrap_err();
+        assert_eq!(error.status, 400);
+        assert!(error.message.len() < 2048, "{} bytes: {}...", error.message.len(), &error.message[..80]);
+        assert!(error.message.starts_with("invalid request body: "), "{}", &error.message[..80]);
+    }
 }
 
 #[test]

@@ -1,0 +1,339 @@
+//! The Anthropic Messages API onto Bedrock's `InvokeModel` body, and Bedrock's stream events back
+//! as Anthropic's SSE: pure conversions for `/v1/messages` and `/v1/messages/count_tokens`.
+//!
+//! A request is parsed at a bounded cost: the large fields (`messages`, `system`, `tools`,
+//! `stop_sequences`, `metadata`, `output_config`, `context_management`) are kept as raw JSON text
+//! (one copy, no tree), the message list is read once more for its roles only (at most
+//! [`MAX_MESSAGES`]), and only the small fields the model rules adjust (`max_tokens`, sampling,
+//! `thinking`, `tool_choice`) become values. Unknown fields are refused by name, as Anthropic does.
+//!
+//! The body sent to Bedrock is the request's own fields, with: no `model` and no `stream` (the
+//! model goes in the path); `anthropic_version: "bedrock-2023-05-31"`; the `anthropic-beta`
+//! header's betas that the model accepts (catalog) as `anthropic_beta`, others dropped (they name
+//! Anthropic-API features such as `claude-code-20250219` that Bedrock refuses); `service_tier`
+//! dropped (Anthropic's own capacity tiers); `container` and `mcp_servers` refused (not on
+//! Bedrock). The model rules ([`crate::models::messages::check_messages_body`]) apply as on the chat
+//! API: `max_tokens` capped or defaulted, refused thinking, effort, sampling and system turns are a
+//! 400 naming the field.
+
+use std::fmt::Write as _;
+
+use axum::http::StatusCode;
+use bytes::{BufMut, BytesMut};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::bounded::{Bounded, with_item_budget};
+use crate::error::ApiError;
+use crate::models::ModelRules;
+
+/// Most messages one request may carry (Anthropic's documented limit).
+pub const MAX_MESSAGES: usize = 100_000;
+/// Most betas taken from one `anthropic-beta` header.
+const MAX_BETAS: usize = 64;
+
+/// A Messages request as parsed: raw where large, values where the rules need them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesRequest<'a> {
+    pub model: String,
+    #[serde(borrow)]
+    messages: &'a RawValue,
+    #[serde(default)]
+    max_tokens: Option<Value>,
+    #[serde(default, borrow)]
+    system: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    temperature: Option<Value>,
+    #[serde(default)]
+    top_p: Option<Value>,
+    #[serde(default)]
+    top_k: Option<Value>,
+    #[serde(default, borrow)]
+    stop_sequences: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(default)]
+    thinking: Option<Value>,
+    #[serde(default, borrow)]
+    output_config: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    context_management: Option<&'a RawValue>,
+    /// Anthropic's capacity tiers: accepted and dropped.
+    #[serde(default, rename = "service_tier")]
+    _service_tier: Option<IgnoredAny>,
+    #[serde(default)]
+    container: Option<IgnoredAny>,
+    #[serde(default)]
+    mcp_servers: Option<IgnoredAny>,
+}
+
+/// Only what the rules read of a message: its role.
+#[derive(Deserialize)]
+struct RoleOnly {
+    role: String,
+    #[serde(default, rename = "content")]
+    _content: IgnoredAny,
+}
+
+/// Only what the rules read of `output_config`: whether `effort` and `format` are given.
+#[derive(Deserialize)]
+struct OutputConfigProbe {
+    #[serde(default)]
+    effort: Option<Value>,
+    #[serde(default)]
+    format: Option<IgnoredAny>,
+}
+
+fn invalid_json(error: serde_json::Error) -> ApiError {
+    ApiError::invalid_request("", "invalid_json", format!("request body is not a valid Messages request: {error}"))
+}
+
+/// Parses a `/v1/messages` (or `count_tokens`) body.
+pub fn parse(body: &[u8]) -> Result<MessagesRequest<'_>, ApiError> {
+    let request: MessagesRequest<'_> = serde_json::from_slice(body).map_err(invalid_json)?;
+    if request.container.is_some() || request.mcp_servers.is_some() {
+        let field = if request.container.is_some() { "container" } else { "mcp_servers" };
+        return Err(ApiError::invalid_request(
+            field,
+            "unsupported_parameter",
+            format!("{field} is an Anthropic API feature Bedrock does not offer"),
+        ));
+    }
+    Ok(request)
+}
+
+/// The betas of an `anthropic-beta` header (comma-separated, possibly repeated headers).
+pub fn header_betas<'h>(values: impl Iterator<Item = &'h str>) -> Vec<&'h str> {
+    values.flat_map(|v| v.split(',')).map(str::trim).filter(|b| !b.is_empty()).take(MAX_BETAS).collect()
+}
+
+/// The `InvokeModel` body for `request` on a model named `name` with `rules`, given the betas of
+/// the `anthropic-beta` header. `for_counting`: a `count_tokens` request (no `max_tokens` needed).
+pub fn to_bedrock_body(
+    request: &MessagesRequest<'_>,
+    name: &str,
+    rules: &ModelRules,
+    betas: &[&str],
+) -> Result<Vec<u8>, ApiError> {
+    // What the rules see: small values, and proxies for the raw parts they only inspect.
+    let roles: Bounded<RoleOnly, MAX_MESSAGES> = with_item_budget(|| serde_json::from_str(request.messages.get()))
+        .map_err(|e| {
+            ApiError::invalid_request("messages", "invalid_value", format!("messages must be a list of messages: {e}"))
+        })?;
+    let mut checked = Map::new();
+    for (key, value) in [
+        ("max_tokens", &request.max_tokens),
+        ("temperature", &request.temperature),
+        ("top_p", &request.top_p),
+        ("top_k", &request.top_k),
+        ("thinking", &request.thinking),
+        ("tool_choice", &request.tool_choice),
+    ] {
+        if let Some(value) = value.as_ref().filter(|v| !v.is_null()) {
+            checked.insert(key.to_owned(), value.clone());
+        }
+    }
+    if let Some(raw) = request.output_config {
+        let probe: OutputConfigProbe = serde_json::from_str(raw.get()).map_err(|e| {
+            ApiError::invalid_request("output_config", "invalid_value", format!("output_config must be an object: {e}"))
+        })?;
+        let mut proxy = Map::new();
+        if let Some(effort) = probe.effort {
+            proxy.insert("effort".into(), effort);
+        }
+        if probe.format.is_some() {
+            proxy.insert("format".into(), Value::Bool(true));
+        }
+        checked.insert("output_config".into(), Value::Object(proxy));
+    }
+    let accepted: Vec<&str> = betas.iter().copied().filter(|beta| rules.betas.iter().any(|b| b == beta)).collect();
+    if accepted.len() < betas.len() {
+        tracing::debug!(
+            dropped = betas.len() - accepted.len(),
+            "anthropic-beta values the model does not take on Bedrock dropped"
+        );
+    }
+    if !accepted.is_empty() {
+        checked.insert("anthropic_beta".into(), Value::from(accepted.clone()));
+    }
+    let skeleton: Vec<Value> = roles.0.iter().map(|m| serde_json::json!({"role": m.role})).collect();
+    checked.insert("messages".into(), Value::Array(skeleton));
+    crate::models::messages::check_messages_body(name, rules, &mut checked)?;
+
+    let mut out = Vec::with_capacity(request.messages.get().len() + 512);
+    out.extend_from_slice(b"{\"anthropic_version\":\"bedrock-2023-05-31\"");
+    let field = |out: &mut Vec<u8>, key: &str, raw: &str| {
+        out.push(b',');
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        out.extend_from_slice(raw.as_bytes());
+    };
+    field(&mut out, "messages", request.messages.get());
+    for (key, raw) in [
+        ("system", request.system),
+        ("tools", request.tools),
+        ("stop_sequences", request.stop_sequences),
+        ("metadata", request.metadata),
+        ("output_config", request.output_config),
+        ("context_management", request.context_management),
+    ] {
+        if let Some(raw) = raw {
+            field(&mut out, key, raw.get());
+        }
+    }
+    // The rules' adjusted values (max_tokens set, refused sampling dropped, thinking turned off).
+    for key in ["max_tokens", "temperature", "top_p", "top_k", "thinking", "tool_choice", "anthropic_beta"] {
+        if let Some(value) = checked.get(key) {
+            let text = serde_json::to_string(value).map_err(|_| ApiError::internal("could not encode the request"))?;
+            field(&mut out, key, &text);
+        }
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// Anthropic's error type for a status.
+pub fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// `{"type":"error","error":{"type","message"}}`.
+pub fn error_body(error: &ApiError) -> String {
+    serde_json::json!({"type": "error", "error": {"type": error_type(error.status), "message": error.message}})
+        .to_string()
+}
+
+/// One SSE event: `event: <type>` and the event's JSON as `data:`. The type is read from the
+/// event's `"type"`.
+pub fn write_sse_event(event: &[u8], out: &mut BytesMut) {
+    #[derive(Deserialize)]
+    struct Kind<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    let kind = serde_json::from_slice::<Kind<'_>>(event).map(|k| k.kind.into_owned()).unwrap_or_default();
+    let _ = write!(Writer(out), "event: {kind}\ndata: ");
+    out.put_slice(event);
+    out.put_slice(b"\n\n");
+}
+
+/// The keep-alive Anthropic sends while the model is silent.
+pub const PING: &[u8] = b"event: ping\ndata: {\"type\": \"ping\"}\n\n";
+
+/// An error inside a stream, then the stream ends.
+pub fn write_sse_error(error: &ApiError, out: &mut BytesMut) {
+    out.put_slice(b"event: error\ndata: ");
+    out.put_slice(error_body(error).as_bytes());
+    out.put_slice(b"\n\n");
+}
+
+struct Writer<'a>(&'a mut BytesMut);
+
+impl std::fmt::Write for Writer<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(family: &str) -> ModelRules {
+        crate::models::catalog().by_family(family).unwrap().rules.clone()
+    }
+
+    fn convert(body: &str, family: &str, betas: &[&str]) -> Result<Value, ApiError> {
+        let request = parse(body.as_bytes())?;
+        let out = to_bedrock_body(&request, "m", &rules(family), betas)?;
+        Ok(serde_json::from_slice(&out).unwrap())
+    }
+
+    #[test]
+    fn a_messages_request_becomes_an_invoke_model_body() {
+        let body = r#"{"model": "opus", "stream": true, "max_tokens": 1024, "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": "hi"}], "metadata": {"user_id": "u1"}, "service_tier": "auto",
+            "tools": [{"name": "t", "input_schema": {"type": "object"}}], "tool_choice": {"type": "auto"}}"#;
+        let out =
+            convert(body, "claude-opus-4-7", &["interleaved-thinking-2025-05-14", "claude-code-20250219"]).unwrap();
+        assert_eq!(out["anthropic_version"], "bedrock-2023-05-31");
+        assert_eq!(
+            out["anthropic_beta"],
+            serde_json::json!(["interleaved-thinking-2025-05-14"]),
+            "Bedrock's betas only"
+        );
+        assert!(out.get("model").is_none() && out.get("stream").is_none() && out.get("service_tier").is_none());
+        assert_eq!(out["max_tokens"], 1024);
+        assert_eq!(out["system"][0]["cache_control"]["type"], "ephemeral");
+        assert_eq!(out["messages"][0]["content"], "hi");
+        assert_eq!(out["metadata"]["user_id"], "u1");
+        assert_eq!(out["tools"][0]["name"], "t");
+    }
+
+    #[test]
+    fn the_model_rules_apply_as_on_the_chat_api() {
+        let out =
+            convert(r#"{"model": "h", "messages": [{"role": "user", "content": "hi"}]}"#, "claude-haiku-4-5", &[])
+                .unwrap();
+        assert!(out["max_tokens"].as_u64().unwrap() > 0, "a default max_tokens: {out}");
+        let too_many = convert(
+            r#"{"model": "h", "max_tokens": 999999, "messages": [{"role": "user", "content": "hi"}]}"#,
+            "claude-haiku-4-5",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(too_many["max_tokens"], 64000, "capped at the model's limit");
+        let refused = convert(
+            r#"{"model": "o", "max_tokens": 10, "thinking": {"type": "enabled", "budget_tokens": 2000}, "messages": [{"role": "user", "content": "hi"}]}"#,
+            "claude-opus-4-7",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!((refused.status.as_u16(), refused.param.as_deref()), (400, Some("thinking.type")), "{refused}");
+        let unknown = convert(
+            r#"{"model": "o", "max_tokens": 10, "messages": [], "frequency_penalty": 1}"#,
+            "claude-opus-4-7",
+            &[],
+        )
+        .unwrap_err();
+        assert!(unknown.message.contains("frequency_penalty"), "{unknown}");
+        let container =
+            convert(r#"{"model": "o", "max_tokens": 10, "messages": [], "container": "c"}"#, "claude-opus-4-7", &[])
+                .unwrap_err();
+        assert_eq!(container.param.as_deref(), Some("container"));
+    }
+
+    #[test]
+    fn sse_events_errors_and_betas() {
+        let mut out = BytesMut::new();
+        write_sse_event(br#"{"type":"content_block_delta","index":0}"#, &mut out);
+        assert_eq!(&out[..], b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0}\n\n");
+        let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "bedrock_throttled", "slow down");
+        assert_eq!(
+            serde_json::from_str::<Value>(&error_body(&error)).unwrap(),
+            serde_json::json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
+        );
+        assert_eq!(header_betas(["a, b", "c,,"].into_iter()), ["a", "b", "c"]);
+    }
+}

@@ -1,0 +1,394 @@
+//! HTTP edge of the Bedrock-native routes: `POST /model/{modelId}/{operation}` relayed to
+//! Bedrock Runtime, and `GET /inference-profiles[/{id}]` answered from the configuration.
+//!
+//! A call is authenticated by the byollm API key as a bearer token (a SigV4 signature is refused
+//! with a message saying so), its run named in `x-byollm-*` headers and authorized by
+//! [`crate::authz`] (local mode: the session key, checked by the local guard). The model in the
+//! path must be one this gateway serves ([`crate::target::bedrock_target`]), else 403 naming it,
+//! before any STS or Bedrock call. The body (bounded, one JSON object) is forwarded byte for byte,
+//! signed with the run's credentials (or the person's session); Bedrock's status, relayed headers
+//! and body come back unchanged, event-stream frames included, pulled only as fast as the client
+//! reads and dropped when it leaves. byollm's own refusals use Bedrock's error shape:
+//! `{"message"}` with `x-amzn-ErrorType`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+
+use super::{Operation, Usage, UsageMeter, check_body, error_body, error_type, forwarded_headers, is_relayed_header};
+use crate::adapter::routes::{ChatState, CredentialSource, context};
+use crate::error::ApiError;
+use crate::http::ApiBody;
+use crate::metrics::Metrics;
+use crate::target::{ModelRef, bedrock_target};
+use crate::upstream::bedrock::STREAM_IDLE_TIMEOUT;
+use crate::upstream::{RawRequest, model_path};
+
+/// Paths whose refusals take Bedrock's error shape.
+pub fn is_native_path(path: &str) -> bool {
+    path.starts_with("/model/") || path == "/inference-profiles" || path.starts_with("/inference-profiles/")
+}
+
+/// A refusal of byollm's own, as Bedrock words one: `{"message": ...}` with `x-amzn-ErrorType`
+/// (and `Retry-After` when the client should come back).
+pub fn error_response(error: &ApiError) -> Response {
+    let mut response = (error.status, error_body(error)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("x-amzn-errortype", HeaderValue::from_static(error_type(error.status)));
+    if let Some(seconds) = error.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// `/model/{modelId}/{operation}` split on the raw (percent-encoded) path.
+fn split_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/model/")?;
+    let (model, operation) = rest.rsplit_once('/')?;
+    (!model.is_empty() && !model.contains('/')).then_some((model, operation))
+}
+
+/// `POST /model/{modelId}/{operation}`.
+pub async fn model_operation(State(chat): State<ChatState>, uri: Uri, headers: HeaderMap, body: ApiBody) -> Response {
+    let started = Instant::now();
+    let Some((segment, operation)) = split_path(uri.path()) else {
+        return unknown_operation(uri.path());
+    };
+    let Some(operation) = Operation::parse(operation) else {
+        return unknown_operation(operation);
+    };
+    let limit = chat.config.server.request_timeout;
+    let result = match tokio::time::timeout(limit, relay(&chat, segment, operation, &headers, body)).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_error",
+            "request_timeout",
+            format!("no answer started within server.request_timeout_secs ({}s)", limit.as_secs()),
+        )),
+    };
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            let model: String = segment.chars().take(128).collect();
+            tracing::info!(
+                status = error.status.as_u16(),
+                code = error.code,
+                operation = operation.path_segment(),
+                %model,
+                "native call refused"
+            );
+            error_response(&error)
+        }
+    };
+    chat.metrics.native_requests.inc(crate::metrics::outcome(response.status().as_u16()));
+    tracing::debug!(
+        status = response.status().as_u16(),
+        operation = operation.path_segment(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "native call answered"
+    );
+    response
+}
+
+fn unknown_operation(what: &str) -> Response {
+    let operations: Vec<&str> = Operation::ALL.iter().map(|op| op.path_segment()).collect();
+    let error = ApiError::not_found(
+        "unknown_operation",
+        format!(
+            "{} is not a Bedrock Runtime model operation byollm relays; use /model/<model id>/{{{}}}",
+            what.chars().take(128).collect::<String>(),
+            operations.join(",")
+        ),
+    );
+    let mut response = error_response(&error);
+    response.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static("UnknownOperationException"));
+    response
+}
+
+async fn relay(
+    chat: &ChatState,
+    segment: &str,
+    operation: Operation,
+    headers: &HeaderMap,
+    body: ApiBody,
+) -> Result<Response, ApiError> {
+    let context = context(chat, headers)?;
+    let target = bedrock_target(&chat.config, context.region(), ModelRef::PathSegment(segment)).map_err(|refused| {
+        ApiError::forbidden(
+            "model_not_allowed",
+            format!(
+                "model {:?} is not one this caller may use through byollm; ask the gateway's admin to configure it under [models], or use a configured model (GET /v1/models lists them)",
+                refused.requested
+            ),
+        )
+    })?;
+    crate::target::policy_allows(&chat.routing.policy(), context.scope(), target.name)?;
+    let body = body.read(&chat.config.server).await?;
+    check_body(&body)?;
+    let (credentials, region) = context.credentials(&chat.config).await?;
+    let model_id = match operation {
+        Operation::CountTokens => target.foundation_model_id(),
+        _ => target.model_id,
+    };
+    let path = model_path(model_id, operation.path_segment());
+    // `body` keeps its share of the body budget until Bedrock has the bytes.
+    let forwarded = body.bytes.clone();
+    let request = RawRequest {
+        region,
+        method: Method::POST,
+        path_and_query: &path,
+        headers: forwarded_headers(headers),
+        body: forwarded,
+    };
+    let answer = chat
+        .bedrock
+        .send(request, &credentials)
+        .await
+        .map_err(|failure| context.bedrock_error(&failure, operation.iam_action(), model_id))?;
+    drop(body);
+    if !answer.status.is_success() {
+        let code = answer.headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        tracing::info!(
+            status = answer.status.as_u16(),
+            code,
+            model = target.name,
+            "bedrock refused a native call; relayed as it is"
+        );
+    }
+    let meter = answer.status.is_success().then(|| Metering {
+        meter: Some(UsageMeter::new(operation, &answer.headers)),
+        metrics: chat.metrics.clone(),
+        model: target.name.to_owned(),
+        operation,
+    });
+    let mut response = Response::new(relayed_body(answer.body, meter));
+    *response.status_mut() = answer.status;
+    let relayed = response.headers_mut();
+    for (name, value) in &answer.headers {
+        if is_relayed_header(name) {
+            relayed.append(name.clone(), value.clone());
+        }
+    }
+    if operation.streams() {
+        relayed.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
+    Ok(response)
+}
+
+/// Usage of one relayed answer, recorded when the body ends or the client leaves.
+struct Metering {
+    meter: Option<UsageMeter>,
+    metrics: Arc<Metrics>,
+    model: String,
+    operation: Operation,
+}
+
+impl Drop for Metering {
+    fn drop(&mut self) {
+        let Some(meter) = self.meter.take() else { return };
+        let usage: Usage = meter.finish();
+        record_usage(&self.metrics, &usage);
+        tracing::info!(
+            model = %self.model,
+            operation = self.operation.path_segment(),
+            input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            cache_read_input_tokens = usage.cache_read_input_tokens,
+            cache_creation_input_tokens = usage.cache_creation_input_tokens,
+            "native call usage"
+        );
+    }
+}
+
+/// Adds a request's usage to the token counters.
+pub fn record_usage(metrics: &Metrics, usage: &Usage) {
+    for (kind, count) in [
+        ("input", usage.input_tokens),
+        ("output", usage.output_tokens),
+        ("cache_read", usage.cache_read_input_tokens),
+        ("cache_write", usage.cache_creation_input_tokens),
+    ] {
+        if let Some(count) = count {
+            metrics.model_tokens.add(kind, count);
+        }
+    }
+}
+
+struct RelayState {
+    body: hyper::body::Incoming,
+    metering: Option<Metering>,
+    done: bool,
+}
+
+/// Bedrock's body, passed on frame by frame as the client reads: nothing is read ahead, nothing
+/// is changed. A silence longer than [`STREAM_IDLE_TIMEOUT`] (no shorter than Bedrock's own)
+/// or a broken upstream ends the body with an error, so the client sees a cut, never a clean end.
+fn relayed_body(body: hyper::body::Incoming, metering: Option<Metering>) -> Body {
+    let state = RelayState { body, metering, done: false };
+    let stream = futures_util::stream::unfold(state, |mut state| async move {
+        if state.done {
+            return None;
+        }
+        loop {
+            let frame = match tokio::time::timeout(STREAM_IDLE_TIMEOUT, state.body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    tracing::warn!("bedrock sent nothing for 5 minutes; the relayed answer is cut");
+                    state.done = true;
+                    return Some((Err(std::io::Error::other("bedrock went silent")), state));
+                }
+            };
+            match frame {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if let Some(meter) = state.metering.as_mut().and_then(|m| m.meter.as_mut()) {
+                        meter.observe(&data);
+                    }
+                    return Some((Ok::<Bytes, std::io::Error>(data), state));
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "bedrock answer broke mid-way");
+                    state.done = true;
+                    return Some((Err(std::io::Error::other("bedrock answer broke")), state));
+                }
+                None => return None,
+            }
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// The Bedrock region whose profiles a caller sees, and whether it may see them (cloud: an API
+/// key; local: the guard already checked the session key).
+fn profiles_region(chat: &ChatState, headers: &HeaderMap) -> Result<String, ApiError> {
+    match &chat.source {
+        CredentialSource::Broker(_) => {
+            let caller = chat.callers.authenticate(headers)?;
+            let team = chat.config.team(&caller.team);
+            Ok(team.and_then(|t| t.region.clone()).unwrap_or_else(|| chat.config.bedrock.region.clone()))
+        }
+        CredentialSource::Local { region, .. } => Ok(region.clone()),
+    }
+}
+
+/// Most profiles in one page.
+const MAX_PROFILE_PAGE: usize = 1000;
+
+/// `GET /inference-profiles?type=&maxResults=&nextToken=` (Bedrock's `ListInferenceProfiles`),
+/// answered from `[models]`: the configured inference profiles. Claude Code calls it at start
+/// without credentials; that call is refused (401) and Claude Code carries on.
+pub async fn list_inference_profiles(
+    State(chat): State<ChatState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let region = match profiles_region(&chat, &headers) {
+        Ok(region) => region,
+        Err(error) => return error_response(&error),
+    };
+    let kind = query.get("type").map(String::as_str);
+    if let Some(kind) = kind.filter(|kind| !super::PROFILE_TYPES.contains(kind)) {
+        return error_response(&ApiError::invalid_request(
+            "type",
+            "invalid_value",
+            format!("type {kind:?} is not SYSTEM_DEFINED or APPLICATION"),
+        ));
+    }
+    let page = match query.get("maxResults").map(|v| v.parse::<usize>()) {
+        None => MAX_PROFILE_PAGE,
+        Some(Ok(n)) if (1..=MAX_PROFILE_PAGE).contains(&n) => n,
+        Some(_) => {
+            return error_response(&ApiError::invalid_request(
+                "maxResults",
+                "invalid_value",
+                "maxResults must be between 1 and 1000",
+            ));
+        }
+    };
+    let start = match query.get("nextToken").map(|v| v.parse::<usize>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return error_response(&ApiError::invalid_request(
+                "nextToken",
+                "invalid_value",
+                "nextToken is not one this gateway handed out",
+            ));
+        }
+    };
+    let all = super::inference_profiles(&chat.config, &region, kind);
+    let end = start.saturating_add(page).min(all.len());
+    let summaries = all.get(start.min(all.len())..end).unwrap_or_default();
+    let mut body = serde_json::json!({ "inferenceProfileSummaries": summaries });
+    if end < all.len() {
+        body["nextToken"] = serde_json::Value::String(end.to_string());
+    }
+    axum::Json(body).into_response()
+}
+
+/// `GET /inference-profiles/{id or ARN}` (Bedrock's `GetInferenceProfile`), from `[models]`.
+pub async fn get_inference_profile(
+    State(chat): State<ChatState>,
+    headers: HeaderMap,
+    Path(profile): Path<String>,
+) -> Response {
+    let region = match profiles_region(&chat, &headers) {
+        Ok(region) => region,
+        Err(error) => return error_response(&error),
+    };
+    let found = super::inference_profiles(&chat.config, &region, None)
+        .into_iter()
+        .find(|p| p.inference_profile_id == profile || p.inference_profile_arn == profile);
+    match found {
+        Some(summary) => axum::Json(summary).into_response(),
+        None => error_response(&ApiError::not_found(
+            "profile_not_found",
+            format!(
+                "inference profile {:?} is not served here; GET /inference-profiles lists the configured ones",
+                profile.chars().take(256).collect::<String>()
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_on_the_raw_segment() {
+        assert_eq!(split_path("/model/us.anthropic.x-v1%3A0/invoke"), Some(("us.anthropic.x-v1%3A0", "invoke")));
+        assert_eq!(
+            split_path("/model/arn%3Aaws%3Ab%2Fc/converse-stream"),
+            Some(("arn%3Aaws%3Ab%2Fc", "converse-stream"))
+        );
+        assert_eq!(split_path("/model/a/b/invoke"), None);
+        assert_eq!(split_path("/model//invoke"), None);
+        assert_eq!(split_path("/model/invoke"), None);
+    }
+
+    #[tokio::test]
+    async fn own_errors_speak_bedrock() {
+        let error = ApiError::forbidden("model_not_allowed", "model \"x\" is not served").with_retry_after(3);
+        let response = error_response(&error);
+        assert_eq!(response.status(), 403);
+        assert_eq!(response.headers()["x-amzn-errortype"], "AccessDeniedException");
+        assert_eq!(response.headers()["retry-after"], "3");
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            serde_json::json!({"message": "model \"x\" is not served"})
+        );
+        assert!(is_native_path("/model/x/invoke") && is_native_path("/inference-profiles"));
+        assert!(!is_native_path("/v1/models") && !is_native_path("/inference-profilesx"));
+    }
+}

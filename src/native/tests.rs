@@ -1,0 +1,204 @@
+use base64::Engine;
+use http::HeaderMap;
+use serde_json::json;
+
+use super::*;
+
+/// One event-stream frame with string headers (written here, independently of the decoder).
+fn frame(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
+    let mut head = Vec::new();
+    for (name, value) in headers {
+        head.push(name.len() as u8);
+        head.extend_from_slice(name.as_bytes());
+        head.push(7);
+        head.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        head.extend_from_slice(value.as_bytes());
+    }
+    let total = 12 + head.len() + payload.len() + 4;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&(total as u32).to_be_bytes());
+    out.extend_from_slice(&(head.len() as u32).to_be_bytes());
+    let prelude_crc = crc32fast::hash(&out);
+    out.extend_from_slice(&prelude_crc.to_be_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+fn chunk(event: serde_json::Value) -> Vec<u8> {
+    let bytes = base64::engine::general_purpose::STANDARD.encode(event.to_string());
+    let payload = json!({"bytes": bytes, "p": "abcd"}).to_string();
+    frame(
+        &[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")],
+        payload.as_bytes(),
+    )
+}
+
+fn event(kind: &str, payload: serde_json::Value) -> Vec<u8> {
+    frame(
+        &[(":event-type", kind), (":content-type", "application/json"), (":message-type", "event")],
+        payload.to_string().as_bytes(),
+    )
+}
+
+/// Feeds `bytes` in pieces of `piece` bytes; returns the usage read.
+fn meter(operation: Operation, headers: &HeaderMap, bytes: &[u8], piece: usize) -> Usage {
+    let mut meter = UsageMeter::new(operation, headers);
+    for part in bytes.chunks(piece) {
+        meter.observe(part);
+    }
+    meter.finish()
+}
+
+#[test]
+fn usage_of_an_invoke_stream_comes_from_bedrocks_metrics() {
+    let mut stream = Vec::new();
+    stream.extend(chunk(
+        json!({"type": "message_start", "message": {"usage": {"input_tokens": 30, "output_tokens": 1}}}),
+    ));
+    stream.extend(chunk(
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}),
+    ));
+    stream.extend(chunk(json!({"type": "message_delta", "usage": {"output_tokens": 9}})));
+    let before_metrics = meter(Operation::InvokeStream, &HeaderMap::new(), &stream, 7);
+    assert_eq!((before_metrics.input_tokens, before_metrics.output_tokens), (Some(30), Some(9)));
+    stream.extend(chunk(json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
+        "inputTokenCount": 31, "outputTokenCount": 10, "invocationLatency": 5, "firstByteLatency": 2,
+        "cacheReadInputTokenCount": 4, "cacheWriteInputTokenCount": 2}})));
+    for piece in [1, 13, 4096] {
+        let usage = meter(Operation::InvokeStream, &HeaderMap::new(), &stream, piece);
+        assert_eq!(
+            usage,
+            Usage {
+                input_tokens: Some(31),
+                output_tokens: Some(10),
+                cache_read_input_tokens: Some(4),
+                cache_creation_input_tokens: Some(2)
+            },
+            "pieces of {piece}"
+        );
+    }
+}
+
+#[test]
+fn usage_of_converse_invoke_and_broken_streams() {
+    let metadata = event(
+        "metadata",
+        json!({"usage": {"inputTokens": 11, "outputTokens": 3, "totalTokens": 14}, "metrics": {"latencyMs": 9}, "p": "ab"}),
+    );
+    let mut stream = event("messageStart", json!({"role": "assistant"}));
+    stream.extend(metadata);
+    let usage = meter(Operation::ConverseStream, &HeaderMap::new(), &stream, 5);
+    assert_eq!((usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens), (Some(11), Some(3), None));
+
+    let answer = json!({"output": {"message": {"role": "assistant", "content": [{"text": "x"}]}}, "stopReason": "end_turn",
+        "usage": {"inputTokens": 5, "outputTokens": 2, "totalTokens": 7, "cacheReadInputTokens": 1, "cacheWriteInputTokens": 0}});
+    let usage = meter(Operation::Converse, &HeaderMap::new(), answer.to_string().as_bytes(), 3);
+    assert_eq!(usage.cache_read_input_tokens, Some(1));
+    assert_eq!(usage.cache_creation_input_tokens, Some(0));
+
+    let mut headers = HeaderMap::new();
+    headers.insert("x-amzn-bedrock-input-token-count", "12".parse().unwrap());
+    headers.insert("x-amzn-bedrock-output-token-count", "4".parse().unwrap());
+    let usage = meter(Operation::Invoke, &headers, b"{\"content\":[]}", 100);
+    assert_eq!((usage.input_tokens, usage.output_tokens), (Some(12), Some(4)));
+
+    // A broken stream stops metering; it never panics or fails the relay.
+    let mut broken = chunk(json!({"type": "message_start", "message": {"usage": {"input_tokens": 8}}}));
+    broken.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 0, 1, 2, 3, 4]);
+    broken.extend(chunk(json!({"type": "message_delta", "usage": {"output_tokens": 9}})));
+    let usage = meter(Operation::InvokeStream, &HeaderMap::new(), &broken, 64);
+    assert_eq!((usage.input_tokens, usage.output_tokens), (Some(8), None));
+}
+
+#[test]
+fn forwarded_and_relayed_headers() {
+    let mut client = HeaderMap::new();
+    for (name, value) in [
+        ("authorization", "Bearer byollm_secret"),
+        ("x-byollm-principal", "alice"),
+        ("anthropic-beta", "claude-code-20250219"),
+        ("accept", "application/json"),
+        ("x-amzn-bedrock-trace", "ENABLED"),
+        ("cookie", "a=b"),
+    ] {
+        client.insert(http::HeaderName::from_static(name), value.parse().unwrap());
+    }
+    let forwarded = forwarded_headers(&client);
+    let names: Vec<&str> = forwarded.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(forwarded["content-type"], "application/json", "a default content type");
+    assert_eq!(forwarded["x-amzn-bedrock-trace"], "ENABLED");
+    assert!(forwarded.get("authorization").is_none() && forwarded.get("x-byollm-principal").is_none());
+
+    for (name, relayed) in [
+        ("content-type", true),
+        ("x-amzn-requestid", true),
+        ("x-amzn-errortype", true),
+        ("x-amzn-bedrock-input-token-count", true),
+        ("retry-after", true),
+        ("set-cookie", false),
+        ("server", false),
+        ("connection", false),
+    ] {
+        assert_eq!(is_relayed_header(&http::HeaderName::from_static(name)), relayed, "{name}");
+    }
+}
+
+#[test]
+fn bodies_and_operations() {
+    assert!(check_body(b"{\"messages\": [], \"x\": {\"y\": [1, 2]}}").is_ok());
+    for bad in [&b"[1]"[..], b"\"{}\"", b"{\"a\":", b"", b"{} {}", b"\xff{}"] {
+        assert_eq!(check_body(bad).unwrap_err().status, 400);
+    }
+    for op in Operation::ALL {
+        assert_eq!(Operation::parse(op.path_segment()), Some(op));
+    }
+    assert_eq!(Operation::parse("invoke-async"), None);
+    assert_eq!(Operation::ConverseStream.iam_action(), "bedrock:InvokeModelWithResponseStream");
+    assert_eq!(error_type(StatusCode::BAD_REQUEST), "ValidationException");
+    assert_eq!(error_type(StatusCode::PAYLOAD_TOO_LARGE), "ValidationException");
+    assert_eq!(error_type(StatusCode::BAD_GATEWAY), "InternalServerException");
+}
+
+#[test]
+fn inference_profiles_come_from_the_configured_models() {
+    let config = Config::from_toml(
+        r#"
+        dev = true
+        [models."opus"]
+        id = "global.anthropic.claude-opus-4-7"
+        [models."opus-eu"]
+        id = "eu.anthropic.claude-opus-4-7"
+        [models."haiku-base"]
+        id = "anthropic.claude-haiku-4-5-20251001-v1:0"
+        [models."tagged"]
+        id = "arn:aws:bedrock:us-east-1:111111111111:application-inference-profile/abc123"
+        family = "claude-sonnet-4-6"
+        "#,
+    )
+    .unwrap();
+    let all = inference_profiles(&config, "us-east-1", None);
+    let ids: Vec<(&str, &str)> = all.iter().map(|p| (p.inference_profile_id.as_str(), p.kind)).collect();
+    assert_eq!(
+        ids,
+        [
+            ("global.anthropic.claude-opus-4-7", "SYSTEM_DEFINED"),
+            ("eu.anthropic.claude-opus-4-7", "SYSTEM_DEFINED"),
+            ("abc123", "APPLICATION")
+        ]
+    );
+    assert_eq!(all[0].models[0].model_arn, "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-opus-4-7");
+    assert_eq!(
+        all[2].inference_profile_arn,
+        "arn:aws:bedrock:us-east-1:111111111111:application-inference-profile/abc123"
+    );
+    let application = inference_profiles(&config, "us-east-1", Some("APPLICATION"));
+    assert_eq!(application.len(), 1);
+    let wire = serde_json::to_value(&all[0]).unwrap();
+    for key in ["inferenceProfileName", "inferenceProfileId", "inferenceProfileArn", "models", "status", "type"] {
+        assert!(wire.get(key).is_some(), "{key} in {wire}");
+    }
+}

@@ -1,0 +1,250 @@
+//! The Bedrock-native routes through the real binary, seen byte by byte: the body reaches Bedrock
+//! unchanged and signed with the run's credentials, Bedrock's answer (status, headers, frames)
+//! comes back unchanged, byollm's own refusals speak Bedrock's error shape, a model outside the
+//! configuration is refused before any STS or Bedrock call, usage is counted from the relayed
+//! frames, and `/inference-profiles` is answered from the configuration. Also: TLS on the
+//! listeners, with the certificate re-read on SIGHUP.
+
+mod harness;
+mod support;
+
+use std::time::Duration;
+
+use harness::{API_KEY, Gateway, callers_toml, write_tls_pair};
+use serde_json::{Value, json};
+use support::{
+    BedrockErrorKind, CredentialStore, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, Reply, TrustedRole,
+};
+
+const ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";
+
+struct Setup {
+    sts: FakeSts,
+    bedrock: FakeBedrock,
+    gateway: Gateway,
+}
+
+async fn setup() -> Setup {
+    let credentials = CredentialStore::new();
+    let sts = FakeSts::start(FakeStsOptions {
+        roles: vec![TrustedRole::new(ROLE).sub_like(&["scoped_principal:acme/*"]).aud_equals(&["sts.amazonaws.com"])],
+        credentials: credentials.clone(),
+        ..Default::default()
+    })
+    .await;
+    let bedrock = FakeBedrock::start(FakeBedrockOptions { credentials, ..Default::default() }).await;
+    let config = format!(
+        "{}\n[sts]\nendpoint_url = \"{}\"\n[bedrock]\nendpoint_url = \"{}\"\n[[teams]]\nuid = \"acme\"\nrole_arn = \"{ROLE}\"\n\
+         [models.\"opus\"]\nid = \"global.anthropic.claude-opus-4-7\"\n[models.\"haiku\"]\nid = \"us.anthropic.claude-haiku-4-5-20251001-v1:0\"\n",
+        callers_toml(),
+        sts.url(),
+        bedrock.url()
+    );
+    let gateway = Gateway::start(&config);
+    sts.set_providers(vec![gateway.issuer_host()]);
+    Setup { sts, bedrock, gateway }
+}
+
+fn post(gateway: &Gateway, path: &str, body: &'static str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .post(format!("{}{path}", gateway.url))
+        .bearer_auth(API_KEY)
+        .header("x-byollm-actor", "service_account")
+        .header("x-byollm-principal", "ci-bot")
+        .header("x-byollm-run-id", "run-native")
+        .header("anthropic-beta", "claude-code-20250219")
+        .header("x-amzn-bedrock-trace", "ENABLED")
+        .header("content-type", "application/json")
+        .body(body)
+}
+
+/// Decoded event-stream frames: (`:event-type`, payload).
+fn frames(mut bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 16 {
+        let total = u32::from_be_bytes(bytes[0..4].try_into().unwrap()) as usize;
+        let headers_len = u32::from_be_bytes(bytes[4..8].try_into().unwrap()) as usize;
+        let mut headers = &bytes[12..12 + headers_len];
+        let mut event_type = String::new();
+        while !headers.is_empty() {
+            let name_len = headers[0] as usize;
+            let name = std::str::from_utf8(&headers[1..1 + name_len]).unwrap().to_owned();
+            let value_len = u16::from_be_bytes(headers[2 + name_len..4 + name_len].try_into().unwrap()) as usize;
+            let value = std::str::from_utf8(&headers[4 + name_len..4 + name_len + value_len]).unwrap();
+            if name == ":event-type" {
+                event_type = value.to_owned();
+            }
+            headers = &headers[4 + name_len + value_len..];
+        }
+        out.push((event_type, bytes[12 + headers_len..total - 4].to_vec()));
+        bytes = &bytes[total..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn native_calls_are_relayed_unchanged_and_signed_with_the_runs_role() {
+    let Setup { sts, bedrock, gateway } = setup().await;
+    // Odd spacing and key order: byollm forwards bytes, not a re-encoding.
+    const BODY: &str = "{ \"max_tokens\" : 50,\"anthropic_version\":\"bedrock-2023-05-31\",\n \"messages\":[{\"role\":\"user\",\"content\":\"hi\"}] }";
+
+    bedrock.set_script(vec![Reply::text(&["Plain."]).usage(17, 2)]);
+    let answer = post(&gateway, "/model/us.anthropic.claude-opus-4-7/invoke", BODY).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["x-amzn-bedrock-input-token-count"], "17");
+    assert!(answer.headers().get("x-amzn-requestid").is_some());
+    let message: Value = answer.json().await.unwrap();
+    assert_eq!(message["content"][0]["text"], "Plain.");
+    let seen = &bedrock.requests()[0];
+    assert_eq!(seen.model_id, "global.anthropic.claude-opus-4-7", "served by the configured profile");
+    assert_eq!(seen.raw_body, BODY.as_bytes(), "the body reached Bedrock byte for byte");
+    assert!(seen.header_names.contains(&"x-amzn-bedrock-trace".to_owned()), "{:?}", seen.header_names);
+    for private in ["anthropic-beta", "x-byollm-principal", "x-byollm-run-id"] {
+        assert!(!seen.header_names.contains(&private.to_owned()), "{private} stays at the gateway");
+    }
+    assert_eq!(seen.access_key_id, sts.issued()[0].access_key_id);
+
+    // The stream: frames relayed as Bedrock sent them.
+    bedrock.set_script(vec![Reply::text(&["One", " two"]).usage(9, 3)]);
+    let answer =
+        post(&gateway, "/model/us.anthropic.claude-opus-4-7/invoke-with-response-stream", BODY).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["content-type"], "application/vnd.amazon.eventstream");
+    let bytes = answer.bytes().await.unwrap();
+    let events: Vec<Value> = frames(&bytes)
+        .iter()
+        .map(|(kind, payload)| {
+            assert_eq!(kind, "chunk");
+            let chunk: Value = serde_json::from_slice(payload).unwrap();
+            use base64::Engine;
+            let event = base64::engine::general_purpose::STANDARD.decode(chunk["bytes"].as_str().unwrap()).unwrap();
+            serde_json::from_slice(&event).unwrap()
+        })
+        .collect();
+    assert_eq!(events.first().unwrap()["type"], "message_start");
+    assert_eq!(events.last().unwrap()["amazon-bedrock-invocationMetrics"]["outputTokenCount"], 3);
+
+    // Bedrock's own error: status, type and message unchanged.
+    bedrock.set_script(vec![Reply::error_with(BedrockErrorKind::Validation, "messages: bad turn order")]);
+    let refused = post(&gateway, "/model/us.anthropic.claude-opus-4-7/invoke", BODY).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(refused.headers()["x-amzn-errortype"], "ValidationException");
+    assert_eq!(refused.text().await.unwrap(), json!({"message": "messages: bad turn order"}).to_string());
+
+    // byollm's own refusals, in Bedrock's shape, with no STS or Bedrock call.
+    let calls = bedrock.requests().len();
+    let refused = post(&gateway, "/model/us.anthropic.claude-opus-5-5/invoke", BODY).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.headers()["x-amzn-errortype"], "AccessDeniedException");
+    let message: Value = refused.json().await.unwrap();
+    assert!(message["message"].as_str().unwrap().contains("\"us.anthropic.claude-opus-5-5\""), "{message}");
+    let not_json = post(&gateway, "/model/us.anthropic.claude-opus-4-7/invoke", "[1, 2]").send().await.unwrap();
+    assert_eq!(
+        (not_json.status().as_u16(), not_json.headers()["x-amzn-errortype"].to_str().unwrap()),
+        (400, "ValidationException")
+    );
+    let unknown = post(&gateway, "/model/us.anthropic.claude-opus-4-7/invoke-async", BODY).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let unauthenticated = reqwest::Client::new()
+        .post(format!("{}/model/us.anthropic.claude-opus-4-7/invoke", gateway.url))
+        .body(BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    assert_eq!(unauthenticated.headers()["x-amzn-errortype"], "UnrecognizedClientException");
+    let other_team = reqwest::Client::new()
+        .post(format!("{}/model/us.anthropic.claude-opus-4-7/invoke", gateway.url))
+        .bearer_auth(harness::OTHER_API_KEY)
+        .header("x-byollm-actor", "service_account")
+        .header("x-byollm-principal", "ci-bot")
+        .header("x-byollm-team", "acme")
+        .body(BODY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_team.status(), 403);
+    assert_eq!(bedrock.requests().len(), calls, "no refused call reached Bedrock");
+    assert_eq!(sts.calls(), 1, "nor STS");
+
+    // A client that leaves mid-stream: the upstream stream is dropped with it.
+    bedrock.set_script(vec![Reply::text(&["a", "b", "c", "d", "e", "f"]).delay(Duration::from_millis(200))]);
+    let mut answer =
+        post(&gateway, "/model/us.anthropic.claude-opus-4-7/invoke-with-response-stream", BODY).send().await.unwrap();
+    let _first = answer.chunk().await.unwrap();
+    drop(answer);
+    assert!(bedrock.wait_for_disconnects(1, Duration::from_secs(10)).await, "the upstream stream was cancelled");
+
+    // Profiles: refused without a key (Claude Code sends none), listed from [models] with one.
+    let anonymous = reqwest::Client::new()
+        .get(format!("{}/inference-profiles?type=SYSTEM_DEFINED", gateway.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(anonymous.headers()["x-amzn-errortype"], "UnrecognizedClientException");
+    let listed: Value = reqwest::Client::new()
+        .get(format!("{}/inference-profiles?type=SYSTEM_DEFINED&maxResults=1", gateway.url))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // In public-name order: haiku, opus.
+    assert_eq!(
+        listed["inferenceProfileSummaries"][0]["inferenceProfileId"],
+        "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+    );
+    assert_eq!(listed["nextToken"], "1");
+    let next: Value = reqwest::Client::new()
+        .get(format!("{}/inference-profiles?maxResults=1&nextToken=1", gateway.url))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["inferenceProfileSummaries"][0]["inferenceProfileId"], "global.anthropic.claude-opus-4-7");
+    assert!(next.get("nextToken").is_none());
+
+    let metrics = reqwest::get(format!("{}/metrics", gateway.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("byollm_native_requests_total{result=\"ok\"} 3"), "{metrics}");
+    assert!(metrics.contains("byollm_native_requests_total{result=\"forbidden\"} 2"), "{metrics}");
+    // 17 from InvokeModel's headers, 9 from the stream's metrics, 12 from message_start of the
+    // stream the client left (its usage is recorded as far as it went).
+    assert!(metrics.contains("byollm_model_tokens_total{kind=\"input\"} 38"), "{metrics}");
+    assert!(metrics.contains("byollm_model_tokens_total{kind=\"output\"} 6"), "2 + 3 + 1: {metrics}");
+    let logs = gateway.logs();
+    assert!(!logs.contains(API_KEY) && !logs.contains(&sts.issued()[0].secret_access_key));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_listeners_serve_https_only_and_pick_up_a_renewed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = write_tls_pair(dir.path());
+    let mut gateway = Gateway::start_tls("", &[], &pair);
+    let (status, _) = support::https_get(&format!("{}/healthz", gateway.url), &pair.pem).await.unwrap();
+    assert_eq!(status, 200);
+    let plain = gateway.url.replace("https://localhost", "http://127.0.0.1");
+    assert!(reqwest::get(format!("{plain}/healthz")).await.is_err(), "no plain HTTP on a TLS listener");
+
+    // A renewed certificate replaces the old one on SIGHUP; new connections get it.
+    let renewed = write_tls_pair(dir.path());
+    gateway.sighup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if support::https_get(&format!("{}/healthz", gateway.url), &renewed.pem).await.is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the renewed certificate was not picked up:\n{}", gateway.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gateway.logs().contains("tls certificate reloaded"));
+    let stale = support::https_get(&format!("{}/healthz", gateway.url), &pair.pem).await;
+    assert!(stale.is_err(), "the old certificate is no longer served");
+    let (code, _) = gateway.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+}
