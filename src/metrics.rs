@@ -484,7 +484,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
-        assert!(!text.contains("kind=\"cache_write\""), "zero counts add no series");
+        assert!(
+            !text.contains("byollm_tokens_total{model=\"claude-sonnet-4-5\",route=\"anthropic\",kind=\"cache_write\"}"),
+            "zero counts add no series"
+        );
     }
 
     #[test]
