@@ -47,6 +47,8 @@ pub struct Config {
     /// Things worth an operator's attention that do not stop the start (a model id the catalog
     /// does not know, ...); logged at start-up.
     pub warnings: Vec<String>,
+    /// The raw `[routing]` section (hot-reloadable policy), validated by [`crate::routing`].
+    pub routing: Option<Table>,
 }
 
 #[derive(Debug, Clone)]
@@ -581,6 +583,16 @@ impl Config {
         let refresh_interval = local.take_secs("refresh_interval_secs", 10, 3600).unwrap_or(Duration::from_secs(900));
         local.finish();
 
+        // Validated by `crate::routing` against the models and teams above; kept raw here.
+        let routing = match root.table.remove("routing") {
+            None => None,
+            Some(Value::Table(routing)) => Some(routing),
+            Some(_) => {
+                root.error_at("routing".into(), "must be a table ([routing])".into());
+                None
+            }
+        };
+
         root.finish();
         let errors = errors.into_inner();
         if !errors.is_empty() {
@@ -617,6 +629,7 @@ impl Config {
             models,
             local: LocalConfig { profile, refresh_interval },
             warnings,
+            routing,
         })
     }
 
@@ -656,7 +669,7 @@ fn validate_issuer_url(raw: &str, dev: bool) -> Result<String, String> {
     Ok(raw[scheme_len..].to_owned())
 }
 
-fn validate_region(region: String) -> Result<String, String> {
+pub fn validate_region(region: String) -> Result<String, String> {
     let ok = !region.is_empty()
         && region.len() <= 32
         && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

@@ -2,6 +2,7 @@
 //! `main.rs` is a thin CLI over it; tests and examples use it directly.
 
 pub mod adapter;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod aws_setup;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod models;
 pub mod native;
 pub mod principal;
+pub mod routing;
 pub mod secret;
 pub mod target;
 pub mod tls;

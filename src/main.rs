@@ -11,6 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use byollm::config::Config;
 use byollm::issuer::keys::{KeyDir, KeyPolicy, KeyState};
 use byollm::issuer::{Issuer, RunClaims, unix_now};
+use byollm::routing::policy::ProcessSecrets;
+use byollm::routing::reload::{PolicyReloader, ReloadOutcome};
+use byollm::routing::{Mode, RoutingPolicy};
 
 #[derive(Parser)]
 #[command(
@@ -365,12 +368,17 @@ fn init_tracing() {
     tracing_subscriber::registry().with(tracing_subscriber::Layer::with_filter(layer, wanted.and(caps))).init();
 }
 
-fn load_config(args: &ConfigArgs, dev: bool) -> Result<Config, Failure> {
+/// The environment a configuration is loaded with (its `BYOLLM_*` overrides).
+fn config_env(dev: bool) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = std::env::vars().collect();
     if dev {
         env.push(("BYOLLM_DEV".into(), "true".into()));
     }
-    let config = Config::load(args.config.as_deref(), env).map_err(Failure::Config)?;
+    env
+}
+
+fn load_config(args: &ConfigArgs, dev: bool) -> Result<Config, Failure> {
+    let config = Config::load(args.config.as_deref(), config_env(dev)).map_err(Failure::Config)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -380,17 +388,21 @@ fn load_config(args: &ConfigArgs, dev: bool) -> Result<Config, Failure> {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve { config, dev } => {
+            let reload = config.config.clone().map(|path| (path, config_env(dev)));
             let config = load_config(&config, dev)?;
+            let routing = load_routing(&config, Mode::Hosted)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(serve(config))
+            runtime.block_on(serve(config, routing, reload))
         }
         Command::Local { config, profile, port, listen, key_file, region } => {
+            let reload = config.config.clone().map(|path| (path, config_env(true)));
             let config = load_config(&config, true)?;
+            let routing = load_routing(&config, Mode::Local)?;
             // Loopback unless --listen says otherwise explicitly: a shared config's
             // server.listen (0.0.0.0 in the Kubernetes one) never applies here.
             let listen = listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(8080))));
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(local(config, profile, listen, key_file, region))
+            runtime.block_on(local(config, routing, reload, LocalArgs { profile, listen, key_file, region }))
         }
         Command::Doctor { config, profile, team, actor, principal, agent, model } => {
             let config = load_config(&config, false)?;
@@ -638,7 +650,58 @@ fn cli_broker(config: Config) -> Result<byollm::broker::Broker, Failure> {
     ))
 }
 
-async fn serve(config: Config) -> Result<(), Failure> {
+/// The routing policy of a loaded configuration, its problems reported like the config's own.
+fn load_routing(config: &Config, mode: Mode) -> Result<RoutingPolicy, Failure> {
+    RoutingPolicy::from_config(config, mode, &ProcessSecrets).map_err(|errors| {
+        let source = "the [routing] section".to_owned();
+        Failure::Config(byollm::config::ConfigError { source, errors })
+    })
+}
+
+/// Put a new routing policy in force when the config file changes (polled every 2 s) or on
+/// SIGHUP (which also re-reads the key files the policy names).
+async fn watch_routing(
+    mut reloader: PolicyReloader,
+    routing: Arc<byollm::routing::Routing>,
+    metrics: Arc<byollm::metrics::Metrics>,
+) {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            _ = async {
+                match hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+        };
+        match reloader.check(&routing, forced) {
+            ReloadOutcome::Unchanged => {}
+            ReloadOutcome::Replaced { restart_needed } => {
+                metrics.policy_reloads.inc("changed");
+                tracing::info!("routing policy reloaded");
+                if !restart_needed.is_empty() {
+                    tracing::warn!(
+                        sections = %restart_needed.join(", "),
+                        "the config file changed outside [routing]: those changes take effect only after a restart"
+                    );
+                }
+            }
+            ReloadOutcome::Invalid(error) => {
+                metrics.policy_reloads.inc("error");
+                tracing::error!("routing policy not reloaded, the one in force stays: {error}");
+            }
+        }
+    }
+}
+
+async fn serve(
+    config: Config,
+    routing: RoutingPolicy,
+    reload: Option<(PathBuf, Vec<(String, String)>)>,
+) -> Result<(), Failure> {
     if config.dev {
         tracing::warn!(
             issuer = %config.issuer.url,
@@ -650,7 +713,11 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let public_listen = config.server.public_listen;
     let reload_interval = config.keys.reload_interval;
     let tls = load_tls(&config)?;
-    let state = byollm::AppState::new(config, issuer);
+    let state = byollm::AppState::new(config, issuer, routing);
+    if let Some((path, env)) = reload {
+        let reloader = PolicyReloader::new(path, env, state.config.clone(), Mode::Hosted);
+        tokio::spawn(watch_routing(reloader, state.chat.routing.clone(), state.metrics.clone()));
+    }
 
     let internal =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -693,13 +760,21 @@ async fn serve(config: Config) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn local(
-    config: Config,
+/// What `byollm local` was asked for on its command line.
+struct LocalArgs {
     profile: Option<String>,
     listen: std::net::SocketAddr,
     key_file: Option<PathBuf>,
     region: Option<String>,
+}
+
+async fn local(
+    config: Config,
+    routing: RoutingPolicy,
+    reload: Option<(PathBuf, Vec<(String, String)>)>,
+    args: LocalArgs,
 ) -> Result<(), Failure> {
+    let LocalArgs { profile, listen, key_file, region } = args;
     use byollm::adapter::routes::{ChatState, CredentialSource};
     use byollm::broker::local::{LocalSession, LocalSource};
     let source = LocalSource {
@@ -716,13 +791,22 @@ async fn local(
     }
     let _refresher = session.clone().spawn_refresher();
     let config = Arc::new(config);
+    let metrics = Arc::new(byollm::metrics::Metrics::default());
+    let audit_sink = Arc::new(byollm::audit::StdoutSink::start());
     let chat = ChatState {
         callers: Arc::new(byollm::auth::Callers::new(&config.callers)),
-        metrics: Arc::new(byollm::metrics::Metrics::default()),
+        metrics: metrics.clone(),
         bedrock: Arc::new(byollm::upstream::BedrockClient::new(config.bedrock.endpoint_url.clone())),
         source: CredentialSource::Local { session: session.clone(), region: region.clone() },
+        routing: Arc::new(byollm::routing::Routing::new(routing)),
+        direct: Arc::new(byollm::upstream::direct::DirectClient::new()),
+        audit: byollm::audit::Audit::new(audit_sink, metrics.clone()),
         config,
     };
+    if let Some((path, env)) = reload {
+        let reloader = PolicyReloader::new(path, env, chat.config.clone(), Mode::Local);
+        tokio::spawn(watch_routing(reloader, chat.routing.clone(), metrics));
+    }
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let bound = listener.local_addr()?;

@@ -1,10 +1,32 @@
-//! Prometheus counters, rendered as text on `/metrics`.
+//! Prometheus metrics, kept with `prometheus-client` (the Prometheus project's Rust client) and
+//! rendered as OpenMetrics text on `/metrics`.
 //!
-//! Labels come from small fixed sets (outcome classes), never from uids, keys or anything a
-//! caller chooses, so a label can never leak a secret or grow without bound.
+//! Owns: the outcome counters every part of the gateway increments ([`Counter`], one label from a
+//! fixed set), and the per-request series fed from the audit record ([`Metrics::observe`]):
+//! duration and time-to-first-byte histograms, token counters by model and route, route
+//! attempts, and the in-flight gauge.
+//!
+//! Labels never carry uids, keys, URLs or anything a caller chooses freely. Model and route labels
+//! come from the configuration (the routing policy names them) and are capped all the same
+//! ([`BoundedLabel`]): past the cap a new value is counted as `other`, so a label can never leak a
+//! secret or grow without bound.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter as PromCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::audit::AuditRecord;
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
 
 /// A counter with one label whose values are fixed at construction.
 #[derive(Debug)]
@@ -12,47 +34,84 @@ pub struct Counter {
     name: &'static str,
     help: &'static str,
     label: &'static str,
-    values: Vec<(&'static str, AtomicU64)>,
+    values: Vec<&'static str>,
+    family: Family<Labels, PromCounter>,
 }
 
 impl Counter {
+    /// `name` ends in `_total`, as the series are exposed.
     pub fn new(name: &'static str, help: &'static str, label: &'static str, values: &[&'static str]) -> Counter {
-        Counter { name, help, label, values: values.iter().map(|v| (*v, AtomicU64::new(0))).collect() }
+        let family = Family::<Labels, PromCounter>::default();
+        // Every fixed value is exposed from the start, at zero.
+        for value in values {
+            let _ = family.get_or_create(&vec![(label, (*value).to_owned())]);
+        }
+        Counter { name, help, label, values: values.to_vec(), family }
+    }
+
+    fn slot(&self, value: &str) -> Option<&'static str> {
+        self.values.iter().find(|v| **v == value).or_else(|| self.values.iter().find(|v| **v == "other")).copied()
     }
 
     /// Count one event; a label value outside the fixed set counts as `other`.
     pub fn inc(&self, value: &str) {
-        let slot =
-            self.values.iter().find(|(v, _)| *v == value).or_else(|| self.values.iter().find(|(v, _)| *v == "other"));
-        if let Some((_, count)) = slot {
-            count.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = self.slot(value) {
+            self.family.get_or_create(&vec![(self.label, slot.to_owned())]).inc();
         }
     }
 
     /// Count `n` at once (token counters).
     pub fn add(&self, value: &str, n: u64) {
-        let slot =
-            self.values.iter().find(|(v, _)| *v == value).or_else(|| self.values.iter().find(|(v, _)| *v == "other"));
-        if let Some((_, count)) = slot {
-            count.fetch_add(n, Ordering::Relaxed);
+        if let Some(slot) = self.slot(value) {
+            self.family.get_or_create(&vec![(self.label, slot.to_owned())]).inc_by(n);
         }
     }
 
     pub fn get(&self, value: &str) -> u64 {
-        self.values.iter().find(|(v, _)| *v == value).map_or(0, |(_, c)| c.load(Ordering::Relaxed))
+        if !self.values.contains(&value) {
+            return 0;
+        }
+        self.family.get_or_create(&vec![(self.label, value.to_owned())]).get()
     }
 
-    fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(out, "# TYPE {} counter", self.name);
-        for (value, count) in &self.values {
-            let _ = writeln!(out, "{}{{{}=\"{}\"}} {}", self.name, self.label, value, count.load(Ordering::Relaxed));
-        }
+    fn register(&self, registry: &mut Registry) {
+        // prometheus-client appends `_total` to counters itself.
+        let name = self.name.strip_suffix("_total").unwrap_or(self.name);
+        registry.register(name, self.help, self.family.clone());
     }
 }
 
-/// Every counter the gateway keeps.
+/// A label whose values are capped: the first `max` distinct values are kept, later ones become
+/// `other`.
 #[derive(Debug)]
+pub struct BoundedLabel {
+    seen: Mutex<HashSet<String>>,
+    max: usize,
+}
+
+impl BoundedLabel {
+    pub fn new(max: usize) -> BoundedLabel {
+        BoundedLabel { seen: Mutex::new(HashSet::new()), max }
+    }
+
+    pub fn value(&self, value: &str) -> String {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(value) {
+            return value.to_owned();
+        }
+        if seen.len() < self.max {
+            seen.insert(value.to_owned());
+            return value.to_owned();
+        }
+        "other".to_owned()
+    }
+}
+
+/// Most distinct model labels and route labels exposed.
+pub const MAX_MODEL_LABELS: usize = 256;
+pub const MAX_ROUTE_LABELS: usize = 64;
+
+/// Every metric the gateway keeps.
 pub struct Metrics {
     pub tokens_minted: Counter,
     pub jwks_requests: Counter,
@@ -66,10 +125,23 @@ pub struct Metrics {
     pub messages_requests: Counter,
     /// Tokens Bedrock reported on the native routes and the Messages API, by kind.
     pub model_tokens: Counter,
+    pub policy_reloads: Counter,
+    pub audit_dropped: Counter,
+    in_flight: Family<Labels, Gauge>,
+    duration: Family<Labels, Histogram, fn() -> Histogram>,
+    first_byte: Family<Labels, Histogram, fn() -> Histogram>,
+    tokens: Family<Labels, PromCounter>,
+    attempts: Family<Labels, PromCounter>,
+    models: BoundedLabel,
+    routes: BoundedLabel,
+    registry: Registry,
 }
 
-/// Kinds of [`Metrics::model_tokens`].
-pub const TOKEN_KINDS: &[&str] = &["input", "output", "cache_read", "cache_write", "other"];
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
 
 /// Outcome classes shared by request counters.
 pub const OUTCOMES: &[&str] = &[
@@ -84,9 +156,26 @@ pub const OUTCOMES: &[&str] = &[
     "other",
 ];
 
+/// The surfaces requests come in through.
+pub const SURFACES: &[&str] = &["chat", "messages", "native", "other"];
+
+/// Kinds of [`Metrics::model_tokens`].
+pub const TOKEN_KINDS: &[&str] = &["input", "output", "cache_read", "cache_write", "other"];
+
+/// Token kinds of `byollm_tokens_total` (per model and route, from the audit record).
+pub const REQUEST_TOKEN_KINDS: [&str; 5] = ["input", "output", "cache_read", "cache_write", "reasoning"];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0])
+}
+
+fn first_byte_histogram() -> Histogram {
+    Histogram::new([0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0])
+}
+
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
+        let mut metrics = Metrics {
             tokens_minted: Counter::new("byollm_tokens_minted_total", "Tokens minted, by result.", "result", OUTCOMES),
             jwks_requests: Counter::new(
                 "byollm_discovery_requests_total",
@@ -156,26 +245,146 @@ impl Default for Metrics {
                 "kind",
                 TOKEN_KINDS,
             ),
+            policy_reloads: Counter::new(
+                "byollm_routing_reloads_total",
+                "Routing policy reloads, by result.",
+                "result",
+                &["changed", "unchanged", "error", "other"],
+            ),
+            audit_dropped: Counter::new(
+                "byollm_audit_lines_dropped_total",
+                "Audit lines dropped because the writer fell behind.",
+                "reason",
+                &["backlog", "other"],
+            ),
+            in_flight: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            first_byte: Family::new_with_constructor(first_byte_histogram),
+            tokens: Family::default(),
+            attempts: Family::default(),
+            models: BoundedLabel::new(MAX_MODEL_LABELS),
+            routes: BoundedLabel::new(MAX_ROUTE_LABELS),
+            registry: Registry::default(),
+        };
+        let mut registry = Registry::default();
+        for counter in [
+            &metrics.tokens_minted,
+            &metrics.jwks_requests,
+            &metrics.key_reloads,
+            &metrics.sts_calls,
+            &metrics.credential_cache,
+            &metrics.credential_refreshes,
+            &metrics.chat_requests,
+            &metrics.native_requests,
+            &metrics.messages_requests,
+            &metrics.model_tokens,
+            &metrics.policy_reloads,
+            &metrics.audit_dropped,
+        ] {
+            counter.register(&mut registry);
         }
+        for surface in SURFACES {
+            let _ = metrics.in_flight.get_or_create(&vec![("surface", (*surface).to_owned())]);
+        }
+        registry.register(
+            "byollm_requests_in_flight",
+            "Model requests being answered, by surface.",
+            metrics.in_flight.clone(),
+        );
+        registry.register(
+            "byollm_request_duration_seconds",
+            "Time from request to the end of the answer (streams included), by surface, model, route and outcome.",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "byollm_time_to_first_byte_seconds",
+            "Time from request to the first byte of a successful answer, by surface, model and route.",
+            metrics.first_byte.clone(),
+        );
+        registry.register(
+            "byollm_tokens",
+            "Tokens reported by the upstream, by model, route and kind (input, output, cache_read, cache_write, reasoning).",
+            metrics.tokens.clone(),
+        );
+        registry.register(
+            "byollm_route_attempts",
+            "Upstream attempts, by model, route and result (served, skipped, or the failure class).",
+            metrics.attempts.clone(),
+        );
+        metrics.registry = registry;
+        metrics
+    }
+}
+
+fn surface_label(surface: &str) -> String {
+    SURFACES.iter().find(|s| **s == surface).copied().unwrap_or("other").to_owned()
+}
+
+/// Decrements the in-flight gauge when dropped.
+pub struct InFlight {
+    gauge: Gauge,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
     }
 }
 
 impl Metrics {
+    /// Count a model request as in flight until the guard is dropped (after its stream ended).
+    pub fn in_flight(&self, surface: &str) -> InFlight {
+        let gauge = self.in_flight.get_or_create_owned(&vec![("surface", surface_label(surface))]);
+        gauge.inc();
+        InFlight { gauge }
+    }
+
+    /// Feed the per-request series from a finished request's audit record.
+    pub fn observe(&self, record: &AuditRecord) {
+        let surface = surface_label(record.surface);
+        let model = record.model.as_deref().map_or_else(|| "none".to_owned(), |m| self.models.value(m));
+        let route = record.route.as_deref().map_or_else(|| "none".to_owned(), |r| self.routes.value(r));
+        let outcome = outcome(record.status).to_owned();
+        let labels = vec![
+            ("surface", surface.clone()),
+            ("model", model.clone()),
+            ("route", route.clone()),
+            ("outcome", outcome),
+        ];
+        self.duration.get_or_create(&labels).observe(record.duration_ms as f64 / 1000.0);
+        if let Some(ttfb) = record.ttfb_ms {
+            let labels = vec![("surface", surface), ("model", model.clone()), ("route", route.clone())];
+            self.first_byte.get_or_create(&labels).observe(ttfb as f64 / 1000.0);
+        }
+        let usage = &record.usage;
+        let counts = [
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_input_tokens,
+            usage.cache_creation_input_tokens,
+            usage.reasoning_tokens,
+        ];
+        for (kind, count) in REQUEST_TOKEN_KINDS.iter().zip(counts) {
+            if let Some(count) = count.filter(|c| *c > 0) {
+                let labels = vec![("model", model.clone()), ("route", route.clone()), ("kind", (*kind).to_owned())];
+                self.tokens.get_or_create(&labels).inc_by(count);
+            }
+        }
+        for attempt in &record.attempts {
+            let labels = vec![
+                ("model", model.clone()),
+                ("route", self.routes.value(&attempt.route)),
+                ("result", attempt.result.to_owned()),
+            ];
+            self.attempts.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The OpenMetrics text of every series.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        for counter in [
-            &self.tokens_minted,
-            &self.jwks_requests,
-            &self.key_reloads,
-            &self.sts_calls,
-            &self.credential_cache,
-            &self.credential_refreshes,
-            &self.chat_requests,
-            &self.native_requests,
-            &self.messages_requests,
-            &self.model_tokens,
-        ] {
-            counter.render(&mut out);
+        let mut out = String::with_capacity(8192);
+        if encode(&mut out, &self.registry).is_err() {
+            tracing::warn!("metrics could not be rendered");
         }
         out
     }
@@ -198,6 +407,7 @@ pub fn outcome(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{AttemptRecord, Usage};
 
     #[test]
     fn counts_and_renders_fixed_labels_only() {
@@ -207,9 +417,89 @@ mod tests {
         assert_eq!(metrics.tokens_minted.get("ok"), 1);
         assert_eq!(metrics.tokens_minted.get("other"), 1);
         let text = metrics.render();
-        assert!(text.contains("byollm_tokens_minted_total{result=\"ok\"} 1"));
+        assert!(text.contains("byollm_tokens_minted_total{result=\"ok\"} 1"), "{text}");
+        assert!(text.contains("byollm_chat_requests_total{result=\"forbidden\"} 0"), "{text}");
+        assert!(text.contains("# TYPE byollm_tokens_minted counter"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
         assert!(!text.contains("alice"));
         assert_eq!(outcome(403), "forbidden");
         assert_eq!(outcome(503), "upstream_error");
+    }
+
+    fn record(model: &str, route: &str) -> AuditRecord {
+        AuditRecord {
+            surface: "chat",
+            model: Some(model.into()),
+            route: Some(route.into()),
+            status: 200,
+            duration_ms: 1500,
+            ttfb_ms: Some(200),
+            usage: Usage {
+                input_tokens: Some(12),
+                output_tokens: Some(7),
+                cache_read_input_tokens: Some(3),
+                cache_creation_input_tokens: Some(0),
+                reasoning_tokens: None,
+            },
+            attempts: vec![
+                AttemptRecord {
+                    route: "bedrock".into(),
+                    upstream_model: "m".into(),
+                    result: "throttled",
+                    status: Some(429),
+                    code: None,
+                },
+                AttemptRecord {
+                    route: route.into(),
+                    upstream_model: "m".into(),
+                    result: "served",
+                    status: Some(200),
+                    code: None,
+                },
+            ],
+            ..AuditRecord::default()
+        }
+    }
+
+    #[test]
+    fn requests_feed_histograms_token_counters_and_attempts() {
+        let metrics = Metrics::default();
+        {
+            let _guard = metrics.in_flight("chat");
+            assert!(metrics.render().contains("byollm_requests_in_flight{surface=\"chat\"} 1"));
+        }
+        assert!(metrics.render().contains("byollm_requests_in_flight{surface=\"chat\"} 0"));
+        metrics.observe(&record("claude-sonnet-4-5", "anthropic"));
+        metrics.observe(&record("claude-sonnet-4-5", "anthropic"));
+        let text = metrics.render();
+        for line in [
+            "byollm_tokens_total{model=\"claude-sonnet-4-5\",route=\"anthropic\",kind=\"input\"} 24",
+            "byollm_tokens_total{model=\"claude-sonnet-4-5\",route=\"anthropic\",kind=\"output\"} 14",
+            "byollm_tokens_total{model=\"claude-sonnet-4-5\",route=\"anthropic\",kind=\"cache_read\"} 6",
+            "byollm_route_attempts_total{model=\"claude-sonnet-4-5\",route=\"bedrock\",result=\"throttled\"} 2",
+            "byollm_route_attempts_total{model=\"claude-sonnet-4-5\",route=\"anthropic\",result=\"served\"} 2",
+            "byollm_request_duration_seconds_count{surface=\"chat\",model=\"claude-sonnet-4-5\",route=\"anthropic\",outcome=\"ok\"} 2",
+            "byollm_request_duration_seconds_bucket{le=\"2.5\",surface=\"chat\",model=\"claude-sonnet-4-5\",route=\"anthropic\",outcome=\"ok\"} 2",
+            "byollm_time_to_first_byte_seconds_sum{surface=\"chat\",model=\"claude-sonnet-4-5\",route=\"anthropic\"} 0.4",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(
+            !text.contains("byollm_tokens_total{model=\"claude-sonnet-4-5\",route=\"anthropic\",kind=\"cache_write\"}"),
+            "zero counts add no series"
+        );
+    }
+
+    #[test]
+    fn model_and_route_labels_are_capped() {
+        let metrics = Metrics::default();
+        for index in 0..(MAX_MODEL_LABELS + 10) {
+            metrics.observe(&record(&format!("model-{index}"), "bedrock"));
+        }
+        let text = metrics.render();
+        assert!(text.contains("model=\"other\""));
+        assert!(!text.contains(&format!("model=\"model-{}\"", MAX_MODEL_LABELS + 5)));
+        let label = BoundedLabel::new(2);
+        assert_eq!([label.value("a"), label.value("b"), label.value("c"), label.value("a")], ["a", "b", "other", "a"]);
     }
 }

@@ -1,16 +1,18 @@
 //! Which Bedrock model serves a request, and where: the one decision the Messages API and the
 //! Bedrock-native routes make through [`bedrock_target`].
 //!
-//! A stand-in for routing (issue 13): until `routing` resolves (run, model) to ordered routes, a
-//! model is served by its `[models]` entry on Bedrock, in the run's region. When routing lands it
-//! replaces this function; callers keep their shape (a public name and config in, one Bedrock
-//! model id and region out, or a refusal that names the model).
+//! These surfaces serve through Bedrock only: a model is served by its `[models]` entry on Bedrock,
+//! in the run's region, and the routing policy ([`crate::routing`]) has its say through
+//! [`policy_allows`]: the run's team and agent may use the model, and its routes include Bedrock.
+//! Failover to the policy's other routes (the Anthropic API, endpoints) is the chat API's for now.
 //!
 //! Must never: read HTTP, call Bedrock, or decide who may act for a run (that is
-//! [`crate::authz`]). Depends on `config` and `models` only.
+//! [`crate::authz`]). Depends on `config`, `models`, `routing` and `error` only.
 
 use crate::config::{Config, ModelConfig};
+use crate::error::ApiError;
 use crate::models;
+use crate::routing::{RouteScope, RoutingPolicy};
 
 /// How the client named the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +86,24 @@ pub fn bedrock_target<'a>(
             Err(NotServed { requested })
         }
     }
+}
+
+/// The routing policy's say on a model served through Bedrock: `scope` (the run's team and agent)
+/// may use `name` (a served public name, [`BedrockTarget::name`]), and one of its routes is a
+/// Bedrock route. Refusals are the routing policy's own errors (`model_not_allowed`, `no_route`) or
+/// `no_bedrock_route`.
+pub fn policy_allows(policy: &RoutingPolicy, scope: RouteScope<'_>, name: &str) -> Result<(), ApiError> {
+    let resolution = policy.resolve(scope, name)?;
+    if resolution.routes.iter().any(|route| route.upstream.is_bedrock()) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "no_bedrock_route",
+        format!(
+            "the routing policy serves model {name:?} without Bedrock, and this surface serves through Bedrock only: use /v1/chat/completions"
+        ),
+    )
+    .with_param("model"))
 }
 
 /// A path segment made readable for an error message: `%3A` → `:`, anything undecodable kept,
@@ -169,6 +189,35 @@ mod tests {
         );
         check(PathSegment("bad%zz%0Aid"), Err("bad%zzid"));
         check(Name("gpt-4o"), Err("gpt-4o"));
+    }
+
+    #[test]
+    fn the_routing_policy_decides_which_models_a_run_may_use_here() {
+        let mut config = config();
+        let section: toml::Table = r#"
+            [endpoints.gw]
+            base_url = "https://gw.example.com/v1"
+            [default.routes]
+            haiku = [{ openai = { endpoint = "gw" } }]
+            [teams.acme]
+            models = ["opus"]
+        "#
+        .parse()
+        .unwrap();
+        config.callers = Config::from_toml(
+            "dev = true\n[[callers]]\nname = \"w\"\nkey_sha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\nteam = \"acme\"\n",
+        )
+        .unwrap()
+        .callers;
+        let secrets = crate::routing::policy::MapSecrets(Default::default());
+        let policy =
+            RoutingPolicy::from_section(Some(&section), &config, crate::routing::Mode::Hosted, &secrets).unwrap();
+        let acme = RouteScope { team: Some("acme"), agent: None };
+        let other = RouteScope { team: Some("other"), agent: None };
+        assert!(policy_allows(&policy, acme, "opus").is_ok());
+        assert_eq!(policy_allows(&policy, acme, "haiku").unwrap_err().code, "model_not_allowed");
+        assert_eq!(policy_allows(&policy, other, "haiku").unwrap_err().code, "no_bedrock_route");
+        assert!(policy_allows(&policy, other, "opus").is_ok());
     }
 
     #[test]

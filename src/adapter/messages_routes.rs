@@ -116,6 +116,7 @@ async fn prepare<'a>(
     let request = messages::parse(&body)?;
     let target = bedrock_target(&chat.config, context.region(), ModelRef::Name(&request.model))
         .map_err(|r| not_found(&r.requested))?;
+    crate::target::policy_allows(&chat.routing.policy(), context.scope(), target.name)?;
     let betas = header_betas(headers.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok()));
     let upstream = to_bedrock_body(&request, target.name, &target.model.rules, &betas)?;
     Ok((context, target, upstream, request.stream.unwrap_or(false)))

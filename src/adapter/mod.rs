@@ -105,5 +105,6 @@ pub mod messages_routes;
 pub mod openai;
 pub mod request;
 pub mod response;
+pub mod routed;
 pub mod routes;
 pub mod stream;

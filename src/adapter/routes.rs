@@ -1,5 +1,6 @@
-//! HTTP edge of the adapter: `POST /v1/chat/completions` (streamed as SSE or not) and
-//! `GET /v1/models`.
+//! HTTP edge of the adapter: `POST /v1/chat/completions` (streamed as SSE or not, served through
+//! the routing policy by [`super::routed`]) and `GET /v1/models` (the models the caller's policy
+//! allows).
 //!
 //! A cloud run authenticates with its API key and names its principal in headers
 //! (`x-byollm-actor`, `x-byollm-principal`, optional `x-byollm-team`, `x-byollm-agent`,
@@ -8,30 +9,28 @@
 //! the person's own AWS session signs it. Streams are pulled from Bedrock only as fast as the
 //! client reads, and dropped the moment the client goes away.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
 
-use super::anthropic::AnthropicResponse;
-use super::openai::ModelList;
-use super::request::{Target, parse_request, to_anthropic};
-use super::response::{model_object, to_chat_completion, upstream_error};
-use super::stream::StreamConverter;
+use super::openai::{ModelList, ModelObject, ModelReasoning};
+use super::response::model_object;
+use super::routed::{self, AuditGuard};
+use crate::audit::Audit;
 use crate::auth::Callers;
 use crate::authz::{AuthorizedRun, Purpose, authorize};
 use crate::broker::Broker;
 use crate::broker::local::LocalSession;
-use crate::config::Config;
+use crate::config::{Config, RoleArn};
 use crate::error::ApiError;
 use crate::http::{ApiBody, run_request_from_headers};
 use crate::metrics::Metrics;
-use crate::upstream::{BedrockClient, BedrockFailure, EventStream};
+use crate::routing::{RouteScope, Routing};
+use crate::upstream::direct::DirectClient;
+use crate::upstream::{BedrockClient, BedrockFailure};
 
 /// Whose AWS credentials sign Bedrock calls.
 #[derive(Clone)]
@@ -50,12 +49,17 @@ pub struct ChatState {
     pub metrics: Arc<Metrics>,
     pub bedrock: Arc<BedrockClient>,
     pub source: CredentialSource,
+    /// The routing policy in force and the routes' failure state.
+    pub routing: Arc<Routing>,
+    /// The client for the direct Anthropic API and OpenAI-compatible endpoints.
+    pub direct: Arc<DirectClient>,
+    pub audit: Audit,
 }
 
 /// Credentials and region for one call. Authentication happens here, before the body is read.
 /// Shared by every surface that calls Bedrock (chat, Messages API, native routes).
 pub enum CallContext {
-    Broker { broker: Arc<Broker>, run: AuthorizedRun },
+    Broker { broker: Arc<Broker>, run: AuthorizedRun, caller: String },
     Local { session: Arc<LocalSession>, region: String },
 }
 
@@ -67,7 +71,7 @@ pub fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, Ap
             let caller = state.callers.authenticate(headers)?;
             let request = run_request_from_headers(headers)?;
             let run = authorize(&state.config, &caller, &request, Purpose::Run)?;
-            Ok(CallContext::Broker { broker: broker.clone(), run })
+            Ok(CallContext::Broker { broker: broker.clone(), run, caller: caller.name.clone() })
         }
         CredentialSource::Local { session, region } => {
             Ok(CallContext::Local { session: session.clone(), region: region.clone() })
@@ -84,9 +88,10 @@ impl CallContext {
         }
     }
 
+    /// Credentials and region for the run as it is (the Messages API and native routes).
     pub async fn credentials(&self, config: &Config) -> Result<(crate::broker::sts::AwsCredentials, &str), ApiError> {
         match self {
-            CallContext::Broker { broker, run } => {
+            CallContext::Broker { broker, run, .. } => {
                 let cached = broker.credentials(run).await.map_err(|e| e.to_api_error(config))?;
                 Ok((cached.credentials.clone(), &run.region))
             }
@@ -94,6 +99,56 @@ impl CallContext {
                 let credentials = session.credentials().await.map_err(|e| e.to_api_error())?;
                 Ok((credentials, region))
             }
+        }
+    }
+
+    /// Credentials and region for a Bedrock route: the run's role and region unless the route
+    /// names its own (a role override is assumed with the same web identity, so the role must
+    /// trust the team's principals too). Local mode uses the person's session in any case.
+    pub async fn credentials_for(
+        &self,
+        config: &Config,
+        role: Option<&RoleArn>,
+        region: Option<&str>,
+    ) -> Result<(crate::broker::sts::AwsCredentials, String), ApiError> {
+        match self {
+            CallContext::Broker { broker, run, .. } => {
+                let mut run = run.clone();
+                if let Some(role) = role {
+                    run.role = Some(role.clone());
+                }
+                if let Some(region) = region {
+                    run.region = region.to_owned();
+                }
+                let cached = broker.credentials(&run).await.map_err(|e| e.to_api_error(config))?;
+                Ok((cached.credentials.clone(), run.region))
+            }
+            CallContext::Local { session, region: own } => {
+                let credentials = session.credentials().await.map_err(|e| e.to_api_error())?;
+                Ok((credentials, region.unwrap_or(own).to_owned()))
+            }
+        }
+    }
+
+    /// Whose policy applies: the run's team and agent; local mode uses the defaults.
+    pub fn scope(&self) -> RouteScope<'_> {
+        match self {
+            CallContext::Broker { run, .. } => {
+                RouteScope { team: Some(run.principal.team_uid.as_str()), agent: run.agent.as_deref() }
+            }
+            CallContext::Local { .. } => RouteScope::default(),
+        }
+    }
+
+    /// Who asked, for the audit line.
+    pub fn describe(&self, record: &mut crate::audit::AuditRecord) {
+        if let CallContext::Broker { run, caller, .. } = self {
+            record.caller = Some(caller.clone());
+            record.team = Some(run.principal.team_uid.to_string());
+            record.actor = Some(run.principal.actor.as_str().to_owned());
+            record.principal = Some(run.principal.principal_uid.to_string());
+            record.agent = run.agent.clone();
+            record.run = run.run_id.clone();
         }
     }
 
@@ -115,30 +170,61 @@ impl CallContext {
     }
 }
 
+/// The models the caller may use: the routing policy's for its team (and the agent it names).
+fn allowed_models(state: &ChatState, headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
+    let policy = state.routing.policy();
+    match &state.source {
+        CredentialSource::Broker(_) => {
+            let caller = state.callers.authenticate(headers)?;
+            let agent = headers.get(crate::authz::HEADER_AGENT).and_then(|v| v.to_str().ok()).map(str::trim);
+            Ok(policy.allowed_models(RouteScope { team: Some(caller.team.as_str()), agent }))
+        }
+        CredentialSource::Local { .. } => Ok(policy.allowed_models(RouteScope::default())),
+    }
+}
+
 pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> Response {
     let anthropic = super::messages_routes::wants_anthropic_shape(&headers);
-    if let CredentialSource::Broker(_) = state.source
-        && let Err(error) = state.callers.authenticate(&headers)
-    {
-        let error = ApiError::from(error);
-        return if anthropic { super::messages_routes::error_response(&error) } else { error.into_response() };
+    match allowed_models(&state, &headers) {
+        Err(error) if anthropic => super::messages_routes::error_response(&error),
+        Ok(_) if anthropic => super::messages_routes::anthropic_model_list(&state),
+        Ok(models) => {
+            let data = models.iter().map(|name| model_entry(&state, name)).collect();
+            axum::Json(ModelList::new(data)).into_response()
+        }
+        Err(error) => error.into_response(),
     }
-    if anthropic {
-        return super::messages_routes::anthropic_model_list(&state);
+}
+
+/// A model's list entry: from its catalog rules when it is a `[models]` entry, else (a model only
+/// an OpenAI-compatible endpoint serves) its name alone.
+fn model_entry(state: &ChatState, name: &str) -> ModelObject {
+    match crate::models::find_by_name(&state.config.models, name) {
+        Some((name, model)) => model_object(name, model),
+        None => ModelObject {
+            id: name.to_owned(),
+            object: "model",
+            created: 0,
+            owned_by: "byollm".to_owned(),
+            display_name: None,
+            family: None,
+            context_window: 0,
+            max_output_tokens: 0,
+            reasoning: ModelReasoning { supported: false, thinking: "none", always_on: false, efforts: Vec::new() },
+            vision: false,
+            lifecycle: None,
+        },
     }
-    let data = state.config.models.iter().map(|(name, model)| model_object(name, model)).collect();
-    axum::Json(ModelList::new(data)).into_response()
 }
 
 /// `GET /v1/models/{model}` (the SDKs' `models.retrieve`): one entry of the list, or 404.
 pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, Path(model): Path<String>) -> Response {
-    if let CredentialSource::Broker(_) = state.source
-        && let Err(error) = state.callers.authenticate(&headers)
-    {
-        return ApiError::from(error).into_response();
-    }
-    match crate::models::find_by_name(&state.config.models, &model) {
-        Some((name, model)) => axum::Json(model_object(name, model)).into_response(),
+    let allowed = match allowed_models(&state, &headers) {
+        Ok(allowed) => allowed,
+        Err(error) => return error.into_response(),
+    };
+    match allowed.into_iter().find(|name| *name == model) {
+        Some(name) => axum::Json(model_entry(&state, &name)).into_response(),
         None => ApiError::not_found(
             "model_not_found",
             format!("model {model:?} is not served here; GET /v1/models lists the models you may use"),
@@ -151,7 +237,8 @@ pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, 
 pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap, body: ApiBody) -> Response {
     let started = Instant::now();
     let limit = state.config.server.request_timeout;
-    let result = match tokio::time::timeout(limit, chat(&state, &headers, body)).await {
+    let mut audit = AuditGuard::new(&state, "chat");
+    let result = match tokio::time::timeout(limit, routed::chat(&state, &headers, body, &mut audit)).await {
         Ok(result) => result,
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -164,6 +251,7 @@ pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap
         Ok(response) => response,
         Err(error) => {
             tracing::info!(status = error.status.as_u16(), code = error.code, "chat completion refused");
+            audit.finish(error.status.as_u16(), Some(error.code));
             error.into_response()
         }
     };
@@ -176,114 +264,9 @@ pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap
     response
 }
 
-async fn chat(state: &ChatState, headers: &HeaderMap, body: ApiBody) -> Result<Response, ApiError> {
-    let context = context(state, headers)?;
-    // Holds its share of the body budget until the upstream call is answered.
-    let body = body.read(&state.config.server).await?;
-    let request = parse_request(&body)?;
-    let (name, model) = crate::models::find_by_name(&state.config.models, &request.model).ok_or_else(|| {
-        ApiError::not_found(
-            "model_not_found",
-            format!("model {:?} is not served here; GET /v1/models lists the models you may use", request.model),
-        )
-        .with_param("model")
-    })?;
-    let prepared = to_anthropic(&request, Target { name, rules: &model.rules })?;
-    let upstream_body = Bytes::from(
-        serde_json::to_vec(&prepared.body).map_err(|_| ApiError::internal("could not encode the request"))?,
-    );
-    let (credentials, region) = context.credentials(&state.config).await?;
-    let id = completion_id();
-    let created = crate::issuer::unix_now();
-
-    if prepared.stream {
-        let action = "bedrock:InvokeModelWithResponseStream";
-        let events = state
-            .bedrock
-            .invoke_stream(region, &model.id, upstream_body, &credentials)
-            .await
-            .map_err(|f| context.bedrock_error(&f, action, &model.id))?;
-        let converter = StreamConverter::new(id, created, request.model.clone(), prepared.include_usage)
-            .with_response_tool(prepared.response_tool);
-        return Ok(sse_response(events, converter, model.id.clone()));
-    }
-
-    let action = "bedrock:InvokeModel";
-    let bytes = state
-        .bedrock
-        .invoke(region, &model.id, upstream_body, &credentials)
-        .await
-        .map_err(|f| context.bedrock_error(&f, action, &model.id))?;
-    let message: AnthropicResponse = serde_json::from_slice(&bytes).map_err(|error| {
-        // The serde message can quote model output: log only where it failed.
-        tracing::warn!(category = ?error.classify(), line = error.line(), column = error.column(), "undecodable bedrock response");
-        upstream_error("api_error", "the model's answer could not be decoded")
-    })?;
-    let completion = to_chat_completion(&message, id, created, request.model.clone(), prepared.response_tool);
-    Ok(axum::Json(completion).into_response())
-}
-
-fn completion_id() -> String {
+pub(crate) fn completion_id() -> String {
     use aws_lc_rs::rand::SecureRandom;
     let mut bytes = [0u8; 12];
     let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
     format!("chatcmpl-{}", crate::auth::hex(&bytes))
-}
-
-/// State of one SSE response, pulled by the HTTP body.
-struct Relay {
-    events: EventStream,
-    converter: StreamConverter,
-    model_id: String,
-    out: BytesMut,
-}
-
-impl Relay {
-    /// The next bytes to send, or `None` once `[DONE]` went out.
-    async fn next(&mut self) -> Option<Bytes> {
-        while !self.converter.is_done() {
-            match self.events.next_event().await {
-                Ok(Some(event)) => {
-                    if let Err(error) = self.converter.push(event, &mut self.out) {
-                        self.converter.error(&error, &mut self.out);
-                    }
-                }
-                Ok(None) => {
-                    if self.converter.completed() {
-                        self.converter.finish(&mut self.out);
-                    } else {
-                        let error = ApiError::new(
-                            StatusCode::BAD_GATEWAY,
-                            "upstream_error",
-                            "upstream_stream_cut",
-                            "the Bedrock stream ended before the model finished; the answer is incomplete",
-                        );
-                        self.converter.error(&error, &mut self.out);
-                    }
-                }
-                Err(failure) => {
-                    tracing::warn!(code = %failure.code, "bedrock stream failed mid-way");
-                    let error = failure.to_api_error("bedrock:InvokeModelWithResponseStream", &self.model_id);
-                    self.converter.error(&error, &mut self.out);
-                }
-            }
-            if !self.out.is_empty() {
-                return Some(self.out.split().freeze());
-            }
-        }
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
-    }
-}
-
-fn sse_response(events: EventStream, converter: StreamConverter, model_id: String) -> Response {
-    let relay = Relay { events, converter, model_id, out: BytesMut::with_capacity(1024) };
-    let stream = futures_util::stream::unfold(relay, |mut relay| async move {
-        relay.next().await.map(|bytes| (Ok::<Bytes, Infallible>(bytes), relay))
-    });
-    let mut response = Response::new(Body::from_stream(stream));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
 }

@@ -84,6 +84,11 @@ impl StreamConverter {
     }
 
     /// Whether `[DONE]` has been written.
+    /// The usage reported so far (`message_start`, then each `message_delta`).
+    pub fn usage(&self) -> &anthropic::Usage {
+        &self.usage
+    }
+
     pub fn is_done(&self) -> bool {
         self.done
     }

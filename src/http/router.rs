@@ -173,7 +173,7 @@ async fn local_healthz(State(chat): State<ChatState>) -> Response {
 }
 
 async fn local_metrics(State(chat): State<ChatState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], chat.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], chat.metrics.render()).into_response()
 }
 
 /// The public listener: only `/.well-known/*`.
@@ -206,7 +206,7 @@ async fn livez() -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.render()).into_response()
 }
 
 async fn not_found() -> ApiError {

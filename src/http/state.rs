@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::adapter::routes::{ChatState, CredentialSource};
+use crate::audit::{Audit, StdoutSink};
 use crate::auth::Callers;
 use crate::broker::Broker;
 use crate::broker::cache::{Clock, SystemClock};
@@ -12,7 +13,10 @@ use crate::broker::sts::{SdkSts, StsExchange};
 use crate::config::Config;
 use crate::issuer::Issuer;
 use crate::metrics::Metrics;
+use crate::routing::policy::ProcessSecrets;
+use crate::routing::{Mode, Routing, RoutingPolicy};
 use crate::upstream::BedrockClient;
+use crate::upstream::direct::DirectClient;
 
 use super::extract::BodyBudget;
 
@@ -38,14 +42,31 @@ impl axum::extract::FromRef<AppState> for ChatState {
 }
 
 impl AppState {
-    /// State for `serve`: STS through the AWS SDK, the system clock.
-    pub fn new(config: Config, issuer: Issuer) -> AppState {
+    /// State for `serve`: STS through the AWS SDK, the system clock, the validated routing policy.
+    pub fn new(config: Config, issuer: Issuer, routing: RoutingPolicy) -> AppState {
         let sts = SdkSts::new(&config.sts.region, config.sts.endpoint_url.as_deref());
-        AppState::with_parts(config, issuer, Arc::new(sts), Arc::new(SystemClock))
+        AppState::with_routing(config, issuer, Arc::new(sts), Arc::new(SystemClock), routing)
     }
 
-    /// State with an injected STS and clock, for tests.
+    /// State with an injected STS and clock, for tests; the routing policy from the config (the
+    /// built-in one, with each problem logged, if it does not validate).
     pub fn with_parts(config: Config, issuer: Issuer, sts: Arc<dyn StsExchange>, clock: Arc<dyn Clock>) -> AppState {
+        let routing = RoutingPolicy::from_config(&config, Mode::Hosted, &ProcessSecrets).unwrap_or_else(|errors| {
+            for error in errors {
+                tracing::error!(path = %error.path, "{}", error.message);
+            }
+            RoutingPolicy::builtin(&config, Mode::Hosted)
+        });
+        AppState::with_routing(config, issuer, sts, clock, routing)
+    }
+
+    pub fn with_routing(
+        config: Config,
+        issuer: Issuer,
+        sts: Arc<dyn StsExchange>,
+        clock: Arc<dyn Clock>,
+        routing: RoutingPolicy,
+    ) -> AppState {
         let config = Arc::new(config);
         let issuer = Arc::new(issuer);
         let metrics = Arc::new(Metrics::default());
@@ -57,6 +78,9 @@ impl AppState {
             metrics: metrics.clone(),
             bedrock: Arc::new(BedrockClient::new(config.bedrock.endpoint_url.clone())),
             source: CredentialSource::Broker(broker.clone()),
+            routing: Arc::new(Routing::new(routing)),
+            direct: Arc::new(DirectClient::new()),
+            audit: Audit::new(Arc::new(StdoutSink::start()), metrics.clone()),
         };
         let body_budget = BodyBudget::new(config.server.max_body_bytes_in_flight);
         AppState { callers, config, issuer, metrics, broker, chat, body_budget, clock }

@@ -131,6 +131,7 @@ async fn relay(
             ),
         )
     })?;
+    crate::target::policy_allows(&chat.routing.policy(), context.scope(), target.name)?;
     let body = body.read(&chat.config.server).await?;
     check_body(&body)?;
     let (credentials, region) = context.credentials(&chat.config).await?;

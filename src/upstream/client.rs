@@ -37,6 +37,17 @@ static ROOTS: LazyLock<Arc<rustls::RootCertStore>> = LazyLock::new(|| {
     Arc::new(roots)
 });
 
+/// The TLS settings of every upstream client: rustls with aws-lc-rs, the platform's roots.
+pub fn tls_config() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // Start-up only: fails just if aws-lc-rs offered no TLS version at all (a build problem).
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs provides TLS 1.2 and 1.3")
+        .with_root_certificates(ROOTS.clone())
+        .with_no_client_auth()
+}
+
 /// A new pooled client (start-up). Cheap to clone; clones share the pool.
 pub fn http_client() -> HttpClient {
     let mut tcp = HttpConnector::new();
@@ -44,15 +55,8 @@ pub fn http_client() -> HttpClient {
     tcp.set_nodelay(true);
     tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
     tcp.set_keepalive(Some(TCP_KEEPALIVE));
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    // Start-up only: fails just if aws-lc-rs offered no TLS version at all (a build problem).
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("aws-lc-rs provides TLS 1.2 and 1.3")
-        .with_root_certificates(ROOTS.clone())
-        .with_no_client_auth();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+        .with_tls_config(tls_config())
         .https_or_http()
         .enable_http1()
         .wrap_connector(tcp);

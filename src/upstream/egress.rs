@@ -18,10 +18,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// Who the gateway serves, which decides what an upstream may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EgressPolicy {
     /// `byollm serve`: https only (unless the endpoint's config allows http), public addresses only.
     Hosted { allow_http: bool },
+    /// `byollm serve`, for an endpoint the operator configured as internal
+    /// (`allow_private_network = true`): loopback and private networks too. Metadata, link-local
+    /// and non-unicast addresses stay refused.
+    Private { allow_http: bool },
     /// `byollm local`: the person's own machine and network (Ollama, vLLM, LM Studio on localhost
     /// or the LAN); http allowed. Metadata, link-local and non-unicast addresses stay refused.
     Local,
@@ -197,7 +201,7 @@ impl EgressPolicy {
     pub fn allows(self, class: AddressClass) -> bool {
         match self {
             EgressPolicy::Hosted { .. } => class == AddressClass::Public,
-            EgressPolicy::Local => matches!(
+            EgressPolicy::Private { .. } | EgressPolicy::Local => matches!(
                 class,
                 AddressClass::Public
                     | AddressClass::Loopback
@@ -220,7 +224,7 @@ impl EgressPolicy {
 pub fn check_url(raw: &str, policy: EgressPolicy) -> Result<url::Url, EgressError> {
     let url = url::Url::parse(raw).map_err(|_| EgressError::InvalidUrl)?;
     let http_allowed = match policy {
-        EgressPolicy::Hosted { allow_http } => allow_http,
+        EgressPolicy::Hosted { allow_http } | EgressPolicy::Private { allow_http } => allow_http,
         EgressPolicy::Local => true,
     };
     match url.scheme() {
@@ -344,9 +348,15 @@ mod tests {
         for text in ["127.0.0.1", "::1", "192.168.1.20", "fd12::1", "8.8.8.8"] {
             assert!(EgressPolicy::Local.check_ip(ip(text)).is_ok(), "local must allow {text}");
         }
+        let private = EgressPolicy::Private { allow_http: false };
         for text in ["169.254.169.254", "fd00:ec2::254", "169.254.3.4", "fe80::1", "224.0.0.1", "0.0.0.0"] {
             assert!(EgressPolicy::Local.check_ip(ip(text)).is_err(), "local must refuse {text}");
+            assert!(private.check_ip(ip(text)).is_err(), "an internal endpoint must not reach {text}");
         }
+        for text in ["127.0.0.1", "10.1.2.3", "fd12::1", "8.8.8.8"] {
+            assert!(private.check_ip(ip(text)).is_ok(), "an internal endpoint may reach {text}");
+        }
+        assert!(check_url("http://10.0.0.5/v1", private).is_err(), "http stays off unless allowed");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 #![allow(dead_code)]
-//! Local fakes of the AWS services byollm talks to, for integration tests. Nothing here reaches AWS.
+//! Local fakes of the services byollm talks to, for integration tests. Nothing here reaches AWS,
+//! Anthropic or any other provider.
 //!
 //! * [`fake_sts::FakeSts`]: STS `AssumeRoleWithWebIdentity` over the query protocol, verifying the web
 //!   identity token the way AWS does (discovery + JWKS over HTTP, RS256, `exp`/`aud`, registered
@@ -7,16 +8,26 @@
 //! * [`fake_bedrock::FakeBedrock`]: Bedrock Runtime `InvokeModel` / `InvokeModelWithResponseStream`,
 //!   checking SigV4 against a [`CredentialStore`], validating Anthropic request bodies, and replying
 //!   with scripted Anthropic messages, JSON errors or `application/vnd.amazon.eventstream` frames.
+//! * [`fake_anthropic::FakeAnthropic`]: the Anthropic Messages API (`x-api-key`, `anthropic-version`,
+//!   `anthropic-beta`, JSON or SSE, Anthropic's error shapes), for the direct Anthropic route.
+//! * [`fake_openai::FakeOpenAi`]: an OpenAI-compatible chat completions server (bearer keys, JSON or
+//!   SSE, OpenAI's error shapes, redirects and oversized answers on demand).
 //!
-//! Both bind `127.0.0.1:0`, run on the test's tokio runtime and stop when dropped.
+//! All bind `127.0.0.1:0`, run on the test's tokio runtime and stop when dropped.
 //! [`CredentialStore`] is the shared handle through which credentials issued by the fake STS become
 //! valid at the fake Bedrock.
 
+pub mod fake_anthropic;
 pub mod fake_bedrock;
+pub mod fake_openai;
 pub mod fake_sts;
 
 #[allow(unused_imports)]
+pub use fake_anthropic::*;
+#[allow(unused_imports)]
 pub use fake_bedrock::*;
+#[allow(unused_imports)]
+pub use fake_openai::*;
 #[allow(unused_imports)]
 pub use fake_sts::*;
 

@@ -1,0 +1,269 @@
+//! The audit trail: one JSON line per model request (chat completions, Messages API, native
+//! routes), written to standard output, apart from the diagnostic log on standard error.
+//!
+//! A line says who asked (caller, team, actor, principal, agent, run), for what (public model,
+//! route and upstream model id, every attempt and why it failed), what came of it (status, usage,
+//! time to first byte, duration). It never carries prompt or completion text, keys, tokens,
+//! credentials or upstream URLs: [`AuditRecord`] has no field that could hold them.
+//!
+//! Lines are handed to a writer thread through a bounded queue so a slow stdout never stalls a
+//! request; a line that does not fit is counted (`byollm_audit_lines_dropped_total`) and logged.
+
+use std::io::Write;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+
+/// Lines queued for the writer before new ones are dropped.
+pub const QUEUE_LINES: usize = 16_384;
+
+/// Token counts as the upstream reported them; `None`: not reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cache_read_input_tokens: Option<u64>,
+    pub cache_creation_input_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+}
+
+/// One route tried for the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRecord {
+    pub route: String,
+    pub upstream_model: String,
+    /// `served`, `skipped`, or the failure class (`throttled`, `access_denied`, ...).
+    pub result: &'static str,
+    pub status: Option<u16>,
+    /// The error code the attempt produced (`bedrock_throttled`, ...).
+    pub code: Option<&'static str>,
+}
+
+/// One request's audit line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// Always `"request"`: tells these lines apart in a shared stream.
+    pub audit: &'static str,
+    /// Milliseconds since the Unix epoch when the request arrived.
+    pub time_unix_ms: u64,
+    /// `chat`, `messages` or `native`.
+    pub surface: &'static str,
+    /// The answer's id (`chatcmpl-…`, `msg_…`) when one was made.
+    pub id: Option<String>,
+    /// The configured caller name (never its key).
+    pub caller: Option<String>,
+    pub team: Option<String>,
+    pub actor: Option<String>,
+    pub principal: Option<String>,
+    pub agent: Option<String>,
+    pub run: Option<String>,
+    /// The public model asked for, when the request named a valid one.
+    pub model: Option<String>,
+    pub stream: bool,
+    /// The route that served, and what it called the model.
+    pub route: Option<String>,
+    pub upstream_model: Option<String>,
+    pub attempts: Vec<AttemptRecord>,
+    pub status: u16,
+    /// The error code of a failed request.
+    pub error: Option<&'static str>,
+    pub usage: Usage,
+    pub ttfb_ms: Option<u64>,
+    pub duration_ms: u64,
+}
+
+impl AuditRecord {
+    /// A record for a request that arrived now.
+    pub fn start(surface: &'static str) -> AuditRecord {
+        let time_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        AuditRecord { audit: "request", time_unix_ms, surface, ..AuditRecord::default() }
+    }
+
+    /// The JSON line (no trailing newline).
+    pub fn to_line(&self) -> String {
+        // Serialising plain strings and numbers cannot fail; an empty object is the fallback.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+/// Where audit lines go.
+pub trait AuditSink: Send + Sync {
+    /// Queue one line; false if it was dropped.
+    fn write(&self, line: String) -> bool;
+}
+
+/// Standard output, through a writer thread.
+pub struct StdoutSink {
+    sender: SyncSender<String>,
+}
+
+impl StdoutSink {
+    /// Start the writer thread (start-up).
+    pub fn start() -> StdoutSink {
+        let (sender, receiver) = sync_channel::<String>(QUEUE_LINES);
+        let spawned = std::thread::Builder::new().name("byollm-audit".into()).spawn(move || {
+            let stdout = std::io::stdout();
+            while let Ok(line) = receiver.recv() {
+                let mut out = stdout.lock();
+                let _ = out.write_all(line.as_bytes());
+                let _ = out.write_all(b"\n");
+                // Flush when nothing else is waiting, so lines appear promptly but in batches.
+                let mut pending = receiver.try_iter().peekable();
+                while let Some(line) = pending.next() {
+                    let _ = out.write_all(line.as_bytes());
+                    let _ = out.write_all(b"\n");
+                    if pending.peek().is_none() {
+                        break;
+                    }
+                }
+                let _ = out.flush();
+            }
+        });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "could not start the audit writer; audit lines will be dropped");
+        }
+        StdoutSink { sender }
+    }
+}
+
+impl AuditSink for StdoutSink {
+    fn write(&self, line: String) -> bool {
+        match self.sender.try_send(line) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// Lines kept in memory (tests).
+#[derive(Default)]
+pub struct MemorySink {
+    pub lines: Mutex<Vec<String>>,
+}
+
+impl AuditSink for MemorySink {
+    fn write(&self, line: String) -> bool {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        true
+    }
+}
+
+/// The audit trail: writes the line and feeds the metrics from the same record.
+#[derive(Clone)]
+pub struct Audit {
+    sink: Arc<dyn AuditSink>,
+    metrics: Arc<Metrics>,
+}
+
+impl Audit {
+    pub fn new(sink: Arc<dyn AuditSink>, metrics: Arc<Metrics>) -> Audit {
+        Audit { sink, metrics }
+    }
+
+    /// Record one finished request.
+    pub fn emit(&self, record: &AuditRecord) {
+        self.metrics.observe(record);
+        if !self.sink.write(record.to_line()) {
+            self.metrics.audit_dropped.inc("backlog");
+            tracing::warn!(
+                surface = record.surface,
+                status = record.status,
+                "audit line dropped: the writer fell behind"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_one_json_object_with_every_field() {
+        let mut record = AuditRecord::start("chat");
+        record.caller = Some("acme-worker".into());
+        record.team = Some("acme".into());
+        record.model = Some("claude-sonnet-4-5".into());
+        record.route = Some("anthropic".into());
+        record.upstream_model = Some("claude-sonnet-4-5-20250929".into());
+        record.status = 200;
+        record.usage.input_tokens = Some(10);
+        record.attempts.push(AttemptRecord {
+            route: "bedrock".into(),
+            upstream_model: "global.anthropic.claude-sonnet-4-5-20250929-v1:0".into(),
+            result: "access_denied",
+            status: Some(403),
+            code: Some("bedrock_access_denied"),
+        });
+        let line = record.to_line();
+        assert!(!line.contains('\n'));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["audit"], "request");
+        assert_eq!(value["surface"], "chat");
+        assert_eq!(value["attempts"][0]["result"], "access_denied");
+        assert_eq!(value["usage"]["input_tokens"], 10);
+        assert_eq!(value["usage"]["output_tokens"], serde_json::Value::Null);
+        for field in [
+            "time_unix_ms",
+            "id",
+            "caller",
+            "team",
+            "actor",
+            "principal",
+            "agent",
+            "run",
+            "model",
+            "stream",
+            "route",
+            "upstream_model",
+            "attempts",
+            "status",
+            "error",
+            "usage",
+            "ttfb_ms",
+            "duration_ms",
+        ] {
+            assert!(value.get(field).is_some(), "missing {field}");
+        }
+        assert_eq!(value.as_object().unwrap().len(), 20, "no field beyond the documented ones");
+    }
+
+    #[test]
+    fn emitting_writes_the_line_and_feeds_the_metrics() {
+        let sink = Arc::new(MemorySink::default());
+        let metrics = Arc::new(Metrics::default());
+        let audit = Audit::new(sink.clone(), metrics.clone());
+        let mut record = AuditRecord::start("chat");
+        record.model = Some("claude-haiku-4-5".into());
+        record.route = Some("bedrock".into());
+        record.status = 200;
+        record.usage.output_tokens = Some(5);
+        audit.emit(&record);
+        assert_eq!(sink.lines.lock().unwrap().len(), 1);
+        assert!(
+            metrics
+                .render()
+                .contains("byollm_tokens_total{model=\"claude-haiku-4-5\",route=\"bedrock\",kind=\"output\"} 5")
+        );
+    }
+
+    struct FullSink;
+    impl AuditSink for FullSink {
+        fn write(&self, _line: String) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_dropped_line_is_counted() {
+        let metrics = Arc::new(Metrics::default());
+        Audit::new(Arc::new(FullSink), metrics.clone()).emit(&AuditRecord::start("chat"));
+        assert_eq!(metrics.audit_dropped.get("backlog"), 1);
+    }
+}

@@ -1,0 +1,366 @@
+//! Routing: which upstreams serve a request for a public model, in which order, and what happens
+//! when one fails.
+//!
+//! Owns the routing policy (`[routing]` in the config, read by [`policy`]): per team, with per-agent
+//! overrides and defaults for every team, the models a scope may use and, per model, an ordered
+//! list of routes (Bedrock with an optional profile, region and role; the direct Anthropic API; a
+//! named OpenAI-compatible endpoint), and the provider-only switch that keeps Bedrock routes only.
+//! [`RoutingPolicy::resolve`] is the one function every surface (chat completions, Messages API,
+//! native routes) calls to turn (run, model) into routes. [`failover`] owns which failures move a
+//! request on to the next route and the per-route skip state that keeps a failing route from being
+//! hammered.
+//!
+//! Must never: do I/O on a request's behalf, know HTTP or axum, or see prompt text. Depends on
+//! `config` (models, teams, agents), `secret`, `principal` and the egress guard's policy type.
+
+pub mod failover;
+pub mod policy;
+pub mod reload;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+
+use crate::config::RoleArn;
+use crate::error::ApiError;
+
+pub use failover::{Attempt, AttemptOutcome, FailoverSettings, FailureClass, HealthKey, RouteHealth};
+pub use policy::{Endpoint, HttpUpstream, Layer, Mode, RoutingPolicy};
+
+/// A Bedrock route: `InvokeModel` on this id, signed with the run's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BedrockRoute {
+    /// The model id or inference profile (the `[models]` id unless the route names a profile).
+    pub model_id: String,
+    /// Overrides the team's region.
+    pub region: Option<String>,
+    /// Overrides the team's (or agent's) role.
+    pub role: Option<RoleArn>,
+}
+
+/// The direct Anthropic API, with this model id in the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnthropicRoute {
+    pub model: String,
+}
+
+/// A named OpenAI-compatible endpoint, with the request's model renamed to `model`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAiRoute {
+    pub endpoint: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    Bedrock(BedrockRoute),
+    Anthropic(AnthropicRoute),
+    OpenAi(OpenAiRoute),
+}
+
+impl Upstream {
+    /// `bedrock`, `anthropic` or `openai:<endpoint>`.
+    pub fn kind_label(&self) -> String {
+        match self {
+            Upstream::Bedrock(_) => "bedrock".into(),
+            Upstream::Anthropic(_) => "anthropic".into(),
+            Upstream::OpenAi(route) => format!("openai:{}", route.endpoint),
+        }
+    }
+
+    /// The model id the upstream is asked for.
+    pub fn upstream_model(&self) -> &str {
+        match self {
+            Upstream::Bedrock(route) => &route.model_id,
+            Upstream::Anthropic(route) => &route.model,
+            Upstream::OpenAi(route) => &route.model,
+        }
+    }
+
+    pub fn is_bedrock(&self) -> bool {
+        matches!(self, Upstream::Bedrock(_))
+    }
+}
+
+/// One way to serve a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Unique within its list; bounded by the configuration (it becomes a header value and a
+    /// metric label): `bedrock`, `anthropic`, `openai:<endpoint>`, with `#2`, `#3` for repeats.
+    pub label: String,
+    pub upstream: Upstream,
+}
+
+/// Whose policy applies: the run's team and agent. `team: None` is `byollm local` (the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteScope<'a> {
+    pub team: Option<&'a str>,
+    pub agent: Option<&'a str>,
+}
+
+/// The routes for one request, in the order to try them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub model: String,
+    pub routes: Vec<Route>,
+    /// The team is provider-only (non-Bedrock routes were dropped).
+    pub provider_only: bool,
+    /// How many routes provider-only dropped.
+    pub dropped: usize,
+}
+
+/// Why a model cannot be served to a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    UnknownModel { model: String },
+    NotAllowed { model: String, team: Option<String>, agent: Option<String> },
+    NoRoute { model: String },
+}
+
+impl From<RouteError> for ApiError {
+    fn from(error: RouteError) -> ApiError {
+        match error {
+            RouteError::UnknownModel { model } => ApiError::not_found(
+                "model_not_found",
+                format!("model {model:?} is not served here; GET /v1/models lists the models you may use"),
+            )
+            .with_param("model"),
+            RouteError::NotAllowed { model, team, agent } => {
+                let who = match (team, agent) {
+                    (Some(team), Some(agent)) => format!("agent {agent:?} of team {team:?}"),
+                    (Some(team), None) => format!("team {team:?}"),
+                    _ => "this gateway".into(),
+                };
+                ApiError::forbidden(
+                    "model_not_allowed",
+                    format!(
+                        "{who} may not use model {model:?}: the routing policy does not list it (ask the team's admin)"
+                    ),
+                )
+                .with_param("model")
+            }
+            RouteError::NoRoute { model } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "no_route",
+                format!("model {model:?} has no Bedrock route and the team is provider-only"),
+            )
+            .with_param("model"),
+        }
+    }
+}
+
+impl RoutingPolicy {
+    fn layers<'a>(&'a self, scope: RouteScope<'_>) -> [Option<&'a Layer>; 3] {
+        let team = scope.team.and_then(|t| self.teams.get(t));
+        let agent = team.and_then(|t| scope.agent.and_then(|a| t.agents.get(a)));
+        [agent, team.map(|t| &t.layer), Some(&self.default)]
+    }
+
+    /// The models `scope` may use and has a route for, in name order.
+    pub fn allowed_models(&self, scope: RouteScope<'_>) -> Vec<String> {
+        self.known_models().filter(|model| self.resolve(scope, model).is_ok()).map(str::to_owned).collect()
+    }
+
+    fn is_known(&self, model: &str) -> bool {
+        self.bedrock_models.contains_key(model) || self.endpoint_models.contains_key(model)
+    }
+
+    /// The ordered routes `scope` may use for `model`: the agent's routes for it, else the team's,
+    /// else the defaults', else the built-in one (the `[models]` Bedrock id, or the endpoint that
+    /// serves the model). A provider-only team keeps only Bedrock routes.
+    pub fn resolve(&self, scope: RouteScope<'_>, model: &str) -> Result<Resolution, RouteError> {
+        if !self.is_known(model) {
+            return Err(RouteError::UnknownModel { model: model.to_owned() });
+        }
+        let layers = self.layers(scope);
+        let allowed = layers.iter().flatten().all(|layer| layer.models.as_ref().is_none_or(|set| set.contains(model)));
+        if !allowed {
+            return Err(RouteError::NotAllowed {
+                model: model.to_owned(),
+                team: scope.team.map(str::to_owned),
+                agent: scope.agent.map(str::to_owned),
+            });
+        }
+        let routes = layers
+            .iter()
+            .flatten()
+            .find_map(|layer| layer.routes.get(model).cloned())
+            .unwrap_or_else(|| self.builtin_routes(model));
+        let provider_only = layers.iter().flatten().find_map(|layer| layer.provider_only).unwrap_or(false);
+        let total = routes.len();
+        let routes: Vec<Route> =
+            if provider_only { routes.into_iter().filter(|r| r.upstream.is_bedrock()).collect() } else { routes };
+        if routes.is_empty() {
+            return Err(RouteError::NoRoute { model: model.to_owned() });
+        }
+        let dropped = total - routes.len();
+        Ok(Resolution { model: model.to_owned(), routes, provider_only, dropped })
+    }
+
+    fn builtin_routes(&self, model: &str) -> Vec<Route> {
+        let upstream = match (self.bedrock_models.get(model), self.endpoint_models.get(model)) {
+            (Some(id), _) => Upstream::Bedrock(BedrockRoute { model_id: id.clone(), region: None, role: None }),
+            (None, Some(endpoint)) => {
+                Upstream::OpenAi(OpenAiRoute { endpoint: endpoint.clone(), model: model.to_owned() })
+            }
+            (None, None) => return Vec::new(),
+        };
+        vec![Route { label: upstream.kind_label(), upstream }]
+    }
+}
+
+/// The policy in force and the per-route failure state, shared by every request. The policy is
+/// swapped whole on reload; requests in flight keep the one they started with.
+pub struct Routing {
+    policy: RwLock<Arc<RoutingPolicy>>,
+    pub health: RouteHealth,
+}
+
+impl Routing {
+    pub fn new(policy: RoutingPolicy) -> Routing {
+        let health = RouteHealth::new(policy.failover);
+        Routing { policy: RwLock::new(Arc::new(policy)), health }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<RoutingPolicy> {
+        match self.policy.read() {
+            Ok(policy) => policy.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Put a new policy in force; the failure state is kept for routes that still exist.
+    pub fn replace(&self, policy: RoutingPolicy) {
+        self.health.set_settings(policy.failover);
+        let policy = Arc::new(policy);
+        match self.policy.write() {
+            Ok(mut slot) => *slot = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+    }
+}
+
+impl Routing {
+    /// Start serving `model` for `scope`: resolve its routes ([`RoutingPolicy::resolve`]) and
+    /// order them by their recent failures. Every surface drives the answer through the returned
+    /// [`Failover`]:
+    ///
+    /// ```text
+    /// let mut failover = routing.start(scope, model)?;
+    /// while let Some(route) = failover.next_route() {
+    ///     match call(&route).await {               // up to the first byte of an answer
+    ///         Ok(answer) => { failover.served(&route); return relay(answer) }
+    ///         Err((class, error)) => if let Some(stop) = failover.failed(&route, class, error) { return Err(stop) }
+    ///     }
+    /// }
+    /// Err(failover.exhausted())
+    /// ```
+    pub fn start(&self, scope: RouteScope<'_>, model: &str) -> Result<Failover<'_>, RouteError> {
+        let policy = self.policy();
+        let resolution = policy.resolve(scope, model)?;
+        let plan = self.health.plan(scope, model, resolution.routes, Instant::now());
+        Ok(Failover {
+            health: &self.health,
+            team: scope.team.map(str::to_owned),
+            agent: scope.agent.map(str::to_owned),
+            model: resolution.model,
+            pending: plan.routes.into(),
+            skipped: plan.skipped,
+            attempts: Vec::new(),
+            provider_only_note: resolution.provider_only && resolution.dropped > 0,
+            policy,
+        })
+    }
+}
+
+/// One request's way through its routes: which to try next, what each attempt gave, and the
+/// error when none served. Failures are recorded in the per-route health as they happen.
+pub struct Failover<'a> {
+    health: &'a RouteHealth,
+    team: Option<String>,
+    agent: Option<String>,
+    model: String,
+    pending: VecDeque<Route>,
+    skipped: Vec<(Route, Duration)>,
+    attempts: Vec<Attempt>,
+    provider_only_note: bool,
+    /// The policy the request started with (endpoints and keys are read from it).
+    pub policy: Arc<RoutingPolicy>,
+}
+
+impl Failover<'_> {
+    fn key(&self, route: &Route) -> HealthKey {
+        HealthKey::new(
+            RouteScope { team: self.team.as_deref(), agent: self.agent.as_deref() },
+            &self.model,
+            &route.label,
+        )
+    }
+
+    /// The next route to try.
+    pub fn next_route(&mut self) -> Option<Route> {
+        self.pending.pop_front()
+    }
+
+    /// The routes still to try, in order.
+    pub fn pending(&self) -> impl Iterator<Item = &Route> {
+        self.pending.iter()
+    }
+
+    /// The route answered (its first byte is about to go to the client): no more failover.
+    /// Routes left out for their recent failures are listed after it.
+    pub fn served(&mut self, route: &Route) {
+        self.health.record_now(self.key(route), None);
+        self.attempts.push(Attempt {
+            route: route.label.clone(),
+            upstream_model: route.upstream.upstream_model().to_owned(),
+            outcome: AttemptOutcome::Served,
+        });
+        self.list_skipped();
+    }
+
+    fn list_skipped(&mut self) {
+        for (route, remaining) in std::mem::take(&mut self.skipped) {
+            self.attempts.push(Attempt {
+                route: route.label.clone(),
+                upstream_model: route.upstream.upstream_model().to_owned(),
+                outcome: AttemptOutcome::Skipped { remaining },
+            });
+        }
+    }
+
+    /// The route failed before answering. Returns the error to send when this failure ends the
+    /// request (the request itself is at fault); `None` to go on with the next route.
+    pub fn failed(&mut self, route: &Route, class: FailureClass, error: ApiError) -> Option<ApiError> {
+        self.health.record_now(self.key(route), Some(class));
+        tracing::info!(route = %route.label, class = class.as_str(), code = error.code, "route failed");
+        let stop = (!class.fails_over()).then(|| error.clone());
+        self.attempts.push(Attempt {
+            route: route.label.clone(),
+            upstream_model: route.upstream.upstream_model().to_owned(),
+            outcome: AttemptOutcome::Failed { class, error },
+        });
+        stop
+    }
+
+    /// Every route failed or was skipped: the one error listing them.
+    pub fn exhausted(&mut self) -> ApiError {
+        self.list_skipped();
+        failover::all_failed(&self.model, &self.attempts, self.provider_only_note)
+    }
+
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,553 @@
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+
+use super::failover::{
+    AttemptOutcome, HealthKey, all_failed, by_status, classify_anthropic, classify_bedrock, classify_openai,
+    skip_period,
+};
+use super::policy::MapSecrets;
+use super::*;
+use crate::config::Config;
+
+const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+const HASH2: &str = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752";
+const SONNET: &str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0";
+const HAIKU: &str = "global.anthropic.claude-haiku-4-5-20251001-v1:0";
+
+fn base_config(routing: &str) -> String {
+    format!(
+        r#"
+dev = true
+[[callers]]
+name = "acme-worker"
+key_sha256 = "{HASH}"
+team = "acme"
+[[callers]]
+name = "other-worker"
+key_sha256 = "{HASH2}"
+team = "other"
+[[teams]]
+uid = "acme"
+[[teams.agents]]
+name = "reviewer"
+role_arn = "arn:aws:iam::123456789012:role/byollm-acme-reviewer"
+[models.claude-sonnet-4-5]
+id = "{SONNET}"
+[models.claude-haiku-4-5]
+id = "{HAIKU}"
+{routing}
+"#
+    )
+}
+
+fn secrets() -> MapSecrets {
+    MapSecrets(BTreeMap::from([
+        ("ANTHROPIC_KEY".to_owned(), "sk-ant-api03-secret-value".to_owned()),
+        ("OPENROUTER_KEY".to_owned(), "sk-or-v1-secret-value".to_owned()),
+    ]))
+}
+
+fn load_mode(routing: &str, mode: Mode) -> Result<RoutingPolicy, Vec<(String, String)>> {
+    let config = Config::from_toml(&base_config(routing)).expect("base config is valid");
+    RoutingPolicy::from_config(&config, mode, &secrets())
+        .map_err(|errors| errors.into_iter().map(|e| (e.path, e.message)).collect())
+}
+
+fn load(routing: &str) -> RoutingPolicy {
+    load_mode(routing, Mode::Hosted).unwrap_or_else(|errors| panic!("policy should load: {errors:?}"))
+}
+
+fn scope<'a>(team: &'a str, agent: Option<&'a str>) -> RouteScope<'a> {
+    RouteScope { team: Some(team), agent }
+}
+
+/// `label=upstream model` of each route.
+fn routes_of(policy: &RoutingPolicy, scope: RouteScope, model: &str) -> Vec<String> {
+    policy
+        .resolve(scope, model)
+        .map(|r| r.routes.iter().map(|route| format!("{}={}", route.label, route.upstream.upstream_model())).collect())
+        .unwrap_or_else(|error| vec![format!("{error:?}")])
+}
+
+const POLICY: &str = r#"
+[routing.anthropic]
+api_key_env = "ANTHROPIC_KEY"
+
+[routing.endpoints.openrouter]
+base_url = "https://openrouter.ai/api/v1"
+api_key_env = "OPENROUTER_KEY"
+models = ["z-ai/glm-4.6"]
+
+[routing.default.routes]
+"claude-haiku-4-5" = [{ bedrock = {} }, { openai = { endpoint = "openrouter", model = "anthropic/claude-haiku-4.5" } }]
+
+[routing.teams.acme]
+models = ["claude-sonnet-4-5", "claude-haiku-4-5", "z-ai/glm-4.6"]
+[routing.teams.acme.routes]
+"claude-sonnet-4-5" = [
+  { bedrock = { profile = "eu.anthropic.claude-sonnet-4-5-20250929-v1:0", region = "eu-west-1" } },
+  { bedrock = {} },
+  { anthropic = { model = "claude-sonnet-4-5-20250929" } },
+]
+[routing.teams.acme.agents.reviewer]
+models = ["claude-sonnet-4-5"]
+routes."claude-sonnet-4-5" = [{ anthropic = {} }]
+
+[routing.teams.other]
+provider_only = true
+"#;
+
+#[test]
+fn without_a_policy_every_model_has_its_bedrock_route() {
+    let policy = load("");
+    assert_eq!(routes_of(&policy, scope("acme", None), "claude-sonnet-4-5"), [format!("bedrock={SONNET}")]);
+    assert_eq!(routes_of(&policy, RouteScope::default(), "claude-haiku-4-5"), [format!("bedrock={HAIKU}")]);
+    assert_eq!(policy.allowed_models(scope("acme", None)), ["claude-haiku-4-5", "claude-sonnet-4-5"]);
+    assert_eq!(
+        policy.resolve(scope("acme", None), "gpt-4o").unwrap_err(),
+        RouteError::UnknownModel { model: "gpt-4o".into() }
+    );
+    assert_eq!(policy.anthropic.base_url.as_ref().map(url::Url::as_str), Some("https://api.anthropic.com/"));
+    assert!(policy.anthropic.key.is_none());
+}
+
+#[test]
+fn resolution_follows_agent_then_team_then_defaults() {
+    let policy = load(POLICY);
+    let cases: Vec<(RouteScope, &str, Vec<String>)> = vec![
+        (
+            scope("acme", None),
+            "claude-sonnet-4-5",
+            vec![
+                "bedrock=eu.anthropic.claude-sonnet-4-5-20250929-v1:0".into(),
+                format!("bedrock#2={SONNET}"),
+                "anthropic=claude-sonnet-4-5-20250929".into(),
+            ],
+        ),
+        // The agent's own routes; the anthropic model defaults to the public name.
+        (scope("acme", Some("reviewer")), "claude-sonnet-4-5", vec!["anthropic=claude-sonnet-4-5".into()]),
+        // The agent narrows the team's models.
+        (
+            scope("acme", Some("reviewer")),
+            "claude-haiku-4-5",
+            vec!["NotAllowed { model: \"claude-haiku-4-5\", team: Some(\"acme\"), agent: Some(\"reviewer\") }".into()],
+        ),
+        // An agent without its own layer inherits the team's.
+        (
+            scope("acme", Some("builder")),
+            "claude-haiku-4-5",
+            vec![format!("bedrock={HAIKU}"), "openai:openrouter=anthropic/claude-haiku-4.5".into()],
+        ),
+        // The defaults' routes for a team without its own.
+        (
+            scope("acme", None),
+            "claude-haiku-4-5",
+            vec![format!("bedrock={HAIKU}"), "openai:openrouter=anthropic/claude-haiku-4.5".into()],
+        ),
+        // A model only an endpoint serves.
+        (scope("acme", None), "z-ai/glm-4.6", vec!["openai:openrouter=z-ai/glm-4.6".into()]),
+        // Provider-only keeps Bedrock routes only.
+        (scope("other", None), "claude-haiku-4-5", vec![format!("bedrock={HAIKU}")]),
+        (scope("other", None), "z-ai/glm-4.6", vec!["NoRoute { model: \"z-ai/glm-4.6\" }".into()]),
+        // A team the policy does not name gets the defaults.
+        (scope("newteam", None), "claude-sonnet-4-5", vec![format!("bedrock={SONNET}")]),
+    ];
+    for (scope, model, expected) in cases {
+        assert_eq!(routes_of(&policy, scope, model), expected, "{scope:?} {model}");
+    }
+    let other = policy.resolve(scope("other", None), "claude-haiku-4-5").unwrap();
+    assert!(other.provider_only);
+    assert_eq!(other.dropped, 1);
+    let sonnet = policy.resolve(scope("acme", None), "claude-sonnet-4-5").unwrap();
+    let Upstream::Bedrock(first) = &sonnet.routes[0].upstream else { panic!("bedrock first") };
+    assert_eq!(first.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(
+        policy.allowed_models(scope("acme", Some("reviewer"))),
+        ["claude-sonnet-4-5"],
+        "agent models intersect the team's"
+    );
+}
+
+#[test]
+fn secrets_are_resolved_and_never_printed() {
+    let policy = load(POLICY);
+    assert_eq!(policy.anthropic.key.as_ref().map(|k| k.expose()), Some("sk-ant-api03-secret-value"));
+    assert_eq!(policy.endpoints["openrouter"].http.key.as_ref().map(|k| k.expose()), Some("sk-or-v1-secret-value"));
+    let debug = format!("{policy:?}");
+    assert!(!debug.contains("secret-value"), "{debug}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key");
+    std::fs::write(&file, "sk-from-file\n").unwrap();
+    let policy = load(&format!("[routing.anthropic]\napi_key_file = {:?}\n", file.display().to_string()));
+    assert_eq!(policy.anthropic.key.as_ref().map(|k| k.expose()), Some("sk-from-file"));
+}
+
+#[test]
+fn every_bad_field_is_reported_by_path() {
+    let text = r#"
+[routing]
+surprise = 1
+[routing.failover]
+skip_secs = 0
+[routing.anthropic]
+api_key_env = "MISSING_VAR"
+api_key_file = "/nonexistent"
+base_url = "http://api.anthropic.com"
+[routing.endpoints.local]
+base_url = "https://169.254.169.254/v1"
+[routing.endpoints.nourl]
+api_key_env = "OPENROUTER_KEY"
+[routing.endpoints.both]
+per_request = true
+base_url = "https://example.com/v1"
+[routing.endpoints.clash]
+base_url = "https://example.com/v1"
+models = ["claude-sonnet-4-5"]
+[routing.teams.acme]
+models = ["claude-sonnet-4-5", "gpt-9"]
+colour = "red"
+[routing.teams.acme.routes]
+"claude-sonnet-4-5" = [
+  { bedrock = { region = "Mars", role = "arn:aws:iam::1:role/x", profile = "not a model" } },
+  { openai = { endpoint = "nowhere" } },
+  { anthropic = {}, bedrock = {} },
+  { azure = {} },
+]
+"claude-haiku-4-5" = []
+"unknown-model" = [{ bedrock = {} }]
+[routing.teams.acme.agents.reviewer]
+provider_only = true
+models = ["claude-haiku-4-5"]
+[routing.endpoints.glm]
+base_url = "https://api.z.ai/v1"
+models = ["glm-4.6"]
+[routing.default.routes]
+"glm-4.6" = [{ bedrock = { profile = "global.anthropic.claude-sonnet-4-5-20250929-v1:0" } }]
+[routing.teams.acme.agents.ghost]
+[routing.teams.ghost-team]
+[routing.teams.other]
+provider_only = true
+models = ["claude-sonnet-4-5"]
+routes."claude-sonnet-4-5" = [{ anthropic = {} }]
+"#;
+    let errors = load_mode(text, Mode::Hosted).unwrap_err();
+    let paths: Vec<&str> = errors.iter().map(|(path, _)| path.as_str()).collect();
+    for expected in [
+        "routing.surprise",
+        "routing.failover.skip_secs",
+        "routing.anthropic.api_key_file",
+        "routing.anthropic.base_url",
+        "routing.endpoints.local.base_url",
+        "routing.endpoints.nourl.base_url",
+        "routing.endpoints.both.base_url",
+        "routing.endpoints.clash.models",
+        "routing.teams.acme.models",
+        "routing.teams.acme.colour",
+        "routing.teams.acme.routes.claude-sonnet-4-5[0].bedrock.region",
+        "routing.teams.acme.routes.claude-sonnet-4-5[0].bedrock.role",
+        "routing.teams.acme.routes.claude-sonnet-4-5[0].bedrock.profile",
+        "routing.teams.acme.routes.claude-sonnet-4-5[1].openai.endpoint",
+        "routing.teams.acme.routes.claude-sonnet-4-5[2]",
+        "routing.teams.acme.routes.claude-sonnet-4-5[3]",
+        "routing.teams.acme.routes.claude-haiku-4-5",
+        "routing.teams.acme.routes.unknown-model",
+        "routing.teams.acme.agents.reviewer.provider_only",
+        "routing.teams.acme.agents.ghost",
+        "routing.teams.ghost-team",
+        "routing.teams.other.routes.claude-sonnet-4-5",
+        "routing.default.routes.\"glm-4.6\"[0].bedrock",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {errors:#?}");
+    }
+    let metadata = errors.iter().find(|(p, _)| p == "routing.endpoints.local.base_url").unwrap();
+    assert!(metadata.1.contains("metadata"), "{metadata:?}");
+    assert!(!errors.iter().any(|(_, message)| message.contains("secret-value")));
+}
+
+#[test]
+fn agent_models_must_be_among_the_teams() {
+    let errors = load_mode(
+        "[routing.teams.acme]\nmodels = [\"claude-sonnet-4-5\"]\n[routing.teams.acme.agents.reviewer]\nmodels = [\"claude-haiku-4-5\"]\n",
+        Mode::Hosted,
+    )
+    .unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "routing.teams.acme.agents.reviewer.models");
+}
+
+#[test]
+fn upstream_addresses_follow_the_mode() {
+    let loopback = "[routing.endpoints.ollama]\nbase_url = \"http://127.0.0.1:11434/v1\"\nmodels = [\"llama3.1:8b\"]\n";
+    let errors = load_mode(loopback, Mode::Hosted).unwrap_err();
+    assert_eq!(errors[0].0, "routing.endpoints.ollama.base_url");
+    let policy = load_mode(loopback, Mode::Local).unwrap();
+    assert_eq!(routes_of(&policy, RouteScope::default(), "llama3.1:8b"), ["openai:ollama=llama3.1:8b"]);
+
+    let internal = "[routing.endpoints.litellm]\nbase_url = \"http://10.0.0.7:4000\"\nallow_http = true\nallow_private_network = true\n";
+    assert!(load_mode(internal, Mode::Hosted).is_ok());
+    let metadata = "[routing.endpoints.x]\nbase_url = \"http://169.254.169.254\"\nallow_http = true\nallow_private_network = true\n";
+    for mode in [Mode::Hosted, Mode::Local] {
+        assert_eq!(load_mode(metadata, mode).unwrap_err()[0].0, "routing.endpoints.x.base_url", "{mode:?}");
+    }
+}
+
+#[test]
+fn failure_table_is_valid_data() {
+    let text = include_str!("failures.toml");
+    let value: toml::Table = toml::from_str(text).unwrap();
+    assert!(value["bedrock"].as_table().unwrap().len() >= 15);
+    // Every class named in the file is one the code knows.
+    for section in ["bedrock", "anthropic", "openai_status"] {
+        for (code, class) in value[section].as_table().unwrap() {
+            let parsed: Result<FailureClass, _> = class.clone().try_into();
+            assert!(parsed.is_ok(), "{section}.{code} = {class}");
+        }
+    }
+}
+
+#[test]
+fn failures_are_classed_from_the_data() {
+    use FailureClass::*;
+    let bedrock = [
+        ("AccessDeniedException", 403, AccessDenied),
+        ("accessDeniedException", 403, AccessDenied),
+        ("com.amazon.coral.service#ThrottlingException", 429, Throttled),
+        ("ServiceQuotaExceededException", 400, Quota),
+        ("ResourceNotFoundException", 404, ModelUnavailable),
+        ("ModelNotReadyException", 429, ModelUnavailable),
+        ("InternalServerException", 500, Upstream),
+        ("ServiceUnavailableException", 503, Upstream),
+        ("ModelTimeoutException", 408, Timeout),
+        ("ExpiredTokenException", 403, Credentials),
+        ("ValidationException", 400, Request),
+        ("SomethingNewException", 502, Upstream),
+        ("SomethingNewException", 400, Request),
+    ];
+    for (code, status, expected) in bedrock {
+        assert_eq!(classify_bedrock(code, status), expected, "{code}");
+    }
+    let anthropic = [
+        ("overloaded_error", 529, Upstream),
+        ("rate_limit_error", 429, Throttled),
+        ("authentication_error", 401, Credentials),
+        ("permission_error", 403, AccessDenied),
+        ("not_found_error", 404, ModelUnavailable),
+        ("billing_error", 402, Quota),
+        ("invalid_request_error", 400, Request),
+        ("request_too_large", 413, Request),
+        ("new_error", 503, Upstream),
+    ];
+    for (kind, status, expected) in anthropic {
+        assert_eq!(classify_anthropic(kind, status), expected, "{kind}");
+    }
+    for (status, expected) in [
+        (400, Request),
+        (401, Credentials),
+        (402, Quota),
+        (404, ModelUnavailable),
+        (422, Request),
+        (429, Throttled),
+        (500, Upstream),
+        (504, Timeout),
+        (418, Request),
+        (599, Upstream),
+    ] {
+        assert_eq!(classify_openai(status), expected, "{status}");
+    }
+    assert!(!Request.fails_over());
+    for class in
+        [Credentials, AccessDenied, ModelUnavailable, Throttled, Quota, Upstream, Timeout, Unreachable, Refused]
+    {
+        assert!(class.fails_over() && class.counts_against_route(), "{class:?}");
+    }
+    assert!(ClientKey.fails_over() && !ClientKey.counts_against_route());
+    assert_eq!(by_status(409), Request);
+}
+
+#[test]
+fn skip_periods_double_jitter_and_stay_bounded() {
+    let settings = FailoverSettings {
+        skip_after: 3,
+        skip_base: Duration::from_secs(10),
+        skip_max: Duration::from_secs(60),
+        max_tracked: 10,
+    };
+    assert_eq!(skip_period(&settings, 2, 0.9), Duration::ZERO);
+    assert_eq!(skip_period(&settings, 3, 0.0), Duration::from_secs(5));
+    assert_eq!(skip_period(&settings, 3, 1.0), Duration::from_secs(10));
+    assert_eq!(skip_period(&settings, 4, 1.0), Duration::from_secs(20));
+    assert_eq!(skip_period(&settings, 5, 1.0), Duration::from_secs(40));
+    assert_eq!(skip_period(&settings, 6, 1.0), Duration::from_secs(60));
+    assert_eq!(skip_period(&settings, u32::MAX, 1.0), Duration::from_secs(60));
+    for draw in 0..100 {
+        let period = skip_period(&settings, 4, f64::from(draw) / 100.0);
+        assert!(period >= Duration::from_secs(10) && period <= Duration::from_secs(20), "{period:?}");
+    }
+    let unit = failover::jitter_unit();
+    assert!((0.0..1.0).contains(&unit));
+}
+
+fn route(label: &str) -> Route {
+    Route { label: label.into(), upstream: Upstream::Anthropic(AnthropicRoute { model: "m".into() }) }
+}
+
+fn labels(plan: &failover::Plan) -> (Vec<&str>, Vec<&str>) {
+    (
+        plan.routes.iter().map(|r| r.label.as_str()).collect(),
+        plan.skipped.iter().map(|(r, _)| r.label.as_str()).collect(),
+    )
+}
+
+#[test]
+fn a_route_that_keeps_failing_is_skipped_for_a_while() {
+    let settings = FailoverSettings {
+        skip_after: 2,
+        skip_base: Duration::from_secs(10),
+        skip_max: Duration::from_secs(60),
+        max_tracked: 100,
+    };
+    let health = RouteHealth::new(settings);
+    let acme = scope("acme", None);
+    let now = Instant::now();
+    let routes = vec![route("bedrock"), route("anthropic")];
+    let key = |s: RouteScope, label: &str| HealthKey::new(s, "m", label);
+
+    health.record(key(acme, "bedrock"), Some(FailureClass::Throttled), now, 0.5);
+    assert_eq!(labels(&health.plan(acme, "m", routes.clone(), now)), (vec!["bedrock", "anthropic"], vec![]));
+    // Request-caused failures do not count, nor does a key the request brought.
+    health.record(key(acme, "bedrock"), Some(FailureClass::Request), now, 0.5);
+    health.record(key(acme, "bedrock"), Some(FailureClass::ClientKey), now, 0.5);
+    health.record(key(acme, "bedrock"), Some(FailureClass::ClientKey), now, 0.5);
+    assert_eq!(labels(&health.plan(acme, "m", routes.clone(), now)).1, Vec::<&str>::new());
+    health.record(key(acme, "bedrock"), Some(FailureClass::AccessDenied), now, 0.5);
+    let plan = health.plan(acme, "m", routes.clone(), now);
+    assert_eq!(labels(&plan), (vec!["anthropic"], vec!["bedrock"]));
+    assert_eq!(plan.skipped[0].1, Duration::from_millis(7500));
+    // Another team's routes are not affected.
+    assert_eq!(labels(&health.plan(scope("other", None), "m", routes.clone(), now)).1, Vec::<&str>::new());
+    // After the period, the route is tried again.
+    let later = now + Duration::from_secs(8);
+    assert_eq!(labels(&health.plan(acme, "m", routes.clone(), later)).0, ["bedrock", "anthropic"]);
+    // When every route is skipped, the one coming back first is still tried.
+    health.record(key(acme, "anthropic"), Some(FailureClass::Upstream), now, 0.9);
+    health.record(key(acme, "anthropic"), Some(FailureClass::Upstream), now, 0.9);
+    assert_eq!(labels(&health.plan(acme, "m", routes.clone(), now)), (vec!["bedrock"], vec!["anthropic"]));
+    // A success clears the state.
+    health.record(key(acme, "bedrock"), None, now, 0.0);
+    assert_eq!(labels(&health.plan(acme, "m", routes, now)), (vec!["bedrock"], vec!["anthropic"]));
+    assert_eq!(health.tracked(), 1);
+}
+
+#[test]
+fn failure_state_is_bounded() {
+    let settings = FailoverSettings {
+        skip_after: 1,
+        skip_base: Duration::from_secs(10),
+        skip_max: Duration::from_secs(10),
+        max_tracked: 3,
+    };
+    let health = RouteHealth::new(settings);
+    let now = Instant::now();
+    for index in 0..10 {
+        let team = format!("team{index}");
+        health.record(HealthKey::new(scope(&team, None), "m", "bedrock"), Some(FailureClass::Upstream), now, 0.0);
+    }
+    assert_eq!(health.tracked(), 3);
+    // Once their periods are over, old entries make room.
+    let later = now + Duration::from_secs(11);
+    health.record(HealthKey::new(scope("fresh", None), "m", "bedrock"), Some(FailureClass::Upstream), later, 0.0);
+    assert_eq!(health.tracked(), 1);
+}
+
+fn failed(route: &str, error: ApiError, class: FailureClass) -> Attempt {
+    Attempt { route: route.into(), upstream_model: "m".into(), outcome: AttemptOutcome::Failed { class, error } }
+}
+
+#[test]
+fn when_every_route_fails_one_error_lists_each_attempt() {
+    let denied = ApiError::forbidden("bedrock_access_denied", "the AWS identity may not call bedrock:InvokeModel");
+    let throttled = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "bedrock_throttled", "slow down")
+        .with_retry_after(2);
+    let overloaded = ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "anthropic_overloaded", "Overloaded");
+
+    // One route: its own error, as before routing existed (plus the provider-only note).
+    let single =
+        all_failed("claude-sonnet-4-5", &[failed("bedrock", denied.clone(), FailureClass::AccessDenied)], true);
+    assert_eq!((single.status, single.code), (StatusCode::FORBIDDEN, "bedrock_access_denied"));
+    assert!(
+        single.message.contains("bedrock:InvokeModel") && single.message.contains("provider-only"),
+        "{}",
+        single.message
+    );
+
+    let attempts = [
+        failed("bedrock", denied, FailureClass::AccessDenied),
+        failed("anthropic", overloaded, FailureClass::Upstream),
+        Attempt {
+            route: "openai:openrouter".into(),
+            upstream_model: "m".into(),
+            outcome: AttemptOutcome::Skipped { remaining: Duration::from_secs(12) },
+        },
+    ];
+    let error = all_failed("claude-sonnet-4-5", &attempts, false);
+    assert_eq!((error.status, error.code), (StatusCode::BAD_GATEWAY, "all_routes_failed"));
+    assert_eq!(
+        error.message,
+        "every route for model \"claude-sonnet-4-5\" failed: bedrock: 403 bedrock_access_denied (the AWS identity may not call bedrock:InvokeModel); anthropic: 502 anthropic_overloaded (Overloaded); openai:openrouter: skipped, failing recently (retried in 12s)"
+    );
+
+    let limited = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "anthropic_rate_limited", "later")
+        .with_retry_after(7);
+    let error = all_failed(
+        "m",
+        &[failed("bedrock", throttled, FailureClass::Throttled), failed("anthropic", limited, FailureClass::Throttled)],
+        false,
+    );
+    assert_eq!(
+        (error.status, error.code, error.retry_after),
+        (StatusCode::TOO_MANY_REQUESTS, "all_routes_throttled", Some(7))
+    );
+}
+
+#[test]
+fn a_new_policy_replaces_the_old_one_whole() {
+    let routing = Routing::new(load(""));
+    let before = routing.policy();
+    assert_eq!(routes_of(&before, scope("acme", None), "claude-sonnet-4-5"), [format!("bedrock={SONNET}")]);
+    routing.replace(load(POLICY));
+    assert_eq!(
+        routes_of(&routing.policy(), scope("acme", Some("reviewer")), "claude-sonnet-4-5"),
+        ["anthropic=claude-sonnet-4-5"]
+    );
+    // A request that started before keeps its policy.
+    assert_eq!(routes_of(&before, scope("acme", Some("reviewer")), "claude-sonnet-4-5"), [format!("bedrock={SONNET}")]);
+}
+
+#[test]
+fn a_failover_walks_the_routes_and_stops_on_a_request_fault() {
+    let routing = Routing::new(load(POLICY));
+    let acme = scope("acme", None);
+    let denied = ApiError::forbidden("bedrock_access_denied", "no");
+    let invalid = ApiError::invalid_request("messages", "bedrock_validation_error", "bad");
+
+    let mut failover = routing.start(acme, "claude-sonnet-4-5").unwrap();
+    assert_eq!(failover.pending().count(), 3);
+    let first = failover.next_route().unwrap();
+    assert_eq!(failover.failed(&first, FailureClass::AccessDenied, denied), None, "fails over");
+    let second = failover.next_route().unwrap();
+    assert_eq!(second.label, "bedrock#2");
+    let stop = failover.failed(&second, FailureClass::Request, invalid.clone());
+    assert_eq!(stop, Some(invalid), "the request's own fault is returned as it is, not retried");
+    assert_eq!(failover.attempts().len(), 2);
+
+    let mut failover = routing.start(acme, "claude-sonnet-4-5").unwrap();
+    while let Some(route) = failover.next_route() {
+        let error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_error", "down", "down");
+        assert!(failover.failed(&route, FailureClass::Upstream, error).is_none());
+    }
+    assert_eq!(failover.exhausted().code, "all_routes_failed");
+    assert!(routing.start(acme, "gpt-4o").is_err());
+}

@@ -1,0 +1,415 @@
+//! The HTTP client for endpoints an admin or a request names (the direct Anthropic API,
+//! OpenAI-compatible servers), behind the egress guard.
+//!
+//! Every new connection resolves its host through [`egress::resolve`] and connects only to the
+//! addresses it approved (pinned: a second DNS answer cannot move the connection elsewhere); pooled
+//! connections were all made that way. Redirects are never followed (a 3xx is a failure), and every
+//! answer is bounded: connect timeout, a total deadline covering headers and body (streams
+//! included), an idle limit between chunks, and a byte budget. Errors never carry the URL or a key.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::client::{POOL_IDLE_TIMEOUT, tls_config};
+use super::egress::{self, EgressError, EgressPolicy};
+use crate::error::ApiError;
+
+/// Longest silence between two chunks of an answer.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long and how much an upstream may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub connect_timeout: Duration,
+    /// From sending the request to the last byte of the answer.
+    pub total_timeout: Duration,
+    pub max_response_bytes: u64,
+}
+
+/// Why a call to a direct endpoint failed before an answer could be read. Never holds the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectError {
+    /// The egress guard refused the URL or the addresses its host resolves to.
+    Refused(EgressError),
+    /// The endpoint answered with a redirect, which is not followed.
+    Redirect(u16),
+    /// No connection could be made (refused, TLS failure, unreachable).
+    Unreachable,
+    /// Connect, total or idle time ran out.
+    Timeout,
+    /// The answer is larger than the endpoint's `max_response_bytes`.
+    TooLarge,
+    /// The connection broke before the answer was complete.
+    Cut,
+    /// The request could not be built (a bug of ours).
+    Internal,
+}
+
+impl fmt::Display for DirectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DirectError::Refused(error) => write!(f, "{error}"),
+            DirectError::Redirect(status) => {
+                write!(f, "the upstream answered a redirect ({status}), which the gateway does not follow")
+            }
+            DirectError::Unreachable => f.write_str("could not connect to the upstream"),
+            DirectError::Timeout => f.write_str("the upstream did not answer in time"),
+            DirectError::TooLarge => f.write_str("the upstream's answer is larger than its max_response_bytes"),
+            DirectError::Cut => f.write_str("the connection to the upstream broke before the answer was complete"),
+            DirectError::Internal => f.write_str("the upstream request could not be built"),
+        }
+    }
+}
+
+impl std::error::Error for DirectError {}
+
+impl DirectError {
+    /// The error for the client; `upstream` names the endpoint as the configuration does
+    /// (`the Anthropic API`, `endpoint "openrouter"`), never by its URL.
+    pub fn to_api_error(&self, upstream: &str) -> ApiError {
+        let message = format!("{upstream}: {self}");
+        match self {
+            DirectError::Refused(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "egress_refused", message)
+            }
+            DirectError::Redirect(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_redirect", message)
+            }
+            DirectError::Unreachable => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unreachable", message)
+            }
+            DirectError::Timeout => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout", message)
+            }
+            DirectError::TooLarge => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_answer_too_large", message)
+            }
+            DirectError::Cut => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_stream_cut", message)
+            }
+            DirectError::Internal => ApiError::internal("the upstream request could not be built"),
+        }
+    }
+}
+
+/// Why the connector failed; the HTTP client wraps it, [`DirectError`] is read back from it.
+#[derive(Debug)]
+enum ConnectError {
+    Refused(EgressError),
+    Timeout,
+    Unreachable,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Refused(error) => write!(f, "{error}"),
+            ConnectError::Timeout => f.write_str("connect timed out"),
+            ConnectError::Unreachable => f.write_str("connect failed"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// A TCP connector that resolves through the egress guard and connects only to what it approved.
+#[derive(Clone)]
+struct PinnedConnector {
+    policy: EgressPolicy,
+    connect_timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for PinnedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let policy = self.policy;
+        let connect_timeout = self.connect_timeout;
+        Box::pin(async move {
+            let host = uri.host().ok_or(ConnectError::Refused(EgressError::InvalidUrl))?;
+            let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+            let port = uri.port_u16().unwrap_or(default_port);
+            let addresses = egress::resolve(host, port, policy).await.map_err(ConnectError::Refused)?;
+            let mut failure = ConnectError::Unreachable;
+            for address in addresses {
+                match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = stream.set_nodelay(true);
+                        return Ok(TokioIo::new(stream));
+                    }
+                    Ok(Err(_)) => failure = ConnectError::Unreachable,
+                    Err(_) => failure = ConnectError::Timeout,
+                }
+            }
+            Err(failure)
+        })
+    }
+}
+
+type PinnedClient = Client<HttpsConnector<PinnedConnector>, Full<Bytes>>;
+
+/// One request to a direct endpoint.
+#[derive(Debug)]
+pub struct DirectRequest<'a> {
+    /// The full URL to POST to (base URL plus the API path).
+    pub url: &'a url::Url,
+    pub policy: EgressPolicy,
+    pub limits: Limits,
+    /// Content type, keys and API headers, as the endpoint wants them.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// An answer whose headers arrived; the body is read within the call's limits.
+#[derive(Debug)]
+pub struct DirectResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: BoundedBody,
+}
+
+/// A response body read within a deadline, an idle limit and a byte budget.
+#[derive(Debug)]
+pub struct BoundedBody {
+    incoming: Incoming,
+    deadline: Instant,
+    remaining: u64,
+}
+
+impl BoundedBody {
+    /// The next chunk, `None` at the end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, DirectError> {
+        loop {
+            let wait = self.deadline.saturating_duration_since(Instant::now()).min(IDLE_TIMEOUT);
+            let frame = match tokio::time::timeout(wait, self.incoming.frame()).await {
+                Err(_) => return Err(DirectError::Timeout),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(_))) => return Err(DirectError::Cut),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            let size = data.len() as u64;
+            if size > self.remaining {
+                return Err(DirectError::TooLarge);
+            }
+            self.remaining -= size;
+            return Ok(Some(data));
+        }
+    }
+
+    /// The whole body, at most `max` bytes (and within the call's budget).
+    pub async fn read_all(mut self, max: usize) -> Result<Bytes, DirectError> {
+        self.remaining = self.remaining.min(max as u64);
+        let mut out = BytesMut::new();
+        while let Some(chunk) = self.chunk().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    }
+}
+
+/// Pooled clients, one per egress policy and connect timeout (a handful, set by configuration).
+#[derive(Default)]
+pub struct DirectClient {
+    clients: Mutex<HashMap<(EgressPolicy, Duration), PinnedClient>>,
+}
+
+impl DirectClient {
+    pub fn new() -> DirectClient {
+        DirectClient::default()
+    }
+
+    fn client(&self, policy: EgressPolicy, connect_timeout: Duration) -> PinnedClient {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry((policy, connect_timeout))
+            .or_insert_with(|| {
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls_config())
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(PinnedConnector { policy, connect_timeout });
+                Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                    .build(connector)
+            })
+            .clone()
+    }
+
+    /// POST the request; returns once the answer's headers arrived. A redirect is an error.
+    pub async fn post(&self, request: DirectRequest<'_>) -> Result<DirectResponse, DirectError> {
+        let url = egress::check_url(request.url.as_str(), request.policy).map_err(DirectError::Refused)?;
+        let deadline = Instant::now() + request.limits.total_timeout;
+        let uri: Uri = url.as_str().parse().map_err(|_| DirectError::Refused(EgressError::InvalidUrl))?;
+        let mut builder = Request::builder().method(Method::POST).uri(uri);
+        if let Some(headers) = builder.headers_mut() {
+            *headers = request.headers;
+        }
+        let http_request = builder.body(Full::new(request.body)).map_err(|_| DirectError::Internal)?;
+        let client = self.client(request.policy, request.limits.connect_timeout);
+        let response = match tokio::time::timeout_at(deadline, client.request(http_request)).await {
+            Err(_) => return Err(DirectError::Timeout),
+            Ok(Err(error)) => return Err(from_client_error(&error)),
+            Ok(Ok(response)) => response,
+        };
+        let (parts, incoming) = response.into_parts();
+        if parts.status.is_redirection() {
+            return Err(DirectError::Redirect(parts.status.as_u16()));
+        }
+        Ok(DirectResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: BoundedBody { incoming, deadline, remaining: request.limits.max_response_bytes },
+        })
+    }
+}
+
+/// Read the connector's error back out of the HTTP client's.
+fn from_client_error(error: &hyper_util::client::legacy::Error) -> DirectError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(current) = source {
+        if let Some(connect) = current.downcast_ref::<ConnectError>() {
+            return match connect {
+                ConnectError::Refused(refused) => DirectError::Refused(refused.clone()),
+                ConnectError::Timeout => DirectError::Timeout,
+                ConnectError::Unreachable => DirectError::Unreachable,
+            };
+        }
+        source = current.source();
+    }
+    if error.is_connect() { DirectError::Unreachable } else { DirectError::Cut }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        connect_timeout: Duration::from_secs(2),
+        total_timeout: Duration::from_secs(5),
+        max_response_bytes: 1 << 20,
+    };
+
+    /// A one-shot HTTP server on loopback answering `response` to the first request.
+    async fn server(response: &'static str) -> (url::Url, tokio::task::JoinHandle<Vec<u8>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}/v1/chat/completions", listener.local_addr().unwrap())).unwrap();
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut received = vec![0u8; 4096];
+            let n = stream.read(&mut received).await.unwrap();
+            received.truncate(n);
+            stream.write_all(response.as_bytes()).await.unwrap();
+            let _ = stream.shutdown().await;
+            received
+        });
+        (url, task)
+    }
+
+    fn request(url: &url::Url, policy: EgressPolicy) -> DirectRequest<'_> {
+        DirectRequest { url, policy, limits: LIMITS, headers: HeaderMap::new(), body: Bytes::from_static(b"{}") }
+    }
+
+    #[tokio::test]
+    async fn hosted_mode_never_connects_to_loopback_local_mode_does() {
+        let (url, task) = server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        let client = DirectClient::new();
+        let hosted = client.post(request(&url, EgressPolicy::Hosted { allow_http: true })).await.unwrap_err();
+        assert_eq!(hosted, DirectError::Refused(EgressError::Address(egress::AddressClass::Loopback)));
+        let response = client.post(request(&url, EgressPolicy::Local)).await.unwrap();
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(response.body.read_all(1024).await.unwrap(), Bytes::from_static(b"ok"));
+        let received = String::from_utf8(task.await.unwrap()).unwrap();
+        assert!(received.starts_with("POST /v1/chat/completions HTTP/1.1"), "{received}");
+    }
+
+    #[tokio::test]
+    async fn host_names_are_resolved_through_the_guard() {
+        let (url, _task) = server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        let mut named = url.clone();
+        named.set_host(Some("localhost")).unwrap();
+        let client = DirectClient::new();
+        let error = client.post(request(&named, EgressPolicy::Private { allow_http: false })).await.unwrap_err();
+        assert!(matches!(error, DirectError::Refused(EgressError::Scheme { .. })), "{error:?}");
+        let error = client.post(request(&named, EgressPolicy::Hosted { allow_http: true })).await.unwrap_err();
+        assert_eq!(error, DirectError::Refused(EgressError::Address(egress::AddressClass::Loopback)));
+        assert!(client.post(request(&named, EgressPolicy::Private { allow_http: true })).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let (url, _task) =
+            server("HTTP/1.1 307 Temporary Redirect\r\nlocation: http://169.254.169.254/\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        let error = DirectClient::new().post(request(&url, EgressPolicy::Local)).await.unwrap_err();
+        assert_eq!(error, DirectError::Redirect(307));
+        assert!(!error.to_string().contains("169.254"));
+    }
+
+    #[tokio::test]
+    async fn answers_are_bounded_in_size_and_time() {
+        let (url, _task) = server("HTTP/1.1 200 OK\r\ncontent-length: 2000\r\n\r\n").await;
+        let response = DirectClient::new().post(request(&url, EgressPolicy::Local)).await.unwrap();
+        // Headers came, the promised body never does: the total deadline (or a cut) ends it.
+        let started = std::time::Instant::now();
+        let error = response.body.read_all(1 << 20).await.unwrap_err();
+        assert!(matches!(error, DirectError::Cut | DirectError::Timeout), "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(6));
+
+        let big: &'static str =
+            Box::leak(format!("HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n{}", "x".repeat(5000)).into_boxed_str());
+        let (url, _task) = server(big).await;
+        let response = DirectClient::new().post(request(&url, EgressPolicy::Local)).await.unwrap();
+        assert_eq!(response.body.read_all(1000).await.unwrap_err(), DirectError::TooLarge);
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let _keep = tokio::spawn(async move {
+            let (_stream, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let limits = Limits { total_timeout: Duration::from_millis(300), ..LIMITS };
+        let request = DirectRequest { limits, ..request(&url, EgressPolicy::Local) };
+        assert_eq!(DirectClient::new().post(request).await.unwrap_err(), DirectError::Timeout);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let url = url::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+        assert_eq!(
+            DirectClient::new().post(request(&url, EgressPolicy::Local)).await.unwrap_err(),
+            DirectError::Unreachable
+        );
+    }
+}

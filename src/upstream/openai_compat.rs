@@ -1,0 +1,466 @@
+//! OpenAI-compatible endpoints (`POST <base>/chat/completions`: OpenRouter, LiteLLM, vLLM, Ollama,
+//! internal gateways), behind the egress guard.
+//!
+//! The client's request passes through with its `model` renamed to the endpoint's; answers and
+//! streams are relayed byte for byte, read only for their usage. To account usage on a stream the
+//! call asks for `stream_options.include_usage`; when the client had not, the usage-only chunk is
+//! left out of the relay so the client sees what it asked for. The key (configured, or the
+//! request's `x-byollm-endpoint-key`) is sent as a bearer token for this call only; errors never
+//! carry it or the URL.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+
+use super::direct::{DirectClient, DirectError, DirectRequest, Limits};
+use super::egress::EgressPolicy;
+use super::sse::{SseEvent, SseReader};
+use crate::error::ApiError;
+use crate::secret::Secret;
+
+/// Largest error body read.
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// The request body for the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedBody {
+    pub body: Bytes,
+    pub stream: bool,
+    /// The client asked for the usage chunk itself.
+    pub client_wants_usage: bool,
+}
+
+/// Why a body or a call failed. Holds no key and no URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenAiFailure {
+    /// The client's body is not what a chat completion request looks like.
+    Body(&'static str),
+    Transport(DirectError),
+    /// The endpoint answered an error status; `message` is its own, with the key scrubbed.
+    Api {
+        status: u16,
+        code: Option<String>,
+        message: String,
+        retry_after: Option<u64>,
+    },
+}
+
+impl fmt::Display for OpenAiFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenAiFailure::Body(what) => f.write_str(what),
+            OpenAiFailure::Transport(error) => write!(f, "{error}"),
+            OpenAiFailure::Api { status, message, .. } => write!(f, "the endpoint answered {status}: {message}"),
+        }
+    }
+}
+
+impl OpenAiFailure {
+    /// The error for the client. `endpoint` is the endpoint's configured name; `key_from_request`:
+    /// the key came in `x-byollm-endpoint-key`.
+    pub fn to_api_error(&self, endpoint: &str, model: &str, key_from_request: bool) -> ApiError {
+        let upstream = format!("endpoint {endpoint:?}");
+        let (status, code, message, retry_after) = match self {
+            OpenAiFailure::Body(what) => return ApiError::invalid_request("body", "invalid_body", *what),
+            OpenAiFailure::Transport(error) => return error.to_api_error(&upstream),
+            OpenAiFailure::Api { status, code, message, retry_after } => (*status, code, message, *retry_after),
+        };
+        let code_note = code.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default();
+        match status {
+            429 => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "endpoint_rate_limited",
+                format!(
+                    "{upstream} is rate limiting requests to {model}; retry after a short wait ({message}){code_note}"
+                ),
+            )
+            .with_retry_after(retry_after.unwrap_or(2)),
+            401 | 403 if key_from_request => ApiError::invalid_request(
+                "x-byollm-endpoint-key",
+                "endpoint_key_refused",
+                format!("{upstream} refused the key in x-byollm-endpoint-key"),
+            ),
+            401 | 403 => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "endpoint_key_refused",
+                format!("{upstream} refused the gateway's key: the operator must replace it"),
+            ),
+            402 => ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "billing_error",
+                "endpoint_billing",
+                format!("{upstream} cannot charge this request ({message})"),
+            ),
+            404 => ApiError::not_found(
+                "endpoint_model_not_found",
+                format!("{upstream} does not serve {model} ({message}){code_note}"),
+            ),
+            500..=599 => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "endpoint_error",
+                format!("{upstream} failed with {status} ({message})"),
+            ),
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "endpoint_invalid_request",
+                format!("{upstream} refused the request: {message}{code_note}"),
+            ),
+        }
+    }
+}
+
+fn raw(text: String) -> Result<Box<RawValue>, OpenAiFailure> {
+    RawValue::from_string(text).map_err(|_| OpenAiFailure::Body("the request body could not be encoded"))
+}
+
+/// The client's body with `model` renamed, and `stream_options.include_usage` on for streams.
+/// Only the top level (and `stream_options`) is parsed; the rest passes through as raw JSON.
+pub fn prepare_body(client_body: &[u8], model: &str) -> Result<PreparedBody, OpenAiFailure> {
+    let mut fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(client_body)
+        .map_err(|_| OpenAiFailure::Body("the request body is not a JSON object"))?;
+    let stream = match fields.get("stream") {
+        None => false,
+        Some(value) => match value.get() {
+            "true" => true,
+            "false" | "null" => false,
+            _ => return Err(OpenAiFailure::Body("stream must be true or false")),
+        },
+    };
+    fields.insert("model".into(), raw(serde_json::to_string(model).map_err(|_| OpenAiFailure::Body("model"))?)?);
+    let mut client_wants_usage = false;
+    if stream {
+        let mut options: BTreeMap<String, Box<RawValue>> = match fields.get("stream_options") {
+            Some(value) if value.get() != "null" => serde_json::from_str(value.get())
+                .map_err(|_| OpenAiFailure::Body("stream_options must be an object"))?,
+            _ => BTreeMap::new(),
+        };
+        client_wants_usage = options.get("include_usage").is_some_and(|v| v.get() == "true");
+        options.insert("include_usage".into(), raw("true".into())?);
+        let options = serde_json::to_string(&options).map_err(|_| OpenAiFailure::Body("stream_options"))?;
+        fields.insert("stream_options".into(), raw(options)?);
+    }
+    let body = serde_json::to_vec(&fields).map_err(|_| OpenAiFailure::Body("the request body could not be encoded"))?;
+    Ok(PreparedBody { body: Bytes::from(body), stream, client_wants_usage })
+}
+
+/// Token counts as the endpoint reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct UsageWire {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<PromptDetails>,
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    reasoning_tokens: Option<u64>,
+}
+
+/// The parts of a completion or chunk read for accounting; everything else is skipped unbuilt.
+#[derive(Deserialize)]
+struct Accounting {
+    usage: Option<UsageWire>,
+    choices: Option<Vec<IgnoredAny>>,
+}
+
+impl From<UsageWire> for TokenUsage {
+    fn from(wire: UsageWire) -> TokenUsage {
+        TokenUsage {
+            prompt_tokens: wire.prompt_tokens,
+            completion_tokens: wire.completion_tokens,
+            cached_tokens: wire.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            reasoning_tokens: wire.completion_tokens_details.and_then(|d| d.reasoning_tokens),
+        }
+    }
+}
+
+/// The usage of a `chat.completion` JSON body, if it reports one.
+pub fn usage_of(body: &[u8]) -> Option<TokenUsage> {
+    serde_json::from_slice::<Accounting>(body).ok()?.usage.map(TokenUsage::from)
+}
+
+/// An answer that started.
+#[derive(Debug)]
+pub enum OpenAiAnswer {
+    /// The `chat.completion` JSON, read whole, relayed as is.
+    Completion {
+        body: Bytes,
+        usage: Option<TokenUsage>,
+    },
+    Stream(OpenAiStream),
+}
+
+/// A streamed answer, relayed event by event.
+#[derive(Debug)]
+pub struct OpenAiStream {
+    sse: SseReader,
+    tracker: UsageTracker,
+}
+
+impl OpenAiStream {
+    /// The next event's bytes, as received; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, DirectError> {
+        loop {
+            let Some(event) = self.sse.next().await? else { return Ok(None) };
+            if self.tracker.account(&event) {
+                continue;
+            }
+            return Ok(Some(event.raw));
+        }
+    }
+
+    pub fn usage(&self) -> Option<TokenUsage> {
+        self.tracker.usage
+    }
+
+    /// `[DONE]` arrived.
+    pub fn finished(&self) -> bool {
+        self.tracker.finished
+    }
+}
+
+/// Reads usage from stream events and says which event to leave out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UsageTracker {
+    client_wants_usage: bool,
+    usage: Option<TokenUsage>,
+    finished: bool,
+}
+
+impl UsageTracker {
+    pub fn new(client_wants_usage: bool) -> UsageTracker {
+        UsageTracker { client_wants_usage, ..UsageTracker::default() }
+    }
+
+    /// Read the event's usage; true when the event is the usage-only chunk the client did not ask
+    /// for.
+    pub fn account(&mut self, event: &SseEvent) -> bool {
+        if event.data.as_ref() == b"[DONE]" {
+            self.finished = true;
+            return false;
+        }
+        let Ok(accounting) = serde_json::from_slice::<Accounting>(&event.data) else { return false };
+        let Some(usage) = accounting.usage else { return false };
+        self.usage = Some(usage.into());
+        !self.client_wants_usage && accounting.choices.is_some_and(|c| c.is_empty())
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+}
+
+/// Read an error answer. The endpoint's message is kept (it tells the client what to fix) with any
+/// copy of the key or the URL scrubbed; a refused key gets our own words.
+pub fn failure_from_body(status: u16, headers: &HeaderMap, body: &[u8], secrets: &[&str]) -> OpenAiFailure {
+    let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let (message, code) = match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(envelope) => {
+            let code = envelope.error.code.and_then(|c| match c {
+                serde_json::Value::String(s) => Some(s),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            });
+            (envelope.error.message, code)
+        }
+        Err(_) => (format!("HTTP {status}"), None),
+    };
+    let message = if status == 401 || status == 403 {
+        "the endpoint refused the key".to_owned()
+    } else {
+        let mut message: String = message.chars().take(512).collect();
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            message = message.replace(secret, "[redacted]");
+        }
+        message
+    };
+    let code = code.filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    OpenAiFailure::Api { status, code, message, retry_after }
+}
+
+/// One call.
+#[derive(Debug)]
+pub struct OpenAiCall<'a> {
+    /// The endpoint's base URL (`…/v1`); `/chat/completions` is appended.
+    pub base_url: &'a url::Url,
+    pub key: Option<&'a Secret>,
+    pub policy: EgressPolicy,
+    pub limits: Limits,
+    pub body: PreparedBody,
+}
+
+/// The `<base>/chat/completions` URL.
+pub fn completions_url(base_url: &url::Url) -> url::Url {
+    let mut url = base_url.clone();
+    let path = format!("{}/chat/completions", base_url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url
+}
+
+/// Send one chat completion call; returns once the answer started.
+pub async fn send(client: &DirectClient, call: OpenAiCall<'_>) -> Result<OpenAiAnswer, OpenAiFailure> {
+    let url = completions_url(call.base_url);
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let accept = if call.body.stream { "text/event-stream" } else { "application/json" };
+    headers.insert(ACCEPT, HeaderValue::from_static(accept));
+    if let Some(key) = call.key {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            .map_err(|_| OpenAiFailure::Body("the endpoint key is not a valid header value"))?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    let stream = call.body.stream;
+    let client_wants_usage = call.body.client_wants_usage;
+    let request = DirectRequest { url: &url, policy: call.policy, limits: call.limits, headers, body: call.body.body };
+    let response = client.post(request).await.map_err(OpenAiFailure::Transport)?;
+    if response.status != StatusCode::OK {
+        let status = response.status.as_u16();
+        let headers = response.headers;
+        let body = response.body.read_all(MAX_ERROR_BYTES).await.unwrap_or_default();
+        let key = call.key.map(Secret::expose).unwrap_or_default();
+        return Err(failure_from_body(status, &headers, &body, &[key, call.base_url.as_str()]));
+    }
+    if stream {
+        let sse = SseReader::new(response.body);
+        return Ok(OpenAiAnswer::Stream(OpenAiStream { sse, tracker: UsageTracker::new(client_wants_usage) }));
+    }
+    let limit = usize::try_from(call.limits.max_response_bytes).unwrap_or(usize::MAX);
+    let body = response.body.read_all(limit).await.map_err(OpenAiFailure::Transport)?;
+    let usage = usage_of(&body);
+    Ok(OpenAiAnswer::Completion { body, usage })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::sse::SseParser;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn the_model_is_renamed_and_usage_asked_for_on_streams() {
+        let client = json!({"model": "glm", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.2});
+        let prepared = prepare_body(client.to_string().as_bytes(), "z-ai/glm-4.6").unwrap();
+        assert!(!prepared.stream);
+        let body: Value = serde_json::from_slice(&prepared.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"model": "z-ai/glm-4.6", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.2})
+        );
+
+        let streamed =
+            json!({"model": "glm", "messages": [], "stream": true, "stream_options": {"include_obfuscation": false}});
+        let prepared = prepare_body(streamed.to_string().as_bytes(), "z-ai/glm-4.6").unwrap();
+        assert!(prepared.stream && !prepared.client_wants_usage);
+        let body: Value = serde_json::from_slice(&prepared.body).unwrap();
+        assert_eq!(body["stream_options"], json!({"include_obfuscation": false, "include_usage": true}));
+
+        let asked = json!({"model": "glm", "messages": [], "stream": true, "stream_options": {"include_usage": true}});
+        assert!(prepare_body(asked.to_string().as_bytes(), "x").unwrap().client_wants_usage);
+        for bad in [&b"[]"[..], br#"{"stream":"yes"}"#, br#"{"stream":true,"stream_options":3}"#] {
+            assert!(prepare_body(bad, "x").is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    fn stream_of(text: &str, client_wants_usage: bool) -> (Vec<String>, Option<TokenUsage>, bool) {
+        let mut parser = SseParser::default();
+        parser.push(text.as_bytes());
+        let mut tracker = UsageTracker::new(client_wants_usage);
+        let mut out = Vec::new();
+        while let Some(event) = parser.next_event().unwrap() {
+            if !tracker.account(&event) {
+                out.push(String::from_utf8(event.raw.to_vec()).unwrap());
+            }
+        }
+        (out, tracker.usage, tracker.finished)
+    }
+
+    const STREAM: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\
+data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":2},\"completion_tokens_details\":{\"reasoning_tokens\":1}}}\n\n\
+data: [DONE]\n\n";
+
+    #[test]
+    fn streams_are_relayed_unchanged_and_their_usage_read() {
+        let usage = Some(TokenUsage {
+            prompt_tokens: Some(9),
+            completion_tokens: Some(3),
+            cached_tokens: Some(2),
+            reasoning_tokens: Some(1),
+        });
+        let (events, read, finished) = stream_of(STREAM, true);
+        assert_eq!(events.concat(), STREAM);
+        assert_eq!((read, finished), (usage, true));
+        let (events, read, _) = stream_of(STREAM, false);
+        assert_eq!(events.len(), 2, "the usage chunk the client did not ask for is left out");
+        assert!(!events.concat().contains("prompt_tokens"));
+        assert_eq!(read, usage);
+    }
+
+    #[test]
+    fn completion_usage_is_read_without_building_the_body() {
+        let body = json!({"id": "x", "choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 4, "completion_tokens": 1}});
+        assert_eq!(
+            usage_of(body.to_string().as_bytes()),
+            Some(TokenUsage { prompt_tokens: Some(4), completion_tokens: Some(1), ..TokenUsage::default() })
+        );
+        assert_eq!(usage_of(b"{}"), None);
+    }
+
+    #[test]
+    fn errors_never_carry_the_key_or_url() {
+        let key = "sk-or-v1-abcdef0123456789";
+        let body = json!({"error": {"message": format!("bad model at https://gw.internal/v1 for {key}"), "type": "invalid_request_error", "code": "model_not_found"}});
+        let failure =
+            failure_from_body(404, &HeaderMap::new(), body.to_string().as_bytes(), &[key, "https://gw.internal/v1"]);
+        let OpenAiFailure::Api { status, code, message, .. } = &failure else { panic!("{failure:?}") };
+        assert_eq!((*status, code.as_deref()), (404, Some("model_not_found")));
+        assert!(!message.contains(key) && !message.contains("gw.internal"), "{message}");
+        let refused =
+            json!({"error": {"message": "Incorrect API key provided: sk-or-v1-ab***", "code": "invalid_api_key"}});
+        let failure = failure_from_body(401, &HeaderMap::new(), refused.to_string().as_bytes(), &[key]);
+        assert!(!failure.to_string().contains("sk-or"), "{failure}");
+    }
+
+    #[test]
+    fn the_completions_url_follows_the_base() {
+        for (base, expected) in [
+            ("https://openrouter.ai/api/v1", "https://openrouter.ai/api/v1/chat/completions"),
+            ("http://127.0.0.1:11434/v1/", "http://127.0.0.1:11434/v1/chat/completions"),
+        ] {
+            assert_eq!(completions_url(&url::Url::parse(base).unwrap()).as_str(), expected);
+        }
+    }
+}
