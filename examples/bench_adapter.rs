@@ -15,13 +15,13 @@
 //! 1. throughput at each `--concurrency` (closed loop, keep-alive), as a fraction of the floor;
 //! 2. latency at a fixed open-loop rate (`--rate`, 1,000 req/s by default: requests start on a
 //!    schedule whatever the answers do), and the gateway's added p50/p99 over the floor's;
-//! 3. the gateway's CPU time per request (user + system from `/proc/<pid>/stat`), at saturation
-//!    and at the fixed rate;
+//! 3. the gateway's CPU time per request (from `/proc/<pid>/task/*/schedstat`, nanoseconds; else
+//!    `/proc/<pid>/stat` ticks), at saturation and at the fixed rate;
 //! 4. memory: resident set at start (idle), and with `--slow-streams` (1,000) streams open at once
 //!    (each a 4-second answer, one event every 100 ms), as bytes per open stream.
 //!
-//! `--compare-bin PATH` adds a second byollm binary (e.g. a build before a change) to the same
-//! run; `--gateways cloud` or `--gateways local` measures one mode; `--modes json|stream` one mode;
+//! `--compare-bin PATH[,PATH…]` adds more byollm binaries (e.g. builds before a change) to the
+//! same run; `--gateways cloud` or `--gateways local` measures one mode; `--modes json|stream` one mode;
 //! `--litellm off` skips LiteLLM (which takes no part in the open-loop and memory phases: it could
 //! not keep up).
 //!
@@ -91,10 +91,10 @@ struct Args {
     /// byollm modes to measure: cloud (`byollm serve`) and/or local (`byollm local`).
     #[arg(long, value_delimiter = ',', default_value = "cloud,local")]
     gateways: Vec<String>,
-    /// A second byollm binary to measure side by side (e.g. a build before a change), run as the
-    /// first of --gateways.
-    #[arg(long)]
-    compare_bin: Option<PathBuf>,
+    /// More byollm binaries to measure side by side (e.g. builds before a change), comma-separated,
+    /// each run as the first of --gateways.
+    #[arg(long, value_delimiter = ',')]
+    compare_bin: Vec<PathBuf>,
     /// Cap on requests recorded per closed-loop phase.
     #[arg(long, default_value_t = 500_000)]
     max_requests: u64,
@@ -107,6 +107,14 @@ struct Args {
     /// Streams held open at once in the memory phase (0 skips it).
     #[arg(long, default_value_t = 1000)]
     slow_streams: usize,
+    /// Count mode, for instruction-level profiles: exactly this many requests per mode, one at a
+    /// time, through each byollm (no floor, no LiteLLM, no timed phases); then every byollm is
+    /// stopped with SIGTERM so a profiler wrapped around it (--wrap) can write its output.
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// A command prefix for starting byollm, e.g. "valgrind --tool=callgrind --callgrind-out-file=cg.%p".
+    #[arg(long, allow_hyphen_values = true)]
+    wrap: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -216,6 +224,7 @@ fn main() -> Result<(), String> {
         }
     }
 
+    let wrap: Vec<String> = args.wrap.as_deref().unwrap_or_default().split_whitespace().map(str::to_owned).collect();
     let fake = start_fake()?;
     let sts = start_fake_sts()?;
     let mut paths = vec![Path {
@@ -237,19 +246,27 @@ fn main() -> Result<(), String> {
 
     let byollm_bin = common::byollm_bin()?;
     let mut servers = Vec::new();
-    let mut runs: Vec<(Gateway, PathBuf, &str)> = gateways.iter().map(|g| (*g, byollm_bin.clone(), "")).collect();
-    if let (Some(bin), Some(first)) = (&args.compare_bin, gateways.first()) {
-        runs.push((*first, bin.clone(), " (--compare-bin)"));
+    let mut runs: Vec<(Gateway, PathBuf)> = gateways.iter().map(|g| (*g, byollm_bin.clone())).collect();
+    let own_runs = runs.len();
+    if let Some(first) = gateways.first() {
+        for bin in &args.compare_bin {
+            runs.push((*first, bin.clone()));
+        }
     }
-    for (index, (gateway, bin, suffix)) in runs.iter().enumerate() {
+    for (index, (gateway, bin)) in runs.iter().enumerate() {
         let dir = work.path().join(format!("byollm-{index}"));
         let (server, addr) = match gateway {
-            Gateway::Cloud => start_byollm_cloud(bin, &dir, fake.addr, sts.addr)?,
-            Gateway::Local => start_byollm_local(bin, &dir, fake.addr)?,
+            Gateway::Cloud => start_byollm_cloud(bin, &wrap, &dir, fake.addr, sts.addr)?,
+            Gateway::Local => start_byollm_local(bin, &wrap, &dir, fake.addr)?,
         };
         let kind = if *gateway == Gateway::Cloud { "cloud" } else { "local" };
+        let name = if index < own_runs {
+            format!("byollm {kind}")
+        } else {
+            format!("byollm {kind} ({})", bin.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
+        };
         paths.push(Path {
-            name: format!("byollm {kind}{suffix}"),
+            name,
             addr,
             pid: Some(server.pid()),
             byollm: true,
@@ -259,6 +276,10 @@ fn main() -> Result<(), String> {
             idle_rss: rss_kib(server.pid()),
         });
         servers.push(server);
+    }
+
+    if args.count > 0 {
+        return count_requests(&args, &modes, &paths[1..], servers);
     }
 
     let master_key = master_key();
@@ -535,13 +556,17 @@ fn main() -> Result<(), String> {
     println!(
         "notes: added = path p50/p99 minus floor p50/p99 in the same phase (c=1 is the per-request overhead; at \
          higher concurrency it includes queueing); first byte = first event-stream frame (floor) or first SSE event \
-         (gateways); gateway CPU = user+system time of the gateway process tree per answered request (10 ms tick \
-         resolution); per open stream = (RSS with all streams open − RSS before) ÷ streams; the load client is 1 \
+         (gateways); gateway CPU = CPU time of the gateway process tree per answered request (schedstat); per open stream = (RSS with all streams open − RSS before) ÷ streams; the load client is 1 \
          thread and the fake 1 thread, both competing with the gateways for {} core(s).",
         cores()
     );
     let concurrency: Vec<String> = args.concurrency.iter().map(usize::to_string).collect();
-    let compare_arg = args.compare_bin.as_ref().map(|b| format!(" --compare-bin {}", b.display())).unwrap_or_default();
+    let compare_arg = if args.compare_bin.is_empty() {
+        String::new()
+    } else {
+        let bins: Vec<String> = args.compare_bin.iter().map(|b| b.display().to_string()).collect();
+        format!(" --compare-bin {}", bins.join(","))
+    };
     println!(
         "reproduce: cargo build --release && LITELLM_BIN={} cargo run --release --example bench_adapter -- --secs {secs} \
          --warmup-ms {} --repeats {repeats} --concurrency {} --modes {} --gateways {} --rate {} --rate-secs {rate_secs} \
@@ -556,6 +581,33 @@ fn main() -> Result<(), String> {
     );
     if let Some((server, _)) = litellm.as_mut() {
         let _ = server.child.kill();
+    }
+    Ok(())
+}
+
+/// Count mode: `--count` requests per mode through each byollm, one at a time, then SIGTERM.
+fn count_requests(args: &Args, modes: &[Mode], paths: &[Path], mut servers: Vec<Server>) -> Result<(), String> {
+    for path in paths {
+        for mode in modes {
+            let spec = if *mode == Mode::Json { path.json.clone() } else { path.stream.clone() };
+            let sample = run_load(path.addr, spec, 1, Duration::ZERO, Duration::from_secs(3600), args.count);
+            println!(
+                "{} {}: {} answered, {} errors{}",
+                path.name,
+                mode.name(),
+                sample.answered,
+                sample.errors,
+                sample.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default()
+            );
+        }
+    }
+    for server in &mut servers {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(server.pid().to_string()).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        while std::time::Instant::now() < deadline && matches!(server.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("byollm {} stopped: {:?}", server.pid(), server.child.try_wait());
     }
     Ok(())
 }
@@ -686,6 +738,37 @@ fn check_slow_sse(body: &[u8]) -> Result<(), String> {
 
 // ---- byollm and LiteLLM as child processes -------------------------------------------------------
 
+/// `bin`, or `bin` under the `--wrap` command prefix.
+fn byollm_command(bin: &std::path::Path, wrap: &[String]) -> std::process::Command {
+    match wrap.split_first() {
+        Some((program, prefix)) => {
+            let mut command = clean_command(std::path::Path::new(program));
+            command.args(prefix).arg(bin);
+            command
+        }
+        None => clean_command(bin),
+    }
+}
+
+/// How long a byollm may take to start (much longer under a profiler).
+fn start_timeout(wrap: &[String]) -> Duration {
+    Duration::from_secs(if wrap.is_empty() { 20 } else { 300 })
+}
+
+/// A key set generated before start, so that start-up does the same work on every run.
+fn generate_keys(bin: &std::path::Path, dir: &std::path::Path) -> Result<(), String> {
+    let status = clean_command(bin)
+        .arg("keys")
+        .arg("generate")
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    status.success().then_some(()).ok_or_else(|| format!("byollm keys generate failed: {status}"))
+}
+
 fn models_toml() -> String {
     format!("[models.bench]\nid = \"{MODEL_ID}\"\n[models.slow]\nid = \"{SLOW_MODEL_ID}\"\n")
 }
@@ -693,6 +776,7 @@ fn models_toml() -> String {
 /// `byollm local` with static keys in a temporary AWS profile.
 fn start_byollm_local(
     bin: &std::path::Path,
+    wrap: &[String],
     work: &std::path::Path,
     fake: SocketAddr,
 ) -> Result<(Server, SocketAddr), String> {
@@ -708,7 +792,7 @@ fn start_byollm_local(
     .map_err(|e| e.to_string())?;
     std::fs::write(&config, models_toml()).map_err(|e| e.to_string())?;
     let addr = free_addr();
-    let mut command = clean_command(bin);
+    let mut command = byollm_command(bin, wrap);
     command
         .arg("local")
         .arg("--config")
@@ -722,7 +806,7 @@ fn start_byollm_local(
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", format!("http://{fake}"));
     let mut server = Server::spawn(command, work.join("byollm.log")).map_err(|e| e.to_string())?;
-    server.wait_ready(addr, Some("byollm ready"), Duration::from_secs(20)).map_err(|e| format!("byollm: {e}"))?;
+    server.wait_ready(addr, Some("byollm ready"), start_timeout(wrap)).map_err(|e| format!("byollm: {e}"))?;
     Ok((server, addr))
 }
 
@@ -730,11 +814,13 @@ fn start_byollm_local(
 /// "assumes", and the fake Bedrock.
 fn start_byollm_cloud(
     bin: &std::path::Path,
+    wrap: &[String],
     work: &std::path::Path,
     fake: SocketAddr,
     sts: SocketAddr,
 ) -> Result<(Server, SocketAddr), String> {
     std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
+    generate_keys(bin, &work.join("jwks"))?;
     let config = work.join("byollm.toml");
     let addr = free_addr();
     std::fs::write(
@@ -750,10 +836,10 @@ fn start_byollm_cloud(
         ),
     )
     .map_err(|e| e.to_string())?;
-    let mut command = clean_command(bin);
+    let mut command = byollm_command(bin, wrap);
     command.arg("serve").arg("--config").arg(&config).env("AWS_EC2_METADATA_DISABLED", "true");
     let mut server = Server::spawn(command, work.join("byollm.log")).map_err(|e| e.to_string())?;
-    server.wait_ready(addr, Some("byollm ready"), Duration::from_secs(20)).map_err(|e| format!("byollm: {e}"))?;
+    server.wait_ready(addr, Some("byollm ready"), start_timeout(wrap)).map_err(|e| format!("byollm: {e}"))?;
     Ok((server, addr))
 }
 

@@ -602,19 +602,33 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// CPU time (user + system) of a process and its descendants, in seconds.
+/// CPU time (user + system) of a process and its descendants, in seconds: the nanosecond
+/// `schedstat` of every live thread (threads that ended no longer count, so a phase must not see
+/// threads come and go), else the 10 ms `stat` ticks.
 pub fn tree_cpu_secs(pid: u32) -> f64 {
-    let ticks_per_sec = 100.0; // USER_HZ on Linux
     tree_pids(pid)
         .into_iter()
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / ticks_per_sec)
+        .map(|pid| {
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+            let precise: Option<u64> = threads
+                .map(|task| {
+                    let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+                    stat.split_whitespace().next()?.parse::<u64>().ok()
+                })
+                .sum();
+            precise.map(|ns| ns as f64 / 1e9).or_else(|| stat_cpu_secs(pid)).unwrap_or(0.0)
         })
         .sum()
+}
+
+/// User + system time from `/proc/<pid>/stat` (10 ms ticks).
+fn stat_cpu_secs(pid: u32) -> Option<f64> {
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks_per_sec)
 }
 
 /// A process and all its descendants.

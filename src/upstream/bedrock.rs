@@ -26,7 +26,7 @@ use super::client::{HttpClient, http_client};
 use super::endpoint::Endpoints;
 use super::error::{BedrockFailure, failure_from_frame, failure_from_response};
 use super::eventstream::FrameDecoder;
-use super::signer::sign_request;
+use super::signer::Signer;
 use crate::broker::sts::AwsCredentials;
 
 /// Longest silence inside a stream before it is failed: 5 minutes, the limit Claude Code itself
@@ -95,6 +95,7 @@ pub struct RawResponse {
 pub struct BedrockClient {
     endpoints: Endpoints,
     http: HttpClient,
+    signer: Signer,
     /// Signing time; the system clock except in tests.
     now: fn() -> SystemTime,
 }
@@ -108,7 +109,12 @@ impl BedrockClient {
 
     /// With a fixed signing clock, for tests that compare signatures.
     pub fn with_clock(endpoint_url: Option<String>, now: fn() -> SystemTime) -> BedrockClient {
-        BedrockClient { endpoints: Endpoints::new(endpoint_url.as_deref()), http: http_client(), now }
+        BedrockClient {
+            endpoints: Endpoints::new(endpoint_url.as_deref()),
+            http: http_client(),
+            signer: Signer::new(),
+            now,
+        }
     }
 
     /// Signs and sends one request; any status is an `Ok` answer. Errors: the endpoint cannot be
@@ -145,7 +151,8 @@ impl BedrockClient {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        sign_request(&mut request, &body, credentials, region, (self.now)())
+        self.signer
+            .sign(&mut request, &body, credentials, region, (self.now)())
             .map_err(|error| BedrockFailure::new("SigningFailed", error.to_string()))?;
         // `host` is signed from the URI; hyper derives the same value.
         debug_assert!(request.headers().get(HOST).is_none());
