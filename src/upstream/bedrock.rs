@@ -227,6 +227,23 @@ struct PayloadPart<'a> {
     bytes: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// The `bytes` of a chunk payload in the exact shape Bedrock sends, `{"bytes":"<base64>"}` or
+/// `{"bytes":"<base64>","p":"<padding>"}` with no escapes, read without a JSON parser; anything
+/// else is `None` and goes through serde.
+fn chunk_bytes(payload: &[u8]) -> Option<&str> {
+    let rest = payload.strip_prefix(br#"{"bytes":""#)?;
+    let end = rest.iter().position(|b| *b == b'"' || *b == b'\\')?;
+    let (encoded, rest) = rest.split_at(end);
+    let tail = rest.strip_prefix(b"\"")?;
+    let plain = |text: &[u8]| !text.iter().any(|b| *b == b'"' || *b == b'\\' || *b < 0x20);
+    let well_formed = tail == b"}"
+        || tail.strip_prefix(br#","p":""#).and_then(|p| p.strip_suffix(br#""}"#)).is_some_and(plain);
+    if !well_formed {
+        return None;
+    }
+    std::str::from_utf8(encoded).ok()
+}
+
 /// An `InvokeModelWithResponseStream` answer, decoded as it is read.
 pub struct EventStream {
     body: Incoming,
@@ -266,8 +283,11 @@ impl EventStream {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => match (frame.message_type(), frame.event_type()) {
                     (Some("event"), Some("chunk")) => {
-                        let part: PayloadPart<'_> =
-                            serde_json::from_slice(frame.payload()).map_err(|_| BedrockFailure::stream_cut())?;
+                        let payload = frame.payload();
+                        let part: PayloadPart<'_> = match chunk_bytes(payload) {
+                            Some(encoded) => PayloadPart { bytes: Some(std::borrow::Cow::Borrowed(encoded)) },
+                            None => serde_json::from_slice(payload).map_err(|_| BedrockFailure::stream_cut())?,
+                        };
                         if let Some(encoded) = part.bytes {
                             self.event.clear();
                             base64::engine::general_purpose::STANDARD
@@ -341,6 +361,26 @@ impl EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_payloads_in_bedrocks_shape_skip_the_json_parser() {
+        assert_eq!(chunk_bytes(br#"{"bytes":"eyJ0eXBlIjoicGluZyJ9"}"#), Some("eyJ0eXBlIjoicGluZyJ9"));
+        assert_eq!(chunk_bytes(br#"{"bytes":"e30=","p":"abcdefgh"}"#), Some("e30="));
+        for other in [
+            &br#"{"bytes":"e3\/0="}"#[..],
+            br#"{"p":"x","bytes":"e30="}"#,
+            br#"{"bytes":"e30=","p":"a"b"}"#,
+            br#"{"bytes":"e30=","other":1}"#,
+            br#"{"bytes":"e30="} trailing"#,
+            br#" {"bytes":"e30="}"#,
+            br#"{"bytes":"e30="#,
+        ] {
+            assert_eq!(chunk_bytes(other), None, "{}", String::from_utf8_lossy(other));
+        }
+        // What the fast path leaves to serde still decodes.
+        let part: PayloadPart<'_> = serde_json::from_slice(br#"{"bytes":"e3\/0="}"#).unwrap();
+        assert_eq!(part.bytes.as_deref(), Some("e3/0="));
+    }
 
     #[test]
     fn model_ids_are_encoded_like_the_sdk_encodes_labels() {
