@@ -236,8 +236,8 @@ fn chunk_bytes(payload: &[u8]) -> Option<&str> {
     let (encoded, rest) = rest.split_at(end);
     let tail = rest.strip_prefix(b"\"")?;
     let plain = |text: &[u8]| !text.iter().any(|b| *b == b'"' || *b == b'\\' || *b < 0x20);
-    let well_formed = tail == b"}"
-        || tail.strip_prefix(br#","p":""#).and_then(|p| p.strip_suffix(br#""}"#)).is_some_and(plain);
+    let well_formed =
+        tail == b"}" || tail.strip_prefix(br#","p":""#).and_then(|p| p.strip_suffix(br#""}"#)).is_some_and(plain);
     if !well_formed {
         return None;
     }
