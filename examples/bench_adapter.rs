@@ -1,18 +1,29 @@
-//! Adapter benchmark: the same chat, three ways, against one fake Bedrock in this process:
+//! Adapter benchmark: the same chat, several ways, against one fake Bedrock in this process:
 //!
-//! * `floor`   client → fake Bedrock (the Anthropic body straight to `InvokeModel[WithResponseStream]`)
-//! * `byollm`  client → `byollm local` (release binary, static keys in a temporary AWS profile) → fake
-//! * `litellm` client → LiteLLM proxy (`bedrock/invoke/...`, static keys) → fake, when it is installed
+//! * `floor`         client → fake Bedrock (the Anthropic body straight to `InvokeModel[WithResponseStream]`)
+//! * `byollm cloud`  client → `byollm serve` (API key, run identity headers, the run's STS
+//!   credentials cached after the first call to a fake STS in this process) → fake
+//! * `byollm local`  client → `byollm local` (static keys in a temporary AWS profile) → fake
+//! * `litellm`       client → LiteLLM proxy (`bedrock/invoke/...`, static keys) → fake, when installed
 //!
 //! ```text
 //! cargo build --release && LITELLM_BIN=/path/to/litellm \
-//!     cargo run --release --example bench_adapter -- --secs 2 --repeats 3 --concurrency 1,16,64
+//!     cargo run --release --example bench_adapter -- --secs 2 --repeats 3
 //! ```
 //!
-//! `--compare-bin PATH` adds a second byollm binary (e.g. a build with a proposed fix) to the same
-//! run; `--modes json` or `--modes stream` runs one mode; `--litellm off` skips LiteLLM. Besides
-//! requests/s and latency it prints the gateway's CPU time per request (from `/proc/<pid>/stat`)
-//! and its peak RSS (`VmHWM`, summed over the LiteLLM process tree).
+//! One run reports, for both modes (`json`: non-streamed, `stream`: SSE):
+//! 1. throughput at each `--concurrency` (closed loop, keep-alive), as a fraction of the floor;
+//! 2. latency at a fixed open-loop rate (`--rate`, 1,000 req/s by default: requests start on a
+//!    schedule whatever the answers do), and the gateway's added p50/p99 over the floor's;
+//! 3. the gateway's CPU time per request (from `/proc/<pid>/task/*/schedstat`, nanoseconds; else
+//!    `/proc/<pid>/stat` ticks), at saturation and at the fixed rate;
+//! 4. memory: resident set at start (idle), and with `--slow-streams` (1,000) streams open at once
+//!    (each a 4-second answer, one event every 100 ms), as bytes per open stream.
+//!
+//! `--compare-bin PATH[,PATH…]` adds more byollm binaries (e.g. builds before a change) to the
+//! same run; `--gateways cloud` or `--gateways local` measures one mode; `--modes json|stream` one mode;
+//! `--litellm off` skips LiteLLM (which takes no part in the open-loop and memory phases: it could
+//! not keep up).
 //!
 //! The fake accepts any SigV4 (it checks nothing: it is the floor), answers `invoke` with a fixed
 //! Anthropic message and `invoke-with-response-stream` with real `application/vnd.amazon.eventstream`
@@ -30,7 +41,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -41,26 +52,34 @@ use clap::Parser;
 use serde_json::json;
 
 use common::{
-    Server, Spec, clean_command, fmt_added, fmt_ms, free_addr, median, peak_rss_kib, quantile_ms, run_load,
-    tree_peak_rss_kib,
+    Server, Spec, clean_command, fmt_added, fmt_ms, free_addr, median, peak_rss_kib, quantile_ms, rss_kib, run_load,
+    run_open_loop, run_slow_streams, tree_peak_rss_kib,
 };
 
 const MODEL_ID: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
+/// The fake answers this model's streams slowly (the memory phase).
+const SLOW_MODEL_ID: &str = "anthropic.claude-slow-bench-v1:0";
 const KEY_ID: &str = "AKIDBENCHMARK0000001";
 const SECRET: &str = "bench-secret-access-key-not-checked-0001";
+/// The cloud gateway's caller key.
+const API_KEY: &str = "byollm_bench_key_adapter_0123456789abcdef";
+const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/byollm-bench";
 const WORDS: usize = 20;
+/// Slow streams: this many text deltas, one every `SLOW_GAP`.
+const SLOW_WORDS: usize = 40;
+const SLOW_GAP: Duration = Duration::from_millis(100);
 
 #[derive(Parser)]
 struct Args {
-    /// Seconds recorded per phase (after --warmup-ms); at most 15.
+    /// Seconds recorded per closed-loop phase (after --warmup-ms); at most 15.
     #[arg(long, default_value_t = 2.0)]
     secs: f64,
     #[arg(long, default_value_t = 300)]
     warmup_ms: u64,
-    /// Repeats of every phase (paths interleaved); medians are printed.
+    /// Repeats of every closed-loop and open-loop phase (paths interleaved); medians are printed.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Open keep-alive connections per phase.
+    /// Open keep-alive connections per closed-loop phase.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     concurrency: Vec<usize>,
     /// The LiteLLM CLI (`litellm` on PATH by default); `off` to skip.
@@ -69,12 +88,33 @@ struct Args {
     /// Modes to run: json (non-streamed) and/or stream.
     #[arg(long, value_delimiter = ',', default_value = "json,stream")]
     modes: Vec<String>,
-    /// A second byollm binary to measure side by side (e.g. a build with a proposed fix).
-    #[arg(long)]
-    compare_bin: Option<PathBuf>,
-    /// Cap on requests recorded per phase.
+    /// byollm modes to measure: cloud (`byollm serve`) and/or local (`byollm local`).
+    #[arg(long, value_delimiter = ',', default_value = "cloud,local")]
+    gateways: Vec<String>,
+    /// More byollm binaries to measure side by side (e.g. builds before a change), comma-separated,
+    /// each run as the first of --gateways.
+    #[arg(long, value_delimiter = ',')]
+    compare_bin: Vec<PathBuf>,
+    /// Cap on requests recorded per closed-loop phase.
     #[arg(long, default_value_t = 500_000)]
     max_requests: u64,
+    /// Requests per second of the open-loop phase (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Seconds recorded per open-loop phase (after --warmup-ms); at most 15.
+    #[arg(long, default_value_t = 3.0)]
+    rate_secs: f64,
+    /// Streams held open at once in the memory phase (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    slow_streams: usize,
+    /// Count mode, for instruction-level profiles: exactly this many requests per mode, one at a
+    /// time, through each byollm (no floor, no LiteLLM, no timed phases); then every byollm is
+    /// stopped with SIGTERM so a profiler wrapped around it (--wrap) can write its output.
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// A command prefix for starting byollm, e.g. "valgrind --tool=callgrind --callgrind-out-file=cg.%p".
+    #[arg(long, allow_hyphen_values = true)]
+    wrap: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -92,13 +132,24 @@ impl Mode {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gateway {
+    Cloud,
+    Local,
+}
+
 struct Path {
-    name: &'static str,
+    name: String,
     addr: SocketAddr,
-    /// The gateway process, for CPU per request (none for the floor: the fake runs in here).
+    /// The gateway process, for CPU and memory (none for the floor: the fake runs in here).
     pid: Option<u32>,
+    /// byollm (open-loop and memory phases) rather than LiteLLM.
+    byollm: bool,
     json: Arc<Spec>,
     stream: Arc<Spec>,
+    slow: Arc<Spec>,
+    /// VmRSS right after start, before any request (KiB).
+    idle_rss: Option<u64>,
 }
 
 #[derive(Default)]
@@ -113,49 +164,125 @@ struct Cell {
     first_error: Option<String>,
 }
 
+impl Cell {
+    fn record(&mut self, mut sample: common::Sample, cpu_us: Option<f64>) {
+        self.rps.push(sample.rps());
+        self.p50.push(quantile_ms(&mut sample.total_us, 0.50));
+        self.p99.push(quantile_ms(&mut sample.total_us, 0.99));
+        self.ttfb50.push(quantile_ms(&mut sample.first_byte_us, 0.50));
+        self.ttfb99.push(quantile_ms(&mut sample.first_byte_us, 0.99));
+        self.cpu_us.extend(cpu_us);
+        self.errors += sample.errors;
+        if self.first_error.is_none() {
+            self.first_error = sample.first_error.take();
+        }
+    }
+}
+
+/// Memory phase results of one gateway.
+struct Memory {
+    before_kib: u64,
+    peak_kib: Option<u64>,
+    samples: usize,
+    completed: usize,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+/// Runs `phase` and returns its sample with the gateway's CPU µs per answered request.
+fn measured(path: &Path, phase: impl FnOnce() -> common::Sample) -> (common::Sample, Option<f64>) {
+    let before = path.pid.map(common::tree_cpu_secs);
+    let sample = phase();
+    let cpu = path
+        .pid
+        .zip(before)
+        .map(|(pid, before)| (common::tree_cpu_secs(pid) - before) * 1e6 / sample.answered.max(1) as f64);
+    (sample, cpu)
+}
+
 fn main() -> Result<(), String> {
     let args = Args::parse();
     let secs = args.secs.clamp(0.2, 15.0);
+    let rate_secs = args.rate_secs.clamp(0.5, 15.0);
     let repeats = args.repeats.max(1);
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
 
+    let mut modes = Vec::new();
+    for mode in &args.modes {
+        match mode.as_str() {
+            "json" => modes.push(Mode::Json),
+            "stream" => modes.push(Mode::Stream),
+            other => return Err(format!("--modes: unknown mode {other:?} (json, stream)")),
+        }
+    }
+    let mut gateways = Vec::new();
+    for gateway in &args.gateways {
+        match gateway.as_str() {
+            "cloud" => gateways.push(Gateway::Cloud),
+            "local" => gateways.push(Gateway::Local),
+            other => return Err(format!("--gateways: unknown gateway {other:?} (cloud, local)")),
+        }
+    }
+
+    let wrap: Vec<String> = args.wrap.as_deref().unwrap_or_default().split_whitespace().map(str::to_owned).collect();
     let fake = start_fake()?;
+    let sts = start_fake_sts()?;
     let mut paths = vec![Path {
-        name: "floor (direct to fake)",
+        name: "floor (direct to fake)".into(),
         addr: fake.addr,
         pid: None,
+        byollm: false,
         json: Arc::new(
-            Spec::post_json(&format!("/model/{}/invoke", encoded_model()), anthropic_body()).validate(check_message),
+            Spec::post_json(&format!("/model/{}/invoke", encoded(MODEL_ID)), anthropic_body()).validate(check_message),
         ),
         stream: Arc::new(
-            Spec::post_json(&format!("/model/{}/invoke-with-response-stream", encoded_model()), anthropic_body())
+            Spec::post_json(&format!("/model/{}/invoke-with-response-stream", encoded(MODEL_ID)), anthropic_body())
                 .header("accept", "application/vnd.amazon.eventstream")
                 .validate(check_event_stream),
         ),
+        slow: Arc::new(Spec::get("/")),
+        idle_rss: None,
     }];
 
     let byollm_bin = common::byollm_bin()?;
-    let mut byollm = start_byollm(&byollm_bin, &work.path().join("byollm"), fake.addr, true)?;
-    paths.push(Path {
-        name: "byollm local",
-        addr: byollm.1,
-        pid: Some(byollm.0.pid()),
-        json: Arc::new(openai_spec(false, &byollm.2)),
-        stream: Arc::new(openai_spec(true, &byollm.2)),
-    });
-    // An older build to compare with may predate the session key (--key-file).
-    let compare = match &args.compare_bin {
-        Some(bin) => Some(start_byollm(bin, &work.path().join("compare"), fake.addr, false)?),
-        None => None,
-    };
-    if let Some((_, addr, key)) = &compare {
+    let mut servers = Vec::new();
+    let mut runs: Vec<(Gateway, PathBuf)> = gateways.iter().map(|g| (*g, byollm_bin.clone())).collect();
+    let own_runs = runs.len();
+    if let Some(first) = gateways.first() {
+        for bin in &args.compare_bin {
+            runs.push((*first, bin.clone()));
+        }
+    }
+    for (index, (gateway, bin)) in runs.iter().enumerate() {
+        let dir = work.path().join(format!("byollm-{index}"));
+        let (server, addr, key) = match gateway {
+            Gateway::Cloud => {
+                let (server, addr) = start_byollm_cloud(bin, &wrap, &dir, fake.addr, sts.addr)?;
+                (server, addr, API_KEY.to_owned())
+            }
+            Gateway::Local => start_byollm_local(bin, &wrap, &dir, fake.addr)?,
+        };
+        let kind = if *gateway == Gateway::Cloud { "cloud" } else { "local" };
+        let name = if index < own_runs {
+            format!("byollm {kind}")
+        } else {
+            format!("byollm {kind} ({})", bin.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
+        };
         paths.push(Path {
-            name: "byollm (--compare-bin)",
-            addr: *addr,
-            pid: compare.as_ref().map(|(server, _, _)| server.pid()),
-            json: Arc::new(openai_spec(false, key)),
-            stream: Arc::new(openai_spec(true, key)),
+            name,
+            addr,
+            pid: Some(server.pid()),
+            byollm: true,
+            json: Arc::new(byollm_spec(*gateway, &key, "bench", false)),
+            stream: Arc::new(byollm_spec(*gateway, &key, "bench", true)),
+            slow: Arc::new(byollm_spec(*gateway, &key, "slow", true).validate(check_slow_sse)),
+            idle_rss: rss_kib(server.pid()),
         });
+        servers.push(server);
+    }
+
+    if args.count > 0 {
+        return count_requests(&args, &modes, &paths[1..], servers);
     }
 
     let master_key = master_key();
@@ -168,27 +295,50 @@ fn main() -> Result<(), String> {
     };
     if let Some((server, addr)) = &litellm {
         paths.push(Path {
-            name: "litellm proxy",
+            name: "litellm proxy".into(),
             addr: *addr,
             pid: Some(server.pid()),
+            byollm: false,
             json: Arc::new(openai_spec(false, &master_key)),
             stream: Arc::new(openai_spec(true, &master_key)),
+            slow: Arc::new(Spec::get("/")),
+            idle_rss: None,
         });
     }
 
-    let mut modes = Vec::new();
-    for mode in &args.modes {
-        match mode.as_str() {
-            "json" => modes.push(Mode::Json),
-            "stream" => modes.push(Mode::Stream),
-            other => return Err(format!("--modes: unknown mode {other:?} (json, stream)")),
+    let warmup = Duration::from_millis(args.warmup_ms.min(2000));
+    let measure = Duration::from_secs_f64(secs);
+
+    // 1. Memory, first (nothing allocated by the other phases to hide behind): one request of
+    //    each kind, then `--slow-streams` slow streams at once.
+    let mut memory: Vec<Option<Memory>> = paths.iter().map(|_| None).collect();
+    if args.slow_streams > 0 {
+        for (p, path) in paths.iter().enumerate().filter(|(_, path)| path.byollm) {
+            let pid = path.pid.unwrap_or_default();
+            eprintln!("memory: {} slow streams through {}", args.slow_streams, path.name);
+            for spec in [&path.json, &path.stream] {
+                let _ = run_load(path.addr, spec.clone(), 1, Duration::ZERO, Duration::from_millis(100), 20);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let before_kib = rss_kib(pid).unwrap_or(0);
+            let slow = run_slow_streams(path.addr, path.slow.clone(), args.slow_streams, || rss_kib(pid));
+            memory[p] = Some(Memory {
+                before_kib,
+                peak_kib: slow.peak_all_open,
+                samples: slow.samples_all_open,
+                completed: slow.completed,
+                errors: slow.errors,
+                first_error: slow.first_error,
+            });
         }
     }
+
+    // 2. Throughput, closed loop.
     let mut cells: Vec<Cell> =
         (0..paths.len() * modes.len() * args.concurrency.len()).map(|_| Cell::default()).collect();
     let index = |p: usize, m: usize, c: usize| (p * modes.len() + m) * args.concurrency.len() + c;
-    let warmup = Duration::from_millis(args.warmup_ms.min(2000));
-    let measure = Duration::from_secs_f64(secs);
+    // 3. Latency at a fixed rate, open loop.
+    let mut fixed: Vec<Cell> = (0..paths.len() * modes.len()).map(|_| Cell::default()).collect();
     let hits_before = fake.hits.snapshot();
     for repeat in 0..repeats {
         eprintln!("repeat {}/{repeats}", repeat + 1);
@@ -196,42 +346,147 @@ fn main() -> Result<(), String> {
             for (c, &concurrency) in args.concurrency.iter().enumerate() {
                 for (p, path) in paths.iter().enumerate() {
                     let spec = if *mode == Mode::Json { path.json.clone() } else { path.stream.clone() };
-                    let cpu_before = path.pid.map(common::tree_cpu_secs);
-                    let mut sample = run_load(path.addr, spec, concurrency, warmup, measure, args.max_requests);
-                    let cell = &mut cells[index(p, m, c)];
-                    if let (Some(pid), Some(before)) = (path.pid, cpu_before) {
-                        let used = common::tree_cpu_secs(pid) - before;
-                        cell.cpu_us.push(used * 1e6 / sample.answered.max(1) as f64);
-                    }
-                    cell.rps.push(sample.rps());
-                    cell.p50.push(quantile_ms(&mut sample.total_us, 0.50));
-                    cell.p99.push(quantile_ms(&mut sample.total_us, 0.99));
-                    cell.ttfb50.push(quantile_ms(&mut sample.first_byte_us, 0.50));
-                    cell.ttfb99.push(quantile_ms(&mut sample.first_byte_us, 0.99));
-                    cell.errors += sample.errors;
-                    if cell.first_error.is_none() {
-                        cell.first_error = sample.first_error.take();
-                    }
+                    let (sample, cpu) =
+                        measured(path, || run_load(path.addr, spec, concurrency, warmup, measure, args.max_requests));
+                    cells[index(p, m, c)].record(sample, cpu);
                 }
+            }
+            if args.rate == 0 {
+                continue;
+            }
+            for (p, path) in paths.iter().enumerate().filter(|(p, path)| *p == 0 || path.byollm) {
+                let spec = if *mode == Mode::Json { path.json.clone() } else { path.stream.clone() };
+                let (sample, cpu) = measured(path, || {
+                    run_open_loop(path.addr, spec, args.rate, warmup, Duration::from_secs_f64(rate_secs))
+                });
+                fixed[p * modes.len() + m].record(sample, cpu);
             }
         }
     }
     let hits = fake.hits.snapshot();
 
-    let byollm_rss = peak_rss_kib(byollm.0.pid()).unwrap_or(0);
-    let compare_rss =
-        compare.as_ref().and_then(|(server, _, _)| Some((peak_rss_kib(server.pid())?, common::rss_kib(server.pid())?)));
+    let peaks: Vec<Option<u64>> = paths.iter().map(|path| path.pid.and_then(peak_rss_kib)).collect();
+    let ends: Vec<Option<u64>> = paths.iter().map(|path| path.pid.and_then(rss_kib)).collect();
     let litellm_rss = litellm.as_ref().map(|(server, _)| tree_peak_rss_kib(server.pid()));
-    let byollm_log = byollm.0.log_text();
-    let byollm_alive = byollm.0.child.try_wait().ok().flatten().is_none();
+    let logs: Vec<(String, bool)> = servers
+        .iter_mut()
+        .map(|server| (server.log_text(), server.child.try_wait().ok().flatten().is_none()))
+        .collect();
 
     println!();
     println!(
-        "# bench_adapter: {} s per phase after {} ms warm-up, {repeats} repeat(s) interleaved, medians; {} core(s) shared by client, fake and gateway",
-        secs,
+        "# bench_adapter: {secs} s per closed-loop phase and {rate_secs} s per open-loop phase after {} ms warm-up, \
+         {repeats} repeat(s) interleaved, medians; {} core(s) shared by client, fake and gateways; load average {}",
         warmup.as_millis(),
-        cores()
+        cores(),
+        load_average()
     );
+
+    println!();
+    println!("## Throughput (closed loop, keep-alive), as a fraction of the floor");
+    println!();
+    let others: Vec<usize> = (1..paths.len()).collect();
+    let mut header = String::from("| mode | conc | floor req/s |");
+    let mut rule = String::from("|---|---:|---:|");
+    for &p in &others {
+        header.push_str(&format!(" {} req/s | ÷ floor |", paths[p].name));
+        rule.push_str("---:|---:|");
+    }
+    let litellm_index = litellm.as_ref().map(|_| paths.len() - 1);
+    if litellm_index.is_some() {
+        header.push_str(" byollm ÷ LiteLLM |");
+        rule.push_str("---:|");
+    }
+    println!("{header}");
+    println!("{rule}");
+    for (m, mode) in modes.iter().enumerate() {
+        for (c, &concurrency) in args.concurrency.iter().enumerate() {
+            let floor = median(cells[index(0, m, c)].rps.clone());
+            let mut row = format!("| {} | {concurrency} | {floor:.0} |", mode.name());
+            for &p in &others {
+                let rps = median(cells[index(p, m, c)].rps.clone());
+                row.push_str(&format!(" {rps:.0} | {:.0} % |", 100.0 * rps / floor));
+            }
+            if let Some(l) = litellm_index {
+                let byollm = median(cells[index(1, m, c)].rps.clone());
+                row.push_str(&format!(" {:.0}× |", byollm / median(cells[index(l, m, c)].rps.clone())));
+            }
+            println!("{row}");
+        }
+    }
+
+    if args.rate > 0 {
+        println!();
+        println!(
+            "## Latency at a fixed {} req/s (open loop), request start → last byte; added = gateway − floor",
+            args.rate
+        );
+        println!();
+        println!(
+            "| mode | path | achieved req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | gateway CPU µs/req | errors |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (m, mode) in modes.iter().enumerate() {
+            let floor = &fixed[m];
+            let (floor50, floor99) = (median(floor.p50.clone()), median(floor.p99.clone()));
+            for (p, path) in paths.iter().enumerate().filter(|(p, path)| *p == 0 || path.byollm) {
+                let cell = &fixed[p * modes.len() + m];
+                let (p50, p99) = (median(cell.p50.clone()), median(cell.p99.clone()));
+                let (added50, added99) = if p == 0 { (f64::NAN, f64::NAN) } else { (p50 - floor50, p99 - floor99) };
+                println!(
+                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                    mode.name(),
+                    path.name,
+                    median(cell.rps.clone()),
+                    fmt_ms(p50),
+                    fmt_ms(p99),
+                    fmt_added(added50),
+                    fmt_added(added99),
+                    fmt_cpu(median(cell.cpu_us.clone())),
+                    cell.errors
+                );
+            }
+        }
+    }
+
+    println!();
+    println!("## Memory");
+    println!();
+    println!(
+        "| path | idle RSS at start | RSS before the slow streams | RSS with {} streams open | per open stream | peak RSS (VmHWM) | RSS at the end | streams completed / errors |",
+        args.slow_streams
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    for (p, path) in paths.iter().enumerate().filter(|(_, path)| path.byollm) {
+        let (before, open, per_stream, streams) = match &memory[p] {
+            Some(m) => (
+                fmt_mib(Some(m.before_kib)),
+                fmt_mib(m.peak_kib),
+                m.peak_kib.map_or("-".into(), |peak| {
+                    format!("{:.1} KiB", (peak.saturating_sub(m.before_kib)) as f64 / args.slow_streams as f64)
+                }),
+                format!("{} / {} ({} samples with all open)", m.completed, m.errors, m.samples),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "not run".into()),
+        };
+        println!(
+            "| {} | {} | {before} | {open} | {per_stream} | {} | {} | {streams} |",
+            path.name,
+            fmt_mib(path.idle_rss),
+            fmt_mib(peaks[p]),
+            fmt_mib(ends[p])
+        );
+    }
+    match litellm_rss {
+        Some((kib, processes)) => {
+            println!();
+            println!("litellm peak RSS (VmHWM): {:.1} MiB (sum over {processes} process(es))", kib as f64 / 1024.0)
+        }
+        None => println!("\nlitellm: not run"),
+    }
+
+    println!();
+    println!("## Details (closed loop)");
     println!();
     println!(
         "| path | mode | conc | req/s | p50 ms | p99 ms | first byte p50 ms | first byte p99 ms | added p50 ms | added p99 ms | gateway CPU µs/req | errors |"
@@ -249,10 +504,8 @@ fn main() -> Result<(), String> {
                     Mode::Stream => (median(cell.ttfb50.clone()), median(cell.ttfb99.clone())),
                     Mode::Json => (f64::NAN, f64::NAN),
                 };
-                let cpu = median(cell.cpu_us.clone());
-                let cpu = if cpu.is_finite() { format!("{cpu:.0}") } else { "-".into() };
                 println!(
-                    "| {} | {} | {concurrency} | {:.0} | {} | {} | {} | {} | {} | {} | {cpu} | {} |",
+                    "| {} | {} | {concurrency} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     path.name,
                     mode.name(),
                     median(cell.rps.clone()),
@@ -262,6 +515,7 @@ fn main() -> Result<(), String> {
                     fmt_ms(ttfb99),
                     fmt_added(added50),
                     fmt_added(added99),
+                    fmt_cpu(median(cell.cpu_us.clone())),
                     cell.errors
                 );
             }
@@ -269,32 +523,13 @@ fn main() -> Result<(), String> {
     }
     println!();
     println!(
-        "peak RSS (VmHWM): byollm {:.1} MiB, {:.1} MiB resident at the end ({})",
-        byollm_rss as f64 / 1024.0,
-        common::rss_kib(byollm.0.pid()).unwrap_or(0) as f64 / 1024.0,
-        byollm_bin.display()
-    );
-    if let (Some((peak, now)), Some(bin)) = (compare_rss, &args.compare_bin) {
-        println!(
-            "peak RSS (VmHWM): byollm (--compare-bin) {:.1} MiB, {:.1} MiB resident at the end ({})",
-            peak as f64 / 1024.0,
-            now as f64 / 1024.0,
-            bin.display()
-        );
-    }
-    match litellm_rss {
-        Some((kib, processes)) => {
-            println!("peak RSS (VmHWM): litellm {:.1} MiB (sum over {processes} process(es))", kib as f64 / 1024.0)
-        }
-        None => println!("peak RSS (VmHWM): litellm not run"),
-    }
-    println!(
-        "fake Bedrock requests during the phases: invoke {}, invoke-with-response-stream {}, converse {}, converse-stream {}, other {}",
+        "fake Bedrock requests during the load phases: invoke {}, invoke-with-response-stream {}, converse {}, converse-stream {}, other {}; fake STS calls {}",
         hits.invoke - hits_before.invoke,
         hits.stream - hits_before.stream,
         hits.converse - hits_before.converse,
         hits.converse_stream - hits_before.converse_stream,
         hits.other - hits_before.other,
+        sts.calls.load(Ordering::Relaxed),
     );
     if litellm.is_some() {
         println!(
@@ -308,29 +543,74 @@ fn main() -> Result<(), String> {
                     println!("first error, {} {} c={concurrency}: {error}", path.name, mode.name());
                 }
             }
+            if let Some(error) = fixed.get(p * modes.len() + m).and_then(|cell| cell.first_error.as_ref()) {
+                println!("first error, {} {} at {} req/s: {error}", path.name, mode.name(), args.rate);
+            }
+        }
+        if let Some(Some(Memory { first_error: Some(error), .. })) = memory.get(p) {
+            println!("first error, {} slow streams: {error}", path.name);
         }
     }
-    if !byollm_alive {
-        println!("byollm exited during the run: {}", common::tail(&byollm_log, 1500));
+    for (log, alive) in &logs {
+        if !alive {
+            println!("a byollm exited during the run: {}", common::tail(log, 1500));
+        }
     }
     println!(
-        "notes: added = path p50/p99 minus floor p50/p99 at the same concurrency (c=1 is the per-request overhead; \
-         at higher concurrency it includes queueing); first byte = first event-stream frame (floor) or first SSE \
-         event (gateways); gateway CPU = user+system time of the gateway process tree per answered request \
-         (10 ms tick resolution); the load client is 1 thread and the fake 1 thread, both competing with the gateway for {} core(s).",
+        "notes: added = path p50/p99 minus floor p50/p99 in the same phase (c=1 is the per-request overhead; at \
+         higher concurrency it includes queueing); first byte = first event-stream frame (floor) or first SSE event \
+         (gateways); gateway CPU = CPU time of the gateway process tree per answered request (schedstat); per open stream = (RSS with all streams open − RSS before) ÷ streams; the load client is 1 \
+         thread and the fake 1 thread, both competing with the gateways for {} core(s).",
         cores()
     );
     let concurrency: Vec<String> = args.concurrency.iter().map(usize::to_string).collect();
-    let compare_arg = args.compare_bin.as_ref().map(|b| format!(" --compare-bin {}", b.display())).unwrap_or_default();
+    let compare_arg = if args.compare_bin.is_empty() {
+        String::new()
+    } else {
+        let bins: Vec<String> = args.compare_bin.iter().map(|b| b.display().to_string()).collect();
+        format!(" --compare-bin {}", bins.join(","))
+    };
     println!(
-        "reproduce: cargo build --release && LITELLM_BIN={} cargo run --release --example bench_adapter -- --secs {secs} --warmup-ms {} --repeats {repeats} --concurrency {} --modes {}{compare_arg}",
+        "reproduce: cargo build --release && LITELLM_BIN={} cargo run --release --example bench_adapter -- --secs {secs} \
+         --warmup-ms {} --repeats {repeats} --concurrency {} --modes {} --gateways {} --rate {} --rate-secs {rate_secs} \
+         --slow-streams {}{compare_arg}",
         args.litellm,
         warmup.as_millis(),
         concurrency.join(","),
-        args.modes.join(",")
+        args.modes.join(","),
+        args.gateways.join(","),
+        args.rate,
+        args.slow_streams,
     );
     if let Some((server, _)) = litellm.as_mut() {
         let _ = server.child.kill();
+    }
+    Ok(())
+}
+
+/// Count mode: `--count` requests per mode through each byollm, one at a time, then SIGTERM.
+fn count_requests(args: &Args, modes: &[Mode], paths: &[Path], mut servers: Vec<Server>) -> Result<(), String> {
+    for path in paths {
+        for mode in modes {
+            let spec = if *mode == Mode::Json { path.json.clone() } else { path.stream.clone() };
+            let sample = run_load(path.addr, spec, 1, Duration::ZERO, Duration::from_secs(3600), args.count);
+            println!(
+                "{} {}: {} answered, {} errors{}",
+                path.name,
+                mode.name(),
+                sample.answered,
+                sample.errors,
+                sample.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default()
+            );
+        }
+    }
+    for server in &mut servers {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(server.pid().to_string()).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        while std::time::Instant::now() < deadline && matches!(server.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("byollm {} stopped: {:?}", server.pid(), server.child.try_wait());
     }
     Ok(())
 }
@@ -339,8 +619,24 @@ fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-fn encoded_model() -> String {
-    MODEL_ID.replace(':', "%3A")
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn fmt_cpu(value: f64) -> String {
+    if value.is_finite() { format!("{value:.0}") } else { "-".into() }
+}
+
+fn fmt_mib(kib: Option<u64>) -> String {
+    kib.map_or("-".into(), |kib| format!("{:.1} MiB", kib as f64 / 1024.0))
+}
+
+/// The model id as it goes into a Bedrock URL path.
+fn encoded(model_id: &str) -> String {
+    model_id.replace(':', "%3A")
 }
 
 fn anthropic_body() -> String {
@@ -361,9 +657,14 @@ fn master_key() -> String {
     format!("sk-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-fn openai_spec(stream: bool, bearer: &str) -> Spec {
+fn sha256_hex(value: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn chat_body(model: &str, stream: bool) -> String {
     let mut body = json!({
-        "model": "bench",
+        "model": model,
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Say hello in twenty words."}],
         "max_tokens": 256,
     });
@@ -371,13 +672,33 @@ fn openai_spec(stream: bool, bearer: &str) -> Spec {
         body["stream"] = json!(true);
         body["stream_options"] = json!({"include_usage": true});
     }
-    let spec =
-        Spec::post_json("/v1/chat/completions", body.to_string()).header("authorization", &format!("Bearer {bearer}"));
+    body.to_string()
+}
+
+fn openai_spec(stream: bool, bearer: &str) -> Spec {
+    let spec = Spec::post_json("/v1/chat/completions", chat_body("bench", stream))
+        .header("authorization", &format!("Bearer {bearer}"));
     if stream { spec.validate(check_sse) } else { spec.validate(check_completion) }
 }
 
-fn answer_words() -> Vec<String> {
-    (0..WORDS).map(|i| if i == 0 { "Hello".to_owned() } else { format!(" word{i}") }).collect()
+/// A worker's request: the cloud gateway also gets the run's identity.
+/// A chat request to a byollm gateway: `key` is the cloud caller's API key or local mode's
+/// session key.
+fn byollm_spec(gateway: Gateway, key: &str, model: &str, stream: bool) -> Spec {
+    let spec = Spec::post_json("/v1/chat/completions", chat_body(model, stream));
+    let spec = spec.header("authorization", &format!("Bearer {key}"));
+    let spec = match gateway {
+        Gateway::Local => spec,
+        Gateway::Cloud => spec
+            .header("x-byollm-actor", "service_account")
+            .header("x-byollm-principal", "bench-bot")
+            .header("x-byollm-run-id", "bench-run-1"),
+    };
+    if stream { spec.validate(check_sse) } else { spec.validate(check_completion) }
+}
+
+fn answer_words(count: usize) -> Vec<String> {
+    (0..count).map(|i| if i == 0 { "Hello".to_owned() } else { format!(" word{i}") }).collect()
 }
 
 fn check_message(body: &[u8]) -> Result<(), String> {
@@ -392,16 +713,15 @@ fn check_event_stream(body: &[u8]) -> Result<(), String> {
 fn check_completion(body: &[u8]) -> Result<(), String> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let text = value["choices"][0]["message"]["content"].as_str().unwrap_or_default();
-    (text == answer_words().concat()).then_some(()).ok_or_else(|| format!("unexpected content {text:?}"))
+    (text == answer_words(WORDS).concat()).then_some(()).ok_or_else(|| format!("unexpected content {text:?}"))
 }
 
-fn check_sse(body: &[u8]) -> Result<(), String> {
+fn streamed_text(body: &[u8]) -> Result<String, String> {
     let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
     let mut content = String::new();
     for event in text.split("\n\n").filter_map(|e| e.trim().strip_prefix("data:")).map(str::trim) {
         if event == "[DONE]" {
-            let expected = answer_words().concat();
-            return (content == expected).then_some(()).ok_or_else(|| format!("streamed {content:?}"));
+            return Ok(content);
         }
         let chunk: serde_json::Value = serde_json::from_str(event).map_err(|e| format!("{e} in {event}"))?;
         if let Some(delta) = chunk["choices"][0]["delta"]["content"].as_str() {
@@ -411,15 +731,60 @@ fn check_sse(body: &[u8]) -> Result<(), String> {
     Err("no [DONE]".into())
 }
 
+fn check_sse(body: &[u8]) -> Result<(), String> {
+    let content = streamed_text(body)?;
+    (content == answer_words(WORDS).concat()).then_some(()).ok_or_else(|| format!("streamed {content:?}"))
+}
+
+fn check_slow_sse(body: &[u8]) -> Result<(), String> {
+    let content = streamed_text(body)?;
+    (content == answer_words(SLOW_WORDS).concat()).then_some(()).ok_or_else(|| format!("streamed {content:?}"))
+}
+
 // ---- byollm and LiteLLM as child processes -------------------------------------------------------
 
-/// `byollm local` on a free loopback port; returns the server, its address and the API key to send
-/// (the session key it wrote, with `session_key`).
-fn start_byollm(
+/// `bin`, or `bin` under the `--wrap` command prefix.
+fn byollm_command(bin: &std::path::Path, wrap: &[String]) -> std::process::Command {
+    match wrap.split_first() {
+        Some((program, prefix)) => {
+            let mut command = clean_command(std::path::Path::new(program));
+            command.args(prefix).arg(bin);
+            command
+        }
+        None => clean_command(bin),
+    }
+}
+
+/// How long a byollm may take to start (much longer under a profiler).
+fn start_timeout(wrap: &[String]) -> Duration {
+    Duration::from_secs(if wrap.is_empty() { 20 } else { 300 })
+}
+
+/// A key set generated before start, so that start-up does the same work on every run.
+fn generate_keys(bin: &std::path::Path, dir: &std::path::Path) -> Result<(), String> {
+    let status = clean_command(bin)
+        .arg("keys")
+        .arg("generate")
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    status.success().then_some(()).ok_or_else(|| format!("byollm keys generate failed: {status}"))
+}
+
+fn models_toml() -> String {
+    format!("[models.bench]\nid = \"{MODEL_ID}\"\n[models.slow]\nid = \"{SLOW_MODEL_ID}\"\n")
+}
+
+/// `byollm local` with static keys in a temporary AWS profile; returns its session key (a build
+/// from before the session key, given with --compare-bin, writes none and takes any key).
+fn start_byollm_local(
     bin: &std::path::Path,
+    wrap: &[String],
     work: &std::path::Path,
     fake: SocketAddr,
-    session_key: bool,
 ) -> Result<(Server, SocketAddr, String), String> {
     std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
     let aws_config = work.join("aws-config");
@@ -431,9 +796,9 @@ fn start_byollm(
         format!("[bench]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"),
     )
     .map_err(|e| e.to_string())?;
-    std::fs::write(&config, format!("[models.bench]\nid = \"{MODEL_ID}\"\n")).map_err(|e| e.to_string())?;
+    std::fs::write(&config, models_toml()).map_err(|e| e.to_string())?;
     let addr = free_addr();
-    let mut command = clean_command(bin);
+    let mut command = byollm_command(bin, wrap);
     command
         .arg("local")
         .arg("--config")
@@ -442,21 +807,50 @@ fn start_byollm(
         .arg(addr.to_string())
         .arg("--profile")
         .arg("bench")
+        .arg("--key-file")
+        .arg(work.join("local.key"))
         .env("AWS_CONFIG_FILE", &aws_config)
         .env("AWS_SHARED_CREDENTIALS_FILE", &aws_credentials)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", format!("http://{fake}"));
-    let key_file = work.join("local.key");
-    if session_key {
-        command.arg("--key-file").arg(&key_file);
-    }
     let mut server = Server::spawn(command, work.join("byollm.log")).map_err(|e| e.to_string())?;
-    server.wait_ready(addr, Some("byollm ready"), Duration::from_secs(20)).map_err(|e| format!("byollm: {e}"))?;
-    let key = match session_key {
-        true => std::fs::read_to_string(&key_file).map_err(|e| format!("session key: {e}"))?.trim().to_owned(),
-        false => "sk-bench".to_owned(),
-    };
+    server.wait_ready(addr, Some("byollm ready"), start_timeout(wrap)).map_err(|e| format!("byollm: {e}"))?;
+    let key =
+        std::fs::read_to_string(work.join("local.key")).map_or_else(|_| "sk-bench".to_owned(), |k| k.trim().to_owned());
     Ok((server, addr, key))
+}
+
+/// `byollm serve` (dev issuer on loopback) with one caller, one team whose role the fake STS
+/// "assumes", and the fake Bedrock.
+fn start_byollm_cloud(
+    bin: &std::path::Path,
+    wrap: &[String],
+    work: &std::path::Path,
+    fake: SocketAddr,
+    sts: SocketAddr,
+) -> Result<(Server, SocketAddr), String> {
+    std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
+    generate_keys(bin, &work.join("jwks"))?;
+    let config = work.join("byollm.toml");
+    let addr = free_addr();
+    std::fs::write(
+        &config,
+        format!(
+            "dev = true\n[server]\nlisten = \"{addr}\"\n[issuer]\nurl = \"http://{addr}\"\n[keys]\ndir = {:?}\n\
+             [sts]\nendpoint_url = \"http://{sts}\"\n[bedrock]\nendpoint_url = \"http://{fake}\"\n\
+             [[callers]]\nname = \"bench\"\nkey_sha256 = \"{}\"\nteam = \"bench\"\n\
+             [[teams]]\nuid = \"bench\"\nrole_arn = \"{ROLE_ARN}\"\n{}",
+            work.join("jwks").display().to_string(),
+            sha256_hex(API_KEY),
+            models_toml()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut command = byollm_command(bin, wrap);
+    command.arg("serve").arg("--config").arg(&config).env("AWS_EC2_METADATA_DISABLED", "true");
+    let mut server = Server::spawn(command, work.join("byollm.log")).map_err(|e| e.to_string())?;
+    server.wait_ready(addr, Some("byollm ready"), start_timeout(wrap)).map_err(|e| format!("byollm: {e}"))?;
+    Ok((server, addr))
 }
 
 fn start_litellm(
@@ -546,6 +940,7 @@ impl Hits {
 struct FakeState {
     message: Bytes,
     frames: Vec<Bytes>,
+    slow_frames: Vec<Bytes>,
     hits: Arc<Hits>,
 }
 
@@ -554,10 +949,8 @@ struct Fake {
     hits: Arc<Hits>,
 }
 
-/// The fake Bedrock on its own current-thread runtime in its own OS thread, for the whole run.
-fn start_fake() -> Result<Fake, String> {
-    let hits = Arc::new(Hits::default());
-    let state = Arc::new(FakeState { message: anthropic_message(), frames: event_frames(), hits: hits.clone() });
+/// `router` on its own current-thread runtime in its own OS thread, for the whole run.
+fn serve_in_thread(router: Router) -> Result<SocketAddr, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -567,15 +960,63 @@ fn start_fake() -> Result<Fake, String> {
             let listener = tokio::net::TcpListener::from_std(listener).expect("fake listener").tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            let app = Router::new()
-                .route("/model/{id}/invoke", post(invoke))
-                .route("/model/{id}/invoke-with-response-stream", post(invoke_stream))
-                .fallback(other)
-                .with_state(state);
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener, router).await;
         });
     });
-    Ok(Fake { addr, hits })
+    Ok(addr)
+}
+
+/// The fake Bedrock.
+fn start_fake() -> Result<Fake, String> {
+    let hits = Arc::new(Hits::default());
+    let state = Arc::new(FakeState {
+        message: anthropic_message(),
+        frames: event_frames(WORDS),
+        slow_frames: event_frames(SLOW_WORDS),
+        hits: hits.clone(),
+    });
+    let app = Router::new()
+        .route("/model/{id}/invoke", post(invoke))
+        .route("/model/{id}/invoke-with-response-stream", post(invoke_stream))
+        .fallback(other)
+        .with_state(state);
+    Ok(Fake { addr: serve_in_thread(app)?, hits })
+}
+
+struct FakeSts {
+    addr: SocketAddr,
+    calls: Arc<AtomicU64>,
+}
+
+/// A fake STS that answers every `AssumeRoleWithWebIdentity` with the same one-hour credentials
+/// (it verifies nothing: the broker's cache makes it one call per run anyway).
+fn start_fake_sts() -> Result<FakeSts, String> {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = calls.clone();
+    let app = Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let expiration = aws_smithy_types::DateTime::from_secs(now.as_secs() as i64 + 3600)
+                .fmt(aws_smithy_types::date_time::Format::DateTime)
+                .unwrap_or_default();
+            let xml = format!(
+                "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+                 <AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIABENCHMARK0000001</AccessKeyId>\
+                 <SecretAccessKey>{SECRET}</SecretAccessKey><SessionToken>bench-session-token</SessionToken>\
+                 <Expiration>{expiration}</Expiration></Credentials>\
+                 <SubjectFromWebIdentityToken>scoped_principal:bench/service_account:bench-bot</SubjectFromWebIdentityToken>\
+                 <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/byollm-bench/bench</Arn>\
+                 <AssumedRoleId>AROABENCHMARK:bench</AssumedRoleId></AssumedRoleUser>\
+                 <Provider>127.0.0.1</Provider><Audience>sts.amazonaws.com</Audience>\
+                 </AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId>\
+                 </ResponseMetadata></AssumeRoleWithWebIdentityResponse>"
+            );
+            ([(header::CONTENT_TYPE, "text/xml")], xml)
+        }
+    });
+    Ok(FakeSts { addr: serve_in_thread(app)?, calls })
 }
 
 async fn invoke(State(state): State<Arc<FakeState>>, _body: Bytes) -> Response {
@@ -592,10 +1033,20 @@ async fn invoke(State(state): State<Arc<FakeState>>, _body: Bytes) -> Response {
         .into_response()
 }
 
-async fn invoke_stream(State(state): State<Arc<FakeState>>, _body: Bytes) -> Response {
+async fn invoke_stream(State(state): State<Arc<FakeState>>, UrlPath(id): UrlPath<String>, _body: Bytes) -> Response {
     state.hits.stream.fetch_add(1, Ordering::Relaxed);
-    let frames = state.frames.clone();
-    let body = Body::from_stream(futures_util::stream::iter(frames.into_iter().map(Ok::<Bytes, std::io::Error>)));
+    let body = if id == SLOW_MODEL_ID {
+        // One frame every SLOW_GAP, as a model that takes its time.
+        let frames = state.slow_frames.clone();
+        Body::from_stream(futures_util::stream::unfold(frames.into_iter(), |mut frames| async move {
+            let frame = frames.next()?;
+            tokio::time::sleep(SLOW_GAP).await;
+            Some((Ok::<Bytes, std::io::Error>(frame), frames))
+        }))
+    } else {
+        let frames = state.frames.clone();
+        Body::from_stream(futures_util::stream::iter(frames.into_iter().map(Ok::<Bytes, std::io::Error>)))
+    };
     (
         [
             (header::CONTENT_TYPE, "application/vnd.amazon.eventstream"),
@@ -627,7 +1078,7 @@ fn anthropic_message() -> Bytes {
         "type": "message",
         "role": "assistant",
         "model": "claude-3-5-sonnet-20240620",
-        "content": [{"type": "text", "text": answer_words().concat()}],
+        "content": [{"type": "text", "text": answer_words(WORDS).concat()}],
         "stop_reason": "end_turn",
         "stop_sequence": null,
         "usage": {"input_tokens": 12, "output_tokens": WORDS},
@@ -636,7 +1087,7 @@ fn anthropic_message() -> Bytes {
     .into()
 }
 
-fn event_frames() -> Vec<Bytes> {
+fn event_frames(words: usize) -> Vec<Bytes> {
     let mut events = vec![
         json!({"type": "message_start", "message": {
             "id": "msg_bench_0001", "type": "message", "role": "assistant", "model": "claude-3-5-sonnet-20240620",
@@ -644,14 +1095,14 @@ fn event_frames() -> Vec<Bytes> {
             "usage": {"input_tokens": 12, "output_tokens": 1}}}),
         json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
     ];
-    for word in answer_words() {
+    for word in answer_words(words) {
         events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}));
     }
     events.push(json!({"type": "content_block_stop", "index": 0}));
     events.push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-        "usage": {"output_tokens": WORDS}}));
+        "usage": {"output_tokens": words}}));
     events.push(json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
-        "inputTokenCount": 12, "outputTokenCount": WORDS, "invocationLatency": 100, "firstByteLatency": 10}}));
+        "inputTokenCount": 12, "outputTokenCount": words, "invocationLatency": 100, "firstByteLatency": 10}}));
     events.iter().map(chunk_frame).collect()
 }
 

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use byollm::broker::sts::AwsCredentials;
 use byollm::secret::Secret;
 use byollm::upstream::BedrockClient;
-use byollm::upstream::signer::sign_request;
+use byollm::upstream::signer::Signer;
 
 const REGION: &str = "us-west-2";
 const MODEL_ID: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
@@ -148,7 +148,7 @@ async fn byollm_signs_the_sdks_requests_exactly_as_the_sdk_did() {
             }
         }
         assert!(request.headers().contains_key("x-amz-user-agent") && request.headers().contains_key("content-length"));
-        sign_request(&mut request, &captured.body, &credentials(), REGION, fixed_time()).unwrap();
+        Signer::new().sign(&mut request, &captured.body, &credentials(), REGION, fixed_time()).unwrap();
         for name in ["authorization", "x-amz-date", "x-amz-security-token"] {
             assert_eq!(
                 request.headers().get(name).and_then(|v| v.to_str().ok()),
@@ -201,7 +201,7 @@ async fn byollm_sends_what_the_sdk_sends_minus_its_telemetry_headers() {
                 );
             }
         }
-        sign_request(&mut request, &sdk.body, &credentials(), REGION, fixed_time()).unwrap();
+        Signer::new().sign(&mut request, &sdk.body, &credentials(), REGION, fixed_time()).unwrap();
         assert_eq!(ours.header("authorization"), request.headers()["authorization"].to_str().ok());
     }
     let streaming = &ours[1];
@@ -241,7 +241,7 @@ async fn arns_are_encoded_and_signed_as_the_sdk_does() {
                     );
                 }
             }
-            sign_request(&mut request, &sdk.body, &credentials(), REGION, fixed_time()).unwrap();
+            Signer::new().sign(&mut request, &sdk.body, &credentials(), REGION, fixed_time()).unwrap();
             assert_eq!(request.headers()["authorization"].to_str().ok(), sdk.header("authorization"), "{}", sdk.uri);
             // Re-signing the SDK's request without its telemetry headers gives byollm's signature.
             let mut request = axum::http::Request::new(());
@@ -255,7 +255,7 @@ async fn arns_are_encoded_and_signed_as_the_sdk_does() {
                     );
                 }
             }
-            sign_request(&mut request, &sdk.body, &credentials(), REGION, fixed_time()).unwrap();
+            Signer::new().sign(&mut request, &sdk.body, &credentials(), REGION, fixed_time()).unwrap();
             assert_eq!(ours.header("authorization"), request.headers()["authorization"].to_str().ok(), "{}", sdk.uri);
             assert_eq!(ours.body, sdk.body);
         }

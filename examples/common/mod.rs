@@ -1,6 +1,8 @@
-//! Shared by the benchmark examples: a closed-loop HTTP/1.1 load driver (one keep-alive hyper
-//! connection per simulated client, all on one current-thread runtime in its own OS thread),
-//! latency statistics, child processes that die with the benchmark, and peak-RSS readings.
+//! Shared by the benchmark examples: HTTP/1.1 load drivers on one current-thread runtime in its
+//! own OS thread (closed loop: one keep-alive hyper connection per simulated client; open loop:
+//! requests started at a fixed rate on a pool of keep-alive connections, whatever the answers do;
+//! many slow streams held open at once), latency statistics, child processes that die with the
+//! benchmark, and CPU / RSS readings from `/proc`.
 //!
 //! Every load phase is bounded by a deadline and a request cap and stops by itself.
 #![allow(dead_code)]
@@ -304,6 +306,227 @@ async fn connection(
     sample
 }
 
+/// Open loop: start a request every `1 / rate` seconds for `warmup` (not recorded) then
+/// `measure`, each on an idle keep-alive connection of a pool (a new connection when none is
+/// idle), whatever earlier answers are doing. Latency runs from the moment the request is handed
+/// to its connection to the last body byte. Answers still running [`GRACE`] after the window are
+/// errors.
+pub fn run_open_loop(addr: SocketAddr, spec: Arc<Spec>, rate: u32, warmup: Duration, measure: Duration) -> Sample {
+    type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime");
+        runtime.block_on(async move {
+            let idle: Arc<std::sync::Mutex<Vec<Sender>>> = Arc::default();
+            let host = HeaderValue::from_str(&addr.to_string()).expect("host");
+            let started = tokio::time::Instant::now();
+            let from = started + warmup;
+            let until = from + measure;
+            let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+            let mut ticks = tokio::time::interval_at(started, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut tasks = tokio::task::JoinSet::new();
+            let validated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mut sample = Sample::default();
+            loop {
+                let scheduled = ticks.tick().await;
+                if scheduled >= until {
+                    break;
+                }
+                let (idle, host, spec, validated) = (idle.clone(), host.clone(), spec.clone(), validated.clone());
+                tasks.spawn(async move {
+                    let counts = scheduled >= from;
+                    let pooled = idle.lock().ok().and_then(|mut idle| idle.pop());
+                    let mut sender = match pooled {
+                        Some(sender) => sender,
+                        None => open_connection(addr).await?,
+                    };
+                    sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+                    let sent = Instant::now();
+                    let response =
+                        sender.send_request(spec.request(&host)).await.map_err(|e| format!("request: {e}"))?;
+                    let status = response.status();
+                    let mut body = response.into_body();
+                    let mut first_byte = None;
+                    let check = !validated.swap(true, Ordering::Relaxed);
+                    let mut whole = Vec::new();
+                    while let Some(frame) = body.frame().await {
+                        let frame = frame.map_err(|e| format!("body: {e}"))?;
+                        if let Some(data) = frame.data_ref() {
+                            first_byte.get_or_insert_with(|| sent.elapsed());
+                            if check {
+                                whole.extend_from_slice(data);
+                            }
+                        }
+                    }
+                    let total = sent.elapsed();
+                    if let Ok(mut idle) = idle.lock() {
+                        idle.push(sender);
+                    }
+                    if spec.status.map_or(!status.is_success(), |s| s != status.as_u16()) {
+                        return Err(format!("status {status}"));
+                    }
+                    if check {
+                        (spec.validate)(&whole).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&whole)))?;
+                    }
+                    Ok::<_, String>((counts, total, first_byte.unwrap_or(total)))
+                });
+                while let Some(done) = tasks.try_join_next() {
+                    record_open_loop(&mut sample, done);
+                }
+            }
+            let hard_stop = until + GRACE;
+            loop {
+                match tokio::time::timeout_at(hard_stop, tasks.join_next()).await {
+                    Ok(Some(done)) => record_open_loop(&mut sample, done),
+                    Ok(None) => break,
+                    Err(_) => {
+                        let left = tasks.len() as u64;
+                        tasks.abort_all();
+                        sample.errors += left;
+                        sample
+                            .first_error
+                            .get_or_insert(format!("{left} answer(s) not finished {GRACE:?} after the window"));
+                        break;
+                    }
+                }
+            }
+            sample.window = measure;
+            sample
+        })
+    })
+    .join()
+    .expect("open-loop thread")
+}
+
+type OpenLoopResult = Result<Result<(bool, Duration, Duration), String>, tokio::task::JoinError>;
+
+fn record_open_loop(sample: &mut Sample, done: OpenLoopResult) {
+    match done {
+        Ok(Ok((counts, total, first_byte))) => {
+            sample.answered += 1;
+            if counts {
+                sample.ok += 1;
+                sample.total_us.push(micros(total));
+                sample.first_byte_us.push(micros(first_byte));
+            }
+        }
+        Ok(Err(error)) => fail(sample, error),
+        Err(error) => fail(sample, error.to_string()),
+    }
+}
+
+async fn open_connection(addr: SocketAddr) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// What [`run_slow_streams`] saw.
+#[derive(Debug, Default)]
+pub struct SlowStreams {
+    /// Streams that ended with a 2xx status and a body that validated.
+    pub completed: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    /// Highest reading of `sample` taken while every stream was open at once, if that happened.
+    pub peak_all_open: Option<u64>,
+    /// How many samples were taken with all streams open.
+    pub samples_all_open: usize,
+}
+
+/// Opens `count` connections at once, each sending `spec` (a slow streamed answer) and reading
+/// its body as it comes; calls `sample` every 20 ms and keeps the highest value seen while all
+/// `count` streams were open (first body byte received, end not yet).
+pub fn run_slow_streams(
+    addr: SocketAddr,
+    spec: Arc<Spec>,
+    count: usize,
+    sample: impl Fn() -> Option<u64>,
+) -> SlowStreams {
+    let open = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (client_open, client_finished) = (open.clone(), finished.clone());
+    let client = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime");
+        let result = runtime.block_on(async move {
+            let host = HeaderValue::from_str(&addr.to_string()).expect("host");
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..count {
+                let (spec, host, open) = (spec.clone(), host.clone(), client_open.clone());
+                tasks.spawn(async move {
+                    let mut sender = open_connection(addr).await?;
+                    sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+                    let response =
+                        sender.send_request(spec.request(&host)).await.map_err(|e| format!("request: {e}"))?;
+                    if !response.status().is_success() {
+                        return Err(format!("status {}", response.status()));
+                    }
+                    let mut body = response.into_body();
+                    let mut whole = Vec::new();
+                    let mut counted = false;
+                    let outcome = loop {
+                        match body.frame().await {
+                            Some(Ok(frame)) => {
+                                if let Some(data) = frame.data_ref() {
+                                    if !counted {
+                                        counted = true;
+                                        open.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                    whole.extend_from_slice(data);
+                                }
+                            }
+                            Some(Err(error)) => break Err(format!("body: {error}")),
+                            None => break Ok(()),
+                        }
+                    };
+                    if counted {
+                        open.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    outcome?;
+                    (spec.validate)(&whole)
+                });
+            }
+            let mut result = SlowStreams::default();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while let Ok(Some(done)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
+                match done {
+                    Ok(Ok(())) => result.completed += 1,
+                    Ok(Err(error)) => {
+                        result.errors += 1;
+                        result.first_error.get_or_insert(error);
+                    }
+                    Err(error) => {
+                        result.errors += 1;
+                        result.first_error.get_or_insert(error.to_string());
+                    }
+                }
+            }
+            result.errors += tasks.len();
+            result
+        });
+        client_finished.store(true, Ordering::SeqCst);
+        result
+    });
+    let mut peak = None;
+    let mut samples = 0;
+    while !finished.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20));
+        if open.load(Ordering::SeqCst) as usize == count
+            && let Some(value) = sample()
+        {
+            samples += 1;
+            peak = Some(peak.unwrap_or(0).max(value));
+        }
+    }
+    let mut result = client.join().expect("slow-stream thread");
+    result.peak_all_open = peak;
+    result.samples_all_open = samples;
+    result
+}
+
 fn fail(sample: &mut Sample, error: String) {
     sample.errors += 1;
     if sample.first_error.is_none() {
@@ -379,19 +602,33 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|line| line.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// CPU time (user + system) of a process and its descendants, in seconds.
+/// CPU time (user + system) of a process and its descendants, in seconds: the nanosecond
+/// `schedstat` of every live thread (threads that ended no longer count, so a phase must not see
+/// threads come and go), else the 10 ms `stat` ticks.
 pub fn tree_cpu_secs(pid: u32) -> f64 {
-    let ticks_per_sec = 100.0; // USER_HZ on Linux
     tree_pids(pid)
         .into_iter()
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / ticks_per_sec)
+        .map(|pid| {
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+            let precise: Option<u64> = threads
+                .map(|task| {
+                    let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+                    stat.split_whitespace().next()?.parse::<u64>().ok()
+                })
+                .sum();
+            precise.map(|ns| ns as f64 / 1e9).or_else(|| stat_cpu_secs(pid)).unwrap_or(0.0)
         })
         .sum()
+}
+
+/// User + system time from `/proc/<pid>/stat` (10 ms ticks).
+fn stat_cpu_secs(pid: u32) -> Option<f64> {
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks_per_sec)
 }
 
 /// A process and all its descendants.

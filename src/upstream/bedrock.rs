@@ -26,7 +26,7 @@ use super::client::{HttpClient, http_client};
 use super::endpoint::Endpoints;
 use super::error::{BedrockFailure, failure_from_frame, failure_from_response};
 use super::eventstream::FrameDecoder;
-use super::signer::sign_request;
+use super::signer::Signer;
 use crate::broker::sts::AwsCredentials;
 
 /// Longest silence inside a stream before it is failed: 5 minutes, the limit Claude Code itself
@@ -95,6 +95,7 @@ pub struct RawResponse {
 pub struct BedrockClient {
     endpoints: Endpoints,
     http: HttpClient,
+    signer: Signer,
     /// Signing time; the system clock except in tests.
     now: fn() -> SystemTime,
 }
@@ -108,7 +109,12 @@ impl BedrockClient {
 
     /// With a fixed signing clock, for tests that compare signatures.
     pub fn with_clock(endpoint_url: Option<String>, now: fn() -> SystemTime) -> BedrockClient {
-        BedrockClient { endpoints: Endpoints::new(endpoint_url.as_deref()), http: http_client(), now }
+        BedrockClient {
+            endpoints: Endpoints::new(endpoint_url.as_deref()),
+            http: http_client(),
+            signer: Signer::new(),
+            now,
+        }
     }
 
     /// Signs and sends one request; any status is an `Ok` answer. Errors: the endpoint cannot be
@@ -145,7 +151,8 @@ impl BedrockClient {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        sign_request(&mut request, &body, credentials, region, (self.now)())
+        self.signer
+            .sign(&mut request, &body, credentials, region, (self.now)())
             .map_err(|error| BedrockFailure::new("SigningFailed", error.to_string()))?;
         // `host` is signed from the URI; hyper derives the same value.
         debug_assert!(request.headers().get(HOST).is_none());
@@ -220,6 +227,23 @@ struct PayloadPart<'a> {
     bytes: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// The `bytes` of a chunk payload in the exact shape Bedrock sends, `{"bytes":"<base64>"}` or
+/// `{"bytes":"<base64>","p":"<padding>"}` with no escapes, read without a JSON parser; anything
+/// else is `None` and goes through serde.
+fn chunk_bytes(payload: &[u8]) -> Option<&str> {
+    let rest = payload.strip_prefix(br#"{"bytes":""#)?;
+    let end = rest.iter().position(|b| *b == b'"' || *b == b'\\')?;
+    let (encoded, rest) = rest.split_at(end);
+    let tail = rest.strip_prefix(b"\"")?;
+    let plain = |text: &[u8]| !text.iter().any(|b| *b == b'"' || *b == b'\\' || *b < 0x20);
+    let well_formed =
+        tail == b"}" || tail.strip_prefix(br#","p":""#).and_then(|p| p.strip_suffix(br#""}"#)).is_some_and(plain);
+    if !well_formed {
+        return None;
+    }
+    std::str::from_utf8(encoded).ok()
+}
+
 /// An `InvokeModelWithResponseStream` answer, decoded as it is read.
 pub struct EventStream {
     body: Incoming,
@@ -259,8 +283,11 @@ impl EventStream {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => match (frame.message_type(), frame.event_type()) {
                     (Some("event"), Some("chunk")) => {
-                        let part: PayloadPart<'_> =
-                            serde_json::from_slice(frame.payload()).map_err(|_| BedrockFailure::stream_cut())?;
+                        let payload = frame.payload();
+                        let part: PayloadPart<'_> = match chunk_bytes(payload) {
+                            Some(encoded) => PayloadPart { bytes: Some(std::borrow::Cow::Borrowed(encoded)) },
+                            None => serde_json::from_slice(payload).map_err(|_| BedrockFailure::stream_cut())?,
+                        };
                         if let Some(encoded) = part.bytes {
                             self.event.clear();
                             base64::engine::general_purpose::STANDARD
@@ -334,6 +361,26 @@ impl EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_payloads_in_bedrocks_shape_skip_the_json_parser() {
+        assert_eq!(chunk_bytes(br#"{"bytes":"eyJ0eXBlIjoicGluZyJ9"}"#), Some("eyJ0eXBlIjoicGluZyJ9"));
+        assert_eq!(chunk_bytes(br#"{"bytes":"e30=","p":"abcdefgh"}"#), Some("e30="));
+        for other in [
+            &br#"{"bytes":"e3\/0="}"#[..],
+            br#"{"p":"x","bytes":"e30="}"#,
+            br#"{"bytes":"e30=","p":"a"b"}"#,
+            br#"{"bytes":"e30=","other":1}"#,
+            br#"{"bytes":"e30="} trailing"#,
+            br#" {"bytes":"e30="}"#,
+            br#"{"bytes":"e30="#,
+        ] {
+            assert_eq!(chunk_bytes(other), None, "{}", String::from_utf8_lossy(other));
+        }
+        // What the fast path leaves to serde still decodes.
+        let part: PayloadPart<'_> = serde_json::from_slice(br#"{"bytes":"e3\/0="}"#).unwrap();
+        assert_eq!(part.bytes.as_deref(), Some("e3/0="));
+    }
 
     #[test]
     fn model_ids_are_encoded_like_the_sdk_encodes_labels() {
