@@ -21,6 +21,7 @@ use crate::adapter::openai::{
     ThinkingBlock,
 };
 use crate::error::ApiError;
+use crate::models::ReasoningPlan;
 
 /// Text of the user turn inserted when a conversation does not start with a user message.
 pub const PLACEHOLDER_USER_TURN: &str = "(conversation start)";
@@ -447,20 +448,25 @@ fn sanitize_id(id: &str) -> Cow<'_, str> {
 }
 
 /// The end of the conversation: a final assistant (prefill) turn is right-trimmed (Anthropic
-/// refuses trailing whitespace) and must be one the model accepts; a prefill that trims to nothing
-/// is dropped.
+/// refuses trailing whitespace) and must be one the model accepts with this request's reasoning; a
+/// prefill that trims to nothing is dropped.
 pub(super) fn finish(
     messages: &mut Vec<Message<'_>>,
     req: &ChatCompletionRequest,
     model: Target<'_>,
+    plan: &ReasoningPlan,
 ) -> Result<(), ApiError> {
     if let Some(last) = messages.last_mut().filter(|message| message.role == Role::Assistant) {
         trim_prefill(last);
         if last.content.is_empty() {
             messages.pop();
         } else {
+            let starts_with_thinking = matches!(
+                last.content.first(),
+                Some(ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. })
+            );
             let index = req.messages.iter().rposition(|m| m.role == "assistant").unwrap_or_default();
-            model.rules.check_prefill(model.name, &format!("messages[{index}]"))?;
+            model.rules.check_prefill(model.name, plan, starts_with_thinking, &format!("messages[{index}]"))?;
         }
     }
     Ok(())

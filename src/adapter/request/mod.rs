@@ -86,7 +86,7 @@ pub fn to_anthropic<'a>(req: &'a ChatCompletionRequest, model: Target<'_>) -> Re
     let stop_sequences = params::stop_sequences(req)?;
     let metadata = params::user_metadata(req)?;
     let anthropic_beta = params::betas(req, model, &reasoning.plan, stream && !setup.tools.is_empty())?;
-    messages::finish(&mut messages, req, model)?;
+    messages::finish(&mut messages, req, model, &reasoning.plan)?;
     if caches.count > MAX_CACHE_BREAKPOINTS {
         return Err(ApiError::invalid_request(
             caches.first_excess.unwrap_or_default(),

@@ -659,6 +659,18 @@ fn catalog_rules_drive_reasoning_and_limits() {
             json!({"thinking": {"type": "disabled"}, "output_config": null}),
         ),
         (
+            "claude-opus-4-8",
+            "thinking dropped for a tool loop without its blocks: the effort drops to one taken without thinking",
+            request(
+                json!({"reasoning_effort": "max", "tools": [{"type": "function", "function": {"name": "get", "parameters": {"type": "object"}}}],
+                "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "get", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "t1", "content": "r"}]}),
+            ),
+            json!({"thinking": null, "output_config": {"effort": "high"}}),
+        ),
+        (
             "claude-opus-4-6",
             "adaptive with effort, display left to the model",
             request(json!({"reasoning_effort": "max", "max_tokens": 2000})),
