@@ -88,7 +88,9 @@
 //!   `betas`), else 400 naming the refused ones; forwarded once each in the body.
 //! - `user` (else `safety_identifier`) → `metadata.user_id` (≤ 256 characters).
 //! - `cache_control` (`{"type":"ephemeral"}`, optional `ttl` `5m`/`1h`) is accepted on content
-//!   parts, on a message (applied to its last block) and on tools, at most 4 in all.
+//!   parts, on a message (applied to its last block) and on tools; at most 4 in the body sent,
+//!   counted as sent (a part's and its message's on the same block are one, one on dropped text
+//!   none), the 400 naming the first past the limit.
 //! - Thinking round trip: an assistant message may carry `thinking_blocks` (LiteLLM's convention:
 //!   `[{"type":"thinking","thinking","signature"} | {"type":"redacted_thinking","data"}]`), or
 //!   `reasoning_content` plus `reasoning_signature` for one block; they are sent first in that

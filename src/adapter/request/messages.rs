@@ -32,7 +32,7 @@ pub(super) type System<'a> = Vec<TextBlock<'a>>;
 pub(super) fn convert<'a>(
     input: &'a [OpenAiMessage],
     model: Target<'_>,
-    caches: &mut CacheCounter,
+    caches: &mut CacheCounter<'a>,
 ) -> Result<(System<'a>, Vec<Message<'a>>), ApiError> {
     if input.is_empty() {
         return Err(invalid("messages", "messages must contain at least one message"));
@@ -203,7 +203,7 @@ fn part_name(part: &ContentPart) -> &'static str {
 fn message_cache<'a>(
     message: &'a OpenAiMessage,
     i: usize,
-    caches: &mut CacheCounter,
+    caches: &mut CacheCounter<'a>,
 ) -> Result<Option<&'a CacheControl>, ApiError> {
     caches.check(message.cache_control.as_ref(), || format!("messages[{i}]"))
 }
@@ -212,7 +212,7 @@ fn user_blocks<'a>(
     message: &'a OpenAiMessage,
     i: usize,
     model: Target<'_>,
-    caches: &mut CacheCounter,
+    caches: &mut CacheCounter<'a>,
 ) -> Result<Vec<ContentBlock<'a>>, ApiError> {
     match &message.content {
         None => Err(invalid(format!("messages[{i}].content"), "user messages need content")),
@@ -257,7 +257,7 @@ fn text_block<'a>(text: &'a str, cache_control: Option<&'a CacheControl>) -> Opt
 fn assistant_blocks<'a>(
     message: &'a OpenAiMessage,
     i: usize,
-    caches: &mut CacheCounter,
+    caches: &mut CacheCounter<'a>,
 ) -> Result<Vec<ContentBlock<'a>>, ApiError> {
     let mut blocks = Vec::new();
     // Thinking first, unchanged: Anthropic checks the signatures.

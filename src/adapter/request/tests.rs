@@ -197,6 +197,28 @@ fn converts_messages() {
                 "tools": [{"name": "f", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}]}),
         ),
         (
+            // Counted as sent: a part's cache_control and its message's land on the same block (one
+            // breakpoint), one on whitespace-only text or an empty message is not sent at all.
+            "cache_control on a part and on its message is one breakpoint",
+            request(json!({
+                "messages": [
+                    {"role": "system", "content": [{"type": "text", "text": "p", "cache_control": {"type": "ephemeral"}}],
+                     "cache_control": {"type": "ephemeral"}},
+                    {"role": "user", "content": [{"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}],
+                     "cache_control": {"type": "ephemeral"}},
+                    {"role": "assistant", "content": [{"type": "text", "text": "b", "cache_control": {"type": "ephemeral"}}],
+                     "cache_control": {"type": "ephemeral"}},
+                    {"role": "user", "content": [{"type": "text", "text": " ", "cache_control": {"type": "ephemeral"}},
+                                                 {"type": "text", "text": "c", "cache_control": {"type": "ephemeral"}}],
+                     "cache_control": {"type": "ephemeral"}}]})),
+            json!({
+                "system": [{"type": "text", "text": "p", "cache_control": {"type": "ephemeral"}}],
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": "b", "cache_control": {"type": "ephemeral"}}]},
+                    {"role": "user", "content": [{"type": "text", "text": "c", "cache_control": {"type": "ephemeral"}}]}]}),
+        ),
+        (
             "reasoning_content without a signature is dropped",
             request(json!({"messages": [
                 {"role": "user", "content": "q"},
@@ -581,6 +603,17 @@ fn rejects_bad_input() {
             "too many cache breakpoints",
             request(json!({"messages": five_caches})),
             "messages[4].content[0].cache_control",
+        ),
+        (
+            "too many cache breakpoints, counted in the order Anthropic reads them: tools, system, messages",
+            request(json!({
+                "messages": [
+                    {"role": "user", "content": "a", "cache_control": {"type": "ephemeral"}},
+                    {"role": "assistant", "content": "b", "cache_control": {"type": "ephemeral"}},
+                    {"role": "user", "content": "c", "cache_control": {"type": "ephemeral"}},
+                    {"role": "system", "content": "late", "cache_control": {"type": "ephemeral"}}],
+                "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": {"type": "ephemeral"}}]})),
+            "messages[2].cache_control",
         ),
         (
             "array schema",
