@@ -162,21 +162,37 @@ impl AuditSink for MemorySink {
     }
 }
 
-/// The audit trail: writes the line and feeds the metrics from the same record.
+/// Something else a finished record feeds (OpenTelemetry spans, [`crate::telemetry`]). Called on
+/// the request's task: it must not block.
+pub trait RecordObserver: Send + Sync {
+    fn observe(&self, record: &AuditRecord);
+}
+
+/// The audit trail: writes the line and feeds the metrics (and traces, when on) from the same
+/// record.
 #[derive(Clone)]
 pub struct Audit {
     sink: Arc<dyn AuditSink>,
     metrics: Arc<Metrics>,
+    observer: Option<Arc<dyn RecordObserver>>,
 }
 
 impl Audit {
     pub fn new(sink: Arc<dyn AuditSink>, metrics: Arc<Metrics>) -> Audit {
-        Audit { sink, metrics }
+        Audit { sink, metrics, observer: None }
+    }
+
+    /// Also hand every finished record to `observer`.
+    pub fn set_observer(&mut self, observer: Arc<dyn RecordObserver>) {
+        self.observer = Some(observer);
     }
 
     /// Record one finished request.
     pub fn emit(&self, record: &AuditRecord) {
         self.metrics.observe(record);
+        if let Some(observer) = &self.observer {
+            observer.observe(record);
+        }
         if !self.sink.write(record.to_line()) {
             self.metrics.audit_dropped.inc("backlog");
             tracing::warn!(
