@@ -1,15 +1,18 @@
-//! What parsing a chat body costs in memory, measured with a counting allocator: bounded by the
+//! What parsing a request body costs in memory, measured with a counting allocator: bounded by the
 //! body's size whatever it holds (ignored fields skipped unbuilt, unknown fields refused before
-//! their value is read, lists capped while parsing, schemas kept as raw text).
+//! their value is read, lists and objects capped while parsing, schemas kept as raw text). For the
+//! chat API, the Messages API and the body passed on to an OpenAI-compatible endpoint.
 //!
 //! The allocator counts per thread, so the measurement is the parse on this test's thread alone.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use byollm::adapter::messages;
 use byollm::adapter::openai::{MAX_CONTENT_PARTS, MAX_MESSAGES};
 use byollm::adapter::request::{Target, parse_request, to_anthropic};
 use byollm::models::catalog;
+use byollm::upstream::openai_compat::prepare_body;
 
 struct Counting;
 
@@ -167,4 +170,62 @@ fn converting_keeps_schemas_and_arguments_as_text() {
     assert_eq!(prepared.unwrap(), 3);
     // The schema gains `"type":"object"` (one copy of its text); the arguments are borrowed.
     assert!(peak < 3 * MIB + MIB, "conversion: {peak} bytes");
+}
+
+#[test]
+fn messages_api_parsing_costs_are_bounded_by_the_body() {
+    let rules = &catalog().by_family("claude-haiku-4-5").unwrap().rules;
+    let convert = |body: &[u8]| {
+        messages::parse(body).and_then(|request| messages::to_bedrock_body(&request, "claude-haiku-4-5", rules, &[]))
+    };
+    // The small fields the model rules read, each given a 20 MiB list: refused, no tree built.
+    for field in ["max_tokens", "temperature", "top_p", "top_k", "thinking", "tool_choice"] {
+        let body = padded(&format!(r#""{field}":"#), "");
+        let (converted, peak) = peak_of(|| convert(&body).map(|_| ()));
+        let error = converted.unwrap_err();
+        assert_eq!((error.status.as_u16(), error.param.as_deref()), (400, Some(field)), "{}", error.message);
+        assert!(peak < 256 * 1024, "{field}: {peak} bytes for a {} byte body", body.len());
+    }
+    let body = padded(r#""max_tokens":16,"output_config":{"effort":"#, "}");
+    let (converted, peak) = peak_of(|| convert(&body).map(|_| ()));
+    assert_eq!(converted.unwrap_err().param.as_deref(), Some("output_config.effort"));
+    assert!(peak < 256 * 1024, "output_config.effort: {peak} bytes");
+
+    // The large fields pass as one copy of their text.
+    let body = padded(r#""max_tokens":16,"metadata":{"user_id":"u","x":"#, "}");
+    let (converted, peak) = peak_of(|| convert(&body).map(|out| out.len()));
+    assert!(converted.unwrap() > BODY - 64);
+    assert!(peak < 2 * BODY + 2 * MIB, "metadata: {peak} bytes");
+}
+
+#[test]
+fn openai_compatible_bodies_are_parsed_at_their_top_level_only_and_bounded() {
+    // Many tiny top-level fields: refused at a cap, not kept as a map of millions of entries.
+    let mut body = br#"{"model":"m","messages":[]"#.to_vec();
+    let mut i = 0;
+    while body.len() < BODY {
+        body.extend_from_slice(format!(r#","k{i}":0"#).as_bytes());
+        i += 1;
+    }
+    body.push(b'}');
+    let (prepared, peak) = peak_of(|| prepare_body(&body, "z").map(|p| p.body.len()));
+    assert!(prepared.is_err());
+    assert!(peak < 256 * 1024, "top-level fields: {peak} bytes");
+
+    // The same inside stream_options.
+    let mut body = br#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true"#.to_vec();
+    while body.len() < BODY {
+        body.extend_from_slice(format!(r#","k{i}":0"#).as_bytes());
+        i += 1;
+    }
+    body.extend_from_slice(b"}}");
+    let (prepared, peak) = peak_of(|| prepare_body(&body, "z").map(|p| p.body.len()));
+    assert!(prepared.is_err());
+    assert!(peak < 2 * BODY, "stream_options: {peak} bytes");
+
+    // A large value passes as one copy of its text.
+    let body = padded(r#""metadata":"#, "");
+    let (prepared, peak) = peak_of(|| prepare_body(&body, "z").map(|p| p.body.len()));
+    assert!(prepared.unwrap() > BODY - 64);
+    assert!(peak < 2 * BODY + 2 * MIB, "metadata: {peak} bytes");
 }

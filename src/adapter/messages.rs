@@ -33,6 +33,10 @@ use crate::models::ModelRules;
 pub const MAX_MESSAGES: usize = 100_000;
 /// Most betas taken from one `anthropic-beta` header.
 const MAX_BETAS: usize = 64;
+/// Longest JSON text of a field the model rules read as a value (`max_tokens`, sampling,
+/// `thinking`, `tool_choice`, `output_config.effort`): each is a number or a small object, and a
+/// value tree costs many times its text, so a larger one is refused before it is built.
+const MAX_RULE_FIELD: usize = 4096;
 
 /// A Messages request as parsed: raw where large, values where the rules need them.
 #[derive(Deserialize)]
@@ -41,28 +45,28 @@ pub struct MessagesRequest<'a> {
     pub model: String,
     #[serde(borrow)]
     messages: &'a RawValue,
-    #[serde(default)]
-    max_tokens: Option<Value>,
+    #[serde(default, borrow)]
+    max_tokens: Option<&'a RawValue>,
     #[serde(default, borrow)]
     system: Option<&'a RawValue>,
     #[serde(default, borrow)]
     tools: Option<&'a RawValue>,
-    #[serde(default)]
-    tool_choice: Option<Value>,
+    #[serde(default, borrow)]
+    tool_choice: Option<&'a RawValue>,
     #[serde(default)]
     pub stream: Option<bool>,
-    #[serde(default)]
-    temperature: Option<Value>,
-    #[serde(default)]
-    top_p: Option<Value>,
-    #[serde(default)]
-    top_k: Option<Value>,
+    #[serde(default, borrow)]
+    temperature: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    top_p: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    top_k: Option<&'a RawValue>,
     #[serde(default, borrow)]
     stop_sequences: Option<&'a RawValue>,
     #[serde(default, borrow)]
     metadata: Option<&'a RawValue>,
-    #[serde(default)]
-    thinking: Option<Value>,
+    #[serde(default, borrow)]
+    thinking: Option<&'a RawValue>,
     #[serde(default, borrow)]
     output_config: Option<&'a RawValue>,
     #[serde(default, borrow)]
@@ -86,9 +90,9 @@ struct RoleOnly {
 
 /// Only what the rules read of `output_config`: whether `effort` and `format` are given.
 #[derive(Deserialize)]
-struct OutputConfigProbe {
-    #[serde(default)]
-    effort: Option<Value>,
+struct OutputConfigProbe<'a> {
+    #[serde(default, borrow)]
+    effort: Option<&'a RawValue>,
     #[serde(default)]
     format: Option<IgnoredAny>,
 }
@@ -111,6 +115,24 @@ pub fn parse(body: &[u8]) -> Result<MessagesRequest<'_>, ApiError> {
     Ok(request)
 }
 
+/// A field the model rules read, as a value (`None` when absent or `null`); refused when its
+/// text is over [`MAX_RULE_FIELD`] bytes, before any tree is built.
+fn rule_field(field: &str, raw: Option<&RawValue>) -> Result<Option<Value>, ApiError> {
+    let Some(raw) = raw.map(RawValue::get).filter(|raw| *raw != "null") else {
+        return Ok(None);
+    };
+    if raw.len() > MAX_RULE_FIELD {
+        return Err(ApiError::invalid_request(
+            field,
+            "invalid_value",
+            format!("{field} is {} bytes of JSON; at most {MAX_RULE_FIELD} are accepted", raw.len()),
+        ));
+    }
+    serde_json::from_str(raw)
+        .map(Some)
+        .map_err(|e| ApiError::invalid_request(field, "invalid_value", format!("{field} is not valid JSON: {e}")))
+}
+
 /// The betas of an `anthropic-beta` header (comma-separated, possibly repeated headers).
 pub fn header_betas<'h>(values: impl Iterator<Item = &'h str>) -> Vec<&'h str> {
     values.flat_map(|v| v.split(',')).map(str::trim).filter(|b| !b.is_empty()).take(MAX_BETAS).collect()
@@ -130,24 +152,24 @@ pub fn to_bedrock_body(
             ApiError::invalid_request("messages", "invalid_value", format!("messages must be a list of messages: {e}"))
         })?;
     let mut checked = Map::new();
-    for (key, value) in [
-        ("max_tokens", &request.max_tokens),
-        ("temperature", &request.temperature),
-        ("top_p", &request.top_p),
-        ("top_k", &request.top_k),
-        ("thinking", &request.thinking),
-        ("tool_choice", &request.tool_choice),
+    for (key, raw) in [
+        ("max_tokens", request.max_tokens),
+        ("temperature", request.temperature),
+        ("top_p", request.top_p),
+        ("top_k", request.top_k),
+        ("thinking", request.thinking),
+        ("tool_choice", request.tool_choice),
     ] {
-        if let Some(value) = value.as_ref().filter(|v| !v.is_null()) {
-            checked.insert(key.to_owned(), value.clone());
+        if let Some(value) = rule_field(key, raw)? {
+            checked.insert(key.to_owned(), value);
         }
     }
     if let Some(raw) = request.output_config {
-        let probe: OutputConfigProbe = serde_json::from_str(raw.get()).map_err(|e| {
+        let probe: OutputConfigProbe<'_> = serde_json::from_str(raw.get()).map_err(|e| {
             ApiError::invalid_request("output_config", "invalid_value", format!("output_config must be an object: {e}"))
         })?;
         let mut proxy = Map::new();
-        if let Some(effort) = probe.effort {
+        if let Some(effort) = rule_field("output_config.effort", probe.effort)? {
             proxy.insert("effort".into(), effort);
         }
         if probe.format.is_some() {

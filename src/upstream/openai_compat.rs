@@ -26,6 +26,10 @@ use crate::secret::Secret;
 
 /// Largest error body read.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// Most fields an object byollm reads of the client's body may have (the request's top level and
+/// `stream_options`). OpenAI's chat request has about 40; endpoints add a few of their own. The
+/// cap bounds what parsing costs: each field is a map entry and a copy of its value's text.
+const MAX_FIELDS: usize = 256;
 
 /// The request body for the endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +123,37 @@ impl OpenAiFailure {
     }
 }
 
+/// The fields of a JSON object, each value kept as its raw text; at most [`MAX_FIELDS`], refused
+/// while parsing beyond that.
+struct Fields(BTreeMap<String, Box<RawValue>>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+            type Value = Fields;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a JSON object of at most {MAX_FIELDS} fields")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if fields.len() == MAX_FIELDS {
+                        return Err(serde::de::Error::custom(format_args!("more than {MAX_FIELDS} fields")));
+                    }
+                    fields.insert(key, map.next_value()?);
+                }
+                Ok(Fields(fields))
+            }
+        }
+
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
 fn raw(text: String) -> Result<Box<RawValue>, OpenAiFailure> {
     RawValue::from_string(text).map_err(|_| OpenAiFailure::Body("the request body could not be encoded"))
 }
@@ -126,8 +161,8 @@ fn raw(text: String) -> Result<Box<RawValue>, OpenAiFailure> {
 /// The client's body with `model` renamed, and `stream_options.include_usage` on for streams.
 /// Only the top level (and `stream_options`) is parsed; the rest passes through as raw JSON.
 pub fn prepare_body(client_body: &[u8], model: &str) -> Result<PreparedBody, OpenAiFailure> {
-    let mut fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(client_body)
-        .map_err(|_| OpenAiFailure::Body("the request body is not a JSON object"))?;
+    let Fields(mut fields) = serde_json::from_slice(client_body)
+        .map_err(|_| OpenAiFailure::Body("the request body must be a JSON object of at most 256 fields"))?;
     let stream = match fields.get("stream") {
         None => false,
         Some(value) => match value.get() {
@@ -139,9 +174,12 @@ pub fn prepare_body(client_body: &[u8], model: &str) -> Result<PreparedBody, Ope
     fields.insert("model".into(), raw(serde_json::to_string(model).map_err(|_| OpenAiFailure::Body("model"))?)?);
     let mut client_wants_usage = false;
     if stream {
-        let mut options: BTreeMap<String, Box<RawValue>> = match fields.get("stream_options") {
-            Some(value) if value.get() != "null" => serde_json::from_str(value.get())
-                .map_err(|_| OpenAiFailure::Body("stream_options must be an object"))?,
+        let mut options = match fields.get("stream_options") {
+            Some(value) if value.get() != "null" => {
+                serde_json::from_str::<Fields>(value.get())
+                    .map_err(|_| OpenAiFailure::Body("stream_options must be an object of at most 256 fields"))?
+                    .0
+            }
             _ => BTreeMap::new(),
         };
         client_wants_usage = options.get("include_usage").is_some_and(|v| v.get() == "true");
@@ -149,7 +187,10 @@ pub fn prepare_body(client_body: &[u8], model: &str) -> Result<PreparedBody, Ope
         let options = serde_json::to_string(&options).map_err(|_| OpenAiFailure::Body("stream_options"))?;
         fields.insert("stream_options".into(), raw(options)?);
     }
-    let body = serde_json::to_vec(&fields).map_err(|_| OpenAiFailure::Body("the request body could not be encoded"))?;
+    // The body is the client's, give or take `model` and `stream_options`: sized once.
+    let mut body = Vec::with_capacity(client_body.len() + model.len() + 64);
+    serde_json::to_writer(&mut body, &fields)
+        .map_err(|_| OpenAiFailure::Body("the request body could not be encoded"))?;
     Ok(PreparedBody { body: Bytes::from(body), stream, client_wants_usage })
 }
 
