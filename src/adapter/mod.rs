@@ -105,6 +105,7 @@
 //! (see [`stream`]).
 
 pub mod anthropic;
+pub mod attempt;
 pub mod bounded;
 pub mod messages;
 pub mod messages_routes;
