@@ -1,4 +1,5 @@
-//! byollm: an OIDC issuer, AWS credential broker and OpenAI-to-Bedrock adapter in one library.
+//! byollm: an OIDC issuer, AWS credential broker and the model APIs in front of Claude on Bedrock
+//! (and the upstreams a routing policy names) in one library.
 //! `main.rs` is a thin CLI over it; tests and examples use it directly.
 
 pub mod adapter;

@@ -19,10 +19,12 @@ use byollm::routing::{Mode, RoutingPolicy};
 #[command(
     name = "byollm",
     version,
-    about = "Bring-your-own-LLM gateway: OIDC issuer, AWS credential broker, OpenAI-to-Bedrock adapter",
+    about = "Bring-your-own-LLM gateway: OIDC issuer, AWS credential broker, model APIs in front of Claude on Bedrock",
     long_about = "byollm lets an agent platform run inference on its customers' own AWS Bedrock accounts with no \
 long-lived keys. It signs short-lived OIDC tokens that AWS STS trusts, exchanges them for temporary role \
-credentials, and serves an OpenAI-compatible chat API backed by Claude on Bedrock.",
+credentials, and serves Claude on Bedrock through an OpenAI-compatible chat API, the Anthropic Messages API and \
+Bedrock's own routes; a routing policy can send a model to the Anthropic API or an OpenAI-compatible endpoint \
+instead.",
     after_help = "Quick start (dev issuer on 127.0.0.1:8080, key generated on first run):\n  \
 byollm serve\n\nProduction:\n  byollm keys generate --dir /etc/byollm/jwks\n  byollm serve --config /etc/byollm/byollm.toml\n\n\
 Configuration: a TOML file (--config or BYOLLM_CONFIG); any field can be overridden with \
@@ -35,19 +37,20 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct ConfigArgs {
-    /// Path to byollm.toml. Without it, byollm runs as a dev issuer on loopback.
+    /// Path to byollm.toml. Without it, the built-in defaults (for serve: a dev issuer on loopback).
     #[arg(long, short, env = "BYOLLM_CONFIG", global = true)]
     config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway: discovery + JWKS, token minting, health and metrics.
+    /// Run the gateway: discovery + JWKS, tokens and credentials for runs, the model APIs, health and metrics.
     #[command(
         after_help = "With no --config, serves a dev issuer at http://127.0.0.1:8080 and creates jwks/ if needed.\n\
-Internal listener (server.listen): /v1/*, /healthz, /metrics, /.well-known/*.\n\
+Internal listener (server.listen): /v1/*, /model/*, /inference-profiles, /healthz, /livez, /metrics, /.well-known/*.\n\
 Public listener (server.public_listen, optional): only /.well-known/openid-configuration and /.well-known/jwks.json.\n\
-Send SIGHUP to reload the key set at once (it is also polled every keys.reload_interval_secs)."
+Send SIGHUP to reload the key set, the TLS files and the routing policy at once (the key set and TLS files are also \
+re-read every keys.reload_interval_secs, the routing policy whenever the config file changes)."
     )]
     Serve {
         #[command(flatten)]
@@ -56,15 +59,17 @@ Send SIGHUP to reload the key set at once (it is also polled every keys.reload_i
         #[arg(long)]
         dev: bool,
     },
-    /// Serve the chat API on your laptop, signed with your own AWS session (aws login, SSO, profiles).
+    /// Serve the model APIs on your laptop, signed with your own AWS session (aws login, SSO, profiles).
     #[command(
         after_help = "Examples:\n  aws login && byollm local\n  byollm local --profile work --region eu-west-1\n\n\
 Listens on 127.0.0.1:8080 (--port, or --listen for another address; server.listen is ignored). At start it makes \
 a session key, prints it and writes it to a file only you can read ($XDG_RUNTIME_DIR/byollm/local-<port>.key, \
 else ~/.byollm/local-<port>.key); every request must send it (Authorization: Bearer, or x-api-key):\n  \
 export OPENAI_API_KEY=$(cat ~/.byollm/local-8080.key) OPENAI_BASE_URL=http://127.0.0.1:8080/v1\n\n\
-Requests go from the client to byollm on this machine, which signs them with your session and sends them to \
-Bedrock in your account. Credentials are re-read every local.refresh_interval_secs (15 minutes) and before they \
+Serves the chat API (/v1/chat/completions), the Anthropic Messages API (/v1/messages) and Bedrock's own routes \
+(/model/*). Requests go from the client to byollm on this machine, which signs them with your session and sends \
+them to Bedrock in your account (or to the Anthropic API or an endpoint a [routing] policy names, with that \
+route's key). Credentials are re-read every local.refresh_interval_secs (default 15 minutes) and before they \
 expire; when the session lapses, requests fail with the command that renews it."
     )]
     Local {

@@ -6,19 +6,15 @@
 //! skipped, unless `CI` is set.
 
 mod clients;
+mod cloud;
 mod harness;
 mod support;
 
 use std::time::Duration;
 
-use harness::{API_KEY, Gateway, callers_toml};
+use harness::{API_KEY, Gateway};
 use serde_json::json;
-use support::{
-    BedrockErrorKind, CredentialStore, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, Reply,
-    StreamExceptionKind, TrustedRole,
-};
-
-const ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";
+use support::{BedrockErrorKind, FakeBedrockOptions, FakeStsOptions, Reply, StreamExceptionKind};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anthropic_and_anthropic_bedrock_clients_through_byollm() {
@@ -27,21 +23,10 @@ async fn anthropic_and_anthropic_bedrock_clients_through_byollm() {
         return;
     }
     let python = python.unwrap();
-    let credentials = CredentialStore::new();
-    let sts = FakeSts::start(FakeStsOptions {
-        roles: vec![TrustedRole::new(ROLE).sub_like(&["scoped_principal:acme/*"]).aud_equals(&["sts.amazonaws.com"])],
-        credentials: credentials.clone(),
-        ..Default::default()
-    })
-    .await;
-    let bedrock = FakeBedrock::start(FakeBedrockOptions { credentials, ..Default::default() }).await;
-    let config = format!(
-        "{}\n[sts]\nendpoint_url = \"{}\"\n[bedrock]\nendpoint_url = \"{}\"\n[[teams]]\nuid = \"acme\"\nrole_arn = \"{ROLE}\"\n\
-         [models.\"haiku\"]\nid = \"global.anthropic.claude-haiku-4-5-20251001-v1:0\"\n[models.\"opus\"]\nid = \"global.anthropic.claude-opus-4-7\"\n",
-        callers_toml(),
-        sts.url(),
-        bedrock.url()
-    );
+    let (sts, bedrock) = cloud::fakes(FakeStsOptions::default(), FakeBedrockOptions::default()).await;
+    let models = "[models.\"haiku\"]\nid = \"global.anthropic.claude-haiku-4-5-20251001-v1:0\"\n\
+                  [models.\"opus\"]\nid = \"global.anthropic.claude-opus-4-7\"\n";
+    let config = cloud::config(&sts, &bedrock, models);
     let gateway = Gateway::start(&config);
     sts.set_providers(vec![gateway.issuer_host()]);
     bedrock.set_script(vec![

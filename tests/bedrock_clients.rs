@@ -9,17 +9,15 @@
 //! skipped, unless `CI` is set.
 
 mod clients;
+mod cloud;
 mod harness;
 mod support;
 
 use std::time::Duration;
 
-use harness::{API_KEY, Gateway, callers_toml, tls_lines, write_tls_pair};
-use support::{
-    BedrockErrorKind, CredentialStore, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, Reply, TrustedRole,
-};
+use harness::{API_KEY, Gateway, tls_lines, write_tls_pair};
+use support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, FakeStsOptions, Reply};
 
-const ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";
 const MODELS: &str = "[models.\"haiku\"]\nid = \"global.anthropic.claude-haiku-4-5-20251001-v1:0\"\n";
 /// What the client asks for: another profile of the configured model.
 const ASKED: &str = "us.anthropic.claude-haiku-4-5-20251001-v1:0";
@@ -85,23 +83,11 @@ async fn boto3_with_a_bearer_key_through_the_cloud_path_over_https() {
         return;
     }
     let python = python.unwrap();
-    let credentials = CredentialStore::new();
     let dir = tempfile::tempdir().unwrap();
     let pair = write_tls_pair(dir.path());
-    let sts = FakeSts::start(FakeStsOptions {
-        roles: vec![TrustedRole::new(ROLE).sub_like(&["scoped_principal:acme/*"]).aud_equals(&["sts.amazonaws.com"])],
-        credentials: credentials.clone(),
-        tls_root_pem: Some(pair.pem.clone()),
-        ..Default::default()
-    })
-    .await;
-    let bedrock = FakeBedrock::start(FakeBedrockOptions { credentials, ..Default::default() }).await;
-    let config = format!(
-        "{}\n[sts]\nendpoint_url = \"{}\"\n[bedrock]\nendpoint_url = \"{}\"\n[[teams]]\nuid = \"acme\"\nrole_arn = \"{ROLE}\"\n{MODELS}",
-        callers_toml(),
-        sts.url(),
-        bedrock.url()
-    );
+    let sts = FakeStsOptions { tls_root_pem: Some(pair.pem.clone()), ..Default::default() };
+    let (sts, bedrock) = cloud::fakes(sts, FakeBedrockOptions::default()).await;
+    let config = cloud::config(&sts, &bedrock, MODELS);
     let gateway = Gateway::start_tls(&config, &[], &pair);
     sts.set_providers(vec![gateway.issuer_host()]);
     let cert = &pair.cert;

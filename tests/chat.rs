@@ -339,23 +339,7 @@ async fn web_pages_and_rebound_hosts_cannot_spend_the_local_session() {
 async fn setup_with(config: &str) -> Setup {
     let bedrock = FakeBedrock::start(FakeBedrockOptions { auto_reply: true, ..Default::default() }).await;
     bedrock.add_static_key(KEY_ID, SECRET);
-    let aws = tempfile::tempdir().unwrap();
-    let (config_file, credentials_file) = (aws.path().join("config"), aws.path().join("credentials"));
-    std::fs::write(&config_file, "[profile dev]\nregion = us-east-1\n").unwrap();
-    std::fs::write(
-        &credentials_file,
-        format!("[dev]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"),
-    )
-    .unwrap();
-    let gateway = Gateway::start_local(
-        config,
-        &["--profile", "dev"],
-        &[
-            ("AWS_CONFIG_FILE", config_file.to_str().unwrap()),
-            ("AWS_SHARED_CREDENTIALS_FILE", credentials_file.to_str().unwrap()),
-            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &bedrock.url()),
-        ],
-    );
+    let (gateway, aws) = Gateway::start_local_configured(config, &bedrock.url(), KEY_ID, SECRET);
     Setup { bedrock, gateway, _aws: aws }
 }
 

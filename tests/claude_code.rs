@@ -15,16 +15,16 @@
 //! calls the platform package's binary directly). Missing: skipped, or a failure under `CI`.
 
 mod clients;
+mod cloud;
 mod harness;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::{API_KEY, Gateway, callers_toml};
-use support::{CredentialStore, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, Reply, TrustedRole};
+use harness::{API_KEY, Gateway};
+use support::{FakeBedrock, FakeBedrockOptions, FakeStsOptions, Reply};
 
-const ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";
 const MODELS: &str = "[models.\"opus\"]\nid = \"global.anthropic.claude-opus-4-7\"\n";
 const ANSWER: &str = "Hello from byollm.";
 
@@ -87,25 +87,10 @@ fn check_run(ok: bool, output: &str, bedrock: &FakeBedrock, logs: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn claude_code_completes_a_prompt_through_byollm_serve() {
     let Some(binary) = claude() else { return };
-    let credentials = CredentialStore::new();
-    let sts = FakeSts::start(FakeStsOptions {
-        roles: vec![TrustedRole::new(ROLE).sub_like(&["scoped_principal:acme/*"]).aud_equals(&["sts.amazonaws.com"])],
-        credentials: credentials.clone(),
-        ..Default::default()
-    })
-    .await;
-    let bedrock = FakeBedrock::start(FakeBedrockOptions {
-        credentials,
-        default_reply: Reply::text(&["Hello", " from", " byollm."]),
-        ..Default::default()
-    })
-    .await;
-    let config = format!(
-        "{}\n[sts]\nendpoint_url = \"{}\"\n[bedrock]\nendpoint_url = \"{}\"\n[[teams]]\nuid = \"acme\"\nrole_arn = \"{ROLE}\"\n{MODELS}",
-        callers_toml(),
-        sts.url(),
-        bedrock.url()
-    );
+    let bedrock =
+        FakeBedrockOptions { default_reply: Reply::text(&["Hello", " from", " byollm."]), ..Default::default() };
+    let (sts, bedrock) = cloud::fakes(FakeStsOptions::default(), bedrock).await;
+    let config = cloud::config(&sts, &bedrock, MODELS);
     let gateway = Gateway::start(&config);
     sts.set_providers(vec![gateway.issuer_host()]);
 

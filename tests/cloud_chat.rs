@@ -2,31 +2,18 @@
 //! (which verifies it through our discovery document and JWKS) → assumed-role credentials → fake
 //! Bedrock (which checks the SigV4 signature made with exactly those credentials).
 
+mod cloud;
 mod harness;
 mod support;
 
-use harness::{API_KEY, Gateway, OTHER_API_KEY, callers_toml};
+use harness::{API_KEY, Gateway, OTHER_API_KEY};
 use serde_json::{Value, json};
-use support::{CredentialStore, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, Reply, TrustedRole};
-
-const ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";
+use support::{FakeBedrockOptions, FakeStsOptions, Reply};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_runs_chat_is_signed_with_its_own_assumed_role() {
-    let credentials = CredentialStore::new();
-    let sts = FakeSts::start(FakeStsOptions {
-        roles: vec![TrustedRole::new(ROLE).sub_like(&["scoped_principal:acme/*"]).aud_equals(&["sts.amazonaws.com"])],
-        credentials: credentials.clone(),
-        ..Default::default()
-    })
-    .await;
-    let bedrock = FakeBedrock::start(FakeBedrockOptions { credentials, ..Default::default() }).await;
-    let config = format!(
-        "{}\n[sts]\nendpoint_url = \"{}\"\n[bedrock]\nendpoint_url = \"{}\"\n[[teams]]\nuid = \"acme\"\nrole_arn = \"{ROLE}\"\n",
-        callers_toml(),
-        sts.url(),
-        bedrock.url()
-    );
+    let (sts, bedrock) = cloud::fakes(FakeStsOptions::default(), FakeBedrockOptions::default()).await;
+    let config = cloud::config(&sts, &bedrock, "");
     // Trace logging asked for: the SDK's request dumps must stay capped (they hold the token).
     let gateway = Gateway::start_with(&config, false, &[("BYOLLM_LOG", "trace")]);
     sts.set_providers(vec![gateway.issuer_host()]);

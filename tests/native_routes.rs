@@ -5,18 +5,15 @@
 //! frames, and `/inference-profiles` is answered from the configuration. Also: TLS on the
 //! listeners, with the certificate re-read on SIGHUP.
 
+mod cloud;
 mod harness;
 mod support;
 
 use std::time::Duration;
 
-use harness::{API_KEY, Gateway, callers_toml, write_tls_pair};
+use harness::{API_KEY, Gateway, write_tls_pair};
 use serde_json::{Value, json};
-use support::{
-    BedrockErrorKind, CredentialStore, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, Reply, TrustedRole,
-};
-
-const ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";
+use support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, Reply};
 
 struct Setup {
     sts: FakeSts,
@@ -25,21 +22,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let credentials = CredentialStore::new();
-    let sts = FakeSts::start(FakeStsOptions {
-        roles: vec![TrustedRole::new(ROLE).sub_like(&["scoped_principal:acme/*"]).aud_equals(&["sts.amazonaws.com"])],
-        credentials: credentials.clone(),
-        ..Default::default()
-    })
-    .await;
-    let bedrock = FakeBedrock::start(FakeBedrockOptions { credentials, ..Default::default() }).await;
-    let config = format!(
-        "{}\n[sts]\nendpoint_url = \"{}\"\n[bedrock]\nendpoint_url = \"{}\"\n[[teams]]\nuid = \"acme\"\nrole_arn = \"{ROLE}\"\n\
-         [models.\"opus\"]\nid = \"global.anthropic.claude-opus-4-7\"\n[models.\"haiku\"]\nid = \"us.anthropic.claude-haiku-4-5-20251001-v1:0\"\n",
-        callers_toml(),
-        sts.url(),
-        bedrock.url()
-    );
+    let (sts, bedrock) = cloud::fakes(FakeStsOptions::default(), FakeBedrockOptions::default()).await;
+    let models = "[models.\"opus\"]\nid = \"global.anthropic.claude-opus-4-7\"\n\
+                  [models.\"haiku\"]\nid = \"us.anthropic.claude-haiku-4-5-20251001-v1:0\"\n";
+    let config = cloud::config(&sts, &bedrock, models);
     let gateway = Gateway::start(&config);
     sts.set_providers(vec![gateway.issuer_host()]);
     Setup { sts, bedrock, gateway }

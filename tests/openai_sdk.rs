@@ -10,12 +10,12 @@
 //! Without the SDK installed the test is skipped, unless `CI` is set: then it fails.
 //! `BYOLLM_TEST_PYTHON` names another Python (say, a venv holding an older `openai`).
 
+mod clients;
 mod harness;
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use harness::Gateway;
 use serde_json::{Value, json};
@@ -38,73 +38,12 @@ async fn setup() -> Setup {
     Setup { bedrock, gateway, _aws: aws }
 }
 
-fn tests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
-}
-
-/// Whether `program args` exits 0 (quietly).
-fn succeeds(program: &str, args: &[&str], dir: &Path) -> bool {
-    Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Skips (returns false) when an SDK is missing, except under CI where that is a failure.
-fn available(what: &str, present: bool, install: &str) -> bool {
-    if present {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{what} is not installed but CI is set; install it with `{install}`");
-    }
-    eprintln!("SKIPPED: {what} is not installed (`{install}`); set CI=1 to make this a failure");
-    false
-}
-
-/// Runs a client script to completion (killed after [`SCRIPT_TIMEOUT`]); returns (success, output).
-async fn run_client(program: &str, script: &Path, url: &str, key: &str) -> (bool, String) {
-    run_client_with(program, script, key, &[url]).await
-}
-
-/// Runs a client script with the gateway's key and these arguments (the gateway URL first).
-async fn run_client_with(program: &str, script: &Path, key: &str, args: &[&str]) -> (bool, String) {
-    let mut command = Command::new(program);
-    command.arg(script).args(args).current_dir(tests_dir()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    // Never let a developer's own OpenAI settings redirect or authenticate the SDK.
-    for name in ["OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_LOG"] {
-        command.env_remove(name);
-    }
-    command.env("NO_PROXY", "127.0.0.1").env("no_proxy", "127.0.0.1");
-    // The local gateway's session key, as the SDKs read it.
-    command.env("OPENAI_API_KEY", key);
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("could not start {program}: {e}"));
-    tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + SCRIPT_TIMEOUT;
-        let timed_out = loop {
-            if child.try_wait().unwrap().is_some() {
-                break false;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                break true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let output = child.wait_with_output().unwrap();
-        let text = format!(
-            "{}{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            if timed_out { "\nTIMED OUT\n" } else { "" }
-        );
-        (output.status.success() && !timed_out, text)
-    })
-    .await
-    .unwrap()
+/// Runs a client script with the gateway's key (`OPENAI_API_KEY`, as the SDKs read it) and these
+/// arguments (the gateway URL first), killed after [`SCRIPT_TIMEOUT`]; returns (success, output).
+async fn run_client(program: &str, script: &str, key: &str, args: &[&str]) -> (bool, String) {
+    let script = clients::tests_dir().join(script);
+    let args: Vec<&str> = std::iter::once(script.to_str().unwrap()).chain(args.iter().copied()).collect();
+    clients::run(Path::new(program), &args, &clients::tests_dir(), &[("OPENAI_API_KEY", key)], SCRIPT_TIMEOUT).await
 }
 
 /// The fake Bedrock's replies for `tests/openai_client.py`, one per step that reaches Bedrock.
@@ -181,17 +120,16 @@ fn block_types(body: &Value) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn python_openai_sdk() {
     // BYOLLM_TEST_PYTHON picks another interpreter, e.g. a venv with an older SDK.
-    let python = std::env::var("BYOLLM_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let present = succeeds(&python, &["-c", "import openai"], &tests_dir());
-    if !available("the Python openai SDK", present, "python3 -m pip install openai") {
+    let python = clients::python_with("openai");
+    if !clients::available("the Python openai SDK", python.is_some(), "python3 -m pip install openai") {
         return;
     }
+    let python = python.unwrap();
     let setup = setup().await;
     let replies = python_script();
     let expected = replies.len();
     setup.bedrock.set_script(replies);
-    let (ok, output) =
-        run_client(&python, &tests_dir().join("openai_client.py"), &setup.gateway.url, setup.gateway.local_key()).await;
+    let (ok, output) = run_client(&python, "openai_client.py", setup.gateway.local_key(), &[&setup.gateway.url]).await;
     println!("{output}");
     assert!(ok, "tests/openai_client.py failed:\n{output}\ngateway logs:\n{}", setup.gateway.logs());
 
@@ -263,18 +201,16 @@ fn node_script() -> Vec<Reply> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_openai_sdk() {
-    let node_dir = tests_dir().join("node");
-    let present =
-        node_dir.join("node_modules/openai/package.json").is_file() && succeeds("node", &["--version"], &node_dir);
-    if !available("the Node openai SDK", present, "npm ci --prefix tests/node") {
+    let present = clients::tests_dir().join("node/node_modules/openai/package.json").is_file()
+        && clients::succeeds("node", &["--version"]);
+    if !clients::available("the Node openai SDK", present, "npm ci --prefix tests/node") {
         return;
     }
     let setup = setup().await;
     let replies = node_script();
     let expected = replies.len();
     setup.bedrock.set_script(replies);
-    let (ok, output) =
-        run_client("node", &tests_dir().join("openai_client.mjs"), &setup.gateway.url, setup.gateway.local_key()).await;
+    let (ok, output) = run_client("node", "openai_client.mjs", setup.gateway.local_key(), &[&setup.gateway.url]).await;
     println!("{output}");
     assert!(ok, "tests/openai_client.mjs failed:\n{output}\ngateway logs:\n{}", setup.gateway.logs());
     assert_eq!(setup.bedrock.requests().len(), expected, "every scripted reply was used, no call was retried");
@@ -326,40 +262,20 @@ fn matrix_rows() -> Vec<MatrixRow> {
 /// from its own table, so every request the gateway sends must be one that model accepts.
 #[tokio::test(flavor = "multi_thread")]
 async fn python_openai_sdk_model_matrix() {
-    let python = std::env::var("BYOLLM_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let present = succeeds(&python, &["-c", "import openai"], &tests_dir());
-    if !available("the Python openai SDK", present, "python3 -m pip install openai") {
+    let python = clients::python_with("openai");
+    if !clients::available("the Python openai SDK", python.is_some(), "python3 -m pip install openai") {
         return;
     }
+    let python = python.unwrap();
     let rows = matrix_rows();
     let bedrock = FakeBedrock::start(FakeBedrockOptions { auto_reply: true, ..Default::default() }).await;
     bedrock.add_static_key(KEY_ID, SECRET);
-    let aws = tempfile::tempdir().unwrap();
-    std::fs::write(aws.path().join("config"), "[profile dev]\nregion = us-east-1\n").unwrap();
-    std::fs::write(
-        aws.path().join("credentials"),
-        format!("[dev]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"),
-    )
-    .unwrap();
     let config: String = rows.iter().map(|row| format!("[models.\"{}\"]\nid = \"{}\"\n", row.name, row.id)).collect();
-    let (config_file, credentials_file) = (aws.path().join("config"), aws.path().join("credentials"));
-    let gateway = Gateway::start_local(
-        &config,
-        &["--profile", "dev"],
-        &[
-            ("AWS_CONFIG_FILE", config_file.to_str().unwrap()),
-            ("AWS_SHARED_CREDENTIALS_FILE", credentials_file.to_str().unwrap()),
-            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &bedrock.url()),
-        ],
-    );
+    let (gateway, _aws) = Gateway::start_local_configured(&config, &bedrock.url(), KEY_ID, SECRET);
     let names: Vec<&str> = rows.iter().map(|row| row.name).collect();
-    let (ok, output) = run_client_with(
-        &python,
-        &tests_dir().join("openai_client.py"),
-        gateway.local_key(),
-        &[&gateway.url, "--matrix", &names.join(",")],
-    )
-    .await;
+    let (ok, output) =
+        run_client(&python, "openai_client.py", gateway.local_key(), &[&gateway.url, "--matrix", &names.join(",")])
+            .await;
     assert!(ok, "the matrix failed:\n{output}\ngateway logs:\n{}", gateway.logs());
     assert!(!gateway.logs().contains("matches no catalog entry"), "every matrix model is in the catalog");
 

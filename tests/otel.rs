@@ -9,6 +9,7 @@
 //!
 //! Run with `cargo test --features otel --test otel`.
 
+mod cloud;
 mod harness;
 mod support;
 
@@ -18,11 +19,10 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use harness::{API_KEY, Gateway, callers_toml};
+use harness::{API_KEY, Gateway};
 use serde_json::json;
 use support::*;
 
-const ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";
 const PROMPT: &str = "PROMPT-TEXT-THAT-MUST-NOT-BE-EXPORTED";
 
 /// One protobuf field: its number and value.
@@ -194,22 +194,12 @@ async fn collector() -> (String, Collector, ServerTask) {
 #[tokio::test(flavor = "multi_thread")]
 async fn telemetry_spans_carry_the_audit_lines_attributes_and_no_secrets() {
     let (collector_url, seen, _collector) = collector().await;
-    let credentials = CredentialStore::new();
-    let sts = FakeSts::start(FakeStsOptions {
-        roles: vec![TrustedRole::new(ROLE).sub_like(&["scoped_principal:acme/*"]).aud_equals(&["sts.amazonaws.com"])],
-        credentials: credentials.clone(),
-        ..Default::default()
-    })
-    .await;
-    let bedrock = FakeBedrock::start(FakeBedrockOptions { credentials, ..Default::default() }).await;
-    let config = format!(
-        "{}\n[sts]\nendpoint_url = \"{}\"\n[bedrock]\nendpoint_url = \"{}\"\n[[teams]]\nuid = \"acme\"\nrole_arn = \"{ROLE}\"\n\
-         [models.haiku]\nid = \"global.anthropic.claude-haiku-4-5-20251001-v1:0\"\n\
-         [telemetry]\notlp_endpoint = \"{collector_url}\"\nservice_name = \"byollm-otel-test\"\n",
-        callers_toml(),
-        sts.url(),
-        bedrock.url()
+    let (sts, bedrock) = cloud::fakes(FakeStsOptions::default(), FakeBedrockOptions::default()).await;
+    let extra = format!(
+        "[models.haiku]\nid = \"global.anthropic.claude-haiku-4-5-20251001-v1:0\"\n\
+         [telemetry]\notlp_endpoint = \"{collector_url}\"\nservice_name = \"byollm-otel-test\"\n"
     );
+    let config = cloud::config(&sts, &bedrock, &extra);
     let mut gateway = Gateway::start_with(&config, false, &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
     sts.set_providers(vec![gateway.issuer_host()]);
     bedrock.set_script(vec![Reply::text(&["Hello"]).usage(21, 3), Reply::error(BedrockErrorKind::ServiceUnavailable)]);

@@ -29,7 +29,7 @@ use http_body_util::BodyExt;
 
 use super::attempt::{self, AttemptError};
 use super::messages::{self, PING, header_betas, to_bedrock_body, write_sse_error, write_sse_event};
-use super::routed::{AuditGuard, HEADER_ROUTE, record_attempts};
+use super::routed::{AuditGuard, HEADER_ROUTE, first_answer, within_request_timeout};
 use super::routes::{CallContext, ChatState, context};
 use crate::config::ModelConfig;
 use crate::error::ApiError;
@@ -81,22 +81,12 @@ pub fn anthropic_model_list(state: &ChatState, models: &[String]) -> Response {
     axum::Json(serde_json::json!({"data": data, "has_more": false, "first_id": first, "last_id": last})).into_response()
 }
 
-fn timed_out(limit: Duration) -> ApiError {
-    ApiError::new(
-        StatusCode::GATEWAY_TIMEOUT,
-        "upstream_error",
-        "request_timeout",
-        format!("no answer started within server.request_timeout_secs ({}s)", limit.as_secs()),
-    )
-}
-
 /// Run `serve` within the request timeout.
 async fn within_timeout<F>(chat: &ChatState, serve: F) -> Result<Response, ApiError>
 where
     F: Future<Output = Result<Response, ApiError>>,
 {
-    let limit = chat.config.server.request_timeout;
-    tokio::time::timeout(limit, serve).await.unwrap_or_else(|_| Err(timed_out(limit)))
+    within_request_timeout(chat.config.server.request_timeout, serve).await
 }
 
 /// The response of a Messages API request: a refusal in Anthropic's shape, which finishes the
@@ -223,28 +213,12 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let (prepared, name) = prepare(chat, headers, body, audit).await?;
     let mut failover = chat.routing.start_on(prepared.context.scope(), &name, Surface::Messages)?;
-    let mut served = None;
-    while let Some(route) = failover.next_route() {
-        match attempt(chat, headers, &prepared, &failover.policy, &route).await {
-            Ok(answer) => {
-                failover.served(&route);
-                served = Some((route, answer));
-                break;
-            }
-            Err((class, error)) => {
-                if let Some(stop) = failover.failed(&route, class, error) {
-                    record_attempts(audit, failover.attempts(), None);
-                    return Err(stop);
-                }
-            }
-        }
-    }
-    let Some((route, answer)) = served else {
-        let error = failover.exhausted();
-        record_attempts(audit, failover.attempts(), None);
-        return Err(error);
-    };
-    record_attempts(audit, failover.attempts(), Some(&route));
+    let prepared = &prepared;
+    let (route, answer) = first_answer(&mut failover, audit, |policy, route| async move {
+        let result = attempt(chat, headers, prepared, &policy, &route).await;
+        (route, result)
+    })
+    .await?;
     let mut response = match answer {
         Answer::Message(message) => {
             let usage = message_usage(&message).unwrap_or_default();
@@ -471,32 +445,20 @@ async fn count(
     let mut failover = chat.routing.start_on(prepared.context.scope(), &name, Surface::BedrockOnly)?;
     let encoded = base64::engine::general_purpose::STANDARD.encode(&prepared.body);
     let request_body = Bytes::from(serde_json::json!({"input": {"invokeModel": {"body": encoded}}}).to_string());
-    let mut served = None;
-    while let Some(route) = failover.next_route() {
-        let result = match &route.upstream {
-            Upstream::Bedrock(bedrock) => count_on(chat, &prepared, bedrock, request_body.clone()).await,
-            _ => Err((FailureClass::Request, ApiError::internal("a route other than Bedrock reached count_tokens"))),
-        };
-        match result {
-            Ok(counted) => {
-                failover.served(&route);
-                served = Some((route, counted));
-                break;
-            }
-            Err((class, error)) => {
-                if let Some(stop) = failover.failed(&route, class, error) {
-                    record_attempts(audit, failover.attempts(), None);
-                    return Err(stop);
+    let prepared = &prepared;
+    let (route, input_tokens) = first_answer(&mut failover, audit, |_, route| {
+        let request_body = request_body.clone();
+        async move {
+            let result = match &route.upstream {
+                Upstream::Bedrock(bedrock) => count_on(chat, prepared, bedrock, request_body).await,
+                _ => {
+                    Err((FailureClass::Request, ApiError::internal("a route other than Bedrock reached count_tokens")))
                 }
-            }
+            };
+            (route, result)
         }
-    }
-    let Some((route, input_tokens)) = served else {
-        let error = failover.exhausted();
-        record_attempts(audit, failover.attempts(), None);
-        return Err(error);
-    };
-    record_attempts(audit, failover.attempts(), Some(&route));
+    })
+    .await?;
     audit.first_byte();
     audit.finish(200, None);
     let mut response = axum::Json(serde_json::json!({"input_tokens": input_tokens})).into_response();

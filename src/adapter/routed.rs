@@ -9,7 +9,8 @@
 //! `x-byollm-endpoint-key`) are used for that call only and never logged.
 
 use std::convert::Infallible;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -29,7 +30,7 @@ use crate::http::ApiBody;
 use crate::metrics::InFlight;
 use crate::routing::failover::{class_of_bedrock, class_of_openai};
 use crate::routing::policy::valid_model_name;
-use crate::routing::{BedrockRoute, FailureClass, Route, Upstream};
+use crate::routing::{BedrockRoute, Failover, FailureClass, Route, RoutingPolicy, Upstream};
 use crate::upstream::anthropic::{AnthropicAnswer, AnthropicEvents};
 use crate::upstream::openai_compat::{self, OpenAiAnswer, OpenAiCall, OpenAiStream, TokenUsage};
 use crate::upstream::{EventStream, egress};
@@ -228,28 +229,12 @@ pub(super) async fn chat(
         public_model: &model,
     };
 
-    let mut served = None;
-    while let Some(route) = failover.next_route() {
-        match attempt(&call, &failover.policy, &route).await {
-            Ok(answer) => {
-                failover.served(&route);
-                served = Some((route, answer));
-                break;
-            }
-            Err((class, error)) => {
-                if let Some(stop) = failover.failed(&route, class, error) {
-                    record_attempts(audit, failover.attempts(), None);
-                    return Err(stop);
-                }
-            }
-        }
-    }
-    let Some((route, answer)) = served else {
-        let error = failover.exhausted();
-        record_attempts(audit, failover.attempts(), None);
-        return Err(error);
-    };
-    record_attempts(audit, failover.attempts(), Some(&route));
+    let call = &call;
+    let (route, answer) = first_answer(&mut failover, audit, |policy, route| async move {
+        let result = attempt(call, &policy, &route).await;
+        (route, result)
+    })
+    .await?;
 
     let id = super::routes::completion_id();
     let created = crate::issuer::unix_now();
@@ -295,6 +280,55 @@ pub(super) async fn chat(
         response.headers_mut().insert(HeaderName::from_static(HEADER_ROUTE), value);
     }
     Ok(response)
+}
+
+/// Run `serve` within `server.request_timeout`; past it, the 504 every surface answers with.
+pub(crate) async fn within_request_timeout<T>(
+    limit: Duration,
+    serve: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout(limit, serve).await.unwrap_or_else(|_| {
+        Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_error",
+            "request_timeout",
+            format!("no answer started within server.request_timeout_secs ({}s)", limit.as_secs()),
+        ))
+    })
+}
+
+/// Drives `failover` until a route answers: `attempt` runs on each route in turn (with the policy
+/// the request started with) and hands the route back with its result; a failure the request
+/// caused ends the request at once, and when every route failed, the one error listing them. The
+/// attempts, and the route that served, go into the audit record either way.
+pub(crate) async fn first_answer<T, F>(
+    failover: &mut Failover<'_>,
+    audit: &mut AuditGuard,
+    mut attempt: impl FnMut(Arc<RoutingPolicy>, Route) -> F,
+) -> Result<(Route, T), ApiError>
+where
+    F: Future<Output = (Route, Result<T, (FailureClass, ApiError)>)>,
+{
+    let policy = failover.policy.clone();
+    while let Some(route) = failover.next_route() {
+        let (route, result) = attempt(policy.clone(), route).await;
+        match result {
+            Ok(answer) => {
+                failover.served(&route);
+                record_attempts(audit, failover.attempts(), Some(&route));
+                return Ok((route, answer));
+            }
+            Err((class, error)) => {
+                if let Some(stop) = failover.failed(&route, class, error) {
+                    record_attempts(audit, failover.attempts(), None);
+                    return Err(stop);
+                }
+            }
+        }
+    }
+    let error = failover.exhausted();
+    record_attempts(audit, failover.attempts(), None);
+    Err(error)
 }
 
 /// The attempts (and the route that served) into the request's audit record.
@@ -632,4 +666,18 @@ fn openai_sse(stream: OpenAiStream, audit: AuditGuard) -> Response {
     let mut response = Response::new(Body::from_stream(stream));
     sse_headers(&mut response);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_not_started_within_the_request_timeout_is_a_504_naming_the_setting() {
+        let limit = Duration::from_millis(10);
+        let error = within_request_timeout(limit, std::future::pending::<Result<(), ApiError>>()).await.unwrap_err();
+        assert_eq!((error.status, error.code), (StatusCode::GATEWAY_TIMEOUT, "request_timeout"));
+        assert!(error.message.contains("server.request_timeout_secs"), "{}", error.message);
+        assert_eq!(within_request_timeout(limit, async { Ok::<_, ApiError>(7) }).await.unwrap(), 7);
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::openai::{ModelList, ModelObject, ModelReasoning};
@@ -249,15 +249,7 @@ pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap
     let started = Instant::now();
     let limit = state.config.server.request_timeout;
     let mut audit = AuditGuard::new(&state, "chat");
-    let result = match tokio::time::timeout(limit, routed::chat(&state, &headers, body, &mut audit)).await {
-        Ok(result) => result,
-        Err(_) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_error",
-            "request_timeout",
-            format!("no answer started within server.request_timeout_secs ({}s)", limit.as_secs()),
-        )),
-    };
+    let result = routed::within_request_timeout(limit, routed::chat(&state, &headers, body, &mut audit)).await;
     let response = match result {
         Ok(response) => response,
         Err(error) => {

@@ -10,8 +10,8 @@
 
 use serde_json::{Map, Value};
 
-use super::rules::{ReasoningPlan, Sampling, ThinkingRequest};
-use super::{Display, Effort, ModelRules};
+use super::ModelRules;
+use super::rules::{ReasoningPlan, Sampling, ThinkingRequest, parse_effort};
 use crate::error::ApiError;
 
 fn invalid(param: &str, message: String) -> ApiError {
@@ -31,34 +31,23 @@ pub fn check_messages_body(
 ) -> Result<ReasoningPlan, ApiError> {
     let thinking = match body.get("thinking") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(thinking)) => Some(match thinking.get("type").and_then(Value::as_str) {
-            Some("enabled") => ThinkingRequest::Enabled {
-                budget_tokens: thinking
-                    .get("budget_tokens")
-                    .and_then(Value::as_u64)
-                    .and_then(|v| u32::try_from(v).ok()),
-            },
-            Some("adaptive") => ThinkingRequest::Adaptive {
-                display: match thinking.get("display").and_then(Value::as_str) {
-                    None => None,
-                    Some("summarized") => Some(Display::Summarized),
-                    Some("omitted") => Some(Display::Omitted),
-                    Some(other) => {
-                        return Err(invalid("thinking.display", format!("unknown thinking.display `{other}`")));
-                    }
-                },
-            },
-            Some("disabled") => ThinkingRequest::Disabled,
-            _ => return Err(invalid("thinking.type", "thinking.type must be enabled, adaptive or disabled".into())),
-        }),
+        Some(Value::Object(thinking)) => Some(ThinkingRequest::parse(
+            thinking.get("type").and_then(Value::as_str),
+            thinking.get("budget_tokens").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()),
+            thinking.get("display").and_then(Value::as_str),
+        )?),
         Some(_) => return Err(invalid("thinking", "thinking must be an object".into())),
     };
     let output_config = body.get("output_config").and_then(Value::as_object);
     let effort = match output_config.and_then(|config| config.get("effort")) {
         None | Some(Value::Null) => None,
-        Some(value) => Some(value.as_str().and_then(Effort::parse).ok_or_else(|| {
-            invalid("output_config.effort", "output_config.effort must be low, medium, high, xhigh or max".into())
-        })?),
+        Some(Value::String(value)) => Some(parse_effort(value)?),
+        Some(_) => {
+            return Err(invalid(
+                "output_config.effort",
+                "output_config.effort must be low, medium, high, xhigh or max".into(),
+            ));
+        }
     };
     if output_config.is_some_and(|config| config.get("format").is_some_and(|f| !f.is_null()))
         && !rules.structured_outputs

@@ -77,6 +77,41 @@ pub enum ThinkingRequest {
     Disabled,
 }
 
+impl ThinkingRequest {
+    /// Anthropic's `thinking` object from its fields, as any surface received them.
+    pub fn parse(kind: Option<&str>, budget_tokens: Option<u32>, display: Option<&str>) -> Result<Self, ApiError> {
+        match kind {
+            Some("enabled") => Ok(ThinkingRequest::Enabled { budget_tokens }),
+            Some("adaptive") => Ok(ThinkingRequest::Adaptive {
+                display: match display {
+                    None => None,
+                    Some("summarized") => Some(Display::Summarized),
+                    Some("omitted") => Some(Display::Omitted),
+                    Some(other) => {
+                        return Err(invalid(
+                            "thinking.display",
+                            format!("unknown thinking.display `{other}`; use summarized or omitted"),
+                        ));
+                    }
+                },
+            }),
+            Some("disabled") => Ok(ThinkingRequest::Disabled),
+            Some(other) => Err(invalid(
+                "thinking.type",
+                format!("unknown thinking.type `{other}`; use enabled, adaptive or disabled"),
+            )),
+            None => Err(invalid("thinking.type", "thinking.type must be enabled, adaptive or disabled".into())),
+        }
+    }
+}
+
+/// `output_config.effort` as a client sent it.
+pub fn parse_effort(value: &str) -> Result<Effort, ApiError> {
+    Effort::parse(value).ok_or_else(|| {
+        invalid("output_config.effort", format!("unknown effort `{value}`; use low, medium, high, xhigh or max"))
+    })
+}
+
 /// The `thinking` object sent to Bedrock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

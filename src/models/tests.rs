@@ -551,3 +551,40 @@ fn messages_shaped_bodies_get_the_same_rules() {
                      {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s"}, {"type": "text", "text": "b"}]}]});
     assert!(messages_check("claude-sonnet-4-5", body(prefill_after_thinking)).is_ok());
 }
+
+/// The chat and Messages surfaces share one parser for `thinking` and `output_config.effort`: the
+/// same refusals, naming the same field, on both.
+#[test]
+fn thinking_and_effort_parse_the_same_on_every_surface() {
+    assert_eq!(ThinkingRequest::parse(Some("disabled"), None, None).unwrap(), ThinkingRequest::Disabled);
+    assert_eq!(
+        ThinkingRequest::parse(Some("enabled"), Some(2048), Some("omitted")).unwrap(),
+        ThinkingRequest::Enabled { budget_tokens: Some(2048) }
+    );
+    assert_eq!(
+        ThinkingRequest::parse(Some("adaptive"), None, Some("omitted")).unwrap(),
+        ThinkingRequest::Adaptive { display: Some(Display::Omitted) }
+    );
+    for (kind, display, param) in [
+        (Some("sometimes"), None, "thinking.type"),
+        (None, None, "thinking.type"),
+        (Some("adaptive"), Some("loud"), "thinking.display"),
+    ] {
+        let error = ThinkingRequest::parse(kind, None, display).unwrap_err();
+        assert_eq!(error.param.as_deref(), Some(param), "{error}");
+    }
+    assert_eq!(rules::parse_effort("xhigh").unwrap(), Effort::Xhigh);
+    let error = rules::parse_effort("extreme").unwrap_err();
+    assert_eq!(error.param.as_deref(), Some("output_config.effort"));
+    assert!(error.message.contains("`extreme`"), "{}", error.message);
+
+    let messages = |extra: Value| {
+        let mut body = json!({"max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        messages_check("claude-opus-4-6", body).unwrap_err()
+    };
+    assert_eq!(messages(json!({"thinking": {"type": 3}})), "thinking.type");
+    assert_eq!(messages(json!({"thinking": {"type": "adaptive", "display": "loud"}})), "thinking.display");
+    assert_eq!(messages(json!({"output_config": {"effort": "extreme"}})), "output_config.effort");
+    assert_eq!(messages(json!({"output_config": {"effort": 2}})), "output_config.effort");
+}

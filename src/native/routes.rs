@@ -28,7 +28,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 
 use super::{Operation, Usage, UsageMeter, check_body, error_body, error_type, forwarded_headers, is_relayed_header};
-use crate::adapter::routed::{AuditGuard, record_attempts};
+use crate::adapter::routed::{self, AuditGuard, record_attempts};
 use crate::adapter::routes::{CallContext, ChatState, CredentialSource, context};
 use crate::error::ApiError;
 use crate::http::ApiBody;
@@ -79,15 +79,8 @@ pub async fn model_operation(State(chat): State<ChatState>, uri: Uri, headers: H
         record.stream = operation.streams();
     }
     let limit = chat.config.server.request_timeout;
-    let result = match tokio::time::timeout(limit, relay(&chat, segment, operation, &headers, body, &mut audit)).await {
-        Ok(result) => result,
-        Err(_) => Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_error",
-            "request_timeout",
-            format!("no answer started within server.request_timeout_secs ({}s)", limit.as_secs()),
-        )),
-    };
+    let result =
+        routed::within_request_timeout(limit, relay(&chat, segment, operation, &headers, body, &mut audit)).await;
     let response = match result {
         Ok(response) => response,
         Err(error) => {

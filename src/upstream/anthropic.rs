@@ -247,10 +247,7 @@ impl AnthropicEvents {
 
 /// The `<base>/v1/messages` URL.
 pub fn messages_url(base_url: &url::Url) -> url::Url {
-    let mut url = base_url.clone();
-    let path = format!("{}/v1/messages", base_url.path().trim_end_matches('/'));
-    url.set_path(&path);
-    url
+    super::direct::endpoint_url(base_url, "/v1/messages")
 }
 
 /// Send one Messages API call; returns once the answer started.

@@ -29,6 +29,14 @@ use super::client::{POOL_IDLE_TIMEOUT, tls_config};
 use super::egress::{self, EgressError, EgressPolicy};
 use crate::error::ApiError;
 
+/// `path` (starting with `/`) appended to the base URL's own path (`https://gw/anthropic/` +
+/// `/v1/messages` → `https://gw/anthropic/v1/messages`): the endpoint of a direct upstream.
+pub fn endpoint_url(base_url: &url::Url, path: &str) -> url::Url {
+    let mut url = base_url.clone();
+    url.set_path(&format!("{}{path}", base_url.path().trim_end_matches('/')));
+    url
+}
+
 /// Longest silence between two chunks of an answer.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 

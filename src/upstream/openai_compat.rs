@@ -365,10 +365,7 @@ pub struct OpenAiCall<'a> {
 
 /// The `<base>/chat/completions` URL.
 pub fn completions_url(base_url: &url::Url) -> url::Url {
-    let mut url = base_url.clone();
-    let path = format!("{}/chat/completions", base_url.path().trim_end_matches('/'));
-    url.set_path(&path);
-    url
+    super::direct::endpoint_url(base_url, "/chat/completions")
 }
 
 /// Send one chat completion call; returns once the answer started.

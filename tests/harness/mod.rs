@@ -159,6 +159,16 @@ impl Gateway {
     /// `byollm local --profile dev` with a temporary AWS profile holding static keys, pointed at
     /// `bedrock_url` through `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`. Keep the returned directory alive.
     pub fn start_local_with_keys(bedrock_url: &str, key_id: &str, secret: &str) -> (Gateway, tempfile::TempDir) {
+        Gateway::start_local_configured("", bedrock_url, key_id, secret)
+    }
+
+    /// [`Gateway::start_local_with_keys`] with `extra` config (a `[models]` section, ...).
+    pub fn start_local_configured(
+        extra: &str,
+        bedrock_url: &str,
+        key_id: &str,
+        secret: &str,
+    ) -> (Gateway, tempfile::TempDir) {
         let aws = tempfile::tempdir().unwrap();
         let config = aws.path().join("config");
         let credentials = aws.path().join("credentials");
@@ -173,7 +183,7 @@ impl Gateway {
             ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap()),
             ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", bedrock_url),
         ];
-        (Gateway::start_local("", &["--profile", "dev"], &env), aws)
+        (Gateway::start_local(extra, &["--profile", "dev"], &env), aws)
     }
 
     fn spawn(

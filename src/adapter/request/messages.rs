@@ -69,14 +69,7 @@ pub(super) fn convert<'a>(
         }
         match role {
             "system" | "developer" => {
-                let mut blocks: Vec<TextBlock<'a>> = Vec::new();
-                for_each_text(message, i, |text, cache_control| {
-                    let cache_control = caches.check(cache_control.0, || cache_control.1)?;
-                    if !text.trim().is_empty() {
-                        blocks.push(TextBlock { text: Cow::Borrowed(text), cache_control });
-                    }
-                    Ok(())
-                })?;
+                let mut blocks = text_blocks(message, i, caches)?;
                 if let Some(cache) = caches.check(message.cache_control.as_ref(), || format!("messages[{i}]"))?
                     && let Some(last) = blocks.last_mut()
                 {
@@ -112,15 +105,7 @@ pub(super) fn convert<'a>(
                     ));
                 }
                 answered.insert(id);
-                let mut content = Vec::new();
-                for_each_text(message, i, |text, cache_control| {
-                    let cache_control = caches.check(cache_control.0, || cache_control.1)?;
-                    // Bedrock refuses whitespace-only text blocks here too.
-                    if !text.trim().is_empty() {
-                        content.push(TextBlock { text: Cow::Borrowed(text), cache_control });
-                    }
-                    Ok(())
-                })?;
+                let content = text_blocks(message, i, caches)?;
                 let cache_control = message_cache(message, i, caches)?;
                 push_tool_result(
                     &mut turns,
@@ -160,34 +145,42 @@ pub(super) fn convert<'a>(
     Ok((system, turns))
 }
 
-type PartCache<'a> = (Option<&'a CacheControl>, String);
-
-/// Calls `f` for each text piece of a message that may only hold text (system, developer, tool).
-fn for_each_text<'a>(
+/// The text of a message that may only hold text (system, developer, tool), each part's
+/// `cache_control` checked; whitespace-only text is dropped (Bedrock refuses such blocks).
+fn text_blocks<'a>(
     message: &'a OpenAiMessage,
     i: usize,
-    mut f: impl FnMut(&'a str, PartCache<'a>) -> Result<(), ApiError>,
-) -> Result<(), ApiError> {
+    caches: &mut CacheCounter<'a>,
+) -> Result<Vec<TextBlock<'a>>, ApiError> {
+    let mut blocks = Vec::new();
+    let mut push = |text: &'a str, cache_control: Option<&'a CacheControl>| {
+        if !text.trim().is_empty() {
+            blocks.push(TextBlock { text: Cow::Borrowed(text), cache_control });
+        }
+    };
     match &message.content {
-        None => Err(invalid(format!("messages[{i}].content"), format!("{} messages need content", message.role))),
-        Some(StringOr::String(text)) => f(text, (None, String::new())),
+        None => {
+            return Err(invalid(format!("messages[{i}].content"), format!("{} messages need content", message.role)));
+        }
+        Some(StringOr::String(text)) => push(text, None),
         Some(StringOr::Other(parts)) => {
             for (j, part) in parts.iter().enumerate() {
+                let param = || format!("messages[{i}].content[{j}]");
                 match part {
                     ContentPart::Text { text, cache_control } => {
-                        f(text, (cache_control.as_ref(), format!("messages[{i}].content[{j}]")))?
+                        push(text, caches.check(cache_control.as_ref(), param)?)
                     }
                     other => {
                         return Err(unsupported(
-                            &format!("messages[{i}].content[{j}]"),
+                            &param(),
                             format!("{} messages accept only text parts, not {}", message.role, part_name(other)),
                         ));
                     }
                 }
             }
-            Ok(())
         }
     }
+    Ok(blocks)
 }
 
 fn part_name(part: &ContentPart) -> &'static str {

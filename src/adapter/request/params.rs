@@ -9,9 +9,8 @@ use super::{Target, invalid};
 use crate::adapter::anthropic::{Message, Metadata};
 use crate::adapter::openai::{ChatCompletionRequest, OneOrMany};
 use crate::error::ApiError;
-use crate::models::{
-    Display, Effort, ReasoningLevel, ReasoningPlan, Sampling, TOOL_STREAMING_BETA, ThinkingRequest, ToolStreaming,
-};
+use crate::models::rules::parse_effort;
+use crate::models::{ReasoningLevel, ReasoningPlan, Sampling, TOOL_STREAMING_BETA, ThinkingRequest, ToolStreaming};
 
 /// Longest `user` forwarded as `metadata.user_id`.
 pub const MAX_USER_ID_LEN: usize = 256;
@@ -32,12 +31,8 @@ pub(super) fn reasoning(
     model: Target<'_>,
     messages: &[Message<'_>],
 ) -> Result<Reasoning, ApiError> {
-    let effort = match req.output_config.as_ref().and_then(|config| config.effort.as_deref()) {
-        None => None,
-        Some(value) => Some(Effort::parse(value).ok_or_else(|| {
-            invalid("output_config.effort", format!("unknown effort `{value}`; use low, medium, high, xhigh or max"))
-        })?),
-    };
+    let effort =
+        req.output_config.as_ref().and_then(|config| config.effort.as_deref()).map(parse_effort).transpose()?;
     let level = match req.reasoning_effort.as_deref() {
         None => None,
         Some(value) => Some(ReasoningLevel::parse(value).ok_or_else(|| {
@@ -57,29 +52,8 @@ pub(super) fn reasoning(
     }
     let rules = model.rules;
     let (mut plan, param) = if let Some(thinking) = &req.thinking {
-        let request = match thinking.kind.as_str() {
-            "enabled" => ThinkingRequest::Enabled { budget_tokens: thinking.budget_tokens },
-            "adaptive" => ThinkingRequest::Adaptive {
-                display: match thinking.display.as_deref() {
-                    None => None,
-                    Some("summarized") => Some(Display::Summarized),
-                    Some("omitted") => Some(Display::Omitted),
-                    Some(other) => {
-                        return Err(invalid(
-                            "thinking.display",
-                            format!("unknown thinking.display `{other}`; use summarized or omitted"),
-                        ));
-                    }
-                },
-            },
-            "disabled" => ThinkingRequest::Disabled,
-            other => {
-                return Err(invalid(
-                    "thinking.type",
-                    format!("unknown thinking.type `{other}`; use enabled, adaptive or disabled"),
-                ));
-            }
-        };
+        let request =
+            ThinkingRequest::parse(Some(&thinking.kind), thinking.budget_tokens, thinking.display.as_deref())?;
         (rules.plan_thinking(model.name, Some(request), effort.map(|e| (e, "output_config.effort")), true)?, "thinking")
     } else if let Some(level) = level {
         (rules.plan_reasoning(model.name, level, "reasoning_effort")?, "reasoning_effort")
