@@ -1,7 +1,8 @@
-//! Peak memory of the real binary under maximum-size chat bodies (issue 9): `--concurrency`
+//! Peak memory of the real binary under maximum-size bodies (issue 9): `--concurrency`
 //! concurrent bodies of `--body-mib` MiB (default 4 × 20 MiB, the default `server.max_body_bytes`)
-//! whose bulk is small JSON values in a field the adapter ignores (`"metadata": [0,0,0,…]`), sent
-//! to `byollm local` (release build) in front of a fake Bedrock, all on 127.0.0.1.
+//! whose bulk is small JSON values in one field (`--field`, default `"metadata": [0,0,0,…]`), sent
+//! to the chat API or, with `--api messages`, the Messages API of `byollm local` (release build)
+//! in front of a fake Bedrock, all on 127.0.0.1.
 //!
 //! Prints resident memory at rest, the peak (`VmHWM`) over all rounds, what each request got
 //! (200, or 503 `server_busy` when `server.max_body_bytes_in_flight` is spent), and whether the
@@ -12,6 +13,8 @@
 //! cargo run --release --example bench_memory -- --body-mib 20 --concurrency 4 --rounds 3
 //! # the same without the budget (every body admitted at once):
 //! cargo run --release --example bench_memory -- --budget-mib 4096
+//! # a field the Messages API's model rules read:
+//! cargo run --release --example bench_memory -- --api messages --field temperature
 //! ```
 
 mod common;
@@ -38,10 +41,19 @@ struct Args {
     rounds: usize,
     field: String,
     budget_mib: Option<usize>,
+    /// `chat` (`/v1/chat/completions`) or `messages` (`/v1/messages`).
+    api: String,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { body_mib: 20, concurrency: 4, rounds: 3, field: "metadata".into(), budget_mib: None };
+    let mut args = Args {
+        body_mib: 20,
+        concurrency: 4,
+        rounds: 3,
+        field: "metadata".into(),
+        budget_mib: None,
+        api: "chat".into(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -50,9 +62,13 @@ fn parse_args() -> Result<Args, String> {
             "--concurrency" => args.concurrency = value()?.parse().map_err(|e| format!("--concurrency: {e}"))?,
             "--rounds" => args.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--field" => args.field = value()?,
+            "--api" => args.api = value()?,
             "--budget-mib" => args.budget_mib = Some(value()?.parse().map_err(|e| format!("--budget-mib: {e}"))?),
             other => return Err(format!("unknown argument {other}; see the header of examples/bench_memory.rs")),
         }
+    }
+    if args.api != "chat" && args.api != "messages" {
+        return Err("--api must be chat or messages".into());
     }
     if args.body_mib == 0 || args.body_mib > 100 {
         return Err("--body-mib must be 1..=100 (server.max_body_bytes allows at most 100 MiB)".into());
@@ -67,9 +83,11 @@ fn main() {
     }
 }
 
-/// `{"model":"bench","messages":[…],"<field>":[0,0,0,…]}`, exactly `size` bytes.
-fn chat_body(size: usize, field: &str) -> Bytes {
-    let head = format!(r#"{{"model":"bench","messages":[{{"role":"user","content":"hi"}}],"{field}":[0"#);
+/// `{"model":"bench","messages":[…],"<field>":[0,0,0,…]}`, exactly `size` bytes (with
+/// `max_tokens` for the Messages API unless that is the padded field).
+fn request_body(size: usize, field: &str, api: &str) -> Bytes {
+    let max_tokens = if api == "messages" && field != "max_tokens" { r#""max_tokens":16,"# } else { "" };
+    let head = format!(r#"{{"model":"bench",{max_tokens}"messages":[{{"role":"user","content":"hi"}}],"{field}":[0"#);
     let tail = "]}";
     let mut body = String::with_capacity(size);
     body.push_str(&head);
@@ -133,9 +151,17 @@ fn run() -> Result<(), String> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().map_err(|e| e.to_string())?;
-    let url = format!("http://{addr}/v1/chat/completions");
+    let url = match args.api.as_str() {
+        "messages" => format!("http://{addr}/v1/messages"),
+        _ => format!("http://{addr}/v1/chat/completions"),
+    };
     let send = |body: Bytes| {
-        let request = client.post(&url).bearer_auth(&key).header("content-type", "application/json").body(body);
+        let request = client
+            .post(&url)
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .body(body);
         async move {
             let started = Instant::now();
             match request.send().await {
@@ -144,7 +170,11 @@ fn run() -> Result<(), String> {
                     let text = response.text().await.unwrap_or_default();
                     let code = serde_json::from_str::<serde_json::Value>(&text)
                         .ok()
-                        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                        .and_then(|v| {
+                            // OpenAI's error shape names a code, Anthropic's a type.
+                            let error = &v["error"];
+                            error["code"].as_str().or(error["type"].as_str()).map(str::to_owned)
+                        })
                         .unwrap_or_default();
                     (format!("{status} {code}").trim().to_owned(), started.elapsed())
                 }
@@ -154,13 +184,13 @@ fn run() -> Result<(), String> {
     };
 
     // At rest, after one small request.
-    let (warm, _) = runtime.block_on(send(chat_body(1024, &args.field)));
+    let (warm, _) = runtime.block_on(send(request_body(1024, "metadata", &args.api)));
     std::thread::sleep(Duration::from_millis(300));
     let rest = rss_kib(pid).unwrap_or(0);
     println!("byollm local (pid {pid}); warm-up answered {warm}");
     println!("resident at rest: {:.1} MiB", rest as f64 / 1024.0);
 
-    let body = chat_body(body_bytes, &args.field);
+    let body = request_body(body_bytes, &args.field, &args.api);
     let sampled_peak = Arc::new(AtomicU64::new(0));
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
@@ -180,10 +210,11 @@ fn run() -> Result<(), String> {
         let summary: Vec<String> =
             answers.iter().map(|(answer, elapsed)| format!("{answer} ({} ms)", elapsed.as_millis())).collect();
         println!(
-            "round {round}: {} × {} MiB `{}` bodies -> {}",
+            "round {round}: {} × {} MiB `{}` bodies to the {} API -> {}",
             args.concurrency,
             args.body_mib,
             args.field,
+            args.api,
             summary.join(", ")
         );
     }
@@ -203,10 +234,11 @@ fn run() -> Result<(), String> {
     let budget = args.budget_mib.map(|m| format!("{m} MiB")).unwrap_or_else(|| "default (64 MiB)".into());
     println!("budget of body bytes in flight: {budget}");
     println!(
-        "reproduce: cargo build --release && cargo run --release --example bench_memory -- --body-mib {} --concurrency {} --rounds {} --field {}{}",
+        "reproduce: cargo build --release && cargo run --release --example bench_memory -- --body-mib {} --concurrency {} --rounds {} --api {} --field {}{}",
         args.body_mib,
         args.concurrency,
         args.rounds,
+        args.api,
         args.field,
         args.budget_mib.map(|m| format!(" --budget-mib {m}")).unwrap_or_default()
     );
