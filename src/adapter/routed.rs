@@ -154,22 +154,38 @@ enum Answer {
 }
 
 enum EventSource {
-    Bedrock { events: EventStream, model_id: String },
-    Anthropic { events: AnthropicEvents, model: String, key_from_request: bool },
+    Bedrock {
+        events: EventStream,
+        model_id: String,
+    },
+    /// `current`: the last event read, which [`EventSource::next`] lends out.
+    Anthropic {
+        events: AnthropicEvents,
+        model: String,
+        key_from_request: bool,
+        current: Bytes,
+    },
 }
 
 impl EventSource {
-    async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
+    /// The next event's JSON, borrowed until the next call (a Bedrock event is decoded in place).
+    async fn next(&mut self) -> Result<Option<&[u8]>, ApiError> {
         match self {
             EventSource::Bedrock { events, model_id } => match events.next_event().await {
-                Ok(event) => Ok(event.map(Bytes::copy_from_slice)),
+                Ok(event) => Ok(event),
                 Err(failure) => {
                     tracing::warn!(code = %failure.code, "bedrock stream failed mid-way");
                     Err(failure.to_api_error("bedrock:InvokeModelWithResponseStream", model_id))
                 }
             },
-            EventSource::Anthropic { events, model, key_from_request } => {
-                events.next_event().await.map_err(|failure| failure.to_api_error(model, *key_from_request))
+            EventSource::Anthropic { events, model, key_from_request, current } => {
+                match events.next_event().await.map_err(|failure| failure.to_api_error(model, *key_from_request))? {
+                    Some(event) => {
+                        *current = event;
+                        Ok(Some(current))
+                    }
+                    None => Ok(None),
+                }
             }
         }
     }
@@ -310,7 +326,7 @@ pub(super) async fn chat(
             if let Some(record) = audit.record() {
                 record.id = Some(id.clone());
             }
-            let converter = StreamConverter::new(id, created, model.clone(), prepared.include_usage)
+            let converter = StreamConverter::new(&id, created, &model, prepared.include_usage)
                 .with_response_tool(prepared.response_tool);
             anthropic_sse(events, converter, audit.take())
         }
@@ -414,6 +430,7 @@ async fn attempt(call: &Call<'_>, policy: &crate::routing::RoutingPolicy, route:
                     events,
                     model: anthropic_route.model.clone(),
                     key_from_request,
+                    current: Bytes::new(),
                 })),
                 Err(failure) => {
                     let class = match class_of_anthropic(&failure) {
@@ -555,7 +572,7 @@ impl EventRelay {
         while !self.converter.is_done() {
             match self.events.next().await {
                 Ok(Some(event)) => {
-                    if let Err(error) = self.converter.push(&event, &mut self.out) {
+                    if let Err(error) = self.converter.push(event, &mut self.out) {
                         self.converter.error(&error, &mut self.out);
                         self.fail(error.code);
                     }
