@@ -51,6 +51,9 @@ pub struct AuditRecord {
     pub time_unix_ms: u64,
     /// `chat`, `messages` or `native`.
     pub surface: &'static str,
+    /// What was asked of the surface: `chat_completions`, `messages`, `count_tokens`, or the
+    /// Bedrock operation of a native call (`invoke`, `converse-stream`, ...).
+    pub operation: &'static str,
     /// The answer's id (`chatcmpl-…`, `msg_…`) when one was made.
     pub id: Option<String>,
     /// The configured caller name (never its key).
@@ -82,7 +85,12 @@ impl AuditRecord {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default();
-        AuditRecord { audit: "request", time_unix_ms, surface, ..AuditRecord::default() }
+        let operation = match surface {
+            "chat" => "chat_completions",
+            "messages" => "messages",
+            _ => "",
+        };
+        AuditRecord { audit: "request", time_unix_ms, surface, operation, ..AuditRecord::default() }
     }
 
     /// The JSON line (no trailing newline).
@@ -154,21 +162,37 @@ impl AuditSink for MemorySink {
     }
 }
 
-/// The audit trail: writes the line and feeds the metrics from the same record.
+/// Something else a finished record feeds (OpenTelemetry spans, [`crate::telemetry`]). Called on
+/// the request's task: it must not block.
+pub trait RecordObserver: Send + Sync {
+    fn observe(&self, record: &AuditRecord);
+}
+
+/// The audit trail: writes the line and feeds the metrics (and traces, when on) from the same
+/// record.
 #[derive(Clone)]
 pub struct Audit {
     sink: Arc<dyn AuditSink>,
     metrics: Arc<Metrics>,
+    observer: Option<Arc<dyn RecordObserver>>,
 }
 
 impl Audit {
     pub fn new(sink: Arc<dyn AuditSink>, metrics: Arc<Metrics>) -> Audit {
-        Audit { sink, metrics }
+        Audit { sink, metrics, observer: None }
+    }
+
+    /// Also hand every finished record to `observer`.
+    pub fn set_observer(&mut self, observer: Arc<dyn RecordObserver>) {
+        self.observer = Some(observer);
     }
 
     /// Record one finished request.
     pub fn emit(&self, record: &AuditRecord) {
         self.metrics.observe(record);
+        if let Some(observer) = &self.observer {
+            observer.observe(record);
+        }
         if !self.sink.write(record.to_line()) {
             self.metrics.audit_dropped.inc("backlog");
             tracing::warn!(
@@ -211,6 +235,7 @@ mod tests {
         assert_eq!(value["usage"]["output_tokens"], serde_json::Value::Null);
         for field in [
             "time_unix_ms",
+            "operation",
             "id",
             "caller",
             "team",
@@ -231,7 +256,8 @@ mod tests {
         ] {
             assert!(value.get(field).is_some(), "missing {field}");
         }
-        assert_eq!(value.as_object().unwrap().len(), 20, "no field beyond the documented ones");
+        assert_eq!(value.as_object().unwrap().len(), 21, "no field beyond the documented ones");
+        assert_eq!(value["operation"], "chat_completions");
     }
 
     #[test]

@@ -49,6 +49,19 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The raw `[routing]` section (hot-reloadable policy), validated by [`crate::routing`].
     pub routing: Option<Table>,
+    pub telemetry: TelemetryConfig,
+}
+
+/// OpenTelemetry traces (`[telemetry]`): off unless `otlp_endpoint` is set, and only in a build
+/// with the `otel` feature.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); spans go to `/v1/traces`.
+    pub otlp_endpoint: Option<url::Url>,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Longest one export may take.
+    pub export_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -593,6 +606,13 @@ impl Config {
             }
         };
 
+        let mut telemetry = root.section("telemetry");
+        let otlp_endpoint = telemetry.take_parsed("otlp_endpoint", validate_otlp_endpoint);
+        let service_name =
+            telemetry.take_parsed("service_name", validate_service_name).unwrap_or_else(|| "byollm".to_owned());
+        let export_timeout = telemetry.take_secs("export_timeout_secs", 1, 60).unwrap_or(Duration::from_secs(10));
+        telemetry.finish();
+
         root.finish();
         let errors = errors.into_inner();
         if !errors.is_empty() {
@@ -630,6 +650,7 @@ impl Config {
             local: LocalConfig { profile, refresh_interval },
             warnings,
             routing,
+            telemetry: TelemetryConfig { otlp_endpoint, service_name, export_timeout },
         })
     }
 
@@ -683,6 +704,35 @@ fn validate_endpoint_url(raw: String) -> Result<String, String> {
         return Err("must be an http(s) URL with a host".into());
     }
     Ok(raw.trim_end_matches('/').to_owned())
+}
+
+/// The OTLP/HTTP collector: an http(s) base URL with a host and nothing that could carry a
+/// secret (user info, query); refused in a build without the `otel` feature.
+fn validate_otlp_endpoint(raw: String) -> Result<url::Url, String> {
+    if !cfg!(feature = "otel") {
+        return Err(
+            "this byollm was built without OpenTelemetry: build it with `--features otel`, or remove [telemetry]"
+                .into(),
+        );
+    }
+    let url = url::Url::parse(&raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an http(s) URL with a host, like http://otel-collector:4318".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
+        return Err(
+            "must not contain user info, a query or a fragment (set headers with OTEL_EXPORTER_OTLP_HEADERS)".into()
+        );
+    }
+    Ok(url)
+}
+
+/// `service.name`: 1-64 visible ASCII characters.
+fn validate_service_name(raw: String) -> Result<String, String> {
+    if raw.is_empty() || raw.len() > 64 || !raw.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be 1-64 visible ASCII characters".into());
+    }
+    Ok(raw)
 }
 
 fn parse_sha256_hex(raw: &str) -> Result<[u8; 32], String> {

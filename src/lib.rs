@@ -19,6 +19,7 @@ pub mod principal;
 pub mod routing;
 pub mod secret;
 pub mod target;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 

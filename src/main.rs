@@ -713,7 +713,11 @@ async fn serve(
     let public_listen = config.server.public_listen;
     let reload_interval = config.keys.reload_interval;
     let tls = load_tls(&config)?;
-    let state = byollm::AppState::new(config, issuer, routing);
+    let telemetry = byollm::telemetry::Telemetry::start(&config.telemetry)?;
+    let mut state = byollm::AppState::new(config, issuer, routing);
+    if let Some(telemetry) = &telemetry {
+        state.chat.audit.set_observer(telemetry.clone());
+    }
     if let Some((path, env)) = reload {
         let reloader = PolicyReloader::new(path, env, state.config.clone(), Mode::Hosted);
         tokio::spawn(watch_routing(reloader, state.chat.routing.clone(), state.metrics.clone()));
@@ -757,6 +761,9 @@ async fn serve(
         }
         None => internal_server.await,
     }
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
     Ok(())
 }
 
@@ -793,6 +800,11 @@ async fn local(
     let config = Arc::new(config);
     let metrics = Arc::new(byollm::metrics::Metrics::default());
     let audit_sink = Arc::new(byollm::audit::StdoutSink::start());
+    let mut audit = byollm::audit::Audit::new(audit_sink, metrics.clone());
+    let telemetry = byollm::telemetry::Telemetry::start(&config.telemetry)?;
+    if let Some(telemetry) = &telemetry {
+        audit.set_observer(telemetry.clone());
+    }
     let chat = ChatState {
         callers: Arc::new(byollm::auth::Callers::new(&config.callers)),
         metrics: metrics.clone(),
@@ -800,7 +812,7 @@ async fn local(
         source: CredentialSource::Local { session: session.clone(), region: region.clone() },
         routing: Arc::new(byollm::routing::Routing::new(routing)),
         direct: Arc::new(byollm::upstream::direct::DirectClient::new()),
-        audit: byollm::audit::Audit::new(audit_sink, metrics.clone()),
+        audit,
         config,
     };
     if let Some((path, env)) = reload {
@@ -846,6 +858,9 @@ async fn local(
     };
     let router = byollm::http::local_router(chat, listen.ip().is_loopback(), key);
     byollm::http::serve(listener, router, limits, tls, shutdown).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
     // The key dies with the session.
     let _ = std::fs::remove_file(&key_path);
     Ok(())

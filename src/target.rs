@@ -1,18 +1,15 @@
-//! Which Bedrock model serves a request, and where: the one decision the Messages API and the
-//! Bedrock-native routes make through [`bedrock_target`].
+//! Which configured model a Bedrock-native request names: the `{modelId}` of `/model/{id}/…`
+//! resolved to a `[models]` entry by [`bedrock_target`], before any STS or Bedrock call; and the
+//! foundation-model id Bedrock's `CountTokens` takes ([`foundation_model_id`]).
 //!
-//! These surfaces serve through Bedrock only: a model is served by its `[models]` entry on Bedrock,
-//! in the run's region, and the routing policy ([`crate::routing`]) has its say through
-//! [`policy_allows`]: the run's team and agent may use the model, and its routes include Bedrock.
-//! Failover to the policy's other routes (the Anthropic API, endpoints) is the chat API's for now.
+//! Which routes then serve the model (profile, region, role, failover) is the routing policy's
+//! ([`crate::routing::Routing::start_on`]), as on every surface.
 //!
-//! Must never: read HTTP, call Bedrock, or decide who may act for a run (that is
-//! [`crate::authz`]). Depends on `config`, `models`, `routing` and `error` only.
+//! Must never: read HTTP, call Bedrock, pick routes, or decide who may act for a run (that is
+//! [`crate::authz`]). Depends on `config` and `models` only.
 
 use crate::config::{Config, ModelConfig};
-use crate::error::ApiError;
 use crate::models;
-use crate::routing::{RouteScope, RoutingPolicy};
 
 /// How the client named the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,17 +34,22 @@ pub struct BedrockTarget<'a> {
 }
 
 impl BedrockTarget<'_> {
-    /// The foundation-model id (`anthropic.claude-…`) behind the target, for the operations
-    /// Bedrock takes only with one (`CountTokens`): the catalog's base id, else the id without its
-    /// cross-region prefix, else the configured id as it is.
+    /// The foundation-model id behind the target ([`foundation_model_id`]).
     pub fn foundation_model_id(&self) -> &str {
-        if let Some(entry) = self.model.entry() {
-            return &entry.base_id;
-        }
-        match models::parse_id(self.model_id) {
-            (Some(_), Some(base)) if !self.model_id.starts_with("arn:") => base,
-            _ => self.model_id,
-        }
+        foundation_model_id(self.model, self.model_id)
+    }
+}
+
+/// The foundation-model id (`anthropic.claude-…`) behind `invoked_id` (the configured id or a
+/// route's profile) of `model`, for the operations Bedrock takes only with one (`CountTokens`):
+/// the catalog's base id, else the id without its cross-region prefix, else the id as it is.
+pub fn foundation_model_id<'a>(model: &'a ModelConfig, invoked_id: &'a str) -> &'a str {
+    if let Some(entry) = model.entry() {
+        return &entry.base_id;
+    }
+    match models::parse_id(invoked_id) {
+        (Some(_), Some(base)) if !invoked_id.starts_with("arn:") => base,
+        _ => invoked_id,
     }
 }
 
@@ -86,24 +88,6 @@ pub fn bedrock_target<'a>(
             Err(NotServed { requested })
         }
     }
-}
-
-/// The routing policy's say on a model served through Bedrock: `scope` (the run's team and agent)
-/// may use `name` (a served public name, [`BedrockTarget::name`]), and one of its routes is a
-/// Bedrock route. Refusals are the routing policy's own errors (`model_not_allowed`, `no_route`) or
-/// `no_bedrock_route`.
-pub fn policy_allows(policy: &RoutingPolicy, scope: RouteScope<'_>, name: &str) -> Result<(), ApiError> {
-    let resolution = policy.resolve(scope, name)?;
-    if resolution.routes.iter().any(|route| route.upstream.is_bedrock()) {
-        return Ok(());
-    }
-    Err(ApiError::forbidden(
-        "no_bedrock_route",
-        format!(
-            "the routing policy serves model {name:?} without Bedrock, and this surface serves through Bedrock only: use /v1/chat/completions"
-        ),
-    )
-    .with_param("model"))
 }
 
 /// A path segment made readable for an error message: `%3A` → `:`, anything undecodable kept,
@@ -189,35 +173,6 @@ mod tests {
         );
         check(PathSegment("bad%zz%0Aid"), Err("bad%zzid"));
         check(Name("gpt-4o"), Err("gpt-4o"));
-    }
-
-    #[test]
-    fn the_routing_policy_decides_which_models_a_run_may_use_here() {
-        let mut config = config();
-        let section: toml::Table = r#"
-            [endpoints.gw]
-            base_url = "https://gw.example.com/v1"
-            [default.routes]
-            haiku = [{ openai = { endpoint = "gw" } }]
-            [teams.acme]
-            models = ["opus"]
-        "#
-        .parse()
-        .unwrap();
-        config.callers = Config::from_toml(
-            "dev = true\n[[callers]]\nname = \"w\"\nkey_sha256 = \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\nteam = \"acme\"\n",
-        )
-        .unwrap()
-        .callers;
-        let secrets = crate::routing::policy::MapSecrets(Default::default());
-        let policy =
-            RoutingPolicy::from_section(Some(&section), &config, crate::routing::Mode::Hosted, &secrets).unwrap();
-        let acme = RouteScope { team: Some("acme"), agent: None };
-        let other = RouteScope { team: Some("other"), agent: None };
-        assert!(policy_allows(&policy, acme, "opus").is_ok());
-        assert_eq!(policy_allows(&policy, acme, "haiku").unwrap_err().code, "model_not_allowed");
-        assert_eq!(policy_allows(&policy, other, "haiku").unwrap_err().code, "no_bedrock_route");
-        assert!(policy_allows(&policy, other, "opus").is_ok());
     }
 
     #[test]

@@ -374,6 +374,8 @@ id = "arn:aws:bedrock:us-east-1:111111111111:application-inference-profile/abc12
 family = "claude-opus-5-5"
 [models."mystery"]
 id = "us.anthropic.claude-future-9"
+[models."haiku55"]
+id = "global.anthropic.claude-haiku-5-5"
 "#;
 
 async fn ask(setup: &Setup, body: Value) -> (u16, Value) {
@@ -502,4 +504,48 @@ async fn operator_overrides_application_profiles_and_unknown_ids() {
     assert_eq!(status, 400);
     assert_eq!(error["error"]["param"], "reasoning_effort");
     assert!(error["error"]["message"].as_str().unwrap().contains("mystery"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thinking_effort_and_prefill_combinations_a_model_refuses_are_refused_before_bedrock() {
+    let setup = setup_with(MODELS).await;
+    let ask_with = |model: &str, messages: Value, extra: Value| {
+        let mut body = json!({"model": model, "messages": messages});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    let refused = |(status, error): (u16, Value), param: &str, model: &str| {
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(error["error"]["param"], param, "{error}");
+        assert_eq!(error["error"]["code"], "unsupported_parameter", "{error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(model), "{error}");
+    };
+
+    // Thinking off with an effort Haiku 5.5 takes only while it thinks.
+    let off_max = json!({"thinking": {"type": "disabled"}, "output_config": {"effort": "max"}});
+    refused(ask(&setup, ask_with("haiku55", hi.clone(), off_max)).await, "output_config.effort", "haiku55");
+    // A forced tool choice cannot turn thinking off while the effort needs it.
+    let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    let forced = json!({"tools": tools, "tool_choice": "required", "output_config": {"effort": "xhigh"}});
+    refused(ask(&setup, ask_with("haiku55", hi.clone(), forced)).await, "tool_choice", "haiku55");
+    // With an effort it takes without thinking: answered, and sent as asked.
+    let off_high = json!({"thinking": {"type": "disabled"}, "output_config": {"effort": "high"}});
+    let (status, _) = ask(&setup, ask_with("haiku55", hi.clone(), off_high)).await;
+    assert_eq!(status, 200);
+    let sent = setup.bedrock.requests().last().unwrap().body.clone();
+    assert_eq!((&sent["thinking"], &sent["output_config"]), (&json!({"type": "disabled"}), &json!({"effort": "high"})));
+
+    // A prefill while a budget model thinks: Anthropic wants it to start with its thinking block.
+    let prefill = json!([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "The answer is"}]);
+    refused(
+        ask(&setup, ask_with("sonnet45", prefill.clone(), json!({"reasoning_effort": "high"}))).await,
+        "messages[1]",
+        "sonnet45",
+    );
+    let (status, _) = ask(&setup, ask_with("sonnet45", prefill, json!({}))).await;
+    assert_eq!(status, 200);
+    let requests = setup.bedrock.requests();
+    assert_eq!(requests.len(), 2, "only the two valid requests reached Bedrock");
+    assert!(requests.iter().all(|r| r.status == 200), "Bedrock refused nothing");
 }

@@ -217,6 +217,32 @@ async fn native_calls_are_relayed_unchanged_and_signed_with_the_runs_role() {
     // stream the client left (its usage is recorded as far as it went).
     assert!(metrics.contains("byollm_model_tokens_total{kind=\"input\"} 38"), "{metrics}");
     assert!(metrics.contains("byollm_model_tokens_total{kind=\"output\"} 6"), "2 + 3 + 1: {metrics}");
+    // One audit line per model call (the unknown operation is no model call), the stream the
+    // client left recorded as 499 with the usage it had reached.
+    let audit_lines = || -> Vec<Value> {
+        let logs = gateway.logs();
+        logs.lines()
+            .filter(|l| l.starts_with("{\"audit\":\"request\""))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let mut lines = audit_lines();
+    for _ in 0..100 {
+        if lines.len() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        lines = audit_lines();
+    }
+    let statuses: Vec<u64> = lines.iter().map(|l| l["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [200, 200, 400, 403, 400, 401, 403, 499], "{lines:#?}");
+    assert!(lines.iter().all(|l| l["surface"] == "native"));
+    assert_eq!((lines[0]["route"].as_str(), lines[0]["usage"]["input_tokens"].as_u64()), (Some("bedrock"), Some(17)));
+    assert_eq!((lines[0]["run"].as_str(), lines[0]["model"].as_str()), (Some("run-native"), Some("opus")));
+    assert_eq!(
+        (lines[7]["error"].as_str(), lines[7]["usage"]["input_tokens"].as_u64()),
+        (Some("client_closed"), Some(12))
+    );
     let logs = gateway.logs();
     assert!(!logs.contains(API_KEY) && !logs.contains(&sts.issued()[0].secret_access_key));
 }

@@ -565,8 +565,9 @@ models = []
     let messages =
         json!({"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
     let native = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
+    // The native routes relay Bedrock only; the Messages API is served by the Anthropic route
+    // (tests/routing_surfaces.rs).
     let cases = [
-        ("/v1/messages", API_KEY, "acme", messages.clone(), "without Bedrock"),
         ("/model/claude-sonnet-4-5/invoke", API_KEY, "acme", native.clone(), "without Bedrock"),
         ("/v1/messages", OTHER_API_KEY, "other", messages, "may not use model"),
         ("/model/claude-sonnet-4-5/invoke", OTHER_API_KEY, "other", native, "may not use model"),

@@ -224,8 +224,8 @@ pub fn error_body(error: &ApiError) -> String {
 }
 
 /// One SSE event: `event: <type>` and the event's JSON as `data:`. The type is read from the
-/// event's `"type"`.
-pub fn write_sse_event(event: &[u8], out: &mut BytesMut) {
+/// event's `"type"`. Returns true for `message_stop` (the answer is complete).
+pub fn write_sse_event(event: &[u8], out: &mut BytesMut) -> bool {
     #[derive(Deserialize)]
     struct Kind<'a> {
         #[serde(borrow, rename = "type")]
@@ -235,6 +235,7 @@ pub fn write_sse_event(event: &[u8], out: &mut BytesMut) {
     let _ = write!(Writer(out), "event: {kind}\ndata: ");
     out.put_slice(event);
     out.put_slice(b"\n\n");
+    kind == "message_stop"
 }
 
 /// The keep-alive Anthropic sends while the model is silent.
@@ -327,8 +328,9 @@ mod tests {
     #[test]
     fn sse_events_errors_and_betas() {
         let mut out = BytesMut::new();
-        write_sse_event(br#"{"type":"content_block_delta","index":0}"#, &mut out);
+        assert!(!write_sse_event(br#"{"type":"content_block_delta","index":0}"#, &mut out));
         assert_eq!(&out[..], b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0}\n\n");
+        assert!(write_sse_event(br#"{"type": "message_stop"}"#, &mut BytesMut::new()));
         let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "bedrock_throttled", "slow down");
         assert_eq!(
             serde_json::from_str::<Value>(&error_body(&error)).unwrap(),

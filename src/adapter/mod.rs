@@ -35,7 +35,8 @@
 //!   front of the following user turn. A conversation that does not start with a user turn gets a
 //!   placeholder user turn ([`request::PLACEHOLDER_USER_TURN`]). Whitespace-only text is dropped
 //!   (Anthropic refuses empty text blocks) and a final assistant (prefill) turn is right-trimmed,
-//!   and refused (400 naming it) on models that take no prefill.
+//!   and refused (400 naming it) on models that take no prefill, and while the model thinks unless
+//!   it starts with its thinking block.
 //! - Every assistant tool call must be answered by a `tool` message before the next user or
 //!   assistant message, and every `tool_call_id` must name a call of the preceding assistant
 //!   message (OpenAI's rule, and Anthropic's). Tool call ids with characters Anthropic refuses
@@ -62,13 +63,16 @@
 //!   Anthropic's own `thinking` object wins over `reasoning_effort`; `output_config.effort` must
 //!   agree with it; both are checked against the model. Budget `max_tokens` is raised by the
 //!   budget when it would not exceed it (within the model's limit; then the budget shrinks to ¾ of
-//!   `max_tokens`). Thinking is silently turned off when the last assistant turn has tool calls but
-//!   no thinking blocks, as Anthropic would refuse that continuation (on models that think only when
-//!   asked). The catalog's `reasoning_usage_beta` is sent while the model thinks, so usage reports
-//!   thinking tokens.
+//!   `max_tokens`). With thinking off (`disabled`, or absent where the model thinks only when
+//!   asked), an effort above the catalog's `efforts_without_thinking` is a 400 naming it and the
+//!   model. Thinking is silently turned off when the last assistant turn has tool calls but no
+//!   thinking blocks, as Anthropic would refuse that continuation (on models that think only when
+//!   asked), and the effort lowered to one the model takes without thinking. The catalog's
+//!   `reasoning_usage_beta` is sent while the model thinks, so usage reports thinking tokens.
 //! - Tool choice: a forced choice (`required`, a named function) is refused (400) on a model that
 //!   thinks on the request or never takes one; a model that thinks by default but may stop is sent
-//!   `thinking: disabled` for it when the client did not ask for reasoning.
+//!   `thinking: disabled` for it when the client did not ask for reasoning (and its effort, if
+//!   any, is one the model takes without thinking).
 //! - `response_format`: `json_schema` → native structured output (`output_config.format`) on models
 //!   with `structured_outputs`; elsewhere, and for `json_object`, a tool named after the schema
 //!   (`json_object` → [`request::JSON_OBJECT_TOOL`] with `{"type":"object"}`), forced with
@@ -84,7 +88,9 @@
 //!   `betas`), else 400 naming the refused ones; forwarded once each in the body.
 //! - `user` (else `safety_identifier`) → `metadata.user_id` (≤ 256 characters).
 //! - `cache_control` (`{"type":"ephemeral"}`, optional `ttl` `5m`/`1h`) is accepted on content
-//!   parts, on a message (applied to its last block) and on tools, at most 4 in all.
+//!   parts, on a message (applied to its last block) and on tools; at most 4 in the body sent,
+//!   counted as sent (a part's and its message's on the same block are one, one on dropped text
+//!   none), the 400 naming the first past the limit.
 //! - Thinking round trip: an assistant message may carry `thinking_blocks` (LiteLLM's convention:
 //!   `[{"type":"thinking","thinking","signature"} | {"type":"redacted_thinking","data"}]`), or
 //!   `reasoning_content` plus `reasoning_signature` for one block; they are sent first in that
@@ -99,6 +105,7 @@
 //! (see [`stream`]).
 
 pub mod anthropic;
+pub mod attempt;
 pub mod bounded;
 pub mod messages;
 pub mod messages_routes;

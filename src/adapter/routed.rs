@@ -27,19 +27,16 @@ use crate::audit::{AttemptRecord, Audit, AuditRecord, Usage};
 use crate::error::ApiError;
 use crate::http::ApiBody;
 use crate::metrics::InFlight;
-use crate::routing::failover::{class_of_anthropic, class_of_bedrock, class_of_openai};
-use crate::routing::policy::{HttpUpstream, valid_model_name};
-use crate::routing::{AttemptOutcome, BedrockRoute, FailureClass, Route, Upstream};
-use crate::secret::Secret;
-use crate::upstream::anthropic::{self, AnthropicAnswer, AnthropicCall, AnthropicEvents, messages_body};
-use crate::upstream::direct::Limits;
+use crate::routing::failover::{class_of_bedrock, class_of_openai};
+use crate::routing::policy::valid_model_name;
+use crate::routing::{BedrockRoute, FailureClass, Route, Upstream};
+use crate::upstream::anthropic::{AnthropicAnswer, AnthropicEvents};
 use crate::upstream::openai_compat::{self, OpenAiAnswer, OpenAiCall, OpenAiStream, TokenUsage};
 use crate::upstream::{EventStream, egress};
 
 /// The response header naming the route that served.
 pub const HEADER_ROUTE: &str = "x-byollm-route";
-/// A request's own Anthropic API key, for the direct Anthropic route.
-pub const HEADER_ANTHROPIC_KEY: &str = "x-byollm-anthropic-key";
+pub use super::attempt::HEADER_ANTHROPIC_KEY;
 /// A request's own base URL and key, for an endpoint configured with `per_request = true`.
 pub const HEADER_ENDPOINT_URL: &str = "x-byollm-endpoint-url";
 pub const HEADER_ENDPOINT_KEY: &str = "x-byollm-endpoint-key";
@@ -106,28 +103,6 @@ impl Drop for AuditGuard {
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
-}
-
-/// A key sent in a header: visible ASCII, bounded.
-fn header_secret(headers: &HeaderMap, name: &'static str) -> Result<Option<Secret>, ApiError> {
-    let Some(value) = headers.get(name) else { return Ok(None) };
-    let ok = !value.is_empty() && value.len() <= 4096 && value.as_bytes().iter().all(|b| b.is_ascii_graphic());
-    if !ok {
-        return Err(ApiError::invalid_request(
-            name,
-            "invalid_key",
-            format!("{name} must be 1-4096 visible ASCII characters"),
-        ));
-    }
-    Ok(value.to_str().ok().map(Secret::new))
-}
-
-fn limits_of(http: &HttpUpstream) -> Limits {
-    Limits {
-        connect_timeout: http.connect_timeout,
-        total_timeout: http.timeout,
-        max_response_bytes: http.max_response_bytes,
-    }
 }
 
 /// The fields read before routing: the model and whether a stream is asked for. Both stay raw
@@ -338,18 +313,13 @@ pub(super) async fn chat(
     Ok(response)
 }
 
-fn record_attempts(audit: &mut AuditGuard, attempts: &[crate::routing::Attempt], served: Option<&Route>) {
+/// The attempts (and the route that served) into the request's audit record.
+pub(crate) fn record_attempts(audit: &mut AuditGuard, attempts: &[crate::routing::Attempt], served: Option<&Route>) {
     let Some(record) = audit.record() else { return };
     record.attempts = attempts
         .iter()
         .map(|attempt| {
-            let (result, status, code) = match &attempt.outcome {
-                AttemptOutcome::Served => ("served", Some(200), None),
-                AttemptOutcome::Skipped { .. } => ("skipped", None, None),
-                AttemptOutcome::Failed { class, error } => {
-                    (class.as_str(), Some(error.status.as_u16()), Some(error.code))
-                }
-            };
+            let (result, status, code) = attempt.outcome.summary();
             AttemptRecord {
                 route: attempt.route.clone(),
                 upstream_model: attempt.upstream_model.clone(),
@@ -396,50 +366,15 @@ async fn attempt(call: &Call<'_>, policy: &crate::routing::RoutingPolicy, route:
                     ApiError::internal("no converted request for the Anthropic route"),
                 ));
             };
-            let (key, key_from_request) = match header_secret(call.headers, HEADER_ANTHROPIC_KEY) {
-                Err(error) => return Err((FailureClass::Request, error)),
-                Ok(Some(key)) => (key, true),
-                Ok(None) => match &policy.anthropic.key {
-                    Some(key) => (key.clone(), false),
-                    None => {
-                        let error = ApiError::invalid_request(
-                            HEADER_ANTHROPIC_KEY,
-                            "anthropic_key_missing",
-                            "the Anthropic route needs a key: send x-byollm-anthropic-key (or the operator sets routing.anthropic.api_key_env)",
-                        );
-                        return Err((FailureClass::ClientKey, error));
-                    }
-                },
-            };
-            let Some(base_url) = &policy.anthropic.base_url else {
-                return Err((FailureClass::Refused, ApiError::internal("routing.anthropic.base_url is not set")));
-            };
-            let messages = messages_body(body, &anthropic_route.model, call.stream)
-                .map_err(|f| (class_of_anthropic(&f), f.to_api_error(&anthropic_route.model, key_from_request)))?;
-            let request = AnthropicCall {
-                base_url,
-                key: &key,
-                policy: policy.anthropic.egress(policy.mode),
-                limits: limits_of(&policy.anthropic),
-                body: messages,
-                stream: call.stream,
-            };
-            match anthropic::send(&call.state.direct, request).await {
-                Ok(AnthropicAnswer::Message(bytes)) => Ok(Answer::Message(bytes)),
-                Ok(AnthropicAnswer::Stream(events)) => Ok(Answer::Events(EventSource::Anthropic {
+            let direct = &call.state.direct;
+            match super::attempt::anthropic(direct, policy, call.headers, anthropic_route, body, call.stream).await? {
+                (AnthropicAnswer::Message(bytes), _) => Ok(Answer::Message(bytes)),
+                (AnthropicAnswer::Stream(events), key_from_request) => Ok(Answer::Events(EventSource::Anthropic {
                     events,
                     model: anthropic_route.model.clone(),
                     key_from_request,
                     current: Bytes::new(),
                 })),
-                Err(failure) => {
-                    let class = match class_of_anthropic(&failure) {
-                        // The request's own key was refused: not the route's fault.
-                        FailureClass::Credentials if key_from_request => FailureClass::ClientKey,
-                        class => class,
-                    };
-                    Err((class, failure.to_api_error(&anthropic_route.model, key_from_request)))
-                }
             }
         }
         Upstream::OpenAi(openai_route) => {
@@ -486,7 +421,7 @@ async fn attempt(call: &Call<'_>, policy: &crate::routing::RoutingPolicy, route:
             } else {
                 mode_policy
             };
-            let (key, key_from_request) = match header_secret(call.headers, HEADER_ENDPOINT_KEY) {
+            let (key, key_from_request) = match super::attempt::header_secret(call.headers, HEADER_ENDPOINT_KEY) {
                 Err(error) => return Err((FailureClass::Request, error)),
                 Ok(Some(key)) => (Some(key), true),
                 Ok(None) => (endpoint.http.key.clone(), false),
@@ -497,7 +432,7 @@ async fn attempt(call: &Call<'_>, policy: &crate::routing::RoutingPolicy, route:
                 base_url: &base_url,
                 key: key.as_ref(),
                 policy: egress_policy,
-                limits: limits_of(&endpoint.http),
+                limits: super::attempt::limits_of(&endpoint.http),
                 body,
             };
             match openai_compat::send(&call.state.direct, request).await {

@@ -28,7 +28,7 @@ use crate::config::{Config, RoleArn};
 use crate::error::ApiError;
 use crate::http::{ApiBody, run_request_from_headers};
 use crate::metrics::Metrics;
-use crate::routing::{RouteScope, Routing};
+use crate::routing::{RouteScope, Routing, Surface};
 use crate::upstream::direct::DirectClient;
 use crate::upstream::{BedrockClient, BedrockFailure};
 
@@ -170,24 +170,30 @@ impl CallContext {
     }
 }
 
-/// The models the caller may use: the routing policy's for its team (and the agent it names).
-fn allowed_models(state: &ChatState, headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
+/// The models the caller may use through `surface`: the routing policy's for its team (and the
+/// agent it names). Both shapes of `GET /v1/models` list these.
+fn allowed_models(state: &ChatState, headers: &HeaderMap, surface: Surface) -> Result<Vec<String>, ApiError> {
     let policy = state.routing.policy();
     match &state.source {
         CredentialSource::Broker(_) => {
             let caller = state.callers.authenticate(headers)?;
             let agent = headers.get(crate::authz::HEADER_AGENT).and_then(|v| v.to_str().ok()).map(str::trim);
-            Ok(policy.allowed_models(RouteScope { team: Some(caller.team.as_str()), agent }))
+            Ok(policy.allowed_models_on(RouteScope { team: Some(caller.team.as_str()), agent }, surface))
         }
-        CredentialSource::Local { .. } => Ok(policy.allowed_models(RouteScope::default())),
+        CredentialSource::Local { .. } => Ok(policy.allowed_models_on(RouteScope::default(), surface)),
     }
+}
+
+/// The surface a model list is for: Anthropic's shape lists what the Messages API serves.
+fn listing_surface(anthropic: bool) -> Surface {
+    if anthropic { Surface::Messages } else { Surface::Chat }
 }
 
 pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> Response {
     let anthropic = super::messages_routes::wants_anthropic_shape(&headers);
-    match allowed_models(&state, &headers) {
+    match allowed_models(&state, &headers, listing_surface(anthropic)) {
         Err(error) if anthropic => super::messages_routes::error_response(&error),
-        Ok(_) if anthropic => super::messages_routes::anthropic_model_list(&state),
+        Ok(models) if anthropic => super::messages_routes::anthropic_model_list(&state, &models),
         Ok(models) => {
             let data = models.iter().map(|name| model_entry(&state, name)).collect();
             axum::Json(ModelList::new(data)).into_response()
@@ -219,18 +225,23 @@ fn model_entry(state: &ChatState, name: &str) -> ModelObject {
 
 /// `GET /v1/models/{model}` (the SDKs' `models.retrieve`): one entry of the list, or 404.
 pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, Path(model): Path<String>) -> Response {
-    let allowed = match allowed_models(&state, &headers) {
-        Ok(allowed) => allowed,
-        Err(error) => return error.into_response(),
-    };
-    match allowed.into_iter().find(|name| *name == model) {
-        Some(name) => axum::Json(model_entry(&state, &name)).into_response(),
-        None => ApiError::not_found(
-            "model_not_found",
-            format!("model {model:?} is not served here; GET /v1/models lists the models you may use"),
-        )
-        .with_param("model")
-        .into_response(),
+    let anthropic = super::messages_routes::wants_anthropic_shape(&headers);
+    let found = allowed_models(&state, &headers, listing_surface(anthropic)).and_then(|allowed| {
+        allowed.into_iter().find(|name| *name == model).ok_or_else(|| {
+            ApiError::not_found(
+                "model_not_found",
+                format!("model {model:?} is not served here; GET /v1/models lists the models you may use"),
+            )
+            .with_param("model")
+        })
+    });
+    match found {
+        Ok(name) if anthropic => {
+            axum::Json(super::messages_routes::anthropic_model_object(&state, &name)).into_response()
+        }
+        Ok(name) => axum::Json(model_entry(&state, &name)).into_response(),
+        Err(error) if anthropic => super::messages_routes::error_response(&error),
+        Err(error) => error.into_response(),
     }
 }
 

@@ -10,10 +10,17 @@
 //! - a failed fetch backs the entry off (1 s, doubling to 30 s): until then callers get its error,
 //!   or the still-valid credentials, with no new STS round; a passing failure keeps the last good
 //!   credentials serving until 30 s before they expire, a permanent refusal drops them at once;
-//! - the number of entries has a hard cap: past it, entries without usable credentials go first,
-//!   then the least recently used.
+//! - the number of entries has hard caps, so one team cannot push out another's credentials: the
+//!   cache holds 50,000 entries, a team at most 50,000 / min(configured teams, 5) of them (so
+//!   10,000 with five teams or more), and a team at its cap makes room among its own entries; when
+//!   the whole cache is full (more than five teams), the teams holding the most entries give some
+//!   up, down to a common level, never the small ones first. Either way, entries without usable
+//!   credentials go first, then the least recently used, down to 90% of the cap (so eviction runs
+//!   once per tenth of the cap, not on every insert).
 //!
-//! Nothing here ever touches the disk; the clock is injected for tests.
+//! Entries are grouped by team, then by run, so ending a run (`DELETE /v1/runs/{run_id}`) looks at
+//! that run's entries only, and the periodic purge holds the lock for one team at a time. Nothing
+//! here ever touches the disk; the clock is injected for tests.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,7 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use super::sts::AwsCredentials;
 use crate::config::RoleArn;
-use crate::principal::ScopedPrincipal;
+use crate::principal::{ScopedPrincipal, Uid};
 
 /// Never refresh later than this before expiry.
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -31,6 +38,9 @@ pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 pub const STALE_CUTOFF: Duration = Duration::from_secs(30);
 /// Default upper bound on cached entries.
 pub const MAX_ENTRIES: usize = 50_000;
+/// A team may hold at least this fraction (1/n) of the cache's entries, more when fewer teams are
+/// configured.
+pub const TEAM_SHARE: usize = 5;
 /// Backoff after the first failed fetch of an entry; doubles per failure up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -146,11 +156,73 @@ impl<E> Entry<E> {
     }
 }
 
+/// One run's entries (one per role, principal, agent, ... the run used).
+type Bucket<E> = HashMap<CacheKey, Arc<Entry<E>>>;
+
+/// One team's entries, by run id (`None`: entries without a run id).
+struct Team<E> {
+    runs: HashMap<Option<String>, Bucket<E>>,
+    len: usize,
+}
+
+impl<E> Default for Team<E> {
+    fn default() -> Team<E> {
+        Team { runs: HashMap::new(), len: 0 }
+    }
+}
+
+impl<E> Team<E> {
+    fn get(&self, key: &CacheKey) -> Option<&Arc<Entry<E>>> {
+        self.runs.get(&key.run_id).and_then(|bucket| bucket.get(key))
+    }
+
+    /// Keeps the entries `keep` accepts; returns how many were dropped.
+    fn retain(&mut self, mut keep: impl FnMut(&CacheKey, &Entry<E>) -> bool) -> usize {
+        let before = self.len;
+        self.runs.retain(|_, bucket| {
+            bucket.retain(|key, entry| keep(key, entry));
+            !bucket.is_empty()
+        });
+        self.len = self.runs.values().map(HashMap::len).sum();
+        before - self.len
+    }
+
+    /// Drops entries with nothing worth keeping, then the least recently used, down to `target`;
+    /// returns how many were dropped.
+    fn shrink_to(&mut self, now: SystemTime, target: usize) -> usize {
+        let mut dropped = self.retain(|_, entry| entry.live(now));
+        if self.len > target {
+            let mut ages: Vec<u64> =
+                self.runs.values().flat_map(HashMap::values).map(|e| e.last_used.load(Ordering::Relaxed)).collect();
+            let cut = self.len - target;
+            ages.select_nth_unstable(cut - 1);
+            let oldest_kept = ages[cut - 1];
+            let mut to_drop = cut;
+            dropped += self.retain(|_, entry| {
+                if to_drop > 0 && entry.last_used.load(Ordering::Relaxed) <= oldest_kept {
+                    to_drop -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        dropped
+    }
+}
+
+/// Every entry, by team; `len` counts them all.
+struct Store<E> {
+    teams: HashMap<Uid, Team<E>>,
+    len: usize,
+}
+
 /// The cache; `E` is the error a fetch can fail with.
 pub struct CredentialCache<E> {
-    entries: Mutex<HashMap<CacheKey, Arc<Entry<E>>>>,
+    store: Mutex<Store<E>>,
     clock: Arc<dyn Clock>,
     max_entries: usize,
+    max_team_entries: usize,
     tick: AtomicU64,
 }
 
@@ -159,17 +231,32 @@ fn backoff(failures: u32) -> Duration {
     FIRST_BACKOFF.saturating_mul(1 << doublings).min(MAX_BACKOFF)
 }
 
+/// Where eviction stops: 90% of a cap, less the entry about to be added.
+fn low_water(cap: usize) -> usize {
+    cap - cap / 10 - 1
+}
+
 impl<E: Clone + Send + Sync + 'static> CredentialCache<E> {
-    pub fn new(clock: Arc<dyn Clock>) -> CredentialCache<E> {
-        CredentialCache::with_capacity(clock, MAX_ENTRIES)
+    /// The cache of a gateway serving `teams` configured teams: [`MAX_ENTRIES`] entries, of which
+    /// a team may hold `MAX_ENTRIES / min(teams, TEAM_SHARE)`.
+    pub fn new(clock: Arc<dyn Clock>, teams: usize) -> CredentialCache<E> {
+        CredentialCache::with_limits(clock, MAX_ENTRIES, MAX_ENTRIES / teams.clamp(1, TEAM_SHARE))
     }
 
-    /// A cache holding at most `max_entries` entries.
+    /// A cache holding at most `max_entries` entries, and at most a [`TEAM_SHARE`]th of them per
+    /// team.
     pub fn with_capacity(clock: Arc<dyn Clock>, max_entries: usize) -> CredentialCache<E> {
+        CredentialCache::with_limits(clock, max_entries, max_entries / TEAM_SHARE)
+    }
+
+    /// A cache holding at most `max_entries` entries, at most `max_team_entries` of them per team.
+    pub fn with_limits(clock: Arc<dyn Clock>, max_entries: usize, max_team_entries: usize) -> CredentialCache<E> {
+        let max_entries = max_entries.max(1);
         CredentialCache {
-            entries: Mutex::new(HashMap::new()),
+            store: Mutex::new(Store { teams: HashMap::new(), len: 0 }),
             clock,
-            max_entries: max_entries.max(1),
+            max_entries,
+            max_team_entries: max_team_entries.clamp(1, max_entries),
             tick: AtomicU64::new(0),
         }
     }
@@ -178,8 +265,8 @@ impl<E: Clone + Send + Sync + 'static> CredentialCache<E> {
         self.clock.now()
     }
 
-    fn entries(&self) -> MutexGuard<'_, HashMap<CacheKey, Arc<Entry<E>>>> {
-        match self.entries.lock() {
+    fn store(&self) -> MutexGuard<'_, Store<E>> {
+        match self.store.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
@@ -187,40 +274,29 @@ impl<E: Clone + Send + Sync + 'static> CredentialCache<E> {
 
     fn entry(&self, key: &CacheKey) -> Arc<Entry<E>> {
         let tick = self.tick.fetch_add(1, Ordering::Relaxed);
-        let mut entries = self.entries();
-        if let Some(entry) = entries.get(key) {
+        let mut store = self.store();
+        let Store { teams, len } = &mut *store;
+        let team_uid = &key.principal.team_uid;
+        if let Some(entry) = teams.get(team_uid).and_then(|team| team.get(key)) {
             entry.last_used.store(tick, Ordering::Relaxed);
             return entry.clone();
         }
-        if entries.len() >= self.max_entries {
-            self.evict(&mut entries);
+        let now = self.clock.now();
+        if let Some(team) = teams.get_mut(team_uid)
+            && team.len >= self.max_team_entries
+        {
+            // The team makes room among its own entries.
+            *len -= team.shrink_to(now, low_water(self.max_team_entries));
+        }
+        if *len >= self.max_entries {
+            *len -= make_room(teams, now, low_water(self.max_entries));
         }
         let entry = Arc::new(Entry::new(tick));
-        entries.insert(key.clone(), entry.clone());
+        let team = teams.entry(team_uid.clone()).or_default();
+        team.runs.entry(key.run_id.clone()).or_default().insert(key.clone(), entry.clone());
+        team.len += 1;
+        *len += 1;
         entry
-    }
-
-    /// Make room: drop entries with nothing worth keeping, then the least recently used down to
-    /// 90% of the cap (so eviction runs once per tenth of the cap, not on every insert).
-    fn evict(&self, entries: &mut HashMap<CacheKey, Arc<Entry<E>>>) {
-        let now = self.clock.now();
-        entries.retain(|_, e| e.live(now));
-        let target = self.max_entries - self.max_entries / 10 - 1;
-        if entries.len() > target {
-            let mut ages: Vec<u64> = entries.values().map(|e| e.last_used.load(Ordering::Relaxed)).collect();
-            let cut = entries.len() - target;
-            ages.select_nth_unstable(cut - 1);
-            let oldest_kept = ages[cut - 1];
-            let mut to_drop = cut;
-            entries.retain(|_, e| {
-                if to_drop > 0 && e.last_used.load(Ordering::Relaxed) <= oldest_kept {
-                    to_drop -= 1;
-                    false
-                } else {
-                    true
-                }
-            });
-        }
     }
 
     /// Credentials for `key`. While cached credentials are valid they are returned at once (past
@@ -322,35 +398,94 @@ impl<E: Clone + Send + Sync + 'static> CredentialCache<E> {
     }
 
     /// Drop the entries of run `run_id` that `allowed` accepts; returns how many were dropped.
+    /// Looks at that run's entries only.
     pub fn evict_run(&self, run_id: &str, allowed: impl Fn(&CacheKey) -> bool) -> usize {
-        let mut entries = self.entries();
-        let before = entries.len();
-        entries.retain(|key, _| !(key.run_id.as_deref() == Some(run_id) && allowed(key)));
-        before - entries.len()
+        let run = Some(run_id.to_owned());
+        let mut store = self.store();
+        let Store { teams, len } = &mut *store;
+        let mut dropped = 0;
+        teams.retain(|_, team| {
+            if let Some(bucket) = team.runs.get_mut(&run) {
+                let before = bucket.len();
+                bucket.retain(|key, _| !allowed(key));
+                let gone = before - bucket.len();
+                if bucket.is_empty() {
+                    team.runs.remove(&run);
+                }
+                team.len -= gone;
+                dropped += gone;
+            }
+            team.len > 0
+        });
+        *len -= dropped;
+        dropped
     }
 
     /// Drop entries whose credentials can no longer be used and whose backoff has passed (unless a
-    /// fetch for them is under way).
+    /// fetch for them is under way). Holds the lock for one team at a time.
     pub fn purge_expired(&self) -> usize {
         let now = self.clock.now();
-        let mut entries = self.entries();
-        let before = entries.len();
-        entries.retain(|_, e| {
-            let state = e.state();
-            state.in_flight
-                || state.current.as_ref().is_some_and(|c| c.usable_at(now))
-                || state.retry_at.is_some_and(|at| now < at)
-        });
-        before - entries.len()
+        let team_uids: Vec<Uid> = self.store().teams.keys().cloned().collect();
+        let mut dropped = 0;
+        for uid in team_uids {
+            let mut store = self.store();
+            let Store { teams, len } = &mut *store;
+            let Some(team) = teams.get_mut(&uid) else { continue };
+            let gone = team.retain(|_, entry| {
+                let state = entry.state();
+                state.in_flight
+                    || state.current.as_ref().is_some_and(|c| c.usable_at(now))
+                    || state.retry_at.is_some_and(|at| now < at)
+            });
+            if team.len == 0 {
+                teams.remove(&uid);
+            }
+            *len -= gone;
+            dropped += gone;
+        }
+        dropped
     }
 
     pub fn len(&self) -> usize {
-        self.entries().len()
+        self.store().len
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    #[cfg(test)]
+    fn contains(&self, key: &CacheKey) -> bool {
+        self.store().teams.get(&key.principal.team_uid).is_some_and(|team| team.get(key).is_some())
+    }
+
+    #[cfg(test)]
+    fn team_len(&self, team: &str) -> usize {
+        self.store().teams.iter().filter(|(uid, _)| uid.as_str() == team).map(|(_, team)| team.len).sum()
+    }
+}
+
+/// The whole cache is full: drop every entry with nothing worth keeping, then cut the teams holding
+/// the most entries down to a common level (the highest one that frees enough), oldest entries
+/// first, so a team is only cut while it holds more than the others. Returns how many were dropped.
+fn make_room<E>(teams: &mut HashMap<Uid, Team<E>>, now: SystemTime, target: usize) -> usize {
+    let mut dropped: usize = teams.values_mut().map(|team| team.retain(|_, entry| entry.live(now))).sum();
+    let total: usize = teams.values().map(|team| team.len).sum();
+    if total > target {
+        let needed = total - target;
+        let excess = |level: usize| teams.values().map(|team| team.len.saturating_sub(level)).sum::<usize>();
+        // The highest level whose excess frees `needed` entries (excess(0) = total > needed).
+        let (mut low, mut high) = (0, teams.values().map(|team| team.len).max().unwrap_or(0));
+        while low < high {
+            let mid = (low + high).div_ceil(2);
+            if excess(mid) >= needed { low = mid } else { high = mid - 1 }
+        }
+        for team in teams.values_mut().filter(|team| team.len > low) {
+            dropped += team.shrink_to(now, low);
+        }
+    }
+    teams.retain(|_, team| team.len > 0);
+    dropped
 }
 
 #[cfg(test)]
@@ -412,7 +547,7 @@ mod tests {
     impl Fixture {
         fn new() -> Fixture {
             let clock = Arc::new(ManualClock::default());
-            Fixture { cache: Arc::new(CredentialCache::new(clock.clone())), clock, calls: Arc::default() }
+            Fixture { cache: Arc::new(CredentialCache::new(clock.clone(), 1)), clock, calls: Arc::default() }
         }
 
         /// One lookup whose fetch (if run) takes `delay` and answers `result` (Ok: hour-long
@@ -548,27 +683,73 @@ mod tests {
     #[tokio::test]
     async fn the_cache_has_a_hard_cap_and_evicts_the_least_recently_used() {
         let clock = Arc::new(ManualClock::default());
-        let cache: CredentialCache<&'static str> = CredentialCache::with_capacity(clock.clone(), 10);
-        let fill = |run: String| {
-            let clock = clock.clone();
-            let cache = &cache;
-            async move {
-                cache
-                    .get_or_fetch(&key(&run), move || async move { Ok(credentials(clock.now(), 3600, 0)) }, |_| true)
-                    .await
-            }
-        };
+        let cache: CredentialCache<&'static str> = CredentialCache::with_limits(clock.clone(), 10, 10);
         for i in 0..10 {
-            fill(format!("r{i}")).await.result.unwrap();
+            fill(&cache, &clock, key(&format!("r{i}"))).await;
         }
         // r0 was used last, so it survives the eviction of the oldest.
-        fill("r0".into()).await;
+        fill(&cache, &clock, key("r0")).await;
         for i in 10..30 {
-            fill(format!("r{i}")).await.result.unwrap();
+            fill(&cache, &clock, key(&format!("r{i}"))).await;
             assert!(cache.len() <= 10, "{} entries", cache.len());
         }
-        let kept = |run: &str| cache.entries().contains_key(&key(run));
-        assert!(kept("r29") && !kept("r1"), "the newest stay, the oldest go");
+        assert!(cache.contains(&key("r29")) && !cache.contains(&key("r1")), "the newest stay, the oldest go");
+    }
+
+    #[test]
+    fn a_team_may_hold_the_whole_cache_alone_and_a_fifth_of_it_among_many() {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::default());
+        let share = |teams| CredentialCache::<&'static str>::new(clock.clone(), teams).max_team_entries;
+        assert_eq!([0, 1, 2, 5, 40].map(share), [50_000, 50_000, 25_000, 10_000, 10_000]);
+    }
+
+    fn team_key(team: &str, run: &str) -> CacheKey {
+        CacheKey { principal: ScopedPrincipal::parse(&format!("scoped_principal:{team}/user:a")).unwrap(), ..key(run) }
+    }
+
+    async fn fill(cache: &CredentialCache<&'static str>, clock: &Arc<ManualClock>, key: CacheKey) {
+        let clock = clock.clone();
+        cache
+            .get_or_fetch(&key, move || async move { Ok(credentials(clock.now(), 3600, 0)) }, |_| true)
+            .await
+            .result
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_teams_churn_evicts_its_own_entries_not_other_teams() {
+        let clock = Arc::new(ManualClock::default());
+        // 50 entries in all, so at most 10 per team.
+        let cache: CredentialCache<&'static str> = CredentialCache::with_capacity(clock.clone(), 50);
+        for run in ["q1", "q2", "q3"] {
+            fill(&cache, &clock, team_key("quiet", run)).await;
+        }
+        // A noisy team churns through 500 distinct runs (each one an STS call in production).
+        for i in 0..500 {
+            fill(&cache, &clock, team_key("noisy", &format!("n{i}"))).await;
+            assert!(cache.team_len("noisy") <= 10, "{} entries for one team", cache.team_len("noisy"));
+        }
+        for run in ["q1", "q2", "q3"] {
+            assert!(cache.contains(&team_key("quiet", run)), "quiet team's {run} was evicted");
+        }
+        assert!(cache.contains(&team_key("noisy", "n499")), "the newest entry of the noisy team stays");
+    }
+
+    #[tokio::test]
+    async fn past_the_global_cap_the_largest_teams_give_up_entries_first() {
+        let clock = Arc::new(ManualClock::default());
+        let cache: CredentialCache<&'static str> = CredentialCache::with_capacity(clock.clone(), 50);
+        for run in ["s1", "s2"] {
+            fill(&cache, &clock, team_key("small", run)).await;
+        }
+        // Six teams of 10 (each at its own cap) overflow the cache's 50.
+        for team in ["t1", "t2", "t3", "t4", "t5", "t6"] {
+            for i in 0..10 {
+                fill(&cache, &clock, team_key(team, &format!("r{i}"))).await;
+                assert!(cache.len() <= 50, "{} entries", cache.len());
+            }
+        }
+        assert!(cache.contains(&team_key("small", "s1")) && cache.contains(&team_key("small", "s2")));
     }
 
     #[tokio::test]
@@ -580,6 +761,10 @@ mod tests {
         assert_eq!(f.cache.evict_run("r1", |key| key.principal.team_uid.as_str() == "other"), 0);
         assert_eq!(f.cache.evict_run("r1", |key| key.principal.team_uid.as_str() == "acme"), 1);
         assert_eq!(f.cache.len(), 1);
+        // The same run id in another team is that team's: only its own caller may end it.
+        fill(&f.cache, &f.clock, team_key("other", "r2")).await;
+        assert_eq!(f.cache.evict_run("r2", |key| key.principal.team_uid.as_str() == "other"), 1);
+        assert!(f.cache.contains(&key("r2")) && f.cache.team_len("other") == 0);
         f.clock.set(3600);
         assert_eq!(f.cache.purge_expired(), 1);
         assert!(f.cache.is_empty());

@@ -62,7 +62,7 @@ impl Broker {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Broker {
-        let cache = CredentialCache::new(clock.clone());
+        let cache = CredentialCache::new(clock.clone(), config.teams.len());
         let session_policy = config.sts.session_policy.then(|| {
             let (policy, exact) = session_policy::session_policy(config.models.values().map(|m| m.id.as_str()));
             if !exact {

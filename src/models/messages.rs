@@ -122,9 +122,6 @@ pub fn check_messages_body(
             format!("model {name} does not accept system turns inside messages; put the text in the top-level system"),
         ));
     }
-    if messages.last().and_then(|m| m.get("role")).and_then(Value::as_str) == Some("assistant") {
-        rules.check_prefill(name, &format!("messages[{}]", messages.len() - 1))?;
-    }
     let forced = body
         .get("tool_choice")
         .and_then(|choice| choice.get("type"))
@@ -139,6 +136,13 @@ pub fn check_messages_body(
             // The model thinks by default and may stop: it must, for a forced tool choice.
             body.insert("thinking".into(), serde_json::json!({"type": "disabled"}));
         }
+    }
+    let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    if let Some(last) = messages.last().filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant")) {
+        let first_type =
+            last.get("content").and_then(Value::as_array).and_then(|c| c.first()).and_then(|b| b.get("type"));
+        let starts_with_thinking = matches!(first_type.and_then(Value::as_str), Some("thinking" | "redacted_thinking"));
+        rules.check_prefill(name, &plan, starts_with_thinking, &format!("messages[{}]", messages.len() - 1))?;
     }
     Ok(plan)
 }

@@ -184,6 +184,10 @@ pub struct ModelRules {
     pub thinking_disable: bool,
     pub thinking_display: Display,
     pub efforts: Vec<Effort>,
+    /// The efforts accepted while the model does not think on a request (thinking `disabled`, or
+    /// absent where it is off by default); absent: every one of `efforts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efforts_without_thinking: Option<Vec<Effort>>,
     pub sampling: SamplingRule,
     #[serde(default)]
     pub sampling_defaults: SamplingDefaults,
@@ -240,6 +244,16 @@ impl ModelRules {
         efforts.dedup();
         if efforts != self.efforts {
             problems.push("efforts: list each level once, lowest first (low medium high xhigh max)".to_owned());
+        }
+        if let Some(without) = &self.efforts_without_thinking {
+            let mut sorted = without.clone();
+            sorted.sort();
+            sorted.dedup();
+            if sorted != *without || without.iter().any(|effort| !self.efforts.contains(effort)) {
+                problems.push(
+                    "efforts_without_thinking: list each level once, lowest first, each one of efforts".to_owned(),
+                );
+            }
         }
         problems
     }

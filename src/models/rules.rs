@@ -289,9 +289,38 @@ impl ModelRules {
                     format!("effort cannot be combined with budget thinking on model {model}; use adaptive thinking"),
                 ));
             }
+            if !plan.thinks && !self.effort_allowed_without_thinking(effort) {
+                return Err(refused(
+                    param,
+                    format!(
+                        "effort `{effort}` needs thinking on model {model}: without thinking it accepts {}; lower the effort or send thinking {{\"type\": \"adaptive\"}}",
+                        self.efforts_without_thinking.as_deref().map_or_else(|| list(&self.efforts), list)
+                    ),
+                ));
+            }
             plan.effort = Some(effort);
         }
         Ok(plan)
+    }
+
+    /// Whether `effort` may be sent while the model does not think on the request.
+    pub fn effort_allowed_without_thinking(&self, effort: Effort) -> bool {
+        self.efforts_without_thinking.as_ref().is_none_or(|allowed| allowed.contains(&effort))
+    }
+
+    /// Turns thinking off on a plan (nothing sent, where the model does not think by default),
+    /// lowering its effort to the highest one the model takes without thinking.
+    pub fn drop_thinking(&self, plan: &mut ReasoningPlan) {
+        plan.thinking = None;
+        plan.thinks = false;
+        if let Some(effort) = plan.effort
+            && !self.effort_allowed_without_thinking(effort)
+        {
+            plan.effort = self
+                .efforts_without_thinking
+                .as_ref()
+                .and_then(|allowed| allowed.iter().copied().filter(|e| *e <= effort).max());
+        }
     }
 
     /// `display` to send so thinking text comes back, where the model omits it by default.
@@ -482,7 +511,11 @@ impl ModelRules {
         if !plan.thinks {
             return true;
         }
-        if !client_chose_thinking && plan.thinking.is_none() && self.thinking_disable {
+        if !client_chose_thinking
+            && plan.thinking.is_none()
+            && self.thinking_disable
+            && plan.effort.is_none_or(|effort| self.effort_allowed_without_thinking(effort))
+        {
             plan.thinking = Some(ThinkingOut::Disabled);
             plan.thinks = false;
             return true;
@@ -490,18 +523,32 @@ impl ModelRules {
         false
     }
 
-    /// A final assistant (prefill) turn.
-    pub fn check_prefill(&self, model: &str, param: &str) -> Result<(), ApiError> {
-        if self.prefill {
-            Ok(())
-        } else {
-            Err(refused(
+    /// A final assistant (prefill) turn: only on models that take one, and while the model thinks
+    /// only when the turn starts with its thinking block (Anthropic's rule).
+    pub fn check_prefill(
+        &self,
+        model: &str,
+        plan: &ReasoningPlan,
+        starts_with_thinking: bool,
+        param: &str,
+    ) -> Result<(), ApiError> {
+        if !self.prefill {
+            return Err(refused(
                 param,
                 format!(
                     "model {model} does not accept a final assistant (prefill) message; end the conversation with a user or tool message"
                 ),
-            ))
+            ));
         }
+        if plan.thinks && !starts_with_thinking {
+            return Err(refused(
+                param,
+                format!(
+                    "model {model} thinks on this request, so a final assistant (prefill) message must start with its thinking block; turn reasoning off or end the conversation with a user message"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// An image in the input.

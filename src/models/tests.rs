@@ -43,6 +43,18 @@ fn bad_catalog_text_is_refused_with_the_entry_named() {
         (base.replacen("default_max_tokens = 16384", "default_max_tokens = 999999", 1), "default_max_tokens"),
         (base.replacen("efforts = [\"low\", \"medium\"", "efforts = [\"medium\", \"low\"", 1), "efforts"),
         (
+            base.replacen("efforts_without_thinking = [\"low\"", "efforts_without_thinking = [\"lowest\"", 1),
+            "claude-haiku-5-5",
+        ),
+        (
+            base.replacen(
+                "efforts_without_thinking = [\"low\", \"medium\", \"high\"]",
+                "efforts_without_thinking = [\"high\", \"low\"]",
+                1,
+            ),
+            "efforts_without_thinking",
+        ),
+        (
             base.replacen(
                 "base_id = \"anthropic.claude-opus-5-5\"",
                 "base_id = \"global.anthropic.claude-opus-5-5\"",
@@ -302,6 +314,29 @@ fn anthropic_thinking_objects_per_model() {
         ),
         ("claude-sonnet-4-5", Some(Adaptive { display: None }), None, json!({"error": "thinking.type"})),
         ("claude-sonnet-4-5", None, Some(Effort::High), json!({"error": "output_config.effort"})),
+        // Thinking off: only the efforts the model takes without thinking.
+        ("claude-haiku-5-5", Some(Disabled), Some(Effort::Max), json!({"error": "output_config.effort"})),
+        ("claude-haiku-5-5", Some(Disabled), Some(Effort::Xhigh), json!({"error": "output_config.effort"})),
+        (
+            "claude-haiku-5-5",
+            Some(Disabled),
+            Some(Effort::High),
+            json!({"thinking": {"type": "disabled"}, "effort": "high", "thinks": false}),
+        ),
+        ("claude-opus-5", Some(Disabled), Some(Effort::Max), json!({"error": "output_config.effort"})),
+        ("claude-opus-4-8", None, Some(Effort::Xhigh), json!({"error": "output_config.effort"})),
+        (
+            "claude-opus-4-8",
+            Some(Adaptive { display: None }),
+            Some(Effort::Xhigh),
+            json!({"thinking": {"type": "adaptive", "display": "summarized"}, "effort": "xhigh", "thinks": true}),
+        ),
+        (
+            "claude-opus-4-6",
+            Some(Disabled),
+            Some(Effort::Max),
+            json!({"thinking": null, "effort": "max", "thinks": false}),
+        ),
         // No thinking object: the model's default.
         ("claude-opus-5-5", None, None, json!({"thinking": null, "effort": null, "thinks": true})),
         ("claude-opus-4-6", None, None, json!({"thinking": null, "effort": null, "thinks": false})),
@@ -383,10 +418,38 @@ fn betas_tool_choice_prefill_and_images() {
         ReasoningPlan { thinking: Some(ThinkingOut::Adaptive { display: None }), effort: None, thinks: true };
     assert!(!haiku.allow_forced_tool_choice(&mut chosen, true));
     assert!(rules("claude-sonnet-4-5").allow_forced_tool_choice(&mut ReasoningPlan::off(), false));
+    // An effort the model takes only while thinking keeps thinking on: the forced choice is refused.
+    let mut max = ReasoningPlan { thinking: None, effort: Some(Effort::Max), thinks: true };
+    assert!(!haiku.allow_forced_tool_choice(&mut max, false));
+    assert!(haiku.check_forced_tool_choice("m", &max, "tool_choice").is_err());
 
-    assert!(rules("claude-sonnet-4-5").check_prefill("m", "messages[1]").is_ok());
+    // Thinking dropped (a tool continuation without its thinking block): the effort follows.
+    let mut plan = ReasoningPlan {
+        thinking: Some(ThinkingOut::Adaptive { display: None }),
+        effort: Some(Effort::Max),
+        thinks: true,
+    };
+    rules("claude-opus-4-8").drop_thinking(&mut plan);
+    assert_eq!(plan, ReasoningPlan { thinking: None, effort: Some(Effort::High), thinks: false });
+    let mut plan = ReasoningPlan { effort: Some(Effort::Max), ..ReasoningPlan::off() };
+    rules("claude-opus-4-6").drop_thinking(&mut plan);
+    assert_eq!(plan.effort, Some(Effort::Max), "no limit without thinking on this model");
+
+    // Prefill: where the model takes it, and while it thinks only after its thinking block.
+    let thinking =
+        ReasoningPlan { thinking: Some(ThinkingOut::Enabled { budget_tokens: 2048 }), effort: None, thinks: true };
+    let sonnet = rules("claude-sonnet-4-5");
+    assert!(sonnet.check_prefill("m", &ReasoningPlan::off(), false, "messages[1]").is_ok());
+    assert!(sonnet.check_prefill("m", &thinking, true, "messages[1]").is_ok());
+    let error = sonnet.check_prefill("m", &thinking, false, "messages[1]").unwrap_err();
+    assert_eq!(error.param.as_deref(), Some("messages[1]"));
+    assert!(error.message.contains("model m thinks"), "{}", error.message);
     assert_eq!(
-        rules("claude-opus-4-6").check_prefill("m", "messages[1]").unwrap_err().param.as_deref(),
+        rules("claude-opus-4-6")
+            .check_prefill("m", &ReasoningPlan::off(), false, "messages[1]")
+            .unwrap_err()
+            .param
+            .as_deref(),
         Some("messages[1]")
     );
     assert!(catalog().unknown.check_image("m", "messages[0].content[0]").is_err());
@@ -456,6 +519,23 @@ fn messages_shaped_bodies_get_the_same_rules() {
             json!({"max_tokens": 100, "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}),
             "messages[1]",
         ),
+        (
+            "claude-haiku-5-5",
+            json!({"max_tokens": 100, "thinking": {"type": "disabled"}, "output_config": {"effort": "max"}}),
+            "output_config.effort",
+        ),
+        (
+            "claude-sonnet-4-5",
+            json!({"max_tokens": 4000, "thinking": {"type": "enabled", "budget_tokens": 2000},
+                   "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}),
+            "messages[1]",
+        ),
+        // Not turned off for a forced tool choice while the effort needs thinking.
+        (
+            "claude-haiku-5-5",
+            json!({"max_tokens": 100, "output_config": {"effort": "xhigh"}, "tool_choice": {"type": "any"}}),
+            "tool_choice",
+        ),
     ];
     for (family, extra, param) in refusals {
         assert_eq!(messages_check(family, body(extra.clone())), Err(param.to_owned()), "{family} {extra}");
@@ -466,4 +546,8 @@ fn messages_shaped_bodies_get_the_same_rules() {
     assert!(messages_check("claude-opus-5-5", body(system_turn)).is_ok());
     let adaptive = json!({"max_tokens": 100, "thinking": {"type": "adaptive", "display": "omitted"}, "output_config": {"effort": "max"}});
     assert_eq!(messages_check("claude-opus-5-5", body(adaptive.clone())).unwrap()["thinking"], adaptive["thinking"]);
+    let prefill_after_thinking = json!({"max_tokens": 4000, "thinking": {"type": "enabled", "budget_tokens": 2000},
+        "messages": [{"role": "user", "content": "a"},
+                     {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s"}, {"type": "text", "text": "b"}]}]});
+    assert!(messages_check("claude-sonnet-4-5", body(prefill_after_thinking)).is_ok());
 }

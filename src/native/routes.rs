@@ -5,11 +5,16 @@
 //! with a message saying so), its run named in `x-byollm-*` headers and authorized by
 //! [`crate::authz`] (local mode: the session key, checked by the local guard). The model in the
 //! path must be one this gateway serves ([`crate::target::bedrock_target`]), else 403 naming it,
-//! before any STS or Bedrock call. The body (bounded, one JSON object) is forwarded byte for byte,
-//! signed with the run's credentials (or the person's session); Bedrock's status, relayed headers
-//! and body come back unchanged, event-stream frames included, pulled only as fast as the client
-//! reads and dropped when it leaves. byollm's own refusals use Bedrock's error shape:
-//! `{"message"}` with `x-amzn-ErrorType`.
+//! before any STS or Bedrock call; its routes come from the routing policy
+//! ([`crate::routing::Routing::start_on`], Bedrock routes only: each with its profile, region and
+//! role). The body (bounded, one JSON object) is forwarded byte for byte, signed with the route's
+//! credentials (the run's role, or the route's; local mode: the person's session); a route that
+//! fails before answering (the classes of `routing/failures.toml`) hands the same bytes to the
+//! next. Bedrock's status, relayed headers and body come back unchanged, event-stream frames
+//! included, with `x-byollm-route`, pulled only as fast as the client reads and dropped when it
+//! leaves; when one route was tried, its error is relayed as Bedrock sent it, when several were,
+//! one error lists them. byollm's own refusals use Bedrock's error shape: `{"message"}` with
+//! `x-amzn-ErrorType`. Every call leaves one audit line, its usage read from copies of the frames.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,13 +28,16 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 
 use super::{Operation, Usage, UsageMeter, check_body, error_body, error_type, forwarded_headers, is_relayed_header};
-use crate::adapter::routes::{ChatState, CredentialSource, context};
+use crate::adapter::routed::{AuditGuard, record_attempts};
+use crate::adapter::routes::{CallContext, ChatState, CredentialSource, context};
 use crate::error::ApiError;
 use crate::http::ApiBody;
 use crate::metrics::Metrics;
-use crate::target::{ModelRef, bedrock_target};
+use crate::routing::failover::class_of_bedrock;
+use crate::routing::{AttemptOutcome, BedrockRoute, FailureClass, Surface, Upstream};
+use crate::target::{BedrockTarget, ModelRef, bedrock_target};
 use crate::upstream::bedrock::STREAM_IDLE_TIMEOUT;
-use crate::upstream::{RawRequest, model_path};
+use crate::upstream::{RawRequest, RawResponse, model_path};
 
 /// Paths whose refusals take Bedrock's error shape.
 pub fn is_native_path(path: &str) -> bool {
@@ -65,8 +73,13 @@ pub async fn model_operation(State(chat): State<ChatState>, uri: Uri, headers: H
     let Some(operation) = Operation::parse(operation) else {
         return unknown_operation(operation);
     };
+    let mut audit = AuditGuard::new(&chat, "native");
+    if let Some(record) = audit.record() {
+        record.operation = operation.path_segment();
+        record.stream = operation.streams();
+    }
     let limit = chat.config.server.request_timeout;
-    let result = match tokio::time::timeout(limit, relay(&chat, segment, operation, &headers, body)).await {
+    let result = match tokio::time::timeout(limit, relay(&chat, segment, operation, &headers, body, &mut audit)).await {
         Ok(result) => result,
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -86,6 +99,7 @@ pub async fn model_operation(State(chat): State<ChatState>, uri: Uri, headers: H
                 %model,
                 "native call refused"
             );
+            audit.finish(error.status.as_u16(), Some(error.code));
             error_response(&error)
         }
     };
@@ -114,14 +128,101 @@ fn unknown_operation(what: &str) -> Response {
     response
 }
 
+/// Bedrock's refusal of one route, read whole (it is small) so it can be relayed unchanged.
+struct Refusal {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    /// byollm's reading of it, for the audit line and for an error listing attempts.
+    error: ApiError,
+}
+
+/// What one route gave before the first byte of an answer.
+enum Outcome {
+    /// Bedrock accepted the call: status 2xx, body unread.
+    Answered(RawResponse),
+    /// Bedrock refused it (its error is relayed as it is if no other route serves).
+    Refused(FailureClass, Refusal),
+    /// No answer from Bedrock (credentials, connection): byollm's own error.
+    Failed(FailureClass, ApiError),
+}
+
+/// Largest Bedrock error body read (Bedrock's are a few hundred bytes).
+const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// One route: the route's credentials, the body's bytes re-signed, up to Bedrock's status.
+async fn call_route(
+    chat: &ChatState,
+    context: &CallContext,
+    target: &BedrockTarget<'_>,
+    route: &BedrockRoute,
+    operation: Operation,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Outcome {
+    let (credentials, region) =
+        match context.credentials_for(&chat.config, route.role.as_ref(), route.region.as_deref()).await {
+            Ok(found) => found,
+            Err(error) => return Outcome::Failed(FailureClass::Credentials, error),
+        };
+    let model_id = match operation {
+        Operation::CountTokens => crate::target::foundation_model_id(target.model, &route.model_id),
+        _ => &route.model_id,
+    };
+    let path = model_path(model_id, operation.path_segment());
+    let request = RawRequest {
+        region: &region,
+        method: Method::POST,
+        path_and_query: &path,
+        headers: forwarded_headers(headers),
+        body,
+    };
+    let answer = match chat.bedrock.send(request, &credentials).await {
+        Ok(answer) => answer,
+        Err(failure) => {
+            let error = context.bedrock_error(&failure, operation.iam_action(), model_id);
+            return Outcome::Failed(class_of_bedrock(&failure, error.status.as_u16()), error);
+        }
+    };
+    if answer.status.is_success() {
+        return Outcome::Answered(answer);
+    }
+    let body = match http_body_util::Limited::new(answer.body, MAX_ERROR_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let failure = crate::upstream::error::failure_from_response(&answer.headers, &body);
+    let error = context.bedrock_error(&failure, operation.iam_action(), model_id);
+    let class = class_of_bedrock(&failure, answer.status.as_u16());
+    tracing::info!(status = answer.status.as_u16(), code = %failure.code, model = target.name, route = %route.model_id, "bedrock refused a native call");
+    Outcome::Refused(class, Refusal { status: answer.status, headers: answer.headers, body, error })
+}
+
+/// Bedrock's own refusal, relayed as it came.
+fn relay_refusal(refusal: Refusal) -> Response {
+    let mut response = Response::new(Body::from(refusal.body));
+    *response.status_mut() = refusal.status;
+    let relayed = response.headers_mut();
+    for (name, value) in &refusal.headers {
+        if is_relayed_header(name) {
+            relayed.append(name.clone(), value.clone());
+        }
+    }
+    response
+}
+
 async fn relay(
     chat: &ChatState,
     segment: &str,
     operation: Operation,
     headers: &HeaderMap,
     body: ApiBody,
+    audit: &mut AuditGuard,
 ) -> Result<Response, ApiError> {
     let context = context(chat, headers)?;
+    if let Some(record) = audit.record() {
+        context.describe(record);
+    }
     let target = bedrock_target(&chat.config, context.region(), ModelRef::PathSegment(segment)).map_err(|refused| {
         ApiError::forbidden(
             "model_not_allowed",
@@ -131,45 +232,65 @@ async fn relay(
             ),
         )
     })?;
-    crate::target::policy_allows(&chat.routing.policy(), context.scope(), target.name)?;
+    if let Some(record) = audit.record() {
+        record.model = Some(target.name.to_owned());
+    }
+    let mut failover = chat.routing.start_on(context.scope(), target.name, Surface::BedrockOnly)?;
     let body = body.read(&chat.config.server).await?;
     check_body(&body)?;
-    let (credentials, region) = context.credentials(&chat.config).await?;
-    let model_id = match operation {
-        Operation::CountTokens => target.foundation_model_id(),
-        _ => target.model_id,
-    };
-    let path = model_path(model_id, operation.path_segment());
-    // `body` keeps its share of the body budget until Bedrock has the bytes.
-    let forwarded = body.bytes.clone();
-    let request = RawRequest {
-        region,
-        method: Method::POST,
-        path_and_query: &path,
-        headers: forwarded_headers(headers),
-        body: forwarded,
-    };
-    let answer = chat
-        .bedrock
-        .send(request, &credentials)
-        .await
-        .map_err(|failure| context.bedrock_error(&failure, operation.iam_action(), model_id))?;
-    drop(body);
-    if !answer.status.is_success() {
-        let code = answer.headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        tracing::info!(
-            status = answer.status.as_u16(),
-            code,
-            model = target.name,
-            "bedrock refused a native call; relayed as it is"
-        );
+    let mut served = None;
+    let mut last_refusal = None;
+    while let Some(route) = failover.next_route() {
+        let Upstream::Bedrock(bedrock) = &route.upstream else {
+            // Set aside by `start_on`; never reached.
+            continue;
+        };
+        // `body` keeps its share of the body budget until Bedrock has the bytes.
+        match call_route(chat, &context, &target, bedrock, operation, headers, body.bytes.clone()).await {
+            Outcome::Answered(answer) => {
+                failover.served(&route);
+                served = Some((route, answer));
+                break;
+            }
+            Outcome::Failed(class, error) => {
+                last_refusal = None;
+                if let Some(stop) = failover.failed(&route, class, error) {
+                    record_attempts(audit, failover.attempts(), None);
+                    return Err(stop);
+                }
+            }
+            Outcome::Refused(class, refusal) => {
+                let stop = failover.failed(&route, class, refusal.error.clone());
+                if stop.is_some() {
+                    // The request's own fault: Bedrock's words reach the client unchanged.
+                    record_attempts(audit, failover.attempts(), None);
+                    audit.finish(refusal.status.as_u16(), Some(refusal.error.code));
+                    return Ok(relay_refusal(refusal));
+                }
+                last_refusal = Some(refusal);
+            }
+        }
     }
-    let meter = answer.status.is_success().then(|| Metering {
+    drop(body);
+    let Some((route, answer)) = served else {
+        let error = failover.exhausted();
+        record_attempts(audit, failover.attempts(), None);
+        let tried = failover.attempts().iter().filter(|a| matches!(a.outcome, AttemptOutcome::Failed { .. })).count();
+        return match last_refusal {
+            // One route tried and Bedrock refused it: its answer as Bedrock gave it.
+            Some(refusal) if tried == 1 => {
+                audit.finish(refusal.status.as_u16(), Some(refusal.error.code));
+                Ok(relay_refusal(refusal))
+            }
+            _ => Err(error),
+        };
+    };
+    record_attempts(audit, failover.attempts(), Some(&route));
+    let meter = Metering {
         meter: Some(UsageMeter::new(operation, &answer.headers)),
         metrics: chat.metrics.clone(),
-        model: target.name.to_owned(),
-        operation,
-    });
+        audit: audit.take(),
+    };
     let mut response = Response::new(relayed_body(answer.body, meter));
     *response.status_mut() = answer.status;
     let relayed = response.headers_mut();
@@ -181,31 +302,42 @@ async fn relay(
     if operation.streams() {
         relayed.insert("x-accel-buffering", HeaderValue::from_static("no"));
     }
+    crate::adapter::messages_routes::set_route_header(&mut response, &route);
     Ok(response)
 }
 
-/// Usage of one relayed answer, recorded when the body ends or the client leaves.
+/// Usage of one relayed answer, and the request's audit line: written when the body ends, breaks,
+/// or the client leaves (status 499 then), with the usage seen so far.
 struct Metering {
     meter: Option<UsageMeter>,
     metrics: Arc<Metrics>,
-    model: String,
-    operation: Operation,
+    audit: AuditGuard,
+}
+
+impl Metering {
+    fn first_byte(&mut self) {
+        self.audit.first_byte();
+    }
+
+    /// The body ended (`error`: how it broke, if it did).
+    fn finish(&mut self, error: Option<&'static str>) {
+        self.record_usage();
+        self.audit.finish(200, error);
+    }
+
+    fn record_usage(&mut self) {
+        let Some(meter) = self.meter.take() else { return };
+        let usage: Usage = meter.finish();
+        record_usage(&self.metrics, &usage);
+        if let Some(record) = self.audit.record() {
+            record.usage = crate::adapter::messages_routes::audit_usage(&usage);
+        }
+    }
 }
 
 impl Drop for Metering {
     fn drop(&mut self) {
-        let Some(meter) = self.meter.take() else { return };
-        let usage: Usage = meter.finish();
-        record_usage(&self.metrics, &usage);
-        tracing::info!(
-            model = %self.model,
-            operation = self.operation.path_segment(),
-            input_tokens = usage.input_tokens,
-            output_tokens = usage.output_tokens,
-            cache_read_input_tokens = usage.cache_read_input_tokens,
-            cache_creation_input_tokens = usage.cache_creation_input_tokens,
-            "native call usage"
-        );
+        self.record_usage();
     }
 }
 
@@ -225,14 +357,14 @@ pub fn record_usage(metrics: &Metrics, usage: &Usage) {
 
 struct RelayState {
     body: hyper::body::Incoming,
-    metering: Option<Metering>,
+    metering: Metering,
     done: bool,
 }
 
 /// Bedrock's body, passed on frame by frame as the client reads: nothing is read ahead, nothing
 /// is changed. A silence longer than [`STREAM_IDLE_TIMEOUT`] (no shorter than Bedrock's own)
 /// or a broken upstream ends the body with an error, so the client sees a cut, never a clean end.
-fn relayed_body(body: hyper::body::Incoming, metering: Option<Metering>) -> Body {
+fn relayed_body(body: hyper::body::Incoming, metering: Metering) -> Body {
     let state = RelayState { body, metering, done: false };
     let stream = futures_util::stream::unfold(state, |mut state| async move {
         if state.done {
@@ -243,6 +375,7 @@ fn relayed_body(body: hyper::body::Incoming, metering: Option<Metering>) -> Body
                 Ok(frame) => frame,
                 Err(_) => {
                     tracing::warn!("bedrock sent nothing for 5 minutes; the relayed answer is cut");
+                    state.metering.finish(Some("upstream_idle_timeout"));
                     state.done = true;
                     return Some((Err(std::io::Error::other("bedrock went silent")), state));
                 }
@@ -250,17 +383,22 @@ fn relayed_body(body: hyper::body::Incoming, metering: Option<Metering>) -> Body
             match frame {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
-                    if let Some(meter) = state.metering.as_mut().and_then(|m| m.meter.as_mut()) {
+                    if let Some(meter) = state.metering.meter.as_mut() {
                         meter.observe(&data);
                     }
+                    state.metering.first_byte();
                     return Some((Ok::<Bytes, std::io::Error>(data), state));
                 }
                 Some(Err(error)) => {
                     tracing::debug!(%error, "bedrock answer broke mid-way");
+                    state.metering.finish(Some("upstream_stream_cut"));
                     state.done = true;
                     return Some((Err(std::io::Error::other("bedrock answer broke")), state));
                 }
-                None => return None,
+                None => {
+                    state.metering.finish(None);
+                    return None;
+                }
             }
         }
     });

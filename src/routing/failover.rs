@@ -323,6 +323,23 @@ pub enum AttemptOutcome {
     Skipped {
         remaining: Duration,
     },
+    /// Not tried: the surface the request came in through cannot use a route of this kind.
+    Unsupported {
+        reason: &'static str,
+    },
+}
+
+impl AttemptOutcome {
+    /// For the audit line: `served`, `skipped`, `unsupported` or the failure class; the status and
+    /// error code of a failure.
+    pub fn summary(&self) -> (&'static str, Option<u16>, Option<&'static str>) {
+        match self {
+            AttemptOutcome::Served => ("served", Some(200), None),
+            AttemptOutcome::Skipped { .. } => ("skipped", None, None),
+            AttemptOutcome::Unsupported { .. } => ("unsupported", None, None),
+            AttemptOutcome::Failed { class, error } => (class.as_str(), Some(error.status.as_u16()), Some(error.code)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,9 +349,10 @@ pub struct Attempt {
     pub outcome: AttemptOutcome,
 }
 
-/// The one error a client gets when no route served: with a single attempt, that route's own
-/// error (what the gateway answered before routing existed); otherwise an error listing every
-/// attempt and why, a 429 when every failure was throttling or quota, else a 502.
+/// The one error a client gets when no route served: with a single route tried (and none
+/// skipped), that route's own error (what the gateway answered before routing existed), with a
+/// note on routes the surface could not use; otherwise an error listing every attempt and why, a
+/// 429 when every failure was throttling or quota, else a 502.
 pub fn all_failed(model: &str, attempts: &[Attempt], provider_only: bool) -> ApiError {
     let failed: Vec<(&Attempt, FailureClass, &ApiError)> = attempts
         .iter()
@@ -344,9 +362,16 @@ pub fn all_failed(model: &str, attempts: &[Attempt], provider_only: bool) -> Api
         })
         .collect();
     let note = if provider_only { "; no other route: the team is provider-only (Bedrock routes only)" } else { "" };
-    if let ([(_, _, error)], 1) = (failed.as_slice(), attempts.len()) {
+    let unsupported: Vec<&Attempt> =
+        attempts.iter().filter(|a| matches!(a.outcome, AttemptOutcome::Unsupported { .. })).collect();
+    if let ([(_, _, error)], 1) = (failed.as_slice(), attempts.len() - unsupported.len()) {
         let mut error = (*error).clone();
         error.message.push_str(note);
+        for attempt in unsupported {
+            if let AttemptOutcome::Unsupported { reason } = attempt.outcome {
+                error.message.push_str(&format!("; route {} not used: {reason}", attempt.route));
+            }
+        }
         return error;
     }
     let listed: Vec<String> = attempts
@@ -358,6 +383,7 @@ pub fn all_failed(model: &str, attempts: &[Attempt], provider_only: bool) -> Api
             AttemptOutcome::Skipped { remaining } => {
                 format!("{}: skipped, failing recently (retried in {}s)", attempt.route, remaining.as_secs().max(1))
             }
+            AttemptOutcome::Unsupported { reason } => format!("{}: not used ({reason})", attempt.route),
             AttemptOutcome::Served => format!("{}: served", attempt.route),
         })
         .collect();

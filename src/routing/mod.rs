@@ -6,9 +6,10 @@
 //! list of routes (Bedrock with an optional profile, region and role; the direct Anthropic API; a
 //! named OpenAI-compatible endpoint), and the provider-only switch that keeps Bedrock routes only.
 //! [`RoutingPolicy::resolve`] is the one function every surface (chat completions, Messages API,
-//! native routes) calls to turn (run, model) into routes. [`failover`] owns which failures move a
-//! request on to the next route and the per-route skip state that keeps a failing route from being
-//! hammered.
+//! native routes) calls to turn (run, model) into routes, through [`Routing::start_on`], which also
+//! sets aside the routes a surface cannot serve ([`Surface`]). [`failover`] owns which failures
+//! move a request on to the next route and the per-route skip state that keeps a failing route
+//! from being hammered.
 //!
 //! Must never: do I/O on a request's behalf, know HTTP or axum, or see prompt text. Depends on
 //! `config` (models, teams, agents), `secret`, `principal` and the egress guard's policy type.
@@ -58,6 +59,36 @@ pub enum Upstream {
     Bedrock(BedrockRoute),
     Anthropic(AnthropicRoute),
     OpenAi(OpenAiRoute),
+}
+
+/// The API a request came in through, as far as routing cares: which kinds of route can serve it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// OpenAI chat completions: every kind of route.
+    Chat,
+    /// The Anthropic Messages API: Bedrock and the Anthropic API. An OpenAI-compatible endpoint
+    /// cannot serve it faithfully (thinking blocks and their signatures, cache breakpoints,
+    /// citations, server tools and the event sequence have no OpenAI equivalent), so such a route
+    /// is set aside, with the reason in the attempts.
+    Messages,
+    /// Bedrock's own operations: the native routes (Bedrock's bytes relayed unchanged) and token
+    /// counting (Bedrock's `CountTokens`). Bedrock routes only.
+    BedrockOnly,
+}
+
+impl Surface {
+    /// Why a route to `upstream` cannot serve this surface; `None` when it can.
+    pub fn refuses(self, upstream: &Upstream) -> Option<&'static str> {
+        match (self, upstream) {
+            (Surface::Chat, _) | (_, Upstream::Bedrock(_)) | (Surface::Messages, Upstream::Anthropic(_)) => None,
+            (Surface::Messages, Upstream::OpenAi(_)) => {
+                Some("the Messages API has no faithful conversion to an OpenAI-compatible endpoint")
+            }
+            (Surface::BedrockOnly, _) => {
+                Some("this API relays Bedrock operations and is served by Bedrock routes only")
+            }
+        }
+    }
 }
 
 impl Upstream {
@@ -114,9 +145,22 @@ pub struct Resolution {
 /// Why a model cannot be served to a scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
-    UnknownModel { model: String },
-    NotAllowed { model: String, team: Option<String>, agent: Option<String> },
-    NoRoute { model: String },
+    UnknownModel {
+        model: String,
+    },
+    NotAllowed {
+        model: String,
+        team: Option<String>,
+        agent: Option<String>,
+    },
+    NoRoute {
+        model: String,
+    },
+    /// The model has routes, but none of a kind this surface can use.
+    NotOnSurface {
+        model: String,
+        surface: Surface,
+    },
 }
 
 impl From<RouteError> for ApiError {
@@ -148,6 +192,20 @@ impl From<RouteError> for ApiError {
                 format!("model {model:?} has no Bedrock route and the team is provider-only"),
             )
             .with_param("model"),
+            RouteError::NotOnSurface { model, surface: Surface::BedrockOnly } => ApiError::forbidden(
+                "no_bedrock_route",
+                format!(
+                    "the routing policy serves model {model:?} without Bedrock, and this API serves through Bedrock only: use /v1/chat/completions"
+                ),
+            )
+            .with_param("model"),
+            RouteError::NotOnSurface { model, .. } => ApiError::forbidden(
+                "no_route_for_api",
+                format!(
+                    "the routing policy serves model {model:?} only through OpenAI-compatible endpoints, which the Messages API cannot use: use /v1/chat/completions"
+                ),
+            )
+            .with_param("model"),
         }
     }
 }
@@ -161,7 +219,19 @@ impl RoutingPolicy {
 
     /// The models `scope` may use and has a route for, in name order.
     pub fn allowed_models(&self, scope: RouteScope<'_>) -> Vec<String> {
-        self.known_models().filter(|model| self.resolve(scope, model).is_ok()).map(str::to_owned).collect()
+        self.allowed_models_on(scope, Surface::Chat)
+    }
+
+    /// The models `scope` may use through `surface` (a route of a kind the surface can use), in
+    /// name order: what `GET /v1/models` lists, in either shape.
+    pub fn allowed_models_on(&self, scope: RouteScope<'_>, surface: Surface) -> Vec<String> {
+        self.known_models()
+            .filter(|model| {
+                self.resolve(scope, model)
+                    .is_ok_and(|resolution| resolution.routes.iter().any(|r| surface.refuses(&r.upstream).is_none()))
+            })
+            .map(str::to_owned)
+            .collect()
     }
 
     fn is_known(&self, model: &str) -> bool {
@@ -260,9 +330,28 @@ impl Routing {
     /// Err(failover.exhausted())
     /// ```
     pub fn start(&self, scope: RouteScope<'_>, model: &str) -> Result<Failover<'_>, RouteError> {
+        self.start_on(scope, model, Surface::Chat)
+    }
+
+    /// [`Routing::start`] for a request that came in through `surface`: routes of a kind the
+    /// surface cannot use are set aside (listed in the attempts with the reason, never tried);
+    /// when no route is left, [`RouteError::NotOnSurface`].
+    pub fn start_on(&self, scope: RouteScope<'_>, model: &str, surface: Surface) -> Result<Failover<'_>, RouteError> {
         let policy = self.policy();
         let resolution = policy.resolve(scope, model)?;
-        let plan = self.health.plan(scope, model, resolution.routes, Instant::now());
+        let (usable, unsupported): (Vec<Route>, Vec<Route>) =
+            resolution.routes.into_iter().partition(|route| surface.refuses(&route.upstream).is_none());
+        if usable.is_empty() {
+            return Err(RouteError::NotOnSurface { model: model.to_owned(), surface });
+        }
+        let unsupported = unsupported
+            .into_iter()
+            .map(|route| {
+                let reason = surface.refuses(&route.upstream).unwrap_or_default();
+                (route, reason)
+            })
+            .collect();
+        let plan = self.health.plan(scope, model, usable, Instant::now());
         Ok(Failover {
             health: &self.health,
             team: scope.team.map(str::to_owned),
@@ -270,6 +359,7 @@ impl Routing {
             model: resolution.model,
             pending: plan.routes.into(),
             skipped: plan.skipped,
+            unsupported,
             attempts: Vec::new(),
             provider_only_note: resolution.provider_only && resolution.dropped > 0,
             policy,
@@ -286,6 +376,8 @@ pub struct Failover<'a> {
     model: String,
     pending: VecDeque<Route>,
     skipped: Vec<(Route, Duration)>,
+    /// Routes of a kind the surface cannot use, and why.
+    unsupported: Vec<(Route, &'static str)>,
     attempts: Vec<Attempt>,
     provider_only_note: bool,
     /// The policy the request started with (endpoints and keys are read from it).
@@ -323,12 +415,21 @@ impl Failover<'_> {
         self.list_skipped();
     }
 
+    /// Routes not tried (in a skip period, or of a kind the surface cannot use) go into the
+    /// attempts after the tried ones.
     fn list_skipped(&mut self) {
         for (route, remaining) in std::mem::take(&mut self.skipped) {
             self.attempts.push(Attempt {
                 route: route.label.clone(),
                 upstream_model: route.upstream.upstream_model().to_owned(),
                 outcome: AttemptOutcome::Skipped { remaining },
+            });
+        }
+        for (route, reason) in std::mem::take(&mut self.unsupported) {
+            self.attempts.push(Attempt {
+                route: route.label.clone(),
+                upstream_model: route.upstream.upstream_model().to_owned(),
+                outcome: AttemptOutcome::Unsupported { reason },
             });
         }
     }

@@ -551,3 +551,50 @@ fn a_failover_walks_the_routes_and_stops_on_a_request_fault() {
     assert_eq!(failover.exhausted().code, "all_routes_failed");
     assert!(routing.start(acme, "gpt-4o").is_err());
 }
+
+#[test]
+fn each_surface_uses_the_routes_of_a_kind_it_can_serve() {
+    let routing = Routing::new(load(POLICY));
+    let acme = scope("acme", None);
+    let labels = |failover: &Failover<'_>| failover.pending().map(|r| r.label.clone()).collect::<Vec<_>>();
+
+    // Chat: every route. Messages: Bedrock and the Anthropic API. Bedrock-only: Bedrock.
+    let chat = routing.start_on(acme, "claude-haiku-4-5", Surface::Chat).unwrap();
+    assert_eq!(labels(&chat), ["bedrock", "openai:openrouter"]);
+    let sonnet = routing.start_on(acme, "claude-sonnet-4-5", Surface::Messages).unwrap();
+    assert_eq!(labels(&sonnet), ["bedrock", "bedrock#2", "anthropic"]);
+    let native = routing.start_on(acme, "claude-sonnet-4-5", Surface::BedrockOnly).unwrap();
+    assert_eq!(labels(&native), ["bedrock", "bedrock#2"]);
+
+    // A route set aside is listed with its reason, after the tried ones; a single tried route's
+    // own error stays the answer, with a note.
+    let mut messages = routing.start_on(acme, "claude-haiku-4-5", Surface::Messages).unwrap();
+    assert_eq!(labels(&messages), ["bedrock"]);
+    let route = messages.next_route().unwrap();
+    let denied = ApiError::forbidden("bedrock_access_denied", "no access");
+    assert!(messages.failed(&route, FailureClass::AccessDenied, denied).is_none());
+    assert!(messages.next_route().is_none());
+    let error = messages.exhausted();
+    assert_eq!(error.code, "bedrock_access_denied");
+    assert!(error.message.contains("route openai:openrouter not used: the Messages API"), "{}", error.message);
+    let summaries: Vec<_> = messages.attempts().iter().map(|a| (a.route.as_str(), a.outcome.summary().0)).collect();
+    assert_eq!(summaries, [("bedrock", "access_denied"), ("openai:openrouter", "unsupported")]);
+
+    // No route of a usable kind: refused before any call, in the surface's words.
+    let reviewer = scope("acme", Some("reviewer"));
+    let refused = routing.start_on(reviewer, "claude-sonnet-4-5", Surface::BedrockOnly).err().unwrap();
+    assert_eq!(refused, RouteError::NotOnSurface { model: "claude-sonnet-4-5".into(), surface: Surface::BedrockOnly });
+    assert_eq!(ApiError::from(refused).code, "no_bedrock_route");
+    let endpoint_only = routing.start_on(acme, "z-ai/glm-4.6", Surface::Messages).err().unwrap();
+    assert_eq!(ApiError::from(endpoint_only).code, "no_route_for_api");
+
+    // What GET /v1/models lists, per surface.
+    let policy = routing.policy();
+    assert_eq!(
+        policy.allowed_models_on(acme, Surface::Chat),
+        ["claude-haiku-4-5", "claude-sonnet-4-5", "z-ai/glm-4.6"]
+    );
+    assert_eq!(policy.allowed_models_on(acme, Surface::Messages), ["claude-haiku-4-5", "claude-sonnet-4-5"]);
+    assert_eq!(policy.allowed_models_on(reviewer, Surface::BedrockOnly), Vec::<String>::new());
+    assert_eq!(policy.allowed_models_on(reviewer, Surface::Messages), ["claude-sonnet-4-5"]);
+}

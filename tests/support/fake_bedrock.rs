@@ -1386,6 +1386,8 @@ pub struct FakeModel {
     /// Thinking text is left out unless `display: summarized`.
     omits_thinking_text: bool,
     efforts: &'static [&'static str],
+    /// Efforts accepted while the model does not think (empty: all of `efforts`).
+    efforts_without_thinking: &'static [&'static str],
     sampling: FakeSampling,
     system_turns: bool,
     structured: bool,
@@ -1417,6 +1419,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         thinks_unasked: true,
         omits_thinking_text: true,
         efforts: FIVE_EFFORTS,
+        efforts_without_thinking: &[],
         sampling: FakeSampling::Defaults { temperature: None, top_p: None },
         system_turns: true,
         structured: true,
@@ -1435,6 +1438,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         thinks_unasked: true,
         omits_thinking_text: true,
         efforts: FIVE_EFFORTS,
+        efforts_without_thinking: &[],
         sampling: FakeSampling::Defaults { temperature: None, top_p: None },
         system_turns: false,
         structured: true,
@@ -1453,6 +1457,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         thinks_unasked: true,
         omits_thinking_text: true,
         efforts: FIVE_EFFORTS,
+        efforts_without_thinking: &["low", "medium", "high"],
         sampling: FakeSampling::Defaults { temperature: None, top_p: None },
         system_turns: false,
         structured: true,
@@ -1471,6 +1476,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         thinks_unasked: true,
         omits_thinking_text: true,
         efforts: FIVE_EFFORTS,
+        efforts_without_thinking: &[],
         sampling: FakeSampling::Defaults { temperature: Some(1.0), top_p: Some(0.99) },
         system_turns: false,
         structured: true,
@@ -1489,6 +1495,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         thinks_unasked: false,
         omits_thinking_text: true,
         efforts: FIVE_EFFORTS,
+        efforts_without_thinking: &[],
         sampling: FakeSampling::Defaults { temperature: None, top_p: None },
         system_turns: false,
         structured: true,
@@ -1512,6 +1519,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         thinks_unasked: false,
         omits_thinking_text: false,
         efforts: &["low", "medium", "high", "max"],
+        efforts_without_thinking: &[],
         sampling: FakeSampling::OneOf,
         system_turns: false,
         structured: true,
@@ -1535,6 +1543,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         thinks_unasked: false,
         omits_thinking_text: false,
         efforts: &["low", "medium", "high", "max"],
+        efforts_without_thinking: &[],
         sampling: FakeSampling::OneOf,
         system_turns: false,
         structured: true,
@@ -1558,6 +1567,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         thinks_unasked: false,
         omits_thinking_text: false,
         efforts: &[],
+        efforts_without_thinking: &[],
         sampling: FakeSampling::OneOf,
         system_turns: false,
         structured: true,
@@ -1580,6 +1590,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         thinks_unasked: false,
         omits_thinking_text: false,
         efforts: &[],
+        efforts_without_thinking: &[],
         sampling: FakeSampling::OneOf,
         system_turns: false,
         structured: true,
@@ -1603,6 +1614,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         thinks_unasked: false,
         omits_thinking_text: false,
         efforts: &[],
+        efforts_without_thinking: &[],
         sampling: FakeSampling::OneOf,
         system_turns: false,
         structured: false,
@@ -1621,6 +1633,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         thinks_unasked: false,
         omits_thinking_text: false,
         efforts: &[],
+        efforts_without_thinking: &[],
         sampling: FakeSampling::Any,
         system_turns: false,
         structured: false,
@@ -1715,6 +1728,14 @@ impl FakeModel {
             if thinking["type"] == "enabled" {
                 return Err("output_config.effort cannot be used with thinking.type.enabled".into());
             }
+            if !self.thinks(body)
+                && !self.efforts_without_thinking.is_empty()
+                && !self.efforts_without_thinking.contains(&effort)
+            {
+                return Err(format!(
+                    "output_config.effort '{effort}' is not supported when thinking is disabled on this model. Use effort 'high' or below, or enable thinking."
+                ));
+            }
         }
         if output_config.get("format").is_some() {
             if !self.structured {
@@ -1787,6 +1808,15 @@ impl FakeModel {
                 "This model does not support assistant message prefill. The conversation must end with a user message."
                     .into(),
             );
+        }
+        if let Some(last) = messages.last().filter(|m| m["role"] == "assistant")
+            && thinking["type"] == "enabled"
+            && !matches!(last["content"][0]["type"].as_str(), Some("thinking" | "redacted_thinking"))
+        {
+            return Err(format!(
+                "messages.{}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `text`. When `thinking` is enabled, a final `assistant` message must start with a thinking block. We recommend you include thinking blocks from previous turns. To avoid this requirement, disable `thinking`.",
+                messages.len() - 1
+            ));
         }
         if let Some(betas) = body.get("anthropic_beta") {
             let betas = betas.as_array().ok_or("anthropic_beta: Input should be a valid list")?;

@@ -21,6 +21,7 @@ use crate::adapter::openai::{
     ThinkingBlock,
 };
 use crate::error::ApiError;
+use crate::models::ReasoningPlan;
 
 /// Text of the user turn inserted when a conversation does not start with a user message.
 pub const PLACEHOLDER_USER_TURN: &str = "(conversation start)";
@@ -31,7 +32,7 @@ pub(super) type System<'a> = Vec<TextBlock<'a>>;
 pub(super) fn convert<'a>(
     input: &'a [OpenAiMessage],
     model: Target<'_>,
-    caches: &mut CacheCounter,
+    caches: &mut CacheCounter<'a>,
 ) -> Result<(System<'a>, Vec<Message<'a>>), ApiError> {
     if input.is_empty() {
         return Err(invalid("messages", "messages must contain at least one message"));
@@ -202,7 +203,7 @@ fn part_name(part: &ContentPart) -> &'static str {
 fn message_cache<'a>(
     message: &'a OpenAiMessage,
     i: usize,
-    caches: &mut CacheCounter,
+    caches: &mut CacheCounter<'a>,
 ) -> Result<Option<&'a CacheControl>, ApiError> {
     caches.check(message.cache_control.as_ref(), || format!("messages[{i}]"))
 }
@@ -211,7 +212,7 @@ fn user_blocks<'a>(
     message: &'a OpenAiMessage,
     i: usize,
     model: Target<'_>,
-    caches: &mut CacheCounter,
+    caches: &mut CacheCounter<'a>,
 ) -> Result<Vec<ContentBlock<'a>>, ApiError> {
     match &message.content {
         None => Err(invalid(format!("messages[{i}].content"), "user messages need content")),
@@ -256,7 +257,7 @@ fn text_block<'a>(text: &'a str, cache_control: Option<&'a CacheControl>) -> Opt
 fn assistant_blocks<'a>(
     message: &'a OpenAiMessage,
     i: usize,
-    caches: &mut CacheCounter,
+    caches: &mut CacheCounter<'a>,
 ) -> Result<Vec<ContentBlock<'a>>, ApiError> {
     let mut blocks = Vec::new();
     // Thinking first, unchanged: Anthropic checks the signatures.
@@ -447,20 +448,25 @@ fn sanitize_id(id: &str) -> Cow<'_, str> {
 }
 
 /// The end of the conversation: a final assistant (prefill) turn is right-trimmed (Anthropic
-/// refuses trailing whitespace) and must be one the model accepts; a prefill that trims to nothing
-/// is dropped.
+/// refuses trailing whitespace) and must be one the model accepts with this request's reasoning; a
+/// prefill that trims to nothing is dropped.
 pub(super) fn finish(
     messages: &mut Vec<Message<'_>>,
     req: &ChatCompletionRequest,
     model: Target<'_>,
+    plan: &ReasoningPlan,
 ) -> Result<(), ApiError> {
     if let Some(last) = messages.last_mut().filter(|message| message.role == Role::Assistant) {
         trim_prefill(last);
         if last.content.is_empty() {
             messages.pop();
         } else {
+            let starts_with_thinking = matches!(
+                last.content.first(),
+                Some(ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. })
+            );
             let index = req.messages.iter().rposition(|m| m.role == "assistant").unwrap_or_default();
-            model.rules.check_prefill(model.name, &format!("messages[{index}]"))?;
+            model.rules.check_prefill(model.name, plan, starts_with_thinking, &format!("messages[{index}]"))?;
         }
     }
     Ok(())

@@ -16,7 +16,9 @@ mod tools;
 
 use axum::http::StatusCode;
 
-use crate::adapter::anthropic::{AnthropicRequest, BEDROCK_ANTHROPIC_VERSION, OutputConfig, Role};
+use crate::adapter::anthropic::{
+    AnthropicRequest, BEDROCK_ANTHROPIC_VERSION, ContentBlock, Message, OutputConfig, Role, TextBlock, Tool,
+};
 use crate::adapter::openai::{CacheControl, ChatCompletionRequest};
 use crate::error::ApiError;
 use crate::models::ModelRules;
@@ -86,14 +88,8 @@ pub fn to_anthropic<'a>(req: &'a ChatCompletionRequest, model: Target<'_>) -> Re
     let stop_sequences = params::stop_sequences(req)?;
     let metadata = params::user_metadata(req)?;
     let anthropic_beta = params::betas(req, model, &reasoning.plan, stream && !setup.tools.is_empty())?;
-    messages::finish(&mut messages, req, model)?;
-    if caches.count > MAX_CACHE_BREAKPOINTS {
-        return Err(ApiError::invalid_request(
-            caches.first_excess.unwrap_or_default(),
-            "too_many_cache_breakpoints",
-            format!("at most {MAX_CACHE_BREAKPOINTS} cache_control breakpoints are allowed per request"),
-        ));
-    }
+    messages::finish(&mut messages, req, model, &reasoning.plan)?;
+    caches.check_sent(&setup.tools, &system, &messages)?;
     let output_config = (reasoning.plan.effort.is_some() || structured.format.is_some())
         .then_some(OutputConfig { effort: reasoning.plan.effort, format: structured.format });
     debug_assert!(messages.first().is_some_and(|m| m.role == Role::User));
@@ -176,15 +172,17 @@ fn reject_unsupported(req: &ChatCompletionRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Counts `cache_control` breakpoints and validates each one.
+/// Validates each `cache_control` as it is read, remembering where the client put it, then counts
+/// the breakpoints the body actually sends: a part's and its message's land on one block (one
+/// breakpoint), one on text that is dropped is not sent.
 #[derive(Default)]
-struct CacheCounter {
-    count: usize,
-    first_excess: Option<String>,
+struct CacheCounter<'a> {
+    /// Each `cache_control` read, with the client's name for where it was.
+    seen: Vec<(&'a CacheControl, String)>,
 }
 
-impl CacheCounter {
-    fn check<'a>(
+impl<'a> CacheCounter<'a> {
+    fn check(
         &mut self,
         cache_control: Option<&'a CacheControl>,
         param: impl FnOnce() -> String,
@@ -200,11 +198,47 @@ impl CacheCounter {
         {
             return Err(invalid(format!("{param}.cache_control.ttl"), "cache_control ttl must be `5m` or `1h`"));
         }
-        self.count += 1;
-        if self.count > MAX_CACHE_BREAKPOINTS && self.first_excess.is_none() {
-            self.first_excess = Some(format!("{param}.cache_control"));
-        }
+        self.seen.push((cache, param));
         Ok(Some(cache))
+    }
+
+    /// At most [`MAX_CACHE_BREAKPOINTS`] in what is sent (tools, system, then messages, the order
+    /// Anthropic reads them); the 400 names the first one past the limit as the client wrote it.
+    fn check_sent(
+        &self,
+        tools: &[Tool<'_>],
+        system: &[TextBlock<'_>],
+        messages: &[Message<'_>],
+    ) -> Result<(), ApiError> {
+        if self.seen.len() <= MAX_CACHE_BREAKPOINTS {
+            return Ok(());
+        }
+        let sent = tools
+            .iter()
+            .filter_map(|tool| tool.cache_control)
+            .chain(system.iter().filter_map(|block| block.cache_control));
+        let blocks = messages.iter().flat_map(|message| message.content.iter()).flat_map(|block| {
+            let (own, nested): (_, &[TextBlock<'_>]) = match block {
+                ContentBlock::Text { cache_control, .. }
+                | ContentBlock::Image { cache_control, .. }
+                | ContentBlock::ToolUse { cache_control, .. } => (*cache_control, &[]),
+                ContentBlock::ToolResult { cache_control, content, .. } => (*cache_control, content),
+                ContentBlock::Thinking { .. } | ContentBlock::RedactedThinking { .. } => (None, &[]),
+            };
+            nested.iter().filter_map(|block| block.cache_control).chain(own)
+        });
+        let Some(excess) = sent.chain(blocks).nth(MAX_CACHE_BREAKPOINTS) else { return Ok(()) };
+        let param = self
+            .seen
+            .iter()
+            .find(|(cache, _)| std::ptr::eq(*cache, excess))
+            .map(|(_, param)| format!("{param}.cache_control"))
+            .unwrap_or_default();
+        Err(ApiError::invalid_request(
+            param,
+            "too_many_cache_breakpoints",
+            format!("at most {MAX_CACHE_BREAKPOINTS} cache_control breakpoints are allowed per request"),
+        ))
     }
 }
 

@@ -92,9 +92,9 @@ pub(super) fn reasoning(
         && last_tool_turn_lacks_thinking(messages)
     {
         // Anthropic refuses a tool-use continuation whose assistant turn does not start with its
-        // thinking block; a client that did not keep the blocks gets an answer without thinking.
-        plan.thinking = None;
-        plan.thinks = false;
+        // thinking block; a client that did not keep the blocks gets an answer without thinking
+        // (and an effort the model takes without it).
+        rules.drop_thinking(&mut plan);
     }
     Ok(Reasoning { plan, chosen, param })
 }

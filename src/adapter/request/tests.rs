@@ -197,6 +197,28 @@ fn converts_messages() {
                 "tools": [{"name": "f", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}]}),
         ),
         (
+            // Counted as sent: a part's cache_control and its message's land on the same block (one
+            // breakpoint), one on whitespace-only text or an empty message is not sent at all.
+            "cache_control on a part and on its message is one breakpoint",
+            request(json!({
+                "messages": [
+                    {"role": "system", "content": [{"type": "text", "text": "p", "cache_control": {"type": "ephemeral"}}],
+                     "cache_control": {"type": "ephemeral"}},
+                    {"role": "user", "content": [{"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}],
+                     "cache_control": {"type": "ephemeral"}},
+                    {"role": "assistant", "content": [{"type": "text", "text": "b", "cache_control": {"type": "ephemeral"}}],
+                     "cache_control": {"type": "ephemeral"}},
+                    {"role": "user", "content": [{"type": "text", "text": " ", "cache_control": {"type": "ephemeral"}},
+                                                 {"type": "text", "text": "c", "cache_control": {"type": "ephemeral"}}],
+                     "cache_control": {"type": "ephemeral"}}]})),
+            json!({
+                "system": [{"type": "text", "text": "p", "cache_control": {"type": "ephemeral"}}],
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": "b", "cache_control": {"type": "ephemeral"}}]},
+                    {"role": "user", "content": [{"type": "text", "text": "c", "cache_control": {"type": "ephemeral"}}]}]}),
+        ),
+        (
             "reasoning_content without a signature is dropped",
             request(json!({"messages": [
                 {"role": "user", "content": "q"},
@@ -583,6 +605,17 @@ fn rejects_bad_input() {
             "messages[4].content[0].cache_control",
         ),
         (
+            "too many cache breakpoints, counted in the order Anthropic reads them: tools, system, messages",
+            request(json!({
+                "messages": [
+                    {"role": "user", "content": "a", "cache_control": {"type": "ephemeral"}},
+                    {"role": "assistant", "content": "b", "cache_control": {"type": "ephemeral"}},
+                    {"role": "user", "content": "c", "cache_control": {"type": "ephemeral"}},
+                    {"role": "system", "content": "late", "cache_control": {"type": "ephemeral"}}],
+                "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": {"type": "ephemeral"}}]})),
+            "messages[2].cache_control",
+        ),
+        (
             "array schema",
             request(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a",
             "schema": {"type": "array"}}}})),
@@ -657,6 +690,18 @@ fn catalog_rules_drive_reasoning_and_limits() {
             "none turns thinking off where allowed",
             request(json!({"reasoning_effort": "none"})),
             json!({"thinking": {"type": "disabled"}, "output_config": null}),
+        ),
+        (
+            "claude-opus-4-8",
+            "thinking dropped for a tool loop without its blocks: the effort drops to one taken without thinking",
+            request(
+                json!({"reasoning_effort": "max", "tools": [{"type": "function", "function": {"name": "get", "parameters": {"type": "object"}}}],
+                "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "get", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "t1", "content": "r"}]}),
+            ),
+            json!({"thinking": null, "output_config": {"effort": "high"}}),
         ),
         (
             "claude-opus-4-6",

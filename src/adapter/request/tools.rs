@@ -38,7 +38,7 @@ pub(super) fn convert_tools<'a>(
     req: &'a ChatCompletionRequest,
     model: Target<'_>,
     stream: bool,
-    caches: &mut CacheCounter,
+    caches: &mut CacheCounter<'a>,
 ) -> Result<Vec<Tool<'a>>, ApiError> {
     let Some(tools) = &req.tools else { return Ok(Vec::new()) };
     let mut converted: Vec<Tool<'a>> = Vec::with_capacity(tools.len());
