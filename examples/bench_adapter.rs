@@ -1087,28 +1087,32 @@ fn anthropic_message() -> Bytes {
     .into()
 }
 
+/// The events of a streamed answer, written as Bedrock writes them: compact, keys in the Anthropic
+/// API's order (`type` first), not sorted as `serde_json::Value` would write them.
 fn event_frames(words: usize) -> Vec<Bytes> {
     let mut events = vec![
-        json!({"type": "message_start", "message": {
-            "id": "msg_bench_0001", "type": "message", "role": "assistant", "model": "claude-3-5-sonnet-20240620",
-            "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 12, "output_tokens": 1}}}),
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        r#"{"type":"message_start","message":{"id":"msg_bench_0001","type":"message","role":"assistant","model":"claude-3-5-sonnet-20240620","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":1}}}"#.to_owned(),
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.to_owned(),
     ];
     for word in answer_words(words) {
-        events.push(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}));
+        events.push(format!(
+            r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{}}}}}"#,
+            json!(word)
+        ));
     }
-    events.push(json!({"type": "content_block_stop", "index": 0}));
-    events.push(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-        "usage": {"output_tokens": words}}));
-    events.push(json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
-        "inputTokenCount": 12, "outputTokenCount": words, "invocationLatency": 100, "firstByteLatency": 10}}));
-    events.iter().map(chunk_frame).collect()
+    events.push(r#"{"type":"content_block_stop","index":0}"#.to_owned());
+    events.push(format!(
+        r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{words}}}}}"#
+    ));
+    events.push(format!(
+        r#"{{"type":"message_stop","amazon-bedrock-invocationMetrics":{{"inputTokenCount":12,"outputTokenCount":{words},"invocationLatency":100,"firstByteLatency":10}}}}"#
+    ));
+    events.iter().map(|event| chunk_frame(event)).collect()
 }
 
-fn chunk_frame(event: &serde_json::Value) -> Bytes {
+fn chunk_frame(event: &str) -> Bytes {
     use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-    let payload = json!({"bytes": base64::engine::general_purpose::STANDARD.encode(event.to_string())}).to_string();
+    let payload = json!({"bytes": base64::engine::general_purpose::STANDARD.encode(event)}).to_string();
     let message = Message::new(payload.into_bytes())
         .add_header(Header::new(":event-type", HeaderValue::String("chunk".into())))
         .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))

@@ -7,15 +7,23 @@
 //! Anthropic route moves its Bedrock specifics into headers); an OpenAI-compatible route gets the
 //! client's own body with the model renamed. Keys a request brings (`x-byollm-anthropic-key`,
 //! `x-byollm-endpoint-key`) are used for that call only and never logged.
+//!
+//! A streamed answer that has sent nothing for [`KEEP_ALIVE_INTERVAL`] gets an SSE comment
+//! (`: keep-alive`), so proxies and clients with idle timeouts keep the connection while the model
+//! is silent ([`sse_response`], the one place both kinds of stream go through).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -130,22 +138,38 @@ enum Answer {
 }
 
 enum EventSource {
-    Bedrock { events: EventStream, model_id: String },
-    Anthropic { events: AnthropicEvents, model: String, key_from_request: bool },
+    Bedrock {
+        events: EventStream,
+        model_id: String,
+    },
+    /// `current`: the last event read, which [`EventSource::next`] lends out.
+    Anthropic {
+        events: AnthropicEvents,
+        model: String,
+        key_from_request: bool,
+        current: Bytes,
+    },
 }
 
 impl EventSource {
-    async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
+    /// The next event's JSON, borrowed until the next call (a Bedrock event is decoded in place).
+    async fn next(&mut self) -> Result<Option<&[u8]>, ApiError> {
         match self {
             EventSource::Bedrock { events, model_id } => match events.next_event().await {
-                Ok(event) => Ok(event.map(Bytes::copy_from_slice)),
+                Ok(event) => Ok(event),
                 Err(failure) => {
                     tracing::warn!(code = %failure.code, "bedrock stream failed mid-way");
                     Err(failure.to_api_error("bedrock:InvokeModelWithResponseStream", model_id))
                 }
             },
-            EventSource::Anthropic { events, model, key_from_request } => {
-                events.next_event().await.map_err(|failure| failure.to_api_error(model, *key_from_request))
+            EventSource::Anthropic { events, model, key_from_request, current } => {
+                match events.next_event().await.map_err(|failure| failure.to_api_error(model, *key_from_request))? {
+                    Some(event) => {
+                        *current = event;
+                        Ok(Some(current))
+                    }
+                    None => Ok(None),
+                }
             }
         }
     }
@@ -270,7 +294,7 @@ pub(super) async fn chat(
             if let Some(record) = audit.record() {
                 record.id = Some(id.clone());
             }
-            let converter = StreamConverter::new(id, created, model.clone(), prepared.include_usage)
+            let converter = StreamConverter::new(&id, created, &model, prepared.include_usage)
                 .with_response_tool(prepared.response_tool);
             anthropic_sse(events, converter, audit.take())
         }
@@ -391,6 +415,7 @@ async fn attempt(call: &Call<'_>, policy: &crate::routing::RoutingPolicy, route:
                     events,
                     model: anthropic_route.model.clone(),
                     key_from_request,
+                    current: Bytes::new(),
                 })),
             }
         }
@@ -504,11 +529,72 @@ async fn attempt_bedrock(call: &Call<'_>, route: &BedrockRoute) -> AttemptResult
     Ok(Answer::Message(bytes))
 }
 
-fn sse_headers(response: &mut Response) {
+/// Longest silence in a streamed chat completion before a keep-alive comment goes out.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// An SSE comment line: SSE parsers (OpenAI's SDKs among them) skip it.
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// A streamed chat completion as the response: SSE headers, the stream's bytes as the client
+/// pulls them, and [`KEEP_ALIVE`] whenever nothing went out for [`KEEP_ALIVE_INTERVAL`].
+fn sse_response<S>(stream: S) -> Response
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    let now = tokio::time::Instant::now();
+    let body = KeepAlive {
+        inner: Box::pin(stream),
+        ended: false,
+        last_sent: now,
+        timer: Box::pin(tokio::time::sleep_until(now + KEEP_ALIVE_INTERVAL)),
+    };
+    let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// A stream with keep-alive comments in its silences. The inner stream is only ever polled, never
+/// dropped mid-read, so a keep-alive cannot lose part of an event; and it is polled only when the
+/// client reads, so a slow reader still pulls the upstream at its own pace.
+struct KeepAlive<S> {
+    inner: Pin<Box<S>>,
+    ended: bool,
+    /// When bytes last went out (at first: when the response started).
+    last_sent: tokio::time::Instant,
+    /// Fires no later than the next keep-alive is due. Moved on only when it fires, so an event
+    /// costs a clock read, not a timer insert and removal.
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S: Stream<Item = Bytes>> Stream for KeepAlive<S> {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = this.inner.as_mut().poll_next(cx) {
+            match &item {
+                Some(_) => this.last_sent = tokio::time::Instant::now(),
+                None => this.ended = true,
+            }
+            return Poll::Ready(item.map(Ok));
+        }
+        loop {
+            ready!(this.timer.as_mut().poll(cx));
+            let due = this.last_sent + KEEP_ALIVE_INTERVAL;
+            let now = tokio::time::Instant::now();
+            if now >= due {
+                this.last_sent = now;
+                this.timer.as_mut().reset(now + KEEP_ALIVE_INTERVAL);
+                return Poll::Ready(Some(Ok(Bytes::from_static(KEEP_ALIVE))));
+            }
+            this.timer.as_mut().reset(due);
+        }
+    }
 }
 
 /// An Anthropic event stream (Bedrock or the Anthropic API) converted to chat completion chunks.
@@ -524,7 +610,7 @@ impl EventRelay {
         while !self.converter.is_done() {
             match self.events.next().await {
                 Ok(Some(event)) => {
-                    if let Err(error) = self.converter.push(&event, &mut self.out) {
+                    if let Err(error) = self.converter.push(event, &mut self.out) {
                         self.converter.error(&error, &mut self.out);
                         self.fail(error.code);
                     }
@@ -585,12 +671,9 @@ impl Drop for EventRelay {
 
 fn anthropic_sse(events: EventSource, converter: StreamConverter, audit: AuditGuard) -> Response {
     let relay = EventRelay { events, converter, out: BytesMut::with_capacity(1024), audit };
-    let stream = futures_util::stream::unfold(relay, |mut relay| async move {
-        relay.next().await.map(|bytes| (Ok::<Bytes, Infallible>(bytes), relay))
-    });
-    let mut response = Response::new(Body::from_stream(stream));
-    sse_headers(&mut response);
-    response
+    sse_response(futures_util::stream::unfold(relay, |mut relay| async move {
+        relay.next().await.map(|bytes| (bytes, relay))
+    }))
 }
 
 /// An OpenAI-compatible stream relayed event by event.
@@ -660,17 +743,72 @@ fn error_event(error: &ApiError) -> Bytes {
 
 fn openai_sse(stream: OpenAiStream, audit: AuditGuard) -> Response {
     let relay = OpenAiRelay { stream, audit, ended: false };
-    let stream = futures_util::stream::unfold(relay, |mut relay| async move {
-        relay.next().await.map(|bytes| (Ok::<Bytes, Infallible>(bytes), relay))
-    });
-    let mut response = Response::new(Body::from_stream(stream));
-    sse_headers(&mut response);
-    response
+    sse_response(futures_util::stream::unfold(relay, |mut relay| async move {
+        relay.next().await.map(|bytes| (bytes, relay))
+    }))
 }
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt;
+    use tokio::time::{Instant, sleep};
+
     use super::*;
+
+    /// The body's pieces with the whole seconds (of the paused clock) at which each came out.
+    async fn pieces(response: Response) -> Vec<(u64, String)> {
+        let start = Instant::now();
+        let mut body = response.into_body();
+        let mut pieces = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            pieces.push((start.elapsed().as_secs(), String::from_utf8(data.to_vec()).unwrap()));
+        }
+        pieces
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silences_of_15_s_get_a_keep_alive_comment() {
+        // Silent for 40 s (a long thinking phase), two chunks at once, 20 s of silence, a last one.
+        let upstream = futures_util::stream::unfold(0, |step| async move {
+            let (wait, text) = match step {
+                0 => (40, "data: a\n\n"),
+                1 => (0, "data: b\n\n"),
+                2 => (20, "data: [DONE]\n\n"),
+                _ => return None,
+            };
+            sleep(Duration::from_secs(wait)).await;
+            Some((Bytes::from_static(text.as_bytes()), step + 1))
+        });
+        let response = sse_response(upstream);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+        let keep_alive = ": keep-alive\n\n".to_owned();
+        let expected = [
+            (15, keep_alive.clone()),
+            (30, keep_alive.clone()),
+            (40, "data: a\n\n".to_owned()),
+            (40, "data: b\n\n".to_owned()),
+            // 15 s after the last chunk, not after the last keep-alive.
+            (55, keep_alive),
+            (60, "data: [DONE]\n\n".to_owned()),
+        ];
+        assert_eq!(pieces(response).await, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_keeps_talking_gets_no_keep_alive() {
+        let upstream = futures_util::stream::unfold(0, |step| async move {
+            if step == 10 {
+                return None;
+            }
+            sleep(Duration::from_secs(14)).await;
+            Some((Bytes::from_static(b"data: x\n\n"), step + 1))
+        });
+        let pieces = pieces(sse_response(upstream)).await;
+        assert_eq!(pieces.len(), 10);
+        assert!(pieces.iter().all(|(_, text)| text == "data: x\n\n"), "{pieces:?}");
+        assert_eq!(pieces.last().map(|(at, _)| *at), Some(140));
+    }
 
     #[tokio::test]
     async fn an_answer_not_started_within_the_request_timeout_is_a_504_naming_the_setting() {

@@ -5,6 +5,10 @@
 //! forwards every delta at once (no buffering of text or arguments) and never does I/O. It must
 //! never emit a half-written line: a failed serialisation is cut off again.
 //!
+//! Every chunk of a stream starts with the same `id`, `object`, `created` and `model`: that head is
+//! rendered once per stream and copied, and only the delta goes through serde (the chunks are
+//! byte for byte what serialising [`ChatCompletionChunk`] gives; tested).
+//!
 //! Delta fields beyond OpenAI's: `reasoning_content` (thinking text, as it streams) and
 //! `thinking_blocks` (one complete block — `{"index","type":"thinking","thinking","signature"}` when
 //! its signature arrives, or `{"index","type":"redacted_thinking","data"}` — to be sent back on the
@@ -14,9 +18,7 @@
 use bytes::{BufMut, BytesMut};
 
 use crate::adapter::anthropic::{self, BlockDelta, ResponseBlock, StreamEvent};
-use crate::adapter::openai::{
-    ChatCompletionChunk, ChunkChoice, Delta, FunctionDelta, ThinkingBlock, ThinkingBlockDelta, ToolCallDelta, Usage,
-};
+use crate::adapter::openai::{Delta, FunctionDelta, ThinkingBlock, ThinkingBlockDelta, ToolCallDelta, Usage};
 use crate::adapter::response::{finish_reason, upstream_error, usage};
 use crate::error::ApiError;
 
@@ -35,9 +37,9 @@ enum Block {
 /// Converts one Anthropic stream into OpenAI chunks.
 #[derive(Debug)]
 pub struct StreamConverter {
-    id: String,
-    created: u64,
-    model: String,
+    /// `data: {"id":…,"object":"chat.completion.chunk","created":…,"model":…,"choices":[`, the
+    /// start of every chunk of this stream.
+    head: Vec<u8>,
     include_usage: bool,
     response_tool: Option<String>,
     started: bool,
@@ -52,11 +54,17 @@ pub struct StreamConverter {
 }
 
 impl StreamConverter {
-    pub fn new(id: impl Into<String>, created: u64, model: impl Into<String>, include_usage: bool) -> Self {
+    pub fn new(id: &str, created: u64, model: &str, include_usage: bool) -> Self {
+        let mut head = Vec::with_capacity(96 + id.len() + model.len());
+        head.extend_from_slice(b"data: {\"id\":");
+        json_str(&mut head, id);
+        head.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        head.extend_from_slice(created.to_string().as_bytes());
+        head.extend_from_slice(b",\"model\":");
+        json_str(&mut head, model);
+        head.extend_from_slice(b",\"choices\":[");
         StreamConverter {
-            id: id.into(),
-            created,
-            model: model.into(),
+            head,
             include_usage,
             response_tool: None,
             started: false,
@@ -99,7 +107,7 @@ impl StreamConverter {
         if self.done {
             return Ok(());
         }
-        let event: StreamEvent<'_> = serde_json::from_slice(event_json).map_err(|error| {
+        let event = StreamEvent::parse(event_json).map_err(|error| {
             // The serde message can quote model output: log only where it failed.
             tracing::warn!(category = ?error.classify(), column = error.column(), "undecodable bedrock stream event");
             upstream_error("api_error", "the upstream model sent an event that could not be decoded")
@@ -209,10 +217,8 @@ impl StreamConverter {
             return;
         }
         if self.include_usage {
-            let usage = usage(&self.usage);
-            if let Err(error) = self.write_usage(out, &usage) {
-                tracing::error!(%error, "could not serialise the usage chunk");
-            }
+            // A failure is logged where it happened; the stream still ends with `[DONE]`.
+            let _ = self.write_usage(out, &usage(&self.usage));
         }
         out.put_slice(b"data: [DONE]\n\n");
         self.done = true;
@@ -256,52 +262,50 @@ impl StreamConverter {
         self.write_chunk(out, delta, None)
     }
 
+    /// One chunk with one choice: what serialising a [`ChatCompletionChunk`] with
+    /// `choices: [{"index": 0, delta, "logprobs": null, finish_reason}]` (and `usage: null` when
+    /// usage was asked for) writes.
     fn write_chunk(
         &self,
         out: &mut BytesMut,
         delta: Delta<'_>,
         finish_reason: Option<&'static str>,
     ) -> Result<(), ApiError> {
-        let choices = [ChunkChoice { index: 0, delta, logprobs: None, finish_reason }];
-        let chunk = ChatCompletionChunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: &choices,
-            usage: self.include_usage.then_some(None),
-        };
-        write_event(out, &chunk)
+        let start = out.len();
+        out.put_slice(&self.head);
+        out.put_slice(b"{\"index\":0,\"delta\":");
+        let written = serde_json::to_writer((&mut *out).writer(), &delta).and_then(|()| {
+            out.put_slice(b",\"logprobs\":null,\"finish_reason\":");
+            serde_json::to_writer((&mut *out).writer(), &finish_reason)
+        });
+        if let Err(error) = written {
+            out.truncate(start);
+            tracing::error!(%error, "could not serialise a chunk");
+            return Err(ApiError::internal("could not encode a response chunk"));
+        }
+        out.put_slice(if self.include_usage { b"}],\"usage\":null}\n\n" } else { b"}]}\n\n" });
+        Ok(())
     }
 
+    /// The usage chunk: no choices.
     fn write_usage(&self, out: &mut BytesMut, usage: &Usage) -> Result<(), ApiError> {
-        let chunk = ChatCompletionChunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: &[],
-            usage: Some(Some(usage)),
-        };
-        write_event(out, &chunk)
+        let start = out.len();
+        out.put_slice(&self.head);
+        out.put_slice(b"],\"usage\":");
+        if let Err(error) = serde_json::to_writer((&mut *out).writer(), usage) {
+            out.truncate(start);
+            tracing::error!(%error, "could not serialise the usage chunk");
+            return Err(ApiError::internal("could not encode a response chunk"));
+        }
+        out.put_slice(b"}\n\n");
+        Ok(())
     }
 }
 
-/// Writes one `data: <json>\n\n` line, or nothing at all.
-fn write_event(out: &mut BytesMut, value: &impl serde::Serialize) -> Result<(), ApiError> {
-    let start = out.len();
-    out.put_slice(b"data: ");
-    match serde_json::to_writer((&mut *out).writer(), value) {
-        Ok(()) => {
-            out.put_slice(b"\n\n");
-            Ok(())
-        }
-        Err(error) => {
-            out.truncate(start);
-            tracing::error!(%error, "could not serialise a chunk");
-            Err(ApiError::internal("could not encode a response chunk"))
-        }
-    }
+/// A JSON string (quoted, escaped) as serde_json writes it.
+fn json_str(out: &mut Vec<u8>, value: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// Later counts win: `message_delta` repeats them cumulatively.
@@ -589,6 +593,53 @@ mod tests {
                 done(),
             ],
         );
+    }
+
+    /// The pre-rendered head plus the delta is exactly what serde writes for the whole chunk.
+    #[test]
+    fn chunks_are_what_serialising_the_chunk_type_writes() {
+        use crate::adapter::openai::{ChatCompletionChunk, ChunkChoice};
+
+        let serde_line = |id: &str, created: u64, model: &str, choices: &[ChunkChoice<'_>], usage| {
+            let chunk = ChatCompletionChunk { id, object: "chat.completion.chunk", created, model, choices, usage };
+            format!("data: {}\n\n", serde_json::to_string(&chunk).unwrap())
+        };
+        let thinking = ThinkingBlock::Thinking { thinking: "a \"b\"\n".into(), signature: "EqQ=".into() };
+        let blocks = [ThinkingBlockDelta { index: 2, block: &thinking }];
+        let call = [ToolCallDelta {
+            index: 1,
+            id: Some("toolu_1"),
+            kind: Some("function"),
+            function: FunctionDelta { name: Some("get"), arguments: "{\"a\":" },
+        }];
+        let deltas = || {
+            [
+                Delta { role: Some("assistant"), content: Some(""), ..Delta::default() },
+                Delta { content: Some("Hello \"world\"\n\u{1}é🦀</script>"), ..Delta::default() },
+                Delta { reasoning_content: Some("hm"), ..Delta::default() },
+                Delta { thinking_blocks: Some(&blocks), ..Delta::default() },
+                Delta { tool_calls: Some(&call), ..Delta::default() },
+                Delta::default(),
+            ]
+        };
+        let usage = usage(&anthropic::Usage { input_tokens: Some(3), output_tokens: Some(4), ..Default::default() });
+        for (id, created, model) in [("chatcmpl-1", 1700000000, "claude-x"), ("id \"quoted\"", 0, "m\\odel\u{7f}")] {
+            for include_usage in [false, true] {
+                let converter = StreamConverter::new(id, created, model, include_usage);
+                for finish in [None, Some("stop"), Some("tool_calls")] {
+                    for (ours, theirs) in deltas().into_iter().zip(deltas()) {
+                        let mut out = BytesMut::new();
+                        converter.write_chunk(&mut out, ours, finish).unwrap();
+                        let choices = [ChunkChoice { index: 0, delta: theirs, logprobs: None, finish_reason: finish }];
+                        let expected = serde_line(id, created, model, &choices, include_usage.then_some(None));
+                        assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+                    }
+                }
+                let mut out = BytesMut::new();
+                converter.write_usage(&mut out, &usage).unwrap();
+                assert_eq!(std::str::from_utf8(&out).unwrap(), serde_line(id, created, model, &[], Some(Some(&usage))));
+            }
+        }
     }
 
     #[test]
