@@ -229,3 +229,23 @@ fn openai_compatible_bodies_are_parsed_at_their_top_level_only_and_bounded() {
     assert!(prepared.unwrap() > BODY - 64);
     assert!(peak < 2 * BODY + 2 * MIB, "metadata: {peak} bytes");
 }
+
+#[test]
+fn messages_api_message_lists_cost_no_tree() {
+    // The most messages a request may carry, each tiny: the rules read their roles (and the last
+    // one's first block) without a value per message.
+    let rules = &catalog().by_family("claude-haiku-4-5").unwrap().rules;
+    let body = list(
+        r#"{"model":"m","max_tokens":16,"messages":["#,
+        r#"{"role":"user","content":[]}"#,
+        messages::MAX_MESSAGES,
+        "]}",
+    );
+    let (converted, peak) = peak_of(|| {
+        messages::parse(&body)
+            .and_then(|request| messages::to_bedrock_body(&request, "claude-haiku-4-5", rules, &[]))
+            .map(|out| out.len())
+    });
+    assert!(converted.unwrap() > body.len() - 64);
+    assert!(peak < 2 * body.len() + 256 * 1024, "{peak} bytes for a {} byte body", body.len());
+}
