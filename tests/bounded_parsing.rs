@@ -12,7 +12,7 @@ use byollm::adapter::messages;
 use byollm::adapter::openai::{MAX_CONTENT_PARTS, MAX_MESSAGES};
 use byollm::adapter::request::{Target, parse_request, to_anthropic};
 use byollm::models::catalog;
-use byollm::upstream::openai_compat::prepare_body;
+use byollm::upstream::openai_compat::{OpenAiFailure, failure_from_body, prepare_body};
 
 struct Counting;
 
@@ -248,4 +248,21 @@ fn messages_api_message_lists_cost_no_tree() {
     });
     assert!(converted.unwrap() > body.len() - 64);
     assert!(peak < 2 * body.len() + 256 * 1024, "{peak} bytes for a {} byte body", body.len());
+}
+
+#[test]
+fn endpoint_error_bodies_cost_no_tree() {
+    // An error body (at most 64 KiB are read) from an endpoint a request may name, its `code` a
+    // list of small values: skipped, not built (a value tree cost 30 times the body).
+    let mut body = br#"{"error":{"message":"m","code":["#.to_vec();
+    while body.len() < 64 * 1024 {
+        body.extend_from_slice(b"0,");
+    }
+    body.extend_from_slice(b"0]}}");
+    let headers = axum::http::HeaderMap::new();
+    let (failure, peak) = peak_of(|| failure_from_body(400, &headers, &body, &[]));
+    assert!(matches!(failure, OpenAiFailure::Api { status: 400, code: None, .. }), "{failure:?}");
+    assert!(peak < 16 * 1024, "{peak} bytes for a {} byte error body", body.len());
+    let number = failure_from_body(429, &headers, br#"{"error":{"message":"slow","code":429}}"#, &[]);
+    assert!(matches!(number, OpenAiFailure::Api { code: Some(ref c), .. } if c == "429"), "{number:?}");
 }
