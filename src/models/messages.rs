@@ -39,7 +39,7 @@ impl Turns {
         if role == "system" && self.first_system.is_none() {
             self.first_system = Some(self.count);
         }
-        self.prefill = (role == "assistant").then(|| matches!(first_block, Some("thinking" | "redacted_thinking")));
+        self.prefill = (role == "assistant").then_some(matches!(first_block, Some("thinking" | "redacted_thinking")));
         self.count += 1;
     }
 

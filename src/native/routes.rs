@@ -398,16 +398,19 @@ fn relayed_body(body: hyper::body::Incoming, metering: Metering) -> Body {
     Body::from_stream(stream)
 }
 
-/// The Bedrock region whose profiles a caller sees, and whether it may see them (cloud: an API
-/// key; local: the guard already checked the session key).
-fn profiles_region(chat: &ChatState, headers: &HeaderMap) -> Result<String, ApiError> {
+/// The Bedrock region whose profiles a caller sees, and the models its routing policy lets it use
+/// on these routes (cloud: an API key and the agent it names; local: the guard already checked
+/// the session key).
+fn profiles_scope(chat: &ChatState, headers: &HeaderMap) -> Result<(String, Vec<String>), ApiError> {
+    let allowed = crate::adapter::routes::allowed_models(chat, headers, Surface::BedrockOnly)?;
     match &chat.source {
         CredentialSource::Broker(_) => {
             let caller = chat.callers.authenticate(headers)?;
             let team = chat.config.team(&caller.team);
-            Ok(team.and_then(|t| t.region.clone()).unwrap_or_else(|| chat.config.bedrock.region.clone()))
+            let region = team.and_then(|t| t.region.clone()).unwrap_or_else(|| chat.config.bedrock.region.clone());
+            Ok((region, allowed))
         }
-        CredentialSource::Local { region, .. } => Ok(region.clone()),
+        CredentialSource::Local { region, .. } => Ok((region.clone(), allowed)),
     }
 }
 
@@ -422,8 +425,8 @@ pub async fn list_inference_profiles(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let region = match profiles_region(&chat, &headers) {
-        Ok(region) => region,
+    let (region, allowed) = match profiles_scope(&chat, &headers) {
+        Ok(scope) => scope,
         Err(error) => return error_response(&error),
     };
     let kind = query.get("type").map(String::as_str);
@@ -456,7 +459,7 @@ pub async fn list_inference_profiles(
             ));
         }
     };
-    let all = super::inference_profiles(&chat.config, &region, kind);
+    let all = super::inference_profiles(&chat.config, &region, kind, &allowed);
     let end = start.saturating_add(page).min(all.len());
     let summaries = all.get(start.min(all.len())..end).unwrap_or_default();
     let mut body = serde_json::json!({ "inferenceProfileSummaries": summaries });
@@ -472,11 +475,11 @@ pub async fn get_inference_profile(
     headers: HeaderMap,
     Path(profile): Path<String>,
 ) -> Response {
-    let region = match profiles_region(&chat, &headers) {
-        Ok(region) => region,
+    let (region, allowed) = match profiles_scope(&chat, &headers) {
+        Ok(scope) => scope,
         Err(error) => return error_response(&error),
     };
-    let found = super::inference_profiles(&chat.config, &region, None)
+    let found = super::inference_profiles(&chat.config, &region, None, &allowed)
         .into_iter()
         .find(|p| p.inference_profile_id == profile || p.inference_profile_arn == profile);
     match found {
@@ -484,7 +487,7 @@ pub async fn get_inference_profile(
         None => error_response(&ApiError::not_found(
             "profile_not_found",
             format!(
-                "inference profile {:?} is not served here; GET /inference-profiles lists the configured ones",
+                "inference profile {:?} is not served here; GET /inference-profiles lists the ones you may use",
                 profile.chars().take(256).collect::<String>()
             ),
         )),
