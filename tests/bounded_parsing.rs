@@ -1,7 +1,8 @@
 //! What parsing a request body costs in memory, measured with a counting allocator: bounded by the
 //! body's size whatever it holds (ignored fields skipped unbuilt, unknown fields refused before
 //! their value is read, lists and objects capped while parsing, schemas kept as raw text). For the
-//! chat API, the Messages API and the body passed on to an OpenAI-compatible endpoint.
+//! chat API, the Messages API, the body passed on to an OpenAI-compatible endpoint and its error
+//! bodies, and the query of `GET /inference-profiles`.
 //!
 //! The allocator counts per thread, so the measurement is the parse on this test's thread alone.
 
@@ -12,6 +13,7 @@ use byollm::adapter::messages;
 use byollm::adapter::openai::{MAX_CONTENT_PARTS, MAX_MESSAGES};
 use byollm::adapter::request::{Target, parse_request, to_anthropic};
 use byollm::models::catalog;
+use byollm::native::routes::ProfileQuery;
 use byollm::upstream::openai_compat::{OpenAiFailure, failure_from_body, prepare_body};
 
 struct Counting;
@@ -265,4 +267,20 @@ fn endpoint_error_bodies_cost_no_tree() {
     assert!(peak < 16 * 1024, "{peak} bytes for a {} byte error body", body.len());
     let number = failure_from_body(429, &headers, br#"{"error":{"message":"slow","code":429}}"#, &[]);
     assert!(matches!(number, OpenAiFailure::Api { code: Some(ref c), .. } if c == "429"), "{number:?}");
+}
+
+#[test]
+fn the_profile_list_query_costs_no_map() {
+    // Nearly the longest URI the http crate takes (64 KiB), as tiny pairs: read before the caller
+    // is authenticated, so only the three fields are kept (a map of every pair cost 1.2 MB).
+    let mut uri = String::from("/inference-profiles?type=APPLICATION");
+    let mut i = 0;
+    while uri.len() < 60 * 1024 {
+        uri.push_str(&format!("&k{i}="));
+        i += 1;
+    }
+    let uri: axum::http::Uri = uri.parse().unwrap();
+    let (query, peak) = peak_of(|| axum::extract::Query::<ProfileQuery>::try_from_uri(&uri).map(|q| q.0.kind));
+    assert_eq!(query.unwrap().as_deref(), Some("APPLICATION"));
+    assert!(peak < 16 * 1024, "{peak} bytes for a {} byte query", uri.query().unwrap().len());
 }

@@ -16,7 +16,6 @@
 //! one error lists them. byollm's own refusals use Bedrock's error shape: `{"message"}` with
 //! `x-amzn-ErrorType`. Every call leaves one audit line, its usage read from copies of the frames.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -417,19 +416,38 @@ fn profiles_scope(chat: &ChatState, headers: &HeaderMap) -> Result<(String, Vec<
 /// Most profiles in one page.
 const MAX_PROFILE_PAGE: usize = 1000;
 
+/// The query of `GET /inference-profiles`: these fields only, others skipped unbuilt (the query
+/// is read before the caller is authenticated; a map of every pair cost 15 times its text).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ProfileQuery {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(rename = "maxResults")]
+    pub max_results: Option<String>,
+    #[serde(rename = "nextToken")]
+    pub next_token: Option<String>,
+}
+
 /// `GET /inference-profiles?type=&maxResults=&nextToken=` (Bedrock's `ListInferenceProfiles`),
 /// answered from `[models]`: the configured inference profiles. Claude Code calls it at start
 /// without credentials; that call is refused (401) and Claude Code carries on.
 pub async fn list_inference_profiles(
     State(chat): State<ChatState>,
     headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<ProfileQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let (region, allowed) = match profiles_scope(&chat, &headers) {
         Ok(scope) => scope,
         Err(error) => return error_response(&error),
     };
-    let kind = query.get("type").map(String::as_str);
+    let Ok(Query(query)) = query else {
+        return error_response(&ApiError::invalid_request(
+            "",
+            "invalid_query",
+            "the query takes type, maxResults and nextToken, each at most once",
+        ));
+    };
+    let kind = query.kind.as_deref();
     if let Some(kind) = kind.filter(|kind| !super::PROFILE_TYPES.contains(kind)) {
         return error_response(&ApiError::invalid_request(
             "type",
@@ -437,7 +455,7 @@ pub async fn list_inference_profiles(
             format!("type {kind:?} is not SYSTEM_DEFINED or APPLICATION"),
         ));
     }
-    let page = match query.get("maxResults").map(|v| v.parse::<usize>()) {
+    let page = match query.max_results.as_deref().map(str::parse::<usize>) {
         None => MAX_PROFILE_PAGE,
         Some(Ok(n)) if (1..=MAX_PROFILE_PAGE).contains(&n) => n,
         Some(_) => {
@@ -448,7 +466,7 @@ pub async fn list_inference_profiles(
             ));
         }
     };
-    let start = match query.get("nextToken").map(|v| v.parse::<usize>()) {
+    let start = match query.next_token.as_deref().map(str::parse::<usize>) {
         None => 0,
         Some(Ok(n)) => n,
         Some(Err(_)) => {
