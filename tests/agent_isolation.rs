@@ -440,6 +440,9 @@ async fn an_agent_restricted_caller_lists_and_reaches_only_its_agents_models() {
     assert_eq!(status, 404);
     let (status, _) = call(&setup, Method::GET, "/inference-profiles", REVIEWER_KEY, Some("deployer"), &[], None).await;
     assert_eq!(status, 403);
+    let twice = "/inference-profiles?type=APPLICATION&type=SYSTEM_DEFINED";
+    let (status, error) = call(&setup, Method::GET, twice, REVIEWER_KEY, Some("reviewer"), &[], None).await;
+    assert_eq!((status, error["message"].is_string()), (400, true), "Bedrock's error shape: {error}");
 
     // Model calls for the deployer's model, on every surface and under every name: refused before
     // any STS call.
