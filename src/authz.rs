@@ -307,6 +307,11 @@ pub fn permits(caller: &Caller, principal: &ScopedPrincipal, agent: Option<&str>
     {
         return Err(AuthzError::Principal { caller: caller.name.clone(), principal: principal.principal_uid.clone() });
     }
+    permits_agent(caller, agent)
+}
+
+/// Is `caller` bound to acting as `agent` (or as no agent)? The agent part of [`permits`].
+fn permits_agent(caller: &Caller, agent: Option<&str>) -> Result<(), AuthzError> {
     match (agent, &caller.agents) {
         (Some(agent), Some(allowed)) if !allowed.iter().any(|a| a == agent) => {
             Err(AuthzError::Agent { caller: caller.name.clone(), agent: agent.to_owned() })
@@ -314,6 +319,34 @@ pub fn permits(caller: &Caller, principal: &ScopedPrincipal, agent: Option<&str>
         (None, _) if !caller.allow_no_agent => Err(AuthzError::AgentRequired { caller: caller.name.clone() }),
         _ => Ok(()),
     }
+}
+
+/// Whose model lists `caller` may see (`GET /v1/models`, `/inference-profiles`), which name no
+/// principal: the team and agent `request` names are checked as [`authorize`] checks them (well
+/// formed, the caller's own team, an agent it may act as, no agent only when it may run without),
+/// so a list never shows what another agent's or the team's policy allows. Returns the agent.
+pub fn authorize_listing(caller: &Caller, request: &RunRequest) -> Result<Option<String>, AuthzError> {
+    let source = request.source;
+    let invalid = |field: &'static str, code: &'static str, message: String| AuthzError::Invalid {
+        param: source.name(field),
+        code,
+        message: format!("{}: {message}", source.name(field)),
+    };
+    if let Some(team) = &request.team {
+        let team = Uid::parse(team).map_err(|e| invalid("team", "invalid_uid", e.to_string()))?;
+        if team != caller.team {
+            return Err(AuthzError::OtherTeam {
+                caller: caller.name.clone(),
+                team: caller.team.clone(),
+                requested: team,
+            });
+        }
+    }
+    if let Some(agent) = &request.agent {
+        Uid::parse(agent).map_err(|e| invalid("agent", "invalid_run_field", e.to_string()))?;
+    }
+    permits_agent(caller, request.agent.as_deref())?;
+    Ok(request.agent.clone())
 }
 
 #[cfg(test)]

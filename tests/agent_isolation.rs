@@ -4,6 +4,8 @@
 //! obtain credentials that another agent's role, or the team's role, accepts.
 
 mod harness;
+
+use reqwest::Method;
 #[allow(unused_imports)] // the fake Bedrock is not used here
 mod support;
 
@@ -78,6 +80,24 @@ role_arn = "{DEPLOYER_ROLE}"
 [[teams]]
 uid = "legacy"
 role_arn = "{LEGACY_ROLE}"
+
+# Nothing listens here: a model call that got past the gateway's checks would fail with a 5xx.
+[bedrock]
+endpoint_url = "http://127.0.0.1:9"
+
+[models.sonnet]
+id = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
+[models.opus]
+id = "global.anthropic.claude-opus-4-7"
+[models.haiku]
+id = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+
+[routing.teams.acme]
+models = ["sonnet", "opus", "haiku"]
+[routing.teams.acme.agents.reviewer]
+models = ["haiku"]
+[routing.teams.acme.agents.deployer]
+models = ["opus"]
 "#,
         team = sha256_hex(TEAM_KEY),
         minter = sha256_hex(REVIEWER_MINTER_KEY),
@@ -326,4 +346,146 @@ async fn the_fakes_iam_evaluator_refuses_what_aws_refuses() {
     }));
     assert!(!iam_allows(&policy, provider, &action, &tagged(None)));
     assert!(iam_allows(&policy, provider, &["sts:AssumeRoleWithWebIdentity"], &tagged(None)));
+}
+
+/// `(status, body)` of a call with the run's identity in headers (`agent`: `None` leaves the
+/// header out).
+async fn call(
+    setup: &Setup,
+    method: Method,
+    path: &str,
+    key: &str,
+    agent: Option<&str>,
+    extra: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = setup
+        .http
+        .request(method, format!("{}{path}", setup.gateway.url))
+        .bearer_auth(key)
+        .header("x-byollm-actor", "service_account")
+        .header("x-byollm-principal", "ci-bot")
+        .header("x-byollm-run-id", "m1");
+    if let Some(agent) = agent {
+        request = request.header("x-byollm-agent", agent);
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Model lists and model calls on every surface: an agent-restricted caller sees and reaches only
+/// its own agent's models, however it names another's, and refusals cost no STS call.
+#[tokio::test]
+async fn an_agent_restricted_caller_lists_and_reaches_only_its_agents_models() {
+    let setup = Setup::start().await;
+    let ids = |body: &Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Model lists: the agent's own, never another agent's or the team's.
+    let (status, list) = call(&setup, Method::GET, "/v1/models", REVIEWER_KEY, Some("reviewer"), &[], None).await;
+    assert_eq!((status, ids(&list)), (200, vec!["haiku".to_owned()]));
+    let (status, list) = call(&setup, Method::GET, "/v1/models", TEAM_KEY, None, &[], None).await;
+    assert_eq!((status, ids(&list)), (200, vec!["haiku".to_owned(), "opus".into(), "sonnet".into()]));
+    for (agent, extra, expected) in [
+        (Some("deployer"), &[][..], (403, "agent_not_allowed")),
+        (None, &[][..], (403, "agent_required")),
+        (Some(""), &[][..], (400, "invalid_run_field")),
+        (Some("reviewer"), &[("x-byollm-team", "legacy")][..], (403, "team_not_allowed")),
+    ] {
+        let (status, error) = call(&setup, Method::GET, "/v1/models", REVIEWER_KEY, agent, extra, None).await;
+        assert_eq!(
+            (status, error["error"]["code"].as_str().unwrap_or_default()),
+            expected,
+            "{agent:?} {extra:?}: {error}"
+        );
+        let (status, _) = call(&setup, Method::GET, "/v1/models/opus", REVIEWER_KEY, agent, extra, None).await;
+        assert_eq!(status, expected.0, "{agent:?} {extra:?}");
+    }
+    let (status, _) = call(&setup, Method::GET, "/v1/models/opus", REVIEWER_KEY, Some("reviewer"), &[], None).await;
+    assert_eq!(status, 404);
+    // The Bedrock profile list: the agent's models only.
+    let (status, profiles) =
+        call(&setup, Method::GET, "/inference-profiles", REVIEWER_KEY, Some("reviewer"), &[], None).await;
+    let profile_ids: Vec<&str> = profiles["inferenceProfileSummaries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{profiles}"))
+        .iter()
+        .map(|p| p["inferenceProfileId"].as_str().unwrap())
+        .collect();
+    assert_eq!((status, profile_ids), (200, vec!["us.anthropic.claude-haiku-4-5-20251001-v1:0"]));
+    let (status, _) = call(
+        &setup,
+        Method::GET,
+        "/inference-profiles/global.anthropic.claude-opus-4-7",
+        REVIEWER_KEY,
+        Some("reviewer"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&setup, Method::GET, "/inference-profiles", REVIEWER_KEY, Some("deployer"), &[], None).await;
+    assert_eq!(status, 403);
+    let twice = "/inference-profiles?type=APPLICATION&type=SYSTEM_DEFINED";
+    let (status, error) = call(&setup, Method::GET, twice, REVIEWER_KEY, Some("reviewer"), &[], None).await;
+    assert_eq!((status, error["message"].is_string()), (400, true), "Bedrock's error shape: {error}");
+
+    // Model calls for the deployer's model, on every surface and under every name: refused before
+    // any STS call.
+    let calls = setup.sts.calls();
+    let chat = json!({"model": "opus", "messages": [{"role": "user", "content": "hi"}]});
+    let messages = json!({"model": "opus", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
+    let bedrock = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]});
+    let mut attempts: Vec<(String, Value)> = vec![
+        ("/v1/chat/completions".into(), chat),
+        ("/v1/messages".into(), messages.clone()),
+        ("/v1/messages/count_tokens".into(), messages),
+    ];
+    for id in [
+        "opus",
+        "global.anthropic.claude-opus-4-7",
+        "us.anthropic.claude-opus-4-7",
+        "anthropic.claude-opus-4-7",
+        "arn%3Aaws%3Abedrock%3Aus-east-1%3A111111111111%3Ainference-profile%2Fglobal.anthropic.claude-opus-4-7",
+        "global.anthropic.claude-opus-4-7%2F..%2F..%2Fus.anthropic.claude-haiku-4-5-20251001-v1%3A0",
+        "..%2Fopus",
+        "%6Fpus",
+    ] {
+        for operation in ["invoke", "invoke-with-response-stream", "converse", "converse-stream", "count-tokens"] {
+            attempts.push((format!("/model/{id}/{operation}"), bedrock.clone()));
+        }
+    }
+    for (path, body) in attempts {
+        for agent in [Some("reviewer"), Some("deployer"), None] {
+            let (status, error) = call(&setup, Method::POST, &path, REVIEWER_KEY, agent, &[], Some(body.clone())).await;
+            assert_eq!(status, 403, "{path} as {agent:?}: {error}");
+        }
+        let (status, error) = call(&setup, Method::POST, &path, REVIEWER_KEY, Some(""), &[], Some(body.clone())).await;
+        assert_eq!(status, 400, "{path} with an empty agent: {error}");
+    }
+    assert_eq!(setup.sts.calls(), calls, "no STS call for a refused model call");
+
+    // Run eviction: only what the caller could have obtained.
+    assert_eq!(setup.credentials(TEAM_KEY, Some("deployer"), "shared").await, Ok(DEPLOYER_ROLE.into()));
+    assert_eq!(setup.credentials(TEAM_KEY, None, "shared").await, Ok(TEAM_ROLE.into()));
+    let (status, ended) = call(&setup, Method::DELETE, "/v1/runs/shared", REVIEWER_KEY, None, &[], None).await;
+    assert_eq!((status, ended["evicted"].as_u64()), (200, Some(0)), "{ended}");
+    let (status, ended) = call(&setup, Method::DELETE, "/v1/runs/shared", LEGACY_KEY, None, &[], None).await;
+    assert_eq!((status, ended["evicted"].as_u64()), (200, Some(0)), "{ended}");
+    let (status, ended) = call(&setup, Method::DELETE, "/v1/runs/shared", TEAM_KEY, None, &[], None).await;
+    assert_eq!((status, ended["evicted"].as_u64()), (200, Some(2)), "{ended}");
 }

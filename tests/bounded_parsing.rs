@@ -1,7 +1,8 @@
 //! What parsing a request body costs in memory, measured with a counting allocator: bounded by the
 //! body's size whatever it holds (ignored fields skipped unbuilt, unknown fields refused before
 //! their value is read, lists and objects capped while parsing, schemas kept as raw text). For the
-//! chat API, the Messages API and the body passed on to an OpenAI-compatible endpoint.
+//! chat API, the Messages API, the body passed on to an OpenAI-compatible endpoint and its error
+//! bodies, and the query of `GET /inference-profiles`.
 //!
 //! The allocator counts per thread, so the measurement is the parse on this test's thread alone.
 
@@ -12,7 +13,8 @@ use byollm::adapter::messages;
 use byollm::adapter::openai::{MAX_CONTENT_PARTS, MAX_MESSAGES};
 use byollm::adapter::request::{Target, parse_request, to_anthropic};
 use byollm::models::catalog;
-use byollm::upstream::openai_compat::prepare_body;
+use byollm::native::routes::ProfileQuery;
+use byollm::upstream::openai_compat::{OpenAiFailure, failure_from_body, prepare_body};
 
 struct Counting;
 
@@ -228,4 +230,57 @@ fn openai_compatible_bodies_are_parsed_at_their_top_level_only_and_bounded() {
     let (prepared, peak) = peak_of(|| prepare_body(&body, "z").map(|p| p.body.len()));
     assert!(prepared.unwrap() > BODY - 64);
     assert!(peak < 2 * BODY + 2 * MIB, "metadata: {peak} bytes");
+}
+
+#[test]
+fn messages_api_message_lists_cost_no_tree() {
+    // The most messages a request may carry, each tiny: the rules read their roles (and the last
+    // one's first block) without a value per message.
+    let rules = &catalog().by_family("claude-haiku-4-5").unwrap().rules;
+    let body = list(
+        r#"{"model":"m","max_tokens":16,"messages":["#,
+        r#"{"role":"user","content":[]}"#,
+        messages::MAX_MESSAGES,
+        "]}",
+    );
+    let (converted, peak) = peak_of(|| {
+        messages::parse(&body)
+            .and_then(|request| messages::to_bedrock_body(&request, "claude-haiku-4-5", rules, &[]))
+            .map(|out| out.len())
+    });
+    assert!(converted.unwrap() > body.len() - 64);
+    assert!(peak < 2 * body.len() + 256 * 1024, "{peak} bytes for a {} byte body", body.len());
+}
+
+#[test]
+fn endpoint_error_bodies_cost_no_tree() {
+    // An error body (at most 64 KiB are read) from an endpoint a request may name, its `code` a
+    // list of small values: skipped, not built (a value tree cost 30 times the body).
+    let mut body = br#"{"error":{"message":"m","code":["#.to_vec();
+    while body.len() < 64 * 1024 {
+        body.extend_from_slice(b"0,");
+    }
+    body.extend_from_slice(b"0]}}");
+    let headers = axum::http::HeaderMap::new();
+    let (failure, peak) = peak_of(|| failure_from_body(400, &headers, &body, &[]));
+    assert!(matches!(failure, OpenAiFailure::Api { status: 400, code: None, .. }), "{failure:?}");
+    assert!(peak < 16 * 1024, "{peak} bytes for a {} byte error body", body.len());
+    let number = failure_from_body(429, &headers, br#"{"error":{"message":"slow","code":429}}"#, &[]);
+    assert!(matches!(number, OpenAiFailure::Api { code: Some(ref c), .. } if c == "429"), "{number:?}");
+}
+
+#[test]
+fn the_profile_list_query_costs_no_map() {
+    // Nearly the longest URI the http crate takes (64 KiB), as tiny pairs: read before the caller
+    // is authenticated, so only the three fields are kept (a map of every pair cost 1.2 MB).
+    let mut uri = String::from("/inference-profiles?type=APPLICATION");
+    let mut i = 0;
+    while uri.len() < 60 * 1024 {
+        uri.push_str(&format!("&k{i}="));
+        i += 1;
+    }
+    let uri: axum::http::Uri = uri.parse().unwrap();
+    let (query, peak) = peak_of(|| axum::extract::Query::<ProfileQuery>::try_from_uri(&uri).map(|q| q.0.kind));
+    assert_eq!(query.unwrap().as_deref(), Some("APPLICATION"));
+    assert!(peak < 16 * 1024, "{peak} bytes for a {} byte query", uri.query().unwrap().len());
 }

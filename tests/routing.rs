@@ -582,3 +582,56 @@ models = []
     assert!(cloud.bedrock.requests().is_empty(), "no Bedrock call for a model the policy does not route there");
     assert_eq!(cloud.sts.calls(), 0, "refused before any STS call");
 }
+
+/// A URL and a key the request brings (`per_request`), at the most verbose log level: neither the
+/// key, nor the URL's path or query, reaches the logs, whatever the endpoint answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_named_endpoint_url_and_key_stay_out_of_trace_logs() {
+    let key = "sk-byo-secret-key-0123456789";
+    let fake =
+        FakeOpenAi::start(FakeOpenAiOptions { api_keys: vec![key.into()], ..FakeOpenAiOptions::default() }).await;
+    fake.set_script(vec![OpenAiReply::text(&["hi"]).usage(3, 1), OpenAiReply::text(&["a", "b"]).usage(3, 2)]);
+    let config = format!(
+        "{}\n[routing.default]\nroutes.\"llama3.1:8b\" = [{{ openai = {{ endpoint = \"byo\" }} }}]\n",
+        openai_endpoint_config("https://gw.example.com/v1", "")
+    );
+    let aws = tempfile::tempdir().unwrap();
+    std::fs::write(aws.path().join("config"), "[profile dev]\nregion = us-east-1\n").unwrap();
+    std::fs::write(aws.path().join("credentials"), "[dev]\naws_access_key_id = AKIDLOCAL\naws_secret_access_key = s\n")
+        .unwrap();
+    let (config_file, credentials_file) = (aws.path().join("config"), aws.path().join("credentials"));
+    let env = [
+        ("AWS_CONFIG_FILE", config_file.to_str().unwrap()),
+        ("AWS_SHARED_CREDENTIALS_FILE", credentials_file.to_str().unwrap()),
+        ("BYOLLM_LOG", "trace"),
+    ];
+    let gateway = Gateway::start_local(&config, &["--profile", "dev"], &env);
+    let client = reqwest::Client::new();
+    let ask = |url: String, key: &'static str, stream: bool| {
+        client
+            .post(format!("{}/v1/chat/completions", gateway.url))
+            .bearer_auth(gateway.local_key())
+            .header("x-byollm-endpoint-url", url)
+            .header("x-byollm-endpoint-key", key)
+            .json(&json!({"model": "llama3.1:8b", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let with_query = format!("{}?token=url-secret-in-query", fake.base_url());
+    let response = ask(with_query.clone(), key, false).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = ask(with_query.clone(), key, true).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(streamed_text(&response.text().await.unwrap()), "ab");
+    let refused = ask(with_query, "sk-byo-wrong-key-0123456789", false).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    // A wrong path the endpoint quotes back (to the client that sent it).
+    let wrong_path = format!("{}/url-secret-in-path", fake.base_url());
+    let response = ask(wrong_path, key, false).await.unwrap();
+    assert!(response.status().is_client_error(), "{}", response.status());
+    let _ = audit_lines(&gateway, 4).await;
+    let logs = gateway.logs();
+    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "verbose logging is on");
+    for secret in [key, "sk-byo-wrong-key", "url-secret-in-query", "url-secret-in-path"] {
+        assert!(!logs.contains(secret), "{secret} reached the logs");
+    }
+}

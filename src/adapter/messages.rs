@@ -3,9 +3,9 @@
 //!
 //! A request is parsed at a bounded cost: the large fields (`messages`, `system`, `tools`,
 //! `stop_sequences`, `metadata`, `output_config`, `context_management`) are kept as raw JSON text
-//! (one copy, no tree), the message list is read once more for its roles only (at most
-//! [`MAX_MESSAGES`]), and only the small fields the model rules adjust (`max_tokens`, sampling,
-//! `thinking`, `tool_choice`) become values. Unknown fields are refused by name, as Anthropic does.
+//! (one copy, no tree), the message list is read once more for its roles and the last message's
+//! first block, keeping nothing per message (at most [`MAX_MESSAGES`]), and only the small fields
+//! the model rules adjust (`max_tokens`, sampling, `thinking`, `tool_choice`) become values. Unknown fields are refused by name, as Anthropic does.
 //!
 //! The body sent to Bedrock is the request's own fields, with: no `model` and no `stream` (the
 //! model goes in the path); `anthropic_version: "bedrock-2023-05-31"`; the `anthropic-beta`
@@ -16,18 +16,20 @@
 //! API: `max_tokens` capped or defaulted, refused thinking, effort, sampling and system turns are a
 //! 400 naming the field.
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+use std::marker::PhantomData;
 
 use axum::http::StatusCode;
 use bytes::{BufMut, BytesMut};
-use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::bounded::{Bounded, with_item_budget};
 use crate::error::ApiError;
 use crate::models::ModelRules;
+use crate::models::messages::Turns;
 
 /// Most messages one request may carry (Anthropic's documented limit).
 pub const MAX_MESSAGES: usize = 100_000;
@@ -80,12 +82,108 @@ pub struct MessagesRequest<'a> {
     mcp_servers: Option<IgnoredAny>,
 }
 
-/// Only what the rules read of a message: its role.
+/// The message list read for its [`Turns`] only, one message at a time: nothing per message is
+/// kept (a value per message cost 25 times the list's text), and at most [`MAX_MESSAGES`].
+struct TurnsProbe(Turns);
+
+impl<'de> Deserialize<'de> for TurnsProbe {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = TurnsProbe;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a list of at most {MAX_MESSAGES} messages")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TurnsProbe, A::Error> {
+                let mut turns = Turns::default();
+                while let Some(message) = seq.next_element::<MessageProbe<'de>>()? {
+                    if turns.count == MAX_MESSAGES {
+                        return Err(de::Error::custom(format_args!(
+                            "too many items: at most {MAX_MESSAGES} are accepted here"
+                        )));
+                    }
+                    turns.push(&message.role, message.content.0.as_deref());
+                }
+                Ok(TurnsProbe(turns))
+            }
+        }
+
+        deserializer.deserialize_seq(ListVisitor)
+    }
+}
+
+/// Only what the rules read of a message: its role and its first content block's type.
 #[derive(Deserialize)]
-struct RoleOnly {
-    role: String,
-    #[serde(default, rename = "content")]
-    _content: IgnoredAny,
+struct MessageProbe<'a> {
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    #[serde(default, borrow)]
+    content: FirstBlock<'a>,
+}
+
+/// The `type` of a content list's first block (`None` for a string content); the rest skipped.
+#[derive(Default)]
+struct FirstBlock<'a>(Option<Cow<'a, str>>);
+
+#[derive(Deserialize)]
+struct BlockType<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for FirstBlock<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor<'a>(PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for ContentVisitor<'a> {
+            type Value = FirstBlock<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a list of content blocks")
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(FirstBlock(None))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(FirstBlock(None))
+            }
+
+            // Other shapes are Bedrock's to refuse, as before this probe existed.
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(FirstBlock(None))
+            }
+
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(FirstBlock(None))
+            }
+
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(FirstBlock(None))
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(FirstBlock(None))
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(FirstBlock(None))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let first = seq.next_element::<BlockType<'a>>()?.and_then(|block| block.kind);
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(FirstBlock(first))
+            }
+        }
+
+        deserializer.deserialize_any(ContentVisitor(PhantomData))
+    }
 }
 
 /// Only what the rules read of `output_config`: whether `effort` and `format` are given.
@@ -147,10 +245,9 @@ pub fn to_bedrock_body(
     betas: &[&str],
 ) -> Result<Vec<u8>, ApiError> {
     // What the rules see: small values, and proxies for the raw parts they only inspect.
-    let roles: Bounded<RoleOnly, MAX_MESSAGES> = with_item_budget(|| serde_json::from_str(request.messages.get()))
-        .map_err(|e| {
-            ApiError::invalid_request("messages", "invalid_value", format!("messages must be a list of messages: {e}"))
-        })?;
+    let TurnsProbe(turns) = serde_json::from_str(request.messages.get()).map_err(|e| {
+        ApiError::invalid_request("messages", "invalid_value", format!("messages must be a list of messages: {e}"))
+    })?;
     let mut checked = Map::new();
     for (key, raw) in [
         ("max_tokens", request.max_tokens),
@@ -187,9 +284,7 @@ pub fn to_bedrock_body(
     if !accepted.is_empty() {
         checked.insert("anthropic_beta".into(), Value::from(accepted.clone()));
     }
-    let skeleton: Vec<Value> = roles.0.iter().map(|m| serde_json::json!({"role": m.role})).collect();
-    checked.insert("messages".into(), Value::Array(skeleton));
-    crate::models::messages::check_messages_body(name, rules, &mut checked)?;
+    crate::models::messages::check_messages_body(name, rules, &mut checked, &turns)?;
 
     let mut out = Vec::with_capacity(request.messages.get().len() + 512);
     out.extend_from_slice(b"{\"anthropic_version\":\"bedrock-2023-05-31\"");
@@ -345,6 +440,27 @@ mod tests {
             convert(r#"{"model": "o", "max_tokens": 10, "messages": [], "container": "c"}"#, "claude-opus-4-7", &[])
                 .unwrap_err();
         assert_eq!(container.param.as_deref(), Some("container"));
+    }
+
+    /// The message list is read for its turns only (nothing kept per message), and still gives the
+    /// rules each turn's role and the last turn's first block.
+    #[test]
+    fn the_turn_rules_see_roles_and_the_prefill_first_block() {
+        let thinking = r#""max_tokens": 4000, "thinking": {"type": "enabled", "budget_tokens": 2000}"#;
+        let prefill = format!(
+            r#"{{"model": "s", {thinking}, "messages": [{{"role": "user", "content": "a"}},
+                {{"role": "assistant", "content": [{{"type": "thinking", "thinking": "t", "signature": "s"}}, {{"type": "text", "text": "b"}}]}}]}}"#
+        );
+        let out = convert(&prefill, "claude-sonnet-4-5", &[]).unwrap();
+        assert_eq!(out["messages"][1]["content"][0]["type"], "thinking", "a prefill after its thinking block: {out}");
+        let bare = format!(
+            r#"{{"model": "s", {thinking}, "messages": [{{"role": "user", "content": "a"}}, {{"role": "assistant", "content": "b"}}]}}"#
+        );
+        assert_eq!(convert(&bare, "claude-sonnet-4-5", &[]).unwrap_err().param.as_deref(), Some("messages[1]"));
+        let system = r#"{"model": "s", "max_tokens": 10, "messages": [{"role": "user", "content": "a"}, {"role": "user", "content": {"x": [1]}}, {"role": "system", "content": "b"}]}"#;
+        assert_eq!(convert(system, "claude-sonnet-5-5", &[]).unwrap_err().param.as_deref(), Some("messages[2].role"));
+        let no_role = r#"{"model": "s", "max_tokens": 10, "messages": [{"content": "a"}]}"#;
+        assert_eq!(convert(no_role, "claude-sonnet-5-5", &[]).unwrap_err().param.as_deref(), Some("messages"));
     }
 
     #[test]

@@ -171,14 +171,16 @@ impl CallContext {
 }
 
 /// The models the caller may use through `surface`: the routing policy's for its team (and the
-/// agent it names). Both shapes of `GET /v1/models` list these.
-fn allowed_models(state: &ChatState, headers: &HeaderMap, surface: Surface) -> Result<Vec<String>, ApiError> {
+/// agent it names, one it may act as: [`crate::authz::authorize_listing`]). Both shapes of
+/// `GET /v1/models` and `/inference-profiles` list these.
+pub fn allowed_models(state: &ChatState, headers: &HeaderMap, surface: Surface) -> Result<Vec<String>, ApiError> {
     let policy = state.routing.policy();
     match &state.source {
         CredentialSource::Broker(_) => {
             let caller = state.callers.authenticate(headers)?;
-            let agent = headers.get(crate::authz::HEADER_AGENT).and_then(|v| v.to_str().ok()).map(str::trim);
-            Ok(policy.allowed_models_on(RouteScope { team: Some(caller.team.as_str()), agent }, surface))
+            let agent = crate::authz::authorize_listing(&caller, &run_request_from_headers(headers)?)?;
+            let scope = RouteScope { team: Some(caller.team.as_str()), agent: agent.as_deref() };
+            Ok(policy.allowed_models_on(scope, surface))
         }
         CredentialSource::Local { .. } => Ok(policy.allowed_models_on(RouteScope::default(), surface)),
     }

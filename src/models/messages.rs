@@ -22,12 +22,48 @@ fn refused(param: &str, message: String) -> ApiError {
     ApiError::invalid_request(param, "unsupported_parameter", message)
 }
 
-/// Checks and adjusts `body` (the JSON object of a Messages request) for model `name`. Returns the
-/// reasoning plan the body carries.
+/// What the rules read of a request's message list, gathered without keeping the messages: how
+/// many there are, where the first system turn is, and whether the last one is an assistant turn
+/// (a prefill) starting with a thinking block.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Turns {
+    pub count: usize,
+    pub first_system: Option<usize>,
+    /// `Some(starts_with_thinking)` when the last message is an assistant turn.
+    pub prefill: Option<bool>,
+}
+
+impl Turns {
+    /// Adds the next message, given its role and the `type` of its first content block.
+    pub fn push(&mut self, role: &str, first_block: Option<&str>) {
+        if role == "system" && self.first_system.is_none() {
+            self.first_system = Some(self.count);
+        }
+        self.prefill = (role == "assistant").then_some(matches!(first_block, Some("thinking" | "redacted_thinking")));
+        self.count += 1;
+    }
+
+    /// The turns of a message list already held as values.
+    pub fn of(messages: &[Value]) -> Turns {
+        let mut turns = Turns::default();
+        for message in messages {
+            let first_block = message.get("content").and_then(Value::as_array).and_then(|c| c.first());
+            turns.push(
+                message.get("role").and_then(Value::as_str).unwrap_or_default(),
+                first_block.and_then(|b| b.get("type")).and_then(Value::as_str),
+            );
+        }
+        turns
+    }
+}
+
+/// Checks and adjusts `body` (the JSON object of a Messages request, its `messages` summarized in
+/// `turns`) for model `name`. Returns the reasoning plan the body carries.
 pub fn check_messages_body(
     name: &str,
     rules: &ModelRules,
     body: &mut Map<String, Value>,
+    turns: &Turns,
 ) -> Result<ReasoningPlan, ApiError> {
     let thinking = match body.get("thinking") {
         None | Some(Value::Null) => None,
@@ -102,9 +138,8 @@ pub fn check_messages_body(
         rules.check_betas(name, &betas, "anthropic_beta")?;
     }
 
-    let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     if !rules.system_turns
-        && let Some(index) = messages.iter().position(|m| m.get("role").and_then(Value::as_str) == Some("system"))
+        && let Some(index) = turns.first_system
     {
         return Err(refused(
             &format!("messages[{index}].role"),
@@ -126,12 +161,8 @@ pub fn check_messages_body(
             body.insert("thinking".into(), serde_json::json!({"type": "disabled"}));
         }
     }
-    let messages = body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    if let Some(last) = messages.last().filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant")) {
-        let first_type =
-            last.get("content").and_then(Value::as_array).and_then(|c| c.first()).and_then(|b| b.get("type"));
-        let starts_with_thinking = matches!(first_type.and_then(Value::as_str), Some("thinking" | "redacted_thinking"));
-        rules.check_prefill(name, &plan, starts_with_thinking, &format!("messages[{}]", messages.len() - 1))?;
+    if let Some(starts_with_thinking) = turns.prefill {
+        rules.check_prefill(name, &plan, starts_with_thinking, &format!("messages[{}]", turns.count - 1))?;
     }
     Ok(plan)
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::messages::check_messages_body;
+use super::messages::{Turns, check_messages_body};
 use super::*;
 
 fn entry(family: &str) -> &'static CatalogEntry {
@@ -459,7 +459,8 @@ fn betas_tool_choice_prefill_and_images() {
 /// Runs the Messages-body check; `Ok` carries the adjusted body.
 fn messages_check(family: &str, body: Value) -> Result<Value, String> {
     let Value::Object(mut body) = body else { panic!("body must be an object") };
-    match check_messages_body("m", &rules(family), &mut body) {
+    let turns = Turns::of(body.get("messages").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default());
+    match check_messages_body("m", &rules(family), &mut body, &turns) {
         Ok(_) => Ok(Value::Object(body)),
         Err(error) => Err(error.param.unwrap_or_default()),
     }

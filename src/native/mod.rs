@@ -329,11 +329,17 @@ pub struct ProfileModel {
 
 /// The configured models that are inference profiles (a cross-region profile id like
 /// `us.anthropic.…`, or an inference-profile ARN), as `ListInferenceProfiles` would list them in
-/// `region`, filtered by `kind` (`SYSTEM_DEFINED` or `APPLICATION`) when given. Accounts are not
-/// known for system-defined profiles; their ARNs use the partition's form without one.
-pub fn inference_profiles(config: &Config, region: &str, kind: Option<&str>) -> Vec<ProfileSummary> {
+/// `region`, filtered by `kind` (`SYSTEM_DEFINED` or `APPLICATION`) when given, of the models
+/// named in `allowed` (what the caller's routing policy lets it use) only. Accounts are not known
+/// for system-defined profiles; their ARNs use the partition's form without one.
+pub fn inference_profiles(
+    config: &Config,
+    region: &str,
+    kind: Option<&str>,
+    allowed: &[String],
+) -> Vec<ProfileSummary> {
     let mut out: Vec<ProfileSummary> = Vec::new();
-    for (name, model) in &config.models {
+    for (name, model) in config.models.iter().filter(|(name, _)| allowed.contains(name)) {
         let (summary_kind, id, arn) = match model.id.strip_prefix("arn:") {
             Some(rest) => {
                 let resource = rest.splitn(5, ':').nth(4).unwrap_or_default();

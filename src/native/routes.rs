@@ -16,7 +16,6 @@
 //! one error lists them. byollm's own refusals use Bedrock's error shape: `{"message"}` with
 //! `x-amzn-ErrorType`. Every call leaves one audit line, its usage read from copies of the frames.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -398,21 +397,36 @@ fn relayed_body(body: hyper::body::Incoming, metering: Metering) -> Body {
     Body::from_stream(stream)
 }
 
-/// The Bedrock region whose profiles a caller sees, and whether it may see them (cloud: an API
-/// key; local: the guard already checked the session key).
-fn profiles_region(chat: &ChatState, headers: &HeaderMap) -> Result<String, ApiError> {
+/// The Bedrock region whose profiles a caller sees, and the models its routing policy lets it use
+/// on these routes (cloud: an API key and the agent it names; local: the guard already checked
+/// the session key).
+fn profiles_scope(chat: &ChatState, headers: &HeaderMap) -> Result<(String, Vec<String>), ApiError> {
+    let allowed = crate::adapter::routes::allowed_models(chat, headers, Surface::BedrockOnly)?;
     match &chat.source {
         CredentialSource::Broker(_) => {
             let caller = chat.callers.authenticate(headers)?;
             let team = chat.config.team(&caller.team);
-            Ok(team.and_then(|t| t.region.clone()).unwrap_or_else(|| chat.config.bedrock.region.clone()))
+            let region = team.and_then(|t| t.region.clone()).unwrap_or_else(|| chat.config.bedrock.region.clone());
+            Ok((region, allowed))
         }
-        CredentialSource::Local { region, .. } => Ok(region.clone()),
+        CredentialSource::Local { region, .. } => Ok((region.clone(), allowed)),
     }
 }
 
 /// Most profiles in one page.
 const MAX_PROFILE_PAGE: usize = 1000;
+
+/// The query of `GET /inference-profiles`: these fields only, others skipped unbuilt (the query
+/// is read before the caller is authenticated; a map of every pair cost 15 times its text).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ProfileQuery {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(rename = "maxResults")]
+    pub max_results: Option<String>,
+    #[serde(rename = "nextToken")]
+    pub next_token: Option<String>,
+}
 
 /// `GET /inference-profiles?type=&maxResults=&nextToken=` (Bedrock's `ListInferenceProfiles`),
 /// answered from `[models]`: the configured inference profiles. Claude Code calls it at start
@@ -420,13 +434,20 @@ const MAX_PROFILE_PAGE: usize = 1000;
 pub async fn list_inference_profiles(
     State(chat): State<ChatState>,
     headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<ProfileQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let region = match profiles_region(&chat, &headers) {
-        Ok(region) => region,
+    let (region, allowed) = match profiles_scope(&chat, &headers) {
+        Ok(scope) => scope,
         Err(error) => return error_response(&error),
     };
-    let kind = query.get("type").map(String::as_str);
+    let Ok(Query(query)) = query else {
+        return error_response(&ApiError::invalid_request(
+            "",
+            "invalid_query",
+            "the query takes type, maxResults and nextToken, each at most once",
+        ));
+    };
+    let kind = query.kind.as_deref();
     if let Some(kind) = kind.filter(|kind| !super::PROFILE_TYPES.contains(kind)) {
         return error_response(&ApiError::invalid_request(
             "type",
@@ -434,7 +455,7 @@ pub async fn list_inference_profiles(
             format!("type {kind:?} is not SYSTEM_DEFINED or APPLICATION"),
         ));
     }
-    let page = match query.get("maxResults").map(|v| v.parse::<usize>()) {
+    let page = match query.max_results.as_deref().map(str::parse::<usize>) {
         None => MAX_PROFILE_PAGE,
         Some(Ok(n)) if (1..=MAX_PROFILE_PAGE).contains(&n) => n,
         Some(_) => {
@@ -445,7 +466,7 @@ pub async fn list_inference_profiles(
             ));
         }
     };
-    let start = match query.get("nextToken").map(|v| v.parse::<usize>()) {
+    let start = match query.next_token.as_deref().map(str::parse::<usize>) {
         None => 0,
         Some(Ok(n)) => n,
         Some(Err(_)) => {
@@ -456,7 +477,7 @@ pub async fn list_inference_profiles(
             ));
         }
     };
-    let all = super::inference_profiles(&chat.config, &region, kind);
+    let all = super::inference_profiles(&chat.config, &region, kind, &allowed);
     let end = start.saturating_add(page).min(all.len());
     let summaries = all.get(start.min(all.len())..end).unwrap_or_default();
     let mut body = serde_json::json!({ "inferenceProfileSummaries": summaries });
@@ -472,11 +493,11 @@ pub async fn get_inference_profile(
     headers: HeaderMap,
     Path(profile): Path<String>,
 ) -> Response {
-    let region = match profiles_region(&chat, &headers) {
-        Ok(region) => region,
+    let (region, allowed) = match profiles_scope(&chat, &headers) {
+        Ok(scope) => scope,
         Err(error) => return error_response(&error),
     };
-    let found = super::inference_profiles(&chat.config, &region, None)
+    let found = super::inference_profiles(&chat.config, &region, None, &allowed)
         .into_iter()
         .find(|p| p.inference_profile_id == profile || p.inference_profile_arn == profile);
     match found {
@@ -484,7 +505,7 @@ pub async fn get_inference_profile(
         None => error_response(&ApiError::not_found(
             "profile_not_found",
             format!(
-                "inference profile {:?} is not served here; GET /inference-profiles lists the configured ones",
+                "inference profile {:?} is not served here; GET /inference-profiles lists the ones you may use",
                 profile.chars().take(256).collect::<String>()
             ),
         )),

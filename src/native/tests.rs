@@ -180,7 +180,8 @@ fn inference_profiles_come_from_the_configured_models() {
         "#,
     )
     .unwrap();
-    let all = inference_profiles(&config, "us-east-1", None);
+    let every: Vec<String> = config.models.keys().cloned().collect();
+    let all = inference_profiles(&config, "us-east-1", None, &every);
     let ids: Vec<(&str, &str)> = all.iter().map(|p| (p.inference_profile_id.as_str(), p.kind)).collect();
     assert_eq!(
         ids,
@@ -195,8 +196,10 @@ fn inference_profiles_come_from_the_configured_models() {
         all[2].inference_profile_arn,
         "arn:aws:bedrock:us-east-1:111111111111:application-inference-profile/abc123"
     );
-    let application = inference_profiles(&config, "us-east-1", Some("APPLICATION"));
+    let application = inference_profiles(&config, "us-east-1", Some("APPLICATION"), &every);
     assert_eq!(application.len(), 1);
+    let tagged_only = inference_profiles(&config, "us-east-1", None, &["tagged".to_owned()]);
+    assert_eq!(tagged_only.iter().map(|p| p.inference_profile_id.as_str()).collect::<Vec<_>>(), ["abc123"]);
     let wire = serde_json::to_value(&all[0]).unwrap();
     for key in ["inferenceProfileName", "inferenceProfileId", "inferenceProfileArn", "models", "status", "type"] {
         assert!(wire.get(key).is_some(), "{key} in {wire}");

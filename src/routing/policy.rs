@@ -425,6 +425,17 @@ impl Reader<'_> {
                 }
             }
         };
+        if per_request {
+            // The configured key would go to whatever URL a request names: refused outright.
+            for field in ["api_key_env", "api_key_file"] {
+                if node.table.remove(field).is_some() {
+                    self.error(
+                        key_path(&node.path, field),
+                        "leave the key out of a per_request endpoint: it would be sent to whatever URL a request names; each request sends its own in x-byollm-endpoint-key",
+                    );
+                }
+            }
+        }
         let key = self.secret(node);
         let connect_timeout =
             self.take_ranged(node, "connect_timeout_secs", 1, 60).map_or(Duration::from_secs(5), Duration::from_secs);

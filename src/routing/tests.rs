@@ -203,6 +203,9 @@ api_key_env = "OPENROUTER_KEY"
 [routing.endpoints.both]
 per_request = true
 base_url = "https://example.com/v1"
+[routing.endpoints.leaky]
+per_request = true
+api_key_env = "OPENROUTER_KEY"
 [routing.endpoints.clash]
 base_url = "https://example.com/v1"
 models = ["claude-sonnet-4-5"]
@@ -243,6 +246,7 @@ routes."claude-sonnet-4-5" = [{ anthropic = {} }]
         "routing.endpoints.local.base_url",
         "routing.endpoints.nourl.base_url",
         "routing.endpoints.both.base_url",
+        "routing.endpoints.leaky.api_key_env",
         "routing.endpoints.clash.models",
         "routing.teams.acme.models",
         "routing.teams.acme.colour",

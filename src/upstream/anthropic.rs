@@ -190,14 +190,21 @@ struct ErrorDetail {
     message: String,
 }
 
-/// Read an Anthropic error body; anything else becomes an `api_error` named by its status.
-pub fn failure_from_body(status: u16, headers: &HeaderMap, body: &[u8]) -> AnthropicFailure {
+/// Read an Anthropic error body; anything else becomes an `api_error` named by its status. The
+/// message is kept (it tells the client what to fix) with any copy of `secrets` (the key) scrubbed,
+/// and an error type that is not a short identifier becomes `api_error`.
+pub fn failure_from_body(status: u16, headers: &HeaderMap, body: &[u8], secrets: &[&str]) -> AnthropicFailure {
     let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let (error_type, message) = match serde_json::from_slice::<ErrorEnvelope>(body) {
         Ok(envelope) => (envelope.error.kind, envelope.error.message),
         Err(_) => ("api_error".to_owned(), format!("HTTP {status}")),
     };
-    let message: String = message.chars().take(512).collect();
+    let identifier = error_type.len() <= 64 && error_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let error_type = if identifier { error_type } else { "api_error".to_owned() };
+    let mut message: String = message.chars().take(512).collect();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        message = message.replace(secret, "[redacted]");
+    }
     AnthropicFailure::Api { status, error_type, message, retry_after }
 }
 
@@ -235,7 +242,7 @@ impl AnthropicEvents {
                 return Ok(None);
             };
             if event.name.as_deref() == Some("error") {
-                return Err(failure_from_body(0, &HeaderMap::new(), &event.data));
+                return Err(failure_from_body(0, &HeaderMap::new(), &event.data, &[]));
             }
             if event.data.is_empty() {
                 continue;
@@ -273,7 +280,7 @@ pub async fn send(client: &DirectClient, call: AnthropicCall<'_>) -> Result<Anth
         let status = response.status.as_u16();
         let headers = response.headers;
         let body = response.body.read_all(MAX_ERROR_BYTES).await.unwrap_or_default();
-        return Err(failure_from_body(status, &headers, &body));
+        return Err(failure_from_body(status, &headers, &body, &[call.key.expose()]));
     }
     if call.stream {
         return Ok(AnthropicAnswer::Stream(AnthropicEvents { sse: SseReader::new(response.body) }));
@@ -338,7 +345,7 @@ mod tests {
         let body =
             br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"},"request_id":"req_1"}"#;
         assert_eq!(
-            failure_from_body(429, &headers, body),
+            failure_from_body(429, &headers, body, &[]),
             AnthropicFailure::Api {
                 status: 429,
                 error_type: "rate_limit_error".into(),
@@ -347,13 +354,25 @@ mod tests {
             }
         );
         assert_eq!(
-            failure_from_body(502, &HeaderMap::new(), b"<html>bad gateway</html>"),
+            failure_from_body(502, &HeaderMap::new(), b"<html>bad gateway</html>", &[]),
             AnthropicFailure::Api {
                 status: 502,
                 error_type: "api_error".into(),
                 message: "HTTP 502".into(),
                 retry_after: None
             }
+        );
+        // A proxy in front of the API that quotes the key: scrubbed before the client sees it.
+        let key = "sk-ant-api03-secret";
+        let body = format!(r#"{{"type":"error","error":{{"type":"permission_error","message":"key {key} may not"}}}}"#);
+        let failure = failure_from_body(403, &HeaderMap::new(), body.as_bytes(), &[key]);
+        let error = failure.to_api_error("m", false);
+        assert!(!error.message.contains(key) && error.message.contains("[redacted]"), "{}", error.message);
+        let long_type = format!(r#"{{"type":"error","error":{{"type":"{}","message":"x"}}}}"#, "e".repeat(100));
+        let failure = failure_from_body(500, &HeaderMap::new(), long_type.as_bytes(), &[]);
+        assert!(
+            matches!(&failure, AnthropicFailure::Api { error_type, .. } if error_type == "api_error"),
+            "{failure:?}"
         );
     }
 

@@ -321,7 +321,62 @@ struct ErrorDetail {
     #[serde(default)]
     message: String,
     #[serde(default)]
-    code: Option<serde_json::Value>,
+    code: ErrorCode,
+}
+
+/// An error's `code` when it is a string or a number; any other value is skipped unbuilt (an
+/// endpoint a request names could send a list of a million small values there).
+#[derive(Default)]
+struct ErrorCode(Option<String>);
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CodeVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for CodeVisitor {
+            type Value = ErrorCode;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an error code")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<ErrorCode, E> {
+                Ok(ErrorCode(Some(value.to_owned())))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<ErrorCode, E> {
+                Ok(ErrorCode(Some(value.to_string())))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<ErrorCode, E> {
+                Ok(ErrorCode(Some(value.to_string())))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<ErrorCode, E> {
+                Ok(ErrorCode(Some(value.to_string())))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<ErrorCode, E> {
+                Ok(ErrorCode(None))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<ErrorCode, E> {
+                Ok(ErrorCode(None))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ErrorCode, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ErrorCode(None))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ErrorCode, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(ErrorCode(None))
+            }
+        }
+
+        deserializer.deserialize_any(CodeVisitor)
+    }
 }
 
 /// Read an error answer. The endpoint's message is kept (it tells the client what to fix) with any
@@ -329,14 +384,7 @@ struct ErrorDetail {
 pub fn failure_from_body(status: u16, headers: &HeaderMap, body: &[u8], secrets: &[&str]) -> OpenAiFailure {
     let retry_after = headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let (message, code) = match serde_json::from_slice::<ErrorEnvelope>(body) {
-        Ok(envelope) => {
-            let code = envelope.error.code.and_then(|c| match c {
-                serde_json::Value::String(s) => Some(s),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            });
-            (envelope.error.message, code)
-        }
+        Ok(envelope) => (envelope.error.message, envelope.error.code.0),
         Err(_) => (format!("HTTP {status}"), None),
     };
     let message = if status == 401 || status == 403 {
