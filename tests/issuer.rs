@@ -390,6 +390,8 @@ async fn slow_headers_are_cut_off_and_sigterm_stops_the_server() {
         let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await.unwrap().unwrap();
         let answer = String::from_utf8_lossy(&buffer[..read]).into_owned();
         assert!(answer.starts_with(&format!("HTTP/1.1 {status}")) && answer.contains(code), "{answer}");
+        // The body is left unread: the answer says the connection closes, so no client reuses it.
+        assert!(answer.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "{answer}");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 

@@ -3,9 +3,15 @@
 //! `server.body_read_timeout_secs` and the process-wide budget of body bytes in flight
 //! (`server.max_body_bytes_in_flight`).
 //!
+//! [`close_if_body_unread`] marks an answer given before the request's body was read (a refusal)
+//! `Connection: close`.
+//!
 //! Depends on the core only (config, authz, error); no state, no router, no `routes.rs`.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{FromRequest, Request};
@@ -224,9 +230,91 @@ pub async fn read_body(body: axum::body::Body, server: &ServerConfig) -> Result<
     }
 }
 
+/// Middleware: an answer given before the request's whole body was read (a refusal of the caller,
+/// the model or the body's size) gets `Connection: close`. hyper closes such a connection after
+/// the answer, since the rest of the body is still on it; the header tells the client, so that a
+/// client that pools connections does not send its next request on one that is closing (Python's
+/// `http.client`, under boto3, sends the body after the head, and then saw "Remote end closed
+/// connection without response" on the next call).
+pub async fn close_if_body_unread(request: Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).map(str::trim);
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING) || declared.is_some_and(|length| length != "0");
+    if !has_body {
+        return next.run(request).await;
+    }
+    let read = Arc::new(AtomicBool::new(false));
+    let watched = read.clone();
+    let request = request.map(|inner| axum::body::Body::new(WatchedBody { inner, read: watched }));
+    let mut response = next.run(request).await;
+    if !read.load(Ordering::Acquire) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A request body that records when it has been read to its end.
+struct WatchedBody {
+    inner: axum::body::Body,
+    read: Arc<AtomicBool>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn answers_given_before_the_body_is_read_close_the_connection() {
+        use axum::routing::post;
+        use tower_service::Service;
+
+        let mut app = axum::Router::new()
+            .route("/refuse", post(|| async { StatusCode::UNAUTHORIZED }))
+            .route("/read", post(|body: Bytes| async move { body.len().to_string() }))
+            .layer(axum::middleware::from_fn(close_if_body_unread));
+        let call = |path: &str, body: &'static str, declared: Option<&str>| {
+            let mut request = Request::post(path);
+            if let Some(length) = declared {
+                request = request.header(header::CONTENT_LENGTH, length);
+            }
+            request.body(axum::body::Body::from(body)).unwrap()
+        };
+        for (path, body, declared, closes) in [
+            ("/refuse", "{\"a\":1}", Some("7"), true),
+            ("/read", "{\"a\":1}", Some("7"), false),
+            // No body to leave unread.
+            ("/refuse", "", Some("0"), false),
+            ("/refuse", "", None, false),
+        ] {
+            let response = app.call(call(path, body, declared)).await.unwrap();
+            let connection = response.headers().get(header::CONNECTION).map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(connection.as_deref() == Some("close"), closes, "{path} {declared:?}");
+        }
+    }
 
     #[test]
     fn identity_headers_present_but_empty_are_not_absent() {

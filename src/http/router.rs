@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 
-use super::extract::BodyBudget;
+use super::extract::{BodyBudget, close_if_body_unread};
 use super::state::AppState;
 use crate::adapter::messages_routes;
 use crate::adapter::routes::{self as chat_routes, ChatState, CredentialSource};
@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(budget))
+        .layer(axum::middleware::from_fn(close_if_body_unread))
         .with_state(state)
 }
 
@@ -95,6 +96,7 @@ pub fn local_router(chat: ChatState, loopback: bool, key: Arc<SessionKey>) -> Ro
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(budget))
         .layer(axum::middleware::from_fn_with_state(LocalGuard { loopback, key }, local_guard))
+        .layer(axum::middleware::from_fn(close_if_body_unread))
         .with_state(chat)
 }
 
