@@ -10,7 +10,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use byollm::adapter::messages;
-use byollm::adapter::openai::{MAX_CONTENT_PARTS, MAX_MESSAGES};
+use byollm::adapter::openai::{MAX_CONTENT_PARTS, MAX_MESSAGES, PARSED_ITEM_BYTES};
 use byollm::adapter::request::{Target, parse_request, to_anthropic};
 use byollm::models::catalog;
 use byollm::native::routes::ProfileQuery;
@@ -283,4 +283,39 @@ fn the_profile_list_query_costs_no_map() {
     let (query, peak) = peak_of(|| axum::extract::Query::<ProfileQuery>::try_from_uri(&uri).map(|q| q.0.kind));
     assert_eq!(query.unwrap().as_deref(), Some("APPLICATION"));
     assert!(peak < 16 * 1024, "{peak} bytes for a {} byte query", uri.query().unwrap().len());
+}
+
+#[test]
+fn the_budget_charge_per_parsed_item_covers_what_a_request_holds() {
+    // Shapes with the most elements per byte: tiny messages, tiny content parts. What the parsed
+    // request, its conversion and the body sent hold together stays within the charge the gateway
+    // takes from `server.max_body_bytes_in_flight` (`parsed_items` × PARSED_ITEM_BYTES).
+    let rules = &catalog().by_family("claude-haiku-4-5").unwrap().rules;
+    let role = |i: usize| if i.is_multiple_of(2) { "user" } else { "assistant" };
+    let tiny_messages: Vec<String> =
+        (0..MAX_MESSAGES).map(|i| format!(r#"{{"role":"{}","content":"x"}}"#, role(i))).collect();
+    let part = r#"{"type":"text","text":"x"}"#;
+    let parts = vec![part; 97].join(",");
+    let tiny_parts: Vec<String> =
+        (0..1000).map(|i| format!(r#"{{"role":"{}","content":[{parts}]}}"#, role(i))).collect();
+    for (shape, messages) in [("tiny messages", tiny_messages), ("tiny parts", tiny_parts)] {
+        let body = format!(r#"{{"model":"m","messages":[{}]}}"#, messages.join(","));
+        let (held, peak) = peak_of(|| {
+            let request = parse_request(body.as_bytes()).unwrap();
+            let prepared = to_anthropic(&request, Target { name: "claude-haiku-4-5", rules }).unwrap();
+            let sent = serde_json::to_vec(&prepared.body).unwrap();
+            let items = request.parsed_items;
+            drop(sent);
+            drop(prepared);
+            items
+        });
+        assert!(held >= messages_len(&body), "{shape}: {held} items counted");
+        let charge = held * PARSED_ITEM_BYTES;
+        assert!(peak <= charge, "{shape}: {peak} bytes held, {charge} charged for {held} items");
+    }
+}
+
+/// At least the number of messages in `body` (each is one parsed item).
+fn messages_len(body: &str) -> usize {
+    body.matches(r#""role""#).count()
 }

@@ -30,10 +30,15 @@ thread_local! {
 
 /// Runs `parse` with a fresh budget of [`MAX_ITEMS`] list elements.
 pub fn with_item_budget<T>(parse: impl FnOnce() -> T) -> T {
+    with_item_count(parse).0
+}
+
+/// Like [`with_item_budget`], and also tells how many list elements `parse` built.
+pub fn with_item_count<T>(parse: impl FnOnce() -> T) -> (T, usize) {
     let previous = ITEMS_LEFT.with(|left| left.replace(MAX_ITEMS));
     let result = parse();
-    ITEMS_LEFT.with(|left| left.set(previous));
-    result
+    let left = ITEMS_LEFT.with(|left| left.replace(previous));
+    (result, MAX_ITEMS - left)
 }
 
 fn spend_item() -> bool {

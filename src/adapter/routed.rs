@@ -28,6 +28,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::anthropic::{AnthropicResponse, Usage as AnthropicUsage};
+use super::openai::PARSED_ITEM_BYTES;
 use super::request::{Target, parse_request, to_anthropic};
 use super::response::{to_chat_completion, upstream_error};
 use super::routes::{CallContext, ChatState};
@@ -209,7 +210,7 @@ pub(super) async fn chat(
         context.describe(record);
     }
     // Holds its share of the body budget until an upstream answered (the end of this function).
-    let client_body = body.read(&state.config.server).await?;
+    let mut client_body = body.read(&state.config.server).await?;
     let peek: Peek = serde_json::from_slice(&client_body).map_err(|_| {
         ApiError::invalid_request("body", "invalid_json", "the body must be a JSON chat completion request")
     })?;
@@ -232,6 +233,10 @@ pub(super) async fn chat(
     // Bedrock and Anthropic routes need the adapter's conversion (and the model's rules).
     let converts = failover.pending().any(|route| !matches!(route.upstream, Upstream::OpenAi(_)));
     let request = if converts { Some(parse_request(&client_body)?) } else { None };
+    if let Some(request) = &request {
+        // The parsed request and its conversion are held while the answer is served.
+        client_body.charge(request.parsed_items.saturating_mul(PARSED_ITEM_BYTES)).await?;
+    }
     let model_config = crate::models::find_by_name(&state.config.models, &model);
     let prepared = match (&request, model_config) {
         (Some(request), Some((name, config))) => Some(to_anthropic(request, Target { name, rules: &config.rules })?),

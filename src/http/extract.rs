@@ -101,7 +101,21 @@ impl BodyBudget {
 /// A request body as read: its bytes, and its share of the [`BodyBudget`] while they are held.
 pub struct BoundedBytes {
     pub bytes: Bytes,
-    _share: Option<OwnedSemaphorePermit>,
+    share: Option<OwnedSemaphorePermit>,
+    budget: Option<BodyBudget>,
+}
+
+impl BoundedBytes {
+    /// Takes `bytes` more of the budget, held as long as the body: for what parsing the body built
+    /// (a parsed request can cost many times its text). No room within a second is a 503.
+    pub async fn charge(&mut self, bytes: usize) -> Result<(), ApiError> {
+        if let (Some(budget), Some(share)) = (&self.budget, self.share.as_mut())
+            && bytes > 0
+        {
+            share.merge(budget.take(bytes).await?);
+        }
+        Ok(())
+    }
 }
 
 impl std::ops::Deref for BoundedBytes {
@@ -140,7 +154,7 @@ impl ApiBody {
                 drop(permit.split(permit.num_permits() - used));
             }
         }
-        Ok(BoundedBytes { bytes, _share: share })
+        Ok(BoundedBytes { bytes, share, budget: self.budget })
     }
 
     /// Was it sent as JSON (or with no content type)?
@@ -393,5 +407,23 @@ mod tests {
         // A declared size above the maximum is refused before anything is reserved or read.
         let error = body(65 * KIB, true, &budget).read(&server).await.err().unwrap();
         assert_eq!((error.status.as_u16(), budget.available_kib()), (413, 95));
+    }
+
+    #[tokio::test]
+    async fn what_parsing_built_is_charged_to_the_budget_with_the_body() {
+        let budget = BodyBudget::new(100 * KIB);
+        let server = server(64 * KIB);
+        let mut parsed = body(10 * KIB, true, &budget).read(&server).await.unwrap();
+        parsed.charge(50 * KIB).await.unwrap();
+        assert_eq!(budget.available_kib(), 40);
+        // Another body's parse finds no room: turned away rather than overdrawn.
+        let mut other = body(10 * KIB, true, &budget).read(&server).await.unwrap();
+        let error = other.charge(40 * KIB).await.unwrap_err();
+        assert_eq!((error.status.as_u16(), error.code), (503, "server_busy"));
+        assert_eq!(budget.available_kib(), 30);
+        // The charge goes back with the body.
+        drop(parsed);
+        drop(other);
+        assert_eq!(budget.available_kib(), 100);
     }
 }

@@ -63,13 +63,14 @@ pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
             ApiError::invalid_request(path, "invalid_body", message)
         }
     };
-    crate::adapter::bounded::with_item_budget(|| {
+    let (parsed, items) = crate::adapter::bounded::with_item_count(|| {
         let mut deserializer = serde_json::Deserializer::from_slice(body);
         let request: ChatCompletionRequest = serde_path_to_error::deserialize(&mut deserializer)
             .map_err(|error| fail(error.path().to_string(), error.into_inner().to_string()))?;
         deserializer.end().map_err(|error| fail(String::new(), error.to_string()))?;
         Ok(request)
-    })
+    });
+    parsed.map(|request| ChatCompletionRequest { parsed_items: items, ..request })
 }
 
 /// Converts an OpenAI chat request into an Anthropic-on-Bedrock body for `model`.
