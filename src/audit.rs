@@ -20,6 +20,9 @@ use crate::metrics::Metrics;
 /// Lines queued for the writer before new ones are dropped.
 pub const QUEUE_LINES: usize = 16_384;
 
+/// Bytes reserved for one line before it is written.
+const LINE_CAPACITY: usize = 1024;
+
 /// Token counts as the upstream reported them; `None`: not reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
@@ -95,8 +98,14 @@ impl AuditRecord {
 
     /// The JSON line (no trailing newline).
     pub fn to_line(&self) -> String {
-        // Serialising plain strings and numbers cannot fail; an empty object is the fallback.
-        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+        // One buffer sized for a typical line (500–800 bytes), not grown from 128 bytes by
+        // doubling. Serialising plain strings and numbers cannot fail, and serde_json writes
+        // UTF-8; an empty object is the fallback all the same.
+        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        match serde_json::to_writer(&mut line, self) {
+            Ok(()) => String::from_utf8(line).unwrap_or_else(|_| "{}".to_owned()),
+            Err(_) => "{}".to_owned(),
+        }
     }
 }
 

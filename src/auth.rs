@@ -92,8 +92,15 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     out
 }
 
+/// Lower-case hex, two digits a byte (one allocation; no `format!` per byte).
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(DIGITS[(byte >> 4) as usize] as char);
+        out.push(DIGITS[(byte & 15) as usize] as char);
+    }
+    out
 }
 
 /// A new random API key (`byollm_` + 32 random bytes, base64url).
@@ -217,6 +224,12 @@ impl SessionKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_two_lower_case_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff, 0x10]), "000fa5ff10");
+        assert_eq!(hex(&[]), "");
+    }
 
     fn callers() -> Callers {
         Callers::new(&[CallerConfig {

@@ -26,7 +26,9 @@ use crate::audit::AuditRecord;
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-type Labels = Vec<(&'static str, String)>;
+/// A label set: every name and value is `&'static str` (fixed values, or a [`BoundedLabel`]'s kept
+/// ones), so looking a series up per request copies pointers and allocates nothing.
+type Labels<const N: usize> = [(&'static str, &'static str); N];
 
 /// A counter with one label whose values are fixed at construction.
 #[derive(Debug)]
@@ -35,16 +37,16 @@ pub struct Counter {
     help: &'static str,
     label: &'static str,
     values: Vec<&'static str>,
-    family: Family<Labels, PromCounter>,
+    family: Family<Labels<1>, PromCounter>,
 }
 
 impl Counter {
     /// `name` ends in `_total`, as the series are exposed.
     pub fn new(name: &'static str, help: &'static str, label: &'static str, values: &[&'static str]) -> Counter {
-        let family = Family::<Labels, PromCounter>::default();
+        let family = Family::<Labels<1>, PromCounter>::default();
         // Every fixed value is exposed from the start, at zero.
         for value in values {
-            let _ = family.get_or_create(&vec![(label, (*value).to_owned())]);
+            let _ = family.get_or_create(&[(label, *value)]);
         }
         Counter { name, help, label, values: values.to_vec(), family }
     }
@@ -56,22 +58,22 @@ impl Counter {
     /// Count one event; a label value outside the fixed set counts as `other`.
     pub fn inc(&self, value: &str) {
         if let Some(slot) = self.slot(value) {
-            self.family.get_or_create(&vec![(self.label, slot.to_owned())]).inc();
+            self.family.get_or_create(&[(self.label, slot)]).inc();
         }
     }
 
     /// Count `n` at once (token counters).
     pub fn add(&self, value: &str, n: u64) {
         if let Some(slot) = self.slot(value) {
-            self.family.get_or_create(&vec![(self.label, slot.to_owned())]).inc_by(n);
+            self.family.get_or_create(&[(self.label, slot)]).inc_by(n);
         }
     }
 
     pub fn get(&self, value: &str) -> u64 {
-        if !self.values.contains(&value) {
-            return 0;
+        match self.values.iter().find(|v| **v == value) {
+            Some(value) => self.family.get_or_create(&[(self.label, *value)]).get(),
+            None => 0,
         }
-        self.family.get_or_create(&vec![(self.label, value.to_owned())]).get()
     }
 
     fn register(&self, registry: &mut Registry) {
@@ -83,9 +85,13 @@ impl Counter {
 
 /// A label whose values are capped: the first `max` distinct values are kept, later ones become
 /// `other`.
+///
+/// A kept value is stored once for the life of the process (leaked: at most `max` strings, which
+/// the set would hold for as long anyway), so the label handed out is a `&'static str` and a
+/// request's lookups allocate nothing.
 #[derive(Debug)]
 pub struct BoundedLabel {
-    seen: Mutex<HashSet<String>>,
+    seen: Mutex<HashSet<&'static str>>,
     max: usize,
 }
 
@@ -94,16 +100,17 @@ impl BoundedLabel {
         BoundedLabel { seen: Mutex::new(HashSet::new()), max }
     }
 
-    pub fn value(&self, value: &str) -> String {
+    pub fn value(&self, value: &str) -> &'static str {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.contains(value) {
-            return value.to_owned();
+        if let Some(kept) = seen.get(value) {
+            return kept;
         }
         if seen.len() < self.max {
-            seen.insert(value.to_owned());
-            return value.to_owned();
+            let kept: &'static str = Box::leak(value.to_owned().into_boxed_str());
+            seen.insert(kept);
+            return kept;
         }
-        "other".to_owned()
+        "other"
     }
 }
 
@@ -127,11 +134,11 @@ pub struct Metrics {
     pub model_tokens: Counter,
     pub policy_reloads: Counter,
     pub audit_dropped: Counter,
-    in_flight: Family<Labels, Gauge>,
-    duration: Family<Labels, Histogram, fn() -> Histogram>,
-    first_byte: Family<Labels, Histogram, fn() -> Histogram>,
-    tokens: Family<Labels, PromCounter>,
-    attempts: Family<Labels, PromCounter>,
+    in_flight: Family<Labels<1>, Gauge>,
+    duration: Family<Labels<4>, Histogram, fn() -> Histogram>,
+    first_byte: Family<Labels<3>, Histogram, fn() -> Histogram>,
+    tokens: Family<Labels<3>, PromCounter>,
+    attempts: Family<Labels<3>, PromCounter>,
     models: BoundedLabel,
     routes: BoundedLabel,
     registry: Registry,
@@ -284,7 +291,7 @@ impl Default for Metrics {
             counter.register(&mut registry);
         }
         for surface in SURFACES {
-            let _ = metrics.in_flight.get_or_create(&vec![("surface", (*surface).to_owned())]);
+            let _ = metrics.in_flight.get_or_create(&[("surface", *surface)]);
         }
         registry.register(
             "byollm_requests_in_flight",
@@ -316,8 +323,8 @@ impl Default for Metrics {
     }
 }
 
-fn surface_label(surface: &str) -> String {
-    SURFACES.iter().find(|s| **s == surface).copied().unwrap_or("other").to_owned()
+fn surface_label(surface: &str) -> &'static str {
+    SURFACES.iter().find(|s| **s == surface).copied().unwrap_or("other")
 }
 
 /// Decrements the in-flight gauge when dropped.
@@ -334,7 +341,7 @@ impl Drop for InFlight {
 impl Metrics {
     /// Count a model request as in flight until the guard is dropped (after its stream ended).
     pub fn in_flight(&self, surface: &str) -> InFlight {
-        let gauge = self.in_flight.get_or_create_owned(&vec![("surface", surface_label(surface))]);
+        let gauge = self.in_flight.get_or_create_owned(&[("surface", surface_label(surface))]);
         gauge.inc();
         InFlight { gauge }
     }
@@ -342,18 +349,12 @@ impl Metrics {
     /// Feed the per-request series from a finished request's audit record.
     pub fn observe(&self, record: &AuditRecord) {
         let surface = surface_label(record.surface);
-        let model = record.model.as_deref().map_or_else(|| "none".to_owned(), |m| self.models.value(m));
-        let route = record.route.as_deref().map_or_else(|| "none".to_owned(), |r| self.routes.value(r));
-        let outcome = outcome(record.status).to_owned();
-        let labels = vec![
-            ("surface", surface.clone()),
-            ("model", model.clone()),
-            ("route", route.clone()),
-            ("outcome", outcome),
-        ];
+        let model = record.model.as_deref().map_or("none", |m| self.models.value(m));
+        let route = record.route.as_deref().map_or("none", |r| self.routes.value(r));
+        let labels = [("surface", surface), ("model", model), ("route", route), ("outcome", outcome(record.status))];
         self.duration.get_or_create(&labels).observe(record.duration_ms as f64 / 1000.0);
         if let Some(ttfb) = record.ttfb_ms {
-            let labels = vec![("surface", surface), ("model", model.clone()), ("route", route.clone())];
+            let labels = [("surface", surface), ("model", model), ("route", route)];
             self.first_byte.get_or_create(&labels).observe(ttfb as f64 / 1000.0);
         }
         let usage = &record.usage;
@@ -366,16 +367,12 @@ impl Metrics {
         ];
         for (kind, count) in REQUEST_TOKEN_KINDS.iter().zip(counts) {
             if let Some(count) = count.filter(|c| *c > 0) {
-                let labels = vec![("model", model.clone()), ("route", route.clone()), ("kind", (*kind).to_owned())];
+                let labels = [("model", model), ("route", route), ("kind", *kind)];
                 self.tokens.get_or_create(&labels).inc_by(count);
             }
         }
         for attempt in &record.attempts {
-            let labels = vec![
-                ("model", model.clone()),
-                ("route", self.routes.value(&attempt.route)),
-                ("result", attempt.result.to_owned()),
-            ];
+            let labels = [("model", model), ("route", self.routes.value(&attempt.route)), ("result", attempt.result)];
             self.attempts.get_or_create(&labels).inc();
         }
     }

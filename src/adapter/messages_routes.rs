@@ -81,12 +81,12 @@ pub fn anthropic_model_list(state: &ChatState, models: &[String]) -> Response {
     axum::Json(serde_json::json!({"data": data, "has_more": false, "first_id": first, "last_id": last})).into_response()
 }
 
-/// Run `serve` within the request timeout.
-async fn within_timeout<F>(chat: &ChatState, serve: F) -> Result<Response, ApiError>
+/// Run `serve` within the request timeout (boxed there at once, see [`within_request_timeout`]).
+fn within_timeout<F>(chat: &ChatState, serve: F) -> impl Future<Output = Result<Response, ApiError>> + use<F>
 where
     F: Future<Output = Result<Response, ApiError>>,
 {
-    within_request_timeout(chat.config.server.request_timeout, serve).await
+    within_request_timeout(chat.config.server.request_timeout, serve)
 }
 
 /// The response of a Messages API request: a refusal in Anthropic's shape, which finishes the
