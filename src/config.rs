@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
+use crate::aws::{RoleArn, validate_region};
 pub use crate::models::ModelConfig;
 use crate::principal::{ActorType, Uid};
 
@@ -190,55 +191,6 @@ pub struct BedrockConfig {
 pub struct LocalConfig {
     pub profile: Option<String>,
     pub refresh_interval: Duration,
-}
-
-/// An IAM role ARN, `arn:<partition>:iam::<12 digits>:role/<path/name>`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RoleArn(String);
-
-impl RoleArn {
-    pub fn parse(value: &str) -> Result<RoleArn, String> {
-        let bad =
-            || format!("{value:?} is not an IAM role ARN; expected arn:aws:iam::<12-digit account id>:role/<name>");
-        let rest = value.strip_prefix("arn:").ok_or_else(bad)?;
-        let (partition, rest) = rest.split_once(':').ok_or_else(bad)?;
-        if !matches!(partition, "aws" | "aws-cn" | "aws-us-gov") {
-            return Err(bad());
-        }
-        let rest = rest.strip_prefix("iam::").ok_or_else(bad)?;
-        let (account, resource) = rest.split_once(':').ok_or_else(bad)?;
-        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let name = resource.strip_prefix("role/").ok_or_else(bad)?;
-        let name_ok = !name.is_empty()
-            && name.len() <= 512
-            && !name.ends_with('/')
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b));
-        if !name_ok {
-            return Err(bad());
-        }
-        Ok(RoleArn(value.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn account_id(&self) -> &str {
-        self.0.split(':').nth(4).unwrap_or_default()
-    }
-
-    /// The role's name, without its path.
-    pub fn role_name(&self) -> &str {
-        self.0.rsplit('/').next().unwrap_or_default()
-    }
-}
-
-impl fmt::Display for RoleArn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// One invalid field.
@@ -688,14 +640,6 @@ fn validate_issuer_url(raw: &str, dev: bool) -> Result<String, String> {
     }
     let scheme_len = url.scheme().len() + 3;
     Ok(raw[scheme_len..].to_owned())
-}
-
-pub fn validate_region(region: String) -> Result<String, String> {
-    let ok = !region.is_empty()
-        && region.len() <= 32
-        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && region.contains('-');
-    if ok { Ok(region) } else { Err(format!("{region:?} is not an AWS region like us-east-1")) }
 }
 
 fn validate_endpoint_url(raw: String) -> Result<String, String> {

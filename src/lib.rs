@@ -3,24 +3,21 @@
 //! `main.rs` is a thin CLI over it; tests and examples use it directly.
 
 pub mod adapter;
-pub mod audit;
-pub mod auth;
-pub mod authz;
-pub mod aws_setup;
+pub mod aws;
 pub mod broker;
 pub mod config;
-pub mod doctor;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod issuer;
-pub mod metrics;
 pub mod models;
 pub mod native;
+pub mod observe;
+pub mod ops;
 pub mod principal;
 pub mod routing;
 pub mod secret;
 pub mod target;
-pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 

@@ -420,18 +420,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime.block_on(async {
-                let probe = served.map(|(name, model)| byollm::doctor::ModelProbe { name, model, bedrock: &bedrock });
+                let probe =
+                    served.map(|(name, model)| byollm::ops::doctor::ModelProbe { name, model, bedrock: &bedrock });
                 match (team, actor, principal) {
                     (Some(team), Some(actor), Some(principal)) => {
                         let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
                         let broker = cli_broker(config.clone())?;
-                        let request = byollm::authz::RunRequest {
+                        let request = byollm::identity::authz::RunRequest {
                             actor: Some(actor),
                             principal: Some(principal),
                             agent,
                             ..Default::default()
                         };
-                        Ok::<_, Failure>(byollm::doctor::team_report(&broker, &team_uid, request, probe).await)
+                        Ok::<_, Failure>(byollm::ops::doctor::team_report(&broker, &team_uid, request, probe).await)
                     }
                     _ => {
                         let source = byollm::broker::local::LocalSource {
@@ -440,7 +441,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                             credentials_file: std::env::var_os("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from),
                             refresh_interval: config.local.refresh_interval,
                         };
-                        Ok(byollm::doctor::local_model_report(source, Some(config.bedrock.region.clone()), probe).await)
+                        Ok(byollm::ops::doctor::local_model_report(source, Some(config.bedrock.region.clone()), probe)
+                            .await)
                     }
                 }
             })?;
@@ -454,9 +456,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Models { config } => {
             let config = load_config(&config, true)?;
             println!("Model catalog (src/models/catalog.toml):\n");
-            print!("{}", byollm::models::report::catalog_table(byollm::models::catalog()));
+            print!("{}", byollm::ops::models_report::catalog_table(byollm::models::catalog()));
             println!("\nServed models:\n");
-            print!("{}", byollm::models::report::served_table(&config.models));
+            print!("{}", byollm::ops::models_report::served_table(&config.models));
             for warning in &config.warnings {
                 println!("\nwarning: {warning}");
             }
@@ -464,7 +466,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Keys(command) => keys(command),
         Command::Token(TokenCommand::Mint { config, team, actor, principal, lifetime_secs, agent, run_id }) => {
-            use byollm::authz::{Purpose, RunRequest, authorize};
+            use byollm::identity::authz::{Purpose, RunRequest, authorize};
             let config = load_config(&config, false)?;
             let issuer = Issuer::open(&config)?;
             let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
@@ -472,7 +474,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // run ids are checked, and the team's session-tag setting applies.
             let request =
                 RunRequest { actor: Some(actor), principal: Some(principal), agent, run_id, ..Default::default() };
-            let operator = byollm::auth::Caller::operator(team_uid);
+            let operator = byollm::identity::auth::Caller::operator(team_uid);
             let run = authorize(&config, &operator, &request, Purpose::Token).map_err(|e| e.to_string())?;
             let minted = issuer
                 .mint(&run.principal, lifetime_secs.map(Duration::from_secs), &RunClaims::from(&run), unix_now())
@@ -482,7 +484,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::AwsSetup { config, team, account_id, format, actor, principal, agent, role_name } => {
-            use byollm::aws_setup::{SetupInput, SubjectScope, generate};
+            use byollm::ops::aws_setup::{SetupInput, SubjectScope, generate};
             let config = load_config(&config, false)?;
             let team_uid = byollm::principal::Uid::parse(&team).map_err(|e| format!("--team: {e}"))?;
             let actor = actor
@@ -509,7 +511,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let mut input = SetupInput {
                 issuer_url: config.issuer.url.clone(),
                 audience: config.issuer.audience.clone(),
-                role_name: role_name.unwrap_or_else(|| byollm::aws_setup::default_role_name(&team_uid, agent.as_ref())),
+                role_name: role_name
+                    .unwrap_or_else(|| byollm::ops::aws_setup::default_role_name(&team_uid, agent.as_ref())),
                 session_tags: team_config.is_some_and(|t| t.session_tags),
                 agent,
                 team_uid,
@@ -545,9 +548,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Callers(CallersCommand::NewKey) => {
-            let key = byollm::auth::generate_key().map_err(|e| e.message)?;
+            let key = byollm::identity::auth::generate_key().map_err(|e| e.message)?;
             println!("api key (give to the caller, store nowhere else): {key}");
-            println!("key_sha256 = \"{}\"", byollm::auth::hex(&byollm::auth::hash_key(&key)));
+            println!("key_sha256 = \"{}\"", byollm::identity::auth::hex(&byollm::identity::auth::hash_key(&key)));
             Ok(())
         }
         Command::Callers(CallersCommand::HashKey) => {
@@ -557,7 +560,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if key.is_empty() {
                 return Err(Failure::Other("no key on stdin".into()));
             }
-            println!("key_sha256 = \"{}\"", byollm::auth::hex(&byollm::auth::hash_key(key)));
+            println!("key_sha256 = \"{}\"", byollm::identity::auth::hex(&byollm::identity::auth::hash_key(key)));
             Ok(())
         }
     }
@@ -651,7 +654,7 @@ fn cli_broker(config: Config) -> Result<byollm::broker::Broker, Failure> {
         Arc::new(issuer),
         Arc::new(sts),
         Arc::new(byollm::broker::cache::SystemClock),
-        Arc::new(byollm::metrics::Metrics::default()),
+        Arc::new(byollm::observe::metrics::Metrics::default()),
     ))
 }
 
@@ -668,7 +671,7 @@ fn load_routing(config: &Config, mode: Mode) -> Result<RoutingPolicy, Failure> {
 async fn watch_routing(
     mut reloader: PolicyReloader,
     routing: Arc<byollm::routing::Routing>,
-    metrics: Arc<byollm::metrics::Metrics>,
+    metrics: Arc<byollm::observe::metrics::Metrics>,
 ) {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -718,10 +721,10 @@ async fn serve(
     let public_listen = config.server.public_listen;
     let reload_interval = config.keys.reload_interval;
     let tls = load_tls(&config)?;
-    let telemetry = byollm::telemetry::Telemetry::start(&config.telemetry)?;
+    let telemetry = byollm::observe::telemetry::Telemetry::start(&config.telemetry)?;
     let mut state = byollm::AppState::new(config, issuer, routing);
     if let Some(telemetry) = &telemetry {
-        state.chat.audit.set_observer(telemetry.clone());
+        state.chat.audit.add_observer(telemetry.clone());
     }
     if let Some((path, env)) = reload {
         let reloader = PolicyReloader::new(path, env, state.config.clone(), Mode::Hosted);
@@ -803,15 +806,15 @@ async fn local(
     }
     let _refresher = session.clone().spawn_refresher();
     let config = Arc::new(config);
-    let metrics = Arc::new(byollm::metrics::Metrics::default());
-    let audit_sink = Arc::new(byollm::audit::StdoutSink::start());
-    let mut audit = byollm::audit::Audit::new(audit_sink, metrics.clone());
-    let telemetry = byollm::telemetry::Telemetry::start(&config.telemetry)?;
+    let metrics = Arc::new(byollm::observe::metrics::Metrics::default());
+    let audit_sink = Arc::new(byollm::observe::audit::StdoutSink::start());
+    let mut audit = byollm::observe::audit::Audit::new(audit_sink, metrics.clone());
+    let telemetry = byollm::observe::telemetry::Telemetry::start(&config.telemetry)?;
     if let Some(telemetry) = &telemetry {
-        audit.set_observer(telemetry.clone());
+        audit.add_observer(telemetry.clone());
     }
     let chat = ChatState {
-        callers: Arc::new(byollm::auth::Callers::new(&config.callers)),
+        callers: Arc::new(byollm::identity::auth::Callers::new(&config.callers)),
         metrics: metrics.clone(),
         bedrock: Arc::new(byollm::upstream::BedrockClient::new(config.bedrock.endpoint_url.clone())),
         source: CredentialSource::Local { session: session.clone(), region: region.clone() },
@@ -828,12 +831,12 @@ async fn local(
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let bound = listener.local_addr()?;
     // A key per session, required on every request; written where only this user can read it.
-    let key = Arc::new(byollm::auth::SessionKey::generate().map_err(|e| e.message)?);
+    let key = Arc::new(byollm::identity::auth::SessionKey::generate().map_err(|e| e.message)?);
     let key_path = key_file
         .or_else(|| {
             let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_dir());
             let home = std::env::var_os("HOME").map(PathBuf::from);
-            byollm::auth::SessionKey::default_path(runtime.as_deref(), home.as_deref(), bound.port())
+            byollm::identity::auth::SessionKey::default_path(runtime.as_deref(), home.as_deref(), bound.port())
         })
         .ok_or("no place for the session key: set HOME or pass --key-file")?;
     key.write_file(&key_path).map_err(|e| format!("cannot write the session key to {}: {e}", key_path.display()))?;

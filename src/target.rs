@@ -6,7 +6,7 @@
 //! ([`crate::routing::Routing::start_on`]), as on every surface.
 //!
 //! Must never: read HTTP, call Bedrock, pick routes, or decide who may act for a run (that is
-//! [`crate::authz`]). Depends on `config` and `models` only.
+//! [`crate::identity::authz`]). Depends on `config` and `models` only.
 
 use crate::config::{Config, ModelConfig};
 use crate::models;

@@ -127,7 +127,7 @@ fn generated_trust_policy(gateway: &Gateway, team: &str, agent: Option<&str>) ->
 /// The generator with session tags off, for team acme (as a customer who set up the role before
 /// turning session tags on would have it).
 fn untagged_policy(team: &str) -> Value {
-    use byollm::aws_setup::{SetupInput, SubjectScope, generate};
+    use byollm::ops::aws_setup::{SetupInput, SubjectScope, generate};
     let input = SetupInput {
         issuer_url: ISSUER.into(),
         audience: "sts.amazonaws.com".into(),

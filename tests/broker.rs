@@ -14,10 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_credential_types::provider::ProvideCredentials;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use byollm::authz::RunRequest;
 use byollm::broker::cache::Clock;
 use byollm::broker::sts::SdkSts;
 use byollm::config::Config;
+use byollm::identity::authz::RunRequest;
 use byollm::issuer::Issuer;
 use byollm::principal::Uid;
 use harness::{API_KEY, Gateway, OTHER_API_KEY, callers_toml, sha256_hex};
@@ -985,7 +985,7 @@ async fn doctor_reports_a_teams_sts_exchange_without_secrets() {
         ..Default::default()
     };
 
-    let report = byollm::doctor::team_report(&app.state.broker, &acme, alice(Some("reviewer")), None).await;
+    let report = byollm::ops::doctor::team_report(&app.state.broker, &acme, alice(Some("reviewer")), None).await;
     let text = report.to_string();
     assert!(report.ok, "{text}");
     let issued = app.sts.issued();
@@ -1002,22 +1002,22 @@ async fn doctor_reports_a_teams_sts_exchange_without_secrets() {
     assert!(app.sts.requests()[0].role_session_name.as_deref().unwrap().contains("byollm-doctor"));
 
     // Run again: the doctor asks STS every time rather than trusting a cache.
-    assert!(byollm::doctor::team_report(&app.state.broker, &acme, alice(Some("reviewer")), None).await.ok);
+    assert!(byollm::ops::doctor::team_report(&app.state.broker, &acme, alice(Some("reviewer")), None).await.ok);
     assert_eq!(app.sts.calls(), 2);
 
-    let report = byollm::doctor::team_report(&app.state.broker, &acme, alice(Some("stranger")), None).await;
+    let report = byollm::ops::doctor::team_report(&app.state.broker, &acme, alice(Some("stranger")), None).await;
     let error = report.error.as_ref().expect("an error");
     assert!(!report.ok);
     assert_eq!((error.status, error.code.as_str()), (403, "sts_trust_policy_mismatch"));
     assert!(report.to_string().contains("sts_trust_policy_mismatch") && report.to_string().contains("FAILED"));
 
     app.sts.set_providers(vec![]);
-    let report = byollm::doctor::team_report(&app.state.broker, &acme, alice(None), None).await;
+    let report = byollm::ops::doctor::team_report(&app.state.broker, &acme, alice(None), None).await;
     assert_eq!(report.error.map(|e| e.code), Some("sts_oidc_provider_missing".into()));
 
     // The doctor authorizes like every entry point: uids and agents are checked, no STS call.
     let lonely = Uid::parse("lonely").unwrap();
-    let report = byollm::doctor::team_report(&app.state.broker, &lonely, alice(None), None).await;
+    let report = byollm::ops::doctor::team_report(&app.state.broker, &lonely, alice(None), None).await;
     assert_eq!(report.error.map(|e| e.code), Some("no_bedrock_role".into()));
     for (request, code) in [
         (alice(Some("nobody")), "unknown_agent"),
@@ -1025,7 +1025,7 @@ async fn doctor_reports_a_teams_sts_exchange_without_secrets() {
         (RunRequest { principal: Some("a/b".into()), ..alice(None) }, "invalid_uid"),
         (RunRequest { team: Some("other".into()), ..alice(None) }, "team_not_allowed"),
     ] {
-        let report = byollm::doctor::team_report(&app.state.broker, &acme, request, None).await;
+        let report = byollm::ops::doctor::team_report(&app.state.broker, &acme, request, None).await;
         assert_eq!(report.error.map(|e| e.code), Some(code.into()));
     }
     assert_eq!(app.sts.calls(), 4);

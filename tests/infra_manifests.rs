@@ -1,12 +1,12 @@
 //! Checks that the deployment manifests and the customer-side infrastructure agree with the
-//! binary and with `byollm::aws_setup`: ports, probe paths, the embedded `byollm.toml`, and the
+//! binary and with `byollm::ops::aws_setup`: ports, probe paths, the embedded `byollm.toml`, and the
 //! trust policy Terraform and CloudFormation build.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use byollm::aws_setup::{SetupInput, SubjectScope, generate, subject_pattern};
+use byollm::ops::aws_setup::{SetupInput, SubjectScope, generate, subject_pattern};
 use byollm::principal::{ActorType, Uid};
 use serde_json::Value;
 
@@ -719,7 +719,7 @@ impl<'a> Cfn<'a> {
 /// The parameters `byollm aws-setup --format cfn-params` prints, with its IssuerHost (see
 /// byollm-role.yaml: a template cannot compute a map key from IssuerUrl) replaced by `host`, so a
 /// test can also give the template one that disagrees.
-fn cfn_params_of(out: &byollm::aws_setup::SetupOutput, host: &str) -> Vec<(String, String)> {
+fn cfn_params_of(out: &byollm::ops::aws_setup::SetupOutput, host: &str) -> Vec<(String, String)> {
     let mut params: Vec<(String, String)> = out
         .cfn_parameters
         .as_array()

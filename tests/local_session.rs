@@ -146,7 +146,7 @@ async fn a_credential_process_stderr_never_reaches_the_client() {
     assert!(!api.message.contains("SECRET-ON-STDERR"), "{}", api.message);
     assert!(!byollm::broker::local::without_stderr(&error.detail).contains("SECRET-ON-STDERR"));
     // The person's own doctor shows it, to the person.
-    let report = byollm::doctor::local_report(aws.source("noisy")).await;
+    let report = byollm::ops::doctor::local_report(aws.source("noisy")).await;
     assert!(report.to_string().contains("SECRET-ON-STDERR"), "{report}");
 }
 
@@ -221,7 +221,7 @@ async fn static_keys_work_and_never_expire() {
 #[tokio::test]
 async fn doctor_reports_the_source_the_masked_key_and_the_expiry() {
     let aws = AwsDir::new();
-    let report = byollm::doctor::local_report(aws.source("rotating")).await;
+    let report = byollm::ops::doctor::local_report(aws.source("rotating")).await;
     let text = report.to_string();
     assert!(report.ok, "{text}");
     assert_eq!(report.access_key.as_deref(), Some("****0001"));
@@ -231,7 +231,7 @@ async fn doctor_reports_the_source_the_masked_key_and_the_expiry() {
     assert!(text.contains("profile \"rotating\"") && text.contains("****0001") && text.contains("(in "), "{text}");
     assert!(!text.contains("ASIALOCALTEST") && !text.contains("local-secret") && !text.contains("local-token"));
 
-    let report = byollm::doctor::local_report(aws.source("static")).await;
+    let report = byollm::ops::doctor::local_report(aws.source("static")).await;
     assert!(report.ok);
     assert!(report.to_string().contains("never"), "{report}");
     assert!(!report.to_string().contains("static-secret-value"));
@@ -240,7 +240,7 @@ async fn doctor_reports_the_source_the_masked_key_and_the_expiry() {
 #[tokio::test]
 async fn doctor_reports_an_expired_session_with_the_command_that_fixes_it() {
     let aws = AwsDir::new();
-    let report = byollm::doctor::local_report(aws.source("expired")).await;
+    let report = byollm::ops::doctor::local_report(aws.source("expired")).await;
     let text = report.to_string();
     assert!(!report.ok);
     let error = report.error.as_ref().expect("an error");
@@ -249,7 +249,7 @@ async fn doctor_reports_an_expired_session_with_the_command_that_fixes_it() {
     assert!(text.contains("fix:") && text.contains("FAILED"), "{text}");
     assert!(!text.contains("local-secret") && !text.contains("local-token"));
 
-    let report = byollm::doctor::local_report(aws.source("work")).await;
+    let report = byollm::ops::doctor::local_report(aws.source("work")).await;
     assert_eq!(report.error.and_then(|e| e.hint).as_deref(), Some("aws sso login --profile work"));
 }
 

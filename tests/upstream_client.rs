@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use byollm::broker::sts::AwsCredentials;
+use byollm::aws::AwsCredentials;
 use byollm::secret::Secret;
 use byollm::upstream::{BedrockClient, BedrockFailure, RawRequest, model_path};
 use http_body_util::BodyExt;

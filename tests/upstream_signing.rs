@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use byollm::broker::sts::AwsCredentials;
+use byollm::aws::AwsCredentials;
 use byollm::secret::Secret;
 use byollm::upstream::BedrockClient;
 use byollm::upstream::signer::Signer;

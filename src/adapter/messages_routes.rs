@@ -3,7 +3,7 @@
 //! carries `anthropic-version`).
 //!
 //! Authentication by `x-api-key` or `Authorization: Bearer` (cloud: the API key, then the run's
-//! identity from the `x-byollm-*` headers through [`crate::authz`]; local: the session key). The
+//! identity from the `x-byollm-*` headers through [`crate::identity::authz`]; local: the session key). The
 //! model's routes come from the routing policy ([`crate::routing::Routing::start_on`], surface
 //! `Messages`), the body from [`super::messages`] (with the catalog's rules), and each route is
 //! tried in turn until one answers, failover only before the first byte: a Bedrock route
@@ -34,8 +34,8 @@ use super::routes::{CallContext, ChatState, context};
 use crate::config::ModelConfig;
 use crate::error::ApiError;
 use crate::http::ApiBody;
-use crate::metrics::Metrics;
 use crate::native::{Usage, event_usage};
+use crate::observe::metrics::Metrics;
 use crate::routing::failover::class_of_bedrock;
 use crate::routing::policy::valid_model_name;
 use crate::routing::{BedrockRoute, FailureClass, Route, RouteError, Surface, Upstream};
@@ -100,7 +100,7 @@ fn respond(chat: &ChatState, audit: &mut AuditGuard, result: Result<Response, Ap
             error_response(&error)
         }
     };
-    chat.metrics.messages_requests.inc(crate::metrics::outcome(response.status().as_u16()));
+    chat.metrics.messages_requests.inc(crate::observe::metrics::outcome(response.status().as_u16()));
     tracing::debug!(
         status = response.status().as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64,
@@ -324,8 +324,8 @@ fn message_usage(message: &[u8]) -> Option<Usage> {
 }
 
 /// Usage read from relayed answers, as the audit line holds it.
-pub fn audit_usage(usage: &Usage) -> crate::audit::Usage {
-    crate::audit::Usage {
+pub fn audit_usage(usage: &Usage) -> crate::observe::audit::Usage {
+    crate::observe::audit::Usage {
         input_tokens: usage.input_tokens,
         output_tokens: usage.output_tokens,
         cache_read_input_tokens: usage.cache_read_input_tokens,

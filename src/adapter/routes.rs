@@ -4,7 +4,7 @@
 //!
 //! A cloud run authenticates with its API key and names its principal in headers
 //! (`x-byollm-actor`, `x-byollm-principal`, optional `x-byollm-team`, `x-byollm-agent`,
-//! `x-byollm-run-id`), which [`crate::authz::authorize`] checks; the broker's credentials for that
+//! `x-byollm-run-id`), which [`crate::identity::authz::authorize`] checks; the broker's credentials for that
 //! run sign the Bedrock call. In local mode
 //! the person's own AWS session signs it. Streams are pulled from Bedrock only as fast as the
 //! client reads, and dropped the moment the client goes away.
@@ -19,15 +19,16 @@ use axum::response::{IntoResponse, Response};
 use super::openai::{ModelList, ModelObject, ModelReasoning};
 use super::response::model_object;
 use super::routed::{self, AuditGuard};
-use crate::audit::Audit;
-use crate::auth::Callers;
-use crate::authz::{AuthorizedRun, Purpose, authorize};
+use crate::aws::RoleArn;
 use crate::broker::Broker;
 use crate::broker::local::LocalSession;
-use crate::config::{Config, RoleArn};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::{ApiBody, run_request_from_headers};
-use crate::metrics::Metrics;
+use crate::identity::auth::Callers;
+use crate::identity::authz::{AuthorizedRun, Purpose, authorize};
+use crate::observe::audit::Audit;
+use crate::observe::metrics::Metrics;
 use crate::routing::{RouteScope, Routing, Surface};
 use crate::upstream::direct::DirectClient;
 use crate::upstream::{BedrockClient, BedrockFailure};
@@ -89,7 +90,7 @@ impl CallContext {
     }
 
     /// Credentials and region for the run as it is (the Messages API and native routes).
-    pub async fn credentials(&self, config: &Config) -> Result<(crate::broker::sts::AwsCredentials, &str), ApiError> {
+    pub async fn credentials(&self, config: &Config) -> Result<(crate::aws::AwsCredentials, &str), ApiError> {
         match self {
             CallContext::Broker { broker, run, .. } => {
                 let cached = broker.credentials(run).await.map_err(|e| e.to_api_error(config))?;
@@ -110,7 +111,7 @@ impl CallContext {
         config: &Config,
         role: Option<&RoleArn>,
         region: Option<&str>,
-    ) -> Result<(crate::broker::sts::AwsCredentials, String), ApiError> {
+    ) -> Result<(crate::aws::AwsCredentials, String), ApiError> {
         match self {
             CallContext::Broker { broker, run, .. } => {
                 let mut run = run.clone();
@@ -141,7 +142,7 @@ impl CallContext {
     }
 
     /// Who asked, for the audit line.
-    pub fn describe(&self, record: &mut crate::audit::AuditRecord) {
+    pub fn describe(&self, record: &mut crate::observe::audit::AuditRecord) {
         if let CallContext::Broker { run, caller, .. } = self {
             record.caller = Some(caller.clone());
             record.team = Some(run.principal.team_uid.to_string());
@@ -171,14 +172,14 @@ impl CallContext {
 }
 
 /// The models the caller may use through `surface`: the routing policy's for its team (and the
-/// agent it names, one it may act as: [`crate::authz::authorize_listing`]). Both shapes of
+/// agent it names, one it may act as: [`crate::identity::authz::authorize_listing`]). Both shapes of
 /// `GET /v1/models` and `/inference-profiles` list these.
 pub fn allowed_models(state: &ChatState, headers: &HeaderMap, surface: Surface) -> Result<Vec<String>, ApiError> {
     let policy = state.routing.policy();
     match &state.source {
         CredentialSource::Broker(_) => {
             let caller = state.callers.authenticate(headers)?;
-            let agent = crate::authz::authorize_listing(&caller, &run_request_from_headers(headers)?)?;
+            let agent = crate::identity::authz::authorize_listing(&caller, &run_request_from_headers(headers)?)?;
             let scope = RouteScope { team: Some(caller.team.as_str()), agent: agent.as_deref() };
             Ok(policy.allowed_models_on(scope, surface))
         }
@@ -260,7 +261,7 @@ pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap
             error.into_response()
         }
     };
-    state.metrics.chat_requests.inc(crate::metrics::outcome(response.status().as_u16()));
+    state.metrics.chat_requests.inc(crate::observe::metrics::outcome(response.status().as_u16()));
     tracing::debug!(
         status = response.status().as_u16(),
         elapsed_us = started.elapsed().as_micros() as u64,
@@ -273,5 +274,5 @@ pub(crate) fn completion_id() -> String {
     use aws_lc_rs::rand::SecureRandom;
     let mut bytes = [0u8; 12];
     let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);
-    format!("chatcmpl-{}", crate::auth::hex(&bytes))
+    format!("chatcmpl-{}", crate::identity::auth::hex(&bytes))
 }

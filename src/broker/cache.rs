@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use super::sts::AwsCredentials;
-use crate::config::RoleArn;
+use crate::aws::AwsCredentials;
+use crate::aws::RoleArn;
 use crate::principal::{ScopedPrincipal, Uid};
 
 /// Never refresh later than this before expiry.

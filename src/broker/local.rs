@@ -20,7 +20,7 @@ use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvid
 use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 use axum::http::StatusCode;
 
-use super::sts::AwsCredentials;
+use crate::aws::AwsCredentials;
 use crate::error::ApiError;
 use crate::secret::Secret;
 

@@ -17,11 +17,12 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 
-use crate::authz::AuthorizedRun;
-use crate::config::{Config, RoleArn};
+use crate::aws::RoleArn;
+use crate::config::Config;
 use crate::error::ApiError;
+use crate::identity::authz::AuthorizedRun;
 use crate::issuer::{Issuer, MintError, RunClaims};
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::principal::ScopedPrincipal;
 use cache::{CacheKey, CachedCredentials, Clock, CredentialCache, Outcome};
 use sts::{AssumeRequest, StsErrorClass, StsExchange, StsFailure, classify};
@@ -84,7 +85,7 @@ impl Broker {
         &self.core.issuer
     }
 
-    /// Credentials for a run [`crate::authz::authorize`] allowed, used by the gateway itself (to
+    /// Credentials for a run [`crate::identity::authz::authorize`] allowed, used by the gateway itself (to
     /// sign the run's Bedrock calls): cached ones at once while they are valid (a refresh, when
     /// due, runs in the background), else from STS.
     pub async fn credentials(&self, run: &AuthorizedRun) -> Result<Arc<CachedCredentials>, BrokerError> {
@@ -126,7 +127,7 @@ impl Broker {
     }
 
     /// Forget the cached credentials of run `run_id` whose principal and agent `may_end` allows
-    /// (the caller's binding, [`crate::authz::permits`]); returns how many were dropped.
+    /// (the caller's binding, [`crate::identity::authz::permits`]); returns how many were dropped.
     pub fn end_run(&self, run_id: &str, may_end: impl Fn(&ScopedPrincipal, Option<&str>) -> bool) -> usize {
         self.cache.evict_run(run_id, |key| may_end(&key.principal, key.agent.as_deref()))
     }
@@ -233,7 +234,7 @@ pub fn session_name(identity: &AuthorizedRun) -> String {
         identity.run_id.as_deref().unwrap_or("")
     );
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, digest_input.as_bytes());
-    let hash = crate::auth::hex(&digest.as_ref()[..5]);
+    let hash = crate::identity::auth::hex(&digest.as_ref()[..5]);
     let principal: String = identity.principal.principal_uid.as_str().chars().take(24).collect();
     let run: String = identity.run_id.as_deref().unwrap_or("norun").chars().take(24).collect();
     format!("{principal}.{run}.{hash}")

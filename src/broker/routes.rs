@@ -2,7 +2,7 @@
 //! (`POST /v1/credentials`) or through the AWS container-credentials protocol
 //! (`GET /v1/credentials/container?...`), and run-end eviction (`DELETE /v1/runs/{run_id}`).
 //!
-//! Every route authenticates the caller and asks [`crate::authz::authorize`] before any STS call;
+//! Every route authenticates the caller and asks [`crate::identity::authz::authorize`] before any STS call;
 //! run eviction drops only what that caller could have been authorized for.
 
 use axum::extract::{Path, Query, State};
@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::CachedCredentials;
 use super::rfc3339;
-use crate::authz::{FieldSource, Purpose, RunRequest, authorize, permits, validate_run_id};
 use crate::error::ApiError;
 use crate::http::{ApiJson, AppState};
+use crate::identity::authz::{FieldSource, Purpose, RunRequest, authorize, permits, validate_run_id};
 
 /// Which run wants credentials. `team` defaults to the caller's team; `actor` and `principal` may
 /// be left out by a caller bound to a single principal.

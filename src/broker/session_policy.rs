@@ -11,7 +11,7 @@
 
 use serde_json::json;
 
-use crate::aws_setup::{BEDROCK_ACTIONS, invoke_arns};
+use crate::ops::aws_setup::{BEDROCK_ACTIONS, invoke_arns};
 
 /// STS's limit on a session policy's plaintext, in characters.
 pub const MAX_POLICY_CHARS: usize = 2048;

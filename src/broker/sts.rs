@@ -12,30 +12,8 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use futures_util::future::BoxFuture;
 
-use crate::config::RoleArn;
+use crate::aws::{AwsCredentials, RoleArn};
 use crate::secret::Secret;
-
-/// Temporary AWS credentials. The secret parts are [`Secret`]s.
-#[derive(Debug, Clone)]
-pub struct AwsCredentials {
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
-    pub session_token: Option<Secret>,
-    pub expiration: Option<SystemTime>,
-}
-
-impl AwsCredentials {
-    /// Convert for the AWS SDK's signers.
-    pub fn to_sdk(&self, provider: &'static str) -> aws_credential_types::Credentials {
-        aws_credential_types::Credentials::new(
-            self.access_key_id.clone(),
-            self.secret_access_key.expose().to_owned(),
-            self.session_token.as_ref().map(|t| t.expose().to_owned()),
-            self.expiration,
-            provider,
-        )
-    }
-}
 
 /// One `AssumeRoleWithWebIdentity` call.
 #[derive(Debug, Clone)]

@@ -21,12 +21,12 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::authz::{self, FieldSource, RunRequest};
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::identity::authz::{self, FieldSource, RunRequest};
 
 /// The run identity a request carries in `x-byollm-*` headers, as sent: a header that is absent is
-/// `None`; one that is present is taken as it is (an empty value then fails [`crate::authz`]'s
+/// `None`; one that is present is taken as it is (an empty value then fails [`crate::identity::authz`]'s
 /// checks with a 400, never counting as absent). A value that is not visible ASCII, or a header
 /// sent twice, is refused here.
 pub fn run_request_from_headers(headers: &HeaderMap) -> Result<RunRequest, ApiError> {

@@ -17,9 +17,9 @@ use super::extract::{BodyBudget, close_if_body_unread};
 use super::state::AppState;
 use crate::adapter::messages_routes;
 use crate::adapter::routes::{self as chat_routes, ChatState, CredentialSource};
-use crate::auth::{AuthError, SessionKey};
 use crate::broker::routes as broker_routes;
 use crate::error::ApiError;
+use crate::identity::auth::{AuthError, SessionKey};
 use crate::issuer::{routes as issuer_routes, unix_now};
 use crate::native::routes as native_routes;
 
@@ -175,7 +175,7 @@ async fn local_healthz(State(chat): State<ChatState>) -> Response {
 }
 
 async fn local_metrics(State(chat): State<ChatState>) -> Response {
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], chat.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, crate::observe::metrics::CONTENT_TYPE)], chat.metrics.render()).into_response()
 }
 
 /// The public listener: only `/.well-known/*`.
@@ -208,7 +208,7 @@ async fn livez() -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], state.metrics.render()).into_response()
+    ([(header::CONTENT_TYPE, crate::observe::metrics::CONTENT_TYPE)], state.metrics.render()).into_response()
 }
 
 async fn not_found() -> ApiError {

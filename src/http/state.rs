@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use crate::adapter::routes::{ChatState, CredentialSource};
-use crate::audit::{Audit, StdoutSink};
-use crate::auth::Callers;
 use crate::broker::Broker;
 use crate::broker::cache::{Clock, SystemClock};
 use crate::broker::sts::{SdkSts, StsExchange};
 use crate::config::Config;
+use crate::identity::auth::Callers;
 use crate::issuer::Issuer;
-use crate::metrics::Metrics;
+use crate::observe::audit::{Audit, StdoutSink};
+use crate::observe::metrics::Metrics;
 use crate::routing::policy::ProcessSecrets;
 use crate::routing::{Mode, Routing, RoutingPolicy};
 use crate::upstream::BedrockClient;

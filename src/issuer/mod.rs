@@ -17,8 +17,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::authz::{AuthorizedRun, validate_run_id};
 use crate::config::{Config, IssuerConfig, MAX_TOKEN_LIFETIME};
+use crate::identity::authz::{AuthorizedRun, validate_run_id};
 use crate::principal::ScopedPrincipal;
 use crate::secret::Secret;
 use keys::{KeyDir, KeyError, KeyPolicy, LoadedKeys};
@@ -76,7 +76,7 @@ impl<'a> SessionTags<'a> {
 /// and 28 characters, the hash over the whole subject so cutting never merges two principals.
 pub fn source_identity(principal: &ScopedPrincipal) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, principal.to_string().as_bytes());
-    let hash = crate::auth::hex(&digest.as_ref()[..5]);
+    let hash = crate::identity::auth::hex(&digest.as_ref()[..5]);
     let team: String = principal.team_uid.as_str().chars().take(20).collect();
     let uid: String = principal.principal_uid.as_str().chars().take(28).collect();
     format!("{team}.{uid}.{hash}")

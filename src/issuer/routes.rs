@@ -7,9 +7,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::authz::{FieldSource, Purpose, RunRequest, authorize};
 use crate::error::ApiError;
 use crate::http::{ApiJson, AppState};
+use crate::identity::authz::{FieldSource, Purpose, RunRequest, authorize};
 use crate::issuer::{Document, MintError, RunClaims};
 
 pub async fn openid_configuration(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -81,7 +81,7 @@ pub async fn mint_token(State(state): State<AppState>, headers: HeaderMap, body:
         Ok(_) => StatusCode::OK,
         Err(error) => error.status,
     };
-    state.metrics.tokens_minted.inc(crate::metrics::outcome(status.as_u16()));
+    state.metrics.tokens_minted.inc(crate::observe::metrics::outcome(status.as_u16()));
     match result {
         Ok(body) => crate::http::no_store(axum::Json(body).into_response()),
         Err(error) => error.into_response(),

@@ -13,7 +13,6 @@
 //! [`crate::error`].
 
 pub mod messages;
-pub mod report;
 pub mod rules;
 
 use std::collections::BTreeMap;

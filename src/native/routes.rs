@@ -3,7 +3,7 @@
 //!
 //! A call is authenticated by the byollm API key as a bearer token (a SigV4 signature is refused
 //! with a message saying so), its run named in `x-byollm-*` headers and authorized by
-//! [`crate::authz`] (local mode: the session key, checked by the local guard). The model in the
+//! [`crate::identity::authz`] (local mode: the session key, checked by the local guard). The model in the
 //! path must be one this gateway serves ([`crate::target::bedrock_target`]), else 403 naming it,
 //! before any STS or Bedrock call; its routes come from the routing policy
 //! ([`crate::routing::Routing::start_on`], Bedrock routes only: each with its profile, region and
@@ -31,7 +31,7 @@ use crate::adapter::routed::{self, AuditGuard, record_attempts};
 use crate::adapter::routes::{CallContext, ChatState, CredentialSource, context};
 use crate::error::ApiError;
 use crate::http::ApiBody;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::routing::failover::class_of_bedrock;
 use crate::routing::{AttemptOutcome, BedrockRoute, FailureClass, Surface, Upstream};
 use crate::target::{BedrockTarget, ModelRef, bedrock_target};
@@ -95,7 +95,7 @@ pub async fn model_operation(State(chat): State<ChatState>, uri: Uri, headers: H
             error_response(&error)
         }
     };
-    chat.metrics.native_requests.inc(crate::metrics::outcome(response.status().as_u16()));
+    chat.metrics.native_requests.inc(crate::observe::metrics::outcome(response.status().as_u16()));
     tracing::debug!(
         status = response.status().as_u16(),
         operation = operation.path_segment(),

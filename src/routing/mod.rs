@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 
-use crate::config::RoleArn;
+use crate::aws::RoleArn;
 use crate::error::ApiError;
 
 pub use failover::{Attempt, AttemptOutcome, FailoverSettings, FailureClass, HealthKey, RouteHealth};

@@ -13,7 +13,8 @@ use toml::{Table, Value};
 
 use super::failover::FailoverSettings;
 use super::{AnthropicRoute, BedrockRoute, OpenAiRoute, Route, Upstream};
-use crate::config::{Config, FieldError, RoleArn};
+use crate::aws::RoleArn;
+use crate::config::{Config, FieldError};
 use crate::principal::Uid;
 use crate::secret::Secret;
 use crate::upstream::egress::{self, EgressPolicy};
@@ -585,7 +586,7 @@ impl Reader<'_> {
             self.error(profile_path.clone(), message);
         }
         let region = self.take::<String>(node, "region").and_then(|r| {
-            crate::config::validate_region(r).map_err(|m| self.error(key_path(&node.path, "region"), m)).ok()
+            crate::aws::validate_region(r).map_err(|m| self.error(key_path(&node.path, "region"), m)).ok()
         });
         let role = self
             .take::<String>(node, "role")

@@ -27,7 +27,7 @@ use super::endpoint::Endpoints;
 use super::error::{BedrockFailure, failure_from_frame, failure_from_response};
 use super::eventstream::FrameDecoder;
 use super::signer::Signer;
-use crate::broker::sts::AwsCredentials;
+use crate::aws::AwsCredentials;
 
 /// Longest silence inside a stream before it is failed: 5 minutes, the limit Claude Code itself
 /// applies, and no shorter than Bedrock's own.

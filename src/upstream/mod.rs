@@ -12,7 +12,7 @@
 //!
 //! Must never: pick a model or credentials (callers pass them), log credentials, bodies or
 //! completions, retry on its own, or read more of a stream than its consumer asked for.
-//! Depends only on `broker::sts::AwsCredentials`, `error` and `secret`.
+//! Depends only on `aws` (credentials), `error` and `secret`.
 
 pub mod anthropic;
 pub mod bedrock;

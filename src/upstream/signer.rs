@@ -19,7 +19,7 @@ use aws_lc_rs::{digest, hmac};
 use http::Request;
 use http::header::{AUTHORIZATION, HOST, HeaderName, HeaderValue};
 
-use crate::broker::sts::AwsCredentials;
+use crate::aws::AwsCredentials;
 
 /// The SigV4 service name of Bedrock Runtime.
 pub const SIGNING_NAME: &str = "bedrock";

@@ -20,9 +20,10 @@
 
 use std::fmt;
 
-use crate::auth::Caller;
-use crate::config::{Config, RoleArn};
+use crate::aws::RoleArn;
+use crate::config::Config;
 use crate::error::ApiError;
+use crate::identity::auth::Caller;
 use crate::principal::{ActorType, PrincipalError, ScopedPrincipal, Uid};
 
 /// Header names a run uses to say who it acts for (chat and native routes).

@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::metrics::Metrics;
-
 /// Lines queued for the writer before new ones are dropped.
 pub const QUEUE_LINES: usize = 16_384;
 
@@ -171,39 +169,43 @@ impl AuditSink for MemorySink {
     }
 }
 
-/// Something else a finished record feeds (OpenTelemetry spans, [`crate::telemetry`]). Called on
-/// the request's task: it must not block.
+/// What a finished record feeds besides the line: the metrics ([`crate::observe::metrics`]) and,
+/// when on, OpenTelemetry spans ([`crate::observe::telemetry`]). Called on the request's task: it
+/// must not block.
 pub trait RecordObserver: Send + Sync {
     fn observe(&self, record: &AuditRecord);
+
+    /// The record's line could not be queued: the writer fell behind.
+    fn line_dropped(&self, _record: &AuditRecord) {}
 }
 
-/// The audit trail: writes the line and feeds the metrics (and traces, when on) from the same
-/// record.
+/// The audit trail: writes the line and feeds every observer from the same record.
 #[derive(Clone)]
 pub struct Audit {
     sink: Arc<dyn AuditSink>,
-    metrics: Arc<Metrics>,
-    observer: Option<Arc<dyn RecordObserver>>,
+    observers: Vec<Arc<dyn RecordObserver>>,
 }
 
 impl Audit {
-    pub fn new(sink: Arc<dyn AuditSink>, metrics: Arc<Metrics>) -> Audit {
-        Audit { sink, metrics, observer: None }
+    /// Lines to `sink`; every record also goes to `observer` (the metrics).
+    pub fn new(sink: Arc<dyn AuditSink>, observer: Arc<dyn RecordObserver>) -> Audit {
+        Audit { sink, observers: vec![observer] }
     }
 
     /// Also hand every finished record to `observer`.
-    pub fn set_observer(&mut self, observer: Arc<dyn RecordObserver>) {
-        self.observer = Some(observer);
+    pub fn add_observer(&mut self, observer: Arc<dyn RecordObserver>) {
+        self.observers.push(observer);
     }
 
     /// Record one finished request.
     pub fn emit(&self, record: &AuditRecord) {
-        self.metrics.observe(record);
-        if let Some(observer) = &self.observer {
+        for observer in &self.observers {
             observer.observe(record);
         }
         if !self.sink.write(record.to_line()) {
-            self.metrics.audit_dropped.inc("backlog");
+            for observer in &self.observers {
+                observer.line_dropped(record);
+            }
             tracing::warn!(
                 surface = record.surface,
                 status = record.status,
@@ -216,6 +218,7 @@ impl Audit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::metrics::Metrics;
 
     #[test]
     fn a_line_is_one_json_object_with_every_field() {

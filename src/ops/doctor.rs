@@ -3,7 +3,7 @@
 //!
 //! [`local_report`] resolves a profile through the same chain as local mode and reports which
 //! provider answered, the access key id masked to its last four characters, and when the
-//! credentials expire. [`team_report`] authorizes the run through [`crate::authz`] like any entry
+//! credentials expire. [`team_report`] authorizes the run through [`crate::identity::authz`] like any entry
 //! point, then mints a token and asks STS for credentials through the broker, so failures carry the
 //! broker's classified code and the piece of AWS set-up to check. Neither ever holds a token or
 //! secret in the report. It uses the core (config, authz, broker), never the HTTP edge.
@@ -16,13 +16,13 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use crate::auth::Caller;
-use crate::authz::{Purpose, RunRequest, authorize, permits};
+use crate::aws::AwsCredentials;
 use crate::broker::local::{LocalSession, LocalSource, LocalState};
 use crate::broker::rfc3339;
-use crate::broker::sts::AwsCredentials;
 use crate::broker::{Broker, BrokerError};
 use crate::error::ApiError;
+use crate::identity::auth::Caller;
+use crate::identity::authz::{Purpose, RunRequest, authorize, permits};
 use crate::models::ModelConfig;
 use crate::principal::{ScopedPrincipal, Uid};
 use crate::upstream::{BedrockClient, BedrockFailure};

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::{Catalog, ModelConfig, ModelRules, SamplingRule, ThinkingDefault, ThinkingMode, ToolStreaming, catalog};
+use crate::models::{
+    Catalog, ModelConfig, ModelRules, SamplingRule, ThinkingDefault, ThinkingMode, ToolStreaming, catalog,
+};
 
 fn tokens(n: u32) -> String {
     match n {

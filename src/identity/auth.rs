@@ -1,7 +1,7 @@
 //! Who is calling: an API key (sent as `Authorization: Bearer <key>` or a bare `Authorization:
 //! <key>`, as the AWS container-credentials protocol does) is hashed with SHA-256 and looked up
 //! among the configured callers. Each caller is bound to one team, to actor types, and optionally
-//! to lists of principal uids and agents; [`crate::authz::authorize`] enforces that binding.
+//! to lists of principal uids and agents; [`crate::identity::authz::authorize`] enforces that binding.
 //!
 //! Keys are never stored or logged; only their hashes are compared.
 
@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::principal::{ActorType, Uid};
 
 /// An authenticated caller and what it is bound to. What it may do with that binding is decided
-/// in one place, [`crate::authz`].
+/// in one place, [`crate::identity::authz`].
 #[derive(Debug)]
 pub struct Caller {
     pub name: String,
@@ -35,7 +35,7 @@ pub struct Caller {
 impl Caller {
     /// The operator at the command line (`byollm token mint`, `byollm doctor`): holds the key
     /// files, so may act for any principal and agent of `team`. Still goes through
-    /// [`crate::authz::authorize`], so uids, agents and run ids are checked the same way.
+    /// [`crate::identity::authz::authorize`], so uids, agents and run ids are checked the same way.
     pub fn operator(team: Uid) -> Caller {
         Caller {
             name: "operator (command line)".into(),

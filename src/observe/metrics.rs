@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::audit::AuditRecord;
+use crate::observe::audit::{AuditRecord, RecordObserver};
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -347,7 +347,7 @@ impl Metrics {
     }
 
     /// Feed the per-request series from a finished request's audit record.
-    pub fn observe(&self, record: &AuditRecord) {
+    fn observe_record(&self, record: &AuditRecord) {
         let surface = surface_label(record.surface);
         let model = record.model.as_deref().map_or("none", |m| self.models.value(m));
         let route = record.route.as_deref().map_or("none", |r| self.routes.value(r));
@@ -387,6 +387,16 @@ impl Metrics {
     }
 }
 
+impl RecordObserver for Metrics {
+    fn observe(&self, record: &AuditRecord) {
+        self.observe_record(record);
+    }
+
+    fn line_dropped(&self, _record: &AuditRecord) {
+        self.audit_dropped.inc("backlog");
+    }
+}
+
 /// The outcome class of an HTTP status, for counters.
 pub fn outcome(status: u16) -> &'static str {
     match status {
@@ -404,7 +414,7 @@ pub fn outcome(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{AttemptRecord, Usage};
+    use crate::observe::audit::{AttemptRecord, Usage};
 
     #[test]
     fn counts_and_renders_fixed_labels_only() {

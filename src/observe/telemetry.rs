@@ -17,8 +17,8 @@
 
 use std::sync::Arc;
 
-use crate::audit::{AuditRecord, RecordObserver};
 use crate::config::TelemetryConfig;
+use crate::observe::audit::{AuditRecord, RecordObserver};
 
 /// An attribute's value.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,7 +83,7 @@ pub fn span_attributes(record: &AuditRecord) -> Vec<(&'static str, AttributeValu
 }
 
 /// The attributes of one attempt's event (`attempt`).
-pub fn attempt_attributes(attempt: &crate::audit::AttemptRecord) -> Vec<(&'static str, AttributeValue)> {
+pub fn attempt_attributes(attempt: &crate::observe::audit::AttemptRecord) -> Vec<(&'static str, AttributeValue)> {
     use AttributeValue::{Int, Str};
     let mut out = vec![
         ("byollm.route", Str(attempt.route.clone())),
@@ -157,8 +157,8 @@ mod otel {
     use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
     use super::{AttributeValue, attempt_attributes, span_attributes, span_name};
-    use crate::audit::AuditRecord;
     use crate::config::TelemetryConfig;
+    use crate::observe::audit::AuditRecord;
 
     /// Largest collector answer read (they are empty or tiny).
     const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -274,7 +274,7 @@ mod otel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{AttemptRecord, AuditRecord};
+    use crate::observe::audit::{AttemptRecord, AuditRecord};
 
     #[test]
     fn a_span_holds_the_audit_lines_fields_and_nothing_else() {
