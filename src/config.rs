@@ -86,7 +86,7 @@ pub struct ServerConfig {
     /// Open connections the public listener accepts at once.
     pub public_max_connections: usize,
     /// `tls_cert_file` + `tls_key_file`: both listeners speak HTTPS only (re-read on change).
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<TlsFiles>,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +191,13 @@ pub struct BedrockConfig {
 pub struct LocalConfig {
     pub profile: Option<String>,
     pub refresh_interval: Duration,
+}
+
+/// The certificate and key files of the listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// One invalid field.
@@ -298,7 +305,7 @@ impl Config {
         let tls_cert = server.take::<PathBuf>("tls_cert_file");
         let tls_key = server.take::<PathBuf>("tls_key_file");
         let tls = match (tls_cert, tls_key) {
-            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
             (cert, _) => {
                 let (present, missing) =

@@ -2,23 +2,22 @@
 //! (and the upstreams a routing policy names) in one library.
 //! `main.rs` is a thin CLI over it; tests and examples use it directly.
 
-pub mod adapter;
+pub mod api;
 pub mod aws;
 pub mod broker;
 pub mod config;
+pub mod convert;
+pub mod dispatch;
 pub mod error;
-pub mod http;
 pub mod identity;
 pub mod issuer;
 pub mod models;
-pub mod native;
 pub mod observe;
 pub mod ops;
 pub mod principal;
 pub mod routing;
 pub mod secret;
-pub mod target;
-pub mod tls;
 pub mod upstream;
+pub mod wire;
 
-pub use http::{AppState, public_router, router};
+pub use api::{AppState, public_router, router};

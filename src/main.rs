@@ -755,16 +755,16 @@ async fn serve(
         "byollm ready"
     );
     let server = &state.config.server;
-    let limits = |max_connections| byollm::http::ListenerLimits {
+    let limits = |max_connections| byollm::api::ListenerLimits {
         header_read_timeout: server.header_read_timeout,
         max_connections,
     };
     let (internal_limits, public_limits) = (limits(server.max_connections), limits(server.public_max_connections));
     let internal_server =
-        byollm::http::serve(internal, byollm::router(state.clone()), internal_limits, tls.clone(), shutdown.clone());
+        byollm::api::serve(internal, byollm::router(state.clone()), internal_limits, tls.clone(), shutdown.clone());
     match public {
         Some(public) => {
-            let public_server = byollm::http::serve(public, byollm::public_router(state), public_limits, tls, shutdown);
+            let public_server = byollm::api::serve(public, byollm::public_router(state), public_limits, tls, shutdown);
             tokio::join!(internal_server, public_server);
         }
         None => internal_server.await,
@@ -790,7 +790,7 @@ async fn local(
     args: LocalArgs,
 ) -> Result<(), Failure> {
     let LocalArgs { profile, listen, key_file, region } = args;
-    use byollm::adapter::routes::{ChatState, CredentialSource};
+    use byollm::api::chat::{ChatState, CredentialSource};
     use byollm::broker::local::{LocalSession, LocalSource};
     let source = LocalSource {
         profile: profile.or(config.local.profile.clone()),
@@ -860,12 +860,12 @@ async fn local(
         wait_for_signal().await;
         let _ = stop.send(true);
     });
-    let limits = byollm::http::ListenerLimits {
+    let limits = byollm::api::ListenerLimits {
         header_read_timeout: chat.config.server.header_read_timeout,
         max_connections: chat.config.server.max_connections,
     };
-    let router = byollm::http::local_router(chat, listen.ip().is_loopback(), key);
-    byollm::http::serve(listener, router, limits, tls, shutdown).await;
+    let router = byollm::api::local_router(chat, listen.ip().is_loopback(), key);
+    byollm::api::serve(listener, router, limits, tls, shutdown).await;
     if let Some(telemetry) = telemetry {
         telemetry.shutdown().await;
     }
@@ -896,10 +896,10 @@ async fn wait_for_signal() {
 
 /// The listeners' certificate and key (`server.tls_cert_file`, `server.tls_key_file`), loaded now:
 /// unusable files stop the start.
-fn load_tls(config: &Config) -> Result<Option<Arc<byollm::tls::ReloadingTls>>, Failure> {
+fn load_tls(config: &Config) -> Result<Option<Arc<byollm::api::tls::ReloadingTls>>, Failure> {
     match &config.server.tls {
         Some(files) => {
-            let tls = byollm::tls::ReloadingTls::new(files.clone())
+            let tls = byollm::api::tls::ReloadingTls::new(files.clone())
                 .map_err(|e| format!("server.tls_cert_file / server.tls_key_file: {e}"))?;
             Ok(Some(Arc::new(tls)))
         }
@@ -908,7 +908,7 @@ fn load_tls(config: &Config) -> Result<Option<Arc<byollm::tls::ReloadingTls>>, F
 }
 
 /// Re-read the TLS files if they changed; a broken pair keeps the certificate in force.
-async fn reload_tls(tls: &Arc<byollm::tls::ReloadingTls>) {
+async fn reload_tls(tls: &Arc<byollm::api::tls::ReloadingTls>) {
     let tls = tls.clone();
     match tokio::task::spawn_blocking(move || tls.reload_if_changed()).await {
         Ok(Ok(true)) => tracing::info!("tls certificate reloaded"),
@@ -918,7 +918,7 @@ async fn reload_tls(tls: &Arc<byollm::tls::ReloadingTls>) {
 }
 
 /// `byollm local`: re-read the TLS files every `interval`.
-async fn watch_tls(tls: Arc<byollm::tls::ReloadingTls>, interval: Duration) {
+async fn watch_tls(tls: Arc<byollm::api::tls::ReloadingTls>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     loop {
@@ -929,7 +929,7 @@ async fn watch_tls(tls: Arc<byollm::tls::ReloadingTls>, interval: Duration) {
 
 /// Reload the key set (and the TLS files) on SIGHUP and every `interval` (which also retires keys
 /// on time), and drop expired credentials from the broker's cache.
-async fn watch_keys(state: byollm::AppState, interval: Duration, tls: Option<Arc<byollm::tls::ReloadingTls>>) {
+async fn watch_keys(state: byollm::AppState, interval: Duration, tls: Option<Arc<byollm::api::tls::ReloadingTls>>) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut ticker = tokio::time::interval(interval);

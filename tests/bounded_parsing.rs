@@ -9,12 +9,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use byollm::adapter::messages;
-use byollm::adapter::openai::{MAX_CONTENT_PARTS, MAX_MESSAGES, PARSED_ITEM_BYTES};
-use byollm::adapter::request::{Target, parse_request, to_anthropic};
+use byollm::api::bedrock::ProfileQuery;
+use byollm::convert::messages;
+use byollm::convert::request::{Target, parse_request, to_anthropic};
 use byollm::models::catalog;
-use byollm::native::routes::ProfileQuery;
 use byollm::upstream::openai_compat::{OpenAiFailure, failure_from_body, prepare_body};
+use byollm::wire::openai::{MAX_CONTENT_PARTS, MAX_MESSAGES, PARSED_ITEM_BYTES};
 
 struct Counting;
 

@@ -8,7 +8,6 @@
 
 pub mod cache;
 pub mod local;
-pub mod routes;
 pub mod session_policy;
 pub mod sts;
 

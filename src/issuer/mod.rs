@@ -5,7 +5,6 @@
 //! decides who may mint what (that is `auth`), and never logs a token.
 
 pub mod keys;
-pub mod routes;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

@@ -201,7 +201,7 @@ impl fmt::Display for DoctorReport {
 /// builds the body under the model's rules (`max_tokens` 1), so the call is one Bedrock accepts
 /// from a client of the gateway; a failure is explained ([`explain_model_failure`]).
 pub async fn check_model(probe: ModelProbe<'_>, region: &str, credentials: &AwsCredentials) -> ModelCheck {
-    use crate::adapter::request::{Target, parse_request, to_anthropic};
+    use crate::convert::request::{Target, parse_request, to_anthropic};
     let mut check = ModelCheck {
         name: probe.name.to_owned(),
         id: probe.model.id.clone(),

@@ -2,7 +2,7 @@
 //!
 //! Every refusal is a 400 whose `param` names the offending field (`messages[2].content[0]`,
 //! `tools[1].function.name`, ...), so a client knows what to fix. The choices this converter makes
-//! where the two APIs differ are listed in the [`crate::adapter`] module doc; which rules apply to
+//! where the two APIs differ are listed in the [`crate::convert`] module doc; which rules apply to
 //! which model comes from the model catalog ([`crate::models`]), never from the model's name.
 //!
 //! By concern: [`messages`] (turns, system prompt and system turns, tool results, thinking
@@ -16,12 +16,12 @@ mod tools;
 
 use axum::http::StatusCode;
 
-use crate::adapter::anthropic::{
-    AnthropicRequest, BEDROCK_ANTHROPIC_VERSION, ContentBlock, Message, OutputConfig, Role, TextBlock, Tool,
-};
-use crate::adapter::openai::{CacheControl, ChatCompletionRequest};
 use crate::error::ApiError;
 use crate::models::ModelRules;
+use crate::wire::anthropic::{
+    AnthropicRequest, BEDROCK_ANTHROPIC_VERSION, ContentBlock, Message, OutputConfig, Role, TextBlock, Tool,
+};
+use crate::wire::openai::{CacheControl, ChatCompletionRequest};
 
 pub use images::MAX_IMAGE_BYTES;
 pub use messages::PLACEHOLDER_USER_TURN;
@@ -52,7 +52,7 @@ pub struct Prepared<'a> {
 }
 
 /// Parses a request body; a type error names the field it hit. The cost is bounded by the body's
-/// size: lists are capped (each field, and all together; see [`crate::adapter::bounded`]), unknown
+/// size: lists are capped (each field, and all together; see [`crate::wire::bounded`]), unknown
 /// fields are refused by name before their value is read, ignored ones are skipped unbuilt.
 pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
     let fail = |path: String, message: String| {
@@ -63,7 +63,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
             ApiError::invalid_request(path, "invalid_body", message)
         }
     };
-    let (parsed, items) = crate::adapter::bounded::with_item_count(|| {
+    let (parsed, items) = crate::wire::bounded::with_item_count(|| {
         let mut deserializer = serde_json::Deserializer::from_slice(body);
         let request: ChatCompletionRequest = serde_path_to_error::deserialize(&mut deserializer)
             .map_err(|error| fail(error.path().to_string(), error.into_inner().to_string()))?;

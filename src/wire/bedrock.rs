@@ -11,8 +11,6 @@
 //! Must never: alter a relayed body (bytes in, re-signed, bytes out), log bodies or usage text,
 //! or pick credentials. Depends on `config`, `error`, `models` and `upstream::eventstream`.
 
-pub mod routes;
-
 use base64::Engine;
 use http::{HeaderMap, HeaderName, StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -96,7 +94,7 @@ pub fn is_relayed_header(name: &HeaderName) -> bool {
 
 /// The body byollm forwards must be one JSON object; checked without building it.
 pub fn check_body(body: &[u8]) -> Result<(), ApiError> {
-    let is_object = std::str::from_utf8(body).is_ok_and(crate::adapter::bounded::is_json_object);
+    let is_object = std::str::from_utf8(body).is_ok_and(crate::wire::bounded::is_json_object);
     if is_object {
         Ok(())
     } else {
@@ -381,4 +379,5 @@ pub fn inference_profiles(
 }
 
 #[cfg(test)]
+#[path = "bedrock_tests.rs"]
 mod tests;

@@ -4,8 +4,8 @@
 
 use base64::Engine;
 
-use crate::adapter::anthropic::ImageSource;
 use crate::error::ApiError;
+use crate::wire::anthropic::ImageSource;
 
 /// Largest decoded image Bedrock accepts for Claude (3.75 MB, counted in decimal bytes to stay safe).
 pub const MAX_IMAGE_BYTES: usize = 3_750_000;

@@ -15,13 +15,14 @@ use axum::{Extension, Router};
 
 use super::extract::{BodyBudget, close_if_body_unread};
 use super::state::AppState;
-use crate::adapter::messages_routes;
-use crate::adapter::routes::{self as chat_routes, ChatState, CredentialSource};
-use crate::broker::routes as broker_routes;
+use crate::api::bedrock as native_routes;
+use crate::api::chat::{self as chat_routes, ChatState, CredentialSource};
+use crate::api::credentials as broker_routes;
+use crate::api::messages as messages_routes;
+use crate::api::tokens as issuer_routes;
 use crate::error::ApiError;
 use crate::identity::auth::{AuthError, SessionKey};
-use crate::issuer::{routes as issuer_routes, unix_now};
-use crate::native::routes as native_routes;
+use crate::issuer::unix_now;
 
 /// Routes AWS must reach: discovery and JWKS.
 fn well_known() -> Router<AppState> {

@@ -6,10 +6,16 @@
 //!
 //! axum lives here and in the `routes.rs` files only.
 
+pub mod bedrock;
+pub mod chat;
+pub mod credentials;
 pub mod extract;
 pub mod listener;
+pub mod messages;
 pub mod router;
 pub mod state;
+pub mod tls;
+pub mod tokens;
 
 pub use extract::{ApiBody, ApiJson, BodyBudget, no_store, run_request_from_headers};
 pub use listener::{ListenerLimits, serve};

@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::api::{ApiJson, AppState};
 use crate::error::ApiError;
-use crate::http::{ApiJson, AppState};
 use crate::identity::authz::{FieldSource, Purpose, RunRequest, authorize};
 use crate::issuer::{Document, MintError, RunClaims};
 
@@ -83,7 +83,7 @@ pub async fn mint_token(State(state): State<AppState>, headers: HeaderMap, body:
     };
     state.metrics.tokens_minted.inc(crate::observe::metrics::outcome(status.as_u16()));
     match result {
-        Ok(body) => crate::http::no_store(axum::Json(body).into_response()),
+        Ok(body) => crate::api::no_store(axum::Json(body).into_response()),
         Err(error) => error.into_response(),
     }
 }

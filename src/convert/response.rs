@@ -6,13 +6,13 @@
 
 use axum::http::StatusCode;
 
-use crate::adapter::anthropic::{self, AnthropicResponse, ResponseBlock};
-use crate::adapter::openai::{
+use crate::error::ApiError;
+use crate::models::{ModelConfig, ThinkingDefault, ThinkingMode};
+use crate::wire::anthropic::{self, AnthropicResponse, ResponseBlock};
+use crate::wire::openai::{
     AssistantMessage, ChatCompletion, Choice, CompletionTokensDetails, FunctionCallOut, ModelLifecycle, ModelObject,
     ModelReasoning, PromptTokensDetails, ThinkingBlock, ToolCallOut, Usage,
 };
-use crate::error::ApiError;
-use crate::models::{ModelConfig, ThinkingDefault, ThinkingMode};
 
 /// A served model as `GET /v1/models` lists it, with its catalog facts.
 pub fn model_object(name: &str, model: &ModelConfig) -> ModelObject {
@@ -99,7 +99,7 @@ pub fn usage(usage: &anthropic::Usage) -> Usage {
     }
 }
 
-/// Converts a complete Anthropic message. `response_tool` is [`crate::adapter::request::Prepared::response_tool`]:
+/// Converts a complete Anthropic message. `response_tool` is [`crate::convert::request::Prepared::response_tool`]:
 /// a call to it becomes the message text, and if it was the only call the finish reason is `stop`.
 pub fn to_chat_completion(
     message: &AnthropicResponse,

@@ -4,7 +4,7 @@
 //! A call is authenticated by the byollm API key as a bearer token (a SigV4 signature is refused
 //! with a message saying so), its run named in `x-byollm-*` headers and authorized by
 //! [`crate::identity::authz`] (local mode: the session key, checked by the local guard). The model in the
-//! path must be one this gateway serves ([`crate::target::bedrock_target`]), else 403 naming it,
+//! path must be one this gateway serves ([`crate::dispatch::target::bedrock_target`]), else 403 naming it,
 //! before any STS or Bedrock call; its routes come from the routing policy
 //! ([`crate::routing::Routing::start_on`], Bedrock routes only: each with its profile, region and
 //! role). The body (bounded, one JSON object) is forwarded byte for byte, signed with the route's
@@ -26,17 +26,19 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use super::{Operation, Usage, UsageMeter, check_body, error_body, error_type, forwarded_headers, is_relayed_header};
-use crate::adapter::routed::{self, AuditGuard, record_attempts};
-use crate::adapter::routes::{CallContext, ChatState, CredentialSource, context};
+use crate::api::ApiBody;
+use crate::api::chat::{CallContext, ChatState, CredentialSource, context};
+use crate::dispatch::routed::{self, AuditGuard, record_attempts};
+use crate::dispatch::target::{BedrockTarget, ModelRef, bedrock_target};
 use crate::error::ApiError;
-use crate::http::ApiBody;
 use crate::observe::metrics::Metrics;
 use crate::routing::failover::class_of_bedrock;
 use crate::routing::{AttemptOutcome, BedrockRoute, FailureClass, Surface, Upstream};
-use crate::target::{BedrockTarget, ModelRef, bedrock_target};
 use crate::upstream::bedrock::STREAM_IDLE_TIMEOUT;
 use crate::upstream::{RawRequest, RawResponse, model_path};
+use crate::wire::bedrock::{
+    Operation, Usage, UsageMeter, check_body, error_body, error_type, forwarded_headers, is_relayed_header,
+};
 
 /// Paths whose refusals take Bedrock's error shape.
 pub fn is_native_path(path: &str) -> bool {
@@ -158,7 +160,7 @@ async fn call_route(
             Err(error) => return Outcome::Failed(FailureClass::Credentials, error),
         };
     let model_id = match operation {
-        Operation::CountTokens => crate::target::foundation_model_id(target.model, &route.model_id),
+        Operation::CountTokens => crate::dispatch::target::foundation_model_id(target.model, &route.model_id),
         _ => &route.model_id,
     };
     let path = model_path(model_id, operation.path_segment());
@@ -294,7 +296,7 @@ async fn relay(
     if operation.streams() {
         relayed.insert("x-accel-buffering", HeaderValue::from_static("no"));
     }
-    crate::adapter::messages_routes::set_route_header(&mut response, &route);
+    crate::api::messages::set_route_header(&mut response, &route);
     Ok(response)
 }
 
@@ -322,7 +324,7 @@ impl Metering {
         let usage: Usage = meter.finish();
         record_usage(&self.metrics, &usage);
         if let Some(record) = self.audit.record() {
-            record.usage = crate::adapter::messages_routes::audit_usage(&usage);
+            record.usage = crate::api::messages::audit_usage(&usage);
         }
     }
 }
@@ -401,7 +403,7 @@ fn relayed_body(body: hyper::body::Incoming, metering: Metering) -> Body {
 /// on these routes (cloud: an API key and the agent it names; local: the guard already checked
 /// the session key).
 fn profiles_scope(chat: &ChatState, headers: &HeaderMap) -> Result<(String, Vec<String>), ApiError> {
-    let allowed = crate::adapter::routes::allowed_models(chat, headers, Surface::BedrockOnly)?;
+    let allowed = crate::api::chat::allowed_models(chat, headers, Surface::BedrockOnly)?;
     match &chat.source {
         CredentialSource::Broker(_) => {
             let caller = chat.callers.authenticate(headers)?;
@@ -448,7 +450,7 @@ pub async fn list_inference_profiles(
         ));
     };
     let kind = query.kind.as_deref();
-    if let Some(kind) = kind.filter(|kind| !super::PROFILE_TYPES.contains(kind)) {
+    if let Some(kind) = kind.filter(|kind| !crate::wire::bedrock::PROFILE_TYPES.contains(kind)) {
         return error_response(&ApiError::invalid_request(
             "type",
             "invalid_value",
@@ -477,7 +479,7 @@ pub async fn list_inference_profiles(
             ));
         }
     };
-    let all = super::inference_profiles(&chat.config, &region, kind, &allowed);
+    let all = crate::wire::bedrock::inference_profiles(&chat.config, &region, kind, &allowed);
     let end = start.saturating_add(page).min(all.len());
     let summaries = all.get(start.min(all.len())..end).unwrap_or_default();
     let mut body = serde_json::json!({ "inferenceProfileSummaries": summaries });
@@ -497,7 +499,7 @@ pub async fn get_inference_profile(
         Ok(scope) => scope,
         Err(error) => return error_response(&error),
     };
-    let found = super::inference_profiles(&chat.config, &region, None, &allowed)
+    let found = crate::wire::bedrock::inference_profiles(&chat.config, &region, None, &allowed)
         .into_iter()
         .find(|p| p.inference_profile_id == profile || p.inference_profile_arn == profile);
     match found {

@@ -27,14 +27,12 @@ use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::anthropic::{AnthropicResponse, Usage as AnthropicUsage};
-use super::openai::PARSED_ITEM_BYTES;
-use super::request::{Target, parse_request, to_anthropic};
-use super::response::{to_chat_completion, upstream_error};
-use super::routes::{CallContext, ChatState};
-use super::stream::StreamConverter;
+use crate::api::ApiBody;
+use crate::api::chat::{CallContext, ChatState};
+use crate::convert::request::{Target, parse_request, to_anthropic};
+use crate::convert::response::{to_chat_completion, upstream_error};
+use crate::convert::stream::StreamConverter;
 use crate::error::ApiError;
-use crate::http::ApiBody;
 use crate::observe::audit::{AttemptRecord, Audit, AuditRecord, Usage};
 use crate::observe::metrics::InFlight;
 use crate::routing::failover::{class_of_bedrock, class_of_openai};
@@ -43,6 +41,8 @@ use crate::routing::{BedrockRoute, Failover, FailureClass, Route, RoutingPolicy,
 use crate::upstream::anthropic::{AnthropicAnswer, AnthropicEvents};
 use crate::upstream::openai_compat::{self, OpenAiAnswer, OpenAiCall, OpenAiStream, TokenUsage};
 use crate::upstream::{EventStream, egress};
+use crate::wire::anthropic::{AnthropicResponse, Usage as AnthropicUsage};
+use crate::wire::openai::PARSED_ITEM_BYTES;
 
 /// The response header naming the route that served.
 pub const HEADER_ROUTE: &str = "x-byollm-route";
@@ -199,13 +199,13 @@ struct Call<'a> {
 }
 
 /// Serve one chat completion through the routes of its model.
-pub(super) async fn chat(
+pub(crate) async fn chat(
     state: &ChatState,
     headers: &HeaderMap,
     body: ApiBody,
     audit: &mut AuditGuard,
 ) -> Result<Response, ApiError> {
-    let context = super::routes::context(state, headers)?;
+    let context = crate::api::chat::context(state, headers)?;
     if let Some(record) = audit.record() {
         context.describe(record);
     }
@@ -265,7 +265,7 @@ pub(super) async fn chat(
     })
     .await?;
 
-    let id = super::routes::completion_id();
+    let id = crate::api::chat::completion_id();
     let created = crate::issuer::unix_now();
     let mut response = match answer {
         Answer::Message(bytes) => {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::adapter::routes::{ChatState, CredentialSource};
+use crate::api::chat::{ChatState, CredentialSource};
 use crate::broker::Broker;
 use crate::broker::cache::{Clock, SystemClock};
 use crate::broker::sts::{SdkSts, StsExchange};

@@ -6,11 +6,11 @@ use std::borrow::Cow;
 
 use super::messages::last_tool_turn_lacks_thinking;
 use super::{Target, invalid};
-use crate::adapter::anthropic::{Message, Metadata};
-use crate::adapter::openai::{ChatCompletionRequest, OneOrMany};
 use crate::error::ApiError;
 use crate::models::rules::parse_effort;
 use crate::models::{ReasoningLevel, ReasoningPlan, Sampling, TOOL_STREAMING_BETA, ThinkingRequest, ToolStreaming};
+use crate::wire::anthropic::{Message, Metadata};
+use crate::wire::openai::{ChatCompletionRequest, OneOrMany};
 
 /// Longest `user` forwarded as `metadata.user_id`.
 pub const MAX_USER_ID_LEN: usize = 256;

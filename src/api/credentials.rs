@@ -10,10 +10,10 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::cache::CachedCredentials;
-use super::rfc3339;
+use crate::api::{ApiJson, AppState};
+use crate::broker::cache::CachedCredentials;
+use crate::broker::rfc3339;
 use crate::error::ApiError;
-use crate::http::{ApiJson, AppState};
 use crate::identity::authz::{FieldSource, Purpose, RunRequest, authorize, permits, validate_run_id};
 
 /// Which run wants credentials. `team` defaults to the caller's team; `actor` and `principal` may
@@ -104,7 +104,7 @@ pub async fn process_credentials(
                 expiration: credentials.expiration.map(rfc3339),
             })
             .into_response();
-            crate::http::no_store(response)
+            crate::api::no_store(response)
         }
         Err(error) => error.into_response(),
     }
@@ -133,7 +133,7 @@ pub async fn container_credentials(
                 role_arn: cached.role.as_str(),
             })
             .into_response();
-            crate::http::no_store(response)
+            crate::api::no_store(response)
         }
         Err(error) => error.into_response(),
     }

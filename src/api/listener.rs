@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio::sync::Semaphore;
 
-use crate::tls::ReloadingTls;
+use crate::api::tls::ReloadingTls;
 
 /// Per-listener limits.
 #[derive(Debug, Clone, Copy)]

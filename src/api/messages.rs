@@ -5,7 +5,7 @@
 //! Authentication by `x-api-key` or `Authorization: Bearer` (cloud: the API key, then the run's
 //! identity from the `x-byollm-*` headers through [`crate::identity::authz`]; local: the session key). The
 //! model's routes come from the routing policy ([`crate::routing::Routing::start_on`], surface
-//! `Messages`), the body from [`super::messages`] (with the catalog's rules), and each route is
+//! `Messages`), the body from [`crate::convert::messages`] (with the catalog's rules), and each route is
 //! tried in turn until one answers, failover only before the first byte: a Bedrock route
 //! (`InvokeModel*` on its id, region and role) or the direct Anthropic API (the same body, model
 //! renamed, Bedrock specifics as headers). OpenAI-compatible routes are set aside (no faithful
@@ -27,20 +27,20 @@ use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
-use super::attempt::{self, AttemptError};
-use super::messages::{self, PING, header_betas, to_bedrock_body, write_sse_error, write_sse_event};
-use super::routed::{AuditGuard, HEADER_ROUTE, first_answer, within_request_timeout};
-use super::routes::{CallContext, ChatState, context};
+use crate::api::ApiBody;
+use crate::api::chat::{CallContext, ChatState, context};
 use crate::config::ModelConfig;
+use crate::convert::messages::{self, PING, header_betas, to_bedrock_body, write_sse_error, write_sse_event};
+use crate::dispatch::attempt::{self, AttemptError};
+use crate::dispatch::routed::{AuditGuard, HEADER_ROUTE, first_answer, within_request_timeout};
 use crate::error::ApiError;
-use crate::http::ApiBody;
-use crate::native::{Usage, event_usage};
 use crate::observe::metrics::Metrics;
 use crate::routing::failover::class_of_bedrock;
 use crate::routing::policy::valid_model_name;
 use crate::routing::{BedrockRoute, FailureClass, Route, RouteError, Surface, Upstream};
 use crate::upstream::anthropic::{AnthropicAnswer, AnthropicEvents};
 use crate::upstream::{BedrockFailure, EventStream, RawRequest, model_path};
+use crate::wire::bedrock::{Usage, event_usage};
 
 /// Longest silence in a stream before a `ping` goes out.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
@@ -222,7 +222,7 @@ async fn create(
     let mut response = match answer {
         Answer::Message(message) => {
             let usage = message_usage(&message).unwrap_or_default();
-            crate::native::routes::record_usage(&chat.metrics, &usage);
+            crate::api::bedrock::record_usage(&chat.metrics, &usage);
             if let Some(record) = audit.record() {
                 record.usage = audit_usage(&usage);
             }
@@ -394,7 +394,7 @@ impl Drop for Relay {
     /// The stream ended or the client left: the usage seen so far is counted and, if the line is
     /// not written yet, goes into it.
     fn drop(&mut self) {
-        crate::native::routes::record_usage(&self.metrics, &self.usage);
+        crate::api::bedrock::record_usage(&self.metrics, &self.usage);
         if let Some(record) = self.audit.record() {
             record.usage = audit_usage(&self.usage);
         }
@@ -478,7 +478,7 @@ async fn count_on(
         .credentials_for(&chat.config, route.role.as_ref(), route.region.as_deref())
         .await
         .map_err(|error| (FailureClass::Credentials, error))?;
-    let model_id = crate::target::foundation_model_id(prepared.model, &route.model_id);
+    let model_id = crate::dispatch::target::foundation_model_id(prepared.model, &route.model_id);
     let action = "bedrock:CountTokens";
     let path = model_path(model_id, "count-tokens");
     let mut forward = HeaderMap::new();

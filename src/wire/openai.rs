@@ -4,7 +4,7 @@
 //! types keep every field a client may send, including the ones we refuse, so the converter can name
 //! the offending `param`; an unknown field is a parse error naming it.
 //!
-//! Parsing is bounded (see [`super::bounded`]): lists are capped, ignored and refused fields are
+//! Parsing is bounded (see [`crate::wire::bounded`]): lists are capped, ignored and refused fields are
 //! skipped without being built (`IgnoredAny`), schemas and tool-call arguments stay raw JSON text,
 //! and no internally tagged enum or `flatten` buffers input. Response types borrow where they can,
 //! since chunks are serialised once per token.
@@ -17,7 +17,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::bounded::{Bounded, NonEmpty};
+use crate::wire::bounded::{Bounded, NonEmpty};
 
 /// Most messages in one request.
 pub const MAX_MESSAGES: usize = 10_000;

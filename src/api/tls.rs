@@ -6,10 +6,11 @@
 //! Only HTTP/1.1 is offered (ALPN), which is what the listeners serve.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use crate::config::TlsFiles;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -28,13 +29,6 @@ impl fmt::Display for TlsError {
 }
 
 impl std::error::Error for TlsError {}
-
-/// The certificate and key files of the listeners.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
 
 /// The server TLS configuration in force, replaced when the files change.
 pub struct ReloadingTls {

@@ -11,11 +11,11 @@ use serde_json::value::RawValue;
 
 use super::params::Reasoning;
 use super::{CacheCounter, Target, invalid, unsupported};
-use crate::adapter::anthropic::{OutputFormat, Tool, ToolChoice, ToolChoiceKind};
-use crate::adapter::bounded::is_json_object;
-use crate::adapter::openai::{ChatCompletionRequest, ResponseFormat, StringOr, ToolChoiceObject};
 use crate::error::ApiError;
 use crate::models::ToolStreaming;
+use crate::wire::anthropic::{OutputFormat, Tool, ToolChoice, ToolChoiceKind};
+use crate::wire::bounded::is_json_object;
+use crate::wire::openai::{ChatCompletionRequest, ResponseFormat, StringOr, ToolChoiceObject};
 
 /// Tool name used to carry `response_format: {"type":"json_object"}`.
 pub const JSON_OBJECT_TOOL: &str = "json_object";

@@ -14,14 +14,14 @@ use serde_json::value::RawValue;
 
 use super::tools::check_tool_name;
 use super::{CacheCounter, Target, images, invalid, unsupported};
-use crate::adapter::anthropic::{ContentBlock, Message, Role, TextBlock};
-use crate::adapter::bounded::is_json_object;
-use crate::adapter::openai::{
+use crate::error::ApiError;
+use crate::models::ReasoningPlan;
+use crate::wire::anthropic::{ContentBlock, Message, Role, TextBlock};
+use crate::wire::bounded::is_json_object;
+use crate::wire::openai::{
     CacheControl, ChatCompletionRequest, ContentPart, MAX_TOOL_ARGUMENT_BYTES, Message as OpenAiMessage, StringOr,
     ThinkingBlock,
 };
-use crate::error::ApiError;
-use crate::models::ReasoningPlan;
 
 /// Text of the user turn inserted when a conversation does not start with a user message.
 pub const PLACEHOLDER_USER_TURN: &str = "(conversation start)";

@@ -17,10 +17,10 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::adapter::anthropic::{self, BlockDelta, ResponseBlock, StreamEvent};
-use crate::adapter::openai::{Delta, FunctionDelta, ThinkingBlock, ThinkingBlockDelta, ToolCallDelta, Usage};
-use crate::adapter::response::{finish_reason, upstream_error, usage};
+use crate::convert::response::{finish_reason, upstream_error, usage};
 use crate::error::ApiError;
+use crate::wire::anthropic::{self, BlockDelta, ResponseBlock, StreamEvent};
+use crate::wire::openai::{Delta, FunctionDelta, ThinkingBlock, ThinkingBlockDelta, ToolCallDelta, Usage};
 
 /// What an Anthropic content block (by its stream index) turned into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,7 @@ impl StreamConverter {
         }
     }
 
-    /// The tool that carries `response_format` ([`crate::adapter::request::Prepared::response_tool`]):
+    /// The tool that carries `response_format` ([`crate::convert::request::Prepared::response_tool`]):
     /// its arguments stream as `content` and its call finishes with `stop`.
     pub fn with_response_tool(mut self, name: Option<&str>) -> Self {
         self.response_tool = name.map(str::to_owned);
@@ -598,7 +598,7 @@ mod tests {
     /// The pre-rendered head plus the delta is exactly what serde writes for the whole chunk.
     #[test]
     fn chunks_are_what_serialising_the_chunk_type_writes() {
-        use crate::adapter::openai::{ChatCompletionChunk, ChunkChoice};
+        use crate::wire::openai::{ChatCompletionChunk, ChunkChoice};
 
         let serde_line = |id: &str, created: u64, model: &str, choices: &[ChunkChoice<'_>], usage| {
             let chunk = ChatCompletionChunk { id, object: "chat.completion.chunk", created, model, choices, usage };

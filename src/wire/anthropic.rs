@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::adapter::openai::CacheControl;
 use crate::models::{Effort, ThinkingOut};
+use crate::wire::openai::CacheControl;
 
 /// The only `anthropic_version` Bedrock accepts in the body.
 pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";

@@ -1,5 +1,5 @@
 //! HTTP edge of the adapter: `POST /v1/chat/completions` (streamed as SSE or not, served through
-//! the routing policy by [`super::routed`]) and `GET /v1/models` (the models the caller's policy
+//! the routing policy by [`crate::dispatch::routed`]) and `GET /v1/models` (the models the caller's policy
 //! allows).
 //!
 //! A cloud run authenticates with its API key and names its principal in headers
@@ -16,15 +16,14 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use super::openai::{ModelList, ModelObject, ModelReasoning};
-use super::response::model_object;
-use super::routed::{self, AuditGuard};
+use crate::api::{ApiBody, run_request_from_headers};
 use crate::aws::RoleArn;
 use crate::broker::Broker;
 use crate::broker::local::LocalSession;
 use crate::config::Config;
+use crate::convert::response::model_object;
+use crate::dispatch::routed::{self, AuditGuard};
 use crate::error::ApiError;
-use crate::http::{ApiBody, run_request_from_headers};
 use crate::identity::auth::Callers;
 use crate::identity::authz::{AuthorizedRun, Purpose, authorize};
 use crate::observe::audit::Audit;
@@ -32,6 +31,7 @@ use crate::observe::metrics::Metrics;
 use crate::routing::{RouteScope, Routing, Surface};
 use crate::upstream::direct::DirectClient;
 use crate::upstream::{BedrockClient, BedrockFailure};
+use crate::wire::openai::{ModelList, ModelObject, ModelReasoning};
 
 /// Whose AWS credentials sign Bedrock calls.
 #[derive(Clone)]
@@ -193,10 +193,10 @@ fn listing_surface(anthropic: bool) -> Surface {
 }
 
 pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> Response {
-    let anthropic = super::messages_routes::wants_anthropic_shape(&headers);
+    let anthropic = crate::api::messages::wants_anthropic_shape(&headers);
     match allowed_models(&state, &headers, listing_surface(anthropic)) {
-        Err(error) if anthropic => super::messages_routes::error_response(&error),
-        Ok(models) if anthropic => super::messages_routes::anthropic_model_list(&state, &models),
+        Err(error) if anthropic => crate::api::messages::error_response(&error),
+        Ok(models) if anthropic => crate::api::messages::anthropic_model_list(&state, &models),
         Ok(models) => {
             let data = models.iter().map(|name| model_entry(&state, name)).collect();
             axum::Json(ModelList::new(data)).into_response()
@@ -228,7 +228,7 @@ fn model_entry(state: &ChatState, name: &str) -> ModelObject {
 
 /// `GET /v1/models/{model}` (the SDKs' `models.retrieve`): one entry of the list, or 404.
 pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, Path(model): Path<String>) -> Response {
-    let anthropic = super::messages_routes::wants_anthropic_shape(&headers);
+    let anthropic = crate::api::messages::wants_anthropic_shape(&headers);
     let found = allowed_models(&state, &headers, listing_surface(anthropic)).and_then(|allowed| {
         allowed.into_iter().find(|name| *name == model).ok_or_else(|| {
             ApiError::not_found(
@@ -240,10 +240,10 @@ pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, 
     });
     match found {
         Ok(name) if anthropic => {
-            axum::Json(super::messages_routes::anthropic_model_object(&state, &name)).into_response()
+            axum::Json(crate::api::messages::anthropic_model_object(&state, &name)).into_response()
         }
         Ok(name) => axum::Json(model_entry(&state, &name)).into_response(),
-        Err(error) if anthropic => super::messages_routes::error_response(&error),
+        Err(error) if anthropic => crate::api::messages::error_response(&error),
         Err(error) => error.into_response(),
     }
 }

@@ -104,14 +104,7 @@
 //! streamed signatures arrive as a complete block, numbered by `index`, in `delta.thinking_blocks`
 //! (see [`stream`]).
 
-pub mod anthropic;
-pub mod attempt;
-pub mod bounded;
 pub mod messages;
-pub mod messages_routes;
-pub mod openai;
 pub mod request;
 pub mod response;
-pub mod routed;
-pub mod routes;
 pub mod stream;
