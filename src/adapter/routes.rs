@@ -26,7 +26,7 @@ use crate::broker::Broker;
 use crate::broker::local::LocalSession;
 use crate::config::{Config, RoleArn};
 use crate::error::ApiError;
-use crate::http::{ApiBody, run_request_from_headers};
+use crate::http::{ApiBody, BodyOwner, run_request_from_headers};
 use crate::metrics::Metrics;
 use crate::routing::{RouteScope, Routing, Surface};
 use crate::upstream::direct::DirectClient;
@@ -137,6 +137,14 @@ impl CallContext {
                 RouteScope { team: Some(run.principal.team_uid.as_str()), agent: run.agent.as_deref() }
             }
             CallContext::Local { .. } => RouteScope::default(),
+        }
+    }
+
+    /// Whose share of the body budget the request's body is charged to.
+    pub fn body_owner(&self) -> BodyOwner {
+        match self {
+            CallContext::Broker { run, caller, .. } => BodyOwner::caller(run.principal.team_uid.as_str(), caller),
+            CallContext::Local { .. } => BodyOwner::local(),
         }
     }
 

@@ -14,7 +14,7 @@ use super::cache::CachedCredentials;
 use super::rfc3339;
 use crate::authz::{FieldSource, Purpose, RunRequest, authorize, permits, validate_run_id};
 use crate::error::ApiError;
-use crate::http::{ApiJson, AppState};
+use crate::http::{ApiJson, AppState, BodyOwner};
 
 /// Which run wants credentials. `team` defaults to the caller's team; `actor` and `principal` may
 /// be left out by a caller bound to a single principal.
@@ -80,7 +80,7 @@ pub async fn credentials_for(
 ) -> Result<std::sync::Arc<CachedCredentials>, ApiError> {
     let caller = state.callers.authenticate(headers)?;
     let request = match source {
-        RequestSource::Body(body) => body.read(&state.config.server).await?,
+        RequestSource::Body(body) => body.read(&state.config.server, BodyOwner::of(&caller)).await?,
         RequestSource::Query(query) => query?,
     };
     let run = authorize(&state.config, &caller, &RunRequest::from(request), Purpose::Run)?;

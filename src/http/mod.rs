@@ -11,7 +11,7 @@ pub mod listener;
 pub mod router;
 pub mod state;
 
-pub use extract::{ApiBody, ApiJson, BodyBudget, no_store, run_request_from_headers};
+pub use extract::{ApiBody, ApiJson, BodyBudget, BodyOwner, no_store, run_request_from_headers};
 pub use listener::{ListenerLimits, serve};
 pub use router::{local_router, public_router, router};
 pub use state::AppState;

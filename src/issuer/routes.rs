@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::authz::{FieldSource, Purpose, RunRequest, authorize};
 use crate::error::ApiError;
-use crate::http::{ApiJson, AppState};
+use crate::http::{ApiJson, AppState, BodyOwner};
 use crate::issuer::{Document, MintError, RunClaims};
 
 pub async fn openid_configuration(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -90,7 +90,7 @@ pub async fn mint_token(State(state): State<AppState>, headers: HeaderMap, body:
 
 async fn mint(state: &AppState, headers: &HeaderMap, body: ApiJson<TokenRequest>) -> Result<TokenResponse, ApiError> {
     let caller = state.callers.authenticate(headers)?;
-    let request = body.read(&state.config.server).await?;
+    let request = body.read(&state.config.server, BodyOwner::of(&caller)).await?;
     let run_request = RunRequest {
         team: request.team,
         actor: request.actor,
