@@ -28,6 +28,9 @@ const ENV_NOT_CONFIG: &[&str] = &["BYOLLM_LOG", "BYOLLM_CONFIG", "BYOLLM_API_KEY
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// Default budget of request-body bytes held at once by all requests together.
 pub const DEFAULT_BODY_BYTES_IN_FLIGHT: usize = 64 << 20;
+/// Default least rate of a request body: 64 KiB/s (a 20 MiB body within the 60 s read timeout
+/// needs 341 KiB/s anyway).
+pub const DEFAULT_MIN_BODY_BYTES_PER_SEC: usize = 64 << 10;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -81,6 +84,16 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// Request-body bytes all requests together may hold at once; beyond it, 503 with `Retry-After`.
     pub max_body_bytes_in_flight: usize,
+    /// Of those, what one team's requests may hold at once; beyond it, 429 with `Retry-After`.
+    pub max_body_bytes_in_flight_per_team: usize,
+    /// Of the team's, what the requests of one caller key may hold at once (429 beyond it).
+    pub max_body_bytes_in_flight_per_caller: usize,
+    /// Longest a body may take to send its first byte once the handler reads it.
+    pub body_first_byte_timeout: Duration,
+    /// Least a body must then deliver, per second, in every [`ServerConfig::body_rate_window`]
+    /// (or what remains of it); 0: no minimum.
+    pub min_body_bytes_per_sec: usize,
+    pub body_rate_window: Duration,
     /// Open connections the internal listener accepts at once; more wait in the kernel's backlog.
     pub max_connections: usize,
     /// Open connections the public listener accepts at once.
@@ -299,6 +312,38 @@ impl Config {
                 "must be at least server.max_body_bytes, or no maximum-size body could ever be read".into(),
             );
         }
+        // Each share lies between one maximum-size body and the budget that holds it.
+        let mut share = |key: &str, within: &str, max: usize, default: usize| -> usize {
+            let Some(value) = server.take_ranged(key, 1024, 4 << 30).map(|v| v as usize) else {
+                return default.clamp(max_body_bytes, max.max(max_body_bytes));
+            };
+            if value < max_body_bytes || value > max {
+                let path = server.child(key);
+                server.error_at(
+                    path,
+                    format!("must lie between server.max_body_bytes ({max_body_bytes}) and server.{within} ({max})"),
+                );
+            }
+            value
+        };
+        let max_body_bytes_in_flight_per_team = share(
+            "max_body_bytes_in_flight_per_team",
+            "max_body_bytes_in_flight",
+            max_body_bytes_in_flight,
+            max_body_bytes_in_flight / 2,
+        );
+        let max_body_bytes_in_flight_per_caller = share(
+            "max_body_bytes_in_flight_per_caller",
+            "max_body_bytes_in_flight_per_team",
+            max_body_bytes_in_flight_per_team,
+            max_body_bytes_in_flight_per_team / 2,
+        );
+        let body_first_byte_timeout =
+            server.take_secs("body_first_byte_timeout_secs", 1, 600).unwrap_or(Duration::from_secs(10));
+        let min_body_bytes_per_sec = server
+            .take_ranged("min_body_bytes_per_sec", 0, 1 << 30)
+            .map_or(DEFAULT_MIN_BODY_BYTES_PER_SEC, |v| v as usize);
+        let body_rate_window = server.take_secs("body_rate_window_secs", 1, 60).unwrap_or(Duration::from_secs(5));
         let max_connections = server.take_ranged("max_connections", 1, 1_000_000).unwrap_or(4096) as usize;
         let public_max_connections =
             server.take_ranged("public_max_connections", 1, 1_000_000).unwrap_or(1024) as usize;
@@ -587,6 +632,11 @@ impl Config {
                 header_read_timeout,
                 body_read_timeout,
                 max_body_bytes_in_flight,
+                max_body_bytes_in_flight_per_team,
+                max_body_bytes_in_flight_per_caller,
+                body_first_byte_timeout,
+                min_body_bytes_per_sec,
+                body_rate_window,
                 max_connections,
                 public_max_connections,
                 tls,
@@ -1071,6 +1121,41 @@ mod tests {
         assert!(config.server.max_body_bytes_in_flight >= config.server.max_body_bytes);
         let errors = errors_of("dev = true\n[server]\nmax_body_bytes = 2048\nmax_body_bytes_in_flight = 1024\n");
         assert_eq!(errors[0].0, "server.max_body_bytes_in_flight");
+    }
+
+    #[test]
+    fn body_shares_default_to_halves_that_still_fit_a_maximum_size_body() {
+        let server = Config::from_toml("dev = true\n").unwrap().server;
+        assert_eq!(server.max_body_bytes_in_flight_per_team, DEFAULT_BODY_BYTES_IN_FLIGHT / 2);
+        // Half the team's share would be 16 MiB: raised to one maximum-size body (20 MiB).
+        assert_eq!(server.max_body_bytes_in_flight_per_caller, server.max_body_bytes);
+        assert_eq!(server.body_first_byte_timeout, Duration::from_secs(10));
+        assert_eq!((server.min_body_bytes_per_sec, server.body_rate_window), (64 << 10, Duration::from_secs(5)));
+        // Derived from what is set.
+        let server = Config::from_toml(
+            "dev = true\n[server]\nmax_body_bytes = 1048576\nmax_body_bytes_in_flight = 16777216\nmin_body_bytes_per_sec = 0\n",
+        )
+        .unwrap()
+        .server;
+        assert_eq!(
+            (server.max_body_bytes_in_flight_per_team, server.max_body_bytes_in_flight_per_caller),
+            (8 << 20, 4 << 20)
+        );
+        assert_eq!(server.min_body_bytes_per_sec, 0, "0 turns the minimum rate off");
+        // A share below one maximum-size body, or above the budget it is part of, is refused.
+        for (setting, path) in [
+            ("max_body_bytes_in_flight_per_team = 1048576", "server.max_body_bytes_in_flight_per_team"),
+            ("max_body_bytes_in_flight_per_team = 134217728", "server.max_body_bytes_in_flight_per_team"),
+            ("max_body_bytes_in_flight_per_caller = 2048", "server.max_body_bytes_in_flight_per_caller"),
+            ("max_body_bytes_in_flight_per_caller = 41943040", "server.max_body_bytes_in_flight_per_caller"),
+        ] {
+            let errors = errors_of(&format!("dev = true\n[server]\n{setting}\n"));
+            assert_eq!(errors.len(), 1, "{setting}: {errors:?}");
+            assert_eq!(errors[0].0, path, "{setting}");
+        }
+        let server =
+            Config::from_toml("dev = true\n[server]\nmax_body_bytes_in_flight_per_team = 41943040\n").unwrap().server;
+        assert_eq!(server.max_body_bytes_in_flight_per_caller, 20 << 20);
     }
 
     #[test]

@@ -415,24 +415,28 @@ async fn bodies_in_flight_share_one_budget_and_connections_are_capped() {
         ],
     );
     let address = gateway.url.trim_start_matches("http://").to_owned();
-    let head = |length: usize| {
+    let head_for = |key: &str, length: usize| {
         format!(
-            "POST /v1/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+            "POST /v1/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
         )
     };
+    let head = |length: usize| head_for(API_KEY, length);
     let read_answer = |mut stream: tokio::net::TcpStream| async move {
         let mut buffer = vec![0u8; 8192];
         let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await.unwrap().unwrap();
         String::from_utf8_lossy(&buffer[..read]).into_owned()
     };
-    // A 60 KiB body that has started to arrive holds 60 KiB of the budget...
+    // A 60 KiB body of which 59 KiB arrived holds 59 KiB of the budget (what arrived, not what
+    // it declared)...
     let mut holder = tokio::net::TcpStream::connect(&address).await.unwrap();
     holder.write_all(head(60 * 1024).as_bytes()).await.unwrap();
-    holder.write_all(b"{\"actor\": ").await.unwrap();
+    holder.write_all(&[b' '; 59 * 1024]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // ...so another 60 KiB body is turned away with Retry-After, without being read.
+    // ...so another team's 60 KiB body finds room for 41 KiB only, and is turned away with
+    // Retry-After before the rest is read (the whole budget is spent, not its team's share).
     let mut second = tokio::net::TcpStream::connect(&address).await.unwrap();
-    second.write_all(head(60 * 1024).as_bytes()).await.unwrap();
+    second.write_all(head_for(OTHER_API_KEY, 60 * 1024).as_bytes()).await.unwrap();
+    second.write_all(&[b' '; 60 * 1024]).await.unwrap();
     let answer = read_answer(second).await;
     assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("server_busy"), "{answer}");
     assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");

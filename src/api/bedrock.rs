@@ -230,7 +230,7 @@ async fn relay(
         record.model = Some(target.name.to_owned());
     }
     let mut failover = chat.routing.start_on(context.scope(), target.name, Surface::BedrockOnly)?;
-    let body = body.read(&chat.config.server).await?;
+    let body = body.read(&chat.config.server, context.body_owner()).await?;
     check_body(&body)?;
     let mut served = None;
     let mut last_refusal = None;

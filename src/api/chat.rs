@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
-use crate::api::{ApiBody, run_request_from_headers};
+use crate::api::{ApiBody, BodyOwner, run_request_from_headers};
 use crate::aws::RoleArn;
 use crate::broker::Broker;
 use crate::broker::local::LocalSession;
@@ -138,6 +138,14 @@ impl CallContext {
                 RouteScope { team: Some(run.principal.team_uid.as_str()), agent: run.agent.as_deref() }
             }
             CallContext::Local { .. } => RouteScope::default(),
+        }
+    }
+
+    /// Whose share of the body budget the request's body is charged to.
+    pub fn body_owner(&self) -> BodyOwner {
+        match self {
+            CallContext::Broker { run, caller, .. } => BodyOwner::caller(run.principal.team_uid.as_str(), caller),
+            CallContext::Local { .. } => BodyOwner::local(),
         }
     }
 

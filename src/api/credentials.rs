@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiJson, AppState};
+use crate::api::{ApiJson, AppState, BodyOwner};
 use crate::broker::cache::CachedCredentials;
 use crate::broker::rfc3339;
 use crate::error::ApiError;
@@ -80,7 +80,7 @@ pub async fn credentials_for(
 ) -> Result<std::sync::Arc<CachedCredentials>, ApiError> {
     let caller = state.callers.authenticate(headers)?;
     let request = match source {
-        RequestSource::Body(body) => body.read(&state.config.server).await?,
+        RequestSource::Body(body) => body.read(&state.config.server, BodyOwner::of(&caller)).await?,
         RequestSource::Query(query) => query?,
     };
     let run = authorize(&state.config, &caller, &RunRequest::from(request), Purpose::Run)?;

@@ -138,7 +138,7 @@ async fn prepare<'a>(
     if let Some(record) = audit.record() {
         context.describe(record);
     }
-    let body = body.read(&chat.config.server).await?;
+    let body = body.read(&chat.config.server, context.body_owner()).await?;
     let request = messages::parse(&body)?;
     let stream = request.stream.unwrap_or(false);
     if let Some(record) = audit.record() {

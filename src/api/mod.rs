@@ -17,7 +17,7 @@ pub mod state;
 pub mod tls;
 pub mod tokens;
 
-pub use extract::{ApiBody, ApiJson, BodyBudget, no_store, run_request_from_headers};
+pub use extract::{ApiBody, ApiJson, BodyBudget, BodyOwner, no_store, run_request_from_headers};
 pub use listener::{ListenerLimits, serve};
 pub use router::{local_router, public_router, router};
 pub use state::AppState;

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiJson, AppState};
+use crate::api::{ApiJson, AppState, BodyOwner};
 use crate::error::ApiError;
 use crate::identity::authz::{FieldSource, Purpose, RunRequest, authorize};
 use crate::issuer::{Document, MintError, RunClaims};
@@ -90,7 +90,7 @@ pub async fn mint_token(State(state): State<AppState>, headers: HeaderMap, body:
 
 async fn mint(state: &AppState, headers: &HeaderMap, body: ApiJson<TokenRequest>) -> Result<TokenResponse, ApiError> {
     let caller = state.callers.authenticate(headers)?;
-    let request = body.read(&state.config.server).await?;
+    let request = body.read(&state.config.server, BodyOwner::of(&caller)).await?;
     let run_request = RunRequest {
         team: request.team,
         actor: request.actor,

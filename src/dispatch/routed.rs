@@ -210,7 +210,7 @@ pub(crate) async fn chat(
         context.describe(record);
     }
     // Holds its share of the body budget until an upstream answered (the end of this function).
-    let mut client_body = body.read(&state.config.server).await?;
+    let mut client_body = body.read(&state.config.server, context.body_owner()).await?;
     let peek: Peek = serde_json::from_slice(&client_body).map_err(|_| {
         ApiError::invalid_request("body", "invalid_json", "the body must be a JSON chat completion request")
     })?;
