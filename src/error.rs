@@ -1,12 +1,11 @@
-//! The one error body every endpoint speaks: OpenAI's
-//! `{"error":{"message","type","param","code"}}`.
+//! The error a request ends with: its status, a stable machine-readable code, a message that
+//! says what to fix (never a secret), and when to come back.
 //!
-//! Each boundary (config, issuer, auth, broker, adapter) has its own error enum; each converts into
-//! [`ApiError`] here, which owns the status code and the wire shape. Messages say what to fix and
-//! never carry a secret.
+//! Each boundary (config, issuer, auth, broker, routing, upstream) has its own error type; each
+//! converts into [`ApiError`] here. The edge renders it in the shape of the API that was called
+//! (`crate::api::errors`: OpenAI, Anthropic or Bedrock); [`ApiError::body`] is OpenAI's.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use http::StatusCode;
 use serde::Serialize;
 
 /// An error ready to be sent to a client.
@@ -110,16 +109,6 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body())).into_response();
-        if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,14 +120,5 @@ mod tests {
             error.body(),
             serde_json::json!({"error": {"message": "bad uid", "type": "invalid_request_error", "param": "principal_uid", "code": "invalid_uid"}})
         );
-    }
-
-    #[test]
-    fn retry_after_becomes_a_header() {
-        let response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "throttled", "slow down")
-            .with_retry_after(7)
-            .into_response();
-        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
     }
 }

@@ -3,8 +3,10 @@
 //! `main.rs` is a thin CLI over it; tests and examples use it directly.
 
 pub mod api;
+pub mod app;
 pub mod aws;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod dispatch;

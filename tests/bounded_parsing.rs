@@ -9,7 +9,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use byollm::api::bedrock::ProfileQuery;
+use byollm::api::models::ProfileQuery;
 use byollm::convert::messages;
 use byollm::convert::request::{Target, parse_request, to_anthropic};
 use byollm::models::catalog;

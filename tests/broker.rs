@@ -827,7 +827,9 @@ async fn in_process(issuer_url: Option<String>, sts_url: Option<String>) -> InPr
     let issuer = Issuer::open(&config).unwrap();
     let clock = Arc::new(ShiftedClock::default());
     let sdk = SdkSts::new(&config.sts.region, config.sts.endpoint_url.as_deref());
-    let state = byollm::AppState::with_parts(config, issuer, Arc::new(sdk), clock.clone());
+    let routing = byollm::app::routing_policy(&config, byollm::routing::Mode::Hosted).expect("a valid routing policy");
+    let wiring = byollm::app::Wiring::new(Arc::new(config), routing);
+    let state = byollm::app::cloud(wiring, issuer, Arc::new(sdk), clock.clone());
     let task = support::serve_on(listener, byollm::router(state.clone()));
     InProcess { state, url, clock, sts, _task: task, _dir: dir }
 }

@@ -1,284 +1,179 @@
-//! HTTP edge of the adapter: `POST /v1/chat/completions` (streamed as SSE or not, served through
-//! the routing policy by [`crate::dispatch::routed`]) and `GET /v1/models` (the models the caller's policy
-//! allows).
+//! `POST /v1/chat/completions`: OpenAI chat completions, streamed as SSE or not.
 //!
-//! A cloud run authenticates with its API key and names its principal in headers
-//! (`x-byollm-actor`, `x-byollm-principal`, optional `x-byollm-team`, `x-byollm-agent`,
-//! `x-byollm-run-id`), which [`crate::identity::authz::authorize`] checks; the broker's credentials for that
-//! run sign the Bedrock call. In local mode
-//! the person's own AWS session signs it. Streams are pulled from Bedrock only as fast as the
-//! client reads, and dropped the moment the client goes away.
+//! The surface reads what routing needs (the model, whether to stream), converts the body for
+//! Bedrock and Anthropic routes (pure, [`crate::convert::request`], the model's catalog rules),
+//! hands the request to the dispatch ([`crate::dispatch`]: routes, attempts, failover, the audit
+//! record) and renders what answered: an Anthropic message as a `chat.completion`, Anthropic
+//! events as `chat.completion.chunk` lines ([`StreamConverter`]), an OpenAI-compatible endpoint's
+//! answer as it came. Refusals take OpenAI's error shape.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
-use crate::api::{ApiBody, BodyOwner, run_request_from_headers};
-use crate::aws::RoleArn;
-use crate::broker::Broker;
-use crate::broker::local::LocalSession;
-use crate::config::Config;
-use crate::convert::response::model_object;
-use crate::dispatch::routed::{self, AuditGuard};
+use super::errors::{self, Shape, write_openai_sse_error};
+use super::extract::{ApiBody, BodyOwner};
+use crate::convert::request::{Target, parse_request, to_anthropic};
+use crate::convert::response::{to_chat_completion, upstream_error};
+use crate::convert::stream::StreamConverter;
+use crate::dispatch::attempt::{Answer, Payload, Request, attempt};
+use crate::dispatch::failover::first_answer;
+use crate::dispatch::relay::{self, EventConverter};
+use crate::dispatch::{Api, Dispatch, Exchange, Reply};
 use crate::error::ApiError;
-use crate::identity::auth::Callers;
-use crate::identity::authz::{AuthorizedRun, Purpose, authorize};
-use crate::observe::audit::Audit;
-use crate::observe::metrics::Metrics;
-use crate::routing::{RouteScope, Routing, Surface};
-use crate::upstream::direct::DirectClient;
-use crate::upstream::{BedrockClient, BedrockFailure};
-use crate::wire::openai::{ModelList, ModelObject, ModelReasoning};
+use crate::routing::Upstream;
+use crate::routing::policy::valid_model_name;
+use crate::wire::anthropic::AnthropicResponse;
+use crate::wire::openai::PARSED_ITEM_BYTES;
+use crate::wire::usage::Usage;
 
-/// Whose AWS credentials sign Bedrock calls.
-#[derive(Clone)]
-pub enum CredentialSource {
-    /// Cloud runs: per-run assumed-role credentials from the broker.
-    Broker(Arc<Broker>),
-    /// Interactive: the person's own AWS session, in `region`.
-    Local { session: Arc<LocalSession>, region: String },
+/// An SSE comment line: SSE parsers (OpenAI's SDKs among them) skip it.
+pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(State(dispatch): State<Arc<Dispatch>>, headers: HeaderMap, body: ApiBody) -> Response {
+    let result =
+        dispatch.serve(Api::Chat, "", async |exchange| complete(&dispatch, &headers, body, exchange).await).await;
+    errors::respond(Shape::OpenAi, result)
 }
 
-/// What the chat routes need.
-#[derive(Clone)]
-pub struct ChatState {
-    pub config: Arc<Config>,
-    pub callers: Arc<Callers>,
-    pub metrics: Arc<Metrics>,
-    pub bedrock: Arc<BedrockClient>,
-    pub source: CredentialSource,
-    /// The routing policy in force and the routes' failure state.
-    pub routing: Arc<Routing>,
-    /// The client for the direct Anthropic API and OpenAI-compatible endpoints.
-    pub direct: Arc<DirectClient>,
-    pub audit: Audit,
+/// The fields read before routing: the model and whether a stream is asked for. Both stay raw
+/// JSON until checked; every other field is skipped unbuilt.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
 }
 
-/// Credentials and region for one call. Authentication happens here, before the body is read.
-/// Shared by every surface that calls Bedrock (chat, Messages API, native routes).
-pub enum CallContext {
-    Broker { broker: Arc<Broker>, run: AuthorizedRun, caller: String },
-    Local { session: Arc<LocalSession>, region: String },
-}
-
-/// A cloud run: the caller's API key, then the run identity from the `x-byollm-*` headers through
-/// [`authorize`]. Local mode authenticates in its own layer (the session key).
-pub fn context(state: &ChatState, headers: &HeaderMap) -> Result<CallContext, ApiError> {
-    match &state.source {
-        CredentialSource::Broker(broker) => {
-            let caller = state.callers.authenticate(headers)?;
-            let request = run_request_from_headers(headers)?;
-            let run = authorize(&state.config, &caller, &request, Purpose::Run)?;
-            Ok(CallContext::Broker { broker: broker.clone(), run, caller: caller.name.clone() })
-        }
-        CredentialSource::Local { session, region } => {
-            Ok(CallContext::Local { session: session.clone(), region: region.clone() })
-        }
-    }
-}
-
-impl CallContext {
-    /// The Bedrock region of the call: the run's team's, or the person's session's.
-    pub fn region(&self) -> &str {
-        match self {
-            CallContext::Broker { run, .. } => &run.region,
-            CallContext::Local { region, .. } => region,
-        }
-    }
-
-    /// Credentials and region for the run as it is (the Messages API and native routes).
-    pub async fn credentials(&self, config: &Config) -> Result<(crate::aws::AwsCredentials, &str), ApiError> {
-        match self {
-            CallContext::Broker { broker, run, .. } => {
-                let cached = broker.credentials(run).await.map_err(|e| e.to_api_error(config))?;
-                Ok((cached.credentials.clone(), &run.region))
-            }
-            CallContext::Local { session, region } => {
-                let credentials = session.credentials().await.map_err(|e| e.to_api_error())?;
-                Ok((credentials, region))
-            }
-        }
-    }
-
-    /// Credentials and region for a Bedrock route: the run's role and region unless the route
-    /// names its own (a role override is assumed with the same web identity, so the role must
-    /// trust the team's principals too). Local mode uses the person's session in any case.
-    pub async fn credentials_for(
-        &self,
-        config: &Config,
-        role: Option<&RoleArn>,
-        region: Option<&str>,
-    ) -> Result<(crate::aws::AwsCredentials, String), ApiError> {
-        match self {
-            CallContext::Broker { broker, run, .. } => {
-                let mut run = run.clone();
-                if let Some(role) = role {
-                    run.role = Some(role.clone());
-                }
-                if let Some(region) = region {
-                    run.region = region.to_owned();
-                }
-                let cached = broker.credentials(&run).await.map_err(|e| e.to_api_error(config))?;
-                Ok((cached.credentials.clone(), run.region))
-            }
-            CallContext::Local { session, region: own } => {
-                let credentials = session.credentials().await.map_err(|e| e.to_api_error())?;
-                Ok((credentials, region.unwrap_or(own).to_owned()))
-            }
-        }
-    }
-
-    /// Whose policy applies: the run's team and agent; local mode uses the defaults.
-    pub fn scope(&self) -> RouteScope<'_> {
-        match self {
-            CallContext::Broker { run, .. } => {
-                RouteScope { team: Some(run.principal.team_uid.as_str()), agent: run.agent.as_deref() }
-            }
-            CallContext::Local { .. } => RouteScope::default(),
-        }
-    }
-
-    /// Whose share of the body budget the request's body is charged to.
-    pub fn body_owner(&self) -> BodyOwner {
-        match self {
-            CallContext::Broker { run, caller, .. } => BodyOwner::caller(run.principal.team_uid.as_str(), caller),
-            CallContext::Local { .. } => BodyOwner::local(),
-        }
-    }
-
-    /// Who asked, for the audit line.
-    pub fn describe(&self, record: &mut crate::observe::audit::AuditRecord) {
-        if let CallContext::Broker { run, caller, .. } = self {
-            record.caller = Some(caller.clone());
-            record.team = Some(run.principal.team_uid.to_string());
-            record.actor = Some(run.principal.actor.as_str().to_owned());
-            record.principal = Some(run.principal.principal_uid.to_string());
-            record.agent = run.agent.clone();
-            record.run = run.run_id.clone();
-        }
-    }
-
-    /// Map a Bedrock failure; in local mode, rejected credentials mean the session lapsed.
-    pub fn bedrock_error(&self, failure: &BedrockFailure, action: &str, model_id: &str) -> ApiError {
-        if let CallContext::Local { session, .. } = self
-            && failure.is_credential_problem()
-        {
-            return crate::broker::local::LocalError {
-                profile: session.profile_name(),
-                expired: true,
-                summary: "Bedrock refused its credentials",
-                detail: format!("Bedrock answered {}", failure.code),
-                hint: session.hint(),
-            }
-            .to_api_error();
-        }
-        failure.to_api_error(action, model_id)
-    }
-}
-
-/// The models the caller may use through `surface`: the routing policy's for its team (and the
-/// agent it names, one it may act as: [`crate::identity::authz::authorize_listing`]). Both shapes of
-/// `GET /v1/models` and `/inference-profiles` list these.
-pub fn allowed_models(state: &ChatState, headers: &HeaderMap, surface: Surface) -> Result<Vec<String>, ApiError> {
-    let policy = state.routing.policy();
-    match &state.source {
-        CredentialSource::Broker(_) => {
-            let caller = state.callers.authenticate(headers)?;
-            let agent = crate::identity::authz::authorize_listing(&caller, &run_request_from_headers(headers)?)?;
-            let scope = RouteScope { team: Some(caller.team.as_str()), agent: agent.as_deref() };
-            Ok(policy.allowed_models_on(scope, surface))
-        }
-        CredentialSource::Local { .. } => Ok(policy.allowed_models_on(RouteScope::default(), surface)),
-    }
-}
-
-/// The surface a model list is for: Anthropic's shape lists what the Messages API serves.
-fn listing_surface(anthropic: bool) -> Surface {
-    if anthropic { Surface::Messages } else { Surface::Chat }
-}
-
-pub async fn list_models(State(state): State<ChatState>, headers: HeaderMap) -> Response {
-    let anthropic = crate::api::messages::wants_anthropic_shape(&headers);
-    match allowed_models(&state, &headers, listing_surface(anthropic)) {
-        Err(error) if anthropic => crate::api::messages::error_response(&error),
-        Ok(models) if anthropic => crate::api::messages::anthropic_model_list(&state, &models),
-        Ok(models) => {
-            let data = models.iter().map(|name| model_entry(&state, name)).collect();
-            axum::Json(ModelList::new(data)).into_response()
-        }
-        Err(error) => error.into_response(),
-    }
-}
-
-/// A model's list entry: from its catalog rules when it is a `[models]` entry, else (a model only
-/// an OpenAI-compatible endpoint serves) its name alone.
-fn model_entry(state: &ChatState, name: &str) -> ModelObject {
-    match crate::models::find_by_name(&state.config.models, name) {
-        Some((name, model)) => model_object(name, model),
-        None => ModelObject {
-            id: name.to_owned(),
-            object: "model",
-            created: 0,
-            owned_by: "byollm".to_owned(),
-            display_name: None,
-            family: None,
-            context_window: 0,
-            max_output_tokens: 0,
-            reasoning: ModelReasoning { supported: false, thinking: "none", always_on: false, efforts: Vec::new() },
-            vision: false,
-            lifecycle: None,
-        },
-    }
-}
-
-/// `GET /v1/models/{model}` (the SDKs' `models.retrieve`): one entry of the list, or 404.
-pub async fn retrieve_model(State(state): State<ChatState>, headers: HeaderMap, Path(model): Path<String>) -> Response {
-    let anthropic = crate::api::messages::wants_anthropic_shape(&headers);
-    let found = allowed_models(&state, &headers, listing_surface(anthropic)).and_then(|allowed| {
-        allowed.into_iter().find(|name| *name == model).ok_or_else(|| {
-            ApiError::not_found(
-                "model_not_found",
-                format!("model {model:?} is not served here; GET /v1/models lists the models you may use"),
-            )
-            .with_param("model")
-        })
-    });
-    match found {
-        Ok(name) if anthropic => {
-            axum::Json(crate::api::messages::anthropic_model_object(&state, &name)).into_response()
-        }
-        Ok(name) => axum::Json(model_entry(&state, &name)).into_response(),
-        Err(error) if anthropic => crate::api::messages::error_response(&error),
-        Err(error) => error.into_response(),
-    }
-}
-
-pub async fn chat_completions(State(state): State<ChatState>, headers: HeaderMap, body: ApiBody) -> Response {
-    let started = Instant::now();
-    let limit = state.config.server.request_timeout;
-    let mut audit = AuditGuard::new(&state, "chat");
-    let result = routed::within_request_timeout(limit, routed::chat(&state, &headers, body, &mut audit)).await;
-    let response = match result {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::info!(status = error.status.as_u16(), code = error.code, "chat completion refused");
-            audit.finish(error.status.as_u16(), Some(error.code));
-            error.into_response()
-        }
+/// Serve one chat completion through the routes of its model.
+async fn complete(
+    dispatch: &Dispatch,
+    headers: &HeaderMap,
+    body: ApiBody,
+    exchange: &mut Exchange,
+) -> Result<Reply, ApiError> {
+    let call = dispatch.source.call(headers)?;
+    exchange.describe(&call);
+    // Holds its share of the body budget until an upstream answered (the end of this function).
+    let mut client_body = body.read(&dispatch.config.server, BodyOwner::of_call(&call)).await?;
+    let peek: Peek = serde_json::from_slice(&client_body).map_err(|_| {
+        ApiError::invalid_request("body", "invalid_json", "the body must be a JSON chat completion request")
+    })?;
+    let model = peek.model.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    let Some(model) = model.filter(|m| valid_model_name(m)) else {
+        return Err(ApiError::invalid_request(
+            "model",
+            "missing_model",
+            "model must be the name of a served model (GET /v1/models lists them)",
+        ));
     };
-    state.metrics.chat_requests.inc(crate::observe::metrics::outcome(response.status().as_u16()));
-    tracing::debug!(
-        status = response.status().as_u16(),
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "chat completion answered"
-    );
-    response
+    let stream = peek.stream.is_some_and(|raw| raw.get() == "true");
+    if let Some(record) = exchange.record() {
+        record.model = Some(model.clone());
+        record.stream = stream;
+    }
+    let mut failover = dispatch.routing.start(call.scope(), &model)?;
+
+    // Bedrock and Anthropic routes need the conversion (and the model's rules).
+    let converts = failover.pending().any(|route| !matches!(route.upstream, Upstream::OpenAi(_)));
+    let request = if converts { Some(parse_request(&client_body)?) } else { None };
+    if let Some(request) = &request {
+        // The parsed request and its conversion are held while the answer is served.
+        client_body.charge(request.parsed_items.saturating_mul(PARSED_ITEM_BYTES)).await?;
+    }
+    let model_config = crate::models::find_by_name(&dispatch.config.models, &model);
+    let prepared = match (&request, model_config) {
+        (Some(request), Some((name, config))) => Some(to_anthropic(request, Target { name, rules: &config.rules })?),
+        _ => None,
+    };
+    let converted = match &prepared {
+        Some(prepared) => Some(Bytes::from(
+            serde_json::to_vec(&prepared.body).map_err(|_| ApiError::internal("could not encode the request"))?,
+        )),
+        None => None,
+    };
+    let payload =
+        Payload::Model { invoke: converted.as_ref(), openai: Some(&client_body.bytes), stream, public_model: &model };
+    let request = &Request { call: &call, headers, payload };
+    let (route, answer) = first_answer(&mut failover, exchange, |policy, route| async move {
+        let result = attempt(dispatch, request, &policy, &route).await;
+        (route, result)
+    })
+    .await?;
+
+    let id = completion_id();
+    let created = crate::issuer::unix_now();
+    let reply = match answer {
+        Answer::Message(bytes) => {
+            let message: AnthropicResponse = serde_json::from_slice(&bytes).map_err(|error| {
+                // The serde message can quote model output: log only where it failed.
+                tracing::warn!(category = ?error.classify(), line = error.line(), column = error.column(), "undecodable model answer");
+                upstream_error("api_error", "the model's answer could not be decoded")
+            })?;
+            exchange.set_usage(Usage::from(&message.usage));
+            if let Some(record) = exchange.record() {
+                record.id = Some(id.clone());
+            }
+            let response_tool = prepared.as_ref().and_then(|p| p.response_tool);
+            Reply::json_of(&to_chat_completion(&message, id, created, model.clone(), response_tool))?
+        }
+        Answer::Completion { body, usage } => {
+            exchange.set_usage(usage.unwrap_or_default());
+            Reply::json(body)
+        }
+        Answer::Events(events) => {
+            let Some(prepared) = &prepared else {
+                return Err(ApiError::internal("a converted route answered without a converted request"));
+            };
+            if let Some(record) = exchange.record() {
+                record.id = Some(id.clone());
+            }
+            let converter = StreamConverter::new(&id, created, &model, prepared.include_usage)
+                .with_response_tool(prepared.response_tool);
+            Reply::event_stream(relay::events(events, ChatChunks(converter), exchange.take(), KEEP_ALIVE))
+        }
+        Answer::CompletionStream(stream) => {
+            Reply::event_stream(relay::passthrough(stream, exchange.take(), write_openai_sse_error, KEEP_ALIVE))
+        }
+        Answer::Raw(_) => return Err(ApiError::internal("a relayed answer reached the chat API")),
+    };
+    Ok(reply.with_route(&route))
 }
 
-pub(crate) fn completion_id() -> String {
+/// Anthropic events as `chat.completion.chunk` lines.
+struct ChatChunks(StreamConverter);
+
+impl EventConverter for ChatChunks {
+    fn push(&mut self, event: &[u8], out: &mut BytesMut) -> Result<(), ApiError> {
+        self.0.push(event, out)
+    }
+
+    fn completed(&self) -> bool {
+        self.0.completed()
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        self.0.finish(out);
+    }
+
+    fn error(&mut self, error: &ApiError, out: &mut BytesMut) {
+        self.0.error(error, out);
+    }
+
+    fn usage(&self) -> Usage {
+        Usage::from(self.0.usage())
+    }
+}
+
+/// `chatcmpl-` and 24 random hex digits.
+fn completion_id() -> String {
     use aws_lc_rs::rand::SecureRandom;
     let mut bytes = [0u8; 12];
     let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes);

@@ -106,7 +106,7 @@ pub async fn process_credentials(
             .into_response();
             crate::api::no_store(response)
         }
-        Err(error) => error.into_response(),
+        Err(error) => super::errors::openai(&error),
     }
 }
 
@@ -135,17 +135,21 @@ pub async fn container_credentials(
             .into_response();
             crate::api::no_store(response)
         }
-        Err(error) => error.into_response(),
+        Err(error) => super::errors::openai(&error),
     }
 }
 
 pub async fn end_run(State(state): State<AppState>, headers: HeaderMap, Path(run_id): Path<String>) -> Response {
     let caller = match state.callers.authenticate(&headers) {
         Ok(caller) => caller,
-        Err(error) => return ApiError::from(error).into_response(),
+        Err(error) => return super::errors::openai(&ApiError::from(error)),
     };
     if let Err(message) = validate_run_id(&run_id) {
-        return ApiError::invalid_request("run_id", "invalid_run_field", format!("run_id: {message}")).into_response();
+        return super::errors::openai(&ApiError::invalid_request(
+            "run_id",
+            "invalid_run_field",
+            format!("run_id: {message}"),
+        ));
     }
     let evicted = state.broker.end_run(&run_id, |principal, agent| permits(&caller, principal, agent).is_ok());
     tracing::info!(caller = %caller.name, evicted, "run ended; its credentials were dropped");

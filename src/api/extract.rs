@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
@@ -25,35 +25,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::ServerConfig;
+use crate::dispatch::Call;
 use crate::error::ApiError;
 use crate::identity::auth::Caller;
-use crate::identity::authz::{self, FieldSource, RunRequest};
-
-/// The run identity a request carries in `x-byollm-*` headers, as sent: a header that is absent is
-/// `None`; one that is present is taken as it is (an empty value then fails [`crate::identity::authz`]'s
-/// checks with a 400, never counting as absent). A value that is not visible ASCII, or a header
-/// sent twice, is refused here.
-pub fn run_request_from_headers(headers: &HeaderMap) -> Result<RunRequest, ApiError> {
-    let read = |name: &'static str| -> Result<Option<String>, ApiError> {
-        let mut values = headers.get_all(name).iter();
-        let Some(value) = values.next() else { return Ok(None) };
-        if values.next().is_some() {
-            return Err(ApiError::invalid_request(name, "duplicate_header", format!("send {name} once")));
-        }
-        let text = value
-            .to_str()
-            .map_err(|_| ApiError::invalid_request(name, "invalid_header", format!("{name} must be visible ASCII")))?;
-        Ok(Some(text.trim().to_owned()))
-    };
-    Ok(RunRequest {
-        team: read(authz::HEADER_TEAM)?,
-        actor: read(authz::HEADER_ACTOR)?,
-        principal: read(authz::HEADER_PRINCIPAL)?,
-        agent: read(authz::HEADER_AGENT)?,
-        run_id: read(authz::HEADER_RUN_ID)?,
-        source: FieldSource::Headers,
-    })
-}
 
 /// Mark a response that carries a secret as never to be cached.
 pub fn no_store(mut response: Response) -> Response {
@@ -85,6 +59,14 @@ impl BodyOwner {
     /// The caller a request authenticated as.
     pub fn of(caller: &Caller) -> BodyOwner {
         BodyOwner::caller(caller.team.as_str(), &caller.name)
+    }
+
+    /// The run a model request is for: its team and caller key (cloud), or the one person.
+    pub fn of_call(call: &Call) -> BodyOwner {
+        match (&call.run, &call.caller) {
+            (Some(run), Some(caller)) => BodyOwner::caller(run.principal.team_uid.as_str(), caller),
+            _ => BodyOwner::local(),
+        }
     }
 
     /// `byollm local`: the one person it serves is the only tenant, held to the whole budget.
@@ -381,7 +363,7 @@ impl ApiBody {
 }
 
 impl<S: Send + Sync> FromRequest<S> for ApiBody {
-    type Rejection = ApiError;
+    type Rejection = std::convert::Infallible;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let headers = request.headers();
@@ -420,7 +402,7 @@ impl<T: DeserializeOwned> ApiJson<T> {
 }
 
 impl<S: Send + Sync, T> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
+    type Rejection = std::convert::Infallible;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         Ok(ApiJson { body: ApiBody::from_request(request, state).await?, _type: std::marker::PhantomData })
@@ -657,6 +639,9 @@ impl http_body::Body for WatchedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderMap;
+
+    use crate::identity::authz::{FieldSource, run_request_from_headers};
 
     #[tokio::test]
     async fn answers_given_before_the_body_is_read_close_the_connection() {

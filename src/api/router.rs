@@ -13,13 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 
+use super::errors::{self, Shape};
 use super::extract::{BodyBudget, close_if_body_unread};
 use super::state::AppState;
-use crate::api::bedrock as native_routes;
-use crate::api::chat::{self as chat_routes, ChatState, CredentialSource};
-use crate::api::credentials as broker_routes;
-use crate::api::messages as messages_routes;
-use crate::api::tokens as issuer_routes;
+use super::{bedrock, chat, credentials, messages, models, tokens};
+use crate::dispatch::Dispatch;
+use crate::dispatch::context::Readiness;
 use crate::error::ApiError;
 use crate::identity::auth::{AuthError, SessionKey};
 use crate::issuer::unix_now;
@@ -27,8 +26,8 @@ use crate::issuer::unix_now;
 /// Routes AWS must reach: discovery and JWKS.
 fn well_known() -> Router<AppState> {
     Router::new()
-        .route("/.well-known/openid-configuration", get(issuer_routes::openid_configuration))
-        .route("/.well-known/jwks.json", get(issuer_routes::jwks))
+        .route("/.well-known/openid-configuration", get(tokens::openid_configuration))
+        .route("/.well-known/jwks.json", get(tokens::jwks))
 }
 
 /// The internal listener: everything.
@@ -36,13 +35,13 @@ pub fn router(state: AppState) -> Router {
     let limit = state.config.server.max_body_bytes;
     let budget = state.body_budget.clone();
     well_known()
-        .route("/v1/tokens", post(issuer_routes::mint_token))
-        .route("/v1/credentials", post(broker_routes::process_credentials))
-        .route("/v1/credentials/container", get(broker_routes::container_credentials))
-        .route("/v1/runs/{run_id}", axum::routing::delete(broker_routes::end_run))
-        .route("/v1/chat/completions", post(chat_routes::chat_completions))
-        .route("/v1/models", get(chat_routes::list_models))
-        .route("/v1/models/{model}", get(chat_routes::retrieve_model))
+        .route("/v1/tokens", post(tokens::mint_token))
+        .route("/v1/credentials", post(credentials::process_credentials))
+        .route("/v1/credentials/container", get(credentials::container_credentials))
+        .route("/v1/runs/{run_id}", axum::routing::delete(credentials::end_run))
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/models", get(models::list_models))
+        .route("/v1/models/{model}", get(models::retrieve_model))
         .merge(model_surfaces())
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))
@@ -60,20 +59,19 @@ pub fn router(state: AppState) -> Router {
 fn model_surfaces<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
-    ChatState: axum::extract::FromRef<S>,
+    Arc<Dispatch>: axum::extract::FromRef<S>,
 {
     Router::new()
-        .route("/model/{model}/{operation}", post(native_routes::model_operation))
-        .route("/inference-profiles", get(native_routes::list_inference_profiles))
-        .route("/inference-profiles/{profile}", get(native_routes::get_inference_profile))
-        .route("/v1/messages", post(messages_routes::create_message))
-        .route("/v1/messages/count_tokens", post(messages_routes::count_tokens))
+        .route("/model/{model}/{operation}", post(bedrock::model_operation))
+        .route("/inference-profiles", get(models::list_inference_profiles))
+        .route("/inference-profiles/{profile}", get(models::get_inference_profile))
+        .route("/v1/messages", post(messages::create_message))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
 }
 
-/// A refusal in the shape of the surface the path belongs to: Bedrock's for `/model/*` and
-/// `/inference-profiles*`, Anthropic's for `/v1/messages*`, else the one OpenAI-style body.
+/// A refusal in the shape of the API the path belongs to.
 pub fn error_for_path(path: &str, error: ApiError) -> Response {
-    if native_routes::is_native_path(path) { native_routes::error_response(&error) } else { error.into_response() }
+    errors::render(Shape::of_path(path), &error)
 }
 
 /// `byollm local`: the chat API signed with the person's own AWS session; no issuer, no broker.
@@ -82,13 +80,13 @@ pub fn error_for_path(path: &str, error: ApiError) -> Response {
 /// must present the session key (`Authorization: Bearer` or `x-api-key`); requests a browser sends
 /// on a web page's behalf (they carry `Origin`) are refused, and so are requests for a host name
 /// other than loopback (DNS rebinding) while listening on loopback.
-pub fn local_router(chat: ChatState, loopback: bool, key: Arc<SessionKey>) -> Router {
-    let limit = chat.config.server.max_body_bytes;
-    let budget = BodyBudget::new(chat.config.server.max_body_bytes_in_flight);
+pub fn local_router(dispatch: Arc<Dispatch>, loopback: bool, key: Arc<SessionKey>) -> Router {
+    let limit = dispatch.config.server.max_body_bytes;
+    let budget = BodyBudget::new(dispatch.config.server.max_body_bytes_in_flight);
     Router::new()
-        .route("/v1/chat/completions", post(chat_routes::chat_completions))
-        .route("/v1/models", get(chat_routes::list_models))
-        .route("/v1/models/{model}", get(chat_routes::retrieve_model))
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/models", get(models::list_models))
+        .route("/v1/models/{model}", get(models::retrieve_model))
         .merge(model_surfaces())
         .route("/healthz", get(local_healthz))
         .route("/metrics", get(local_metrics))
@@ -98,7 +96,7 @@ pub fn local_router(chat: ChatState, loopback: bool, key: Arc<SessionKey>) -> Ro
         .layer(Extension(budget))
         .layer(axum::middleware::from_fn_with_state(LocalGuard { loopback, key }, local_guard))
         .layer(axum::middleware::from_fn(close_if_body_unread))
-        .with_state(chat)
+        .with_state(dispatch)
 }
 
 #[derive(Clone)]
@@ -161,22 +159,21 @@ pub fn is_loopback_host(host: &str) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-async fn local_healthz(State(chat): State<ChatState>) -> Response {
-    let status = match &chat.source {
-        CredentialSource::Local { session, .. } => match session.state() {
-            crate::broker::local::LocalState::Failed { error } => {
-                return (StatusCode::SERVICE_UNAVAILABLE, error.to_api_error()).into_response();
-            }
-            crate::broker::local::LocalState::Ready { .. } => "ok",
-            crate::broker::local::LocalState::NotYetLoaded => "starting",
-        },
-        CredentialSource::Broker(_) => "ok",
+async fn local_healthz(State(dispatch): State<Arc<Dispatch>>) -> Response {
+    let status = match dispatch.source.readiness() {
+        Readiness::Failed(error) => {
+            let mut response = errors::openai(&error);
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            return response;
+        }
+        Readiness::Ready => "ok",
+        Readiness::Starting => "starting",
     };
     axum::Json(serde_json::json!({"status": status})).into_response()
 }
 
-async fn local_metrics(State(chat): State<ChatState>) -> Response {
-    ([(header::CONTENT_TYPE, crate::observe::metrics::CONTENT_TYPE)], chat.metrics.render()).into_response()
+async fn local_metrics(State(dispatch): State<Arc<Dispatch>>) -> Response {
+    ([(header::CONTENT_TYPE, crate::observe::metrics::CONTENT_TYPE)], dispatch.metrics.render()).into_response()
 }
 
 /// The public listener: only `/.well-known/*`.
@@ -212,17 +209,20 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, crate::observe::metrics::CONTENT_TYPE)], state.metrics.render()).into_response()
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found("unknown_route", "no such route; see the README for the endpoints byollm serves")
+async fn not_found() -> Response {
+    errors::openai(&ApiError::not_found(
+        "unknown_route",
+        "no such route; see the README for the endpoints byollm serves",
+    ))
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
+async fn method_not_allowed() -> Response {
+    errors::openai(&ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "invalid_request_error",
         "method_not_allowed",
         "method not allowed on this route",
-    )
+    ))
 }
 
 #[cfg(test)]

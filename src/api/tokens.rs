@@ -84,7 +84,7 @@ pub async fn mint_token(State(state): State<AppState>, headers: HeaderMap, body:
     state.metrics.tokens_minted.inc(crate::observe::metrics::outcome(status.as_u16()));
     match result {
         Ok(body) => crate::api::no_store(axum::Json(body).into_response()),
-        Err(error) => error.into_response(),
+        Err(error) => super::errors::openai(&error),
     }
 }
 

@@ -48,6 +48,19 @@ pub struct LocalSource {
     pub refresh_interval: Duration,
 }
 
+impl LocalSource {
+    /// A profile (`None`: `AWS_PROFILE`, else the default) with the AWS CLI's own files, as the
+    /// environment names them (`AWS_CONFIG_FILE`, `AWS_SHARED_CREDENTIALS_FILE`).
+    pub fn from_env(profile: Option<String>, refresh_interval: Duration) -> LocalSource {
+        LocalSource {
+            profile,
+            config_file: std::env::var_os("AWS_CONFIG_FILE").map(std::path::PathBuf::from),
+            credentials_file: std::env::var_os("AWS_SHARED_CREDENTIALS_FILE").map(std::path::PathBuf::from),
+            refresh_interval,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum LocalState {
     NotYetLoaded,

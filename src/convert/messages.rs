@@ -20,7 +20,6 @@ use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::marker::PhantomData;
 
-use axum::http::StatusCode;
 use bytes::{BufMut, BytesMut};
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -318,28 +317,6 @@ pub fn to_bedrock_body(
     Ok(out)
 }
 
-/// Anthropic's error type for a status.
-pub fn error_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        504 => "timeout_error",
-        400..=499 => "invalid_request_error",
-        _ => "api_error",
-    }
-}
-
-/// `{"type":"error","error":{"type","message"}}`.
-pub fn error_body(error: &ApiError) -> String {
-    serde_json::json!({"type": "error", "error": {"type": error_type(error.status), "message": error.message}})
-        .to_string()
-}
-
 /// One SSE event: `event: <type>` and the event's JSON as `data:`. The type is read from the
 /// event's `"type"`. Returns true for `message_stop` (the answer is complete).
 pub fn write_sse_event(event: &[u8], out: &mut BytesMut) -> bool {
@@ -357,13 +334,6 @@ pub fn write_sse_event(event: &[u8], out: &mut BytesMut) -> bool {
 
 /// The keep-alive Anthropic sends while the model is silent.
 pub const PING: &[u8] = b"event: ping\ndata: {\"type\": \"ping\"}\n\n";
-
-/// An error inside a stream, then the stream ends.
-pub fn write_sse_error(error: &ApiError, out: &mut BytesMut) {
-    out.put_slice(b"event: error\ndata: ");
-    out.put_slice(error_body(error).as_bytes());
-    out.put_slice(b"\n\n");
-}
 
 struct Writer<'a>(&'a mut BytesMut);
 
@@ -469,11 +439,6 @@ mod tests {
         assert!(!write_sse_event(br#"{"type":"content_block_delta","index":0}"#, &mut out));
         assert_eq!(&out[..], b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0}\n\n");
         assert!(write_sse_event(br#"{"type": "message_stop"}"#, &mut BytesMut::new()));
-        let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "bedrock_throttled", "slow down");
-        assert_eq!(
-            serde_json::from_str::<Value>(&error_body(&error)).unwrap(),
-            serde_json::json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
-        );
         assert_eq!(header_betas(["a, b", "c,,"].into_iter()), ["a", "b", "c"]);
     }
 }

@@ -20,6 +20,8 @@
 
 use std::fmt;
 
+use http::HeaderMap;
+
 use crate::aws::RoleArn;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -348,6 +350,32 @@ pub fn authorize_listing(caller: &Caller, request: &RunRequest) -> Result<Option
     }
     permits_agent(caller, request.agent.as_deref())?;
     Ok(request.agent.clone())
+}
+
+/// The run identity a request carries in `x-byollm-*` headers, as sent: a header that is absent is
+/// `None`; one that is present is taken as it is (an empty value then fails [`crate::identity::authz`]'s
+/// checks with a 400, never counting as absent). A value that is not visible ASCII, or a header
+/// sent twice, is refused here.
+pub fn run_request_from_headers(headers: &HeaderMap) -> Result<RunRequest, ApiError> {
+    let read = |name: &'static str| -> Result<Option<String>, ApiError> {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else { return Ok(None) };
+        if values.next().is_some() {
+            return Err(ApiError::invalid_request(name, "duplicate_header", format!("send {name} once")));
+        }
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::invalid_request(name, "invalid_header", format!("{name} must be visible ASCII")))?;
+        Ok(Some(text.trim().to_owned()))
+    };
+    Ok(RunRequest {
+        team: read(HEADER_TEAM)?,
+        actor: read(HEADER_ACTOR)?,
+        principal: read(HEADER_PRINCIPAL)?,
+        agent: read(HEADER_AGENT)?,
+        run_id: read(HEADER_RUN_ID)?,
+        source: FieldSource::Headers,
+    })
 }
 
 #[cfg(test)]

@@ -21,15 +21,7 @@ pub const QUEUE_LINES: usize = 16_384;
 /// Bytes reserved for one line before it is written.
 const LINE_CAPACITY: usize = 1024;
 
-/// Token counts as the upstream reported them; `None`: not reported.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Usage {
-    pub input_tokens: Option<u64>,
-    pub output_tokens: Option<u64>,
-    pub cache_read_input_tokens: Option<u64>,
-    pub cache_creation_input_tokens: Option<u64>,
-    pub reasoning_tokens: Option<u64>,
-}
+pub use crate::wire::usage::Usage;
 
 /// One route tried for the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -365,6 +365,15 @@ impl Metrics {
             usage.cache_creation_input_tokens,
             usage.reasoning_tokens,
         ];
+        // `byollm_model_tokens_total`: the tokens Bedrock reported on the APIs that relay its
+        // answers (the Messages API and the native routes), by kind.
+        if matches!(record.surface, "messages" | "native") {
+            for (kind, count) in TOKEN_KINDS.iter().zip(&counts[..4]) {
+                if let Some(count) = count {
+                    self.model_tokens.add(kind, *count);
+                }
+            }
+        }
         for (kind, count) in REQUEST_TOKEN_KINDS.iter().zip(counts) {
             if let Some(count) = count.filter(|c| *c > 0) {
                 let labels = [("model", model), ("route", route), ("kind", *kind)];

@@ -25,9 +25,9 @@ use tokio::time::Instant;
 use super::client::{HttpClient, http_client};
 use super::endpoint::Endpoints;
 use super::error::{BedrockFailure, failure_from_frame, failure_from_response};
-use super::eventstream::FrameDecoder;
 use super::signer::Signer;
 use crate::aws::AwsCredentials;
+use crate::wire::eventstream::FrameDecoder;
 
 /// Longest silence inside a stream before it is failed: 5 minutes, the limit Claude Code itself
 /// applies, and no shorter than Bedrock's own.

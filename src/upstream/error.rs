@@ -9,8 +9,8 @@
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use super::eventstream::Frame;
 use crate::error::ApiError;
+use crate::wire::eventstream::Frame;
 
 /// What went wrong talking to Bedrock, already sorted by who can fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]

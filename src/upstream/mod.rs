@@ -4,7 +4,7 @@
 //! Owns: the pooled HTTP client ([`client`]: hyper + rustls/aws-lc-rs, connect timeout), endpoint
 //! resolution per region ([`endpoint`]), SigV4 signing as the AWS SDK signs ([`signer`]), the
 //! Bedrock client with its raw call and typed `InvokeModel` helpers ([`bedrock`]), the
-//! event-stream frame decoder ([`eventstream`]), Bedrock's failures mapped to the one error
+//! event-stream frames decoded by [`crate::wire::eventstream`], Bedrock's failures mapped to the one error
 //! body ([`error`]), the egress guard for endpoints named by admins or requests ([`egress`]) and
 //! the pinned, bounded client for those endpoints ([`direct`]), the direct Anthropic API
 //! ([`anthropic`]) and OpenAI-compatible endpoints ([`openai_compat`]), both streaming
@@ -21,7 +21,6 @@ pub mod direct;
 pub mod egress;
 pub mod endpoint;
 pub mod error;
-pub mod eventstream;
 pub mod openai_compat;
 pub mod signer;
 pub mod sse;

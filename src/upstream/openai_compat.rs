@@ -239,6 +239,19 @@ impl From<UsageWire> for TokenUsage {
     }
 }
 
+impl From<TokenUsage> for crate::wire::usage::Usage {
+    /// OpenAI's `prompt_tokens` include the cached ones; they are reported as the endpoint said.
+    fn from(usage: TokenUsage) -> crate::wire::usage::Usage {
+        crate::wire::usage::Usage {
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+            cache_read_input_tokens: usage.cached_tokens,
+            cache_creation_input_tokens: None,
+            reasoning_tokens: usage.reasoning_tokens,
+        }
+    }
+}
+
 /// The usage of a `chat.completion` JSON body, if it reports one.
 pub fn usage_of(body: &[u8]) -> Option<TokenUsage> {
     serde_json::from_slice::<Accounting>(body).ok()?.usage.map(TokenUsage::from)

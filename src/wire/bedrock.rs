@@ -4,7 +4,7 @@
 //!
 //! Owns: the operations and the IAM action each needs ([`Operation`]), which request headers are
 //! forwarded and which answer headers are relayed, the body check (a JSON object, read without
-//! building it), Bedrock's error shape for byollm's own refusals ([`error_type`]), the usage read
+//! building it), the usage read
 //! from relayed answers without changing them ([`UsageMeter`]), and `ListInferenceProfiles`
 //! answered from the configuration ([`inference_profiles`]). HTTP handlers are in [`routes`].
 //!
@@ -12,12 +12,13 @@
 //! or pick credentials. Depends on `config`, `error`, `models` and `upstream::eventstream`.
 
 use base64::Engine;
-use http::{HeaderMap, HeaderName, StatusCode, header};
+use http::{HeaderMap, HeaderName, header};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::upstream::eventstream::FrameDecoder;
+use crate::wire::eventstream::FrameDecoder;
+pub use crate::wire::usage::Usage;
 
 /// A Bedrock Runtime model operation, by its URL path segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,48 +103,6 @@ pub fn check_body(body: &[u8]) -> Result<(), ApiError> {
     }
 }
 
-/// The Bedrock exception an error of byollm's own is reported as (`x-amzn-ErrorType`), chosen by
-/// status so the AWS SDKs raise the exception a client already handles.
-pub fn error_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        401 => "UnrecognizedClientException",
-        403 => "AccessDeniedException",
-        404 => "ResourceNotFoundException",
-        408 | 504 => "ModelTimeoutException",
-        429 => "ThrottlingException",
-        503 => "ServiceUnavailableException",
-        400..=499 => "ValidationException",
-        _ => "InternalServerException",
-    }
-}
-
-/// The JSON body of a Bedrock error: `{"message": ...}`.
-pub fn error_body(error: &ApiError) -> String {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        message: &'a str,
-    }
-    serde_json::to_string(&Body { message: &error.message }).unwrap_or_else(|_| "{}".to_owned())
-}
-
-/// Token counts read from an answer; `None`: not reported.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub input_tokens: Option<u64>,
-    pub output_tokens: Option<u64>,
-    pub cache_read_input_tokens: Option<u64>,
-    pub cache_creation_input_tokens: Option<u64>,
-}
-
-impl Usage {
-    pub fn merge(&mut self, other: Usage) {
-        self.input_tokens = other.input_tokens.or(self.input_tokens);
-        self.output_tokens = other.output_tokens.or(self.output_tokens);
-        self.cache_read_input_tokens = other.cache_read_input_tokens.or(self.cache_read_input_tokens);
-        self.cache_creation_input_tokens = other.cache_creation_input_tokens.or(self.cache_creation_input_tokens);
-    }
-}
-
 /// Largest non-streamed `Converse` answer kept aside to read its `usage`; larger ones are relayed
 /// without being counted.
 const MAX_METERED_JSON: usize = 1 << 20;
@@ -169,6 +128,7 @@ impl UsageMeter {
             output_tokens: count("x-amzn-bedrock-output-token-count"),
             cache_read_input_tokens: count("x-amzn-bedrock-cache-read-input-token-count"),
             cache_creation_input_tokens: count("x-amzn-bedrock-cache-write-input-token-count"),
+            reasoning_tokens: None,
         };
         UsageMeter {
             usage,
@@ -240,6 +200,7 @@ fn converse_usage(json: &[u8]) -> Option<Usage> {
         output_tokens: counts.output_tokens,
         cache_read_input_tokens: counts.cache_read_input_tokens,
         cache_creation_input_tokens: counts.cache_write_input_tokens,
+        reasoning_tokens: None,
     })
 }
 
@@ -291,6 +252,7 @@ pub fn event_usage(event: &[u8]) -> Option<Usage> {
             output_tokens: metrics.output_token_count,
             cache_read_input_tokens: metrics.cache_read_input_token_count,
             cache_creation_input_tokens: metrics.cache_write_input_token_count,
+            reasoning_tokens: None,
         });
     }
     let usage = event.message.and_then(|m| m.usage).or(event.usage)?;
@@ -299,6 +261,7 @@ pub fn event_usage(event: &[u8]) -> Option<Usage> {
         output_tokens: usage.output_tokens,
         cache_read_input_tokens: usage.cache_read_input_tokens,
         cache_creation_input_tokens: usage.cache_creation_input_tokens,
+        reasoning_tokens: None,
     })
 }
 

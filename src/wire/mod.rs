@@ -7,4 +7,6 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod bounded;
+pub mod eventstream;
 pub mod openai;
+pub mod usage;

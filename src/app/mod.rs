@@ -1,0 +1,96 @@
+//! Application wiring: the one place the pieces are put together, for `byollm serve` (the issuer,
+//! the broker and the cloud credential source: [`cloud`]) and `byollm local` (the person's AWS
+//! session: [`local`]) alike. The credential source is the only difference between the two; both
+//! get their model path from [`dispatch`]. Background work (key, TLS and policy watchers, the one
+//! SIGHUP listener, shutdown) is in [`tasks`].
+//!
+//! Must never: serve requests itself, or fall back silently: an invalid routing policy is an
+//! error here ([`routing_policy`]).
+
+pub mod tasks;
+
+use std::sync::Arc;
+
+use crate::api::{AppState, BodyBudget};
+use crate::broker::Broker;
+use crate::broker::cache::Clock;
+use crate::broker::local::LocalSession;
+use crate::broker::sts::StsExchange;
+use crate::config::{Config, ConfigError};
+use crate::dispatch::context::{CloudSource, SessionSource};
+use crate::dispatch::{CredentialSource, Dispatch};
+use crate::identity::auth::Callers;
+use crate::issuer::Issuer;
+use crate::observe::audit::{Audit, AuditSink, RecordObserver, StdoutSink};
+use crate::observe::metrics::Metrics;
+use crate::routing::policy::ProcessSecrets;
+use crate::routing::{Mode, Routing, RoutingPolicy};
+use crate::upstream::BedrockClient;
+use crate::upstream::direct::DirectClient;
+
+/// The routing policy of a loaded configuration, its problems reported like the config's own.
+pub fn routing_policy(config: &Config, mode: Mode) -> Result<RoutingPolicy, ConfigError> {
+    RoutingPolicy::from_config(config, mode, &ProcessSecrets)
+        .map_err(|errors| ConfigError { source: "the [routing] section".to_owned(), errors })
+}
+
+/// What every model request's path is built from, in either mode.
+pub struct Wiring {
+    pub config: Arc<Config>,
+    pub routing: RoutingPolicy,
+    pub metrics: Arc<Metrics>,
+    /// Where audit lines go (standard output, except in tests).
+    pub sink: Arc<dyn AuditSink>,
+    /// What else sees every finished audit record (OpenTelemetry spans, when on).
+    pub observers: Vec<Arc<dyn RecordObserver>>,
+}
+
+impl Wiring {
+    /// Audit lines to standard output, no other observer.
+    pub fn new(config: Arc<Config>, routing: RoutingPolicy) -> Wiring {
+        Wiring {
+            config,
+            routing,
+            metrics: Arc::new(Metrics::default()),
+            sink: Arc::new(StdoutSink::start()),
+            observers: Vec::new(),
+        }
+    }
+}
+
+/// The model path over `source`: the one place a [`Dispatch`] is built.
+pub fn dispatch(wiring: Wiring, source: Arc<dyn CredentialSource>) -> Arc<Dispatch> {
+    let Wiring { config, routing, metrics, sink, observers } = wiring;
+    let mut audit = Audit::new(sink, metrics.clone());
+    for observer in observers {
+        audit.add_observer(observer);
+    }
+    Arc::new(Dispatch {
+        routing: Arc::new(Routing::new(routing)),
+        bedrock: Arc::new(BedrockClient::new(config.bedrock.endpoint_url.clone())),
+        direct: Arc::new(DirectClient::new()),
+        audit,
+        metrics,
+        source,
+        config,
+    })
+}
+
+/// `byollm serve`: the issuer, the broker (STS through `sts`, time from `clock`), the callers'
+/// keys, and the model path over cloud runs' credentials.
+pub fn cloud(wiring: Wiring, issuer: Issuer, sts: Arc<dyn StsExchange>, clock: Arc<dyn Clock>) -> AppState {
+    let config = wiring.config.clone();
+    let metrics = wiring.metrics.clone();
+    let issuer = Arc::new(issuer);
+    let broker = Arc::new(Broker::new(config.clone(), issuer.clone(), sts, clock.clone(), metrics.clone()));
+    let callers = Arc::new(Callers::new(&config.callers));
+    let source = CloudSource { config: config.clone(), callers: callers.clone(), broker: broker.clone() };
+    let dispatch = dispatch(wiring, Arc::new(source));
+    let body_budget = BodyBudget::new(config.server.max_body_bytes_in_flight);
+    AppState { config, issuer, callers, metrics, broker, dispatch, body_budget, clock }
+}
+
+/// `byollm local`: the model path over the person's own session, in `region`.
+pub fn local(wiring: Wiring, session: Arc<LocalSession>, region: String) -> Arc<Dispatch> {
+    dispatch(wiring, Arc::new(SessionSource { session, region }))
+}

@@ -1,0 +1,396 @@
+//! Streamed answers, relayed as the client reads: the one place a stream finishes its request's
+//! audit record (with the usage seen, when the stream ends, breaks, or the client leaves) and
+//! sends keep-alives in its silences.
+//!
+//! Three kinds of stream: Anthropic events turned into a surface's own events by its
+//! [`EventConverter`] ([`events`]), an OpenAI-compatible endpoint's events passed on ([`passthrough`]),
+//! and Bedrock's own bytes relayed unchanged with their usage read from copies ([`raw`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use http::StatusCode;
+use http_body_util::BodyExt;
+
+use super::events::Events;
+use super::exchange::Exchange;
+use super::reply::BodyStream;
+use crate::error::ApiError;
+use crate::upstream::RawResponse;
+use crate::upstream::bedrock::STREAM_IDLE_TIMEOUT;
+use crate::upstream::openai_compat::OpenAiStream;
+use crate::wire::bedrock::{Operation, UsageMeter};
+use crate::wire::usage::Usage;
+
+/// Longest silence in a streamed answer before a keep-alive goes out.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// What a surface makes of Anthropic stream events.
+pub trait EventConverter: Send + 'static {
+    /// One upstream event, written for the client into `out`. `Err`: the answer breaks off here.
+    fn push(&mut self, event: &[u8], out: &mut BytesMut) -> Result<(), ApiError>;
+    /// The upstream sent `message_stop`: a stream that ends now is complete.
+    fn completed(&self) -> bool;
+    /// The stream ended complete: the surface's closing bytes.
+    fn finish(&mut self, out: &mut BytesMut);
+    /// The answer breaks off with `error`: the surface's error event.
+    fn error(&mut self, error: &ApiError, out: &mut BytesMut);
+    /// The usage reported so far.
+    fn usage(&self) -> Usage;
+}
+
+/// An error written into a stream in the surface's shape.
+pub type ErrorWriter = fn(&ApiError, &mut BytesMut);
+
+/// One step of a stream.
+enum Step {
+    /// Bytes for the client; more to come.
+    Data(Bytes),
+    /// The last bytes (maybe none); `error`: the code of how the answer broke off, if it did.
+    Last { data: Bytes, error: Option<&'static str> },
+    /// The answer broke off where nothing can be written into it: the body ends with an error.
+    Cut(&'static str),
+}
+
+/// Where a relayed stream's bytes come from.
+trait Source: Send + 'static {
+    fn next(&mut self) -> impl Future<Output = Step> + Send;
+    fn usage(&mut self) -> Usage;
+}
+
+/// A source with its request: finishes the audit record at the end, keeps the usage on drop.
+struct Relay<S: Source> {
+    source: S,
+    exchange: Exchange,
+    done: bool,
+}
+
+impl<S: Source> Relay<S> {
+    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        if self.done {
+            return None;
+        }
+        match self.source.next().await {
+            Step::Data(bytes) => {
+                self.exchange.first_byte();
+                Some(Ok(bytes))
+            }
+            Step::Last { data, error } => {
+                if !data.is_empty() {
+                    self.exchange.first_byte();
+                }
+                self.end(error);
+                (!data.is_empty()).then_some(Ok(data))
+            }
+            Step::Cut(code) => {
+                self.end(Some(code));
+                Some(Err(std::io::Error::other(code)))
+            }
+        }
+    }
+
+    fn end(&mut self, error: Option<&'static str>) {
+        self.done = true;
+        let usage = self.source.usage();
+        self.exchange.set_usage(usage);
+        self.exchange.finish(StatusCode::OK.as_u16(), error);
+    }
+}
+
+impl<S: Source> Drop for Relay<S> {
+    /// The client went away mid-stream: the audit line still carries the usage seen so far.
+    fn drop(&mut self) {
+        if self.exchange.record().is_some() {
+            let usage = self.source.usage();
+            self.exchange.set_usage(usage);
+        }
+    }
+}
+
+fn body<S: Source>(source: S, exchange: Exchange, keep_alive: Option<&'static [u8]>) -> BodyStream {
+    let relay = Relay { source, exchange, done: false };
+    let stream =
+        futures_util::stream::unfold(relay, |mut relay| async move { relay.next().await.map(|item| (item, relay)) });
+    match keep_alive {
+        Some(bytes) => Box::pin(KeepAlive::new(stream, bytes)),
+        None => Box::pin(stream),
+    }
+}
+
+/// Anthropic events (Bedrock or the Anthropic API) converted by `converter`, with `keep_alive`
+/// in silences.
+pub fn events(
+    events: Events,
+    converter: impl EventConverter,
+    exchange: Exchange,
+    keep_alive: &'static [u8],
+) -> BodyStream {
+    let source = Converted { events, converter, out: BytesMut::with_capacity(1024), ended: None };
+    body(source, exchange, Some(keep_alive))
+}
+
+struct Converted<C> {
+    events: Events,
+    converter: C,
+    out: BytesMut,
+    /// Set once the stream has ended: how (an error code, or none).
+    ended: Option<Option<&'static str>>,
+}
+
+impl<C: EventConverter> Converted<C> {
+    fn end_with(&mut self, error: &ApiError) {
+        self.converter.error(error, &mut self.out);
+        self.ended = Some(Some(error.code));
+    }
+}
+
+impl<C: EventConverter> Source for Converted<C> {
+    async fn next(&mut self) -> Step {
+        while self.ended.is_none() {
+            match self.events.next().await {
+                Ok(Some(event)) => {
+                    if let Err(error) = self.converter.push(event, &mut self.out) {
+                        self.end_with(&error);
+                    }
+                }
+                Ok(None) if self.converter.completed() => {
+                    self.converter.finish(&mut self.out);
+                    self.ended = Some(None);
+                }
+                Ok(None) => {
+                    let error = stream_cut(format!(
+                        "{} ended before the model finished; the answer is incomplete",
+                        self.events.upstream_name()
+                    ));
+                    self.end_with(&error);
+                }
+                Err(error) => self.end_with(&error),
+            }
+            if self.ended.is_none() && !self.out.is_empty() {
+                return Step::Data(self.out.split().freeze());
+            }
+        }
+        Step::Last { data: self.out.split().freeze(), error: self.ended.flatten() }
+    }
+
+    fn usage(&mut self) -> Usage {
+        self.converter.usage()
+    }
+}
+
+fn stream_cut(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_stream_cut", message)
+}
+
+/// An OpenAI-compatible endpoint's events passed on as they come (keep-alives in silences); a
+/// failure or a stream that ends before `[DONE]` ends with an error written by `error`.
+pub fn passthrough(
+    stream: OpenAiStream,
+    exchange: Exchange,
+    error: ErrorWriter,
+    keep_alive: &'static [u8],
+) -> BodyStream {
+    body(Passthrough { stream, error }, exchange, Some(keep_alive))
+}
+
+struct Passthrough {
+    stream: OpenAiStream,
+    error: ErrorWriter,
+}
+
+impl Passthrough {
+    fn fail(&self, error: ApiError) -> Step {
+        let mut out = BytesMut::new();
+        (self.error)(&error, &mut out);
+        Step::Last { data: out.freeze(), error: Some(error.code) }
+    }
+}
+
+impl Source for Passthrough {
+    async fn next(&mut self) -> Step {
+        match self.stream.next().await {
+            Ok(Some(bytes)) => Step::Data(bytes),
+            Ok(None) if self.stream.finished() => Step::Last { data: Bytes::new(), error: None },
+            Ok(None) => {
+                self.fail(stream_cut("the endpoint's stream ended before [DONE]; the answer may be incomplete".into()))
+            }
+            Err(failure) => self.fail(failure.to_api_error("the endpoint")),
+        }
+    }
+
+    fn usage(&mut self) -> Usage {
+        self.stream.usage().map(Usage::from).unwrap_or_default()
+    }
+}
+
+/// Bedrock's body, passed on as the client reads: nothing read ahead, nothing changed; usage read
+/// from copies of the frames. A silence longer than [`STREAM_IDLE_TIMEOUT`] (no shorter than
+/// Bedrock's own) or a broken upstream ends the body with an error, so the client sees a cut,
+/// never a clean end.
+pub fn raw(answer: RawResponse, operation: Operation, exchange: Exchange) -> BodyStream {
+    let meter = UsageMeter::new(operation, &answer.headers);
+    body(Raw { body: answer.body, meter: Some(meter), usage: Usage::default() }, exchange, None)
+}
+
+struct Raw {
+    body: hyper::body::Incoming,
+    meter: Option<UsageMeter>,
+    usage: Usage,
+}
+
+impl Source for Raw {
+    async fn next(&mut self) -> Step {
+        loop {
+            let frame = match tokio::time::timeout(STREAM_IDLE_TIMEOUT, self.body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    tracing::warn!("bedrock sent nothing for 5 minutes; the relayed answer is cut");
+                    return Step::Cut("upstream_idle_timeout");
+                }
+            };
+            match frame {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if let Some(meter) = self.meter.as_mut() {
+                        meter.observe(&data);
+                    }
+                    return Step::Data(data);
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "bedrock answer broke mid-way");
+                    return Step::Cut("upstream_stream_cut");
+                }
+                None => return Step::Last { data: Bytes::new(), error: None },
+            }
+        }
+    }
+
+    fn usage(&mut self) -> Usage {
+        if let Some(meter) = self.meter.take() {
+            self.usage = meter.finish();
+        }
+        self.usage
+    }
+}
+
+/// A stream with keep-alives in its silences. The inner stream is only ever polled, never
+/// dropped mid-read, so a keep-alive cannot lose part of an event; and it is polled only when the
+/// client reads, so a slow reader still pulls the upstream at its own pace.
+struct KeepAlive<S> {
+    inner: Pin<Box<S>>,
+    bytes: &'static [u8],
+    ended: bool,
+    /// When bytes last went out (at first: when the response started).
+    last_sent: tokio::time::Instant,
+    /// Fires no later than the next keep-alive is due. Moved on only when it fires, so an event
+    /// costs a clock read, not a timer insert and removal.
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> KeepAlive<S> {
+    fn new(inner: S, bytes: &'static [u8]) -> KeepAlive<S> {
+        let now = tokio::time::Instant::now();
+        KeepAlive {
+            inner: Box::pin(inner),
+            bytes,
+            ended: false,
+            last_sent: now,
+            timer: Box::pin(tokio::time::sleep_until(now + KEEP_ALIVE_INTERVAL)),
+        }
+    }
+}
+
+impl<S: Stream<Item = Result<Bytes, std::io::Error>>> Stream for KeepAlive<S> {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = this.inner.as_mut().poll_next(cx) {
+            match &item {
+                Some(_) => this.last_sent = tokio::time::Instant::now(),
+                None => this.ended = true,
+            }
+            return Poll::Ready(item);
+        }
+        loop {
+            ready!(this.timer.as_mut().poll(cx));
+            let due = this.last_sent + KEEP_ALIVE_INTERVAL;
+            let now = tokio::time::Instant::now();
+            if now >= due {
+                this.last_sent = now;
+                this.timer.as_mut().reset(now + KEEP_ALIVE_INTERVAL);
+                return Poll::Ready(Some(Ok(Bytes::from_static(this.bytes))));
+            }
+            this.timer.as_mut().reset(due);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use tokio::time::{Instant, sleep};
+
+    use super::*;
+
+    const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+    /// The pieces with the whole seconds (of the paused clock) at which each came out.
+    async fn pieces(stream: impl Stream<Item = Result<Bytes, std::io::Error>>) -> Vec<(u64, String)> {
+        let start = Instant::now();
+        let mut stream = Box::pin(stream);
+        let mut pieces = Vec::new();
+        while let Some(piece) = stream.next().await {
+            pieces.push((start.elapsed().as_secs(), String::from_utf8(piece.unwrap().to_vec()).unwrap()));
+        }
+        pieces
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silences_of_15_s_get_a_keep_alive() {
+        // Silent for 40 s (a long thinking phase), two chunks at once, 20 s of silence, a last one.
+        let upstream = futures_util::stream::unfold(0, |step| async move {
+            let (wait, text) = match step {
+                0 => (40, "data: a\n\n"),
+                1 => (0, "data: b\n\n"),
+                2 => (20, "data: [DONE]\n\n"),
+                _ => return None,
+            };
+            sleep(Duration::from_secs(wait)).await;
+            Some((Ok(Bytes::from_static(text.as_bytes())), step + 1))
+        });
+        let keep_alive = ": keep-alive\n\n".to_owned();
+        let expected = [
+            (15, keep_alive.clone()),
+            (30, keep_alive.clone()),
+            (40, "data: a\n\n".to_owned()),
+            (40, "data: b\n\n".to_owned()),
+            // 15 s after the last chunk, not after the last keep-alive.
+            (55, keep_alive),
+            (60, "data: [DONE]\n\n".to_owned()),
+        ];
+        assert_eq!(pieces(KeepAlive::new(upstream, KEEP_ALIVE)).await, expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_that_keeps_talking_gets_no_keep_alive() {
+        let upstream = futures_util::stream::unfold(0, |step| async move {
+            if step == 10 {
+                return None;
+            }
+            sleep(Duration::from_secs(14)).await;
+            Some((Ok(Bytes::from_static(b"data: x\n\n")), step + 1))
+        });
+        let pieces = pieces(KeepAlive::new(upstream, KEEP_ALIVE)).await;
+        assert_eq!(pieces.len(), 10);
+        assert!(pieces.iter().all(|(_, text)| text == "data: x\n\n"), "{pieces:?}");
+        assert_eq!(pieces.last().map(|(at, _)| *at), Some(140));
+    }
+}
