@@ -816,7 +816,7 @@ async fn local(
         bedrock: Arc::new(byollm::upstream::BedrockClient::new(config.bedrock.endpoint_url.clone())),
         source: CredentialSource::Local { session: session.clone(), region: region.clone() },
         routing: Arc::new(byollm::routing::Routing::new(routing)),
-        direct: Arc::new(byollm::upstream::direct::DirectClient::new()),
+        direct: Arc::new(byollm::upstream::direct::DirectClient::new(&config.egress)),
         audit,
         config,
     };

@@ -73,6 +73,7 @@ pub async fn anthropic(
     route: &AnthropicRoute,
     bedrock_body: &[u8],
     stream: bool,
+    team: Option<std::sync::Arc<str>>,
 ) -> Result<(AnthropicAnswer, bool), AttemptError> {
     let (key, key_from_request) = anthropic_key(headers, policy)?;
     let Some(base_url) = &policy.anthropic.base_url else {
@@ -85,6 +86,7 @@ pub async fn anthropic(
         key: &key,
         policy: policy.anthropic.egress(policy.mode),
         limits: limits_of(&policy.anthropic),
+        team,
         body,
         stream,
     };

@@ -257,7 +257,10 @@ async fn attempt(
         Upstream::Bedrock(bedrock) => attempt_bedrock(chat, prepared, bedrock).await,
         Upstream::Anthropic(anthropic_route) => {
             let stream = prepared.stream;
-            match attempt::anthropic(&chat.direct, policy, headers, anthropic_route, &prepared.body, stream).await? {
+            let team = prepared.context.scope().team.map(Arc::from);
+            match attempt::anthropic(&chat.direct, policy, headers, anthropic_route, &prepared.body, stream, team)
+                .await?
+            {
                 (AnthropicAnswer::Message(message), _) => Ok(Answer::Message(message)),
                 (AnthropicAnswer::Stream(events), key_from_request) => Ok(Answer::Events(EventSource::Anthropic {
                     events,

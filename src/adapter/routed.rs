@@ -422,7 +422,10 @@ async fn attempt(call: &Call<'_>, policy: &crate::routing::RoutingPolicy, route:
                 ));
             };
             let direct = &call.state.direct;
-            match super::attempt::anthropic(direct, policy, call.headers, anthropic_route, body, call.stream).await? {
+            let team = call.context.scope().team.map(Arc::from);
+            match super::attempt::anthropic(direct, policy, call.headers, anthropic_route, body, call.stream, team)
+                .await?
+            {
                 (AnthropicAnswer::Message(bytes), _) => Ok(Answer::Message(bytes)),
                 (AnthropicAnswer::Stream(events), key_from_request) => Ok(Answer::Events(EventSource::Anthropic {
                     events,
@@ -488,6 +491,8 @@ async fn attempt(call: &Call<'_>, policy: &crate::routing::RoutingPolicy, route:
                 key: key.as_ref(),
                 policy: egress_policy,
                 limits: super::attempt::limits_of(&endpoint.http),
+                team: call.context.scope().team.map(Arc::from),
+                url_from_request,
                 body,
             };
             match openai_compat::send(&call.state.direct, request).await {

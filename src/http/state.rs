@@ -79,7 +79,7 @@ impl AppState {
             bedrock: Arc::new(BedrockClient::new(config.bedrock.endpoint_url.clone())),
             source: CredentialSource::Broker(broker.clone()),
             routing: Arc::new(Routing::new(routing)),
-            direct: Arc::new(DirectClient::new()),
+            direct: Arc::new(DirectClient::new(&config.egress)),
             audit: Audit::new(Arc::new(StdoutSink::start()), metrics.clone()),
         };
         let body_budget = BodyBudget::new(config.server.max_body_bytes_in_flight);
