@@ -518,4 +518,69 @@ mod tests {
         assert_eq!(dns.lookup(&long, None).await, Err(LookupError::NotFound));
         assert_eq!(calls.load(Ordering::SeqCst), MAX_NAMES + 500, "an over-long name is never asked");
     }
+
+    /// A DNS server on loopback: `up.example` has one A record (TTL 42) and no AAAA; every other
+    /// name does not exist (negative TTL 7 from the zone's SOA).
+    async fn answering_dns() -> SocketAddr {
+        use hickory_resolver::proto::op::{Message, ResponseCode};
+        use hickory_resolver::proto::rr::rdata::{A, SOA};
+        use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buffer = [0u8; 1500];
+            while let Ok((size, from)) = socket.recv_from(&mut buffer).await {
+                let Ok(query) = Message::from_vec(&buffer[..size]) else { continue };
+                let Some(question) = query.queries.first().cloned() else { continue };
+                let mut response = Message::response(query.metadata.id, query.metadata.op_code);
+                response.metadata.recursion_desired = query.metadata.recursion_desired;
+                response.metadata.recursion_available = true;
+                response.add_query(question.clone());
+                let known = question.name().to_ascii().eq_ignore_ascii_case("up.example.");
+                if known && question.query_type() == RecordType::A {
+                    response.add_answer(Record::from_rdata(
+                        question.name().clone(),
+                        42,
+                        RData::A(A::new(93, 184, 216, 34)),
+                    ));
+                } else {
+                    if !known {
+                        response.metadata.response_code = ResponseCode::NXDomain;
+                    }
+                    let zone = Name::from_ascii("example.").unwrap();
+                    let soa = SOA::new(
+                        Name::from_ascii("ns.example.").unwrap(),
+                        Name::from_ascii("admin.example.").unwrap(),
+                        1,
+                        3600,
+                        600,
+                        86_400,
+                        7,
+                    );
+                    response.add_authority(Record::from_rdata(zone, 3600, RData::SOA(soa)));
+                }
+                let _ = socket.send_to(&response.to_vec().unwrap(), from).await;
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn hickory_asks_the_configured_server_and_reads_ttls_and_negative_answers() {
+        let server = answering_dns().await;
+        let query = hickory_query(hickory(Some(&[server])).unwrap());
+        match query("up.example").await {
+            Answer::Found { addresses, ttl } => {
+                assert_eq!(addresses, [IpAddr::from([93, 184, 216, 34])]);
+                assert!(ttl > Duration::from_secs(40) && ttl <= Duration::from_secs(42), "{ttl:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(query("gone.example").await, Answer::NotFound { negative_ttl: Some(Duration::from_secs(7)) });
+        // The same through the cache, as the gateway builds it from [egress].
+        let config = EgressConfig { nameservers: Some(vec![server]), ..EgressConfig::default() };
+        let dns = Dns::from_config(&config);
+        assert_eq!(dns.lookup("UP.example", None).await.unwrap().as_ref(), [IpAddr::from([93, 184, 216, 34])]);
+        assert_eq!(dns.lookup("gone.example", None).await, Err(LookupError::NotFound));
+    }
 }
