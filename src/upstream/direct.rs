@@ -395,6 +395,8 @@ mod tests {
         DirectRequest { url, policy, limits: LIMITS, team: None, headers: HeaderMap::new(), body }
     }
 
+    const HOSTED_HTTPS: EgressPolicy = EgressPolicy::Hosted { allow_http: false };
+
     /// The client as `byollm` builds it: the system's DNS configuration and hosts file.
     fn client() -> DirectClient {
         DirectClient::new(&EgressConfig::default())
@@ -474,5 +476,38 @@ mod tests {
         };
         let url = url::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
         assert_eq!(client().post(request(&url, EgressPolicy::Local)).await.unwrap_err(), DirectError::Unreachable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_without_a_slot_fails_at_once_as_429_or_503_with_retry_after() {
+        use futures_util::FutureExt;
+        // A DNS that never answers; one lookup at a time for the gateway and for each team.
+        let silent: super::super::dns::Query = Arc::new(|_: &str| std::future::pending().boxed());
+        let client = Arc::new(DirectClient::with_dns(Arc::new(Dns::with_query(silent, 1, 1))));
+        let url = url::Url::parse("https://a.never-answers.test/v1").unwrap();
+        let team = |name: &str| Some(Arc::<str>::from(name));
+        let first = {
+            let (client, url) = (client.clone(), url.clone());
+            // Longer than the lookup's own timeout, so that one ends it.
+            let limits = Limits { total_timeout: Duration::from_secs(30), ..LIMITS };
+            tokio::spawn(async move {
+                client.post(DirectRequest { team: team("b"), limits, ..request(&url, HOSTED_HTTPS) }).await
+            })
+        };
+        while client.dns().running() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let other = url::Url::parse("https://b.never-answers.test/v1").unwrap();
+        let error = client.post(DirectRequest { team: team("b"), ..request(&other, HOSTED_HTTPS) }).await.unwrap_err();
+        assert_eq!(error, DirectError::Busy { team: true });
+        let api = error.to_api_error("endpoint \"byo\"");
+        assert_eq!((api.status, api.code, api.retry_after), (StatusCode::TOO_MANY_REQUESTS, "lookups_busy", Some(5)));
+        let error = client.post(DirectRequest { team: team("a"), ..request(&other, HOSTED_HTTPS) }).await.unwrap_err();
+        assert_eq!(error, DirectError::Busy { team: false });
+        let api = error.to_api_error("endpoint \"byo\"");
+        assert_eq!((api.status, api.code, api.retry_after), (StatusCode::SERVICE_UNAVAILABLE, "lookups_busy", Some(5)));
+        assert!(!api.message.contains("never-answers"), "no host in errors: {}", api.message);
+        // The first lookup runs to its timeout: a failed lookup, not a busy one.
+        assert_eq!(first.await.unwrap().unwrap_err(), DirectError::Refused(EgressError::ResolveTimeout));
     }
 }
