@@ -54,6 +54,26 @@ pub struct Config {
     /// The raw `[routing]` section (hot-reloadable policy), validated by [`crate::routing`].
     pub routing: Option<Table>,
     pub telemetry: TelemetryConfig,
+    pub egress: EgressConfig,
+}
+
+/// Name resolution for the endpoints the egress guard lets through (`[egress]`): which DNS
+/// servers, and how many lookups may be outstanding at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressConfig {
+    /// DNS servers to ask instead of `/etc/resolv.conf`'s (`"10.0.0.2"`, `"127.0.0.1:5353"`); `None`:
+    /// the system's configuration.
+    pub nameservers: Option<Vec<SocketAddr>>,
+    /// Lookups outstanding at once, all teams together; more are refused (503, `Retry-After`).
+    pub max_lookups: usize,
+    /// Lookups outstanding at once for one team; more are refused (429, `Retry-After`).
+    pub max_lookups_per_team: usize,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        EgressConfig { nameservers: None, max_lookups: 64, max_lookups_per_team: 16 }
+    }
 }
 
 /// OpenTelemetry traces (`[telemetry]`): off unless `otlp_endpoint` is set, and only in a build
@@ -617,6 +637,22 @@ impl Config {
         let export_timeout = telemetry.take_secs("export_timeout_secs", 1, 60).unwrap_or(Duration::from_secs(10));
         telemetry.finish();
 
+        let mut egress = root.section("egress");
+        let defaults = EgressConfig::default();
+        let nameservers = egress.take_parsed("nameservers", parse_nameservers);
+        let max_lookups = egress.take_ranged("max_lookups", 1, 4096).map_or(defaults.max_lookups, |v| v as usize);
+        let max_lookups_per_team = egress
+            .take_ranged("max_lookups_per_team", 1, 4096)
+            .map_or(defaults.max_lookups_per_team.min(max_lookups), |v| v as usize);
+        if max_lookups_per_team > max_lookups {
+            let path = egress.child("max_lookups_per_team");
+            egress.error_at(
+                path,
+                format!("{max_lookups_per_team} is more than egress.max_lookups ({max_lookups}): one team could take every slot"),
+            );
+        }
+        egress.finish();
+
         root.finish();
         let errors = errors.into_inner();
         if !errors.is_empty() {
@@ -660,6 +696,7 @@ impl Config {
             warnings,
             routing,
             telemetry: TelemetryConfig { otlp_endpoint, service_name, export_timeout },
+            egress: EgressConfig { nameservers, max_lookups, max_lookups_per_team },
         })
     }
 
@@ -709,6 +746,24 @@ fn validate_endpoint_url(raw: String) -> Result<String, String> {
 
 /// The OTLP/HTTP collector: an http(s) base URL with a host and nothing that could carry a
 /// secret (user info, query); refused in a build without the `otel` feature.
+/// `[egress] nameservers`: 1 to 8 DNS servers, each an IP address with an optional port (53).
+fn parse_nameservers(list: Vec<String>) -> Result<Vec<SocketAddr>, String> {
+    if list.is_empty() || list.len() > 8 {
+        return Err("must list 1 to 8 DNS servers (leave it out to use /etc/resolv.conf)".into());
+    }
+    list.iter()
+        .map(|entry| {
+            entry.parse::<SocketAddr>().or_else(|_| entry.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53))).map_err(
+                |_| {
+                    format!(
+                        "{entry:?} is not an IP address with an optional port, like \"10.0.0.2\" or \"127.0.0.1:5353\""
+                    )
+                },
+            )
+        })
+        .collect()
+}
+
 fn validate_otlp_endpoint(raw: String) -> Result<url::Url, String> {
     if !cfg!(feature = "otel") {
         return Err(
@@ -1179,5 +1234,33 @@ mod tests {
     fn jwks_max_age_must_stay_well_below_the_prepublication_window() {
         let errors = errors_of("dev = true\n[keys]\njwks_max_age_secs = 3000\nmin_next_age_secs = 3600\n");
         assert_eq!(errors[0].0, "keys.jwks_max_age_secs");
+    }
+
+    #[test]
+    fn egress_name_resolution_settings() {
+        let config = Config::from_toml("dev = true").unwrap();
+        assert_eq!(config.egress, EgressConfig::default());
+        let config = Config::from_toml(
+            "dev = true\n[egress]\nnameservers = [\"10.0.0.2\", \"127.0.0.1:5353\", \"[::1]:53\"]\nmax_lookups = 8\nmax_lookups_per_team = 2\n",
+        )
+        .unwrap();
+        let expected: Vec<SocketAddr> =
+            vec!["10.0.0.2:53".parse().unwrap(), "127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()];
+        assert_eq!(config.egress.nameservers, Some(expected));
+        assert_eq!((config.egress.max_lookups, config.egress.max_lookups_per_team), (8, 2));
+        // A smaller global cap lowers the default team share with it.
+        assert_eq!(
+            Config::from_toml("dev = true\n[egress]\nmax_lookups = 4\n").unwrap().egress.max_lookups_per_team,
+            4
+        );
+        let errors = errors_of(
+            "dev = true\n[egress]\nnameservers = [\"dns.example.com\", \"10.0.0.2\"]\nmax_lookups = 0\nsurprise = 1\n",
+        );
+        let paths: Vec<&str> = errors.iter().map(|(path, _)| path.as_str()).collect();
+        assert_eq!(paths, ["egress.nameservers", "egress.max_lookups", "egress.surprise"], "{errors:?}");
+        assert!(errors[0].1.contains("dns.example.com"), "{}", errors[0].1);
+        assert_eq!(errors_of("dev = true\n[egress]\nnameservers = []\n")[0].0, "egress.nameservers");
+        let errors = errors_of("dev = true\n[egress]\nmax_lookups = 8\nmax_lookups_per_team = 9\n");
+        assert_eq!(errors[0].0, "egress.max_lookups_per_team");
     }
 }

@@ -351,11 +351,16 @@ async fn openai_endpoints_on_private_or_metadata_addresses_are_refused_in_hosted
     );
     let gateway = Gateway::start_with(&byo, false, &[]);
     let client = reqwest::Client::new();
+    // The last one passes the URL checks and is refused once its host name resolves (to loopback):
+    // the same 403, the request's own fault.
+    let resolved_to_loopback = fake.base_url().replace("http://127.0.0.1", "https://localhost");
     for url in [
         "https://169.254.169.254/latest",
         "https://10.1.2.3/v1",
         "https://[::ffff:127.0.0.1]/v1",
+        "https://[::ffff:0:a9fe:a9fe]/v1",
         "http://api.example.com/v1",
+        resolved_to_loopback.as_str(),
     ] {
         let response = client
             .post(format!("{}/v1/chat/completions", gateway.url))
@@ -370,6 +375,7 @@ async fn openai_endpoints_on_private_or_metadata_addresses_are_refused_in_hosted
         assert_eq!(response.status(), 403, "{url}");
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"]["code"], "egress_refused", "{url}");
+        assert_eq!(error["error"]["param"], "x-byollm-endpoint-url", "{url}");
     }
     assert!(fake.requests().is_empty());
 }

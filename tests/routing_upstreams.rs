@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use byollm::config::EgressConfig;
 use byollm::secret::Secret;
 use byollm::upstream::anthropic::{self, AnthropicAnswer, AnthropicCall, AnthropicFailure, messages_body};
 use byollm::upstream::direct::{DirectClient, DirectError, Limits};
@@ -36,7 +37,7 @@ fn bedrock_body() -> Vec<u8> {
 async fn anthropic_calls_carry_the_key_version_and_betas_and_stream_events() {
     let fake = FakeAnthropic::start(FakeAnthropicOptions::default()).await;
     fake.set_script(vec![AnthropicReply::text(&["Hi"]).usage(11, 1), AnthropicReply::text(&["a", "b"])]);
-    let client = DirectClient::new();
+    let client = DirectClient::new(&EgressConfig::default());
     let base = url::Url::parse(&fake.url()).unwrap();
     let key = Secret::new("sk-ant-api03-test-key");
     let call = |stream| AnthropicCall {
@@ -44,6 +45,7 @@ async fn anthropic_calls_carry_the_key_version_and_betas_and_stream_events() {
         key: &key,
         policy: INTERNAL,
         limits: LIMITS,
+        team: None,
         body: messages_body(&bedrock_body(), "claude-sonnet-4-5", stream).unwrap(),
         stream,
     };
@@ -77,7 +79,7 @@ async fn anthropic_errors_come_back_typed_and_without_the_key() {
         AnthropicReply::error(AnthropicErrorKind::Overloaded),
         AnthropicReply::text(&["x", "y"]).stream_error_after(2, AnthropicErrorKind::Overloaded),
     ]);
-    let client = DirectClient::new();
+    let client = DirectClient::new(&EgressConfig::default());
     let base = url::Url::parse(&fake.url()).unwrap();
     let good = Secret::new("sk-ant-api03-test-key");
     let send = |key: &'static str, stream: bool| {
@@ -90,6 +92,7 @@ async fn anthropic_errors_come_back_typed_and_without_the_key() {
                 key: &key,
                 policy: INTERNAL,
                 limits: LIMITS,
+                team: None,
                 body: messages_body(&bedrock_body(), "claude-sonnet-4-5", stream).unwrap(),
                 stream,
             };
@@ -129,7 +132,7 @@ async fn anthropic_errors_come_back_typed_and_without_the_key() {
 async fn openai_calls_rename_the_model_relay_streams_and_read_usage() {
     let fake = FakeOpenAi::start(FakeOpenAiOptions::default()).await;
     fake.set_script(vec![OpenAiReply::text(&["one"]).usage(9, 1), OpenAiReply::text(&["a", "b"]).usage(5, 2)]);
-    let client = DirectClient::new();
+    let client = DirectClient::new(&EgressConfig::default());
     let base = url::Url::parse(&fake.base_url()).unwrap();
     let key = Secret::new("sk-or-v1-test-key");
     let body = |stream: bool| {
@@ -140,6 +143,8 @@ async fn openai_calls_rename_the_model_relay_streams_and_read_usage() {
         key: Some(&key),
         policy: INTERNAL,
         limits: LIMITS,
+        team: None,
+        url_from_request: false,
         body: prepare_body(body(stream).as_bytes(), "z-ai/glm-4.6").unwrap(),
     };
     let OpenAiAnswer::Completion { body, usage } = openai_compat::send(&client, call(false)).await.unwrap() else {
@@ -168,17 +173,30 @@ async fn openai_calls_rename_the_model_relay_streams_and_read_usage() {
 #[tokio::test]
 async fn hosted_mode_refuses_loopback_endpoints_before_any_request() {
     let fake = FakeOpenAi::start(FakeOpenAiOptions::default()).await;
-    let client = DirectClient::new();
+    let client = DirectClient::new(&EgressConfig::default());
     let base = url::Url::parse(&fake.base_url()).unwrap();
     let call = |policy| OpenAiCall {
         base_url: &base,
         key: None,
         policy,
         limits: LIMITS,
+        team: None,
+        url_from_request: false,
         body: prepare_body(br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#, "z-ai/glm-4.6").unwrap(),
     };
     let failure = openai_compat::send(&client, call(HOSTED)).await.unwrap_err();
     assert_eq!(failure, OpenAiFailure::Transport(DirectError::Refused(EgressError::Address(AddressClass::Loopback))));
+    assert_eq!(failure.to_api_error("gateway", "m", false).status.as_u16(), 502, "a configured endpoint's refusal");
+    // The same refusal of a URL the request named (through a host name, refused once resolved) is
+    // the request's: 403 naming the header.
+    let mut named_base = base.clone();
+    named_base.set_host(Some("localhost")).unwrap();
+    let named = OpenAiCall { base_url: &named_base, url_from_request: true, ..call(HOSTED) };
+    let failure = openai_compat::send(&client, named).await.unwrap_err();
+    assert_eq!(failure, OpenAiFailure::RequestUrlRefused(EgressError::Address(AddressClass::Loopback)));
+    let error = failure.to_api_error("byo", "m", false);
+    assert_eq!((error.status.as_u16(), error.code), (403, "egress_refused"));
+    assert_eq!(error.param.as_deref(), Some("x-byollm-endpoint-url"));
     assert!(fake.requests().is_empty(), "nothing reached the endpoint");
     // The same endpoint from `byollm local`.
     let failure = openai_compat::send(&client, call(EgressPolicy::Local)).await.unwrap_err();
@@ -196,7 +214,7 @@ async fn redirects_and_oversized_answers_from_an_endpoint_are_failures() {
         OpenAiReply::redirect("http://169.254.169.254/latest/meta-data/"),
         OpenAiReply::oversized(50_000),
     ]);
-    let client = DirectClient::new();
+    let client = DirectClient::new(&EgressConfig::default());
     let base = url::Url::parse(&fake.base_url()).unwrap();
     let key = Secret::new("sk-or-v1-test-key");
     let call = || OpenAiCall {
@@ -204,6 +222,8 @@ async fn redirects_and_oversized_answers_from_an_endpoint_are_failures() {
         key: Some(&key),
         policy: INTERNAL,
         limits: Limits { max_response_bytes: 10_000, ..LIMITS },
+        team: None,
+        url_from_request: false,
         body: prepare_body(br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#, "z-ai/glm-4.6").unwrap(),
     };
     assert_eq!(

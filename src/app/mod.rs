@@ -68,7 +68,7 @@ pub fn dispatch(wiring: Wiring, source: Arc<dyn CredentialSource>) -> Arc<Dispat
     Arc::new(Dispatch {
         routing: Arc::new(Routing::new(routing)),
         bedrock: Arc::new(BedrockClient::new(config.bedrock.endpoint_url.clone())),
-        direct: Arc::new(DirectClient::new()),
+        direct: Arc::new(DirectClient::new(&config.egress)),
         audit,
         metrics,
         source,

@@ -91,10 +91,10 @@ pub async fn attempt(
             relay_bedrock(dispatch, request.call, bedrock, raw).await.map(Answer::Raw)
         }
         (Upstream::Anthropic(anthropic), Payload::Model { invoke: Some(body), stream, .. }) => {
-            call_anthropic(dispatch, policy, request.headers, anthropic, body, *stream).await
+            call_anthropic(dispatch, policy, request, anthropic, body, *stream).await
         }
         (Upstream::OpenAi(openai), Payload::Model { openai: Some(body), public_model, .. }) => {
-            call_openai(dispatch, policy, request.headers, openai, body, public_model).await
+            call_openai(dispatch, policy, request, openai, body, public_model).await
         }
         // Routes a surface cannot use are set aside by `Routing::start_on`; never reached.
         _ => Err(Failure::new(FailureClass::Request, ApiError::internal("a route this request cannot use"))),
@@ -246,12 +246,12 @@ fn anthropic_key(headers: &HeaderMap, policy: &RoutingPolicy) -> Result<(Secret,
 async fn call_anthropic(
     dispatch: &Dispatch,
     policy: &RoutingPolicy,
-    headers: &HeaderMap,
+    request: &Request<'_>,
     route: &AnthropicRoute,
     bedrock_body: &[u8],
     stream: bool,
 ) -> Result<Answer, Failure> {
-    let (key, key_from_request) = anthropic_key(headers, policy)?;
+    let (key, key_from_request) = anthropic_key(request.headers, policy)?;
     let Some(base_url) = &policy.anthropic.base_url else {
         return Err(Failure::new(FailureClass::Refused, ApiError::internal("routing.anthropic.base_url is not set")));
     };
@@ -262,6 +262,7 @@ async fn call_anthropic(
         key: &key,
         policy: policy.anthropic.egress(policy.mode),
         limits: limits_of(&policy.anthropic),
+        team: request.call.team(),
         body,
         stream,
     };
@@ -293,7 +294,7 @@ fn strict_egress(mode: Mode) -> egress::EgressPolicy {
 async fn call_openai(
     dispatch: &Dispatch,
     policy: &RoutingPolicy,
-    headers: &HeaderMap,
+    request: &Request<'_>,
     route: &OpenAiRoute,
     client_body: &Bytes,
     public_model: &str,
@@ -304,6 +305,7 @@ async fn call_openai(
             ApiError::internal("the route names an endpoint that is gone"),
         ));
     };
+    let headers = request.headers;
     let (base_url, url_from_request) = if endpoint.per_request {
         let Some(raw) = header_str(headers, HEADER_ENDPOINT_URL) else {
             let error = ApiError::invalid_request(
@@ -342,6 +344,8 @@ async fn call_openai(
         key: key.as_ref(),
         policy: egress_policy,
         limits: limits_of(&endpoint.http),
+        team: request.call.team(),
+        url_from_request,
         body,
     };
     match openai_compat::send(&dispatch.direct, call).await {

@@ -39,6 +39,12 @@ impl Call {
         }
     }
 
+    /// The run's team, as the upstream clients count per-team work (DNS lookups); `None` in local
+    /// mode.
+    pub fn team(&self) -> Option<Arc<str>> {
+        self.run.as_ref().map(|run| Arc::from(run.principal.team_uid.as_str()))
+    }
+
     /// Who asked, for the audit line.
     pub fn describe(&self, record: &mut AuditRecord) {
         if let Some(run) = &self.run {

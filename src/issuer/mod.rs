@@ -5,6 +5,7 @@
 //! decides who may mint what (that is `auth`), and never logs a token.
 
 pub mod keys;
+pub mod signing;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -327,7 +328,9 @@ impl Issuer {
 }
 
 /// [`Issuer::mint`] off the async worker threads: an RSA signature takes most of a millisecond,
-/// which would otherwise stall every other request on that thread (JWKS fetches included).
+/// which would otherwise stall every other request on that thread (JWKS fetches included). It runs
+/// on the [`signing`] pool, never on tokio's blocking pool, where it would queue behind any other
+/// blocking work.
 pub async fn mint_off_thread(
     issuer: &Arc<Issuer>,
     principal: ScopedPrincipal,
@@ -335,9 +338,7 @@ pub async fn mint_off_thread(
     run: RunClaims,
 ) -> Result<MintedToken, MintError> {
     let issuer = issuer.clone();
-    tokio::task::spawn_blocking(move || issuer.mint(&principal, lifetime, &run, unix_now()))
-        .await
-        .unwrap_or(Err(MintError::Signing))
+    signing::run(move || issuer.mint(&principal, lifetime, &run, unix_now())).await.unwrap_or(Err(MintError::Signing))
 }
 
 #[cfg(test)]

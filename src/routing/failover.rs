@@ -132,6 +132,8 @@ pub fn class_of_bedrock(failure: &BedrockFailure, status: u16) -> FailureClass {
 pub fn class_of_direct(error: &DirectError) -> FailureClass {
     match error {
         DirectError::Refused(_) | DirectError::Redirect(_) | DirectError::TooLarge => FailureClass::Refused,
+        // The gateway's own limit on lookups: another route may serve now.
+        DirectError::Busy { .. } => FailureClass::Throttled,
         DirectError::Unreachable => FailureClass::Unreachable,
         DirectError::Timeout => FailureClass::Timeout,
         DirectError::Cut | DirectError::Internal => FailureClass::Upstream,
@@ -150,6 +152,7 @@ pub fn class_of_openai(failure: &OpenAiFailure) -> FailureClass {
     match failure {
         OpenAiFailure::Body(_) => FailureClass::Request,
         OpenAiFailure::Transport(error) => class_of_direct(error),
+        OpenAiFailure::RequestUrlRefused(_) => FailureClass::Request,
         OpenAiFailure::Api { status, .. } => classify_openai(*status),
     }
 }

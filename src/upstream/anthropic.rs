@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
@@ -215,6 +216,8 @@ pub struct AnthropicCall<'a> {
     pub key: &'a Secret,
     pub policy: EgressPolicy,
     pub limits: Limits,
+    /// Whose request this is (the team uid), for the host lookup's share; `None` in local mode.
+    pub team: Option<Arc<str>>,
     pub body: MessagesBody,
     pub stream: bool,
 }
@@ -274,7 +277,14 @@ pub async fn send(client: &DirectClient, call: AnthropicCall<'_>) -> Result<Anth
             HeaderValue::from_str(&call.body.betas.join(",")).map_err(|_| AnthropicFailure::Body("anthropic_beta"))?;
         headers.insert(ANTHROPIC_BETA, betas);
     }
-    let request = DirectRequest { url: &url, policy: call.policy, limits: call.limits, headers, body: call.body.body };
+    let request = DirectRequest {
+        url: &url,
+        policy: call.policy,
+        limits: call.limits,
+        team: call.team,
+        headers,
+        body: call.body.body,
+    };
     let response = client.post(request).await.map_err(AnthropicFailure::Transport)?;
     if response.status != StatusCode::OK {
         let status = response.status.as_u16();

@@ -1,9 +1,11 @@
 //! The HTTP client for endpoints an admin or a request names (the direct Anthropic API,
 //! OpenAI-compatible servers), behind the egress guard.
 //!
-//! Every new connection resolves its host through [`egress::resolve`] and connects only to the
-//! addresses it approved (pinned: a second DNS answer cannot move the connection elsewhere); pooled
-//! connections were all made that way. Redirects are never followed (a 3xx is a failure), and every
+//! Every request resolves its host through [`egress::resolve`] first, on behalf of the request's
+//! team (the process's one [`Dns`]: asynchronous, cached, lookups capped per team), so a lookup
+//! that cannot have a slot fails the request at once; every new connection then connects only to
+//! the addresses the guard approved (pinned: a second DNS answer cannot move the connection
+//! elsewhere); pooled connections were all made that way. Redirects are never followed (a 3xx is a failure), and every
 //! answer is bounded: connect timeout, a total deadline covering headers and body (streams
 //! included), an idle limit between chunks, and a byte budget. Errors never carry the URL or a key.
 
@@ -11,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,7 +28,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::client::{POOL_IDLE_TIMEOUT, tls_config};
+use super::dns::{Dns, RESOLVE_TIMEOUT};
 use super::egress::{self, EgressError, EgressPolicy};
+use crate::config::EgressConfig;
 use crate::error::ApiError;
 
 /// `path` (starting with `/`) appended to the base URL's own path (`https://gw/anthropic/` +
@@ -54,6 +58,9 @@ pub struct Limits {
 pub enum DirectError {
     /// The egress guard refused the URL or the addresses its host resolves to.
     Refused(EgressError),
+    /// The host's lookup could not start: the request's team (`team`) or the gateway has as many
+    /// lookups under way as `[egress]` allows.
+    Busy { team: bool },
     /// The endpoint answered with a redirect, which is not followed.
     Redirect(u16),
     /// No connection could be made (refused, TLS failure, unreachable).
@@ -72,6 +79,7 @@ impl fmt::Display for DirectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DirectError::Refused(error) => write!(f, "{error}"),
+            DirectError::Busy { team } => write!(f, "{}", EgressError::LookupsBusy { team: *team }),
             DirectError::Redirect(status) => {
                 write!(f, "the upstream answered a redirect ({status}), which the gateway does not follow")
             }
@@ -87,6 +95,14 @@ impl fmt::Display for DirectError {
 impl std::error::Error for DirectError {}
 
 impl DirectError {
+    /// The guard's verdict as a call failure: busy is not a refusal of the host.
+    pub fn from_egress(error: EgressError) -> DirectError {
+        match error {
+            EgressError::LookupsBusy { team } => DirectError::Busy { team },
+            error => DirectError::Refused(error),
+        }
+    }
+
     /// The error for the client; `upstream` names the endpoint as the configuration does
     /// (`the Anthropic API`, `endpoint "openrouter"`), never by its URL.
     pub fn to_api_error(&self, upstream: &str) -> ApiError {
@@ -94,6 +110,16 @@ impl DirectError {
         match self {
             DirectError::Refused(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "egress_refused", message)
+            }
+            // The team's own share: 429, it can slow down. The gateway's: 503, not the caller's
+            // doing. Slots free as lookups end, within RESOLVE_TIMEOUT.
+            DirectError::Busy { team: true } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "lookups_busy", message)
+                    .with_retry_after(RESOLVE_TIMEOUT.as_secs())
+            }
+            DirectError::Busy { team: false } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "lookups_busy", message)
+                    .with_retry_after(RESOLVE_TIMEOUT.as_secs())
             }
             DirectError::Redirect(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_redirect", message)
@@ -138,6 +164,7 @@ impl std::error::Error for ConnectError {}
 /// A TCP connector that resolves through the egress guard and connects only to what it approved.
 #[derive(Clone)]
 struct PinnedConnector {
+    dns: Arc<Dns>,
     policy: EgressPolicy,
     connect_timeout: Duration,
 }
@@ -154,11 +181,13 @@ impl tower_service::Service<Uri> for PinnedConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let policy = self.policy;
         let connect_timeout = self.connect_timeout;
+        let dns = self.dns.clone();
         Box::pin(async move {
             let host = uri.host().ok_or(ConnectError::Refused(EgressError::InvalidUrl))?;
             let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
             let port = uri.port_u16().unwrap_or(default_port);
-            let addresses = egress::resolve(host, port, policy).await.map_err(ConnectError::Refused)?;
+            // `post` resolved this host for the request's team a moment ago: this is its cached answer.
+            let addresses = egress::resolve(&dns, host, port, policy, None).await.map_err(ConnectError::Refused)?;
             let mut failure = ConnectError::Unreachable;
             for address in addresses {
                 match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
@@ -184,6 +213,9 @@ pub struct DirectRequest<'a> {
     pub url: &'a url::Url,
     pub policy: EgressPolicy,
     pub limits: Limits,
+    /// Whose request this is (the team uid): its host lookups count against that team's share.
+    /// `None` (local mode): the gateway's cap only.
+    pub team: Option<Arc<str>>,
     /// Content type, keys and API headers, as the endpoint wants them.
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -237,15 +269,26 @@ impl BoundedBody {
     }
 }
 
-/// Pooled clients, one per egress policy and connect timeout (a handful, set by configuration).
-#[derive(Default)]
+/// Pooled clients, one per egress policy and connect timeout (a handful, set by configuration),
+/// all resolving through one [`Dns`].
 pub struct DirectClient {
+    dns: Arc<Dns>,
     clients: Mutex<HashMap<(EgressPolicy, Duration), PinnedClient>>,
 }
 
 impl DirectClient {
-    pub fn new() -> DirectClient {
-        DirectClient::default()
+    /// The client with the resolver `[egress]` describes (start-up).
+    pub fn new(config: &EgressConfig) -> DirectClient {
+        DirectClient::with_dns(Arc::new(Dns::from_config(config)))
+    }
+
+    pub fn with_dns(dns: Arc<Dns>) -> DirectClient {
+        DirectClient { dns, clients: Mutex::new(HashMap::new()) }
+    }
+
+    /// The resolver every connection of this client uses.
+    pub fn dns(&self) -> &Arc<Dns> {
+        &self.dns
     }
 
     fn client(&self, policy: EgressPolicy, connect_timeout: Duration) -> PinnedClient {
@@ -257,7 +300,7 @@ impl DirectClient {
                     .with_tls_config(tls_config())
                     .https_or_http()
                     .enable_http1()
-                    .wrap_connector(PinnedConnector { policy, connect_timeout });
+                    .wrap_connector(PinnedConnector { dns: self.dns.clone(), policy, connect_timeout });
                 Client::builder(TokioExecutor::new())
                     .pool_timer(TokioTimer::new())
                     .timer(TokioTimer::new())
@@ -271,6 +314,15 @@ impl DirectClient {
     pub async fn post(&self, request: DirectRequest<'_>) -> Result<DirectResponse, DirectError> {
         let url = egress::check_url(request.url.as_str(), request.policy).map_err(DirectError::Refused)?;
         let deadline = Instant::now() + request.limits.total_timeout;
+        if let Some(url::Host::Domain(host)) = url.host() {
+            let port = url.port_or_known_default().unwrap_or(443);
+            let lookup = egress::resolve(&self.dns, host, port, request.policy, request.team.as_ref());
+            match tokio::time::timeout_at(deadline, lookup).await {
+                Err(_) => return Err(DirectError::Timeout),
+                Ok(Err(error)) => return Err(DirectError::from_egress(error)),
+                Ok(Ok(_)) => {}
+            }
+        }
         let uri: Uri = url.as_str().parse().map_err(|_| DirectError::Refused(EgressError::InvalidUrl))?;
         let mut builder = Request::builder().method(Method::POST).uri(uri);
         if let Some(headers) = builder.headers_mut() {
@@ -301,7 +353,7 @@ fn from_client_error(error: &hyper_util::client::legacy::Error) -> DirectError {
     while let Some(current) = source {
         if let Some(connect) = current.downcast_ref::<ConnectError>() {
             return match connect {
-                ConnectError::Refused(refused) => DirectError::Refused(refused.clone()),
+                ConnectError::Refused(refused) => DirectError::from_egress(refused.clone()),
                 ConnectError::Timeout => DirectError::Timeout,
                 ConnectError::Unreachable => DirectError::Unreachable,
             };
@@ -339,13 +391,21 @@ mod tests {
     }
 
     fn request(url: &url::Url, policy: EgressPolicy) -> DirectRequest<'_> {
-        DirectRequest { url, policy, limits: LIMITS, headers: HeaderMap::new(), body: Bytes::from_static(b"{}") }
+        let body = Bytes::from_static(b"{}");
+        DirectRequest { url, policy, limits: LIMITS, team: None, headers: HeaderMap::new(), body }
+    }
+
+    const HOSTED_HTTPS: EgressPolicy = EgressPolicy::Hosted { allow_http: false };
+
+    /// The client as `byollm` builds it: the system's DNS configuration and hosts file.
+    fn client() -> DirectClient {
+        DirectClient::new(&EgressConfig::default())
     }
 
     #[tokio::test]
     async fn hosted_mode_never_connects_to_loopback_local_mode_does() {
         let (url, task) = server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-        let client = DirectClient::new();
+        let client = client();
         let hosted = client.post(request(&url, EgressPolicy::Hosted { allow_http: true })).await.unwrap_err();
         assert_eq!(hosted, DirectError::Refused(EgressError::Address(egress::AddressClass::Loopback)));
         let response = client.post(request(&url, EgressPolicy::Local)).await.unwrap();
@@ -360,7 +420,7 @@ mod tests {
         let (url, _task) = server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
         let mut named = url.clone();
         named.set_host(Some("localhost")).unwrap();
-        let client = DirectClient::new();
+        let client = client();
         let error = client.post(request(&named, EgressPolicy::Private { allow_http: false })).await.unwrap_err();
         assert!(matches!(error, DirectError::Refused(EgressError::Scheme { .. })), "{error:?}");
         let error = client.post(request(&named, EgressPolicy::Hosted { allow_http: true })).await.unwrap_err();
@@ -373,7 +433,7 @@ mod tests {
         let (url, _task) =
             server("HTTP/1.1 307 Temporary Redirect\r\nlocation: http://169.254.169.254/\r\ncontent-length: 0\r\n\r\n")
                 .await;
-        let error = DirectClient::new().post(request(&url, EgressPolicy::Local)).await.unwrap_err();
+        let error = client().post(request(&url, EgressPolicy::Local)).await.unwrap_err();
         assert_eq!(error, DirectError::Redirect(307));
         assert!(!error.to_string().contains("169.254"));
     }
@@ -381,7 +441,7 @@ mod tests {
     #[tokio::test]
     async fn answers_are_bounded_in_size_and_time() {
         let (url, _task) = server("HTTP/1.1 200 OK\r\ncontent-length: 2000\r\n\r\n").await;
-        let response = DirectClient::new().post(request(&url, EgressPolicy::Local)).await.unwrap();
+        let response = client().post(request(&url, EgressPolicy::Local)).await.unwrap();
         // Headers came, the promised body never does: the total deadline (or a cut) ends it.
         let started = std::time::Instant::now();
         let error = response.body.read_all(1 << 20).await.unwrap_err();
@@ -391,7 +451,7 @@ mod tests {
         let big: &'static str =
             Box::leak(format!("HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n{}", "x".repeat(5000)).into_boxed_str());
         let (url, _task) = server(big).await;
-        let response = DirectClient::new().post(request(&url, EgressPolicy::Local)).await.unwrap();
+        let response = client().post(request(&url, EgressPolicy::Local)).await.unwrap();
         assert_eq!(response.body.read_all(1000).await.unwrap_err(), DirectError::TooLarge);
     }
 
@@ -405,7 +465,7 @@ mod tests {
         });
         let limits = Limits { total_timeout: Duration::from_millis(300), ..LIMITS };
         let request = DirectRequest { limits, ..request(&url, EgressPolicy::Local) };
-        assert_eq!(DirectClient::new().post(request).await.unwrap_err(), DirectError::Timeout);
+        assert_eq!(client().post(request).await.unwrap_err(), DirectError::Timeout);
     }
 
     #[tokio::test]
@@ -415,9 +475,39 @@ mod tests {
             listener.local_addr().unwrap().port()
         };
         let url = url::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
-        assert_eq!(
-            DirectClient::new().post(request(&url, EgressPolicy::Local)).await.unwrap_err(),
-            DirectError::Unreachable
-        );
+        assert_eq!(client().post(request(&url, EgressPolicy::Local)).await.unwrap_err(), DirectError::Unreachable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_without_a_slot_fails_at_once_as_429_or_503_with_retry_after() {
+        use futures_util::FutureExt;
+        // A DNS that never answers; one lookup at a time for the gateway and for each team.
+        let silent: super::super::dns::Query = Arc::new(|_: &str| std::future::pending().boxed());
+        let client = Arc::new(DirectClient::with_dns(Arc::new(Dns::with_query(silent, 1, 1))));
+        let url = url::Url::parse("https://a.never-answers.test/v1").unwrap();
+        let team = |name: &str| Some(Arc::<str>::from(name));
+        let first = {
+            let (client, url) = (client.clone(), url.clone());
+            // Longer than the lookup's own timeout, so that one ends it.
+            let limits = Limits { total_timeout: Duration::from_secs(30), ..LIMITS };
+            tokio::spawn(async move {
+                client.post(DirectRequest { team: team("b"), limits, ..request(&url, HOSTED_HTTPS) }).await
+            })
+        };
+        while client.dns().running() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let other = url::Url::parse("https://b.never-answers.test/v1").unwrap();
+        let error = client.post(DirectRequest { team: team("b"), ..request(&other, HOSTED_HTTPS) }).await.unwrap_err();
+        assert_eq!(error, DirectError::Busy { team: true });
+        let api = error.to_api_error("endpoint \"byo\"");
+        assert_eq!((api.status, api.code, api.retry_after), (StatusCode::TOO_MANY_REQUESTS, "lookups_busy", Some(5)));
+        let error = client.post(DirectRequest { team: team("a"), ..request(&other, HOSTED_HTTPS) }).await.unwrap_err();
+        assert_eq!(error, DirectError::Busy { team: false });
+        let api = error.to_api_error("endpoint \"byo\"");
+        assert_eq!((api.status, api.code, api.retry_after), (StatusCode::SERVICE_UNAVAILABLE, "lookups_busy", Some(5)));
+        assert!(!api.message.contains("never-answers"), "no host in errors: {}", api.message);
+        // The first lookup runs to its timeout: a failed lookup, not a busy one.
+        assert_eq!(first.await.unwrap().unwrap_err(), DirectError::Refused(EgressError::ResolveTimeout));
     }
 }

@@ -4,18 +4,21 @@
 //! Hosted gateways run next to cloud metadata services and private networks that a caller must
 //! never reach through us (SSRF). Every outbound URL to an OpenAI-compatible or direct API endpoint
 //! goes through [`check_url`] (scheme, user info, literal addresses) and its host through
-//! [`resolve`], which classifies every address DNS returns and refuses the host if any of them is
+//! [`resolve`], which looks the name up through the process's [`Dns`] (asynchronous, cached,
+//! capped per team), classifies every address DNS returns and refuses the host if any of them is
 //! not allowed. The connection then uses exactly the addresses returned here, so a second DNS
 //! answer (rebinding) cannot move it elsewhere.
 //!
-//! Addresses that embed an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4) are judged by
-//! the embedded address. Teredo is refused outright: it tunnels to an address we cannot see.
+//! Addresses that embed an IPv4 address (IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64,
+//! 6to4) are judged by the embedded address. Teredo is refused outright: it tunnels to an address we cannot see.
 //!
 //! Errors never carry the URL (it may hold a key in its path or query); they name the rule.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::sync::Arc;
+
+use super::dns::{Dns, LookupError};
 
 /// Who the gateway serves, which decides what an upstream may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,12 +78,20 @@ impl AddressClass {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EgressError {
     InvalidUrl,
-    Scheme { scheme: String, allowed: &'static str },
+    Scheme {
+        scheme: String,
+        allowed: &'static str,
+    },
     UserInfo,
     Address(AddressClass),
     Resolve,
     ResolveTimeout,
     NoAddress,
+    /// Too many lookups under way: the caller's team's share (`team`) or the gateway's. Not a
+    /// refusal of the host; the caller may retry shortly.
+    LookupsBusy {
+        team: bool,
+    },
 }
 
 impl fmt::Display for EgressError {
@@ -97,6 +108,12 @@ impl fmt::Display for EgressError {
             EgressError::Resolve => f.write_str("the upstream host name could not be resolved"),
             EgressError::ResolveTimeout => f.write_str("resolving the upstream host name timed out"),
             EgressError::NoAddress => f.write_str("the upstream host name has no address"),
+            EgressError::LookupsBusy { team: true } => {
+                f.write_str("this team has too many upstream host name lookups under way; retry shortly")
+            }
+            EgressError::LookupsBusy { team: false } => {
+                f.write_str("the gateway has too many upstream host name lookups under way; retry shortly")
+            }
         }
     }
 }
@@ -165,6 +182,10 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
         return classify_v4(v4);
     }
     let v6 = |text: &str| text.parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::UNSPECIFIED);
+    // ::ffff:0:a.b.c.d (IPv4-translated, RFC 2765 SIIT): the last 32 bits are the IPv4 address.
+    if in_v6(ip, v6("::ffff:0:0:0"), 96) {
+        return classify_v4(Ipv4Addr::from((bits & 0xffff_ffff) as u32));
+    }
     // fd00:ec2::254 (EC2 IMDS) and fd00:ec2::23 (EKS Pod Identity) sit inside fc00::/7.
     if ip == v6("fd00:ec2::254") || ip == v6("fd00:ec2::23") {
         return AddressClass::Metadata;
@@ -247,31 +268,33 @@ pub fn check_url(raw: &str, policy: EgressPolicy) -> Result<url::Url, EgressErro
     Ok(url)
 }
 
-/// Longest a DNS lookup of an upstream host may take.
-pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Resolve `host` and return its addresses if every one of them is allowed. A host with any
-/// refused address is refused as a whole: picking the good ones would let a DNS answer that mixes
-/// public and internal addresses reach the internal one on a later attempt.
-pub async fn resolve(host: &str, port: u16, policy: EgressPolicy) -> Result<Vec<SocketAddr>, EgressError> {
+/// Resolve `host` (through the process's [`Dns`], on behalf of `team`) and return its addresses
+/// if every one of them is allowed. A host with any refused address is refused as a whole: picking
+/// the good ones would let a DNS answer that mixes public and internal addresses reach the internal
+/// one on a later attempt.
+pub async fn resolve(
+    dns: &Dns,
+    host: &str,
+    port: u16,
+    policy: EgressPolicy,
+    team: Option<&Arc<str>>,
+) -> Result<Vec<SocketAddr>, EgressError> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = host.parse::<IpAddr>() {
         policy.check_ip(ip)?;
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
-    let lookup = tokio::net::lookup_host((host, port));
-    let addresses: Vec<SocketAddr> = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
-        .await
-        .map_err(|_| EgressError::ResolveTimeout)?
-        .map_err(|_| EgressError::Resolve)?
-        .collect();
-    if addresses.is_empty() {
-        return Err(EgressError::NoAddress);
+    let addresses = dns.lookup(host, team).await.map_err(|error| match error {
+        LookupError::NotFound => EgressError::NoAddress,
+        LookupError::Failed => EgressError::Resolve,
+        LookupError::Timeout => EgressError::ResolveTimeout,
+        LookupError::TeamBusy => EgressError::LookupsBusy { team: true },
+        LookupError::GatewayBusy => EgressError::LookupsBusy { team: false },
+    })?;
+    for address in addresses.iter() {
+        policy.check_ip(*address)?;
     }
-    for address in &addresses {
-        policy.check_ip(address.ip())?;
-    }
-    Ok(addresses)
+    Ok(addresses.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
 }
 
 #[cfg(test)]
@@ -333,6 +356,12 @@ mod tests {
             ("2002:a9fe:a9fe::1", AddressClass::Metadata),
             ("2002:7f00:1::1", AddressClass::Loopback),
             ("2002:808:808::1", AddressClass::Public),
+            // IPv4-translated (::ffff:0:a.b.c.d, RFC 2765), not to be confused with mapped.
+            ("::ffff:0:a9fe:a9fe", AddressClass::Metadata),
+            ("::ffff:0:169.254.169.254", AddressClass::Metadata),
+            ("::ffff:0:7f00:1", AddressClass::Loopback),
+            ("::ffff:0:10.1.2.3", AddressClass::Private),
+            ("::ffff:0:808:808", AddressClass::Public),
         ];
         for (text, expected) in cases {
             assert_eq!(classify(ip(text)), expected, "{text}");
@@ -390,12 +419,46 @@ mod tests {
         assert!(!error.to_string().contains("sk-secret") && !error.to_string().contains("10.0.0.1"));
     }
 
+    /// A [`Dns`] answering from a fixed table.
+    fn scripted_dns() -> Dns {
+        use super::super::dns::Answer;
+        use futures_util::FutureExt;
+        let query: super::super::dns::Query = Arc::new(|name: &str| {
+            let addresses: Vec<IpAddr> = match name {
+                "localhost" => vec![ip("127.0.0.1"), ip("::1")],
+                "mixed.example" => vec![ip("8.8.8.8"), ip("::ffff:0:a9fe:a9fe")],
+                "public.example" => vec![ip("8.8.8.8"), ip("2606:4700:4700::1111")],
+                _ => vec![],
+            };
+            let answer = if addresses.is_empty() {
+                Answer::NotFound { negative_ttl: None }
+            } else {
+                Answer::Found { addresses, ttl: std::time::Duration::from_secs(60) }
+            };
+            async move { answer }.boxed()
+        });
+        Dns::with_query(query, 4, 2)
+    }
+
     #[tokio::test]
     async fn resolution_refuses_hosts_with_any_internal_address() {
+        let dns = scripted_dns();
+        let resolve = |host: &'static str, port, policy| {
+            let dns = &dns;
+            async move { resolve(dns, host, port, policy, None).await }
+        };
         assert_eq!(resolve("localhost", 443, HOSTED).await.unwrap_err(), EgressError::Address(AddressClass::Loopback));
-        assert!(resolve("localhost", 11434, EgressPolicy::Local).await.is_ok());
+        assert_eq!(resolve("localhost", 11434, EgressPolicy::Local).await.unwrap().len(), 2);
         assert_eq!(resolve("[::1]", 443, HOSTED).await.unwrap_err(), EgressError::Address(AddressClass::Loopback));
         let pinned = resolve("127.0.0.1", 8080, EgressPolicy::Local).await.unwrap();
         assert_eq!(pinned, vec![SocketAddr::from(([127, 0, 0, 1], 8080))]);
+        // One internal address among public ones refuses the host, in every mode.
+        for policy in [HOSTED, EgressPolicy::Local] {
+            let error = resolve("mixed.example", 443, policy).await.unwrap_err();
+            assert_eq!(error, EgressError::Address(AddressClass::Metadata));
+        }
+        let public = resolve("public.example", 443, HOSTED).await.unwrap();
+        assert_eq!(public, vec![SocketAddr::from(([8, 8, 8, 8], 443)), "[2606:4700:4700::1111]:443".parse().unwrap()]);
+        assert_eq!(resolve("gone.example", 443, HOSTED).await.unwrap_err(), EgressError::NoAddress);
     }
 }

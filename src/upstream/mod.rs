@@ -18,6 +18,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod client;
 pub mod direct;
+pub mod dns;
 pub mod egress;
 pub mod endpoint;
 pub mod error;

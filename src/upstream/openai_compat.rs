@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -19,11 +20,13 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use super::direct::{DirectClient, DirectError, DirectRequest, Limits};
-use super::egress::EgressPolicy;
+use super::egress::{EgressError, EgressPolicy};
 use super::sse::{SseEvent, SseReader};
 use crate::error::ApiError;
 use crate::secret::Secret;
 
+/// The header a `per_request` endpoint's URL comes in.
+const HEADER_ENDPOINT_URL: &str = "x-byollm-endpoint-url";
 /// Largest error body read.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
 /// Most fields an object byollm reads of the client's body may have (the request's top level and
@@ -46,6 +49,9 @@ pub enum OpenAiFailure {
     /// The client's body is not what a chat completion request looks like.
     Body(&'static str),
     Transport(DirectError),
+    /// The guard refused the URL the request named (`x-byollm-endpoint-url`) or the addresses its
+    /// host resolves to: the request's own fault.
+    RequestUrlRefused(EgressError),
     /// The endpoint answered an error status; `message` is its own, with the key scrubbed.
     Api {
         status: u16,
@@ -60,6 +66,7 @@ impl fmt::Display for OpenAiFailure {
         match self {
             OpenAiFailure::Body(what) => f.write_str(what),
             OpenAiFailure::Transport(error) => write!(f, "{error}"),
+            OpenAiFailure::RequestUrlRefused(error) => write!(f, "{HEADER_ENDPOINT_URL}: {error}"),
             OpenAiFailure::Api { status, message, .. } => write!(f, "the endpoint answered {status}: {message}"),
         }
     }
@@ -73,6 +80,9 @@ impl OpenAiFailure {
         let (status, code, message, retry_after) = match self {
             OpenAiFailure::Body(what) => return ApiError::invalid_request("body", "invalid_body", *what),
             OpenAiFailure::Transport(error) => return error.to_api_error(&upstream),
+            OpenAiFailure::RequestUrlRefused(_) => {
+                return ApiError::forbidden("egress_refused", self.to_string()).with_param(HEADER_ENDPOINT_URL);
+            }
             OpenAiFailure::Api { status, code, message, retry_after } => (*status, code, message, *retry_after),
         };
         let code_note = code.as_deref().map(|c| format!(" [{c}]")).unwrap_or_default();
@@ -421,6 +431,11 @@ pub struct OpenAiCall<'a> {
     pub key: Option<&'a Secret>,
     pub policy: EgressPolicy,
     pub limits: Limits,
+    /// Whose request this is (the team uid), for the host lookup's share; `None` in local mode.
+    pub team: Option<Arc<str>>,
+    /// `base_url` came from the request's `x-byollm-endpoint-url`: a refusal of it is the request's
+    /// ([`OpenAiFailure::RequestUrlRefused`], 403), not the endpoint's.
+    pub url_from_request: bool,
     pub body: PreparedBody,
 }
 
@@ -444,8 +459,19 @@ pub async fn send(client: &DirectClient, call: OpenAiCall<'_>) -> Result<OpenAiA
     }
     let stream = call.body.stream;
     let client_wants_usage = call.body.client_wants_usage;
-    let request = DirectRequest { url: &url, policy: call.policy, limits: call.limits, headers, body: call.body.body };
-    let response = client.post(request).await.map_err(OpenAiFailure::Transport)?;
+    let request = DirectRequest {
+        url: &url,
+        policy: call.policy,
+        limits: call.limits,
+        team: call.team,
+        headers,
+        body: call.body.body,
+    };
+    let url_from_request = call.url_from_request;
+    let response = client.post(request).await.map_err(|error| match error {
+        DirectError::Refused(refused) if url_from_request => OpenAiFailure::RequestUrlRefused(refused),
+        error => OpenAiFailure::Transport(error),
+    })?;
     if response.status != StatusCode::OK {
         let status = response.status.as_u16();
         let headers = response.headers;

@@ -246,6 +246,11 @@ impl Gateway {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The gateway's process id (`/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The issuer as IAM names its OIDC provider: the URL without its scheme (`127.0.0.1:port`).
     pub fn issuer_host(&self) -> String {
         self.url.trim_start_matches("http://").trim_start_matches("https://").to_owned()
