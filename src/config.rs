@@ -27,6 +27,10 @@ const ENV_NOT_CONFIG: &[&str] = &["BYOLLM_LOG", "BYOLLM_CONFIG", "BYOLLM_API_KEY
 pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// Default budget of request-body bytes held at once by all requests together.
 pub const DEFAULT_BODY_BYTES_IN_FLIGHT: usize = 64 << 20;
+/// Default budget of upstream-answer bytes buffered at once (non-streamed answers read whole): two
+/// answers of the largest default size (64 MiB), and a bound on what a burst of large answers
+/// costs (see `upstream::buffered`).
+pub const DEFAULT_ANSWER_BYTES_IN_FLIGHT: usize = 128 << 20;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -80,6 +84,9 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// Request-body bytes all requests together may hold at once; beyond it, 503 with `Retry-After`.
     pub max_body_bytes_in_flight: usize,
+    /// Upstream-answer bytes buffered at once (non-streamed answers of Bedrock, the Anthropic API
+    /// and OpenAI-compatible endpoints); beyond it, the attempt fails with 503 and `Retry-After`.
+    pub max_answer_bytes_in_flight: usize,
     /// Open connections the internal listener accepts at once; more wait in the kernel's backlog.
     pub max_connections: usize,
     /// Open connections the public listener accepts at once.
@@ -340,6 +347,9 @@ impl Config {
                 "must be at least server.max_body_bytes, or no maximum-size body could ever be read".into(),
             );
         }
+        let max_answer_bytes_in_flight = server
+            .take_ranged("max_answer_bytes_in_flight", 1 << 20, 16 << 30)
+            .map_or(DEFAULT_ANSWER_BYTES_IN_FLIGHT, |v| v as usize);
         let max_connections = server.take_ranged("max_connections", 1, 1_000_000).unwrap_or(4096) as usize;
         let public_max_connections =
             server.take_ranged("public_max_connections", 1, 1_000_000).unwrap_or(1024) as usize;
@@ -628,6 +638,7 @@ impl Config {
                 header_read_timeout,
                 body_read_timeout,
                 max_body_bytes_in_flight,
+                max_answer_bytes_in_flight,
                 max_connections,
                 public_max_connections,
                 tls,
@@ -1120,6 +1131,14 @@ mod tests {
         assert!(config.server.max_body_bytes_in_flight >= config.server.max_body_bytes);
         let errors = errors_of("dev = true\n[server]\nmax_body_bytes = 2048\nmax_body_bytes_in_flight = 1024\n");
         assert_eq!(errors[0].0, "server.max_body_bytes_in_flight");
+        assert_eq!(config.server.max_answer_bytes_in_flight, DEFAULT_ANSWER_BYTES_IN_FLIGHT);
+        let set = Config::from_toml("dev = true\n[server]\nmax_answer_bytes_in_flight = 33554432\n").unwrap();
+        assert_eq!(set.server.max_answer_bytes_in_flight, 32 << 20);
+        for bad in ["1024", "\"lots\"", "-1", "17179869185"] {
+            let errors = errors_of(&format!("dev = true\n[server]\nmax_answer_bytes_in_flight = {bad}\n"));
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert_eq!(errors[0].0, "server.max_answer_bytes_in_flight", "{bad}");
+        }
     }
 
     #[test]

@@ -810,13 +810,17 @@ async fn local(
     if let Some(telemetry) = &telemetry {
         audit.set_observer(telemetry.clone());
     }
+    let answers = byollm::upstream::buffered::AnswerBudget::new(config.server.max_answer_bytes_in_flight);
     let chat = ChatState {
         callers: Arc::new(byollm::auth::Callers::new(&config.callers)),
         metrics: metrics.clone(),
-        bedrock: Arc::new(byollm::upstream::BedrockClient::new(config.bedrock.endpoint_url.clone())),
+        bedrock: Arc::new(
+            byollm::upstream::BedrockClient::new(config.bedrock.endpoint_url.clone())
+                .with_answer_budget(answers.clone()),
+        ),
         source: CredentialSource::Local { session: session.clone(), region: region.clone() },
         routing: Arc::new(byollm::routing::Routing::new(routing)),
-        direct: Arc::new(byollm::upstream::direct::DirectClient::new()),
+        direct: Arc::new(byollm::upstream::direct::DirectClient::with_budget(answers)),
         audit,
         config,
     };

@@ -9,7 +9,7 @@ use byollm::secret::Secret;
 use byollm::upstream::anthropic::{self, AnthropicAnswer, AnthropicCall, AnthropicFailure, messages_body};
 use byollm::upstream::direct::{DirectClient, DirectError, Limits};
 use byollm::upstream::egress::{AddressClass, EgressError, EgressPolicy};
-use byollm::upstream::openai_compat::{self, OpenAiAnswer, OpenAiCall, OpenAiFailure, prepare_body};
+use byollm::upstream::openai_compat::{self, FieldAllowList, OpenAiAnswer, OpenAiCall, OpenAiFailure, prepare_body};
 use serde_json::{Value, json};
 use support::*;
 
@@ -140,7 +140,7 @@ async fn openai_calls_rename_the_model_relay_streams_and_read_usage() {
         key: Some(&key),
         policy: INTERNAL,
         limits: LIMITS,
-        body: prepare_body(body(stream).as_bytes(), "z-ai/glm-4.6").unwrap(),
+        body: prepare_body(body(stream).as_bytes(), "z-ai/glm-4.6", &FieldAllowList::default()).unwrap(),
     };
     let OpenAiAnswer::Completion { body, usage } = openai_compat::send(&client, call(false)).await.unwrap() else {
         panic!("json")
@@ -175,7 +175,12 @@ async fn hosted_mode_refuses_loopback_endpoints_before_any_request() {
         key: None,
         policy,
         limits: LIMITS,
-        body: prepare_body(br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#, "z-ai/glm-4.6").unwrap(),
+        body: prepare_body(
+            br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#,
+            "z-ai/glm-4.6",
+            &FieldAllowList::default(),
+        )
+        .unwrap(),
     };
     let failure = openai_compat::send(&client, call(HOSTED)).await.unwrap_err();
     assert_eq!(failure, OpenAiFailure::Transport(DirectError::Refused(EgressError::Address(AddressClass::Loopback))));
@@ -204,7 +209,12 @@ async fn redirects_and_oversized_answers_from_an_endpoint_are_failures() {
         key: Some(&key),
         policy: INTERNAL,
         limits: Limits { max_response_bytes: 10_000, ..LIMITS },
-        body: prepare_body(br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#, "z-ai/glm-4.6").unwrap(),
+        body: prepare_body(
+            br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#,
+            "z-ai/glm-4.6",
+            &FieldAllowList::default(),
+        )
+        .unwrap(),
     };
     assert_eq!(
         openai_compat::send(&client, call()).await.unwrap_err(),

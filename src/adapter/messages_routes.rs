@@ -40,6 +40,7 @@ use crate::routing::failover::class_of_bedrock;
 use crate::routing::policy::valid_model_name;
 use crate::routing::{BedrockRoute, FailureClass, Route, RouteError, Surface, Upstream};
 use crate::upstream::anthropic::{AnthropicAnswer, AnthropicEvents};
+use crate::upstream::buffered::BufferedAnswer;
 use crate::upstream::{BedrockFailure, EventStream, RawRequest, model_path};
 
 /// Longest silence in a stream before a `ping` goes out.
@@ -164,7 +165,7 @@ async fn prepare<'a>(
 /// What a route produced once its upstream accepted the request.
 enum Answer {
     /// Anthropic's `message` JSON (Bedrock's `InvokeModel` answer is that object too).
-    Message(Bytes),
+    Message(BufferedAnswer),
     Events(EventSource),
 }
 
@@ -228,7 +229,7 @@ async fn create(
             }
             audit.first_byte();
             audit.finish(200, None);
-            let mut response = Response::new(Body::from(message));
+            let mut response = Response::new(Body::new(message));
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }

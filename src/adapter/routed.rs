@@ -41,6 +41,7 @@ use crate::routing::failover::{class_of_bedrock, class_of_openai};
 use crate::routing::policy::valid_model_name;
 use crate::routing::{BedrockRoute, Failover, FailureClass, Route, RoutingPolicy, Upstream};
 use crate::upstream::anthropic::{AnthropicAnswer, AnthropicEvents};
+use crate::upstream::buffered::BufferedAnswer;
 use crate::upstream::openai_compat::{self, OpenAiAnswer, OpenAiCall, OpenAiStream, TokenUsage};
 use crate::upstream::{EventStream, egress};
 
@@ -128,11 +129,11 @@ struct Peek<'a> {
 /// What an attempt produced once its upstream accepted the request.
 enum Answer {
     /// An Anthropic `message` (Bedrock `InvokeModel` or the Anthropic API).
-    Message(Bytes),
+    Message(BufferedAnswer),
     /// Anthropic stream events.
     Events(EventSource),
     OpenAiCompletion {
-        body: Bytes,
+        body: BufferedAnswer,
         usage: Option<TokenUsage>,
     },
     OpenAiStream(OpenAiStream),
@@ -290,7 +291,7 @@ pub(super) async fn chat(
             }
             audit.first_byte();
             audit.finish(200, None);
-            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], Body::new(body)).into_response()
         }
         Answer::Events(events) => {
             let Some(prepared) = &prepared else {
@@ -481,7 +482,8 @@ async fn attempt(call: &Call<'_>, policy: &crate::routing::RoutingPolicy, route:
                 Ok(Some(key)) => (Some(key), true),
                 Ok(None) => (endpoint.http.key.clone(), false),
             };
-            let body = openai_compat::prepare_body(call.client_body, &openai_route.model)
+            let body = openai_compat::prepare_body(call.client_body, &openai_route.model, &endpoint.fields)
+                .inspect_err(|f| call.state.metrics.count_refused_fields(&openai_route.endpoint, f))
                 .map_err(|f| (class_of_openai(&f), f.to_api_error(&openai_route.endpoint, call.public_model, false)))?;
             let request = OpenAiCall {
                 base_url: &base_url,

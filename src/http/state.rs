@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::routing::policy::ProcessSecrets;
 use crate::routing::{Mode, Routing, RoutingPolicy};
 use crate::upstream::BedrockClient;
+use crate::upstream::buffered::AnswerBudget;
 use crate::upstream::direct::DirectClient;
 
 use super::extract::BodyBudget;
@@ -72,14 +73,17 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let broker = Arc::new(Broker::new(config.clone(), issuer.clone(), sts, clock.clone(), metrics.clone()));
         let callers = Arc::new(Callers::new(&config.callers));
+        let answers = AnswerBudget::new(config.server.max_answer_bytes_in_flight);
         let chat = ChatState {
             config: config.clone(),
             callers: callers.clone(),
             metrics: metrics.clone(),
-            bedrock: Arc::new(BedrockClient::new(config.bedrock.endpoint_url.clone())),
+            bedrock: Arc::new(
+                BedrockClient::new(config.bedrock.endpoint_url.clone()).with_answer_budget(answers.clone()),
+            ),
             source: CredentialSource::Broker(broker.clone()),
             routing: Arc::new(Routing::new(routing)),
-            direct: Arc::new(DirectClient::new()),
+            direct: Arc::new(DirectClient::with_budget(answers)),
             audit: Audit::new(Arc::new(StdoutSink::start()), metrics.clone()),
         };
         let body_budget = BodyBudget::new(config.server.max_body_bytes_in_flight);

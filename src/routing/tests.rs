@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 
 use super::failover::{
-    AttemptOutcome, HealthKey, all_failed, by_status, classify_anthropic, classify_bedrock, classify_openai,
-    skip_period,
+    AttemptOutcome, HealthKey, all_failed, by_status, class_of_direct, classify_anthropic, classify_bedrock,
+    classify_openai, skip_period,
 };
 use super::policy::MapSecrets;
 use super::*;
@@ -368,6 +368,10 @@ fn failures_are_classed_from_the_data() {
         assert!(class.fails_over() && class.counts_against_route(), "{class:?}");
     }
     assert!(ClientKey.fails_over() && !ClientKey.counts_against_route());
+    // No room to buffer an answer: the next route would need the same room.
+    assert!(!Busy.fails_over() && !Busy.counts_against_route());
+    assert_eq!(classify_bedrock("ServerBusy", 503), Busy);
+    assert_eq!(class_of_direct(&crate::upstream::direct::DirectError::Busy), Busy);
     assert_eq!(by_status(409), Request);
 }
 

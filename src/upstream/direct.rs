@@ -5,7 +5,8 @@
 //! addresses it approved (pinned: a second DNS answer cannot move the connection elsewhere); pooled
 //! connections were all made that way. Redirects are never followed (a 3xx is a failure), and every
 //! answer is bounded: connect timeout, a total deadline covering headers and body (streams
-//! included), an idle limit between chunks, and a byte budget. Errors never carry the URL or a key.
+//! included), an idle limit between chunks, and a byte budget; an answer read whole is also
+//! charged to the process-wide [`AnswerBudget`] as it arrives. Errors never carry the URL or a key.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,7 +16,8 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -25,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::buffered::{AnswerBudget, AnswerBuffer, BufferError, BufferedAnswer, busy_error};
 use super::client::{POOL_IDLE_TIMEOUT, tls_config};
 use super::egress::{self, EgressError, EgressPolicy};
 use crate::error::ApiError;
@@ -62,6 +65,8 @@ pub enum DirectError {
     Timeout,
     /// The answer is larger than the endpoint's `max_response_bytes`.
     TooLarge,
+    /// The gateway holds as many buffered answers as `server.max_answer_bytes_in_flight` allows.
+    Busy,
     /// The connection broke before the answer was complete.
     Cut,
     /// The request could not be built (a bug of ours).
@@ -78,6 +83,7 @@ impl fmt::Display for DirectError {
             DirectError::Unreachable => f.write_str("could not connect to the upstream"),
             DirectError::Timeout => f.write_str("the upstream did not answer in time"),
             DirectError::TooLarge => f.write_str("the upstream's answer is larger than its max_response_bytes"),
+            DirectError::Busy => f.write_str("the gateway has no room to buffer the answer now"),
             DirectError::Cut => f.write_str("the connection to the upstream broke before the answer was complete"),
             DirectError::Internal => f.write_str("the upstream request could not be built"),
         }
@@ -85,6 +91,15 @@ impl fmt::Display for DirectError {
 }
 
 impl std::error::Error for DirectError {}
+
+impl From<BufferError> for DirectError {
+    fn from(error: BufferError) -> DirectError {
+        match error {
+            BufferError::TooLarge => DirectError::TooLarge,
+            BufferError::Busy => DirectError::Busy,
+        }
+    }
+}
 
 impl DirectError {
     /// The error for the client; `upstream` names the endpoint as the configuration does
@@ -110,6 +125,7 @@ impl DirectError {
             DirectError::Cut => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_stream_cut", message)
             }
+            DirectError::Busy => busy_error(upstream),
             DirectError::Internal => ApiError::internal("the upstream request could not be built"),
         }
     }
@@ -203,6 +219,9 @@ pub struct BoundedBody {
     incoming: Incoming,
     deadline: Instant,
     remaining: u64,
+    /// The answer's `Content-Length`, if it sent one.
+    declared: Option<u64>,
+    answers: AnswerBudget,
 }
 
 impl BoundedBody {
@@ -226,26 +245,52 @@ impl BoundedBody {
         }
     }
 
-    /// The whole body, at most `max` bytes (and within the call's budget).
-    pub async fn read_all(mut self, max: usize) -> Result<Bytes, DirectError> {
-        self.remaining = self.remaining.min(max as u64);
-        let mut out = BytesMut::new();
+    /// The whole body, at most `max` bytes (and within the call's byte budget), charged to the
+    /// answer budget as it arrives.
+    pub async fn read_all(self, max: usize) -> Result<BufferedAnswer, DirectError> {
+        let buffer = self.answers.start(max)?;
+        self.read_into(buffer).await
+    }
+
+    /// The whole body into `buffer` (started before the call was made, see
+    /// [`DirectClient::start_answer`]).
+    pub async fn read_into(mut self, mut buffer: AnswerBuffer) -> Result<BufferedAnswer, DirectError> {
+        buffer.expect(self.declared)?;
         while let Some(chunk) = self.chunk().await? {
-            out.extend_from_slice(&chunk);
+            buffer.push(&chunk)?;
         }
-        Ok(out.freeze())
+        Ok(buffer.finish())
     }
 }
 
-/// Pooled clients, one per egress policy and connect timeout (a handful, set by configuration).
-#[derive(Default)]
+/// Pooled clients, one per egress policy and connect timeout (a handful, set by configuration),
+/// and the budget their buffered answers share.
 pub struct DirectClient {
     clients: Mutex<HashMap<(EgressPolicy, Duration), PinnedClient>>,
+    answers: AnswerBudget,
+}
+
+impl Default for DirectClient {
+    fn default() -> DirectClient {
+        DirectClient::with_budget(AnswerBudget::new(crate::config::DEFAULT_ANSWER_BYTES_IN_FLIGHT))
+    }
 }
 
 impl DirectClient {
+    /// With a budget of its own, of the default size.
     pub fn new() -> DirectClient {
         DirectClient::default()
+    }
+
+    /// Buffered answers charged to `answers` (shared with the Bedrock client).
+    pub fn with_budget(answers: AnswerBudget) -> DirectClient {
+        DirectClient { clients: Mutex::default(), answers }
+    }
+
+    /// Start buffering an answer of at most `limit` bytes: before the call, so no call is made
+    /// whose answer the budget has no room for.
+    pub fn start_answer(&self, limit: u64) -> Result<AnswerBuffer, DirectError> {
+        Ok(self.answers.start(usize::try_from(limit).unwrap_or(usize::MAX))?)
     }
 
     fn client(&self, policy: EgressPolicy, connect_timeout: Duration) -> PinnedClient {
@@ -287,11 +332,15 @@ impl DirectClient {
         if parts.status.is_redirection() {
             return Err(DirectError::Redirect(parts.status.as_u16()));
         }
-        Ok(DirectResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body: BoundedBody { incoming, deadline, remaining: request.limits.max_response_bytes },
-        })
+        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let body = BoundedBody {
+            incoming,
+            deadline,
+            remaining: request.limits.max_response_bytes,
+            declared,
+            answers: self.answers.clone(),
+        };
+        Ok(DirectResponse { status: parts.status, headers: parts.headers, body })
     }
 }
 
@@ -350,7 +399,7 @@ mod tests {
         assert_eq!(hosted, DirectError::Refused(EgressError::Address(egress::AddressClass::Loopback)));
         let response = client.post(request(&url, EgressPolicy::Local)).await.unwrap();
         assert_eq!(response.status, StatusCode::OK);
-        assert_eq!(response.body.read_all(1024).await.unwrap(), Bytes::from_static(b"ok"));
+        assert_eq!(response.body.read_all(1024).await.unwrap().bytes(), &Bytes::from_static(b"ok"));
         let received = String::from_utf8(task.await.unwrap()).unwrap();
         assert!(received.starts_with("POST /v1/chat/completions HTTP/1.1"), "{received}");
     }
