@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use byollm::secret::Secret;
 use byollm::upstream::anthropic::{self, AnthropicAnswer, AnthropicCall, AnthropicFailure, messages_body};
+use byollm::upstream::buffered::AnswerBudget;
 use byollm::upstream::direct::{DirectClient, DirectError, Limits};
 use byollm::upstream::egress::{AddressClass, EgressError, EgressPolicy};
 use byollm::upstream::openai_compat::{self, FieldAllowList, OpenAiAnswer, OpenAiCall, OpenAiFailure, prepare_body};
@@ -225,4 +226,71 @@ async fn redirects_and_oversized_answers_from_an_endpoint_are_failures() {
         OpenAiFailure::Transport(DirectError::TooLarge)
     );
     assert_eq!(fake.requests().len(), 2, "the redirect was not followed");
+}
+
+#[tokio::test]
+async fn answers_read_whole_share_one_budget_and_no_call_is_made_without_room() {
+    let openai = FakeOpenAi::start(FakeOpenAiOptions::default()).await;
+    let anthropic = FakeAnthropic::start(FakeAnthropicOptions::default()).await;
+    let answers = AnswerBudget::new(1 << 20);
+    let client = DirectClient::with_budget(answers.clone());
+    let openai_base = url::Url::parse(&openai.base_url()).unwrap();
+    let anthropic_base = url::Url::parse(&anthropic.url()).unwrap();
+    let openai_key = Secret::new("sk-or-v1-test-key");
+    let anthropic_key = Secret::new("sk-ant-api03-test-key");
+    let body = |stream: bool| {
+        json!({"model": "x", "messages": [{"role": "user", "content": "hi"}], "stream": stream}).to_string()
+    };
+    let openai_call = |stream: bool| OpenAiCall {
+        base_url: &openai_base,
+        key: Some(&openai_key),
+        policy: INTERNAL,
+        limits: LIMITS,
+        body: prepare_body(body(stream).as_bytes(), "z-ai/glm-4.6", &FieldAllowList::default()).unwrap(),
+    };
+    let anthropic_call = |stream: bool| AnthropicCall {
+        base_url: &anthropic_base,
+        key: &anthropic_key,
+        policy: INTERNAL,
+        limits: LIMITS,
+        body: messages_body(&bedrock_body(), "claude-sonnet-4-5", stream).unwrap(),
+        stream,
+    };
+
+    // An answer keeps its bytes charged until it is dropped.
+    let OpenAiAnswer::Completion { body: completion, .. } =
+        openai_compat::send(&client, openai_call(false)).await.unwrap()
+    else {
+        panic!("json")
+    };
+    let held = completion.len().div_ceil(1024) * 1024;
+    assert_eq!(answers.available_bytes(), (1 << 20) - held);
+    let AnthropicAnswer::Message(message) = anthropic::send(&client, anthropic_call(false)).await.unwrap() else {
+        panic!("json")
+    };
+    assert_eq!(answers.available_bytes(), (1 << 20) - held - message.len().div_ceil(1024) * 1024);
+    drop((completion, message));
+    assert_eq!(answers.available_bytes(), 1 << 20);
+
+    // With the budget spent elsewhere, a call whose answer is read whole is not even made...
+    let mut elsewhere = answers.start(1 << 20).unwrap();
+    elsewhere.push(&vec![0; (1 << 20) - 1]).unwrap();
+    let (openai_before, anthropic_before) = (openai.requests().len(), anthropic.requests().len());
+    assert_eq!(
+        openai_compat::send(&client, openai_call(false)).await.unwrap_err(),
+        OpenAiFailure::Transport(DirectError::Busy)
+    );
+    assert_eq!(
+        anthropic::send(&client, anthropic_call(false)).await.unwrap_err(),
+        AnthropicFailure::Transport(DirectError::Busy)
+    );
+    assert_eq!((openai.requests().len(), anthropic.requests().len()), (openai_before, anthropic_before));
+    // ...while streams, which hold one event at a time, still run.
+    let OpenAiAnswer::Stream(mut stream) = openai_compat::send(&client, openai_call(true)).await.unwrap() else {
+        panic!("stream")
+    };
+    while stream.next().await.unwrap().is_some() {}
+    assert!(stream.finished());
+    drop(elsewhere);
+    assert!(openai_compat::send(&client, openai_call(false)).await.is_ok());
 }

@@ -31,6 +31,7 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
 /// what it may make the gateway read (and buffer) is smaller by default. A chat completion is
 /// rarely above 1 MiB.
 pub const PER_REQUEST_MAX_RESPONSE_BYTES: u64 = 8 << 20;
+const _: () = assert!(PER_REQUEST_MAX_RESPONSE_BYTES < DEFAULT_MAX_RESPONSE_BYTES);
 /// Most names an endpoint's `extra_fields` may list.
 pub const MAX_EXTRA_FIELDS: usize = 64;
 

@@ -445,6 +445,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn answers_read_whole_are_charged_to_the_shared_budget() {
+        let big: &'static str =
+            Box::leak(format!("HTTP/1.1 200 OK\r\ncontent-length: 6000\r\n\r\n{}", "x".repeat(6000)).into_boxed_str());
+        let answers = AnswerBudget::new(16 * 1024);
+        let client = DirectClient::with_budget(answers.clone());
+        // Another answer holds 12 KiB: this one's 6,000 bytes find no room.
+        let mut other = answers.start(1 << 20).unwrap();
+        other.push(&[0; 12 * 1024]).unwrap();
+        let (url, _task) = server(big).await;
+        let response = client.post(request(&url, EgressPolicy::Local)).await.unwrap();
+        assert_eq!(response.body.read_all(1 << 20).await.unwrap_err(), DirectError::Busy);
+        assert_eq!(answers.available_bytes(), 4 * 1024, "the failed read gave its share back");
+        drop(other);
+        let (url, _task) = server(big).await;
+        let response = client.post(request(&url, EgressPolicy::Local)).await.unwrap();
+        let answer = response.body.read_all(1 << 20).await.unwrap();
+        assert_eq!(answer.len(), 6000);
+        assert_eq!(answers.available_bytes(), 10 * 1024, "held while the answer is");
+        drop(answer);
+        assert_eq!(answers.available_bytes(), 16 * 1024);
+
+        let error = DirectError::Busy.to_api_error("endpoint \"gw\"");
+        assert_eq!((error.status.as_u16(), error.code, error.retry_after), (503, "server_busy", Some(1)));
+        assert!(error.message.contains("server.max_answer_bytes_in_flight"), "{}", error.message);
+    }
+
+    #[tokio::test]
     async fn a_silent_server_times_out() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = url::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
