@@ -222,7 +222,7 @@ impl BedrockClient {
                 buffer.push(data).map_err(answer_failure)?;
             }
         }
-        Ok(buffer.finish())
+        buffer.finish().map_err(answer_failure)
     }
 
     /// `InvokeModelWithResponseStream`: returns once Bedrock accepted the request.

@@ -259,7 +259,7 @@ impl BoundedBody {
         while let Some(chunk) = self.chunk().await? {
             buffer.push(&chunk)?;
         }
-        Ok(buffer.finish())
+        Ok(buffer.finish()?)
     }
 }
 
