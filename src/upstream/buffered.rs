@@ -15,6 +15,7 @@
 //! [`AnswerBuffer`]), or let bytes be held without their charge.
 
 use std::convert::Infallible;
+use std::fmt;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -104,7 +105,6 @@ impl AnswerBudget {
 /// block of its exact size at the end when it took more than one. Measured with 32 concurrent
 /// 60 MiB answers of unknown length (README "Performance"): a doubling buffer peaked at 384 MiB
 /// and kept 206 MiB resident after them; 1 MiB segments, 271 and 138 MiB.
-#[derive(Debug)]
 pub struct AnswerBuffer {
     /// The whole answer when its length was declared; else the segment being filled.
     bytes: Vec<u8>,
@@ -214,10 +214,22 @@ impl AnswerBuffer {
 
 /// A whole answer and its share of the budget, given back when this is dropped. Reads as `[u8]`;
 /// as an HTTP body it relays the bytes unchanged.
-#[derive(Debug)]
 pub struct BufferedAnswer {
     bytes: Bytes,
     _charge: OwnedSemaphorePermit,
+}
+
+// A model's answer is never printed, only its size.
+impl fmt::Debug for AnswerBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnswerBuffer").field("len", &self.len).field("limit", &self.limit).finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for BufferedAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferedAnswer").field("len", &self.bytes.len()).finish_non_exhaustive()
+    }
 }
 
 impl BufferedAnswer {
@@ -276,6 +288,7 @@ mod tests {
         assert_eq!(budget.available_bytes(), 53 * KIB, "a started KiB is a whole KiB");
         let answer = buffer.finish().unwrap();
         assert_eq!(answer.len(), 10 * KIB + 1);
+        assert_eq!(format!("{answer:?}"), "BufferedAnswer { len: 10241, .. }", "never the answer itself");
         assert_eq!(budget.available_bytes(), 53 * KIB, "held while the answer is");
         drop(answer);
         assert_eq!(budget.available_bytes(), 64 * KIB);
