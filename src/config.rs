@@ -31,6 +31,10 @@ pub const DEFAULT_BODY_BYTES_IN_FLIGHT: usize = 64 << 20;
 /// Default least rate of a request body: 64 KiB/s (a 20 MiB body within the 60 s read timeout
 /// needs 341 KiB/s anyway).
 pub const DEFAULT_MIN_BODY_BYTES_PER_SEC: usize = 64 << 10;
+/// Default budget of upstream-answer bytes buffered at once (non-streamed answers read whole): two
+/// answers of the largest default size (64 MiB), and a bound on what a burst of large answers
+/// costs (see `upstream::buffered`).
+pub const DEFAULT_ANSWER_BYTES_IN_FLIGHT: usize = 128 << 20;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -114,6 +118,9 @@ pub struct ServerConfig {
     /// (or what remains of it); 0: no minimum.
     pub min_body_bytes_per_sec: usize,
     pub body_rate_window: Duration,
+    /// Upstream-answer bytes buffered at once (non-streamed answers of Bedrock, the Anthropic API
+    /// and OpenAI-compatible endpoints); beyond it, the attempt fails with 503 and `Retry-After`.
+    pub max_answer_bytes_in_flight: usize,
     /// Open connections the internal listener accepts at once; more wait in the kernel's backlog.
     pub max_connections: usize,
     /// Open connections the public listener accepts at once.
@@ -364,6 +371,9 @@ impl Config {
             .take_ranged("min_body_bytes_per_sec", 0, 1 << 30)
             .map_or(DEFAULT_MIN_BODY_BYTES_PER_SEC, |v| v as usize);
         let body_rate_window = server.take_secs("body_rate_window_secs", 1, 60).unwrap_or(Duration::from_secs(5));
+        let max_answer_bytes_in_flight = server
+            .take_ranged("max_answer_bytes_in_flight", 1 << 20, 16 << 30)
+            .map_or(DEFAULT_ANSWER_BYTES_IN_FLIGHT, |v| v as usize);
         let max_connections = server.take_ranged("max_connections", 1, 1_000_000).unwrap_or(4096) as usize;
         let public_max_connections =
             server.take_ranged("public_max_connections", 1, 1_000_000).unwrap_or(1024) as usize;
@@ -673,6 +683,7 @@ impl Config {
                 body_first_byte_timeout,
                 min_body_bytes_per_sec,
                 body_rate_window,
+                max_answer_bytes_in_flight,
                 max_connections,
                 public_max_connections,
                 tls,
@@ -1176,6 +1187,14 @@ mod tests {
         assert!(config.server.max_body_bytes_in_flight >= config.server.max_body_bytes);
         let errors = errors_of("dev = true\n[server]\nmax_body_bytes = 2048\nmax_body_bytes_in_flight = 1024\n");
         assert_eq!(errors[0].0, "server.max_body_bytes_in_flight");
+        assert_eq!(config.server.max_answer_bytes_in_flight, DEFAULT_ANSWER_BYTES_IN_FLIGHT);
+        let set = Config::from_toml("dev = true\n[server]\nmax_answer_bytes_in_flight = 33554432\n").unwrap();
+        assert_eq!(set.server.max_answer_bytes_in_flight, 32 << 20);
+        for bad in ["1024", "\"lots\"", "-1", "17179869185"] {
+            let errors = errors_of(&format!("dev = true\n[server]\nmax_answer_bytes_in_flight = {bad}\n"));
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert_eq!(errors[0].0, "server.max_answer_bytes_in_flight", "{bad}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use byollm::api::models::ProfileQuery;
 use byollm::convert::messages;
 use byollm::convert::request::{Target, parse_request, to_anthropic};
 use byollm::models::catalog;
-use byollm::upstream::openai_compat::{OpenAiFailure, failure_from_body, prepare_body};
+use byollm::upstream::openai_compat::{FieldAllowList, OpenAiFailure, failure_from_body, prepare_body};
 use byollm::wire::openai::{MAX_CONTENT_PARTS, MAX_MESSAGES, PARSED_ITEM_BYTES};
 
 struct Counting;
@@ -210,7 +210,7 @@ fn openai_compatible_bodies_are_parsed_at_their_top_level_only_and_bounded() {
         i += 1;
     }
     body.push(b'}');
-    let (prepared, peak) = peak_of(|| prepare_body(&body, "z").map(|p| p.body.len()));
+    let (prepared, peak) = peak_of(|| prepare_body(&body, "z", &FieldAllowList::default()).map(|p| p.body.len()));
     assert!(prepared.is_err());
     assert!(peak < 256 * 1024, "top-level fields: {peak} bytes");
 
@@ -221,13 +221,13 @@ fn openai_compatible_bodies_are_parsed_at_their_top_level_only_and_bounded() {
         i += 1;
     }
     body.extend_from_slice(b"}}");
-    let (prepared, peak) = peak_of(|| prepare_body(&body, "z").map(|p| p.body.len()));
+    let (prepared, peak) = peak_of(|| prepare_body(&body, "z", &FieldAllowList::default()).map(|p| p.body.len()));
     assert!(prepared.is_err());
     assert!(peak < 2 * BODY, "stream_options: {peak} bytes");
 
     // A large value passes as one copy of its text.
     let body = padded(r#""metadata":"#, "");
-    let (prepared, peak) = peak_of(|| prepare_body(&body, "z").map(|p| p.body.len()));
+    let (prepared, peak) = peak_of(|| prepare_body(&body, "z", &FieldAllowList::default()).map(|p| p.body.len()));
     assert!(prepared.unwrap() > BODY - 64);
     assert!(peak < 2 * BODY + 2 * MIB, "metadata: {peak} bytes");
 }

@@ -458,6 +458,81 @@ async fn loopback_endpoints_are_allowed_in_local_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn fields_outside_openais_api_reach_an_endpoint_only_where_the_operator_allows_them() {
+    let fake = FakeOpenAi::start(FakeOpenAiOptions { api_keys: vec![], ..FakeOpenAiOptions::default() }).await;
+    let config = format!(
+        "{}[routing.endpoints.router]\nbase_url = \"{}\"\nmodels = [\"z-ai/glm-4.6\"]\nextra_fields = [\"provider\", \"route\"]\n",
+        openai_endpoint_config(&fake.base_url(), ""),
+        fake.base_url()
+    );
+    let (gateway, _aws) = local_gateway(&config);
+    let client = reqwest::Client::new();
+    let post = |body: Value| {
+        client.post(format!("{}/v1/chat/completions", gateway.url)).bearer_auth(gateway.local_key()).json(&body).send()
+    };
+    // What OpenRouter and LiteLLM read to pick another model or upstream, billed to the shared key.
+    let picks = json!({
+        "models": ["openai/gpt-5-pro", "anthropic/claude-opus-4.1"],
+        "fallbacks": ["openai/gpt-5-pro"],
+        "route": "fallback",
+        "provider": {"order": ["openai"], "allow_fallbacks": true},
+        "api_base": "https://attacker.example/v1",
+    });
+    let with = |model: &str, fields: &[&str]| {
+        let mut body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "temperature": 0.1});
+        for field in fields {
+            body[*field] = picks[*field].clone();
+        }
+        body
+    };
+    let all = ["models", "fallbacks", "route", "provider", "api_base"];
+    for field in all {
+        let response = post(with("llama3.1:8b", &[field])).await.unwrap();
+        assert_eq!(response.status(), 400, "{field}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "field_not_allowed", "{field}");
+        assert_eq!(error["error"]["param"], field);
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("{field:?}")) && message.contains("extra_fields"), "{message}");
+    }
+    let response = post(with("llama3.1:8b", &all)).await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(fake.requests().is_empty(), "no refused field reached the endpoint: {:?}", fake.requests());
+
+    // The endpoint that allows two of them gets those two, and refuses the others all the same.
+    let response = post(with("z-ai/glm-4.6", &all)).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("\"models\"") && !message.contains("\"provider\""), "{message}");
+    assert!(fake.requests().is_empty());
+    let response = post(with("z-ai/glm-4.6", &["provider", "route"])).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-byollm-route"], "openai:router");
+    // Documented fields pass everywhere, unchanged.
+    let response = post(with("llama3.1:8b", &[])).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = fake.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].body["provider"], picks["provider"]);
+    assert_eq!(seen[0].body["route"], "fallback");
+    for request in &seen {
+        for field in ["models", "fallbacks", "api_base"] {
+            assert!(request.body.get(field).is_none(), "{field} reached the endpoint: {}", request.body);
+        }
+        assert_eq!(request.body["temperature"], 0.1);
+    }
+    assert!(seen[1].body.get("provider").is_none());
+
+    // Counted by endpoint, never by the caller's field names.
+    let metrics = client.get(format!("{}/metrics", gateway.url)).bearer_auth(gateway.local_key()).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("byollm_endpoint_fields_refused_total{endpoint=\"gateway\"} 6"), "{metrics}");
+    assert!(metrics.contains("byollm_endpoint_fields_refused_total{endpoint=\"router\"} 1"), "{metrics}");
+    assert!(!metrics.contains("fallbacks"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_leaves_mid_stream_still_leaves_an_audit_line() {
     let cloud = cloud("").await;
     cloud.bedrock.set_script(vec![

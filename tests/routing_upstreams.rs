@@ -5,12 +5,12 @@ mod support;
 
 use std::time::Duration;
 
-use byollm::config::EgressConfig;
 use byollm::secret::Secret;
 use byollm::upstream::anthropic::{self, AnthropicAnswer, AnthropicCall, AnthropicFailure, messages_body};
+use byollm::upstream::buffered::AnswerBudget;
 use byollm::upstream::direct::{DirectClient, DirectError, Limits};
 use byollm::upstream::egress::{AddressClass, EgressError, EgressPolicy};
-use byollm::upstream::openai_compat::{self, OpenAiAnswer, OpenAiCall, OpenAiFailure, prepare_body};
+use byollm::upstream::openai_compat::{self, FieldAllowList, OpenAiAnswer, OpenAiCall, OpenAiFailure, prepare_body};
 use serde_json::{Value, json};
 use support::*;
 
@@ -37,7 +37,7 @@ fn bedrock_body() -> Vec<u8> {
 async fn anthropic_calls_carry_the_key_version_and_betas_and_stream_events() {
     let fake = FakeAnthropic::start(FakeAnthropicOptions::default()).await;
     fake.set_script(vec![AnthropicReply::text(&["Hi"]).usage(11, 1), AnthropicReply::text(&["a", "b"])]);
-    let client = DirectClient::new(&EgressConfig::default());
+    let client = DirectClient::default();
     let base = url::Url::parse(&fake.url()).unwrap();
     let key = Secret::new("sk-ant-api03-test-key");
     let call = |stream| AnthropicCall {
@@ -79,7 +79,7 @@ async fn anthropic_errors_come_back_typed_and_without_the_key() {
         AnthropicReply::error(AnthropicErrorKind::Overloaded),
         AnthropicReply::text(&["x", "y"]).stream_error_after(2, AnthropicErrorKind::Overloaded),
     ]);
-    let client = DirectClient::new(&EgressConfig::default());
+    let client = DirectClient::default();
     let base = url::Url::parse(&fake.url()).unwrap();
     let good = Secret::new("sk-ant-api03-test-key");
     let send = |key: &'static str, stream: bool| {
@@ -132,7 +132,7 @@ async fn anthropic_errors_come_back_typed_and_without_the_key() {
 async fn openai_calls_rename_the_model_relay_streams_and_read_usage() {
     let fake = FakeOpenAi::start(FakeOpenAiOptions::default()).await;
     fake.set_script(vec![OpenAiReply::text(&["one"]).usage(9, 1), OpenAiReply::text(&["a", "b"]).usage(5, 2)]);
-    let client = DirectClient::new(&EgressConfig::default());
+    let client = DirectClient::default();
     let base = url::Url::parse(&fake.base_url()).unwrap();
     let key = Secret::new("sk-or-v1-test-key");
     let body = |stream: bool| {
@@ -145,7 +145,7 @@ async fn openai_calls_rename_the_model_relay_streams_and_read_usage() {
         limits: LIMITS,
         team: None,
         url_from_request: false,
-        body: prepare_body(body(stream).as_bytes(), "z-ai/glm-4.6").unwrap(),
+        body: prepare_body(body(stream).as_bytes(), "z-ai/glm-4.6", &FieldAllowList::default()).unwrap(),
     };
     let OpenAiAnswer::Completion { body, usage } = openai_compat::send(&client, call(false)).await.unwrap() else {
         panic!("json")
@@ -173,7 +173,7 @@ async fn openai_calls_rename_the_model_relay_streams_and_read_usage() {
 #[tokio::test]
 async fn hosted_mode_refuses_loopback_endpoints_before_any_request() {
     let fake = FakeOpenAi::start(FakeOpenAiOptions::default()).await;
-    let client = DirectClient::new(&EgressConfig::default());
+    let client = DirectClient::default();
     let base = url::Url::parse(&fake.base_url()).unwrap();
     let call = |policy| OpenAiCall {
         base_url: &base,
@@ -182,7 +182,12 @@ async fn hosted_mode_refuses_loopback_endpoints_before_any_request() {
         limits: LIMITS,
         team: None,
         url_from_request: false,
-        body: prepare_body(br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#, "z-ai/glm-4.6").unwrap(),
+        body: prepare_body(
+            br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#,
+            "z-ai/glm-4.6",
+            &FieldAllowList::default(),
+        )
+        .unwrap(),
     };
     let failure = openai_compat::send(&client, call(HOSTED)).await.unwrap_err();
     assert_eq!(failure, OpenAiFailure::Transport(DirectError::Refused(EgressError::Address(AddressClass::Loopback))));
@@ -214,7 +219,7 @@ async fn redirects_and_oversized_answers_from_an_endpoint_are_failures() {
         OpenAiReply::redirect("http://169.254.169.254/latest/meta-data/"),
         OpenAiReply::oversized(50_000),
     ]);
-    let client = DirectClient::new(&EgressConfig::default());
+    let client = DirectClient::default();
     let base = url::Url::parse(&fake.base_url()).unwrap();
     let key = Secret::new("sk-or-v1-test-key");
     let call = || OpenAiCall {
@@ -224,7 +229,12 @@ async fn redirects_and_oversized_answers_from_an_endpoint_are_failures() {
         limits: Limits { max_response_bytes: 10_000, ..LIMITS },
         team: None,
         url_from_request: false,
-        body: prepare_body(br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#, "z-ai/glm-4.6").unwrap(),
+        body: prepare_body(
+            br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#,
+            "z-ai/glm-4.6",
+            &FieldAllowList::default(),
+        )
+        .unwrap(),
     };
     assert_eq!(
         openai_compat::send(&client, call()).await.unwrap_err(),
@@ -235,4 +245,74 @@ async fn redirects_and_oversized_answers_from_an_endpoint_are_failures() {
         OpenAiFailure::Transport(DirectError::TooLarge)
     );
     assert_eq!(fake.requests().len(), 2, "the redirect was not followed");
+}
+
+#[tokio::test]
+async fn answers_read_whole_share_one_budget_and_no_call_is_made_without_room() {
+    let openai = FakeOpenAi::start(FakeOpenAiOptions::default()).await;
+    let anthropic = FakeAnthropic::start(FakeAnthropicOptions::default()).await;
+    let answers = AnswerBudget::new(1 << 20);
+    let client = DirectClient::with_budget(answers.clone());
+    let openai_base = url::Url::parse(&openai.base_url()).unwrap();
+    let anthropic_base = url::Url::parse(&anthropic.url()).unwrap();
+    let openai_key = Secret::new("sk-or-v1-test-key");
+    let anthropic_key = Secret::new("sk-ant-api03-test-key");
+    let body = |stream: bool| {
+        json!({"model": "x", "messages": [{"role": "user", "content": "hi"}], "stream": stream}).to_string()
+    };
+    let openai_call = |stream: bool| OpenAiCall {
+        base_url: &openai_base,
+        key: Some(&openai_key),
+        policy: INTERNAL,
+        limits: LIMITS,
+        team: None,
+        url_from_request: false,
+        body: prepare_body(body(stream).as_bytes(), "z-ai/glm-4.6", &FieldAllowList::default()).unwrap(),
+    };
+    let anthropic_call = |stream: bool| AnthropicCall {
+        base_url: &anthropic_base,
+        key: &anthropic_key,
+        policy: INTERNAL,
+        limits: LIMITS,
+        team: None,
+        body: messages_body(&bedrock_body(), "claude-sonnet-4-5", stream).unwrap(),
+        stream,
+    };
+
+    // An answer keeps its bytes charged until it is dropped.
+    let OpenAiAnswer::Completion { body: completion, .. } =
+        openai_compat::send(&client, openai_call(false)).await.unwrap()
+    else {
+        panic!("json")
+    };
+    let held = completion.len().div_ceil(1024) * 1024;
+    assert_eq!(answers.available_bytes(), (1 << 20) - held);
+    let AnthropicAnswer::Message(message) = anthropic::send(&client, anthropic_call(false)).await.unwrap() else {
+        panic!("json")
+    };
+    assert_eq!(answers.available_bytes(), (1 << 20) - held - message.len().div_ceil(1024) * 1024);
+    drop((completion, message));
+    assert_eq!(answers.available_bytes(), 1 << 20);
+
+    // With the budget spent elsewhere, a call whose answer is read whole is not even made...
+    let mut elsewhere = answers.start(1 << 20).unwrap();
+    elsewhere.push(&vec![0; (1 << 20) - 1]).unwrap();
+    let (openai_before, anthropic_before) = (openai.requests().len(), anthropic.requests().len());
+    assert_eq!(
+        openai_compat::send(&client, openai_call(false)).await.unwrap_err(),
+        OpenAiFailure::Transport(DirectError::Busy)
+    );
+    assert_eq!(
+        anthropic::send(&client, anthropic_call(false)).await.unwrap_err(),
+        AnthropicFailure::Transport(DirectError::Busy)
+    );
+    assert_eq!((openai.requests().len(), anthropic.requests().len()), (openai_before, anthropic_before));
+    // ...while streams, which hold one event at a time, still run.
+    let OpenAiAnswer::Stream(mut stream) = openai_compat::send(&client, openai_call(true)).await.unwrap() else {
+        panic!("stream")
+    };
+    while stream.next().await.unwrap().is_some() {}
+    assert!(stream.finished());
+    drop(elsewhere);
+    assert!(openai_compat::send(&client, openai_call(false)).await.is_ok());
 }

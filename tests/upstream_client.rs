@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use byollm::aws::AwsCredentials;
 use byollm::secret::Secret;
+use byollm::upstream::buffered::AnswerBudget;
 use byollm::upstream::{BedrockClient, BedrockFailure, RawRequest, model_path};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -235,4 +236,28 @@ async fn the_raw_call_signs_extra_headers_and_relays_the_answer_unchanged() {
     assert_ne!(headers["x-amz-date"], "19990101T000000Z", "the signer's own date");
     assert_eq!(headers["x-amzn-bedrock-trace"], "ENABLED");
     assert_ne!(headers.get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]), "hop-by-hop headers dropped");
+}
+
+#[tokio::test]
+async fn invoke_answers_are_charged_to_the_answer_budget() {
+    let bedrock = fake().await;
+    let answers = AnswerBudget::new(1 << 20);
+    let client = BedrockClient::new(Some(bedrock.url())).with_answer_budget(answers.clone());
+    bedrock.set_script(vec![Reply::text(&["Hello"]), Reply::text(&["again"])]);
+    let answer = client.invoke(REGION, MODEL_ID, body(), &credentials()).await.unwrap();
+    assert_eq!(answers.available_bytes(), (1 << 20) - answer.len().div_ceil(1024) * 1024);
+    drop(answer);
+    assert_eq!(answers.available_bytes(), 1 << 20);
+
+    // No room: the call is not made, and the failure is a 503 the client may retry.
+    let mut elsewhere = answers.start(1 << 20).unwrap();
+    elsewhere.push(&vec![0; (1 << 20) - 1]).unwrap();
+    let failure = client.invoke(REGION, MODEL_ID, body(), &credentials()).await.unwrap_err();
+    assert_eq!(failure, BedrockFailure::server_busy());
+    let error = failure.to_api_error("bedrock:InvokeModel", MODEL_ID);
+    assert_eq!((error.status.as_u16(), error.code, error.retry_after), (503, "server_busy", Some(1)));
+    assert_eq!(bedrock.requests().len(), 1, "no call without room for its answer");
+    drop(elsewhere);
+    let answer = client.invoke(REGION, MODEL_ID, body(), &credentials()).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer).contains("again"));
 }

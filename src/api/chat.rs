@@ -126,7 +126,7 @@ async fn complete(
         }
         Answer::Completion { body, usage } => {
             exchange.set_usage(usage.unwrap_or_default());
-            Reply::json(body)
+            Reply::relayed_json(body)
         }
         Answer::Events(events) => {
             let Some(prepared) = &prepared else {

@@ -76,6 +76,7 @@ pub fn respond(shape: Shape, result: Result<Reply, ApiError>) -> Response {
 pub fn into_response(reply: Reply) -> Response {
     let body = match reply.body {
         ReplyBody::Full(bytes) => Body::from(bytes),
+        ReplyBody::Buffered(answer) => Body::new(answer),
         ReplyBody::Stream(stream) => Body::from_stream(stream),
     };
     let mut response = Response::new(body);

@@ -115,7 +115,7 @@ async fn create(
     let reply = match answer {
         Answer::Message(message) => {
             exchange.set_usage(message_usage(&message).unwrap_or_default());
-            Reply::json(message)
+            Reply::relayed_json(message)
         }
         Answer::Events(events) => {
             Reply::event_stream(relay::events(events, MessagesEvents::default(), exchange.take(), PING))

@@ -26,6 +26,7 @@ use crate::observe::metrics::Metrics;
 use crate::routing::policy::ProcessSecrets;
 use crate::routing::{Mode, Routing, RoutingPolicy};
 use crate::upstream::BedrockClient;
+use crate::upstream::buffered::AnswerBudget;
 use crate::upstream::direct::DirectClient;
 
 /// The routing policy of a loaded configuration, its problems reported like the config's own.
@@ -61,14 +62,16 @@ impl Wiring {
 /// The model path over `source`: the one place a [`Dispatch`] is built.
 pub fn dispatch(wiring: Wiring, source: Arc<dyn CredentialSource>) -> Arc<Dispatch> {
     let Wiring { config, routing, metrics, sink, observers } = wiring;
+    // Every upstream answer read whole (Bedrock, the Anthropic API, endpoints) shares one budget.
+    let answers = AnswerBudget::new(config.server.max_answer_bytes_in_flight);
     let mut audit = Audit::new(sink, metrics.clone());
     for observer in observers {
         audit.add_observer(observer);
     }
     Arc::new(Dispatch {
         routing: Arc::new(Routing::new(routing)),
-        bedrock: Arc::new(BedrockClient::new(config.bedrock.endpoint_url.clone())),
-        direct: Arc::new(DirectClient::new(&config.egress)),
+        bedrock: Arc::new(BedrockClient::new(config.bedrock.endpoint_url.clone()).with_answer_budget(answers.clone())),
+        direct: Arc::new(DirectClient::new(&config.egress, answers)),
         audit,
         metrics,
         source,

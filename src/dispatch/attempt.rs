@@ -25,6 +25,7 @@ use crate::routing::policy::HttpUpstream;
 use crate::routing::{AnthropicRoute, BedrockRoute, FailureClass, Mode, OpenAiRoute, Route, RoutingPolicy, Upstream};
 use crate::secret::Secret;
 use crate::upstream::anthropic::{self, AnthropicAnswer, AnthropicCall, messages_body};
+use crate::upstream::buffered::BufferedAnswer;
 use crate::upstream::direct::Limits;
 use crate::upstream::openai_compat::{self, OpenAiAnswer, OpenAiCall, OpenAiStream};
 use crate::upstream::{BedrockFailure, RawRequest, RawResponse, egress, model_path};
@@ -59,12 +60,13 @@ pub struct Request<'a> {
 
 /// What an attempt produced once its upstream accepted the request.
 pub enum Answer {
-    /// An Anthropic `message` (Bedrock `InvokeModel` or the Anthropic API).
-    Message(Bytes),
+    /// An Anthropic `message` (Bedrock `InvokeModel` or the Anthropic API), read whole within
+    /// the answer budget.
+    Message(BufferedAnswer),
     /// Anthropic stream events.
     Events(Events),
     /// An OpenAI-compatible endpoint's `chat.completion`, as it sent it.
-    Completion { body: Bytes, usage: Option<Usage> },
+    Completion { body: BufferedAnswer, usage: Option<Usage> },
     /// An OpenAI-compatible endpoint's stream.
     CompletionStream(OpenAiStream),
     /// Bedrock accepted a relayed operation: status 2xx, body unread.
@@ -337,8 +339,10 @@ async fn call_openai(
         Ok(Some(key)) => (Some(key), true),
         Ok(None) => (endpoint.http.key.clone(), false),
     };
-    let body = openai_compat::prepare_body(client_body, &route.model)
-        .map_err(|f| Failure::new(class_of_openai(&f), f.to_api_error(&route.endpoint, public_model, false)))?;
+    let body = openai_compat::prepare_body(client_body, &route.model, &endpoint.fields).map_err(|f| {
+        dispatch.metrics.count_refused_fields(&route.endpoint, &f);
+        Failure::new(class_of_openai(&f), f.to_api_error(&route.endpoint, public_model, false))
+    })?;
     let call = OpenAiCall {
         base_url: &base_url,
         key: key.as_ref(),

@@ -9,6 +9,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::routing::Route;
+use crate::upstream::buffered::BufferedAnswer;
 
 /// The response header naming the route that served.
 pub const HEADER_ROUTE: &str = "x-byollm-route";
@@ -18,6 +19,9 @@ pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> +
 
 pub enum ReplyBody {
     Full(Bytes),
+    /// An upstream's answer relayed whole: its share of the answer budget is held until the
+    /// client has taken the last of it.
+    Buffered(BufferedAnswer),
     Stream(BodyStream),
 }
 
@@ -36,6 +40,13 @@ impl Reply {
         let mut headers = HeaderMap::with_capacity(4);
         headers.insert(CONTENT_TYPE, APPLICATION_JSON);
         Reply { status: StatusCode::OK, headers, body: ReplyBody::Full(body.into()) }
+    }
+
+    /// An upstream's JSON answer relayed as it came, 200.
+    pub fn relayed_json(answer: BufferedAnswer) -> Reply {
+        let mut reply = Reply::json(Bytes::new());
+        reply.body = ReplyBody::Buffered(answer);
+        reply
     }
 
     /// A value serialised as JSON, 200.

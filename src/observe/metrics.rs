@@ -4,7 +4,8 @@
 //! Owns: the outcome counters every part of the gateway increments ([`Counter`], one label from a
 //! fixed set), and the per-request series fed from the audit record ([`Metrics::observe`]):
 //! duration and time-to-first-byte histograms, token counters by model and route, route
-//! attempts, and the in-flight gauge.
+//! attempts, and the in-flight gauge; and requests refused for fields their OpenAI-compatible
+//! endpoint does not take, by endpoint ([`Metrics::count_refused_fields`]).
 //!
 //! Labels never carry uids, keys, URLs or anything a caller chooses freely. Model and route labels
 //! come from the configuration (the routing policy names them) and are capped all the same
@@ -22,6 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::observe::audit::{AuditRecord, RecordObserver};
+use crate::upstream::openai_compat::OpenAiFailure;
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -117,6 +119,7 @@ impl BoundedLabel {
 /// Most distinct model labels and route labels exposed.
 pub const MAX_MODEL_LABELS: usize = 256;
 pub const MAX_ROUTE_LABELS: usize = 64;
+pub const MAX_ENDPOINT_LABELS: usize = 64;
 
 /// Every metric the gateway keeps.
 pub struct Metrics {
@@ -139,8 +142,10 @@ pub struct Metrics {
     first_byte: Family<Labels<3>, Histogram, fn() -> Histogram>,
     tokens: Family<Labels<3>, PromCounter>,
     attempts: Family<Labels<3>, PromCounter>,
+    refused_fields: Family<Labels<1>, PromCounter>,
     models: BoundedLabel,
     routes: BoundedLabel,
+    endpoints: BoundedLabel,
     registry: Registry,
 }
 
@@ -269,8 +274,10 @@ impl Default for Metrics {
             first_byte: Family::new_with_constructor(first_byte_histogram),
             tokens: Family::default(),
             attempts: Family::default(),
+            refused_fields: Family::default(),
             models: BoundedLabel::new(MAX_MODEL_LABELS),
             routes: BoundedLabel::new(MAX_ROUTE_LABELS),
+            endpoints: BoundedLabel::new(MAX_ENDPOINT_LABELS),
             registry: Registry::default(),
         };
         let mut registry = Registry::default();
@@ -317,6 +324,11 @@ impl Default for Metrics {
             "byollm_route_attempts",
             "Upstream attempts, by model, route and result (served, skipped, or the failure class).",
             metrics.attempts.clone(),
+        );
+        registry.register(
+            "byollm_endpoint_fields_refused",
+            "Requests refused before any call for top-level fields outside OpenAI's chat completions API and the endpoint's extra_fields, by endpoint.",
+            metrics.refused_fields.clone(),
         );
         metrics.registry = registry;
         metrics
@@ -383,6 +395,14 @@ impl Metrics {
         for attempt in &record.attempts {
             let labels = [("model", model), ("route", self.routes.value(&attempt.route)), ("result", attempt.result)];
             self.attempts.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Count a request an OpenAI-compatible route refused for its fields (any other failure is not
+    /// counted). Labelled by the endpoint's configured name, never by a field a caller made up.
+    pub fn count_refused_fields(&self, endpoint: &str, failure: &OpenAiFailure) {
+        if let OpenAiFailure::Fields { .. } = failure {
+            self.refused_fields.get_or_create(&[("endpoint", self.endpoints.value(endpoint))]).inc();
         }
     }
 
@@ -504,6 +524,18 @@ mod tests {
             !text.contains("byollm_tokens_total{model=\"claude-sonnet-4-5\",route=\"anthropic\",kind=\"cache_write\"}"),
             "zero counts add no series"
         );
+    }
+
+    #[test]
+    fn refused_fields_are_counted_by_endpoint_never_by_field() {
+        let metrics = Metrics::default();
+        let refused = OpenAiFailure::Fields { names: vec!["models".into(), "x-secret-sk-123".into()], count: 2 };
+        metrics.count_refused_fields("openrouter", &refused);
+        metrics.count_refused_fields("openrouter", &refused);
+        metrics.count_refused_fields("openrouter", &OpenAiFailure::Body("not JSON"));
+        let text = metrics.render();
+        assert!(text.contains("byollm_endpoint_fields_refused_total{endpoint=\"openrouter\"} 2"), "{text}");
+        assert!(!text.contains("\"models\"") && !text.contains("sk-123"), "{text}");
     }
 
     #[test]

@@ -42,17 +42,22 @@ pub enum FailureClass {
     ClientKey,
     /// The request itself is at fault; another route would refuse it too.
     Request,
+    /// The gateway itself has no room (the answer budget, `server.max_answer_bytes_in_flight`):
+    /// another route's answer would need the same room, so the request ends with a 503 and
+    /// `Retry-After` instead of calling (and being billed by) every other route, and the route is
+    /// not at fault.
+    Busy,
 }
 
 impl FailureClass {
     /// Does this failure move the request on to the next route?
     pub fn fails_over(self) -> bool {
-        self != FailureClass::Request
+        !matches!(self, FailureClass::Request | FailureClass::Busy)
     }
 
     /// Does this failure count against the route's health (towards skipping it)?
     pub fn counts_against_route(self) -> bool {
-        !matches!(self, FailureClass::Request | FailureClass::ClientKey)
+        !matches!(self, FailureClass::Request | FailureClass::ClientKey | FailureClass::Busy)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +73,7 @@ impl FailureClass {
             FailureClass::Refused => "refused",
             FailureClass::ClientKey => "client_key",
             FailureClass::Request => "request",
+            FailureClass::Busy => "busy",
         }
     }
 }
@@ -133,10 +139,11 @@ pub fn class_of_direct(error: &DirectError) -> FailureClass {
     match error {
         DirectError::Refused(_) | DirectError::Redirect(_) | DirectError::TooLarge => FailureClass::Refused,
         // The gateway's own limit on lookups: another route may serve now.
-        DirectError::Busy { .. } => FailureClass::Throttled,
+        DirectError::LookupsBusy { .. } => FailureClass::Throttled,
         DirectError::Unreachable => FailureClass::Unreachable,
         DirectError::Timeout => FailureClass::Timeout,
         DirectError::Cut | DirectError::Internal => FailureClass::Upstream,
+        DirectError::Busy => FailureClass::Busy,
     }
 }
 
@@ -150,7 +157,7 @@ pub fn class_of_anthropic(failure: &AnthropicFailure) -> FailureClass {
 
 pub fn class_of_openai(failure: &OpenAiFailure) -> FailureClass {
     match failure {
-        OpenAiFailure::Body(_) => FailureClass::Request,
+        OpenAiFailure::Body(_) | OpenAiFailure::Fields { .. } => FailureClass::Request,
         OpenAiFailure::Transport(error) => class_of_direct(error),
         OpenAiFailure::RequestUrlRefused(_) => FailureClass::Request,
         OpenAiFailure::Api { status, .. } => classify_openai(*status),

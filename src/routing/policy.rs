@@ -18,12 +18,23 @@ use crate::config::{Config, FieldError};
 use crate::principal::Uid;
 use crate::secret::Secret;
 use crate::upstream::egress::{self, EgressPolicy};
+use crate::upstream::openai_compat::FieldAllowList;
 
 /// Most routes one model may list.
 pub const MAX_ROUTES: usize = 8;
 
 /// Default base URL of the Anthropic API.
 pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+
+/// Default `max_response_bytes` of the Anthropic API and of configured endpoints.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
+/// Default `max_response_bytes` of a `per_request` endpoint: the caller chooses where it points, so
+/// what it may make the gateway read (and buffer) is smaller by default. A chat completion is
+/// rarely above 1 MiB.
+pub const PER_REQUEST_MAX_RESPONSE_BYTES: u64 = 8 << 20;
+const _: () = assert!(PER_REQUEST_MAX_RESPONSE_BYTES < DEFAULT_MAX_RESPONSE_BYTES);
+/// Most names an endpoint's `extra_fields` may list.
+pub const MAX_EXTRA_FIELDS: usize = 64;
 
 /// How the gateway runs, which decides what an upstream address may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +81,9 @@ pub struct Endpoint {
     pub per_request: bool,
     /// Models only this endpoint serves (public name = the endpoint's model name).
     pub models: Vec<String>,
+    /// The top-level request fields passed on: OpenAI's chat completions fields and the
+    /// endpoint's `extra_fields`; a request with any other is refused.
+    pub fields: FieldAllowList,
 }
 
 /// One layer of policy: the defaults, a team, or an agent.
@@ -254,7 +268,7 @@ impl Reader<'_> {
         let failover = self.failover(root);
         let anthropic = match self.child(root, "anthropic") {
             Some(mut node) => {
-                let http = self.http_upstream(&mut node, Some(ANTHROPIC_BASE_URL), false);
+                let http = self.http_upstream(&mut node, Some(ANTHROPIC_BASE_URL), false, config);
                 self.finish(node);
                 http
             }
@@ -262,6 +276,7 @@ impl Reader<'_> {
                 &mut Node { path: "routing.anthropic".into(), table: Table::new() },
                 Some(ANTHROPIC_BASE_URL),
                 false,
+                config,
             ),
         };
         let bedrock_models: BTreeMap<String, String> =
@@ -274,7 +289,8 @@ impl Reader<'_> {
                 self.error(node.path.clone(), "endpoint names use letters, digits, '-' and '_' (at most 64)");
             }
             let per_request = self.take::<bool>(&mut node, "per_request").unwrap_or(false);
-            let http = self.http_upstream(&mut node, None, per_request);
+            let http = self.http_upstream(&mut node, None, per_request, config);
+            let fields = self.extra_fields(&mut node);
             let models = self.take::<Vec<String>>(&mut node, "models").unwrap_or_default();
             let models_path = key_path(&node.path, "models");
             for model in &models {
@@ -293,7 +309,7 @@ impl Reader<'_> {
                 }
             }
             self.finish(node);
-            endpoints.insert(name, Endpoint { http, per_request, models });
+            endpoints.insert(name, Endpoint { http, per_request, models, fields });
         }
 
         let known = Known { bedrock_models: &bedrock_models, endpoint_models: &endpoint_models, endpoints: &endpoints };
@@ -391,7 +407,13 @@ impl Reader<'_> {
         FailoverSettings { skip_after, skip_base, skip_max, ..defaults }
     }
 
-    fn http_upstream(&self, node: &mut Node, default_url: Option<&str>, per_request: bool) -> HttpUpstream {
+    fn http_upstream(
+        &self,
+        node: &mut Node,
+        default_url: Option<&str>,
+        per_request: bool,
+        config: &Config,
+    ) -> HttpUpstream {
         let allow_http = self.take::<bool>(node, "allow_http").unwrap_or(false);
         let allow_private_network = self.take::<bool>(node, "allow_private_network").unwrap_or(false);
         let url_path = key_path(&node.path, "base_url");
@@ -442,8 +464,48 @@ impl Reader<'_> {
             self.take_ranged(node, "connect_timeout_secs", 1, 60).map_or(Duration::from_secs(5), Duration::from_secs);
         let timeout =
             self.take_ranged(node, "timeout_secs", 1, 3600).map_or(Duration::from_secs(600), Duration::from_secs);
-        let max_response_bytes = self.take_ranged(node, "max_response_bytes", 1024, 1 << 30).unwrap_or(64 << 20);
+        // A non-streamed answer is buffered whole, within server.max_answer_bytes_in_flight.
+        let budget = config.server.max_answer_bytes_in_flight as u64;
+        let default_max = if per_request { PER_REQUEST_MAX_RESPONSE_BYTES } else { DEFAULT_MAX_RESPONSE_BYTES };
+        let max_response_bytes = match self.take_ranged(node, "max_response_bytes", 1024, 1 << 30) {
+            Some(set) if set > budget => {
+                self.error(
+                    key_path(&node.path, "max_response_bytes"),
+                    format!(
+                        "{set} is more than server.max_answer_bytes_in_flight ({budget}): an answer that size could never be buffered"
+                    ),
+                );
+                budget
+            }
+            Some(set) => set,
+            None => default_max.min(budget),
+        };
         HttpUpstream { base_url, key, allow_http, allow_private_network, connect_timeout, timeout, max_response_bytes }
+    }
+
+    /// `extra_fields`: top-level request fields the endpoint takes beyond OpenAI's own.
+    fn extra_fields(&self, node: &mut Node) -> FieldAllowList {
+        let path = key_path(&node.path, "extra_fields");
+        let Some(names) = self.take::<Vec<String>>(node, "extra_fields") else { return FieldAllowList::default() };
+        if names.len() > MAX_EXTRA_FIELDS {
+            self.error(path, format!("lists {} fields; at most {MAX_EXTRA_FIELDS}", names.len()));
+            return FieldAllowList::default();
+        }
+        let mut valid = Vec::with_capacity(names.len());
+        for (index, name) in names.into_iter().enumerate() {
+            let field_name = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if field_name {
+                valid.push(name);
+            } else {
+                self.error(
+                    format!("{path}[{index}]"),
+                    format!("{name:?} is not a field name (1-64 letters, digits, '_' and '-')"),
+                );
+            }
+        }
+        FieldAllowList::new(valid)
     }
 
     fn secret(&self, node: &mut Node) -> Option<Secret> {

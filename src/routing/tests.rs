@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 
 use super::failover::{
-    AttemptOutcome, HealthKey, all_failed, by_status, classify_anthropic, classify_bedrock, classify_openai,
-    skip_period,
+    AttemptOutcome, HealthKey, all_failed, by_status, class_of_direct, classify_anthropic, classify_bedrock,
+    classify_openai, skip_period,
 };
 use super::policy::MapSecrets;
 use super::*;
@@ -272,6 +272,76 @@ routes."claude-sonnet-4-5" = [{ anthropic = {} }]
 }
 
 #[test]
+fn endpoints_take_extra_fields_and_caller_chosen_ones_answer_less_by_default() {
+    let policy = load(
+        r#"
+[routing.endpoints.openrouter]
+base_url = "https://openrouter.ai/api/v1"
+extra_fields = ["provider", "top_k"]
+[routing.endpoints.plain]
+base_url = "https://example.com/v1"
+max_response_bytes = 2048
+[routing.endpoints.byo]
+per_request = true
+"#,
+    );
+    let openrouter = &policy.endpoints["openrouter"];
+    assert!(openrouter.fields.allows("provider") && openrouter.fields.allows("top_k"));
+    assert!(openrouter.fields.allows("messages") && !openrouter.fields.allows("models"));
+    let plain = &policy.endpoints["plain"];
+    assert!(!plain.fields.allows("provider"), "extra fields are per endpoint");
+    assert_eq!(openrouter.http.max_response_bytes, policy::DEFAULT_MAX_RESPONSE_BYTES);
+    assert_eq!(plain.http.max_response_bytes, 2048);
+    assert_eq!(policy.endpoints["byo"].http.max_response_bytes, policy::PER_REQUEST_MAX_RESPONSE_BYTES);
+    assert_eq!(policy.anthropic.max_response_bytes, policy::DEFAULT_MAX_RESPONSE_BYTES);
+
+    let too_many: Vec<String> = (0..=policy::MAX_EXTRA_FIELDS).map(|i| format!("\"f{i}\"")).collect();
+    let text = format!(
+        r#"
+[routing.anthropic]
+max_response_bytes = 268435456
+[routing.endpoints.bad]
+base_url = "https://example.com/v1"
+extra_fields = ["ok", "", "has space", "quote\"", "{long}"]
+[routing.endpoints.many]
+base_url = "https://example.com/v1"
+extra_fields = [{too_many}]
+[routing.endpoints.kind]
+base_url = "https://example.com/v1"
+extra_fields = "provider"
+"#,
+        long = "x".repeat(65),
+        too_many = too_many.join(", ")
+    );
+    let errors = load_mode(&text, Mode::Hosted).unwrap_err();
+    let paths: Vec<&str> = errors.iter().map(|(path, _)| path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "routing.anthropic.max_response_bytes",
+            "routing.endpoints.bad.extra_fields[1]",
+            "routing.endpoints.bad.extra_fields[2]",
+            "routing.endpoints.bad.extra_fields[3]",
+            "routing.endpoints.bad.extra_fields[4]",
+            "routing.endpoints.kind.extra_fields",
+            "routing.endpoints.many.extra_fields",
+        ],
+        "{errors:#?}"
+    );
+    assert!(errors[0].1.contains("server.max_answer_bytes_in_flight"), "{:?}", errors[0]);
+
+    // A smaller answer budget lowers the defaults with it, rather than refusing them.
+    let config = Config::from_toml(&format!(
+        "{}\n[server]\nmax_answer_bytes_in_flight = 4194304\n",
+        base_config("[routing.endpoints.e]\nbase_url = \"https://example.com/v1\"\n")
+    ))
+    .unwrap();
+    let policy = RoutingPolicy::from_config(&config, Mode::Hosted, &secrets()).unwrap();
+    assert_eq!(policy.endpoints["e"].http.max_response_bytes, 4 << 20);
+    assert_eq!(policy.anthropic.max_response_bytes, 4 << 20);
+}
+
+#[test]
 fn agent_models_must_be_among_the_teams() {
     let errors = load_mode(
         "[routing.teams.acme]\nmodels = [\"claude-sonnet-4-5\"]\n[routing.teams.acme.agents.reviewer]\nmodels = [\"claude-haiku-4-5\"]\n",
@@ -368,6 +438,10 @@ fn failures_are_classed_from_the_data() {
         assert!(class.fails_over() && class.counts_against_route(), "{class:?}");
     }
     assert!(ClientKey.fails_over() && !ClientKey.counts_against_route());
+    // No room to buffer an answer: the next route would need the same room.
+    assert!(!Busy.fails_over() && !Busy.counts_against_route());
+    assert_eq!(classify_bedrock("ServerBusy", 503), Busy);
+    assert_eq!(class_of_direct(&crate::upstream::direct::DirectError::Busy), Busy);
     assert_eq!(by_status(409), Request);
 }
 

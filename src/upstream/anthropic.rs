@@ -17,16 +17,19 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::buffered::BufferedAnswer;
 use super::direct::{DirectClient, DirectError, DirectRequest, Limits};
 use super::egress::EgressPolicy;
 use super::sse::SseReader;
 use crate::error::ApiError;
-use crate::secret::Secret;
+use crate::secret::{self, Secret};
 
 /// The API version byollm speaks.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Largest error body read.
 const MAX_ERROR_BYTES: usize = 64 * 1024;
+/// Longest upstream error message passed on, in characters.
+const MAX_MESSAGE_CHARS: usize = 512;
 /// Most betas a request may carry.
 const MAX_BETAS: usize = 32;
 
@@ -202,10 +205,7 @@ pub fn failure_from_body(status: u16, headers: &HeaderMap, body: &[u8], secrets:
     };
     let identifier = error_type.len() <= 64 && error_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     let error_type = if identifier { error_type } else { "api_error".to_owned() };
-    let mut message: String = message.chars().take(512).collect();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        message = message.replace(secret, "[redacted]");
-    }
+    let message = secret::redact_then_cut(&message, secrets, MAX_MESSAGE_CHARS);
     AnthropicFailure::Api { status, error_type, message, retry_after }
 }
 
@@ -225,8 +225,8 @@ pub struct AnthropicCall<'a> {
 /// An answer that started.
 #[derive(Debug)]
 pub enum AnthropicAnswer {
-    /// The `message` JSON, read whole.
-    Message(Bytes),
+    /// The `message` JSON, read whole (charged to the answer budget until dropped).
+    Message(BufferedAnswer),
     /// The events of a stream.
     Stream(AnthropicEvents),
 }
@@ -277,6 +277,11 @@ pub async fn send(client: &DirectClient, call: AnthropicCall<'_>) -> Result<Anth
             HeaderValue::from_str(&call.body.betas.join(",")).map_err(|_| AnthropicFailure::Body("anthropic_beta"))?;
         headers.insert(ANTHROPIC_BETA, betas);
     }
+    // A message is read whole: its first KiB of the answer budget is taken before the call.
+    let buffer = match call.stream {
+        true => None,
+        false => Some(client.start_answer(call.limits.max_response_bytes).map_err(AnthropicFailure::Transport)?),
+    };
     let request = DirectRequest {
         url: &url,
         policy: call.policy,
@@ -287,17 +292,19 @@ pub async fn send(client: &DirectClient, call: AnthropicCall<'_>) -> Result<Anth
     };
     let response = client.post(request).await.map_err(AnthropicFailure::Transport)?;
     if response.status != StatusCode::OK {
+        drop(buffer);
         let status = response.status.as_u16();
         let headers = response.headers;
-        let body = response.body.read_all(MAX_ERROR_BYTES).await.unwrap_or_default();
-        return Err(failure_from_body(status, &headers, &body, &[call.key.expose()]));
+        let body = response.body.read_all(MAX_ERROR_BYTES).await.ok();
+        return Err(failure_from_body(status, &headers, body.as_deref().unwrap_or_default(), &[call.key.expose()]));
     }
-    if call.stream {
-        return Ok(AnthropicAnswer::Stream(AnthropicEvents { sse: SseReader::new(response.body) }));
+    match buffer {
+        None => Ok(AnthropicAnswer::Stream(AnthropicEvents { sse: SseReader::new(response.body) })),
+        Some(buffer) => {
+            let message = response.body.read_into(buffer).await.map_err(AnthropicFailure::Transport)?;
+            Ok(AnthropicAnswer::Message(message))
+        }
     }
-    let limit = usize::try_from(call.limits.max_response_bytes).unwrap_or(usize::MAX);
-    let body = response.body.read_all(limit).await.map_err(AnthropicFailure::Transport)?;
-    Ok(AnthropicAnswer::Message(body))
 }
 
 #[cfg(test)]
@@ -384,6 +391,18 @@ mod tests {
             matches!(&failure, AnthropicFailure::Api { error_type, .. } if error_type == "api_error"),
             "{failure:?}"
         );
+    }
+
+    #[test]
+    fn a_key_straddling_the_cut_is_redacted_before_it() {
+        let key = "sk-ant-api03-0123456789abcdefghij0123456789";
+        let message = format!("{}{key} may not", "m".repeat(490));
+        let body = json!({"type": "error", "error": {"type": "permission_error", "message": message}}).to_string();
+        let failure = failure_from_body(403, &HeaderMap::new(), body.as_bytes(), &[key]);
+        let AnthropicFailure::Api { message, .. } = &failure else { panic!("{failure:?}") };
+        // Cut first, then redacted, 22 of the key's characters would have been left.
+        assert!(!message.contains("sk-ant-api03"), "{message}");
+        assert_eq!(message, &format!("{}[redacted] may not", "m".repeat(490)));
     }
 
     #[test]

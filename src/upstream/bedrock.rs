@@ -6,7 +6,8 @@
 //!   headers and body come back unread, whatever the status.
 //! - [`BedrockClient::invoke`] and [`BedrockClient::invoke_stream`]: `InvokeModel` and
 //!   `InvokeModelWithResponseStream` for the chat adapter, with Bedrock's errors read into a
-//!   [`BedrockFailure`]. A stream's events are decoded only as the consumer asks for them.
+//!   [`BedrockFailure`]. A stream's events are decoded only as the consumer asks for them; an
+//!   `InvokeModel` answer is read whole, charged to the process-wide [`AnswerBudget`] as it arrives.
 //!
 //! No retries: throttling reaches the client as a 429 it can act on, never as a silent delay.
 
@@ -22,6 +23,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::buffered::{AnswerBudget, BufferError, BufferedAnswer};
 use super::client::{HttpClient, http_client};
 use super::endpoint::Endpoints;
 use super::error::{BedrockFailure, failure_from_frame, failure_from_response};
@@ -32,7 +34,7 @@ use crate::wire::eventstream::FrameDecoder;
 /// Longest silence inside a stream before it is failed: 5 minutes, the limit Claude Code itself
 /// applies, and no shorter than Bedrock's own.
 pub const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Largest `InvokeModel` answer read into memory.
+/// Largest `InvokeModel` answer read into memory (and never more than the whole answer budget).
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 /// Largest error body read (Bedrock's are a few hundred bytes).
 const MAX_ERROR_BYTES: usize = 64 * 1024;
@@ -98,6 +100,8 @@ pub struct BedrockClient {
     signer: Signer,
     /// Signing time; the system clock except in tests.
     now: fn() -> SystemTime,
+    /// What `InvokeModel` answers are charged to.
+    answers: AnswerBudget,
 }
 
 impl BedrockClient {
@@ -114,7 +118,15 @@ impl BedrockClient {
             http: http_client(),
             signer: Signer::new(),
             now,
+            answers: AnswerBudget::new(crate::config::DEFAULT_ANSWER_BYTES_IN_FLIGHT),
         }
+    }
+
+    /// `InvokeModel` answers charged to `answers` (shared with the direct client) instead of a
+    /// budget of its own.
+    pub fn with_answer_budget(mut self, answers: AnswerBudget) -> BedrockClient {
+        self.answers = answers;
+        self
     }
 
     /// Signs and sends one request; any status is an `Ok` answer. Errors: the endpoint cannot be
@@ -190,19 +202,27 @@ impl BedrockClient {
         Err(failure_from_response(&response.headers, &error_body))
     }
 
-    /// `InvokeModel`: the whole answer at once.
+    /// `InvokeModel`: the whole answer at once, charged to the answer budget until dropped. No
+    /// call is made when the budget has no room (`ServerBusy`).
     pub async fn invoke(
         &self,
         region: &str,
         model_id: &str,
         body: Bytes,
         credentials: &AwsCredentials,
-    ) -> Result<Bytes, BedrockFailure> {
+    ) -> Result<BufferedAnswer, BedrockFailure> {
+        let mut buffer = self.answers.start(MAX_ANSWER_BYTES).map_err(answer_failure)?;
         let response = self.call(region, model_id, "invoke", ACCEPT, body, credentials).await?;
-        match Limited::new(response.body, MAX_ANSWER_BYTES).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(_) => Err(BedrockFailure::new("ResponseError", "unexpected response from Bedrock")),
+        let declared = response.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        buffer.expect(declared).map_err(answer_failure)?;
+        let mut body = response.body;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| unreadable())?;
+            if let Some(data) = frame.data_ref() {
+                buffer.push(data).map_err(answer_failure)?;
+            }
         }
+        buffer.finish().map_err(answer_failure)
     }
 
     /// `InvokeModelWithResponseStream`: returns once Bedrock accepted the request.
@@ -218,6 +238,19 @@ impl BedrockClient {
             .await?;
         Ok(EventStream::new(response.body))
     }
+}
+
+/// An `InvokeModel` answer that could not be read whole: no room in the budget (`ServerBusy`,
+/// a 503 the client may retry), or too large or broken (as before the budget existed).
+fn answer_failure(error: BufferError) -> BedrockFailure {
+    match error {
+        BufferError::Busy => BedrockFailure::server_busy(),
+        BufferError::TooLarge => unreadable(),
+    }
+}
+
+fn unreadable() -> BedrockFailure {
+    BedrockFailure::new("ResponseError", "unexpected response from Bedrock")
 }
 
 /// The payload of a `chunk` event: `{"bytes": "<base64 of one Anthropic event>", "p": "..."}`.

@@ -7,7 +7,8 @@
 //! the addresses the guard approved (pinned: a second DNS answer cannot move the connection
 //! elsewhere); pooled connections were all made that way. Redirects are never followed (a 3xx is a failure), and every
 //! answer is bounded: connect timeout, a total deadline covering headers and body (streams
-//! included), an idle limit between chunks, and a byte budget. Errors never carry the URL or a key.
+//! included), an idle limit between chunks, and a byte budget; an answer read whole is also
+//! charged to the process-wide [`AnswerBudget`] as it arrives. Errors never carry the URL or a key.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -27,6 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::buffered::{AnswerBudget, AnswerBuffer, BufferError, BufferedAnswer, busy_error};
 use super::client::{POOL_IDLE_TIMEOUT, tls_config};
 use super::dns::{Dns, RESOLVE_TIMEOUT};
 use super::egress::{self, EgressError, EgressPolicy};
@@ -60,7 +63,7 @@ pub enum DirectError {
     Refused(EgressError),
     /// The host's lookup could not start: the request's team (`team`) or the gateway has as many
     /// lookups under way as `[egress]` allows.
-    Busy { team: bool },
+    LookupsBusy { team: bool },
     /// The endpoint answered with a redirect, which is not followed.
     Redirect(u16),
     /// No connection could be made (refused, TLS failure, unreachable).
@@ -69,6 +72,8 @@ pub enum DirectError {
     Timeout,
     /// The answer is larger than the endpoint's `max_response_bytes`.
     TooLarge,
+    /// The gateway holds as many buffered answers as `server.max_answer_bytes_in_flight` allows.
+    Busy,
     /// The connection broke before the answer was complete.
     Cut,
     /// The request could not be built (a bug of ours).
@@ -79,13 +84,14 @@ impl fmt::Display for DirectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DirectError::Refused(error) => write!(f, "{error}"),
-            DirectError::Busy { team } => write!(f, "{}", EgressError::LookupsBusy { team: *team }),
+            DirectError::LookupsBusy { team } => write!(f, "{}", EgressError::LookupsBusy { team: *team }),
             DirectError::Redirect(status) => {
                 write!(f, "the upstream answered a redirect ({status}), which the gateway does not follow")
             }
             DirectError::Unreachable => f.write_str("could not connect to the upstream"),
             DirectError::Timeout => f.write_str("the upstream did not answer in time"),
             DirectError::TooLarge => f.write_str("the upstream's answer is larger than its max_response_bytes"),
+            DirectError::Busy => f.write_str("the gateway has no room to buffer the answer now"),
             DirectError::Cut => f.write_str("the connection to the upstream broke before the answer was complete"),
             DirectError::Internal => f.write_str("the upstream request could not be built"),
         }
@@ -94,11 +100,20 @@ impl fmt::Display for DirectError {
 
 impl std::error::Error for DirectError {}
 
+impl From<BufferError> for DirectError {
+    fn from(error: BufferError) -> DirectError {
+        match error {
+            BufferError::TooLarge => DirectError::TooLarge,
+            BufferError::Busy => DirectError::Busy,
+        }
+    }
+}
+
 impl DirectError {
     /// The guard's verdict as a call failure: busy is not a refusal of the host.
     pub fn from_egress(error: EgressError) -> DirectError {
         match error {
-            EgressError::LookupsBusy { team } => DirectError::Busy { team },
+            EgressError::LookupsBusy { team } => DirectError::LookupsBusy { team },
             error => DirectError::Refused(error),
         }
     }
@@ -113,11 +128,11 @@ impl DirectError {
             }
             // The team's own share: 429, it can slow down. The gateway's: 503, not the caller's
             // doing. Slots free as lookups end, within RESOLVE_TIMEOUT.
-            DirectError::Busy { team: true } => {
+            DirectError::LookupsBusy { team: true } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "lookups_busy", message)
                     .with_retry_after(RESOLVE_TIMEOUT.as_secs())
             }
-            DirectError::Busy { team: false } => {
+            DirectError::LookupsBusy { team: false } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "lookups_busy", message)
                     .with_retry_after(RESOLVE_TIMEOUT.as_secs())
             }
@@ -136,6 +151,7 @@ impl DirectError {
             DirectError::Cut => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_stream_cut", message)
             }
+            DirectError::Busy => busy_error(upstream),
             DirectError::Internal => ApiError::internal("the upstream request could not be built"),
         }
     }
@@ -235,6 +251,9 @@ pub struct BoundedBody {
     incoming: Incoming,
     deadline: Instant,
     remaining: u64,
+    /// The answer's `Content-Length`, if it sent one.
+    declared: Option<u64>,
+    answers: AnswerBudget,
 }
 
 impl BoundedBody {
@@ -258,37 +277,68 @@ impl BoundedBody {
         }
     }
 
-    /// The whole body, at most `max` bytes (and within the call's budget).
-    pub async fn read_all(mut self, max: usize) -> Result<Bytes, DirectError> {
-        self.remaining = self.remaining.min(max as u64);
-        let mut out = BytesMut::new();
+    /// The whole body, at most `max` bytes (and within the call's byte budget), charged to the
+    /// answer budget as it arrives.
+    pub async fn read_all(self, max: usize) -> Result<BufferedAnswer, DirectError> {
+        let buffer = self.answers.start(max)?;
+        self.read_into(buffer).await
+    }
+
+    /// The whole body into `buffer` (started before the call was made, see
+    /// [`DirectClient::start_answer`]).
+    pub async fn read_into(mut self, mut buffer: AnswerBuffer) -> Result<BufferedAnswer, DirectError> {
+        buffer.expect(self.declared)?;
         while let Some(chunk) = self.chunk().await? {
-            out.extend_from_slice(&chunk);
+            buffer.push(&chunk)?;
         }
-        Ok(out.freeze())
+        Ok(buffer.finish()?)
     }
 }
 
 /// Pooled clients, one per egress policy and connect timeout (a handful, set by configuration),
-/// all resolving through one [`Dns`].
+/// all resolving through one [`Dns`], and the budget their buffered answers share.
 pub struct DirectClient {
     dns: Arc<Dns>,
     clients: Mutex<HashMap<(EgressPolicy, Duration), PinnedClient>>,
+    answers: AnswerBudget,
+}
+
+impl Default for DirectClient {
+    fn default() -> DirectClient {
+        DirectClient::with_budget(AnswerBudget::new(crate::config::DEFAULT_ANSWER_BYTES_IN_FLIGHT))
+    }
 }
 
 impl DirectClient {
-    /// The client with the resolver `[egress]` describes (start-up).
-    pub fn new(config: &EgressConfig) -> DirectClient {
-        DirectClient::with_dns(Arc::new(Dns::from_config(config)))
+    /// The client with the resolver `[egress]` describes, its buffered answers charged to
+    /// `answers` (shared with the Bedrock client).
+    pub fn new(config: &EgressConfig, answers: AnswerBudget) -> DirectClient {
+        DirectClient::with_parts(Arc::new(Dns::from_config(config)), answers)
     }
 
+    /// The default resolver, answers charged to `answers`.
+    pub fn with_budget(answers: AnswerBudget) -> DirectClient {
+        DirectClient::new(&EgressConfig::default(), answers)
+    }
+
+    /// Resolving through `dns`, with a budget of the default size.
     pub fn with_dns(dns: Arc<Dns>) -> DirectClient {
-        DirectClient { dns, clients: Mutex::new(HashMap::new()) }
+        DirectClient::with_parts(dns, AnswerBudget::new(crate::config::DEFAULT_ANSWER_BYTES_IN_FLIGHT))
+    }
+
+    pub fn with_parts(dns: Arc<Dns>, answers: AnswerBudget) -> DirectClient {
+        DirectClient { dns, clients: Mutex::default(), answers }
     }
 
     /// The resolver every connection of this client uses.
     pub fn dns(&self) -> &Arc<Dns> {
         &self.dns
+    }
+
+    /// Start buffering an answer of at most `limit` bytes: before the call, so no call is made
+    /// whose answer the budget has no room for.
+    pub fn start_answer(&self, limit: u64) -> Result<AnswerBuffer, DirectError> {
+        Ok(self.answers.start(usize::try_from(limit).unwrap_or(usize::MAX))?)
     }
 
     fn client(&self, policy: EgressPolicy, connect_timeout: Duration) -> PinnedClient {
@@ -339,11 +389,15 @@ impl DirectClient {
         if parts.status.is_redirection() {
             return Err(DirectError::Redirect(parts.status.as_u16()));
         }
-        Ok(DirectResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body: BoundedBody { incoming, deadline, remaining: request.limits.max_response_bytes },
-        })
+        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let body = BoundedBody {
+            incoming,
+            deadline,
+            remaining: request.limits.max_response_bytes,
+            declared,
+            answers: self.answers.clone(),
+        };
+        Ok(DirectResponse { status: parts.status, headers: parts.headers, body })
     }
 }
 
@@ -399,7 +453,7 @@ mod tests {
 
     /// The client as `byollm` builds it: the system's DNS configuration and hosts file.
     fn client() -> DirectClient {
-        DirectClient::new(&EgressConfig::default())
+        DirectClient::with_budget(AnswerBudget::new(1 << 30))
     }
 
     #[tokio::test]
@@ -410,7 +464,7 @@ mod tests {
         assert_eq!(hosted, DirectError::Refused(EgressError::Address(egress::AddressClass::Loopback)));
         let response = client.post(request(&url, EgressPolicy::Local)).await.unwrap();
         assert_eq!(response.status, StatusCode::OK);
-        assert_eq!(response.body.read_all(1024).await.unwrap(), Bytes::from_static(b"ok"));
+        assert_eq!(response.body.read_all(1024).await.unwrap().bytes(), &Bytes::from_static(b"ok"));
         let received = String::from_utf8(task.await.unwrap()).unwrap();
         assert!(received.starts_with("POST /v1/chat/completions HTTP/1.1"), "{received}");
     }
@@ -453,6 +507,33 @@ mod tests {
         let (url, _task) = server(big).await;
         let response = client().post(request(&url, EgressPolicy::Local)).await.unwrap();
         assert_eq!(response.body.read_all(1000).await.unwrap_err(), DirectError::TooLarge);
+    }
+
+    #[tokio::test]
+    async fn answers_read_whole_are_charged_to_the_shared_budget() {
+        let big: &'static str =
+            Box::leak(format!("HTTP/1.1 200 OK\r\ncontent-length: 6000\r\n\r\n{}", "x".repeat(6000)).into_boxed_str());
+        let answers = AnswerBudget::new(16 * 1024);
+        let client = DirectClient::with_budget(answers.clone());
+        // Another answer holds 12 KiB: this one's 6,000 bytes find no room.
+        let mut other = answers.start(1 << 20).unwrap();
+        other.push(&[0; 12 * 1024]).unwrap();
+        let (url, _task) = server(big).await;
+        let response = client.post(request(&url, EgressPolicy::Local)).await.unwrap();
+        assert_eq!(response.body.read_all(1 << 20).await.unwrap_err(), DirectError::Busy);
+        assert_eq!(answers.available_bytes(), 4 * 1024, "the failed read gave its share back");
+        drop(other);
+        let (url, _task) = server(big).await;
+        let response = client.post(request(&url, EgressPolicy::Local)).await.unwrap();
+        let answer = response.body.read_all(1 << 20).await.unwrap();
+        assert_eq!(answer.len(), 6000);
+        assert_eq!(answers.available_bytes(), 10 * 1024, "held while the answer is");
+        drop(answer);
+        assert_eq!(answers.available_bytes(), 16 * 1024);
+
+        let error = DirectError::Busy.to_api_error("endpoint \"gw\"");
+        assert_eq!((error.status.as_u16(), error.code, error.retry_after), (503, "server_busy", Some(1)));
+        assert!(error.message.contains("server.max_answer_bytes_in_flight"), "{}", error.message);
     }
 
     #[tokio::test]
@@ -499,11 +580,11 @@ mod tests {
         }
         let other = url::Url::parse("https://b.never-answers.test/v1").unwrap();
         let error = client.post(DirectRequest { team: team("b"), ..request(&other, HOSTED_HTTPS) }).await.unwrap_err();
-        assert_eq!(error, DirectError::Busy { team: true });
+        assert_eq!(error, DirectError::LookupsBusy { team: true });
         let api = error.to_api_error("endpoint \"byo\"");
         assert_eq!((api.status, api.code, api.retry_after), (StatusCode::TOO_MANY_REQUESTS, "lookups_busy", Some(5)));
         let error = client.post(DirectRequest { team: team("a"), ..request(&other, HOSTED_HTTPS) }).await.unwrap_err();
-        assert_eq!(error, DirectError::Busy { team: false });
+        assert_eq!(error, DirectError::LookupsBusy { team: false });
         let api = error.to_api_error("endpoint \"byo\"");
         assert_eq!((api.status, api.code, api.retry_after), (StatusCode::SERVICE_UNAVAILABLE, "lookups_busy", Some(5)));
         assert!(!api.message.contains("never-answers"), "no host in errors: {}", api.message);

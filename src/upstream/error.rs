@@ -4,7 +4,7 @@
 //! `{"message": ...}`. Inside an event stream: a frame with `:message-type` `exception` (the
 //! exception in `:exception-type`, the message in the JSON payload) or `error` (`:error-code`,
 //! `:error-message`). Transport failures get the codes `Dispatch`, `Timeout`, `StreamCut` and
-//! `IdleTimeout`.
+//! `IdleTimeout`; an answer the gateway had no room to buffer, `ServerBusy`.
 
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -38,6 +38,11 @@ impl BedrockFailure {
     /// Bedrock sent nothing for longer than the stream idle limit.
     pub fn idle_timeout() -> BedrockFailure {
         BedrockFailure::new("IdleTimeout", "")
+    }
+
+    /// The answer budget (`server.max_answer_bytes_in_flight`) had no room for the answer.
+    pub fn server_busy() -> BedrockFailure {
+        BedrockFailure::new("ServerBusy", "")
     }
 
     fn normalized(&self) -> String {
@@ -137,6 +142,7 @@ impl BedrockFailure {
                 "upstream_stream_cut",
                 "the Bedrock stream broke before the model finished; the answer is incomplete",
             ),
+            "serverbusy" => super::buffered::busy_error("Bedrock"),
             "dispatch" => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "upstream_error",
@@ -235,6 +241,7 @@ mod tests {
             ("Timeout", 504, "bedrock_timeout"),
             ("StreamCut", 502, "upstream_stream_cut"),
             ("IdleTimeout", 504, "upstream_idle_timeout"),
+            ("ServerBusy", 503, "server_busy"),
         ];
         for (code, status, expected) in cases {
             let error = failure(code).to_api_error("bedrock:InvokeModel", "m");
@@ -242,6 +249,7 @@ mod tests {
         }
         let throttled = failure("ThrottlingException").to_api_error("bedrock:InvokeModel", "m");
         assert_eq!(throttled.retry_after, Some(2));
+        assert_eq!(BedrockFailure::server_busy().to_api_error("bedrock:InvokeModel", "m").retry_after, Some(1));
         let denied = failure("AccessDeniedException").to_api_error("bedrock:InvokeModelWithResponseStream", "m");
         assert!(denied.message.contains("bedrock:InvokeModelWithResponseStream"));
         assert!(failure("UnrecognizedClientException").is_credential_problem());

@@ -1,16 +1,19 @@
 //! OpenAI-compatible endpoints (`POST <base>/chat/completions`: OpenRouter, LiteLLM, vLLM, Ollama,
 //! internal gateways), behind the egress guard.
 //!
-//! The client's request passes through with its `model` renamed to the endpoint's; answers and
+//! The client's request passes through with its `model` renamed to the endpoint's, once every
+//! top-level field was found in the allow-list ([`FieldAllowList`]: OpenAI's chat completions
+//! fields, the data file `openai_fields.toml`, plus the endpoint's `extra_fields`); a field
+//! outside it is refused with a 400 naming it, never passed on with the operator's key. Answers and
 //! streams are relayed byte for byte, read only for their usage. To account usage on a stream the
 //! call asks for `stream_options.include_usage`; when the client had not, the usage-only chunk is
 //! left out of the relay so the client sees what it asked for. The key (configured, or the
 //! request's `x-byollm-endpoint-key`) is sent as a bearer token for this call only; errors never
 //! carry it or the URL.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -19,11 +22,12 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
+use super::buffered::BufferedAnswer;
 use super::direct::{DirectClient, DirectError, DirectRequest, Limits};
 use super::egress::{EgressError, EgressPolicy};
 use super::sse::{SseEvent, SseReader};
 use crate::error::ApiError;
-use crate::secret::Secret;
+use crate::secret::{self, Secret};
 
 /// The header a `per_request` endpoint's URL comes in.
 const HEADER_ENDPOINT_URL: &str = "x-byollm-endpoint-url";
@@ -33,6 +37,53 @@ const MAX_ERROR_BYTES: usize = 64 * 1024;
 /// `stream_options`). OpenAI's chat request has about 40; endpoints add a few of their own. The
 /// cap bounds what parsing costs: each field is a map entry and a copy of its value's text.
 const MAX_FIELDS: usize = 256;
+/// Longest endpoint error message passed on, in characters.
+const MAX_MESSAGE_CHARS: usize = 512;
+/// Most refused field names an error lists (and the longest name it quotes, in characters): the
+/// names are the caller's own, bounded before they are echoed.
+const MAX_NAMED_FIELDS: usize = 8;
+const MAX_NAMED_FIELD_CHARS: usize = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldTable {
+    fields: Vec<String>,
+}
+
+/// OpenAI's chat completions request fields, from the data file.
+static OPENAI_FIELDS: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
+    match toml::from_str::<FieldTable>(include_str!("openai_fields.toml")) {
+        Ok(table) => table.fields.into_iter().collect(),
+        // Compiled-in data the unit tests parse; should it ever break, nothing passes (fail closed).
+        Err(error) => {
+            tracing::error!(%error, "src/upstream/openai_fields.toml is invalid; refusing every field");
+            BTreeSet::new()
+        }
+    }
+});
+
+/// The top-level request fields an endpoint takes: OpenAI's chat completions fields
+/// (`openai_fields.toml`) and the endpoint's own `extra_fields`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldAllowList {
+    extra: BTreeSet<String>,
+}
+
+impl FieldAllowList {
+    /// OpenAI's fields and `extra` (names the configuration validated).
+    pub fn new(extra: impl IntoIterator<Item = String>) -> FieldAllowList {
+        FieldAllowList { extra: extra.into_iter().collect() }
+    }
+
+    pub fn allows(&self, field: &str) -> bool {
+        OPENAI_FIELDS.contains(field) || self.extra.contains(field)
+    }
+
+    /// OpenAI's chat completions request fields, as the data file lists them.
+    pub fn openai_fields() -> impl Iterator<Item = &'static str> {
+        OPENAI_FIELDS.iter().map(String::as_str)
+    }
+}
 
 /// The request body for the endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +99,12 @@ pub struct PreparedBody {
 pub enum OpenAiFailure {
     /// The client's body is not what a chat completion request looks like.
     Body(&'static str),
+    /// The body carries top-level fields the endpoint does not take: the first few names (each
+    /// cut short), and how many there were in all.
+    Fields {
+        names: Vec<String>,
+        count: usize,
+    },
     Transport(DirectError),
     /// The guard refused the URL the request named (`x-byollm-endpoint-url`) or the addresses its
     /// host resolves to: the request's own fault.
@@ -65,6 +122,9 @@ impl fmt::Display for OpenAiFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpenAiFailure::Body(what) => f.write_str(what),
+            OpenAiFailure::Fields { count, .. } => {
+                write!(f, "the body carries {count} field(s) the endpoint does not take")
+            }
             OpenAiFailure::Transport(error) => write!(f, "{error}"),
             OpenAiFailure::RequestUrlRefused(error) => write!(f, "{HEADER_ENDPOINT_URL}: {error}"),
             OpenAiFailure::Api { status, message, .. } => write!(f, "the endpoint answered {status}: {message}"),
@@ -79,6 +139,19 @@ impl OpenAiFailure {
         let upstream = format!("endpoint {endpoint:?}");
         let (status, code, message, retry_after) = match self {
             OpenAiFailure::Body(what) => return ApiError::invalid_request("body", "invalid_body", *what),
+            OpenAiFailure::Fields { names, count } => {
+                let listed: Vec<String> = names.iter().map(|name| format!("{name:?}")).collect();
+                let more = count.saturating_sub(names.len());
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                return ApiError::invalid_request(
+                    names.first().cloned().unwrap_or_default(),
+                    "field_not_allowed",
+                    format!(
+                        "{upstream} does not take the field(s) {}{more}: it takes the fields of OpenAI's chat completions API and those its operator allows (routing.endpoints.{endpoint}.extra_fields)",
+                        listed.join(", ")
+                    ),
+                );
+            }
             OpenAiFailure::Transport(error) => return error.to_api_error(&upstream),
             OpenAiFailure::RequestUrlRefused(_) => {
                 return ApiError::forbidden("egress_refused", self.to_string()).with_param(HEADER_ENDPOINT_URL);
@@ -168,11 +241,24 @@ fn raw(text: String) -> Result<Box<RawValue>, OpenAiFailure> {
     RawValue::from_string(text).map_err(|_| OpenAiFailure::Body("the request body could not be encoded"))
 }
 
-/// The client's body with `model` renamed, and `stream_options.include_usage` on for streams.
-/// Only the top level (and `stream_options`) is parsed; the rest passes through as raw JSON.
-pub fn prepare_body(client_body: &[u8], model: &str) -> Result<PreparedBody, OpenAiFailure> {
+/// The client's body with `model` renamed, and `stream_options.include_usage` on for streams; a
+/// top-level field `allowed` does not list is refused. Only the top level (and `stream_options`)
+/// is parsed; the rest passes through as raw JSON.
+pub fn prepare_body(client_body: &[u8], model: &str, allowed: &FieldAllowList) -> Result<PreparedBody, OpenAiFailure> {
     let Fields(mut fields) = serde_json::from_slice(client_body)
         .map_err(|_| OpenAiFailure::Body("the request body must be a JSON object of at most 256 fields"))?;
+    let mut refused = fields.keys().filter(|name| !allowed.allows(name)).peekable();
+    if refused.peek().is_some() {
+        let mut names = Vec::new();
+        let mut count = 0;
+        for name in refused {
+            count += 1;
+            if names.len() < MAX_NAMED_FIELDS {
+                names.push(name.chars().take(MAX_NAMED_FIELD_CHARS).collect());
+            }
+        }
+        return Err(OpenAiFailure::Fields { names, count });
+    }
     let stream = match fields.get("stream") {
         None => false,
         Some(value) => match value.get() {
@@ -270,9 +356,10 @@ pub fn usage_of(body: &[u8]) -> Option<TokenUsage> {
 /// An answer that started.
 #[derive(Debug)]
 pub enum OpenAiAnswer {
-    /// The `chat.completion` JSON, read whole, relayed as is.
+    /// The `chat.completion` JSON, read whole, relayed as is (charged to the answer budget until
+    /// dropped).
     Completion {
-        body: Bytes,
+        body: BufferedAnswer,
         usage: Option<TokenUsage>,
     },
     Stream(OpenAiStream),
@@ -413,11 +500,7 @@ pub fn failure_from_body(status: u16, headers: &HeaderMap, body: &[u8], secrets:
     let message = if status == 401 || status == 403 {
         "the endpoint refused the key".to_owned()
     } else {
-        let mut message: String = message.chars().take(512).collect();
-        for secret in secrets.iter().filter(|s| !s.is_empty()) {
-            message = message.replace(secret, "[redacted]");
-        }
-        message
+        secret::redact_then_cut(&message, secrets, MAX_MESSAGE_CHARS)
     };
     let code = code.filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
     OpenAiFailure::Api { status, code, message, retry_after }
@@ -459,6 +542,11 @@ pub async fn send(client: &DirectClient, call: OpenAiCall<'_>) -> Result<OpenAiA
     }
     let stream = call.body.stream;
     let client_wants_usage = call.body.client_wants_usage;
+    // A completion is read whole: its first KiB of the answer budget is taken before the call.
+    let buffer = match stream {
+        true => None,
+        false => Some(client.start_answer(call.limits.max_response_bytes).map_err(OpenAiFailure::Transport)?),
+    };
     let request = DirectRequest {
         url: &url,
         policy: call.policy,
@@ -473,20 +561,27 @@ pub async fn send(client: &DirectClient, call: OpenAiCall<'_>) -> Result<OpenAiA
         error => OpenAiFailure::Transport(error),
     })?;
     if response.status != StatusCode::OK {
+        drop(buffer);
         let status = response.status.as_u16();
         let headers = response.headers;
-        let body = response.body.read_all(MAX_ERROR_BYTES).await.unwrap_or_default();
+        let body = response.body.read_all(MAX_ERROR_BYTES).await.ok();
         let key = call.key.map(Secret::expose).unwrap_or_default();
-        return Err(failure_from_body(status, &headers, &body, &[key, call.base_url.as_str()]));
+        let body = body.as_deref().unwrap_or_default();
+        return Err(failure_from_body(status, &headers, body, &[key, call.base_url.as_str()]));
     }
-    if stream {
-        let sse = SseReader::new(response.body);
-        return Ok(OpenAiAnswer::Stream(OpenAiStream { sse, tracker: UsageTracker::new(client_wants_usage) }));
+    match buffer {
+        None => {
+            let sse = SseReader::new(response.body);
+            Ok(OpenAiAnswer::Stream(OpenAiStream { sse, tracker: UsageTracker::new(client_wants_usage) }))
+        }
+        // Streaming through would plug in here: a relay taking `response.body` as it arrives
+        // (reading the usage as it passes) would need neither the buffer nor its budget.
+        Some(buffer) => {
+            let body = response.body.read_into(buffer).await.map_err(OpenAiFailure::Transport)?;
+            let usage = usage_of(&body);
+            Ok(OpenAiAnswer::Completion { body, usage })
+        }
     }
-    let limit = usize::try_from(call.limits.max_response_bytes).unwrap_or(usize::MAX);
-    let body = response.body.read_all(limit).await.map_err(OpenAiFailure::Transport)?;
-    let usage = usage_of(&body);
-    Ok(OpenAiAnswer::Completion { body, usage })
 }
 
 #[cfg(test)]
@@ -495,10 +590,73 @@ mod tests {
     use crate::upstream::sse::SseParser;
     use serde_json::{Value, json};
 
+    const OPENAI: FieldAllowList = FieldAllowList { extra: BTreeSet::new() };
+
+    #[test]
+    fn the_field_list_is_openais_chat_completions_request() {
+        let fields: Vec<&str> = FieldAllowList::openai_fields().collect();
+        assert_eq!(fields.len(), 35, "{fields:?}");
+        for field in ["messages", "model", "stream", "stream_options", "tools", "max_completion_tokens", "user"] {
+            assert!(OPENAI.allows(field), "{field}");
+        }
+        for field in ["models", "fallbacks", "route", "provider", "api_base", "transforms", ""] {
+            assert!(!OPENAI.allows(field), "{field}");
+        }
+    }
+
+    #[test]
+    fn fields_outside_the_list_are_refused_by_name_unless_the_endpoint_allows_them() {
+        let body = json!({
+            "model": "glm", "messages": [{"role": "user", "content": "hi"}],
+            "models": ["openai/gpt-5-pro"], "fallbacks": ["x"], "route": "fallback",
+            "provider": {"order": ["x"]}, "api_base": "https://evil.example",
+        })
+        .to_string();
+        let failure = prepare_body(body.as_bytes(), "z-ai/glm-4.6", &OPENAI).unwrap_err();
+        let OpenAiFailure::Fields { names, count } = &failure else { panic!("{failure:?}") };
+        assert_eq!(
+            (names.clone(), *count),
+            (["api_base", "fallbacks", "models", "provider", "route"].map(String::from).to_vec(), 5)
+        );
+        let error = failure.to_api_error("openrouter", "glm", false);
+        assert_eq!(
+            (error.status.as_u16(), error.code, error.param.as_deref()),
+            (400, "field_not_allowed", Some("api_base"))
+        );
+        assert!(
+            error.message.contains("\"models\"") && error.message.contains("routing.endpoints.openrouter.extra_fields")
+        );
+
+        // The endpoint allows two of them: the others are still refused.
+        let some = FieldAllowList::new(["provider".to_owned(), "route".to_owned()]);
+        let failure = prepare_body(body.as_bytes(), "z-ai/glm-4.6", &some).unwrap_err();
+        assert!(matches!(&failure, OpenAiFailure::Fields { count: 3, .. }), "{failure:?}");
+        let all = FieldAllowList::new(["provider", "route", "models", "fallbacks", "api_base"].map(str::to_owned));
+        let prepared = prepare_body(body.as_bytes(), "z-ai/glm-4.6", &all).unwrap();
+        let sent: Value = serde_json::from_slice(&prepared.body).unwrap();
+        assert_eq!(sent["provider"], json!({"order": ["x"]}));
+        assert_eq!(sent["model"], "z-ai/glm-4.6");
+    }
+
+    #[test]
+    fn a_refusal_echoes_a_bounded_part_of_the_names() {
+        let mut body = String::from("{\"model\":\"m\"");
+        for i in 0..200 {
+            body.push_str(&format!(",\"{}{i}\":1", "n".repeat(1000)));
+        }
+        body.push('}');
+        let failure = prepare_body(body.as_bytes(), "m", &OPENAI).unwrap_err();
+        let OpenAiFailure::Fields { names, count } = &failure else { panic!("{failure:?}") };
+        assert_eq!((names.len(), *count), (MAX_NAMED_FIELDS, 200));
+        assert!(names.iter().all(|n| n.chars().count() == MAX_NAMED_FIELD_CHARS));
+        let error = failure.to_api_error("e", "m", false);
+        assert!(error.message.len() < 1024 && error.message.contains("and 192 more"), "{}", error.message);
+    }
+
     #[test]
     fn the_model_is_renamed_and_usage_asked_for_on_streams() {
         let client = json!({"model": "glm", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.2});
-        let prepared = prepare_body(client.to_string().as_bytes(), "z-ai/glm-4.6").unwrap();
+        let prepared = prepare_body(client.to_string().as_bytes(), "z-ai/glm-4.6", &OPENAI).unwrap();
         assert!(!prepared.stream);
         let body: Value = serde_json::from_slice(&prepared.body).unwrap();
         assert_eq!(
@@ -508,15 +666,15 @@ mod tests {
 
         let streamed =
             json!({"model": "glm", "messages": [], "stream": true, "stream_options": {"include_obfuscation": false}});
-        let prepared = prepare_body(streamed.to_string().as_bytes(), "z-ai/glm-4.6").unwrap();
+        let prepared = prepare_body(streamed.to_string().as_bytes(), "z-ai/glm-4.6", &OPENAI).unwrap();
         assert!(prepared.stream && !prepared.client_wants_usage);
         let body: Value = serde_json::from_slice(&prepared.body).unwrap();
         assert_eq!(body["stream_options"], json!({"include_obfuscation": false, "include_usage": true}));
 
         let asked = json!({"model": "glm", "messages": [], "stream": true, "stream_options": {"include_usage": true}});
-        assert!(prepare_body(asked.to_string().as_bytes(), "x").unwrap().client_wants_usage);
+        assert!(prepare_body(asked.to_string().as_bytes(), "x", &OPENAI).unwrap().client_wants_usage);
         for bad in [&b"[]"[..], br#"{"stream":"yes"}"#, br#"{"stream":true,"stream_options":3}"#] {
-            assert!(prepare_body(bad, "x").is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(prepare_body(bad, "x", &OPENAI).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
 
@@ -562,6 +720,19 @@ data: [DONE]\n\n";
             Some(TokenUsage { prompt_tokens: Some(4), completion_tokens: Some(1), ..TokenUsage::default() })
         );
         assert_eq!(usage_of(b"{}"), None);
+    }
+
+    #[test]
+    fn a_key_straddling_the_cut_is_redacted_before_it() {
+        let key = "sk-or-v1-abcdef0123456789abcdef0123456789";
+        let message = format!("{}{key} is not allowed", "m".repeat(500));
+        let body = json!({"error": {"message": message}}).to_string();
+        let failure = failure_from_body(400, &HeaderMap::new(), body.as_bytes(), &[key]);
+        let OpenAiFailure::Api { message, .. } = &failure else { panic!("{failure:?}") };
+        // Cut first, then redacted, 12 of the key's characters would have been left.
+        assert!(!message.contains("sk-or-v1"), "{message}");
+        assert!(message.ends_with("m[redacted] i"), "{message}");
+        assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS);
     }
 
     #[test]
