@@ -1,12 +1,14 @@
 //! byollm's test kit, compiled once and shared by every integration test: local fakes of the
 //! services byollm talks to ([`support`]), the harness that runs the real `byollm` binary
 //! ([`harness`]), the fakes a cloud gateway needs ([`cloud`]), helpers for real client programs
-//! ([`clients`]) and the one rule for a check that cannot run ([`not_run`]).
+//! ([`clients`]), the one rule for a check that cannot run ([`not_run`]) and a counting allocator
+//! for memory bounds ([`alloc`]).
 //!
 //! It must never depend on the `byollm` crate: the fakes judge that code, so they keep their own
 //! tables, their own IAM evaluator and their own SigV4 check. Nothing here reaches AWS, Anthropic
 //! or any other provider.
 
+pub mod alloc;
 pub mod clients;
 pub mod cloud;
 pub mod harness;

@@ -1,9 +1,9 @@
 //! The one rule for a check that cannot run here (a tool or client that is not installed).
 //!
 //! Outside CI it prints `NOT RUN: <why>` and the test passes: a developer without terraform or the
-//! client SDKs can still run the suite. Under CI (the `CI` environment variable is set) it fails,
-//! unless its reason is declared unreachable on purpose in [`DECLARED`], which `.ci/run` sets
-//! (with the reason why) — then it prints `NOT RUN (declared unreachable): <why>` and passes.
+//! client SDKs can still run the suite. Under CI (`CI` set and not empty) it fails, unless its
+//! reason is declared unreachable on purpose in [`DECLARED`], which `.ci/run` sets (with the
+//! reason why) — then it prints `NOT RUN (declared unreachable): <why>` and passes.
 //! `infra/ci.sh` applies the same rule to its terraform checks. This module never decides that a
 //! check can be skipped on its own: every skip in the tests goes through [`not_run`].
 
@@ -22,7 +22,7 @@ pub enum Outcome {
     Fails,
 }
 
-/// The rule itself: `ci` is whether `CI` is set, `declared` the value of [`DECLARED`].
+/// The rule itself: `ci` is whether `CI` is set (not empty), `declared` the value of [`DECLARED`].
 pub fn decide(ci: bool, declared: Option<&str>, reason: &str) -> Outcome {
     if !ci {
         return Outcome::NotRun;
@@ -39,7 +39,9 @@ pub fn decide(ci: bool, declared: Option<&str>, reason: &str) -> Outcome {
 /// Panics under CI unless `reason` is declared.
 pub fn not_run(reason: &str, why: &str) {
     let declared = std::env::var(DECLARED).ok();
-    match decide(std::env::var_os("CI").is_some(), declared.as_deref(), reason) {
+    // Set and not empty, as infra/ci.sh reads it (`[ -n "${CI:-}" ]`).
+    let ci = std::env::var_os("CI").is_some_and(|value| !value.is_empty());
+    match decide(ci, declared.as_deref(), reason) {
         Outcome::NotRun => eprintln!("NOT RUN: {why}; under CI this fails unless {DECLARED} lists `{reason}`"),
         Outcome::DeclaredUnreachable => {
             eprintln!("NOT RUN (declared unreachable): {why} [{reason} is listed in {DECLARED}]")
