@@ -3,18 +3,15 @@
 //! mints session tags into its tokens. An agent-restricted caller can neither mint a token nor
 //! obtain credentials that another agent's role, or the team's role, accepts.
 
-mod harness;
-
-use reqwest::Method;
-#[allow(unused_imports)] // the fake Bedrock is not used here
-mod support;
-
 use std::collections::HashMap;
 
 use base64::Engine;
-use harness::{Gateway, sha256_hex};
+use byollm_testkit::harness::{Gateway, Harness, sha256_hex};
+use byollm_testkit::support::{FakeSts, FakeStsOptions, TrustedRole, iam_allows};
+use reqwest::Method;
 use serde_json::{Value, json};
-use support::{FakeSts, FakeStsOptions, TrustedRole, iam_allows};
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 const ISSUER: &str = "https://issuer.example.com";
 const ACCOUNT: &str = "111111111111";
@@ -147,7 +144,7 @@ fn untagged_policy(team: &str) -> Value {
 impl Setup {
     async fn start() -> Setup {
         let sts = FakeSts::start(FakeStsOptions::default()).await;
-        let gateway = Gateway::start_with_issuer(&config(&sts.url()), ISSUER);
+        let gateway = BYOLLM.start_with_issuer(&config(&sts.url()), ISSUER);
         // The account registered the issuer as its OIDC provider; AWS fetches its documents,
         // here from the gateway on loopback.
         sts.set_providers(vec![ISSUER.into()]);

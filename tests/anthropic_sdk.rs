@@ -2,24 +2,28 @@
 //! the cloud path (fake STS, fake Bedrock checking SigV4 against the run's role):
 //! `tests/anthropic_client.py` uses `Anthropic(base_url=…)` on the Messages API (create, stream,
 //! count_tokens, models, errors before and inside a stream) and `AnthropicBedrock` with the byollm
-//! key as a Bedrock API key on the native routes (create, stream). Without the SDK the test says it
-//! skipped, unless `CI` is set.
-
-mod clients;
-mod cloud;
-mod harness;
-mod support;
+//! key as a Bedrock API key on the native routes (create, stream). Without the SDK the test says NOT
+//! RUN, or fails under `CI` (`byollm_testkit::not_run`).
 
 use std::time::Duration;
 
-use harness::{API_KEY, Gateway};
+use byollm_testkit::clients;
+use byollm_testkit::cloud;
+use byollm_testkit::harness::{API_KEY, Harness};
+use byollm_testkit::support::{BedrockErrorKind, FakeBedrockOptions, FakeStsOptions, Reply, StreamExceptionKind};
 use serde_json::json;
-use support::{BedrockErrorKind, FakeBedrockOptions, FakeStsOptions, Reply, StreamExceptionKind};
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anthropic_and_anthropic_bedrock_clients_through_byollm() {
     let python = clients::python_with("anthropic");
-    if !clients::available("the Python anthropic SDK", python.is_some(), "python3 -m pip install anthropic==2.14.0") {
+    if !clients::available(
+        "python-anthropic",
+        "the Python anthropic SDK",
+        python.is_some(),
+        "python3 -m pip install anthropic==2.14.0",
+    ) {
         return;
     }
     let python = python.unwrap();
@@ -27,7 +31,7 @@ async fn anthropic_and_anthropic_bedrock_clients_through_byollm() {
     let models = "[models.\"haiku\"]\nid = \"global.anthropic.claude-haiku-4-5-20251001-v1:0\"\n\
                   [models.\"opus\"]\nid = \"global.anthropic.claude-opus-4-7\"\n";
     let config = cloud::config(&sts, &bedrock, models);
-    let gateway = Gateway::start(&config);
+    let gateway = BYOLLM.start(&config);
     sts.set_providers(vec![gateway.issuer_host()]);
     bedrock.set_script(vec![
         Reply::text(&["Hello from the SDK."]).usage(13, 5),

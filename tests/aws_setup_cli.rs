@@ -1,14 +1,12 @@
 //! `byollm aws-setup` checked against tokens the issuer really mints: the generated trust policy
 //! admits the team's tokens and nobody else's.
 
-mod harness;
-#[allow(unused_imports)] // only the fakes' independent IAM matcher is used here
-mod support;
-
 use base64::Engine;
-use harness::run_cli;
+use byollm_testkit::harness::Harness;
+use byollm_testkit::support::iam_string_like as string_like;
 use serde_json::Value;
-use support::iam_string_like as string_like;
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 fn claims(token: &str) -> Value {
     let payload = token.trim().split('.').nth(1).unwrap();
@@ -27,9 +25,9 @@ fn trust_policy_admits_exactly_the_teams_minted_tokens() {
         ),
     )
     .unwrap();
-    assert_eq!(run_cli(&["keys", "generate"], Some(&config)).0, 0);
+    assert_eq!(BYOLLM.run_cli(&["keys", "generate"], Some(&config)).0, 0);
     let (code, policies, stderr) =
-        run_cli(&["aws-setup", "--team", "acme", "--account-id", "123456789012"], Some(&config));
+        BYOLLM.run_cli(&["aws-setup", "--team", "acme", "--account-id", "123456789012"], Some(&config));
     assert_eq!(code, 0, "{stderr}");
     let policies: Value = serde_json::from_str(&policies).unwrap();
     let statement = &policies["trust_policy"]["Statement"][0];
@@ -43,8 +41,8 @@ fn trust_policy_admits_exactly_the_teams_minted_tokens() {
     let aud = statement["Condition"]["StringEquals"]["issuer.example.com/byollm:aud"].clone();
 
     let mint = |team: &str, principal: &str| {
-        let (code, token, stderr) =
-            run_cli(&["token", "mint", "--team", team, "--actor", "user", "--principal", principal], Some(&config));
+        let (code, token, stderr) = BYOLLM
+            .run_cli(&["token", "mint", "--team", team, "--actor", "user", "--principal", principal], Some(&config));
         assert_eq!(code, 0, "{stderr}");
         claims(&token)
     };
@@ -59,11 +57,11 @@ fn trust_policy_admits_exactly_the_teams_minted_tokens() {
     // A uid that smuggles `/` would match: the issuer refuses to mint it.
     assert!(string_like(&sub_pattern, "scoped_principal:acme/evil/user:x"));
     let (code, _, stderr) =
-        run_cli(&["token", "mint", "--team", "acme/evil", "--actor", "user", "--principal", "x"], Some(&config));
+        BYOLLM.run_cli(&["token", "mint", "--team", "acme/evil", "--actor", "user", "--principal", "x"], Some(&config));
     assert_eq!(code, 1);
     assert!(stderr.contains("only A-Z"), "{stderr}");
 
-    let (code, tfvars, _) = run_cli(&["aws-setup", "--team", "acme", "--format", "tfvars"], Some(&config));
+    let (code, tfvars, _) = BYOLLM.run_cli(&["aws-setup", "--team", "acme", "--format", "tfvars"], Some(&config));
     assert_eq!(code, 0);
     assert!(tfvars.contains("issuer_url") && tfvars.contains("\"https://issuer.example.com/byollm\""), "{tfvars}");
     assert!(tfvars.contains("\"eu-west-1\""));
@@ -71,7 +69,7 @@ fn trust_policy_admits_exactly_the_teams_minted_tokens() {
 
 #[test]
 fn aws_setup_refuses_a_dev_issuer() {
-    let (code, _, stderr) = run_cli(&["aws-setup", "--team", "acme"], None);
+    let (code, _, stderr) = BYOLLM.run_cli(&["aws-setup", "--team", "acme"], None);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("https"), "{stderr}");
 }

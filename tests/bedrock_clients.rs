@@ -5,18 +5,17 @@
 //!
 //! Cloud path: fake STS (which fetches our JWKS over HTTPS, trusting the test's certificate) and a
 //! fake Bedrock that checks every SigV4 signature against the run's assumed-role credentials.
-//! Local path: `byollm local` signing with a profile's keys. Without boto3 the tests say they
-//! skipped, unless `CI` is set.
-
-mod clients;
-mod cloud;
-mod harness;
-mod support;
+//! Local path: `byollm local` signing with a profile's keys. Without boto3 the tests say NOT
+//! RUN, or fail under `CI` (`byollm_testkit::not_run`).
 
 use std::time::Duration;
 
-use harness::{API_KEY, Gateway, tls_lines, write_tls_pair};
-use support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, FakeStsOptions, Reply};
+use byollm_testkit::clients;
+use byollm_testkit::cloud;
+use byollm_testkit::harness::{API_KEY, Gateway, Harness, tls_lines, write_tls_pair};
+use byollm_testkit::support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, FakeStsOptions, Reply};
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 const MODELS: &str = "[models.\"haiku\"]\nid = \"global.anthropic.claude-haiku-4-5-20251001-v1:0\"\n";
 /// What the client asks for: another profile of the configured model.
@@ -79,7 +78,12 @@ async fn run_boto3(
 #[tokio::test(flavor = "multi_thread")]
 async fn boto3_with_a_bearer_key_through_the_cloud_path_over_https() {
     let python = clients::python_with("boto3");
-    if !clients::available("boto3", python.is_some(), "python3 -m pip install boto3==1.43.11 botocore==1.43.11") {
+    if !clients::available(
+        "boto3",
+        "boto3",
+        python.is_some(),
+        "python3 -m pip install boto3==1.43.11 botocore==1.43.11",
+    ) {
         return;
     }
     let python = python.unwrap();
@@ -88,7 +92,7 @@ async fn boto3_with_a_bearer_key_through_the_cloud_path_over_https() {
     let sts = FakeStsOptions { tls_root_pem: Some(pair.pem.clone()), ..Default::default() };
     let (sts, bedrock) = cloud::fakes(sts, FakeBedrockOptions::default()).await;
     let config = cloud::config(&sts, &bedrock, MODELS);
-    let gateway = Gateway::start_tls(&config, &[], &pair);
+    let gateway = BYOLLM.start_tls(&config, &[], &pair);
     sts.set_providers(vec![gateway.issuer_host()]);
     let cert = &pair.cert;
     bedrock.set_script(script());
@@ -130,7 +134,12 @@ async fn boto3_with_a_bearer_key_through_the_cloud_path_over_https() {
 #[tokio::test(flavor = "multi_thread")]
 async fn boto3_with_a_bearer_key_through_byollm_local_over_https() {
     let python = clients::python_with("boto3");
-    if !clients::available("boto3", python.is_some(), "python3 -m pip install boto3==1.43.11 botocore==1.43.11") {
+    if !clients::available(
+        "boto3",
+        "boto3",
+        python.is_some(),
+        "python3 -m pip install boto3==1.43.11 botocore==1.43.11",
+    ) {
         return;
     }
     let python = python.unwrap();
@@ -152,7 +161,7 @@ async fn boto3_with_a_bearer_key_through_byollm_local_over_https() {
         ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &bedrock.url()),
     ];
     let config = format!("[server]\n{}{MODELS}", tls_lines(&pair));
-    let mut gateway = Gateway::start_local(&config, &["--profile", "dev"], &env);
+    let mut gateway = BYOLLM.start_local(&config, &["--profile", "dev"], &env);
     gateway.url = gateway.url.replace("http://127.0.0.1", "https://localhost");
     bedrock.set_script(script());
 

@@ -4,17 +4,15 @@
 //! then nothing. Team `acme` is served meanwhile; `other` gets 429 in each surface's shape until
 //! its stalled bodies are cut with 408 for falling below the minimum rate.
 
-mod cloud;
-mod harness;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use harness::{API_KEY, Gateway, OTHER_API_KEY};
+use byollm_testkit::harness::{API_KEY, Gateway, Harness, OTHER_API_KEY};
+use byollm_testkit::support::{CredentialStore, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, TrustedRole};
 use serde_json::{Value, json};
-use support::{CredentialStore, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, TrustedRole};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 const OTHER_ROLE: &str = "arn:aws:iam::222222222222:role/byollm-other";
 const MIB: usize = 1 << 20;
@@ -26,14 +24,14 @@ async fn start() -> (FakeSts, FakeBedrock, Gateway) {
     };
     let credentials = CredentialStore::new();
     let sts = FakeSts::start(FakeStsOptions {
-        roles: vec![trusting(cloud::ROLE, "acme"), trusting(OTHER_ROLE, "other")],
+        roles: vec![trusting(byollm_testkit::cloud::ROLE, "acme"), trusting(OTHER_ROLE, "other")],
         credentials: credentials.clone(),
         ..Default::default()
     })
     .await;
     let bedrock = FakeBedrock::start(FakeBedrockOptions { credentials, ..Default::default() }).await;
     let extra = format!("[[teams]]\nuid = \"other\"\nrole_arn = \"{OTHER_ROLE}\"\n");
-    let gateway = Gateway::start(&cloud::config(&sts, &bedrock, &extra));
+    let gateway = BYOLLM.start(&byollm_testkit::cloud::config(&sts, &bedrock, &extra));
     sts.set_providers(vec![gateway.issuer_host()]);
     (sts, bedrock, gateway)
 }

@@ -6,64 +6,20 @@
 //!
 //! The allocator counts per thread, so the measurement is the parse on this test's thread alone.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use byollm::api::models::ProfileQuery;
 use byollm::convert::messages;
 use byollm::convert::request::{Target, parse_request, to_anthropic};
 use byollm::models::catalog;
 use byollm::upstream::openai_compat::{FieldAllowList, OpenAiFailure, failure_from_body, prepare_body};
 use byollm::wire::openai::{MAX_CONTENT_PARTS, MAX_MESSAGES, PARSED_ITEM_BYTES};
-
-struct Counting;
-
-thread_local! {
-    static CURRENT: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn track(delta: isize) {
-    // `try_with`: the thread's slots may already be gone while it exits.
-    let _ = CURRENT.try_with(|current| {
-        let now = current.get() + delta;
-        current.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let pointer = unsafe { System.alloc(layout) };
-        if !pointer.is_null() {
-            track(layout.size() as isize);
-        }
-        pointer
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(pointer, layout) };
-        track(-(layout.size() as isize));
-    }
-
-    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let moved = unsafe { System.realloc(pointer, layout, new_size) };
-        if !moved.is_null() {
-            track(new_size as isize - layout.size() as isize);
-        }
-        moved
-    }
-}
+use byollm_testkit::alloc::{self, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
 /// Bytes allocated at the peak of `work`, above what was live before it.
 fn peak_of<T>(work: impl FnOnce() -> T) -> (T, usize) {
-    let start = CURRENT.with(Cell::get);
-    PEAK.with(|peak| peak.set(start));
-    let result = work();
-    let peak = (PEAK.with(Cell::get) - start).max(0) as usize;
+    let (result, peak) = alloc::peak_of(work);
     eprintln!("peak {peak} bytes above the body");
     (result, peak)
 }

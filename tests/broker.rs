@@ -3,10 +3,6 @@
 //! discovery document and JWKS before answering. Where time must move (last-good credentials), the
 //! same router runs in process with an injected clock; STS traffic is still real XML over HTTP.
 
-mod harness;
-#[allow(unused_imports)] // the fake Bedrock is not used here
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,10 +16,14 @@ use byollm::config::Config;
 use byollm::identity::authz::RunRequest;
 use byollm::issuer::Issuer;
 use byollm::principal::Uid;
-use harness::{API_KEY, Gateway, OTHER_API_KEY, callers_toml, sha256_hex};
+use byollm_testkit::harness;
+use byollm_testkit::harness::{API_KEY, Gateway, Harness, OTHER_API_KEY, callers_toml, sha256_hex};
+use byollm_testkit::support;
+use byollm_testkit::support::{FakeSts, FakeStsOptions, StsErrorCode, StsStep, TrustedRole};
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use support::{FakeSts, FakeStsOptions, StsErrorCode, StsStep, TrustedRole};
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 const ACME_ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";
 const REVIEWER_ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme-reviewer";
@@ -110,7 +110,7 @@ impl Setup {
     async fn start_with_env(credential_lifetime: Option<Duration>, env: &[(&str, &str)]) -> Setup {
         let sts =
             FakeSts::start(FakeStsOptions { roles: fake_roles(), credential_lifetime, ..Default::default() }).await;
-        let gateway = Gateway::start_with(&broker_toml(&sts.url()), false, env);
+        let gateway = BYOLLM.start_with(&broker_toml(&sts.url()), false, env);
         // The gateway picked its port; register its issuer as the account's OIDC provider.
         sts.set_providers(vec![gateway.issuer_host()]);
         Setup { sts, gateway, http: reqwest::Client::new() }

@@ -2,14 +2,13 @@
 //! keys) against a fake Bedrock on 127.0.0.1 that checks SigV4 and the body, and streams real
 //! event-stream frames.
 
-mod harness;
-mod support;
-
 use std::time::Duration;
 
-use harness::Gateway;
+use byollm_testkit::harness::{Gateway, Harness};
+use byollm_testkit::support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, Reply, StreamExceptionKind};
 use serde_json::{Value, json};
-use support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, Reply, StreamExceptionKind};
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 const KEY_ID: &str = "AKIDLOCALTEST0001";
 const SECRET: &str = "local-test-secret-key-0001";
@@ -26,7 +25,7 @@ async fn setup(known_key: bool) -> Setup {
     if known_key {
         bedrock.add_static_key(KEY_ID, SECRET);
     }
-    let (gateway, aws) = Gateway::start_local_with_keys(&bedrock.url(), KEY_ID, SECRET);
+    let (gateway, aws) = BYOLLM.start_local_with_keys(&bedrock.url(), KEY_ID, SECRET);
     Setup { bedrock, gateway, _aws: aws }
 }
 
@@ -339,7 +338,7 @@ async fn web_pages_and_rebound_hosts_cannot_spend_the_local_session() {
 async fn setup_with(config: &str) -> Setup {
     let bedrock = FakeBedrock::start(FakeBedrockOptions { auto_reply: true, ..Default::default() }).await;
     bedrock.add_static_key(KEY_ID, SECRET);
-    let (gateway, aws) = Gateway::start_local_configured(config, &bedrock.url(), KEY_ID, SECRET);
+    let (gateway, aws) = BYOLLM.start_local_configured(config, &bedrock.url(), KEY_ID, SECRET);
     Setup { bedrock, gateway, _aws: aws }
 }
 

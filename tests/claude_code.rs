@@ -12,18 +12,17 @@
 //! refused by byollm without a Bedrock call, and it settles on the configured one.
 //!
 //! Install: `npm ci --prefix tests/claude_code` (its postinstall is not run by npm 11: the test
-//! calls the platform package's binary directly). Missing: skipped, or a failure under `CI`.
-
-mod clients;
-mod cloud;
-mod harness;
-mod support;
+//! calls the platform package's binary directly). Missing: NOT RUN, or a failure under `CI`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::{API_KEY, Gateway};
-use support::{FakeBedrock, FakeBedrockOptions, FakeStsOptions, Reply};
+use byollm_testkit::clients;
+use byollm_testkit::cloud;
+use byollm_testkit::harness::{API_KEY, Harness};
+use byollm_testkit::support::{FakeBedrock, FakeBedrockOptions, FakeStsOptions, Reply};
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 const MODELS: &str = "[models.\"opus\"]\nid = \"global.anthropic.claude-opus-4-7\"\n";
 const ANSWER: &str = "Hello from byollm.";
@@ -44,8 +43,13 @@ fn claude_binary() -> Option<PathBuf> {
 
 fn claude() -> Option<PathBuf> {
     let binary = claude_binary();
-    clients::available("Claude Code", binary.is_some(), "npm ci --prefix tests/claude_code --no-audit --no-fund")
-        .then(|| binary.unwrap())
+    clients::available(
+        "claude-code",
+        "Claude Code",
+        binary.is_some(),
+        "npm ci --prefix tests/claude_code --no-audit --no-fund",
+    )
+    .then(|| binary.unwrap())
 }
 
 /// Runs `claude -p <prompt>` in Bedrock mode against `url` with `key` and `headers`.
@@ -91,7 +95,7 @@ async fn claude_code_completes_a_prompt_through_byollm_serve() {
         FakeBedrockOptions { default_reply: Reply::text(&["Hello", " from", " byollm."]), ..Default::default() };
     let (sts, bedrock) = cloud::fakes(FakeStsOptions::default(), bedrock).await;
     let config = cloud::config(&sts, &bedrock, MODELS);
-    let gateway = Gateway::start(&config);
+    let gateway = BYOLLM.start(&config);
     sts.set_providers(vec![gateway.issuer_host()]);
 
     let headers = "x-byollm-actor: service_account\nx-byollm-principal: ci-bot\nx-byollm-run-id: run-claude-code";
@@ -132,7 +136,7 @@ async fn claude_code_completes_a_prompt_through_byollm_local() {
         ("AWS_SHARED_CREDENTIALS_FILE", credentials_file.to_str().unwrap()),
         ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &bedrock.url()),
     ];
-    let gateway = Gateway::start_local(MODELS, &["--profile", "dev"], &env);
+    let gateway = BYOLLM.start_local(MODELS, &["--profile", "dev"], &env);
 
     let (ok, output) = run_claude(&binary, &gateway.url, gateway.local_key(), "").await;
     check_run(ok, &output, &bedrock, &gateway.logs());

@@ -2,20 +2,19 @@
 //! (which verifies it through our discovery document and JWKS) → assumed-role credentials → fake
 //! Bedrock (which checks the SigV4 signature made with exactly those credentials).
 
-mod cloud;
-mod harness;
-mod support;
-
-use harness::{API_KEY, Gateway, OTHER_API_KEY};
+use byollm_testkit::cloud;
+use byollm_testkit::harness::{API_KEY, Harness, OTHER_API_KEY};
+use byollm_testkit::support::{FakeBedrockOptions, FakeStsOptions, Reply};
 use serde_json::{Value, json};
-use support::{FakeBedrockOptions, FakeStsOptions, Reply};
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_runs_chat_is_signed_with_its_own_assumed_role() {
     let (sts, bedrock) = cloud::fakes(FakeStsOptions::default(), FakeBedrockOptions::default()).await;
     let config = cloud::config(&sts, &bedrock, "");
     // Trace logging asked for: the SDK's request dumps must stay capped (they hold the token).
-    let gateway = Gateway::start_with(&config, false, &[("BYOLLM_LOG", "trace")]);
+    let gateway = BYOLLM.start_with(&config, false, &[("BYOLLM_LOG", "trace")]);
     sts.set_providers(vec![gateway.issuer_host()]);
 
     let client = reqwest::Client::new();

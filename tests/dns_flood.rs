@@ -4,18 +4,17 @@
 //! another team's `POST /v1/credentials` (token signing and STS). Everything on 127.0.0.1: a fake
 //! DNS server that reads every query and answers none, the fake STS, the real binary.
 
-mod harness;
 #[allow(unused_imports)] // only the fake STS is used here
-mod support;
-
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::{API_KEY, Gateway, OTHER_API_KEY, callers_toml};
+use byollm_testkit::harness::{API_KEY, Harness, OTHER_API_KEY, callers_toml};
+use byollm_testkit::support::{FakeSts, FakeStsOptions, TrustedRole};
 use serde_json::{Value, json};
-use support::{FakeSts, FakeStsOptions, TrustedRole};
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 const ACME_ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";
 /// Requests in the flood, all at once.
@@ -97,7 +96,7 @@ routes."llama3.1:8b" = [{{ openai = {{ endpoint = "byo" }} }}]
         sts = sts.url(),
         port = dns.port,
     );
-    let gateway = Gateway::start_with(&config, false, &[("BYOLLM_LOG", "info")]);
+    let gateway = BYOLLM.start_with(&config, false, &[("BYOLLM_LOG", "info")]);
     sts.set_providers(vec![gateway.issuer_host()]);
     let pid = gateway.pid();
     let idle_threads = threads_of(pid);

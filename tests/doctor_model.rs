@@ -1,11 +1,9 @@
 //! `byollm doctor --model` through the binary: one minimal real call to a model (against a fake
 //! Bedrock that enforces each model's rules) and the usual first-use failures explained.
 
-mod support;
-
 use std::process::Command;
 
-use support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, Reply};
+use byollm_testkit::support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, Reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_byollm");
 const KEY_ID: &str = "AKIADOCTORMODEL0001";

@@ -1,12 +1,12 @@
 //! The issuer as AWS and cloud workers see it: the real binary on 127.0.0.1, its tokens verified
 //! only through what it serves over HTTP.
 
-mod harness;
-
 use std::time::Duration;
 
-use harness::{API_KEY, Gateway, OTHER_API_KEY, callers_toml, run_cli, verify_like_aws};
+use byollm_testkit::harness::{API_KEY, Gateway, Harness, OTHER_API_KEY, callers_toml, verify_like_aws};
 use serde_json::{Value, json};
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 async fn mint(gateway: &Gateway, key: Option<&str>, body: Value) -> (u16, Value) {
     let mut request = reqwest::Client::new().post(format!("{}/v1/tokens", gateway.url)).json(&body);
@@ -28,7 +28,7 @@ fn acme_team() -> String {
 
 #[tokio::test]
 async fn minted_tokens_verify_the_way_aws_verifies_them() {
-    let gateway = Gateway::start(&acme_team());
+    let gateway = BYOLLM.start(&acme_team());
     let body = json!({"actor": "service_account", "principal": "ci-bot", "agent": "reviewer", "run_id": "run-1"});
     let (status, minted) = mint(&gateway, Some(API_KEY), body).await;
     assert_eq!(status, 200, "{minted}");
@@ -62,7 +62,7 @@ async fn minted_tokens_verify_the_way_aws_verifies_them() {
 
 #[tokio::test]
 async fn jwks_is_cacheable_and_answers_if_none_match() {
-    let gateway = Gateway::start("");
+    let gateway = BYOLLM.start("");
     let client = reqwest::Client::new();
     let first = client.get(format!("{}/.well-known/jwks.json", gateway.url)).send().await.unwrap();
     assert_eq!(first.status(), 200);
@@ -84,7 +84,7 @@ async fn jwks_is_cacheable_and_answers_if_none_match() {
 
 #[tokio::test]
 async fn public_listener_serves_only_well_known() {
-    let gateway = Gateway::start_with(&callers_toml(), true, &[]);
+    let gateway = BYOLLM.start_with(&callers_toml(), true, &[]);
     let public = gateway.public_url.clone().unwrap();
     let client = reqwest::Client::new();
     for path in ["/.well-known/openid-configuration", "/.well-known/jwks.json"] {
@@ -100,7 +100,7 @@ async fn public_listener_serves_only_well_known() {
 
 #[tokio::test]
 async fn bad_requests_get_the_right_status_code_and_param() {
-    let gateway = Gateway::start_with(&callers_toml(), false, &[("BYOLLM_SERVER__MAX_BODY_BYTES", "65536")]);
+    let gateway = BYOLLM.start_with(&callers_toml(), false, &[("BYOLLM_SERVER__MAX_BODY_BYTES", "65536")]);
     let long = "a".repeat(129);
     // (API key, body, status, error code, param)
     type Case<'a> = (Option<&'a str>, Value, u16, &'a str, Option<&'a str>);
@@ -203,7 +203,7 @@ async fn bad_requests_get_the_right_status_code_and_param() {
 
 #[tokio::test]
 async fn rotation_never_breaks_a_token_and_publishes_next_before_it_signs() {
-    let gateway = Gateway::start(&callers_toml());
+    let gateway = BYOLLM.start(&callers_toml());
     let body = json!({"actor": "user", "principal": "alice"});
     let (_, before) = mint(&gateway, Some(API_KEY), body.clone()).await;
     let old_token = before["token"].as_str().unwrap().to_owned();
@@ -240,7 +240,7 @@ async fn rotation_never_breaks_a_token_and_publishes_next_before_it_signs() {
 
 #[tokio::test]
 async fn logs_never_carry_keys_api_keys_or_tokens() {
-    let gateway = Gateway::start(&callers_toml());
+    let gateway = BYOLLM.start(&callers_toml());
     let mut tokens = Vec::new();
     for principal in ["alice", "bob"] {
         let (status, minted) = mint(&gateway, Some(API_KEY), json!({"actor": "user", "principal": principal})).await;
@@ -282,7 +282,7 @@ fn bad_config_is_reported_by_path_with_exit_code_2() {
         "[issuer]\nurl = \"http://issuer.example.com/\"\ntoken_lifetime_secs = 0\n[keys]\nbits = 2048\n",
     )
     .unwrap();
-    let (code, _, stderr) = run_cli(&["serve"], Some(&path));
+    let (code, _, stderr) = BYOLLM.run_cli(&["serve"], Some(&path));
     assert_eq!(code, 2, "{stderr}");
     for path in ["issuer.url", "issuer.token_lifetime_secs", "keys.bits: unknown field"] {
         assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
@@ -299,11 +299,11 @@ fn unreadable_or_open_key_files_stop_the_server_with_a_clear_message() {
         format!("[issuer]\nurl = \"https://issuer.example.com\"\n[keys]\ndir = {:?}\n", keys.display().to_string()),
     )
     .unwrap();
-    let (code, _, stderr) = run_cli(&["serve"], Some(&config));
+    let (code, _, stderr) = BYOLLM.run_cli(&["serve"], Some(&config));
     assert_eq!(code, 1);
     assert!(stderr.contains("keys generate"), "{stderr}");
 
-    let (code, stdout, _) = run_cli(&["keys", "generate"], Some(&config));
+    let (code, stdout, _) = BYOLLM.run_cli(&["keys", "generate"], Some(&config));
     assert_eq!(code, 0);
     assert!(stdout.contains("active") && stdout.contains("next"));
     let pem = std::fs::read_dir(&keys)
@@ -313,7 +313,7 @@ fn unreadable_or_open_key_files_stop_the_server_with_a_clear_message() {
         .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (code, _, stderr) = run_cli(&["serve"], Some(&config));
+    let (code, _, stderr) = BYOLLM.run_cli(&["serve"], Some(&config));
     assert_eq!(code, 1);
     assert!(stderr.contains("chmod 600"), "{stderr}");
     assert!(!stderr.contains("PRIVATE KEY"));
@@ -321,7 +321,7 @@ fn unreadable_or_open_key_files_stop_the_server_with_a_clear_message() {
 
 #[tokio::test]
 async fn token_mint_cli_signs_for_operators() {
-    let gateway = Gateway::start("");
+    let gateway = BYOLLM.start("");
     let (code, stdout, stderr) =
         gateway.cli(&["token", "mint", "--team", "acme", "--actor", "service_account", "--principal", "ops"]);
     assert_eq!(code, 0, "{stderr}");
@@ -336,7 +336,7 @@ async fn token_mint_cli_signs_for_operators() {
 #[tokio::test]
 async fn token_mint_cli_goes_through_the_same_authorization_and_mints_session_tags() {
     let team = "[[teams]]\nuid = \"acme\"\nsession_tags = true\n[[teams.agents]]\nname = \"reviewer\"\nrole_arn = \"arn:aws:iam::111111111111:role/byollm-acme-reviewer\"\n";
-    let gateway = Gateway::start(team);
+    let gateway = BYOLLM.start(team);
     let args = ["token", "mint", "--team", "acme", "--actor", "user", "--principal", "ops", "--run-id", "run-9"];
     let (code, stdout, stderr) = gateway.cli(&[&args[..], &["--agent", "reviewer"]].concat());
     assert_eq!(code, 0, "{stderr}");
@@ -361,7 +361,7 @@ async fn token_mint_cli_goes_through_the_same_authorization_and_mints_session_ta
 #[tokio::test]
 async fn slow_headers_are_cut_off_and_sigterm_stops_the_server() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut gateway = Gateway::start_with(
+    let mut gateway = BYOLLM.start_with(
         &callers_toml(),
         false,
         &[("BYOLLM_SERVER__HEADER_READ_TIMEOUT_SECS", "1"), ("BYOLLM_SERVER__BODY_READ_TIMEOUT_SECS", "1")],
@@ -405,7 +405,7 @@ async fn slow_headers_are_cut_off_and_sigterm_stops_the_server() {
 async fn bodies_in_flight_share_one_budget_and_connections_are_capped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Bodies of up to 64 KiB, 100 KiB of them at once; two connections at most.
-    let gateway = Gateway::start_with(
+    let gateway = BYOLLM.start_with(
         &callers_toml(),
         false,
         &[

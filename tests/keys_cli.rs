@@ -1,10 +1,10 @@
 //! `byollm keys remove` and `byollm keys revoke` through the real binary: what they refuse, what
 //! they change in the key directory, and that their `--help` states the rules.
 
-mod harness;
-
-use harness::run_cli;
+use byollm_testkit::harness::Harness;
 use serde_json::Value;
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 fn manifest(dir: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("keyset.json")).unwrap()).unwrap()
@@ -24,7 +24,7 @@ fn keys(args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
     all.extend_from_slice(args);
     let dir = dir.to_str().unwrap();
     all.extend_from_slice(&["--dir", dir]);
-    run_cli(&all, None)
+    BYOLLM.run_cli(&all, None)
 }
 
 #[test]
@@ -90,13 +90,13 @@ fn revoke_promotes_next_and_refuses_when_nothing_could_sign() {
 fn help_states_the_rules() {
     // clap wraps help to the terminal width: compare with whitespace collapsed.
     let squeeze = |text: String| text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let (code, remove, _) = run_cli(&["keys", "remove", "--help"], None);
+    let (code, remove, _) = BYOLLM.run_cli(&["keys", "remove", "--help"], None);
     let remove = squeeze(remove);
     assert_eq!(code, 0);
     for rule in ["Refused: the active key", "retired_grace_secs", "--force", "keys revoke"] {
         assert!(remove.contains(rule), "keys remove --help lacks {rule:?}:\n{remove}");
     }
-    let (code, revoke, _) = run_cli(&["keys", "revoke", "--help"], None);
+    let (code, revoke, _) = BYOLLM.run_cli(&["keys", "revoke", "--help"], None);
     let revoke = squeeze(revoke);
     assert_eq!(code, 0);
     for rule in ["next key active at once", "refused when there is no next key", "does not document", "fresh key set"] {

@@ -2,13 +2,15 @@
 //! temporary config and credentials files (the process environment is never changed), the
 //! `byollm doctor` report over the same chain, and `byollm local` usable by its owner only.
 
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use byollm::broker::local::{LocalSession, LocalSource};
+use byollm_testkit::harness;
+use byollm_testkit::harness::Harness;
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 /// A temporary `~/.aws` with a config file, a credentials file and a `credential_process` script
 /// that prints new credentials on every call (a counter file), or expired ones.
@@ -261,7 +263,7 @@ async fn another_local_user_without_the_session_key_gets_a_401() {
     let aws = AwsDir::new();
     // A shared config (say, the Kubernetes one) asks for 0.0.0.0: local mode ignores it.
     let shared_port = harness::free_port();
-    let gateway = harness::Gateway::start_local(
+    let gateway = BYOLLM.start_local(
         &format!("[server]\nlisten = \"0.0.0.0:{shared_port}\"\n"),
         &["--profile", "rotating"],
         &[("AWS_CONFIG_FILE", aws.path("config").to_str().unwrap())],
@@ -312,11 +314,8 @@ async fn another_local_user_without_the_session_key_gets_a_401() {
 #[tokio::test]
 async fn a_failing_credential_process_never_shows_its_stderr_in_responses_or_healthz() {
     let aws = AwsDir::new();
-    let gateway = harness::Gateway::start_local(
-        "",
-        &["--profile", "noisy"],
-        &[("AWS_CONFIG_FILE", aws.path("config").to_str().unwrap())],
-    );
+    let gateway =
+        BYOLLM.start_local("", &["--profile", "noisy"], &[("AWS_CONFIG_FILE", aws.path("config").to_str().unwrap())]);
     let client = reqwest::Client::new();
     let mut health = String::new();
     for _ in 0..100 {

@@ -5,15 +5,16 @@
 //! frames, and `/inference-profiles` is answered from the configuration. Also: TLS on the
 //! listeners, with the certificate re-read on SIGHUP.
 
-mod cloud;
-mod harness;
-mod support;
-
 use std::time::Duration;
 
-use harness::{API_KEY, Gateway, write_tls_pair};
+use byollm_testkit::cloud;
+use byollm_testkit::harness;
+use byollm_testkit::harness::{API_KEY, Gateway, Harness, write_tls_pair};
+use byollm_testkit::support;
+use byollm_testkit::support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, Reply};
 use serde_json::{Value, json};
-use support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, Reply};
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 struct Setup {
     sts: FakeSts,
@@ -26,7 +27,7 @@ async fn setup() -> Setup {
     let models = "[models.\"opus\"]\nid = \"global.anthropic.claude-opus-4-7\"\n\
                   [models.\"haiku\"]\nid = \"us.anthropic.claude-haiku-4-5-20251001-v1:0\"\n";
     let config = cloud::config(&sts, &bedrock, models);
-    let gateway = Gateway::start(&config);
+    let gateway = BYOLLM.start(&config);
     sts.set_providers(vec![gateway.issuer_host()]);
     Setup { sts, bedrock, gateway }
 }
@@ -237,7 +238,7 @@ async fn native_calls_are_relayed_unchanged_and_signed_with_the_runs_role() {
 async fn tls_listeners_serve_https_only_and_pick_up_a_renewed_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let pair = write_tls_pair(dir.path());
-    let mut gateway = Gateway::start_tls("", &[], &pair);
+    let mut gateway = BYOLLM.start_tls("", &[], &pair);
     let (status, _) = support::https_get(&format!("{}/healthz", gateway.url), &pair.pem).await.unwrap();
     assert_eq!(status, 200);
     let plain = gateway.url.replace("https://localhost", "http://127.0.0.1");

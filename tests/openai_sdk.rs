@@ -7,19 +7,20 @@
 //! Bedrock reply per call that reaches Bedrock, in that same order, then runs the script and
 //! expects exit status 0. Calls the gateway answers itself (models, 404, 400) consume nothing.
 //!
-//! Without the SDK installed the test is skipped, unless `CI` is set: then it fails.
+//! Without the SDK installed the test says NOT RUN, unless `CI` is set: then it fails
+//! (`byollm_testkit::not_run`).
 //! `BYOLLM_TEST_PYTHON` names another Python (say, a venv holding an older `openai`).
-
-mod clients;
-mod harness;
-mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use harness::Gateway;
+use byollm_testkit::clients;
+use byollm_testkit::harness::{Gateway, Harness};
+use byollm_testkit::support;
+use byollm_testkit::support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, Reply, StreamExceptionKind};
 use serde_json::{Value, json};
-use support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, Reply, StreamExceptionKind};
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 const KEY_ID: &str = "AKIDLOCALTEST0001";
 const SECRET: &str = "local-test-secret-key-0001";
@@ -34,7 +35,7 @@ struct Setup {
 async fn setup() -> Setup {
     let bedrock = FakeBedrock::start(FakeBedrockOptions::default()).await;
     bedrock.add_static_key(KEY_ID, SECRET);
-    let (gateway, aws) = Gateway::start_local_with_keys(&bedrock.url(), KEY_ID, SECRET);
+    let (gateway, aws) = BYOLLM.start_local_with_keys(&bedrock.url(), KEY_ID, SECRET);
     Setup { bedrock, gateway, _aws: aws }
 }
 
@@ -121,7 +122,8 @@ fn block_types(body: &Value) -> Vec<(String, String)> {
 async fn python_openai_sdk() {
     // BYOLLM_TEST_PYTHON picks another interpreter, e.g. a venv with an older SDK.
     let python = clients::python_with("openai");
-    if !clients::available("the Python openai SDK", python.is_some(), "python3 -m pip install openai") {
+    if !clients::available("python-openai", "the Python openai SDK", python.is_some(), "python3 -m pip install openai")
+    {
         return;
     }
     let python = python.unwrap();
@@ -203,7 +205,7 @@ fn node_script() -> Vec<Reply> {
 async fn node_openai_sdk() {
     let present = clients::tests_dir().join("node/node_modules/openai/package.json").is_file()
         && clients::succeeds("node", &["--version"]);
-    if !clients::available("the Node openai SDK", present, "npm ci --prefix tests/node") {
+    if !clients::available("node-openai", "the Node openai SDK", present, "npm ci --prefix tests/node") {
         return;
     }
     let setup = setup().await;
@@ -263,7 +265,8 @@ fn matrix_rows() -> Vec<MatrixRow> {
 #[tokio::test(flavor = "multi_thread")]
 async fn python_openai_sdk_model_matrix() {
     let python = clients::python_with("openai");
-    if !clients::available("the Python openai SDK", python.is_some(), "python3 -m pip install openai") {
+    if !clients::available("python-openai", "the Python openai SDK", python.is_some(), "python3 -m pip install openai")
+    {
         return;
     }
     let python = python.unwrap();
@@ -271,7 +274,7 @@ async fn python_openai_sdk_model_matrix() {
     let bedrock = FakeBedrock::start(FakeBedrockOptions { auto_reply: true, ..Default::default() }).await;
     bedrock.add_static_key(KEY_ID, SECRET);
     let config: String = rows.iter().map(|row| format!("[models.\"{}\"]\nid = \"{}\"\n", row.name, row.id)).collect();
-    let (gateway, _aws) = Gateway::start_local_configured(&config, &bedrock.url(), KEY_ID, SECRET);
+    let (gateway, _aws) = BYOLLM.start_local_configured(&config, &bedrock.url(), KEY_ID, SECRET);
     let names: Vec<&str> = rows.iter().map(|row| row.name).collect();
     let (ok, output) =
         run_client(&python, "openai_client.py", gateway.local_key(), &[&gateway.url, "--matrix", &names.join(",")])

@@ -9,19 +9,18 @@
 //!
 //! Run with `cargo test --features otel --test otel`.
 
-mod cloud;
-mod harness;
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use harness::{API_KEY, Gateway};
+use byollm_testkit::cloud;
+use byollm_testkit::harness::{API_KEY, Harness};
+use byollm_testkit::support::*;
 use serde_json::json;
-use support::*;
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 const PROMPT: &str = "PROMPT-TEXT-THAT-MUST-NOT-BE-EXPORTED";
 
@@ -200,7 +199,7 @@ async fn telemetry_spans_carry_the_audit_lines_attributes_and_no_secrets() {
          [telemetry]\notlp_endpoint = \"{collector_url}\"\nservice_name = \"byollm-otel-test\"\n"
     );
     let config = cloud::config(&sts, &bedrock, &extra);
-    let mut gateway = Gateway::start_with(&config, false, &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
+    let mut gateway = BYOLLM.start_with(&config, false, &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
     sts.set_providers(vec![gateway.issuer_host()]);
     bedrock.set_script(vec![Reply::text(&["Hello"]).usage(21, 3), Reply::error(BedrockErrorKind::ServiceUnavailable)]);
 

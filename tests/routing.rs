@@ -12,12 +12,11 @@
 //! as an internal one the operator vouches for (`allow_private_network`, `allow_http`), exactly as
 //! an internal gateway would be.
 
-mod harness;
-mod support;
-
-use harness::{API_KEY, Gateway, OTHER_API_KEY, callers_toml};
+use byollm_testkit::harness::{API_KEY, Gateway, Harness, OTHER_API_KEY, callers_toml};
+use byollm_testkit::support::*;
 use serde_json::{Value, json};
-use support::*;
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 const ACME_ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";
 const OTHER_ROLE: &str = "arn:aws:iam::222222222222:role/byollm-other";
@@ -71,7 +70,7 @@ allow_private_network = true
         bedrock = bedrock.url(),
         anthropic = anthropic.url(),
     );
-    let gateway = Gateway::start_with(&config, false, &[("TEST_ANTHROPIC_KEY", ANTHROPIC_KEY)]);
+    let gateway = BYOLLM.start_with(&config, false, &[("TEST_ANTHROPIC_KEY", ANTHROPIC_KEY)]);
     sts.set_providers(vec![gateway.issuer_host()]);
     Cloud { sts, bedrock, anthropic, gateway }
 }
@@ -309,7 +308,7 @@ async fn openai_endpoints_on_private_or_metadata_addresses_are_refused_in_hosted
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("byollm.toml");
         std::fs::write(&path, format!("dev = true\n{}", openai_endpoint_config(base, ""))).unwrap();
-        let (code, _, stderr) = harness::run_cli(&["serve"], Some(&path));
+        let (code, _, stderr) = BYOLLM.run_cli(&["serve"], Some(&path));
         assert_ne!(code, 0, "{base} must be refused");
         assert!(stderr.contains("routing.endpoints.gateway.base_url"), "{base}: {stderr}");
     }
@@ -318,7 +317,7 @@ async fn openai_endpoints_on_private_or_metadata_addresses_are_refused_in_hosted
     let fake = FakeOpenAi::start(FakeOpenAiOptions { api_keys: vec![], ..FakeOpenAiOptions::default() }).await;
     let named = fake.base_url().replace("127.0.0.1", "localhost");
     let config = format!("{}\n{}", callers_toml(), openai_endpoint_config(&named, ""));
-    let gateway = Gateway::start_with(&config, false, &[]);
+    let gateway = BYOLLM.start_with(&config, false, &[]);
     let client = reqwest::Client::new();
     let post = |url_header: Option<&'static str>| {
         let mut request = client
@@ -349,7 +348,7 @@ async fn openai_endpoints_on_private_or_metadata_addresses_are_refused_in_hosted
         callers_toml(),
         openai_endpoint_config(&fake.base_url().replace("127.0.0.1", "localhost"), "")
     );
-    let gateway = Gateway::start_with(&byo, false, &[]);
+    let gateway = BYOLLM.start_with(&byo, false, &[]);
     let client = reqwest::Client::new();
     // The last one passes the URL checks and is refused once its host name resolves (to loopback):
     // the same 403, the request's own fault.
@@ -394,7 +393,7 @@ fn local_gateway(config: &str) -> (Gateway, tempfile::TempDir) {
         ("AWS_SHARED_CREDENTIALS_FILE", aws.path().join("credentials").to_str().unwrap().to_owned()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    (Gateway::start_local(config, &["--profile", "dev"], &env), aws)
+    (BYOLLM.start_local(config, &["--profile", "dev"], &env), aws)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -417,7 +416,7 @@ async fn loopback_endpoints_are_allowed_in_local_mode() {
         ("AWS_SHARED_CREDENTIALS_FILE", aws.path().join("credentials").to_str().unwrap().to_owned()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let gateway = Gateway::start_local(&openai_endpoint_config(&named, ""), &["--profile", "dev"], &env);
+    let gateway = BYOLLM.start_local(&openai_endpoint_config(&named, ""), &["--profile", "dev"], &env);
     let client = reqwest::Client::new();
     let models: Value = client
         .get(format!("{}/v1/models", gateway.url))
@@ -693,7 +692,7 @@ async fn a_request_named_endpoint_url_and_key_stay_out_of_trace_logs() {
         ("AWS_SHARED_CREDENTIALS_FILE", credentials_file.to_str().unwrap()),
         ("BYOLLM_LOG", "trace"),
     ];
-    let gateway = Gateway::start_local(&config, &["--profile", "dev"], &env);
+    let gateway = BYOLLM.start_local(&config, &["--profile", "dev"], &env);
     let client = reqwest::Client::new();
     let ask = |url: String, key: &'static str, stream: bool| {
         client

@@ -9,12 +9,11 @@
 //! region override is refused there (a signature scoped to another region), a route that names
 //! `eu-west-1` is served, so which region a call went to shows in which route answered.
 
-mod harness;
-mod support;
-
-use harness::{API_KEY, Gateway, callers_toml};
+use byollm_testkit::harness::{API_KEY, Gateway, Harness, callers_toml};
+use byollm_testkit::support::*;
 use serde_json::{Value, json};
-use support::*;
+
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 const ACME_ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";
 const FALLBACK_ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme-fallback";
@@ -88,7 +87,7 @@ models = ["llama3.1:8b"]
         bedrock = bedrock.url(),
         anthropic = anthropic.url(),
     );
-    let gateway = Gateway::start_with(&config, false, &[("TEST_ANTHROPIC_KEY", ANTHROPIC_KEY)]);
+    let gateway = BYOLLM.start_with(&config, false, &[("TEST_ANTHROPIC_KEY", ANTHROPIC_KEY)]);
     sts.set_providers(vec![gateway.issuer_host()]);
     Setup { sts, bedrock, anthropic, gateway }
 }

@@ -1,8 +1,6 @@
 //! The direct upstream clients (Anthropic API, OpenAI-compatible) against the independent fakes on
 //! 127.0.0.1, through the egress-guarded HTTP client.
 
-mod support;
-
 use std::time::Duration;
 
 use byollm::secret::Secret;
@@ -11,8 +9,8 @@ use byollm::upstream::buffered::AnswerBudget;
 use byollm::upstream::direct::{DirectClient, DirectError, Limits};
 use byollm::upstream::egress::{AddressClass, EgressError, EgressPolicy};
 use byollm::upstream::openai_compat::{self, FieldAllowList, OpenAiAnswer, OpenAiCall, OpenAiFailure, prepare_body};
+use byollm_testkit::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const LIMITS: Limits = Limits {
     connect_timeout: Duration::from_secs(2),

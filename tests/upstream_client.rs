@@ -1,8 +1,6 @@
 //! The Bedrock client on its own, against the fake Bedrock (which checks SigV4 independently) and a
 //! capture server: typed errors, stream exceptions, the stream idle limit, and the raw call.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,9 +11,10 @@ use byollm::aws::AwsCredentials;
 use byollm::secret::Secret;
 use byollm::upstream::buffered::AnswerBudget;
 use byollm::upstream::{BedrockClient, BedrockFailure, RawRequest, model_path};
+use byollm_testkit::support;
+use byollm_testkit::support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, Reply, StreamExceptionKind};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, Reply, StreamExceptionKind};
 
 const KEY_ID: &str = "AKIDUPSTREAMTEST01";
 const SECRET: &str = "upstream-test-secret-key-0001";

@@ -11,8 +11,6 @@
 //!    encoded path, body, content headers, date, token, and the same signed headers minus the
 //!    SDK's own telemetry headers).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +22,7 @@ use byollm::aws::AwsCredentials;
 use byollm::secret::Secret;
 use byollm::upstream::BedrockClient;
 use byollm::upstream::signer::Signer;
+use byollm_testkit::support;
 
 const REGION: &str = "us-west-2";
 const MODEL_ID: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";

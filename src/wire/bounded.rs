@@ -53,6 +53,14 @@ fn spend_item() -> bool {
     })
 }
 
+fn refund_item() {
+    ITEMS_LEFT.with(|left| {
+        if left.get() < MAX_ITEMS {
+            left.set(left.get() + 1);
+        }
+    });
+}
+
 /// A list of at most `MAX` elements (and within the request's item budget); longer lists are
 /// refused while parsing, before their elements are built.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -107,7 +115,11 @@ impl<'de, T: Deserialize<'de>, const MAX: usize> Deserialize<'de> for Bounded<T,
                     }
                     match seq.next_element()? {
                         Some(item) => items.push(item),
-                        None => break,
+                        None => {
+                            // Spent before knowing whether an element followed: none did.
+                            refund_item();
+                            break;
+                        }
                     }
                 }
                 Ok(Bounded(items))
@@ -227,6 +239,9 @@ mod tests {
         let error = with_item_budget(|| serde_json::from_str::<Nested>(&body)).unwrap_err().to_string();
         assert!(error.contains("at most 100000"), "{error}");
         assert_eq!(ITEMS_LEFT.with(Cell::get), usize::MAX, "the budget is restored");
+        // Elements are counted, not the lists holding them (an empty list costs nothing).
+        assert_eq!(with_item_count(|| serde_json::from_str::<Nested>("[[],[1,2],[3]]").unwrap()).1, 6);
+        assert_eq!(with_item_count(|| serde_json::from_str::<Nested>("[]").unwrap()).1, 0);
     }
 
     #[test]

@@ -1,15 +1,12 @@
 //! Running real client programs (Python SDKs, Claude Code) against the gateway in tests: whether a
-//! client is installed (missing: the test says it skipped, or fails under `CI`), and running one
-//! with a clean environment and a time limit.
-#![allow(dead_code)]
+//! client is installed (missing: [`crate::not_run`] decides), and running one with a clean
+//! environment and a time limit. Never decides on its own that a missing client is fine.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn tests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests")
-}
+pub use crate::tests_dir;
 
 /// Whether `program args` exits 0 (quietly).
 pub fn succeeds(program: &str, args: &[&str]) -> bool {
@@ -28,16 +25,13 @@ pub fn python_with(modules: &str) -> Option<String> {
     succeeds(&python, &["-c", &format!("import {modules}")]).then_some(python)
 }
 
-/// Skips (returns false) when a client is missing, except under CI where that is a failure.
-pub fn available(what: &str, present: bool, install: &str) -> bool {
-    if present {
-        return true;
+/// Whether a client is present; when it is not, [`crate::not_run::not_run`] with `reason` (the name
+/// `BYOLLM_NOT_RUN_OK` may list) says so, or fails the test under CI, and this returns false.
+pub fn available(reason: &str, what: &str, present: bool, install: &str) -> bool {
+    if !present {
+        crate::not_run::not_run(reason, &format!("{what} is not installed (`{install}`)"));
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("{what} is not installed but CI is set; install it with `{install}`");
-    }
-    eprintln!("SKIPPED: {what} is not installed (`{install}`); set CI=1 to make this a failure");
-    false
+    present
 }
 
 /// Environment variables a developer's machine may carry that would redirect or authenticate a

@@ -2,11 +2,10 @@
 //! for team `acme`'s run principals, and a fake Bedrock that accepts only the credentials that STS
 //! issued; [`config`] points a gateway at both. The test starts the gateway itself (plain, TLS,
 //! with extra environment) and then lets the fake STS fetch its keys with
-//! `sts.set_providers(vec![gateway.issuer_host()])`.
-#![allow(dead_code)]
+//! `sts.set_providers(vec![gateway.issuer_host()])`. Nothing here reaches AWS.
 
-use super::harness::callers_toml;
-use super::support::{CredentialStore, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, TrustedRole};
+use crate::harness::callers_toml;
+use crate::support::{CredentialStore, FakeBedrock, FakeBedrockOptions, FakeSts, FakeStsOptions, TrustedRole};
 
 /// The role of team `acme`.
 pub const ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";

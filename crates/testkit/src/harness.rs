@@ -1,6 +1,7 @@
 //! Runs the real `byollm` binary on 127.0.0.1 for integration tests: writes its config into a
-//! temporary directory, picks a free port, captures every log line, and kills it on drop.
-#![allow(dead_code)]
+//! temporary directory, picks a free port, captures every log line, and kills it on drop. The
+//! binary's path comes from the test ([`Harness::new`] with `env!("CARGO_BIN_EXE_byollm")`, which
+//! only an integration test of byollm knows): this crate never builds or links byollm itself.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,7 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_byollm");
+/// The `byollm` binary under test. A test file declares it once:
+/// `const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));`
+#[derive(Debug, Clone, Copy)]
+pub struct Harness {
+    bin: &'static str,
+}
 
 /// A caller API key used by tests, and its SHA-256.
 pub const API_KEY: &str = "byollm_test_key_acme_0123456789abcdef";
@@ -80,33 +86,44 @@ pub struct Gateway {
     logs: Arc<Mutex<String>>,
     /// `byollm local`: the session key it wrote to its key file.
     local_key: Option<String>,
+    harness: Harness,
 }
 
-impl Gateway {
+impl Harness {
+    pub const fn new(bin: &'static str) -> Harness {
+        Harness { bin }
+    }
+
+    /// The binary's path.
+    pub fn bin(&self) -> &'static str {
+        self.bin
+    }
+
     /// Start `byollm serve` in dev mode with `extra` appended to a config that sets the listener,
     /// the issuer URL and the key directory.
-    pub fn start(extra: &str) -> Gateway {
-        Gateway::start_with(extra, false, &[])
+    pub fn start(&self, extra: &str) -> Gateway {
+        self.start_with(extra, false, &[])
     }
 
-    pub fn start_with(extra: &str, public: bool, env: &[(&str, &str)]) -> Gateway {
-        Gateway::start_full(extra, public, env, None, None)
+    pub fn start_with(&self, extra: &str, public: bool, env: &[(&str, &str)]) -> Gateway {
+        self.start_full(extra, public, env, None, None)
     }
 
-    /// Like [`Gateway::start`], with both listeners on HTTPS with `pair` ([`write_tls_pair`]);
+    /// Like [`Harness::start`], with both listeners on HTTPS with `pair` ([`write_tls_pair`]);
     /// `url` and the issuer are `https://localhost:<port>`.
-    pub fn start_tls(extra: &str, env: &[(&str, &str)], pair: &TlsPair) -> Gateway {
-        Gateway::start_full(extra, false, env, None, Some(pair))
+    pub fn start_tls(&self, extra: &str, env: &[(&str, &str)], pair: &TlsPair) -> Gateway {
+        self.start_full(extra, false, env, None, Some(pair))
     }
 
-    /// Like [`Gateway::start`], but tokens carry `issuer_url` (say `https://issuer.example.com`)
+    /// Like [`Harness::start`], but tokens carry `issuer_url` (say `https://issuer.example.com`)
     /// as their `iss`; a fake STS reaches the gateway's documents through
     /// the fake STS's `route_issuer`.
-    pub fn start_with_issuer(extra: &str, issuer_url: &str) -> Gateway {
-        Gateway::start_full(extra, false, &[], Some(issuer_url), None)
+    pub fn start_with_issuer(&self, extra: &str, issuer_url: &str) -> Gateway {
+        self.start_full(extra, false, &[], Some(issuer_url), None)
     }
 
     fn start_full(
+        &self,
         extra: &str,
         public: bool,
         env: &[(&str, &str)],
@@ -128,42 +145,38 @@ impl Gateway {
         );
         let config_path = dir.path().join("byollm.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(self.bin);
         command.arg("serve").arg("--config").arg(&config_path);
-        Gateway::spawn(command, dir, url, public_port, env)
+        self.spawn(command, dir, url, public_port, env)
     }
 
     /// Start `byollm local` on a free loopback port (`--port`) with `extra` as its config and `env`
     /// (e.g. a temporary `AWS_CONFIG_FILE` and `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`). Its session key
     /// goes to `local.key` in the gateway's directory ([`Gateway::local_key`]).
-    pub fn start_local(extra: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+    pub fn start_local(&self, extra: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config_path = dir.path().join("byollm.toml");
         std::fs::write(&config_path, extra).unwrap();
         let key_path = dir.path().join("local.key");
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(self.bin);
         command.arg("local").arg("--config").arg(&config_path).arg("--port").arg(port.to_string());
         command.arg("--key-file").arg(&key_path);
         command.args(args);
-        let mut gateway = Gateway::spawn(command, dir, format!("http://127.0.0.1:{port}"), None, env);
+        let mut gateway = self.spawn(command, dir, format!("http://127.0.0.1:{port}"), None, env);
         gateway.local_key = Some(std::fs::read_to_string(&key_path).unwrap().trim().to_owned());
         gateway
     }
 
-    /// The session key of a `byollm local` gateway.
-    pub fn local_key(&self) -> &str {
-        self.local_key.as_deref().expect("a byollm local gateway")
-    }
-
     /// `byollm local --profile dev` with a temporary AWS profile holding static keys, pointed at
     /// `bedrock_url` through `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`. Keep the returned directory alive.
-    pub fn start_local_with_keys(bedrock_url: &str, key_id: &str, secret: &str) -> (Gateway, tempfile::TempDir) {
-        Gateway::start_local_configured("", bedrock_url, key_id, secret)
+    pub fn start_local_with_keys(&self, bedrock_url: &str, key_id: &str, secret: &str) -> (Gateway, tempfile::TempDir) {
+        self.start_local_configured("", bedrock_url, key_id, secret)
     }
 
-    /// [`Gateway::start_local_with_keys`] with `extra` config (a `[models]` section, ...).
+    /// [`Harness::start_local_with_keys`] with `extra` config (a `[models]` section, ...).
     pub fn start_local_configured(
+        &self,
         extra: &str,
         bedrock_url: &str,
         key_id: &str,
@@ -183,10 +196,11 @@ impl Gateway {
             ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap()),
             ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", bedrock_url),
         ];
-        (Gateway::start_local(extra, &["--profile", "dev"], &env), aws)
+        (self.start_local(extra, &["--profile", "dev"], &env), aws)
     }
 
     fn spawn(
+        &self,
         mut command: Command,
         dir: tempfile::TempDir,
         url: String,
@@ -207,10 +221,38 @@ impl Gateway {
             dir,
             logs: Arc::new(Mutex::new(String::new())),
             local_key: None,
+            harness: *self,
         };
         gateway.capture();
         gateway.wait_ready();
         gateway
+    }
+
+    /// Run a `byollm` command (with `--config config`, if given); returns (status, stdout, stderr).
+    pub fn run_cli(&self, args: &[&str], config: Option<&Path>) -> (i32, String, String) {
+        let mut command = Command::new(self.bin);
+        command.args(args);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        for (name, _) in std::env::vars() {
+            if name.starts_with("BYOLLM_") || name.starts_with("AWS_") {
+                command.env_remove(name);
+            }
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+impl Gateway {
+    /// The session key of a `byollm local` gateway.
+    pub fn local_key(&self) -> &str {
+        self.local_key.as_deref().expect("a byollm local gateway")
     }
 
     fn capture(&mut self) {
@@ -285,27 +327,8 @@ impl Gateway {
 
     /// Run another `byollm` command against this gateway's config; returns (status, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        run_cli(args, Some(&self.config_path()))
+        self.harness.run_cli(args, Some(&self.config_path()))
     }
-}
-
-pub fn run_cli(args: &[&str], config: Option<&Path>) -> (i32, String, String) {
-    let mut command = Command::new(BIN);
-    command.args(args);
-    if let Some(config) = config {
-        command.arg("--config").arg(config);
-    }
-    for (name, _) in std::env::vars() {
-        if name.starts_with("BYOLLM_") || name.starts_with("AWS_") {
-            command.env_remove(name);
-        }
-    }
-    let output = command.output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 impl Drop for Gateway {

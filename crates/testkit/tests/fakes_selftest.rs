@@ -1,7 +1,5 @@
 //! Tests of the fakes themselves, driven by the real AWS SDK clients.
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -18,8 +16,9 @@ use axum::Json;
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use byollm_testkit::support;
+use byollm_testkit::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/byollm-users";
 const MODEL: &str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0";

@@ -1,4 +1,3 @@
-#![allow(dead_code)]
 //! Local fakes of the services byollm talks to, for integration tests. Nothing here reaches AWS,
 //! Anthropic or any other provider.
 //!
@@ -13,7 +12,8 @@
 //! * [`fake_openai::FakeOpenAi`]: an OpenAI-compatible chat completions server (bearer keys, JSON or
 //!   SSE, OpenAI's error shapes, redirects and oversized answers on demand).
 //!
-//! All bind `127.0.0.1:0`, run on the test's tokio runtime and stop when dropped.
+//! All bind `127.0.0.1:0`, run on the test's tokio runtime and stop when dropped. They never use
+//! byollm's own code (its catalog, its signer, its IAM rules): each keeps its own tables.
 //! [`CredentialStore`] is the shared handle through which credentials issued by the fake STS become
 //! valid at the fake Bedrock.
 
@@ -22,13 +22,9 @@ pub mod fake_bedrock;
 pub mod fake_openai;
 pub mod fake_sts;
 
-#[allow(unused_imports)]
 pub use fake_anthropic::*;
-#[allow(unused_imports)]
 pub use fake_bedrock::*;
-#[allow(unused_imports)]
 pub use fake_openai::*;
-#[allow(unused_imports)]
 pub use fake_sts::*;
 
 use std::collections::HashMap;
@@ -95,6 +91,10 @@ impl CredentialStore {
 
     pub fn len(&self) -> usize {
         self.0.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -1,10 +1,8 @@
 //! Tests of the fake Anthropic API and the fake OpenAI-compatible server themselves, driven by a
 //! plain HTTP client, so the routing tests can trust what the fakes answer.
 
-mod support;
-
+use byollm_testkit::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const ANTHROPIC_KEY: &str = "sk-ant-api03-test-key";
 const OPENAI_KEY: &str = "sk-or-v1-test-key";
