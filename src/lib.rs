@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod aws_setup;
+pub mod bedrock_iam;
 pub mod broker;
 pub mod config;
 pub mod doctor;

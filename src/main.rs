@@ -142,7 +142,7 @@ rules; name its entry with family = \"<FAMILY>\" in its [models] section, or set
     /// Print a team's IAM set-up (trust policy, permissions policy, Terraform or CloudFormation inputs).
     #[command(
         name = "aws-setup",
-        after_help = "Derived from the running config (issuer.url, issuer.audience, the team's region, session_tags and [models]), \
+        after_help = "Derived from the running config (issuer.url, issuer.audience, the team's region, session_tags and the models its [routing] allows), \
 so the issuer host, sub pattern and session-tag conditions always match what the gateway signs. One role per \
 team and one per named agent (--agent): with session_tags, IAM itself refuses another agent's tokens.\n\nExamples:\n  \
 byollm aws-setup --config byollm.toml --team acme --account-id 123456789012\n  \
@@ -516,19 +516,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 scope,
                 model_ids: Vec::new(),
                 regions: vec![region],
+                profile_models: Default::default(),
                 account_id,
                 max_session_secs: (config.sts.duration.as_secs() as u32).max(3600),
             };
-            // Keep the models this region can invoke (a `us.` profile cannot be used from eu-west-1).
-            for model in config.models.values() {
-                let single = SetupInput { model_ids: vec![model.id.clone()], ..input.clone() };
-                match generate(&single) {
-                    Ok(_) => input.model_ids.push(model.id.clone()),
-                    Err(error) => eprintln!("skipping model {}: {error}", model.id),
-                }
-            }
-            if input.model_ids.is_empty() {
-                return Err(Failure::Other("no configured model can be invoked from the team's region".into()));
+            for note in byollm::aws_setup::models_from_routing(&config, &mut input).map_err(Failure::Other)? {
+                eprintln!("{note}");
             }
             let output = generate(&input)?;
             match format.as_str() {
@@ -687,6 +680,7 @@ async fn watch_routing(
             ReloadOutcome::Replaced { restart_needed } => {
                 metrics.policy_reloads.inc("changed");
                 tracing::info!("routing policy reloaded");
+                byollm::broker::session_policy::log_scopes(reloader.config(), &routing.policy());
                 if !restart_needed.is_empty() {
                     tracing::warn!(
                         sections = %restart_needed.join(", "),

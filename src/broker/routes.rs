@@ -3,7 +3,9 @@
 //! (`GET /v1/credentials/container?...`), and run-end eviction (`DELETE /v1/runs/{run_id}`).
 //!
 //! Every route authenticates the caller and asks [`crate::authz::authorize`] before any STS call;
-//! run eviction drops only what that caller could have been authorized for.
+//! run eviction drops only what that caller could have been authorized for. Credentials handed out
+//! carry the session policy of the Bedrock routes the run's routing allows
+//! ([`super::session_policy`]).
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::CachedCredentials;
 use super::rfc3339;
+use super::session_policy::scope_routes;
 use crate::authz::{FieldSource, Purpose, RunRequest, authorize, permits, validate_run_id};
 use crate::error::ApiError;
 use crate::http::{ApiJson, AppState};
@@ -84,8 +87,11 @@ pub async fn credentials_for(
         RequestSource::Query(query) => query?,
     };
     let run = authorize(&state.config, &caller, &RunRequest::from(request), Purpose::Run)?;
-    // These credentials leave the gateway: scoped by the session policy.
-    state.broker.exported_credentials(&run).await.map_err(|e| e.to_api_error(&state.config))
+    // These credentials leave the gateway: scoped to what the run's routing (in force now) allows
+    // on Bedrock.
+    let team = run.principal.team_uid.as_str();
+    let routes = scope_routes(&state.config, &state.chat.routing.policy(), team, run.agent.as_deref());
+    state.broker.exported_credentials(&run, &routes).await.map_err(|e| e.to_api_error(&state.config))
 }
 
 pub async fn process_credentials(

@@ -71,6 +71,7 @@ impl AppState {
         let issuer = Arc::new(issuer);
         let metrics = Arc::new(Metrics::default());
         let broker = Arc::new(Broker::new(config.clone(), issuer.clone(), sts, clock.clone(), metrics.clone()));
+        crate::broker::session_policy::log_scopes(&config, &routing);
         let callers = Arc::new(Callers::new(&config.callers));
         let chat = ChatState {
             config: config.clone(),
