@@ -217,7 +217,8 @@ pub struct StsConfig {
     pub endpoint_url: Option<String>,
     pub duration: Duration,
     /// Credentials that leave the gateway (`/v1/credentials*`) are assumed with a session policy
-    /// allowing only `bedrock:InvokeModel*` on the configured models.
+    /// allowing only `bedrock:InvokeModel*` on what the run's routing allows on Bedrock
+    /// ([`crate::broker::session_policy`]); `false` exports the role's own permissions.
     pub session_policy: bool,
 }
 

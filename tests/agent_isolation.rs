@@ -132,6 +132,7 @@ fn untagged_policy(team: &str) -> Value {
         scope: SubjectScope::Team,
         model_ids: vec!["anthropic.claude-3-5-haiku-20241022-v1:0".into()],
         regions: vec!["us-east-1".into()],
+        profile_models: Default::default(),
         account_id: Some(ACCOUNT.into()),
         role_name: "byollm-untagged".into(),
         max_session_secs: 3600,

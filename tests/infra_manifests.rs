@@ -381,6 +381,7 @@ fn input(scope: SubjectScope) -> SetupInput {
             "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123".to_owned(),
         ],
         regions: vec!["us-east-1".to_owned(), "eu-west-1".to_owned()],
+        profile_models: Default::default(),
         account_id: Some("123456789012".to_owned()),
         role_name: "byollm-abc".to_owned(),
         max_session_secs: 3600,

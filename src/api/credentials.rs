@@ -2,8 +2,10 @@
 //! (`POST /v1/credentials`) or through the AWS container-credentials protocol
 //! (`GET /v1/credentials/container?...`), and run-end eviction (`DELETE /v1/runs/{run_id}`).
 //!
-//! Every route authenticates the caller and asks [`crate::identity::authz::authorize`] before any STS call;
-//! run eviction drops only what that caller could have been authorized for.
+//! Every route authenticates the caller and asks [`crate::identity::authz::authorize`] before any
+//! STS call; run eviction drops only what that caller could have been authorized for. Credentials
+//! handed out carry the session policy of the Bedrock routes the run's routing allows
+//! ([`crate::broker::session_policy`]).
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{ApiJson, AppState, BodyOwner};
 use crate::broker::cache::CachedCredentials;
 use crate::broker::rfc3339;
+use crate::broker::session_policy::scope_routes;
 use crate::error::ApiError;
 use crate::identity::authz::{FieldSource, Purpose, RunRequest, authorize, permits, validate_run_id};
 
@@ -84,8 +87,11 @@ pub async fn credentials_for(
         RequestSource::Query(query) => query?,
     };
     let run = authorize(&state.config, &caller, &RunRequest::from(request), Purpose::Run)?;
-    // These credentials leave the gateway: scoped by the session policy.
-    state.broker.exported_credentials(&run).await.map_err(|e| e.to_api_error(&state.config))
+    // These credentials leave the gateway: scoped to what the run's routing (in force now) allows
+    // on Bedrock.
+    let team = run.principal.team_uid.as_str();
+    let routes = scope_routes(&state.config, &state.dispatch.routing.policy(), team, run.agent.as_deref());
+    state.broker.exported_credentials(&run, &routes).await.map_err(|e| e.to_api_error(&state.config))
 }
 
 pub async fn process_credentials(

@@ -84,6 +84,8 @@ pub fn dispatch(wiring: Wiring, source: Arc<dyn CredentialSource>) -> Arc<Dispat
 pub fn cloud(wiring: Wiring, issuer: Issuer, sts: Arc<dyn StsExchange>, clock: Arc<dyn Clock>) -> AppState {
     let config = wiring.config.clone();
     let metrics = wiring.metrics.clone();
+    // Credentials leave this gateway: say at start which scopes' session policies are not exact.
+    crate::broker::session_policy::log_scopes(&config, &wiring.routing);
     let issuer = Arc::new(issuer);
     let broker = Arc::new(Broker::new(config.clone(), issuer.clone(), sts, clock.clone(), metrics.clone()));
     let callers = Arc::new(Callers::new(&config.callers));

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::api::tls::ReloadingTls;
 use crate::broker::Broker;
+use crate::broker::session_policy;
 use crate::config::Config;
 use crate::issuer::{Issuer, unix_now};
 use crate::observe::metrics::Metrics;
@@ -158,12 +159,14 @@ pub async fn watch_keys(
 }
 
 /// Put a new routing policy in force when the config file changes (polled every 2 s) or on
-/// SIGHUP (which also re-reads the key files the policy names).
+/// SIGHUP (which also re-reads the key files the policy names). `exports`: credentials leave this
+/// gateway (`byollm serve`), so each scope's session policy is checked anew.
 pub async fn watch_routing(
     mut reloader: PolicyReloader,
     routing: Arc<Routing>,
     metrics: Arc<Metrics>,
     mut hangups: Hangups,
+    exports: bool,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -173,6 +176,9 @@ pub async fn watch_routing(
             ReloadOutcome::Replaced { restart_needed } => {
                 metrics.policy_reloads.inc("changed");
                 tracing::info!("routing policy reloaded");
+                if exports {
+                    session_policy::log_scopes(reloader.config(), &routing.policy());
+                }
                 if !restart_needed.is_empty() {
                     tracing::warn!(
                         sections = %restart_needed.join(", "),

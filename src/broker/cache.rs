@@ -67,8 +67,9 @@ pub struct CacheKey {
     pub agent: Option<String>,
     pub run_id: Option<String>,
     pub session_tags: bool,
-    /// Assumed with the session policy for credentials that leave the gateway.
-    pub scoped: bool,
+    /// SHA-256 of the session policy credentials that leave the gateway are assumed with; `None`
+    /// for the gateway's own (and with `sts.session_policy = false`).
+    pub session_policy: Option<[u8; 32]>,
 }
 
 /// Credentials as cached, with when to refresh them.
@@ -517,7 +518,7 @@ mod tests {
             agent: None,
             run_id: Some(run.into()),
             session_tags: false,
-            scoped: false,
+            session_policy: None,
         }
     }
 

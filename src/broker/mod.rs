@@ -29,9 +29,22 @@ use sts::{AssumeRequest, StsErrorClass, StsExchange, StsFailure, classify};
 /// Everything the broker can fail with.
 #[derive(Debug, Clone)]
 pub enum BrokerError {
-    NoRole { team: String },
+    NoRole {
+        team: String,
+    },
+    /// No session policy can scope the credentials a run would export.
+    SessionPolicy {
+        team: String,
+        agent: Option<String>,
+        error: session_policy::PolicyError,
+    },
     Mint(String),
-    Sts { class: StsErrorClass, failure: StsFailure, role: RoleArn, subject: String },
+    Sts {
+        class: StsErrorClass,
+        failure: StsFailure,
+        role: RoleArn,
+        subject: String,
+    },
 }
 
 /// Retries for transient STS failures: attempts and the first backoff (doubling, with jitter).
@@ -41,6 +54,8 @@ const STS_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 pub struct Broker {
     core: Arc<Core>,
     cache: CredentialCache<BrokerError>,
+    /// Session policies of exported credentials, built once per distinct list of routes.
+    policies: session_policy::PolicyCache,
 }
 
 /// What a fetch needs, shared with the tasks that refresh in the background.
@@ -50,8 +65,6 @@ struct Core {
     sts: Arc<dyn StsExchange>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    /// For credentials that leave the gateway (`sts.session_policy`), built once.
-    session_policy: Option<String>,
 }
 
 impl Broker {
@@ -63,17 +76,8 @@ impl Broker {
         metrics: Arc<Metrics>,
     ) -> Broker {
         let cache = CredentialCache::new(clock.clone(), config.teams.len());
-        let session_policy = config.sts.session_policy.then(|| {
-            let (policy, exact) = session_policy::session_policy(config.models.values().map(|m| m.id.as_str()));
-            if !exact {
-                tracing::warn!(
-                    chars = policy.len(),
-                    "the configured models do not fit a session policy (2048 characters): exported credentials may invoke any model the role allows"
-                );
-            }
-            policy
-        });
-        Broker { core: Arc::new(Core { config, issuer, sts, clock, metrics, session_policy }), cache }
+        let policies = session_policy::PolicyCache::default();
+        Broker { core: Arc::new(Core { config, issuer, sts, clock, metrics }), cache, policies }
     }
 
     pub fn config(&self) -> &Config {
@@ -88,17 +92,36 @@ impl Broker {
     /// sign the run's Bedrock calls): cached ones at once while they are valid (a refresh, when
     /// due, runs in the background), else from STS.
     pub async fn credentials(&self, run: &AuthorizedRun) -> Result<Arc<CachedCredentials>, BrokerError> {
-        self.lookup(run, false).await
+        self.lookup(run, None).await
     }
 
     /// Credentials for a run that are handed to the caller (`/v1/credentials*`): assumed with the
-    /// session policy (only `bedrock:InvokeModel*` on the configured models) unless
-    /// `sts.session_policy = false`.
-    pub async fn exported_credentials(&self, run: &AuthorizedRun) -> Result<Arc<CachedCredentials>, BrokerError> {
-        self.lookup(run, self.core.session_policy.is_some()).await
+    /// session policy of `routes`, the Bedrock routes the run's routing allows
+    /// ([`session_policy::scope_routes`]), unless `sts.session_policy = false`. Cached per
+    /// distinct policy, so a routing change that changes the run's models changes its credentials.
+    pub async fn exported_credentials(
+        &self,
+        run: &AuthorizedRun,
+        routes: &[session_policy::ScopeRoute],
+    ) -> Result<Arc<CachedCredentials>, BrokerError> {
+        if !self.core.config.sts.session_policy {
+            return self.lookup(run, None).await;
+        }
+        let role = run.role.as_ref().ok_or_else(|| BrokerError::NoRole { team: run.principal.team_uid.to_string() })?;
+        let targets = session_policy::targets(routes, &run.region, role.account_id());
+        let policy = self.policies.get_or_build(targets).map_err(|error| BrokerError::SessionPolicy {
+            team: run.principal.team_uid.to_string(),
+            agent: run.agent.clone(),
+            error,
+        })?;
+        self.lookup(run, Some(policy)).await
     }
 
-    async fn lookup(&self, run: &AuthorizedRun, scoped: bool) -> Result<Arc<CachedCredentials>, BrokerError> {
+    async fn lookup(
+        &self,
+        run: &AuthorizedRun,
+        policy: Option<session_policy::SessionPolicy>,
+    ) -> Result<Arc<CachedCredentials>, BrokerError> {
         let role = run.role.clone().ok_or_else(|| BrokerError::NoRole { team: run.principal.team_uid.to_string() })?;
         let key = CacheKey {
             role: role.clone(),
@@ -106,15 +129,16 @@ impl Broker {
             agent: run.agent.clone(),
             run_id: run.run_id.clone(),
             session_tags: run.session_tags,
-            scoped,
+            session_policy: policy.as_ref().map(|p| p.digest),
         };
         let passing = |error: &BrokerError| match error {
             BrokerError::Sts { class, .. } => class.is_transient(),
             BrokerError::Mint(_) => true,
-            BrokerError::NoRole { .. } => false,
+            BrokerError::NoRole { .. } | BrokerError::SessionPolicy { .. } => false,
         };
         let (core, run) = (self.core.clone(), run.clone());
-        let answer = self.cache.get_or_fetch(&key, move || core.refresh(run, role, scoped), passing).await;
+        let document = policy.map(|p| p.document);
+        let answer = self.cache.get_or_fetch(&key, move || core.refresh(run, role, document), passing).await;
         let label = match answer.outcome {
             Outcome::Hit => "hit",
             Outcome::Fetched => "miss",
@@ -143,10 +167,9 @@ impl Core {
         self: Arc<Self>,
         run: AuthorizedRun,
         role: RoleArn,
-        scoped: bool,
+        policy: Option<Arc<str>>,
     ) -> Result<CachedCredentials, BrokerError> {
-        let policy = if scoped { self.session_policy.clone() } else { None };
-        let result = self.assume(&run, &role, policy).await;
+        let result = self.assume(&run, &role, policy.as_deref()).await;
         match &result {
             Ok(_) => self.metrics.credential_refreshes.inc("ok"),
             Err(error) => {
@@ -165,7 +188,7 @@ impl Core {
         &self,
         identity: &AuthorizedRun,
         role: &RoleArn,
-        policy: Option<String>,
+        policy: Option<&str>,
     ) -> Result<CachedCredentials, BrokerError> {
         let duration = self.config.sts.duration;
         let session_name = session_name(identity);
@@ -181,7 +204,7 @@ impl Core {
                 session_name: session_name.clone(),
                 token: minted.token,
                 duration,
-                policy: policy.clone(),
+                policy: policy.map(str::to_owned),
             };
             match self.sts.assume_role_with_web_identity(request).await {
                 Ok(credentials) => {
@@ -257,6 +280,29 @@ impl BrokerError {
                     "no Bedrock role configured for team {team:?}: set teams.role_arn (or teams.agents.role_arn) to the role created with `byollm aws-setup`"
                 ),
             ),
+            BrokerError::SessionPolicy { team, agent, error } => {
+                let who = match agent {
+                    Some(agent) => format!("agent {agent:?} of team {team:?}"),
+                    None => format!("team {team:?}"),
+                };
+                let (status, code) = match error {
+                    session_policy::PolicyError::NoModels => (StatusCode::FORBIDDEN, "no_bedrock_model"),
+                    session_policy::PolicyError::Model(_) => (StatusCode::FAILED_DEPENDENCY, "session_policy_model_id"),
+                    session_policy::PolicyError::TooLong { .. } => {
+                        (StatusCode::FAILED_DEPENDENCY, "session_policy_too_long")
+                    }
+                };
+                let kind = if status == StatusCode::FORBIDDEN { "permission_error" } else { "upstream_error" };
+                ApiError::new(
+                    status,
+                    kind,
+                    code,
+                    format!(
+                        "credentials for {who} cannot be exported scoped to its models: {error}; the operator can {}",
+                        error.fix()
+                    ),
+                )
+            }
             BrokerError::Mint(message) => ApiError::internal(format!("could not mint a token: {message}")),
             BrokerError::Sts { class, failure, role, subject } => {
                 let aws = if failure.message.is_empty() {

@@ -64,19 +64,12 @@ pub fn run(args: AwsSetupArgs) -> Result<(), Failure> {
         scope,
         model_ids: Vec::new(),
         regions: vec![region],
+        profile_models: Default::default(),
         account_id,
         max_session_secs: (config.sts.duration.as_secs() as u32).max(3600),
     };
-    // Keep the models this region can invoke (a `us.` profile cannot be used from eu-west-1).
-    for model in config.models.values() {
-        let single = SetupInput { model_ids: vec![model.id.clone()], ..input.clone() };
-        match generate(&single) {
-            Ok(_) => input.model_ids.push(model.id.clone()),
-            Err(error) => eprintln!("skipping model {}: {error}", model.id),
-        }
-    }
-    if input.model_ids.is_empty() {
-        return Err(Failure::Other("no configured model can be invoked from the team's region".into()));
+    for note in crate::ops::aws_setup::models_from_routing(&config, &mut input).map_err(Failure::Other)? {
+        eprintln!("{note}");
     }
     let output = generate(&input)?;
     match format.as_str() {

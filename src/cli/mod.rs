@@ -94,7 +94,7 @@ rules; name its entry with family = \"<FAMILY>\" in its [models] section, or set
     /// Print a team's IAM set-up (trust policy, permissions policy, Terraform or CloudFormation inputs).
     #[command(
         name = "aws-setup",
-        after_help = "Derived from the running config (issuer.url, issuer.audience, the team's region, session_tags and [models]), \
+        after_help = "Derived from the running config (issuer.url, issuer.audience, the team's region, session_tags and the models its [routing] allows), \
 so the issuer host, sub pattern and session-tag conditions always match what the gateway signs. One role per \
 team and one per named agent (--agent): with session_tags, IAM itself refuses another agent's tokens.\n\nExamples:\n  \
 byollm aws-setup --config byollm.toml --team acme --account-id 123456789012\n  \

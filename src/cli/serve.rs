@@ -49,7 +49,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         if let Some((path, env)) = reload {
             let reloader = PolicyReloader::new(path, env, config.clone(), Mode::Hosted);
             let routing = state.dispatch.routing.clone();
-            tokio::spawn(tasks::watch_routing(reloader, routing, state.metrics.clone(), hangups.clone()));
+            tokio::spawn(tasks::watch_routing(reloader, routing, state.metrics.clone(), hangups.clone(), true));
         }
         let server = &config.server;
         let internal = bind(server.listen).await?;

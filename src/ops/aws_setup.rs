@@ -4,7 +4,8 @@
 //! (`infra/aws/cloudformation/byollm-role.yaml`, beside the account-level `byollm-oidc-provider.yaml`).
 //!
 //! [`generate`] is pure: it reads no config file, no environment and no network, so its output
-//! can be reviewed before anything is applied.
+//! can be reviewed before anything is applied; [`models_from_routing`] fills its models from a
+//! loaded configuration.
 //!
 //! # Trust policy
 //! One role per team (`byollm-<team>`) and one per named agent (`byollm-<team>-<agent>`).
@@ -39,23 +40,31 @@
 //!   model in the source regions and the foundation model with an empty region
 //!   (`arn:aws:bedrock:::foundation-model/<model>`) with `aws:RequestedRegion = unspecified`, both
 //!   only through the profile, as AWS documents for global cross-region inference;
-//! - an application inference profile ARN: that ARN, plus any foundation model but only through
-//!   that profile (which models an application profile wraps cannot be known offline).
+//! - an application inference profile ARN: that ARN, plus the foundation model it wraps (from its
+//!   `[models]` entry's family, `profile_models`) only through that profile; when that model is not
+//!   known, any foundation model through that profile.
+//!
+//! These rules live in [`crate::aws::bedrock_iam`], shared with the session policy of exported
+//! credentials. `byollm aws-setup` lists the models the team's or agent's routing allows
+//! ([`models_from_routing`]), so the role itself cannot invoke more than its routing allows.
 //!
 //! When `account_id` is `None` the account appears as [`ACCOUNT_PLACEHOLDER`]; replace it before
 //! applying the JSON. Terraform and CloudFormation fill in the account themselves.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::{Value, json};
 
+use crate::aws::bedrock_iam::{self, Form, Kind, ModelIdError, Target};
+use crate::broker::session_policy;
+use crate::config::Config;
 use crate::principal::{ActorType, ScopedPrincipal, Uid};
+use crate::routing::policy::PlaceholderSecrets;
+use crate::routing::{Mode, RoutingPolicy};
 
 /// Stands for the customer's 12-digit account id when the caller did not give one.
 pub const ACCOUNT_PLACEHOLDER: &str = "<ACCOUNT_ID>";
-/// The only actions the role may perform.
-pub const BEDROCK_ACTIONS: [&str; 2] = ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"];
 /// Range IAM accepts for a role's `MaxSessionDuration`, in seconds.
 pub const MAX_SESSION_RANGE: std::ops::RangeInclusive<u32> = 3600..=43200;
 
@@ -70,8 +79,13 @@ pub struct SetupInput {
     pub scope: SubjectScope,
     /// Bedrock model ids, inference profile ids or application inference profile ARNs.
     pub model_ids: Vec<String>,
-    /// Regions byollm calls Bedrock in (the team's `region`), at least one.
+    /// Regions byollm calls Bedrock in (the team's `region`, and those its routes name), at least
+    /// one.
     pub regions: Vec<String>,
+    /// Application inference profile ARN (among `model_ids`) → the foundation model id it wraps,
+    /// when known (its `[models]` entry's family): only that model is allowed through it, else
+    /// any model through it.
+    pub profile_models: BTreeMap<String, String>,
     /// The customer's 12-digit AWS account id, if known.
     pub account_id: Option<String>,
     pub role_name: String,
@@ -203,113 +217,6 @@ pub fn issuer_host(issuer_url: &str) -> Result<&str, SetupError> {
     Ok(rest)
 }
 
-/// How a model id is invoked, and so what the policy must allow.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ModelKind {
-    Foundation(String),
-    /// Geographic profile: the full id and the region-name pattern of its geography.
-    Geographic {
-        id: String,
-        model: String,
-        region_pattern: &'static str,
-    },
-    Global {
-        id: String,
-        model: String,
-    },
-    Application(String),
-}
-
-/// Geographic profile prefixes and the region names each geography's destinations match.
-const GEOGRAPHIES: [(&str, &str); 6] = [
-    ("us", "us-*"),
-    ("eu", "eu-*"),
-    ("apac", "ap-*"),
-    ("jp", "ap-northeast-*"),
-    ("au", "ap-southeast-*"),
-    ("ca", "ca-*"),
-];
-
-fn region_matches(pattern: &str, region: &str) -> bool {
-    pattern.strip_suffix('*').is_some_and(|prefix| region.starts_with(prefix))
-}
-
-fn classify(id: &str) -> Result<ModelKind, SetupError> {
-    let bad = |reason: &str| SetupError::ModelId { id: id.to_owned(), reason: reason.to_owned() };
-    if id.is_empty() {
-        return Err(bad("is empty"));
-    }
-    if id.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '*' | '?' | '"' | '$')) {
-        return Err(bad("must not contain whitespace, quotes, $ or wildcards"));
-    }
-    if let Some(rest) = id.strip_prefix("arn:") {
-        let parts: Vec<&str> = rest.splitn(5, ':').collect();
-        let [partition, service, region, account, resource] = parts.as_slice() else {
-            return Err(bad("is not a complete arn"));
-        };
-        if *partition != "aws" || *service != "bedrock" {
-            return Err(bad("only arn:aws:bedrock arns are supported"));
-        }
-        if !resource.starts_with("application-inference-profile/") {
-            return Err(bad(
-                "only application inference profile arns are accepted; give foundation models and system inference profiles by id",
-            ));
-        }
-        if !is_region(region) {
-            return Err(bad("has no valid region"));
-        }
-        if !is_account(account) {
-            return Err(bad("has no valid 12-digit account"));
-        }
-        return Ok(ModelKind::Application(id.to_owned()));
-    }
-    if id.contains('/') || id.ends_with(':') {
-        return Err(bad("is not a bedrock model id"));
-    }
-    let (prefix, model) = id.split_once('.').ok_or_else(|| bad("is not a bedrock model id (provider.model)"))?;
-    if prefix == "global" {
-        return Ok(ModelKind::Global { id: id.to_owned(), model: model.to_owned() });
-    }
-    if let Some((_, pattern)) = GEOGRAPHIES.iter().find(|(geo, _)| *geo == prefix) {
-        return Ok(ModelKind::Geographic { id: id.to_owned(), model: model.to_owned(), region_pattern: pattern });
-    }
-    if prefix == "us-gov" {
-        return Err(bad("govcloud profiles live in the aws-us-gov partition, which this generator does not cover"));
-    }
-    Ok(ModelKind::Foundation(id.to_owned()))
-}
-
-/// The ARNs an `InvokeModel*` call on model `id` touches, in any region and account: the
-/// foundation model, and for an inference profile the profile too. For a session policy, which
-/// narrows a role's permissions to these models (it cannot widen them). An application inference
-/// profile wraps models that cannot be known offline: any foundation model, through it.
-pub fn invoke_arns(id: &str) -> Result<Vec<String>, SetupError> {
-    let fm = |model: &str| format!("arn:aws:bedrock:*::foundation-model/{model}");
-    Ok(match classify(id)? {
-        ModelKind::Foundation(model) => vec![fm(&model)],
-        ModelKind::Geographic { id, model, .. } | ModelKind::Global { id, model } => {
-            vec![format!("arn:aws:bedrock:*:*:inference-profile/{id}"), fm(&model)]
-        }
-        ModelKind::Application(arn) => vec![arn, fm("*")],
-    })
-}
-
-fn is_region(region: &str) -> bool {
-    // e.g. us-east-1, ap-southeast-4, eu-central-2, us-gov-west-1
-    let mut parts = region.split('-');
-    let Some(first) = parts.next() else { return false };
-    let rest: Vec<&str> = parts.collect();
-    first.len() == 2
-        && first.chars().all(|c| c.is_ascii_lowercase())
-        && rest.len() >= 2
-        && rest.last().is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-        && rest[..rest.len() - 1].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
-}
-
-fn is_account(account: &str) -> bool {
-    account.len() == 12 && account.chars().all(|c| c.is_ascii_digit())
-}
-
 fn is_role_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '=' | ',' | '.' | '@' | '_' | '-'))
@@ -327,10 +234,10 @@ fn validate(input: &SetupInput) -> Result<(), SetupError> {
     if input.regions.is_empty() {
         return Err(SetupError::NoRegions);
     }
-    if let Some(region) = input.regions.iter().find(|r| !is_region(r)) {
+    if let Some(region) = input.regions.iter().find(|r| !bedrock_iam::valid_region(r)) {
         return Err(SetupError::Region(region.clone()));
     }
-    if let Some(account) = input.account_id.as_ref().filter(|a| !is_account(a)) {
+    if let Some(account) = input.account_id.as_ref().filter(|a| !bedrock_iam::valid_account(a)) {
         return Err(SetupError::AccountId(account.clone()));
     }
     if !is_role_name(&input.role_name) {
@@ -339,111 +246,48 @@ fn validate(input: &SetupInput) -> Result<(), SetupError> {
     if !MAX_SESSION_RANGE.contains(&input.max_session_secs) {
         return Err(SetupError::MaxSession(input.max_session_secs));
     }
+    for id in &input.model_ids {
+        if let Kind::Geographic { region_pattern, .. } = bedrock_iam::classify(id)?
+            && !input.regions.iter().any(|region| bedrock_iam::region_matches(&region_pattern, region))
+        {
+            return Err(SetupError::ModelId {
+                id: id.clone(),
+                reason: format!(
+                    "is a profile for regions {region_pattern} but none of the regions ({}) is one; it can only be invoked from inside its geography",
+                    input.regions.join(", ")
+                ),
+            });
+        }
+    }
     Ok(())
 }
 
-/// Resources of the permissions policy, grouped by the statement they belong to.
-#[derive(Default)]
-struct Resources {
-    /// Allowed with no condition: foundation models and the profiles themselves.
-    direct: BTreeSet<String>,
-    /// Foundation models reachable only through a system-defined profile.
-    via_profile: BTreeSet<String>,
-    /// System-defined profiles that `via_profile` may be reached through.
-    profiles: BTreeSet<String>,
-    /// Region-less foundation models of global profiles.
-    global_models: BTreeSet<String>,
-    global_profiles: BTreeSet<String>,
-    /// Application inference profiles; any foundation model through them.
-    application_profiles: BTreeSet<String>,
+impl From<ModelIdError> for SetupError {
+    fn from(error: ModelIdError) -> SetupError {
+        SetupError::ModelId { id: error.id, reason: error.reason }
+    }
 }
 
-fn resources(input: &SetupInput) -> Result<Resources, SetupError> {
+/// Every model in every region, from the account: what the role is used for.
+fn targets(input: &SetupInput) -> Vec<Target> {
     let account = input.account_id.as_deref().unwrap_or(ACCOUNT_PLACEHOLDER);
-    let fm = |region: &str, model: &str| format!("arn:aws:bedrock:{region}::foundation-model/{model}");
-    let profile = |region: &str, id: &str| format!("arn:aws:bedrock:{region}:{account}:inference-profile/{id}");
-    let mut out = Resources::default();
+    let mut targets = Vec::with_capacity(input.model_ids.len() * input.regions.len());
     for id in &input.model_ids {
-        match classify(id)? {
-            ModelKind::Foundation(model) => {
-                out.direct.extend(input.regions.iter().map(|r| fm(r, &model)));
-            }
-            ModelKind::Geographic { id, model, region_pattern } => {
-                let sources: Vec<&String> =
-                    input.regions.iter().filter(|r| region_matches(region_pattern, r)).collect();
-                if sources.is_empty() {
-                    return Err(SetupError::ModelId {
-                        id,
-                        reason: format!(
-                            "is a profile for regions {region_pattern} but none of the regions ({}) is one; it can only be invoked from inside its geography",
-                            input.regions.join(", ")
-                        ),
-                    });
-                }
-                for region in sources {
-                    out.direct.insert(profile(region, &id));
-                    out.profiles.insert(profile(region, &id));
-                }
-                out.via_profile.insert(fm(region_pattern, &model));
-            }
-            ModelKind::Global { id, model } => {
-                for region in &input.regions {
-                    out.direct.insert(profile(region, &id));
-                    out.profiles.insert(profile(region, &id));
-                    out.global_profiles.insert(profile(region, &id));
-                    out.via_profile.insert(fm(region, &model));
-                }
-                out.global_models.insert(fm("", &model));
-            }
-            ModelKind::Application(arn) => {
-                out.direct.insert(arn.clone());
-                out.application_profiles.insert(arn);
-            }
+        for region in &input.regions {
+            targets.push(Target {
+                id: id.clone(),
+                region: region.clone(),
+                account: account.to_owned(),
+                wraps: input.profile_models.get(id).cloned(),
+            });
         }
     }
-    Ok(out)
+    targets
 }
 
-fn statement(sid: &str, resources: &BTreeSet<String>, condition: Option<Value>) -> Value {
-    let mut s = json!({
-        "Sid": sid,
-        "Effect": "Allow",
-        "Action": BEDROCK_ACTIONS,
-        "Resource": resources.iter().collect::<Vec<_>>(),
-    });
-    if let (Some(condition), Some(map)) = (condition, s.as_object_mut()) {
-        map.insert("Condition".to_owned(), condition);
-    }
-    s
-}
-
-fn permissions_policy(r: &Resources) -> Value {
-    let mut statements = vec![statement("InvokeModelsAndProfiles", &r.direct, None)];
-    if !r.via_profile.is_empty() {
-        statements.push(statement(
-            "FoundationModelsThroughProfiles",
-            &r.via_profile,
-            Some(json!({"StringEquals": {"bedrock:InferenceProfileArn": r.profiles}})),
-        ));
-    }
-    if !r.global_models.is_empty() {
-        statements.push(statement(
-            "GlobalFoundationModelsThroughGlobalProfiles",
-            &r.global_models,
-            Some(json!({"StringEquals": {
-                "aws:RequestedRegion": "unspecified",
-                "bedrock:InferenceProfileArn": r.global_profiles,
-            }})),
-        ));
-    }
-    if !r.application_profiles.is_empty() {
-        statements.push(statement(
-            "FoundationModelsThroughApplicationProfiles",
-            &BTreeSet::from(["arn:aws:bedrock:*::foundation-model/*".to_owned()]),
-            Some(json!({"StringEquals": {"bedrock:InferenceProfileArn": r.application_profiles}})),
-        ));
-    }
-    json!({"Version": "2012-10-17", "Statement": statements})
+fn permissions_policy(input: &SetupInput) -> Result<Value, SetupError> {
+    let statements = bedrock_iam::statements(&targets(input), Form::Exact)?;
+    Ok(bedrock_iam::document(statements.statements))
 }
 
 /// The session tag keys the gateway mints (see `issuer`), as the trust policy checks them.
@@ -527,10 +371,10 @@ fn tfvars(input: &SetupInput) -> String {
 fn cfn_parameters(input: &SetupInput) -> Result<Value, SetupError> {
     let (mut foundation, mut profiles, mut applications) = (Vec::new(), Vec::new(), Vec::new());
     for id in &input.model_ids {
-        match classify(id)? {
-            ModelKind::Foundation(model) => foundation.push(model),
-            ModelKind::Geographic { id, .. } | ModelKind::Global { id, .. } => profiles.push(id),
-            ModelKind::Application(arn) => applications.push(arn),
+        match bedrock_iam::classify(id)? {
+            Kind::Foundation { model } => foundation.push(model),
+            Kind::Geographic { id, .. } | Kind::Global { id, .. } => profiles.push(id),
+            Kind::Application { arn } => applications.push(arn),
         }
     }
     let (actor, principal) = match &input.scope {
@@ -562,14 +406,69 @@ fn cfn_parameters(input: &SetupInput) -> Result<Value, SetupError> {
     Ok(Value::Array(params.map(|(k, v)| json!({"ParameterKey": k, "ParameterValue": v})).collect()))
 }
 
+/// Fill `input.model_ids`, `regions` and `profile_models` with what the routing policy lets the
+/// role's scope (`input.team_uid`, and `input.agent` for an agent's role) use on Bedrock: every
+/// Bedrock route of every model it may use, in the route's region (added to `input.regions`, which
+/// starts as the team's). Routes that name another role are that role's to grant, and models no
+/// region can invoke are skipped; the notes say which and why.
+pub fn models_from_routing(config: &Config, input: &mut SetupInput) -> Result<Vec<String>, String> {
+    let routing = RoutingPolicy::from_config(config, Mode::Hosted, &PlaceholderSecrets).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+        format!("the [routing] section does not validate: {}", lines.join("; "))
+    })?;
+    let team = config.team(&input.team_uid);
+    let scope_role = match &input.agent {
+        Some(agent) => team.and_then(|t| t.agents.iter().find(|a| a.name == agent.as_str())).map(|a| &a.role_arn),
+        None => team.and_then(|t| t.role_arn.as_ref()),
+    };
+    let mut notes = Vec::new();
+    let mut candidates: Vec<String> = Vec::new();
+    let agent = input.agent.as_ref().map(Uid::as_str);
+    for scoped in session_policy::scope_routes(config, &routing, input.team_uid.as_str(), agent) {
+        let (model, route) = (&scoped.model, &scoped.route);
+        if let Some(role) = route.role.as_ref().filter(|role| Some(*role) != scope_role) {
+            notes.push(format!("skipping a route of model {model}: it uses role {role}, whose own policy grants it"));
+            continue;
+        }
+        if let Some(region) = &route.region
+            && !input.regions.contains(region)
+        {
+            input.regions.push(region.clone());
+        }
+        if !candidates.contains(&route.model_id) {
+            candidates.push(route.model_id.clone());
+        }
+        if let (Ok(Kind::Application { arn }), Some(wraps)) = (bedrock_iam::classify(&route.model_id), &scoped.wraps) {
+            input.profile_models.insert(arn, wraps.clone());
+        }
+    }
+    // Keep the models the regions can invoke (a `us.` profile cannot be used from eu-west-1).
+    for id in candidates {
+        let single = SetupInput { model_ids: vec![id.clone()], ..input.clone() };
+        match generate(&single) {
+            Ok(_) => input.model_ids.push(id),
+            Err(error @ SetupError::ModelId { .. }) => notes.push(format!("skipping model {id}: {error}")),
+            // Not the model's fault: the rest of the input is wrong for every model.
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    if input.model_ids.is_empty() {
+        let who = match &input.agent {
+            Some(agent) => format!("agent {agent} of team {}", input.team_uid),
+            None => format!("team {}", input.team_uid),
+        };
+        return Err(format!("the routing policy lets {who} invoke no model on Bedrock from its regions"));
+    }
+    Ok(notes)
+}
+
 /// Validate `input` and produce the policies and deployment inputs for it.
 pub fn generate(input: &SetupInput) -> Result<SetupOutput, SetupError> {
     validate(input)?;
     let host = issuer_host(&input.issuer_url)?;
-    let resources = resources(input)?;
     Ok(SetupOutput {
         trust_policy: trust_policy(input, host),
-        permissions_policy: permissions_policy(&resources),
+        permissions_policy: permissions_policy(input)?,
         tfvars: tfvars(input),
         cfn_parameters: cfn_parameters(input)?,
     })
@@ -660,6 +559,7 @@ mod tests {
             scope,
             model_ids: vec!["anthropic.claude-3-5-haiku-20241022-v1:0".to_owned()],
             regions: vec!["us-east-1".to_owned()],
+            profile_models: BTreeMap::new(),
             account_id: Some("123456789012".to_owned()),
             role_name: "byollm-team".to_owned(),
             max_session_secs: 3600,
@@ -844,7 +744,7 @@ mod tests {
         assert_eq!(policy["Version"], "2012-10-17");
         for s in statements(&policy) {
             assert_eq!(s["Effect"], "Allow");
-            assert_eq!(strings(&s["Action"]), BEDROCK_ACTIONS);
+            assert_eq!(strings(&s["Action"]), bedrock_iam::facts().actions);
             assert!(!strings(&s["Resource"]).contains(&"*"));
         }
     }
@@ -920,19 +820,83 @@ mod tests {
     }
 
     #[test]
-    fn invoke_arns_cover_the_model_and_its_profile() {
+    fn an_application_profile_of_a_known_model_reaches_only_that_model() {
+        let arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/abc123";
+        let mut i = input("abc", SubjectScope::Team);
+        i.model_ids = vec![arn.to_owned()];
+        i.profile_models = BTreeMap::from([(arn.to_owned(), "anthropic.claude-sonnet-4-6".to_owned())]);
+        let policy = generate(&i).unwrap().permissions_policy;
+        let s = statements(&policy);
+        assert_eq!(s.len(), 2);
+        assert_eq!(strings(&s[0]["Resource"]), [arn]);
+        assert_eq!(strings(&s[1]["Resource"]), ["arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-6"]);
+        assert_eq!(strings(&s[1]["Condition"]["StringEquals"]["bedrock:InferenceProfileArn"]), [arn]);
+    }
+
+    #[test]
+    fn the_models_come_from_the_scopes_routing() {
+        let config = Config::from_toml(
+            r#"
+dev = true
+[[teams]]
+uid = "abc"
+region = "eu-west-1"
+role_arn = "arn:aws:iam::123456789012:role/byollm-abc"
+[[teams.agents]]
+name = "reviewer"
+role_arn = "arn:aws:iam::123456789012:role/byollm-abc-reviewer"
+[models.sonnet]
+id = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
+[models.opus]
+id = "us.anthropic.claude-opus-4-1-20250805-v1:0"
+[models.haiku]
+id = "eu.anthropic.claude-haiku-4-5-20251001-v1:0"
+[models.tuned]
+id = "arn:aws:bedrock:eu-west-1:123456789012:application-inference-profile/t1"
+family = "claude-sonnet-4-6"
+[routing.teams.abc]
+models = ["sonnet", "opus", "tuned"]
+[routing.teams.abc.routes]
+sonnet = [{ bedrock = { role = "arn:aws:iam::123456789012:role/elsewhere" } }, { bedrock = { region = "eu-central-1" } }]
+[routing.teams.abc.agents.reviewer]
+models = ["tuned"]
+"#,
+        )
+        .unwrap();
+        let mut team = input("abc", SubjectScope::Team);
+        team.regions = vec!["eu-west-1".to_owned()];
+        team.model_ids.clear();
+        let mut agent = team.clone();
+        agent.agent = Some(uid("reviewer"));
+
+        let notes = models_from_routing(&config, &mut team).unwrap();
+        // Haiku is not the team's; the route through another role is that role's to grant; Opus's
+        // US profile cannot be called from the team's European regions.
         assert_eq!(
-            invoke_arns("global.anthropic.claude-sonnet-4-5-20250929-v1:0").unwrap(),
+            team.model_ids,
             [
-                "arn:aws:bedrock:*:*:inference-profile/global.anthropic.claude-sonnet-4-5-20250929-v1:0",
-                "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-5-20250929-v1:0",
+                "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+                "arn:aws:bedrock:eu-west-1:123456789012:application-inference-profile/t1"
             ]
         );
+        assert_eq!(team.regions, ["eu-west-1", "eu-central-1"]);
+        assert!(notes.iter().any(|n| n.contains("role/elsewhere")), "{notes:?}");
+        assert!(notes.iter().any(|n| n.starts_with("skipping model us.anthropic.claude-opus")), "{notes:?}");
         assert_eq!(
-            invoke_arns("anthropic.claude-3-5-haiku-20241022-v1:0").unwrap(),
-            ["arn:aws:bedrock:*::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0"]
+            team.profile_models.values().collect::<Vec<_>>(),
+            [&crate::models::catalog().by_family("claude-sonnet-4-6").unwrap().base_id]
         );
-        assert!(invoke_arns("a*").is_err());
+
+        models_from_routing(&config, &mut agent).unwrap();
+        assert_eq!(agent.model_ids, ["arn:aws:bedrock:eu-west-1:123456789012:application-inference-profile/t1"]);
+        let policy = generate(&agent).unwrap().permissions_policy.to_string();
+        assert!(!policy.contains("sonnet-4-5") && !policy.contains("foundation-model/*"), "{policy}");
+
+        let mut nothing = input("zzz", SubjectScope::Team);
+        nothing.model_ids.clear();
+        let config = Config::from_toml("dev = true\n[routing.default]\nmodels = []\n").unwrap();
+        let error = models_from_routing(&config, &mut nothing).unwrap_err();
+        assert!(error.contains("no model on Bedrock"), "{error}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! provider answered, the access key id masked to its last four characters, and when the
 //! credentials expire. [`team_report`] authorizes the run through [`crate::identity::authz`] like any entry
 //! point, then mints a token and asks STS for credentials through the broker, so failures carry the
-//! broker's classified code and the piece of AWS set-up to check. Neither ever holds a token or
+//! broker's classified code and the piece of AWS set-up to check; it also says how credentials
+//! exported for that run would be scoped ([`exported_scope`]), loudly when not exactly. Neither ever holds a token or
 //! secret in the report. It uses the core (config, authz, broker), never the HTTP edge.
 //!
 //! With `--model`, either then makes one minimal real call to that model ([`check_model`]: the
@@ -13,18 +14,25 @@
 //! the usual first-use failures: model access not enabled, AWS Marketplace subscription missing,
 //! IAM or organization policy, an inference profile Bedrock does not offer from this region.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use crate::aws::AwsCredentials;
+use crate::aws::RoleArn;
+use crate::aws::bedrock_iam::Form;
 use crate::broker::local::{LocalSession, LocalSource, LocalState};
 use crate::broker::rfc3339;
+use crate::broker::session_policy;
 use crate::broker::{Broker, BrokerError};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::identity::auth::Caller;
-use crate::identity::authz::{Purpose, RunRequest, authorize, permits};
+use crate::identity::authz::{AuthorizedRun, Purpose, RunRequest, authorize, permits};
 use crate::models::ModelConfig;
 use crate::principal::{ScopedPrincipal, Uid};
+use crate::routing::policy::PlaceholderSecrets;
+use crate::routing::{Mode, RoutingPolicy};
 use crate::upstream::{BedrockClient, BedrockFailure};
 
 /// The run id the doctor's STS calls carry, so they are recognisable in CloudTrail.
@@ -396,6 +404,9 @@ pub async fn team_report(
     if run.session_tags {
         report.details.push(("session tags", "on (the trust policy must allow sts:TagSession)".into()));
     }
+    if let Some(role) = &run.role {
+        report.details.push(("session policy", exported_scope(config, &run, role)));
+    }
     if !config.issuer.url.starts_with("https://") && config.sts.endpoint_url.is_none() {
         report.details.push(("note", "the issuer is not https: AWS STS cannot fetch its keys (dev mode)".into()));
     }
@@ -423,9 +434,63 @@ pub async fn team_report(
     report
 }
 
+/// What `/v1/credentials` would hand this run: credentials scoped to the models its routing allows
+/// (exactly, or by model-family wildcards), unscoped ones, or a refusal; loud when not exact.
+pub fn exported_scope(config: &Config, run: &AuthorizedRun, role: &RoleArn) -> String {
+    if !config.sts.session_policy {
+        return "WARNING: off (sts.session_policy = false): /v1/credentials hands out every permission of the role"
+            .into();
+    }
+    let routing = match RoutingPolicy::from_config(config, Mode::Hosted, &PlaceholderSecrets) {
+        Ok(routing) => routing,
+        Err(errors) => return format!("WARNING: the [routing] section does not validate ({} problems)", errors.len()),
+    };
+    let team = run.principal.team_uid.as_str();
+    let routes = session_policy::scope_routes(config, &routing, team, run.agent.as_deref());
+    let models: BTreeSet<&str> = routes.iter().map(|r| r.model.as_str()).collect();
+    let models = models.into_iter().collect::<Vec<_>>().join(", ");
+    match session_policy::build(&session_policy::targets(&routes, &run.region, role.account_id())) {
+        Ok(policy) if policy.form == Form::Exact => format!("{} for {models}", policy.describe()),
+        Ok(policy) => format!("WARNING: {} for {models}", policy.describe()),
+        Err(error) => format!("WARNING: /v1/credentials refuses this run: {error}; {}", error.fix()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_export_scope_is_reported_and_loud_when_not_exact() {
+        let config = |extra: &str| {
+            Config::from_toml(&format!(
+                "dev = true\n{extra}\n[[teams]]\nuid = \"acme\"\nregion = \"us-east-1\"\nrole_arn = \"arn:aws:iam::111111111111:role/r\"\n[[teams.agents]]\nname = \"one\"\nrole_arn = \"arn:aws:iam::111111111111:role/one\"\n[models.sonnet]\nid = \"global.anthropic.claude-sonnet-4-5-20250929-v1:0\"\n[models.opus]\nid = \"global.anthropic.claude-opus-4-7\"\n[routing.teams.acme.agents.one]\nmodels = [\"opus\"]\n"
+            ))
+            .unwrap()
+        };
+        let run = |agent: Option<&str>| AuthorizedRun {
+            principal: ScopedPrincipal::parse("scoped_principal:acme/user:a").unwrap(),
+            agent: agent.map(str::to_owned),
+            run_id: None,
+            role: None,
+            region: "us-east-1".into(),
+            session_tags: false,
+        };
+        let role = RoleArn::parse("arn:aws:iam::111111111111:role/r").unwrap();
+        let on = config("");
+        assert_eq!(exported_scope(&on, &run(Some("one")), &role).split(" (").next(), Some("exact"));
+        assert!(exported_scope(&on, &run(Some("one")), &role).ends_with("for opus"));
+        assert!(exported_scope(&on, &run(None), &role).ends_with("for opus, sonnet"));
+        let off = config("[sts]\nsession_policy = false");
+        assert!(exported_scope(&off, &run(None), &role).starts_with("WARNING: off"));
+        let none = Config::from_toml(&format!(
+            "{}\n[routing.teams.acme]\nmodels = []\n",
+            "dev = true\n[[teams]]\nuid = \"acme\"\nrole_arn = \"arn:aws:iam::111111111111:role/r\""
+        ))
+        .unwrap();
+        let refused = exported_scope(&none, &run(None), &role);
+        assert!(refused.starts_with("WARNING: /v1/credentials refuses"), "{refused}");
+    }
 
     #[test]
     fn masks_all_but_the_last_four() {

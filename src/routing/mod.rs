@@ -234,6 +234,21 @@ impl RoutingPolicy {
             .collect()
     }
 
+    /// Every Bedrock route `scope` may use, with the public model it serves, in model-name then
+    /// route order: all that credentials exported for the scope may need to reach.
+    pub fn bedrock_routes(&self, scope: RouteScope<'_>) -> Vec<(&str, BedrockRoute)> {
+        let mut out = Vec::new();
+        for model in self.known_models() {
+            let Ok(resolution) = self.resolve(scope, model) else { continue };
+            for route in resolution.routes {
+                if let Upstream::Bedrock(bedrock) = route.upstream {
+                    out.push((model, bedrock));
+                }
+            }
+        }
+        out
+    }
+
     fn is_known(&self, model: &str) -> bool {
         self.bedrock_models.contains_key(model) || self.endpoint_models.contains_key(model)
     }

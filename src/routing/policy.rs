@@ -149,6 +149,21 @@ impl SecretSource for MapSecrets {
     }
 }
 
+/// Every reference resolves to a placeholder: for commands that read only which models and Bedrock
+/// routes the policy allows (`aws-setup`, `doctor`), where no key is ever used and the operator's
+/// shell need not hold them. Never for serving.
+pub struct PlaceholderSecrets;
+
+impl SecretSource for PlaceholderSecrets {
+    fn env(&self, _name: &str) -> Option<String> {
+        Some("placeholder".into())
+    }
+
+    fn file(&self, _path: &std::path::Path) -> std::io::Result<String> {
+        Ok("placeholder".into())
+    }
+}
+
 impl RoutingPolicy {
     /// The policy of `config.routing`, validated against `config`'s models, teams and agents.
     pub fn from_config(

@@ -48,6 +48,11 @@ impl PolicyReloader {
         PolicyReloader { path, env, running, mode, last_text: text, started_with }
     }
 
+    /// The configuration the gateway runs with (everything but `[routing]` as at start).
+    pub fn config(&self) -> &Config {
+        &self.running
+    }
+
     /// Reload if the file changed, or in any case when `force` (SIGHUP: secret files named by the
     /// policy are read again too).
     pub fn check(&mut self, routing: &Routing, force: bool) -> ReloadOutcome {

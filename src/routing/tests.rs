@@ -171,6 +171,33 @@ fn resolution_follows_agent_then_team_then_defaults() {
 }
 
 #[test]
+fn the_bedrock_routes_of_a_scope_are_those_of_the_models_it_may_use() {
+    let policy = load(POLICY);
+    let ids = |scope| -> Vec<(String, String, Option<String>)> {
+        policy
+            .bedrock_routes(scope)
+            .into_iter()
+            .map(|(model, route)| (model.to_owned(), route.model_id, route.region))
+            .collect()
+    };
+    assert_eq!(
+        ids(scope("acme", None)),
+        [
+            ("claude-haiku-4-5".to_owned(), HAIKU.to_owned(), None),
+            (
+                "claude-sonnet-4-5".into(),
+                "eu.anthropic.claude-sonnet-4-5-20250929-v1:0".into(),
+                Some("eu-west-1".into())
+            ),
+            ("claude-sonnet-4-5".into(), SONNET.into(), None),
+        ]
+    );
+    // The reviewer may use sonnet, through the Anthropic API only: nothing on Bedrock.
+    assert!(ids(scope("acme", Some("reviewer"))).is_empty());
+    assert_eq!(ids(scope("other", None)).len(), 2, "provider-only keeps the Bedrock routes");
+}
+
+#[test]
 fn secrets_are_resolved_and_never_printed() {
     let policy = load(POLICY);
     assert_eq!(policy.anthropic.key.as_ref().map(|k| k.expose()), Some("sk-ant-api03-secret-value"));

@@ -9,6 +9,11 @@
 //! code with the gateway's policy generator. Session tags and the source identity are read from the
 //! token's `https://aws.amazon.com/tags` and `https://aws.amazon.com/source_identity` claims; a
 //! session policy (`Policy`) is checked for size and JSON and recorded with what was issued.
+//!
+//! Identity policies (a role's permissions policy, a session policy) are evaluated by
+//! [`iam_permits`], with the same operators over `Resource`; [`bedrock_allows`] models the checks
+//! Bedrock makes for one invocation (the profile, and the foundation model it routes to with
+//! `bedrock:InferenceProfileArn`), so a test can ask whether credentials can invoke a model.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -867,6 +872,99 @@ pub fn iam_allows(
         let allowed = statements.iter().any(|s| s["Effect"] == "Allow" && matches(s, action));
         let denied = statements.iter().any(|s| s["Effect"] == "Deny" && matches(s, action));
         allowed && !denied
+    })
+}
+
+/// IAM's decision for an identity-based policy (a role's permissions policy, or a session policy):
+/// `action` on `resource` with the request `context` (condition keys lower-cased). An `Allow`
+/// statement must match the action, the resource and all its conditions, and no `Deny` may.
+/// Resources match as [`iam_string_like`] over the whole ARN, so a `*` may run past a `:`: that
+/// allows a little more than IAM does, so a test that finds an invocation refused here is one IAM
+/// refuses too. `NotAction`, `NotResource` and unknown operators match nothing.
+pub fn iam_permits(policy: &Value, action: &str, resource: &str, context: &HashMap<String, Vec<String>>) -> bool {
+    let statements: Vec<&Value> = match &policy["Statement"] {
+        Value::Array(items) => items.iter().collect(),
+        single @ Value::Object(_) => vec![single],
+        _ => return false,
+    };
+    let matches = |statement: &Value| -> bool {
+        let action_ok = policy_strings(&statement["Action"])
+            .iter()
+            .any(|pattern| iam_string_like(&pattern.to_lowercase(), &action.to_lowercase()));
+        let resource_ok =
+            policy_strings(&statement["Resource"]).iter().any(|pattern| iam_string_like(pattern, resource));
+        let conditions_ok = match &statement["Condition"] {
+            Value::Null => true,
+            Value::Object(operators) => operators.iter().all(|(operator, keys)| {
+                keys.as_object().is_some_and(|keys| {
+                    keys.iter().all(|(key, expected)| {
+                        condition_holds(operator, context.get(&key.to_lowercase()), &policy_strings(expected))
+                    })
+                })
+            }),
+            _ => false,
+        };
+        action_ok && resource_ok && conditions_ok
+    };
+    let allowed = statements.iter().any(|s| s["Effect"] == "Allow" && matches(s));
+    let denied = statements.iter().any(|s| s["Effect"] == "Deny" && matches(s));
+    allowed && !denied
+}
+
+/// One Bedrock model invocation, as Bedrock authorizes it.
+#[derive(Debug, Clone, Copy)]
+pub enum BedrockCall<'a> {
+    /// Foundation model `model` called directly in `region`.
+    Model { region: &'a str, model: &'a str },
+    /// System-defined inference profile `id` (`us.…`, `global.…`) called in `region` from
+    /// `account`, served by foundation model `model` in `destination` (a global profile is
+    /// authorized in its source region and region-less, whatever the destination).
+    Profile { region: &'a str, account: &'a str, id: &'a str, model: &'a str, destination: &'a str },
+    /// Application inference profile `arn`, served by `model` in `destination`.
+    Application { arn: &'a str, model: &'a str, destination: &'a str },
+}
+
+/// The IAM checks Bedrock makes for `call`, as (resource, request context) pairs; every one must
+/// pass. Sources: AWS Bedrock user guide, "Prerequisites for inference profiles" (the profile, and
+/// the foundation model in each region the profile routes to, with `bedrock:InferenceProfileArn`
+/// set to the profile) and "Global cross-Region inference" (the foundation model in the source
+/// region and region-less, the latter with `aws:RequestedRegion` = `unspecified`).
+pub fn bedrock_checks(call: BedrockCall<'_>) -> Vec<(String, HashMap<String, Vec<String>>)> {
+    let context = |region: &str, profile: Option<&str>| {
+        let mut context = HashMap::from([("aws:requestedregion".to_owned(), vec![region.to_owned()])]);
+        if let Some(profile) = profile {
+            context.insert("bedrock:inferenceprofilearn".to_owned(), vec![profile.to_owned()]);
+        }
+        context
+    };
+    let foundation = |region: &str, model: &str| format!("arn:aws:bedrock:{region}::foundation-model/{model}");
+    match call {
+        BedrockCall::Model { region, model } => vec![(foundation(region, model), context(region, None))],
+        BedrockCall::Profile { region, account, id, model, destination } => {
+            let profile = format!("arn:aws:bedrock:{region}:{account}:inference-profile/{id}");
+            let mut checks = vec![(profile.clone(), context(region, None))];
+            if id.starts_with("global.") {
+                checks.push((foundation(region, model), context(region, Some(&profile))));
+                checks.push((foundation("", model), context("unspecified", Some(&profile))));
+            } else {
+                checks.push((foundation(destination, model), context(destination, Some(&profile))));
+            }
+            checks
+        }
+        BedrockCall::Application { arn, model, destination } => {
+            let region = arn.split(':').nth(3).unwrap_or_default();
+            vec![
+                (arn.to_owned(), context(region, None)),
+                (foundation(destination, model), context(destination, Some(arn))),
+            ]
+        }
+    }
+}
+
+/// Whether credentials limited by `policy` may make `call`, streamed or not.
+pub fn bedrock_allows(policy: &Value, call: BedrockCall<'_>) -> bool {
+    ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"].iter().all(|action| {
+        bedrock_checks(call).iter().all(|(resource, context)| iam_permits(policy, action, resource, context))
     })
 }
 
