@@ -14,6 +14,7 @@ use toml::{Table, Value};
 use super::failover::FailoverSettings;
 use super::{AnthropicRoute, BedrockRoute, OpenAiRoute, Route, Upstream};
 use crate::aws::RoleArn;
+use crate::config::reader::Section;
 use crate::config::{Config, FieldError};
 use crate::principal::Uid;
 use crate::secret::Secret;
@@ -184,9 +185,9 @@ impl RoutingPolicy {
     ) -> Result<RoutingPolicy, Vec<FieldError>> {
         let errors = RefCell::new(Vec::new());
         let reader = Reader { errors: &errors, secrets, mode };
-        let mut root = Node { path: "routing".into(), table: section.cloned().unwrap_or_default() };
+        let mut root = Section::root("routing", section.cloned().unwrap_or_default(), &errors);
         let policy = reader.policy(&mut root, config);
-        reader.finish(root);
+        root.finish();
         let errors = errors.into_inner();
         if errors.is_empty() { Ok(policy) } else { Err(errors) }
     }
@@ -204,22 +205,20 @@ impl RoutingPolicy {
     }
 }
 
-/// A table being read, with its path for errors.
-struct Node {
-    path: String,
-    table: Table,
-}
-
-/// A TOML key as it appears in a path: bare when it can be, quoted otherwise.
-fn key_path(parent: &str, key: &str) -> String {
-    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if bare { format!("{parent}.{key}") } else { format!("{parent}.{key:?}") }
-}
-
+/// The policy's reader: the one configuration reader ([`Section`]) plus what `[routing]` needs to
+/// resolve (secret references, the mode's egress rules).
 struct Reader<'a> {
     errors: &'a RefCell<Vec<FieldError>>,
     secrets: &'a dyn SecretSource,
     mode: Mode,
+}
+
+type Node<'a> = Section<'a>;
+
+/// A TOML key under a path that is not a table being read (as [`Section::child`] writes it).
+fn key_path(parent: &str, key: &str) -> String {
+    let bare = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare { format!("{parent}.{key}") } else { format!("{parent}.{key:?}") }
 }
 
 impl Reader<'_> {
@@ -227,68 +226,16 @@ impl Reader<'_> {
         self.errors.borrow_mut().push(FieldError { path: path.into(), message: message.into() });
     }
 
-    fn finish(&self, node: Node) {
-        for key in node.table.keys() {
-            self.error(key_path(&node.path, key), "unknown field");
-        }
-    }
-
-    fn take<T: serde::de::DeserializeOwned>(&self, node: &mut Node, key: &str) -> Option<T> {
-        let value = node.table.remove(key)?;
-        match value.try_into::<T>() {
-            Ok(value) => Some(value),
-            Err(error) => {
-                self.error(key_path(&node.path, key), error.to_string().trim().to_owned());
-                None
-            }
-        }
-    }
-
-    fn take_ranged(&self, node: &mut Node, key: &str, min: u64, max: u64) -> Option<u64> {
-        let value = self.take::<u64>(node, key)?;
-        if (min..=max).contains(&value) {
-            Some(value)
-        } else {
-            self.error(key_path(&node.path, key), format!("{value} is out of range {min}..={max}"));
-            None
-        }
-    }
-
-    fn child(&self, node: &mut Node, key: &str) -> Option<Node> {
-        let path = key_path(&node.path, key);
-        match node.table.remove(key)? {
-            Value::Table(table) => Some(Node { path, table }),
-            _ => {
-                self.error(path, "must be a table");
-                None
-            }
-        }
-    }
-
-    /// The children of a table of tables (`[routing.endpoints.<name>]`), in name order.
-    fn children(&self, node: &mut Node, key: &str) -> Vec<(String, Node)> {
-        let Some(mut parent) = self.child(node, key) else { return Vec::new() };
-        let mut out = Vec::new();
-        for (name, value) in std::mem::take(&mut parent.table) {
-            let path = key_path(&parent.path, &name);
-            match value {
-                Value::Table(table) => out.push((name, Node { path, table })),
-                _ => self.error(path, "must be a table"),
-            }
-        }
-        out
-    }
-
     fn policy(&self, root: &mut Node, config: &Config) -> RoutingPolicy {
         let failover = self.failover(root);
-        let anthropic = match self.child(root, "anthropic") {
+        let anthropic = match root.table_at("anthropic") {
             Some(mut node) => {
                 let http = self.http_upstream(&mut node, Some(ANTHROPIC_BASE_URL), false, config);
-                self.finish(node);
+                node.finish();
                 http
             }
             None => self.http_upstream(
-                &mut Node { path: "routing.anthropic".into(), table: Table::new() },
+                &mut Section::root("routing.anthropic", Table::new(), self.errors),
                 Some(ANTHROPIC_BASE_URL),
                 false,
                 config,
@@ -299,15 +246,15 @@ impl Reader<'_> {
 
         let mut endpoints = BTreeMap::new();
         let mut endpoint_models = BTreeMap::new();
-        for (name, mut node) in self.children(root, "endpoints") {
+        for (name, mut node) in root.children("endpoints") {
             if !valid_name(&name) {
                 self.error(node.path.clone(), "endpoint names use letters, digits, '-' and '_' (at most 64)");
             }
-            let per_request = self.take::<bool>(&mut node, "per_request").unwrap_or(false);
+            let per_request = node.take::<bool>("per_request").unwrap_or(false);
             let http = self.http_upstream(&mut node, None, per_request, config);
             let fields = self.extra_fields(&mut node);
-            let models = self.take::<Vec<String>>(&mut node, "models").unwrap_or_default();
-            let models_path = key_path(&node.path, "models");
+            let models = node.take::<Vec<String>>("models").unwrap_or_default();
+            let models_path = node.child("models");
             for model in &models {
                 if !valid_model_name(model) {
                     self.error(
@@ -323,22 +270,22 @@ impl Reader<'_> {
                     self.error(models_path.clone(), format!("{model:?} is already served by endpoint {other:?}"));
                 }
             }
-            self.finish(node);
+            node.finish();
             endpoints.insert(name, Endpoint { http, per_request, models, fields });
         }
 
         let known = Known { bedrock_models: &bedrock_models, endpoint_models: &endpoint_models, endpoints: &endpoints };
-        let default = match self.child(root, "default") {
+        let default = match root.table_at("default") {
             Some(mut node) => {
                 let layer = self.layer(&mut node, &known, None);
-                self.finish(node);
+                node.finish();
                 layer
             }
             None => Layer::default(),
         };
 
         let mut teams = BTreeMap::new();
-        for (uid, mut node) in self.children(root, "teams") {
+        for (uid, mut node) in root.children("teams") {
             let team_known = match Uid::parse(&uid) {
                 Err(error) => {
                     self.error(node.path.clone(), format!("{uid:?} is not a team uid: {error}"));
@@ -358,7 +305,7 @@ impl Reader<'_> {
             };
             let layer = self.layer(&mut node, &known, Some(&default));
             let mut agents = BTreeMap::new();
-            for (agent, mut agent_node) in self.children(&mut node, "agents") {
+            for (agent, mut agent_node) in node.children("agents") {
                 let configured = config
                     .teams
                     .iter()
@@ -372,22 +319,19 @@ impl Reader<'_> {
                 }
                 let agent_layer = self.layer(&mut agent_node, &known, Some(&layer));
                 if agent_layer.provider_only.is_some() {
-                    self.error(key_path(&agent_node.path, "provider_only"), "is a team setting; set it on the team");
+                    self.error(agent_node.child("provider_only"), "is a team setting; set it on the team");
                 }
                 if let (Some(agent_models), Some(team_models)) =
                     (&agent_layer.models, effective_models(&layer, &default))
                 {
                     for model in agent_models.difference(team_models) {
-                        self.error(
-                            key_path(&agent_node.path, "models"),
-                            format!("{model:?} is not among the team's models"),
-                        );
+                        self.error(agent_node.child("models"), format!("{model:?} is not among the team's models"));
                     }
                 }
-                self.finish(agent_node);
+                agent_node.finish();
                 agents.insert(agent, agent_layer);
             }
-            self.finish(node);
+            node.finish();
             teams.insert(uid, TeamPolicy { layer, agents });
         }
 
@@ -408,17 +352,14 @@ impl Reader<'_> {
     fn failover(&self, root: &mut Node) -> FailoverSettings {
         let defaults = FailoverSettings::default();
         let mut node =
-            self.child(root, "failover").unwrap_or(Node { path: "routing.failover".into(), table: Table::new() });
-        let skip_after =
-            self.take_ranged(&mut node, "skip_after_failures", 1, 100).map_or(defaults.skip_after, |n| n as u32);
-        let skip_base =
-            self.take_ranged(&mut node, "skip_secs", 1, 3600).map_or(defaults.skip_base, Duration::from_secs);
-        let skip_max =
-            self.take_ranged(&mut node, "skip_max_secs", 1, 3600).map_or(defaults.skip_max, Duration::from_secs);
+            root.table_at("failover").unwrap_or_else(|| Section::root("routing.failover", Table::new(), self.errors));
+        let skip_after = node.take_ranged("skip_after_failures", 1, 100).map_or(defaults.skip_after, |n| n as u32);
+        let skip_base = node.take_ranged("skip_secs", 1, 3600).map_or(defaults.skip_base, Duration::from_secs);
+        let skip_max = node.take_ranged("skip_max_secs", 1, 3600).map_or(defaults.skip_max, Duration::from_secs);
         if skip_max < skip_base {
-            self.error(key_path(&node.path, "skip_max_secs"), "must be at least skip_secs");
+            self.error(node.child("skip_max_secs"), "must be at least skip_secs");
         }
-        self.finish(node);
+        node.finish();
         FailoverSettings { skip_after, skip_base, skip_max, ..defaults }
     }
 
@@ -429,10 +370,10 @@ impl Reader<'_> {
         per_request: bool,
         config: &Config,
     ) -> HttpUpstream {
-        let allow_http = self.take::<bool>(node, "allow_http").unwrap_or(false);
-        let allow_private_network = self.take::<bool>(node, "allow_private_network").unwrap_or(false);
-        let url_path = key_path(&node.path, "base_url");
-        let raw_url = self.take::<String>(node, "base_url");
+        let allow_http = node.take::<bool>("allow_http").unwrap_or(false);
+        let allow_private_network = node.take::<bool>("allow_private_network").unwrap_or(false);
+        let url_path = node.child("base_url");
+        let raw_url = node.take::<String>("base_url");
         let base_url = match (raw_url, default_url, per_request) {
             (Some(_), _, true) => {
                 self.error(url_path, "leave base_url out of a per_request endpoint: each request names its URL");
@@ -468,7 +409,7 @@ impl Reader<'_> {
             for field in ["api_key_env", "api_key_file"] {
                 if node.table.remove(field).is_some() {
                     self.error(
-                        key_path(&node.path, field),
+                        node.child(field),
                         "leave the key out of a per_request endpoint: it would be sent to whatever URL a request names; each request sends its own in x-byollm-endpoint-key",
                     );
                 }
@@ -476,16 +417,15 @@ impl Reader<'_> {
         }
         let key = self.secret(node);
         let connect_timeout =
-            self.take_ranged(node, "connect_timeout_secs", 1, 60).map_or(Duration::from_secs(5), Duration::from_secs);
-        let timeout =
-            self.take_ranged(node, "timeout_secs", 1, 3600).map_or(Duration::from_secs(600), Duration::from_secs);
+            node.take_ranged("connect_timeout_secs", 1, 60).map_or(Duration::from_secs(5), Duration::from_secs);
+        let timeout = node.take_ranged("timeout_secs", 1, 3600).map_or(Duration::from_secs(600), Duration::from_secs);
         // A non-streamed answer is buffered whole, within server.max_answer_bytes_in_flight.
         let budget = config.server.max_answer_bytes_in_flight as u64;
         let default_max = if per_request { PER_REQUEST_MAX_RESPONSE_BYTES } else { DEFAULT_MAX_RESPONSE_BYTES };
-        let max_response_bytes = match self.take_ranged(node, "max_response_bytes", 1024, 1 << 30) {
+        let max_response_bytes = match node.take_ranged("max_response_bytes", 1024, 1 << 30) {
             Some(set) if set > budget => {
                 self.error(
-                    key_path(&node.path, "max_response_bytes"),
+                    node.child("max_response_bytes"),
                     format!(
                         "{set} is more than server.max_answer_bytes_in_flight ({budget}): an answer that size could never be buffered"
                     ),
@@ -500,8 +440,8 @@ impl Reader<'_> {
 
     /// `extra_fields`: top-level request fields the endpoint takes beyond OpenAI's own.
     fn extra_fields(&self, node: &mut Node) -> FieldAllowList {
-        let path = key_path(&node.path, "extra_fields");
-        let Some(names) = self.take::<Vec<String>>(node, "extra_fields") else { return FieldAllowList::default() };
+        let path = node.child("extra_fields");
+        let Some(names) = node.take::<Vec<String>>("extra_fields") else { return FieldAllowList::default() };
         if names.len() > MAX_EXTRA_FIELDS {
             self.error(path, format!("lists {} fields; at most {MAX_EXTRA_FIELDS}", names.len()));
             return FieldAllowList::default();
@@ -524,10 +464,10 @@ impl Reader<'_> {
     }
 
     fn secret(&self, node: &mut Node) -> Option<Secret> {
-        let env_path = key_path(&node.path, "api_key_env");
-        let file_path = key_path(&node.path, "api_key_file");
-        let env = self.take::<String>(node, "api_key_env");
-        let file = self.take::<PathBuf>(node, "api_key_file");
+        let env_path = node.child("api_key_env");
+        let file_path = node.child("api_key_file");
+        let env = node.take::<String>("api_key_env");
+        let file = node.take::<PathBuf>("api_key_file");
         let (value, path) = match (env, file) {
             (Some(_), Some(_)) => {
                 self.error(file_path, "set api_key_env or api_key_file, not both");
@@ -560,9 +500,9 @@ impl Reader<'_> {
 
     /// A layer: `provider_only`, `models`, `routes`.
     fn layer(&self, node: &mut Node, known: &Known, parent: Option<&Layer>) -> Layer {
-        let provider_only = self.take::<bool>(node, "provider_only");
-        let models_path = key_path(&node.path, "models");
-        let models = self.take::<Vec<String>>(node, "models").map(|list| {
+        let provider_only = node.take::<bool>("provider_only");
+        let models_path = node.child("models");
+        let models = node.take::<Vec<String>>("models").map(|list| {
             let mut set = BTreeSet::new();
             for model in list {
                 if !known.is_model(&model) {
@@ -576,9 +516,9 @@ impl Reader<'_> {
             set
         });
         let mut routes = BTreeMap::new();
-        if let Some(mut routes_node) = self.child(node, "routes") {
+        if let Some(mut routes_node) = node.table_at("routes") {
             for (model, value) in std::mem::take(&mut routes_node.table) {
-                let path = key_path(&routes_node.path, &model);
+                let path = routes_node.child(&model);
                 if !known.is_model(&model) {
                     self.error(
                         path.clone(),
@@ -624,7 +564,7 @@ impl Reader<'_> {
                 self.error(body_path, "must be a table (use {} for the defaults)");
                 continue;
             };
-            let mut node = Node { path: body_path, table: body };
+            let mut node = Section::root(&body_path, body, self.errors);
             let upstream = match kind.as_str() {
                 "bedrock" => self.bedrock_route(&mut node, model, known),
                 "anthropic" => self.anthropic_route(&mut node, model, known),
@@ -635,7 +575,7 @@ impl Reader<'_> {
                     None
                 }
             };
-            self.finish(node);
+            node.finish();
             if let Some(upstream) = upstream {
                 routes.push(upstream);
             }
@@ -655,19 +595,19 @@ impl Reader<'_> {
     }
 
     fn bedrock_route(&self, node: &mut Node, model: &str, known: &Known) -> Option<Upstream> {
-        let profile_path = key_path(&node.path, "profile");
-        let profile = self.take::<String>(node, "profile");
+        let profile_path = node.child("profile");
+        let profile = node.take::<String>("profile");
         if let Some(profile) = &profile
             && let Err(message) = crate::models::validate_model_id(profile)
         {
             self.error(profile_path.clone(), message);
         }
-        let region = self.take::<String>(node, "region").and_then(|r| {
-            crate::aws::validate_region(r).map_err(|m| self.error(key_path(&node.path, "region"), m)).ok()
-        });
-        let role = self
-            .take::<String>(node, "role")
-            .and_then(|r| RoleArn::parse(&r).map_err(|m| self.error(key_path(&node.path, "role"), m)).ok());
+        let region = node
+            .take::<String>("region")
+            .and_then(|r| crate::aws::validate_region(r).map_err(|m| self.error(node.child("region"), m)).ok());
+        let role = node
+            .take::<String>("role")
+            .and_then(|r| RoleArn::parse(&r).map_err(|m| self.error(node.child("role"), m)).ok());
         let Some(configured) = known.bedrock_models.get(model) else {
             self.error(
                 node.path.clone(),
@@ -680,9 +620,9 @@ impl Reader<'_> {
     }
 
     fn anthropic_route(&self, node: &mut Node, model: &str, known: &Known) -> Option<Upstream> {
-        let name = self.take::<String>(node, "model").unwrap_or_else(|| model.to_owned());
+        let name = node.take::<String>("model").unwrap_or_else(|| model.to_owned());
         if !valid_model_name(&name) {
-            self.error(key_path(&node.path, "model"), "must be an Anthropic model id like claude-sonnet-4-5-20250929");
+            self.error(node.child("model"), "must be an Anthropic model id like claude-sonnet-4-5-20250929");
             return None;
         }
         if !known.bedrock_models.contains_key(model) {
@@ -696,8 +636,8 @@ impl Reader<'_> {
     }
 
     fn openai_route(&self, node: &mut Node, model: &str, known: &Known) -> Option<Upstream> {
-        let endpoint_path = key_path(&node.path, "endpoint");
-        let Some(endpoint) = self.take::<String>(node, "endpoint") else {
+        let endpoint_path = node.child("endpoint");
+        let Some(endpoint) = node.take::<String>("endpoint") else {
             self.error(endpoint_path, "is required: the name of a [routing.endpoints.<name>] table");
             return None;
         };
@@ -705,9 +645,9 @@ impl Reader<'_> {
             self.error(endpoint_path, format!("no endpoint {endpoint:?} in [routing.endpoints]"));
             return None;
         }
-        let name = self.take::<String>(node, "model").unwrap_or_else(|| model.to_owned());
+        let name = node.take::<String>("model").unwrap_or_else(|| model.to_owned());
         if !valid_model_name(&name) {
-            self.error(key_path(&node.path, "model"), "must be the endpoint's model name (1-128 printable characters)");
+            self.error(node.child("model"), "must be the endpoint's model name (1-128 printable characters)");
             return None;
         }
         Some(Upstream::OpenAi(OpenAiRoute { endpoint, model: name }))
