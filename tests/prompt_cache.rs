@@ -102,6 +102,23 @@ fn assert_extends(earlier: &[u8], later: &[u8], turn: usize) {
     assert!(new.starts_with(kept) && new[kept.len()..].starts_with(','), "turn {turn}: history changed");
 }
 
+/// The audit lines the gateway wrote so far, waiting briefly for `count` of them.
+async fn audit_lines(gateway: &Gateway, count: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let lines: Vec<Value> = gateway
+            .logs()
+            .lines()
+            .filter(|line| line.starts_with("{\"audit\":\"request\""))
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        if lines.len() >= count {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {count} audit lines in:\n{}", gateway.logs());
+}
+
 /// How many `cache_control` markers a body carries (a marker inside a block counts too).
 fn breakpoints(body: &Value) -> usize {
     body.to_string().matches("\"cache_control\"").count()
@@ -139,12 +156,19 @@ async fn each_turn_reads_the_previous_one_from_the_cache_and_extends_it_byte_for
     let usages = agent_conversation(&local, 6).await;
     let requests = local.bedrock.requests();
     assert_eq!(requests.len(), 6);
+    let audit = audit_lines(&local.gateway, 6).await;
     for (turn, request) in requests.iter().enumerate() {
         let account = request.cache.as_ref().expect("the fake accounted for the request");
         assert!((1..=4).contains(&breakpoints(&request.body)), "turn {turn}: {}", breakpoints(&request.body));
         assert_eq!(account.breakpoints, breakpoints(&request.body));
         assert_eq!(usages[turn]["prompt_tokens_details"]["cached_tokens"], account.read, "turn {turn}");
+        assert_eq!(usages[turn]["prompt_tokens_details"]["cache_write_tokens"], account.write, "turn {turn}");
         assert_eq!(usages[turn]["prompt_tokens"], account.total(), "turn {turn}");
+        let audit = &audit[turn]["usage"];
+        assert_eq!(
+            (&audit["cache_read_input_tokens"], &audit["cache_creation_input_tokens"]),
+            (&json!(account.read), &json!(account.write))
+        );
         if turn == 0 {
             assert_eq!(account.read, 0);
             assert!(account.write > 1024, "the first turn writes: {account:?}");
@@ -313,4 +337,39 @@ prompt_cache = "off"
     let requests = bedrock.requests();
     assert_eq!(breakpoints(&requests[0].body), 2, "acme: the system prompt and the question");
     assert_eq!(breakpoints(&requests[1].body), 0, "other: off");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_messages_api_keeps_the_clients_markers_adds_none_and_reports_anthropics_fields() {
+    let local = local("").await;
+    let body = |stream: bool| {
+        json!({"model": MODEL, "max_tokens": 100, "stream": stream,
+            "system": [{"type": "text", "text": system_prompt(), "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": "Reconcile the ledger for March."}]})
+    };
+    let send = |body: Value| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/messages", local.gateway.url))
+            .header("x-api-key", local.gateway.local_key())
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+    };
+    let first: Value = send(body(false)).await.unwrap().json().await.unwrap();
+    let streamed = send(body(true)).await.unwrap().text().await.unwrap();
+    let requests = local.bedrock.requests();
+    assert_eq!(breakpoints(&requests[0].body), 1, "the client's own marker only");
+    let (one, two) = (requests[0].cache.as_ref().unwrap(), requests[1].cache.as_ref().unwrap());
+    assert_eq!(first["usage"]["cache_creation_input_tokens"], one.write);
+    assert_eq!(first["usage"]["cache_read_input_tokens"], 0);
+    assert!(two.read > 1024 && two.read == one.write, "{two:?}");
+    let start = streamed
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str::<Value>(data).unwrap())
+        .find(|event| event["type"] == "message_start")
+        .unwrap();
+    assert_eq!(start["message"]["usage"]["cache_read_input_tokens"], two.read);
+    let audit = audit_lines(&local.gateway, 2).await;
+    assert_eq!(audit[1]["usage"]["cache_read_input_tokens"], two.read);
 }
