@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::config::ServerConfig;
 use crate::dispatch::Call;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::identity::auth::Caller;
 
 /// Mark a response that carries a secret as never to be cached.
@@ -134,7 +134,7 @@ impl Spent {
             Spent::All => {
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "api_error",
+                    ErrorKind::Internal,
                     "server_busy",
                     "the gateway is holding as many request bodies as server.max_body_bytes_in_flight allows; retry shortly",
                 )
@@ -145,7 +145,7 @@ impl Spent {
         };
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
+            ErrorKind::RateLimit,
             "body_share_exhausted",
             format!("{whose} are already sending as many request-body bytes as {setting} allows; retry shortly"),
         )
@@ -412,14 +412,14 @@ impl<S: Send + Sync, T> FromRequest<S> for ApiJson<T> {
 fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "invalid_request_error",
+        ErrorKind::InvalidRequest,
         "body_too_large",
         "request body is larger than server.max_body_bytes",
     )
 }
 
 fn body_timeout(message: String) -> ApiError {
-    ApiError::new(StatusCode::REQUEST_TIMEOUT, "invalid_request_error", "body_timeout", message)
+    ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorKind::InvalidRequest, "body_timeout", message)
 }
 
 /// The pace a body must keep once the handler reads it: its first byte within
@@ -819,7 +819,7 @@ mod tests {
         let started = Instant::now();
         let error = read(body(KIB, true, &budget), &server, &a1).await.err().unwrap();
         assert_eq!((error.status.as_u16(), error.code, error.retry_after), (429, "body_share_exhausted", Some(1)));
-        assert_eq!(error.kind, "rate_limit_error");
+        assert_eq!(error.kind, crate::error::ErrorKind::RateLimit);
         assert!(error.message.contains("max_body_bytes_in_flight_per_caller"), "{}", error.message);
         assert!(started.elapsed() >= BUDGET_WAIT, "it waited for room first");
         // Another key of the team has the rest of the team's share, no more.
