@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use aws_config::BehaviorVersion;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, error::CredentialsError};
 use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
-use axum::http::StatusCode;
+use http::StatusCode;
 
 use crate::aws::AwsCredentials;
 use crate::error::{ApiError, ErrorKind};

@@ -14,7 +14,7 @@ pub mod sts;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::http::StatusCode;
+use http::StatusCode;
 
 use crate::aws::RoleArn;
 use crate::config::Config;

@@ -4,7 +4,7 @@
 //! Pure: the caller supplies id, creation time and the public model name; nothing here reads a
 //! clock or knows the Bedrock model id.
 
-use axum::http::StatusCode;
+use http::StatusCode;
 
 use crate::error::{ApiError, ErrorKind};
 use crate::models::{ModelConfig, ThinkingDefault, ThinkingMode};

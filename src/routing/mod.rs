@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
+use http::StatusCode;
 
 use crate::aws::RoleArn;
 use crate::error::{ApiError, ErrorKind};

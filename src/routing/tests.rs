@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
+use http::StatusCode;
 
 use super::failover::{
     AttemptOutcome, HealthKey, all_failed, by_status, class_of_direct, classify_anthropic, classify_bedrock,

@@ -6,7 +6,7 @@
 //! `:error-message`). Transport failures get the codes `Dispatch`, `Timeout`, `StreamCut` and
 //! `IdleTimeout`; an answer the gateway had no room to buffer, `ServerBusy`.
 
-use axum::http::{HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
 use crate::error::{ApiError, ErrorKind};

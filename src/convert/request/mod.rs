@@ -14,7 +14,7 @@ mod messages;
 mod params;
 mod tools;
 
-use axum::http::StatusCode;
+use http::StatusCode;
 
 use crate::error::{ApiError, ErrorKind};
 use crate::models::ModelRules;
