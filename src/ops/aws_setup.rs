@@ -234,10 +234,10 @@ fn validate(input: &SetupInput) -> Result<(), SetupError> {
     if input.regions.is_empty() {
         return Err(SetupError::NoRegions);
     }
-    if let Some(region) = input.regions.iter().find(|r| !bedrock_iam::valid_region(r)) {
+    if let Some(region) = input.regions.iter().find(|r| !crate::aws::is_region(r)) {
         return Err(SetupError::Region(region.clone()));
     }
-    if let Some(account) = input.account_id.as_ref().filter(|a| !bedrock_iam::valid_account(a)) {
+    if let Some(account) = input.account_id.as_ref().filter(|a| !crate::aws::is_account(a)) {
         return Err(SetupError::AccountId(account.clone()));
     }
     if !is_role_name(&input.role_name) {

@@ -334,7 +334,7 @@ pub fn inference_profiles(
                     _ => continue,
                 }
             }
-            None => match crate::models::parse_id(&model.id) {
+            None => match crate::aws::split_model_id(&model.id) {
                 (Some(_), Some(_)) => (
                     "SYSTEM_DEFINED",
                     model.id.clone(),
