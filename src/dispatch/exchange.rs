@@ -11,7 +11,7 @@ use http::StatusCode;
 use super::Dispatch;
 use super::context::Call;
 use super::reply::Reply;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::observe::audit::{AttemptRecord, Audit, AuditRecord, Usage};
 use crate::observe::metrics::{Counter, InFlight, Metrics, outcome};
 use crate::routing::{Attempt, Route};
@@ -205,7 +205,7 @@ pub fn within_request_timeout<T>(
         tokio::time::timeout(limit, serve).await.unwrap_or_else(|_| {
             Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "request_timeout",
                 format!("no answer started within server.request_timeout_secs ({}s)", limit.as_secs()),
             ))
