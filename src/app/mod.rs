@@ -62,6 +62,7 @@ impl Wiring {
 /// The model path over `source`: the one place a [`Dispatch`] is built.
 pub fn dispatch(wiring: Wiring, source: Arc<dyn CredentialSource>) -> Arc<Dispatch> {
     let Wiring { config, routing, metrics, sink, observers } = wiring;
+    routing.admit_labels(&metrics);
     // Every upstream answer read whole (Bedrock, the Anthropic API, endpoints) shares one budget.
     let answers = AnswerBudget::new(config.server.max_answer_bytes_in_flight);
     let mut audit = Audit::new(sink, metrics.clone());

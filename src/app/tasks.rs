@@ -176,6 +176,7 @@ pub async fn watch_routing(
             ReloadOutcome::Replaced { restart_needed } => {
                 metrics.policy_reloads.inc("changed");
                 tracing::info!("routing policy reloaded");
+                routing.policy().admit_labels(&metrics);
                 if exports {
                     session_policy::log_scopes(reloader.config(), &routing.policy());
                 }
