@@ -63,6 +63,8 @@ impl Wiring {
 pub fn dispatch(wiring: Wiring, source: Arc<dyn CredentialSource>) -> Arc<Dispatch> {
     let Wiring { config, routing, metrics, sink, observers } = wiring;
     routing.admit_labels(&metrics);
+    metrics
+        .admit_teams(config.teams.iter().map(|t| t.uid.as_str()).chain(config.callers.iter().map(|c| c.team.as_str())));
     // Every upstream answer read whole (Bedrock, the Anthropic API, endpoints) shares one budget.
     let answers = AnswerBudget::new(config.server.max_answer_bytes_in_flight);
     let mut audit = Audit::new(sink, metrics.clone());
