@@ -4,8 +4,10 @@
 //! documentation: prefix hashes, 20-position lookback, minimum size, TTL, at most 4 breakpoints)
 //! judge where they land and report the usage.
 
+use std::path::Path;
 use std::time::Duration;
 
+use byollm_testkit::clients;
 use byollm_testkit::harness::{API_KEY, Gateway, Harness, OTHER_API_KEY, callers_toml};
 use byollm_testkit::support::*;
 use serde_json::value::RawValue;
@@ -122,6 +124,29 @@ async fn audit_lines(gateway: &Gateway, count: usize) -> Vec<Value> {
 /// How many `cache_control` markers a body carries (a marker inside a block counts too).
 fn breakpoints(body: &Value) -> usize {
     body.to_string().matches("\"cache_control\"").count()
+}
+
+/// The value of one series in a `/metrics` text.
+fn metric(text: &str, series: &str) -> f64 {
+    let line = text.lines().find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '));
+    let line = line.unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    line[series.len()..].trim().parse().unwrap()
+}
+
+/// The hit ratio the gateway shows for `team`, after checking its token counters against `accounts`
+/// (the fake's own).
+fn assert_hit_ratio(text: &str, team: &str, accounts: &[&CacheAccount]) -> f64 {
+    let read: u64 = accounts.iter().map(|a| a.read).sum();
+    let write: u64 = accounts.iter().map(|a| a.write).sum();
+    let total: u64 = accounts.iter().map(|a| a.total()).sum();
+    let series =
+        |kind: &str| format!("byollm_prompt_cache_tokens_total{{team=\"{team}\",model=\"{MODEL}\",kind=\"{kind}\"}}");
+    assert_eq!(metric(text, &series("cache_read")), read as f64);
+    assert_eq!(metric(text, &series("cache_write")), write as f64);
+    assert_eq!(metric(text, &series("uncached")), (total - read - write) as f64);
+    let ratio = metric(text, &format!("byollm_prompt_cache_hit_ratio{{team=\"{team}\",model=\"{MODEL}\"}}"));
+    assert!((ratio - read as f64 / total as f64).abs() < 1e-9, "{team}: {ratio} for {read} of {total}");
+    ratio
 }
 
 /// Runs an agent conversation of `turns` tool-using turns (streamed every other turn), the fake
@@ -320,7 +345,7 @@ prompt_cache = "off"
     sts.set_providers(vec![gateway.issuer_host()]);
     let body = json!({"model": MODEL, "messages": [{"role": "system", "content": system_prompt()},
         {"role": "user", "content": "Reconcile."}]});
-    for (key, team) in [(API_KEY, "acme"), (OTHER_API_KEY, "other")] {
+    for (key, team) in [(API_KEY, "acme"), (OTHER_API_KEY, "other"), (API_KEY, "acme")] {
         let response = reqwest::Client::new()
             .post(format!("{}/v1/chat/completions", gateway.url))
             .bearer_auth(key)
@@ -337,6 +362,16 @@ prompt_cache = "off"
     let requests = bedrock.requests();
     assert_eq!(breakpoints(&requests[0].body), 2, "acme: the system prompt and the question");
     assert_eq!(breakpoints(&requests[1].body), 0, "other: off");
+    assert_eq!(breakpoints(&requests[2].body), 2, "acme again");
+
+    // The metrics: each team's own hit ratio, from the fake's accounting (acme's second request
+    // read its first; the other team wrote nothing and read nothing).
+    let accounts: Vec<&CacheAccount> = requests.iter().map(|r| r.cache.as_ref().unwrap()).collect();
+    assert!(accounts[2].read > 1024 && accounts[1].read + accounts[1].write == 0, "{accounts:?}");
+    let text = reqwest::get(format!("{}/metrics", gateway.url)).await.unwrap().text().await.unwrap();
+    let acme = assert_hit_ratio(&text, "acme", &[accounts[0], accounts[2]]);
+    assert!(acme > 0.45, "acme read about half its prompts: {acme}");
+    assert_eq!(assert_hit_ratio(&text, "other", &[accounts[1]]), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -372,4 +407,100 @@ async fn the_messages_api_keeps_the_clients_markers_adds_none_and_reports_anthro
     assert_eq!(start["message"]["usage"]["cache_read_input_tokens"], two.read);
     let audit = audit_lines(&local.gateway, 2).await;
     assert_eq!(audit[1]["usage"]["cache_read_input_tokens"], two.read);
+}
+
+/// The "Done when", through the official OpenAI Python SDK (`tests/openai_client.py
+/// --agent`): ten tool-using turns of an agent loop (streamed every other turn, one turn of twelve
+/// parallel tool calls: 24 new blocks, past the 20-block lookback) read from the fake Bedrock's
+/// cache on every turn after the first at least 90 % of the prefix they repeat, by the fake's own
+/// accounting; no request carries more than 4 breakpoints; each body extends the previous one byte
+/// for byte apart from the markers; the SDK parses `cached_tokens` and `cache_write_tokens` equal
+/// to the fake's reads and writes. Prints each turn's figures. NOT RUN without the SDK.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_openai_sdk_agent_reads_the_cache_on_every_turn_after_the_first() {
+    const TURNS: usize = 10;
+    const PARALLEL_TURN: usize = 5;
+    let python = clients::python_with("openai");
+    if !clients::available("python-openai", "the Python openai SDK", python.is_some(), "python3 -m pip install openai")
+    {
+        return;
+    }
+    let local = local("").await;
+    local.bedrock.set_script(
+        (0..TURNS)
+            .map(|turn| {
+                let calls = if turn == PARALLEL_TURN { 12 } else { 1 };
+                (0..calls).fold(Reply::default(), |reply, call| {
+                    let (name, arguments) = if call % 2 == 0 {
+                        ("get_weather", "{\"city\": \"Oslo\"}")
+                    } else {
+                        ("get_time", "{\"tz\": \"CET\"}")
+                    };
+                    reply.with_tool_call(&format!("toolu_{turn}_{call}"), name, &[arguments])
+                })
+            })
+            .collect(),
+    );
+    let script = clients::tests_dir().join("openai_client.py");
+    let turns = TURNS.to_string();
+    let args = [script.to_str().unwrap(), local.gateway.url.as_str(), "--agent", MODEL, &turns];
+    let (ok, output) = clients::run(
+        Path::new(&python.unwrap()),
+        &args,
+        &clients::tests_dir(),
+        &[("OPENAI_API_KEY", local.gateway.local_key())],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(ok, "tests/openai_client.py --agent failed:\n{output}\ngateway logs:\n{}", local.gateway.logs());
+    let seen: Vec<Value> = output
+        .lines()
+        .filter_map(|line| line.strip_prefix("AGENT "))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(seen.len(), TURNS, "{output}");
+    let requests = local.bedrock.requests();
+    assert_eq!(requests.len(), TURNS, "one request per turn, none retried");
+    assert_eq!(seen[PARALLEL_TURN]["tool_calls"], 12);
+    for (turn, (request, seen)) in requests.iter().zip(&seen).enumerate() {
+        assert_eq!(request.status, 200, "turn {turn}: {}", request.body);
+        let account = request.cache.as_ref().expect("the fake accounted for the request");
+        let marks = breakpoints(&request.body);
+        assert!((1..=4).contains(&marks), "turn {turn}: {marks} breakpoints");
+        assert_eq!(account.breakpoints, marks);
+        assert_eq!(seen["stream"], turn % 2 == 1);
+        assert_eq!(seen["cached_tokens"], account.read, "turn {turn}");
+        assert_eq!(seen["cache_write_tokens"], account.write, "turn {turn}");
+        assert_eq!(seen["prompt_tokens"], account.total(), "turn {turn}");
+        if turn == 0 {
+            assert_eq!(account.read, 0);
+            println!("turn 0: {} prompt tokens, {} written, {marks} breakpoints", account.total(), account.write);
+            continue;
+        }
+        let previous = &requests[turn - 1];
+        assert_extends(&previous.raw_body, &request.raw_body, turn);
+        let repeated = account.repeated_from(previous.cache.as_ref().unwrap());
+        println!(
+            "turn {turn}: {} prompt tokens, {repeated} repeated, {} read ({:.1} %), {} written, {marks} breakpoints",
+            account.total(),
+            account.read,
+            100.0 * account.read as f64 / repeated as f64,
+            account.write
+        );
+        assert!(repeated > 1024, "turn {turn}: the earlier prompt repeats");
+        assert!(account.read * 10 >= repeated * 9, "turn {turn}: read {} of {repeated}", account.read);
+    }
+    // The metrics show the conversation's hit ratio (local mode: no team).
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", local.gateway.url))
+        .bearer_auth(local.gateway.local_key())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let accounts: Vec<&CacheAccount> = requests.iter().map(|r| r.cache.as_ref().unwrap()).collect();
+    let ratio = assert_hit_ratio(&text, "(none)", &accounts);
+    println!("hit ratio over {TURNS} turns: {ratio:.3}");
 }
