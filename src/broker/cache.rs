@@ -22,11 +22,12 @@
 //! that run's entries only, and the periodic purge holds the lock for one team at a time. Nothing
 //! here ever touches the disk; the clock is injected for tests.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+
+use foldhash::HashMap;
 
 use crate::aws::AwsCredentials;
 use crate::aws::RoleArn;
@@ -168,7 +169,7 @@ struct Team<E> {
 
 impl<E> Default for Team<E> {
     fn default() -> Team<E> {
-        Team { runs: HashMap::new(), len: 0 }
+        Team { runs: HashMap::default(), len: 0 }
     }
 }
 
@@ -254,7 +255,7 @@ impl<E: Clone + Send + Sync + 'static> CredentialCache<E> {
     pub fn with_limits(clock: Arc<dyn Clock>, max_entries: usize, max_team_entries: usize) -> CredentialCache<E> {
         let max_entries = max_entries.max(1);
         CredentialCache {
-            store: Mutex::new(Store { teams: HashMap::new(), len: 0 }),
+            store: Mutex::new(Store { teams: HashMap::default(), len: 0 }),
             clock,
             max_entries,
             max_team_entries: max_team_entries.clamp(1, max_entries),

@@ -5,10 +5,10 @@
 //!
 //! Keys are never stored or logged; only their hashes are compared.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use http::HeaderMap;
 
 use crate::config::CallerConfig;

@@ -14,10 +14,10 @@
 //! ([`BoundedLabel`]): anything else reads `unknown`, so a label can never leak a secret or grow
 //! without bound.
 
-use std::collections::HashSet;
 use std::sync::RwLock;
 use std::sync::atomic::AtomicU64;
 
+use foldhash::HashSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter as PromCounter;
 use prometheus_client::metrics::family::Family;
@@ -104,7 +104,7 @@ pub struct BoundedLabel {
 
 impl BoundedLabel {
     pub fn new(max: usize) -> BoundedLabel {
-        BoundedLabel { admitted: RwLock::new(HashSet::new()), max }
+        BoundedLabel { admitted: RwLock::new(HashSet::default()), max }
     }
 
     /// Admit configured names (again: admitting is idempotent).

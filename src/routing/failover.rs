@@ -5,10 +5,11 @@
 //! Failover happens only before the first byte of an answer went to the client; the caller owns
 //! that rule (it knows when it started answering). A request-caused failure is never retried.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use foldhash::HashMap;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -243,7 +244,7 @@ pub struct RouteHealth {
 
 impl RouteHealth {
     pub fn new(settings: FailoverSettings) -> RouteHealth {
-        RouteHealth { settings: Mutex::new(settings), entries: Mutex::new(HashMap::new()) }
+        RouteHealth { settings: Mutex::new(settings), entries: Mutex::new(HashMap::default()) }
     }
 
     fn settings(&self) -> FailoverSettings {

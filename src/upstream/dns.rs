@@ -20,13 +20,13 @@
 //! Must never: block a thread, wait for a slot, keep a refusal for being busy, judge addresses (the
 //! egress guard does), or put a host name or an address in an error or a log line.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use foldhash::HashMap;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use hickory_resolver::TokioResolver;

@@ -3,9 +3,9 @@
 //! / `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` names (its path, if any, is prefixed to every request).
 //! Resolved once per region and kept.
 
-use std::collections::HashMap;
 use std::sync::{LazyLock, RwLock};
 
+use foldhash::HashMap;
 use http::Uri;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use serde::Deserialize;
@@ -98,7 +98,7 @@ impl Endpoints {
         if let Some(Err(error)) = &fixed {
             tracing::error!(%error, "bedrock.endpoint_url is unusable; every Bedrock call will fail");
         }
-        Endpoints { fixed, by_region: RwLock::new(HashMap::new()) }
+        Endpoints { fixed, by_region: RwLock::new(HashMap::default()) }
     }
 
     /// The endpoint for `region`, or what is wrong with the configuration.

@@ -9,11 +9,12 @@
 //! `aws-sigv4` on generated requests (unit tests below) and against `aws-sdk-bedrockruntime`'s own
 //! requests (`tests/upstream_signing.rs`).
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use foldhash::HashMap;
 
 use aws_lc_rs::{digest, hmac};
 use http::Request;
@@ -72,7 +73,7 @@ impl std::fmt::Debug for Signer {
 
 impl Signer {
     pub fn new() -> Signer {
-        Signer { hasher: RandomState::new(), keys: RwLock::new(HashMap::new()) }
+        Signer { hasher: RandomState::new(), keys: RwLock::new(HashMap::default()) }
     }
 
     /// The signing key for this access key, day and region: cached, else derived
