@@ -137,6 +137,10 @@ pub struct Metrics {
     pub model_tokens: Counter,
     pub policy_reloads: Counter,
     pub audit_dropped: Counter,
+    /// Requests refused by a gateway limit (`[limits]`), by limit.
+    pub limit_refusals: Counter,
+    /// Calls to the shared limits store (Redis) that failed, by operation.
+    pub limit_store_errors: Counter,
     in_flight: Family<Labels<1>, Gauge>,
     duration: Family<Labels<4>, Histogram, fn() -> Histogram>,
     first_byte: Family<Labels<3>, Histogram, fn() -> Histogram>,
@@ -170,6 +174,20 @@ pub const OUTCOMES: &[&str] = &[
 
 /// The surfaces requests come in through.
 pub const SURFACES: &[&str] = &["chat", "messages", "native", "other"];
+
+/// The limits of `[limits]` (`crate::limits::Limit`), as refusal labels.
+pub const LIMITS: &[&str] = &[
+    "requests_per_minute",
+    "input_tokens_per_minute",
+    "output_tokens_per_minute",
+    "concurrent_requests",
+    "concurrent_streams",
+    "tokens_per_day",
+    "tokens_per_month",
+    "usd_per_day",
+    "usd_per_month",
+    "other",
+];
 
 /// Kinds of [`Metrics::model_tokens`].
 pub const TOKEN_KINDS: &[&str] = &["input", "output", "cache_read", "cache_write", "other"];
@@ -269,6 +287,18 @@ impl Default for Metrics {
                 "reason",
                 &["backlog", "other"],
             ),
+            limit_refusals: Counter::new(
+                "byollm_limit_refusals_total",
+                "Requests refused by a gateway limit ([limits]), by limit.",
+                "limit",
+                LIMITS,
+            ),
+            limit_store_errors: Counter::new(
+                "byollm_limit_store_errors_total",
+                "Calls to the shared limits store (Redis) that failed, by operation; under on_store_error = \"allow\" the replica counted on its own meanwhile.",
+                "operation",
+                &["acquire", "settle", "usage", "other"],
+            ),
             in_flight: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             first_byte: Family::new_with_constructor(first_byte_histogram),
@@ -294,6 +324,8 @@ impl Default for Metrics {
             &metrics.model_tokens,
             &metrics.policy_reloads,
             &metrics.audit_dropped,
+            &metrics.limit_refusals,
+            &metrics.limit_store_errors,
         ] {
             counter.register(&mut registry);
         }
