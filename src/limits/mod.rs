@@ -1,7 +1,9 @@
 //! Limits and spend control per team, agent of a team, caller key and principal: requests per
 //! minute, input and output tokens per minute, concurrent requests and streams, token budgets and
 //! USD budgets per UTC day and month (the policy: [`policy`], `[limits]`, hot-reloaded with
-//! `[routing]`), counted in this process or in Redis shared by every replica ([`store`]).
+//! `[routing]`), counted in this process or in Redis shared by every replica ([`store`],
+//! [`redis`]; while Redis does not answer, `on_store_error` decides: this replica's own counters,
+//! with the spend counted meanwhile added to Redis when it answers again, or a 503).
 //!
 //! The one rule, applied once per request by the dispatch (`crate::dispatch::exchange`):
 //! 1. [`Limits::admit`], before any STS or upstream call: the request rates and concurrent
@@ -22,10 +24,12 @@
 //! anything in local mode (`byollm local` has no run, so no scope).
 
 pub mod policy;
+pub mod redis;
 pub mod store;
 pub mod windows;
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
@@ -263,6 +267,8 @@ pub struct Admission {
     pub view: View,
     /// Counted in this process's counters because the shared store did not answer.
     local: bool,
+    /// The request's lease on shared concurrency slots.
+    lease: String,
     /// Token or spend limits apply: [`Limits::reserve`] needs an estimate.
     needs_estimate: bool,
 }
@@ -317,8 +323,17 @@ pub struct Limits {
     local: Arc<LocalStore>,
     /// Redis, shared by replicas, when configured.
     shared: Option<Arc<dyn Store>>,
+    /// Until when (µs) the shared store is not asked after it failed: requests meanwhile do not
+    /// wait for its timeout.
+    shared_down_until: AtomicU64,
+    /// Spend and token-budget counts made on this replica while the shared store was away, added
+    /// to it when it answers again.
+    unsynced: Mutex<Vec<Adjust>>,
     metrics: Arc<Metrics>,
 }
+
+/// How long the shared store is left alone after a failure.
+const STORE_RETRY_US: u64 = 1_000_000;
 
 impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -330,8 +345,25 @@ impl Limits {
     /// The limits of `policy`, counted in Redis when it names one (connected in the background;
     /// call at start, within the runtime), else in this process.
     pub fn new(policy: LimitsPolicy, metrics: Arc<Metrics>) -> Limits {
-        let shared = None;
-        Limits { policy: RwLock::new(Arc::new(policy)), local: Arc::new(LocalStore::new()), shared, metrics }
+        let shared: Option<Arc<dyn Store>> = match &policy.store.redis_url {
+            None => None,
+            Some(_) => match redis::RedisStore::start(&policy.store) {
+                Ok(store) => Some(store),
+                Err(error) => {
+                    // Validated with the policy; should it still fail, every request sees it.
+                    tracing::error!(%error, "limits store not started");
+                    Some(Arc::new(Unavailable(error)))
+                }
+            },
+        };
+        Limits {
+            policy: RwLock::new(Arc::new(policy)),
+            local: Arc::new(LocalStore::new()),
+            shared,
+            shared_down_until: AtomicU64::new(0),
+            unsynced: Mutex::new(Vec::new()),
+            metrics,
+        }
     }
 
     /// The policy in force.
@@ -371,12 +403,24 @@ impl Limits {
 
     /// Acquire `checks` (tagged `tags`) in the shared store, or this process's while it does not
     /// answer (`on_store_error = "allow"`); `Err` with the 503 under `"deny"`.
-    async fn acquire(&self, policy: &LimitsPolicy, checks: &[Check]) -> Result<(Outcome, bool), ApiError> {
+    async fn acquire(&self, policy: &LimitsPolicy, checks: &[Check], lease: &str) -> Result<(Outcome, bool), ApiError> {
         let now = now_us();
         if let Some(shared) = &self.shared {
-            match shared.acquire(checks, now).await {
-                Ok(outcome) => return Ok((outcome, false)),
+            let down = now < self.shared_down_until.load(Ordering::Relaxed);
+            let result = if down {
+                Err(StoreError("unavailable (retried shortly)".into()))
+            } else {
+                shared.acquire(checks, now, lease).await
+            };
+            match result {
+                Ok(outcome) => {
+                    self.resync(shared.as_ref(), now).await;
+                    return Ok((outcome, false));
+                }
                 Err(StoreError(error)) => {
+                    if !down {
+                        self.shared_down_until.store(now + STORE_RETRY_US, Ordering::Relaxed);
+                    }
                     self.metrics.limit_store_errors.inc("acquire");
                     if policy.store.on_store_error == OnStoreError::Deny {
                         tracing::warn!(%error, "limits store unavailable: refusing (on_store_error = \"deny\")");
@@ -392,7 +436,36 @@ impl Limits {
                 }
             }
         }
-        Ok((self.local.acquire_now(checks, now), self.shared.is_some()))
+        let outcome = self.local.acquire_now(checks, now);
+        if self.shared.is_some()
+            && let Outcome::Admitted { .. } = outcome
+        {
+            // Budgets spent here are added to the shared counters when they answer again.
+            let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+            for check in checks {
+                if let Check::Sum { key, cost, ttl_secs, .. } = check {
+                    unsynced.push(Adjust::Sum { key: key.clone(), delta: *cost as i64, ttl_secs: *ttl_secs });
+                }
+            }
+        }
+        Ok((outcome, self.shared.is_some()))
+    }
+
+    /// Add what was counted on this replica while the shared store was away.
+    async fn resync(&self, shared: &dyn Store, now: u64) {
+        let pending = {
+            let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+            if unsynced.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *unsynced)
+        };
+        match shared.adjust(&pending, now, "-").await {
+            Ok(()) => {
+                tracing::info!(counters = pending.len(), "limits store answers again: local budget counts added to it")
+            }
+            Err(_) => self.unsynced.lock().unwrap_or_else(|p| p.into_inner()).extend(pending),
+        }
     }
 
     /// Step 1: the request rates and concurrent requests of every scope of `who`. `Ok(None)`: no
@@ -433,13 +506,16 @@ impl Limits {
             reserved: Vec::new(),
             view: View::default(),
             local: false,
+            lease: if self.shared.is_some() { redis::lease_id() } else { String::new() },
             needs_estimate,
         };
         if checks.is_empty() {
             return Ok(Some(admission));
         }
-        let (outcome, local) =
-            self.acquire(&policy, &checks).await.map_err(|error| Refusal { error, view: View::default() })?;
+        let (outcome, local) = self
+            .acquire(&policy, &checks, &admission.lease)
+            .await
+            .map_err(|error| Refusal { error, view: View::default() })?;
         admission.local = local;
         match outcome {
             Outcome::Admitted { rooms } => {
@@ -523,8 +599,10 @@ impl Limits {
             return Ok(());
         }
         let policy = admission.policy.clone();
-        let (outcome, local) =
-            self.acquire(&policy, &checks).await.map_err(|error| Refusal { error, view: admission.view })?;
+        let (outcome, local) = self
+            .acquire(&policy, &checks, &admission.lease)
+            .await
+            .map_err(|error| Refusal { error, view: admission.view })?;
         admission.local |= local;
         match outcome {
             Outcome::Admitted { rooms } => {
@@ -637,21 +715,65 @@ impl Limits {
         match (&self.shared, admission.local) {
             (Some(shared), false) => {
                 let shared = shared.clone();
-                let local = self.local.clone();
                 let metrics = self.metrics.clone();
+                let lease = admission.lease.clone();
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                     runtime.spawn(async move {
-                        if let Err(StoreError(error)) = shared.adjust(&adjustments, now).await {
+                        if let Err(StoreError(error)) = shared.adjust(&adjustments, now, &lease).await {
+                            // Slots lapse with their lease; a lost spend correction is logged.
                             metrics.limit_store_errors.inc("settle");
-                            tracing::warn!(%error, "limits store unavailable: a settlement is kept on this replica");
-                            local.adjust_now(&adjustments, now);
+                            tracing::warn!(%error, "limits store unavailable: a settlement was not recorded");
                         }
                     });
                 }
             }
-            _ => self.local.adjust_now(&adjustments, now),
+            (Some(_), true) => {
+                self.local.adjust_now(&adjustments, now);
+                let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+                unsynced.extend(adjustments.into_iter().filter(|a| matches!(a, Adjust::Sum { .. })));
+            }
+            (None, _) => self.local.adjust_now(&adjustments, now),
         }
         settled
+    }
+}
+
+/// A shared store that could not be started: every call fails, so `on_store_error` decides.
+struct Unavailable(String);
+
+impl Store for Unavailable {
+    fn acquire<'a>(
+        &'a self,
+        _: &'a [Check],
+        _: u64,
+        _: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<Outcome, StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
+    }
+    fn adjust<'a>(
+        &'a self,
+        _: &'a [Adjust],
+        _: u64,
+        _: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
+    }
+    fn sums<'a>(
+        &'a self,
+        _: &'a [String],
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
+    }
+    fn add_usage<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a [(String, u64)],
+        _: u64,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
+    }
+    fn usage<'a>(&'a self, _: &'a str) -> futures_util::future::BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
     }
 }
 

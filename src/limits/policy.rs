@@ -391,6 +391,7 @@ fn store_settings(root: &mut Section<'_>, secrets: &dyn SecretSource) -> StoreSe
         if url.query().is_some() || url.fragment().is_some() {
             return Err("must not have a query or fragment".into());
         }
+        redis::IntoConnectionInfo::into_connection_info(url.clone()).map_err(|e| format!("{e}"))?;
         Ok(url)
     });
     let env_path = root.child("redis_password_env");

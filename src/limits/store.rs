@@ -83,10 +83,21 @@ pub struct StoreError(pub String);
 
 /// Where counters live.
 pub trait Store: Send + Sync {
-    /// Check `checks` at `now_us` (microseconds since the epoch) and take room in all or none.
-    fn acquire<'a>(&'a self, checks: &'a [Check], now_us: u64) -> BoxFuture<'a, Result<Outcome, StoreError>>;
-    /// Apply corrections and releases.
-    fn adjust<'a>(&'a self, adjustments: &'a [Adjust], now_us: u64) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Check `checks` at `now_us` (microseconds since the epoch) and take room in all or none;
+    /// slots are taken for `lease` (one per request).
+    fn acquire<'a>(
+        &'a self,
+        checks: &'a [Check],
+        now_us: u64,
+        lease: &'a str,
+    ) -> BoxFuture<'a, Result<Outcome, StoreError>>;
+    /// Apply corrections, and release `lease`'s slots.
+    fn adjust<'a>(
+        &'a self,
+        adjustments: &'a [Adjust],
+        now_us: u64,
+        lease: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Current values of sums (`None`: no such key), for `/v1/usage`.
     fn sums<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>>;
     /// Add `delta` to counters of a hash (usage by agent, model and kind), kept `ttl_secs`.
@@ -274,12 +285,23 @@ fn now_us() -> u64 {
 }
 
 impl Store for LocalStore {
-    fn acquire<'a>(&'a self, checks: &'a [Check], now_us: u64) -> BoxFuture<'a, Result<Outcome, StoreError>> {
+    /// Slots are counts here: a process that ends frees them all.
+    fn acquire<'a>(
+        &'a self,
+        checks: &'a [Check],
+        now_us: u64,
+        _lease: &'a str,
+    ) -> BoxFuture<'a, Result<Outcome, StoreError>> {
         let outcome = self.acquire_now(checks, now_us);
         Box::pin(std::future::ready(Ok(outcome)))
     }
 
-    fn adjust<'a>(&'a self, adjustments: &'a [Adjust], now_us: u64) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn adjust<'a>(
+        &'a self,
+        adjustments: &'a [Adjust],
+        now_us: u64,
+        _lease: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.adjust_now(adjustments, now_us);
         Box::pin(std::future::ready(Ok(())))
     }
