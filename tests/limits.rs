@@ -232,6 +232,46 @@ async fn a_day_budget_is_refused_once_actual_spend_passes_it_and_the_audit_line_
     assert_eq!(served[0]["budget_alerts"], json!([]), "0.0095 of 0.02 is below 80 %");
     assert_eq!(served[1]["budget_alerts"], json!(["usd_per_day"]), "0.019 of 0.02 is past 80 %");
     assert!(gateway.logs().contains("a budget passed its alert fraction"));
+
+    // GET /v1/usage: the caller's own team, the same cost as the audit lines, the budget's room.
+    let usage: Value = client()
+        .get(format!("{}/v1/usage", gateway.url))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["team"], "acme");
+    let line = &usage["usage"][0];
+    assert_eq!((line["agent"].clone(), line["model"].clone()), (Value::Null, json!("claude-haiku-4-5")));
+    assert_eq!(line["requests"], 3, "{usage}");
+    assert_eq!(line["input_tokens"], 3000);
+    assert_eq!(line["cache_read_input_tokens"], 30_000);
+    assert_eq!(line["cache_creation_input_tokens"], 6000);
+    let audited: f64 = served.iter().map(|l| l["cost_usd"].as_f64().unwrap()).sum();
+    assert!((line["cost_usd"].as_f64().unwrap() - audited).abs() < 1e-12, "{usage}");
+    assert_eq!(line["cost_usd"], json!(0.0285));
+    let budget = &usage["budgets"][0];
+    assert_eq!((budget["scope"].clone(), budget["limit"].clone()), (json!("team"), json!("usd_per_day")));
+    assert_eq!(
+        (budget["value"].clone(), budget["used"].clone(), budget["remaining"].clone()),
+        (json!(0.02), json!(0.0285), json!(0.0))
+    );
+    // Another team sees its own usage only.
+    let other: Value = client()
+        .get(format!("{}/v1/usage", gateway.url))
+        .bearer_auth(OTHER_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["team"], "other");
+    assert_eq!(other["usage"].as_array().unwrap().len(), 1);
+    assert_eq!(other["usage"][0]["requests"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -183,6 +183,12 @@ impl Exchange {
             if let Some(admission) = inner.admission.take() {
                 inner.record.budget_alerts = inner.limits.settle(admission, &inner.record.usage, cost).alerts;
             }
+            let record = &inner.record;
+            if let Some(team) = &record.team
+                && (status < 400 || record.usage != Usage::default())
+            {
+                inner.limits.record_usage(team, record.agent.as_deref(), record.model.as_deref(), &record.usage, cost);
+            }
             inner.audit.emit(&inner.record);
         }
     }

@@ -269,7 +269,8 @@ impl LocalStore {
         }
     }
 
-    fn add_usage_now(&self, key: &str, fields: &[(String, u64)], ttl_secs: u64, now: u64) {
+    /// [`Store::add_usage`] without the future.
+    pub fn add_usage_now(&self, key: &str, fields: &[(String, u64)], ttl_secs: u64, now: u64) {
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
         let (hash, _) = counters.usage.entry(key.to_owned()).or_insert_with(|| (HashMap::new(), expiry));
