@@ -2,20 +2,40 @@
 //! says what to fix (never a secret), and when to come back.
 //!
 //! Each boundary (config, issuer, auth, broker, routing, upstream) has its own error type; each
-//! converts into [`ApiError`] here. The edge renders it in the shape of the API that was called
-//! (`crate::api::errors`: OpenAI, Anthropic or Bedrock); [`ApiError::body`] is OpenAI's.
+//! converts into [`ApiError`] here. What kind of failure it is ([`ErrorKind`]) is the core's own
+//! word; each API's names for it (OpenAI's `type`, Anthropic's error type, Bedrock's exception) are
+//! written at the edge (`crate::api::errors`, with the bodies in `crate::wire`).
 
 use http::StatusCode;
-use serde::Serialize;
+
+/// What kind of failure an error is, whichever API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request cannot be served as sent.
+    InvalidRequest,
+    /// No or unknown credentials.
+    Authentication,
+    /// Authenticated, not allowed.
+    Permission,
+    NotFound,
+    /// Too many requests (or tokens) for now: come back later.
+    RateLimit,
+    /// A budget is spent: no later time helps until it renews.
+    Quota,
+    /// The upstream account cannot pay.
+    Billing,
+    /// The upstream failed or could not be reached.
+    Upstream,
+    /// Our own failure.
+    Internal,
+}
 
 /// An error ready to be sent to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    /// OpenAI's `type`: `invalid_request_error`, `authentication_error`, `permission_error`,
-    /// `not_found_error`, `rate_limit_error`, `api_error`, `upstream_error`, ...
-    pub kind: &'static str,
+    pub kind: ErrorKind,
     pub param: Option<String>,
     /// Stable, machine-readable code (`invalid_uid`, `model_not_found`, `sts_trust_policy_mismatch`, ...).
     pub code: &'static str,
@@ -28,32 +48,32 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, message: message.into(), kind, param: None, code, retry_after: None, headers: None }
     }
 
     /// 400: the caller sent something we cannot accept; `param` names the field.
     pub fn invalid_request(param: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", code, message).with_param(param)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, code, message).with_param(param)
     }
 
     /// 401: no or unknown credentials.
     pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", code, message)
+        ApiError::new(StatusCode::UNAUTHORIZED, ErrorKind::Authentication, code, message)
     }
 
     /// 403: authenticated, but not allowed to do this.
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::FORBIDDEN, "permission_error", code, message)
+        ApiError::new(StatusCode::FORBIDDEN, ErrorKind::Permission, code, message)
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found_error", code, message)
+        ApiError::new(StatusCode::NOT_FOUND, ErrorKind::NotFound, code, message)
     }
 
     /// 500: our bug or local state; the message stays vague, the log says more.
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal_error", message)
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal, "internal_error", message)
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -64,14 +84,6 @@ impl ApiError {
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(u32::try_from(seconds).unwrap_or(u32::MAX));
         self
-    }
-
-    /// The JSON body, as also used for SSE `error` events inside a stream.
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::to_value(ErrorEnvelope {
-            error: ErrorBody { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code },
-        })
-        .unwrap_or_default()
     }
 }
 
@@ -91,20 +103,6 @@ pub fn clip_parse_error(message: String) -> String {
     format!("{}... (cut)", &message[..end])
 }
 
-#[derive(Serialize)]
-struct ErrorEnvelope<'a> {
-    error: ErrorBody<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    message: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<&'a str>,
-    code: &'a str,
-}
-
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({}): {}", self.status.as_u16(), self.code, self.message)
@@ -112,17 +110,3 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn body_has_the_openai_shape() {
-        let error = ApiError::invalid_request("principal_uid", "invalid_uid", "bad uid");
-        assert_eq!(
-            error.body(),
-            serde_json::json!({"error": {"message": "bad uid", "type": "invalid_request_error", "param": "principal_uid", "code": "invalid_uid"}})
-        );
-    }
-}

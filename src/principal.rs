@@ -16,9 +16,17 @@ pub const SUBJECT_PREFIX: &str = "scoped_principal:";
 pub const MAX_UID_LEN: usize = 128;
 
 /// A validated team or principal uid.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Uid(String);
+
+/// As the string it is (`"team-b"`): messages quote uids with `{:?}`, and must never read
+/// `Uid("team-b")`.
+impl std::fmt::Debug for Uid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 impl Uid {
     pub fn parse(value: &str) -> Result<Uid, PrincipalError> {
@@ -176,6 +184,12 @@ impl std::error::Error for PrincipalError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_uid_in_a_message_reads_as_a_quoted_string() {
+        let uid = Uid::parse("team-b").unwrap();
+        assert_eq!(format!("team {uid:?}"), "team \"team-b\"");
+    }
 
     #[test]
     fn round_trips_both_actor_types() {

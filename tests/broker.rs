@@ -362,7 +362,7 @@ async fn credentials_for_a_run_come_from_sts_once_and_are_reused_until_the_run_e
     for uid in ["acme", "alice", "ci-bot", "run-1", "run-sf", "reviewer", "111111111111", "ASIA"] {
         assert!(!metrics.contains(uid), "{uid} appears in the metrics");
     }
-    assert_logs_clean(&setup.gateway.logs(), &setup.sts);
+    assert_logs_clean(&setup.gateway.logs_with("assumed role with web identity"), &setup.sts);
 }
 
 #[tokio::test]
@@ -433,7 +433,7 @@ async fn no_team_can_reach_another_teams_principals_agents_or_roles() {
     let (_, other_body, _) = setup.process(Some(OTHER_API_KEY), other).await;
     assert_ne!(acme_body["AccessKeyId"], other_body["AccessKeyId"]);
     assert_eq!(setup.sts.calls(), 2);
-    assert_logs_clean(&setup.gateway.logs(), &setup.sts);
+    assert_logs_clean(&setup.gateway.logs_with("assumed role with web identity"), &setup.sts);
 }
 
 #[tokio::test]
@@ -507,7 +507,7 @@ async fn an_agent_restricted_caller_acts_only_as_its_agent_on_every_route() {
     assert_eq!(setup.sts.calls(), 2);
     let (status, body) = setup.end_run(Some(API_KEY), "shared").await;
     assert_eq!((status, body["evicted"].as_u64()), (200, Some(1)));
-    assert_logs_clean(&setup.gateway.logs(), &setup.sts);
+    assert_logs_clean(&setup.gateway.logs_with("assumed role with web identity"), &setup.sts);
 }
 
 #[tokio::test]
@@ -620,7 +620,7 @@ async fn every_sts_failure_gets_its_documented_status_and_code() {
     }
     assert_eq!(counter(&metrics, "byollm_credential_refreshes_total{result=\"error\"}"), 13, "{metrics}");
     assert!(!metrics.contains("alice") && !metrics.contains("acme"));
-    assert_logs_clean(&setup.gateway.logs(), &setup.sts);
+    assert_logs_clean(&setup.gateway.logs_with("assumed role with web identity"), &setup.sts);
 }
 
 #[tokio::test]
@@ -640,7 +640,7 @@ async fn short_lived_credentials_are_refreshed_on_the_next_request() {
     let metrics = setup.metrics().await;
     assert_eq!(counter(&metrics, "byollm_credential_refreshes_total{result=\"ok\"}"), 2, "{metrics}");
     assert_eq!(counter(&metrics, "byollm_credential_cache_total{result=\"hit\"}"), 0, "{metrics}");
-    assert_logs_clean(&setup.gateway.logs(), &setup.sts);
+    assert_logs_clean(&setup.gateway.logs_with("assumed role with web identity"), &setup.sts);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -724,7 +724,7 @@ async fn the_aws_sdk_container_provider_gets_credentials_from_the_broker() {
         let line = stdout.lines().find_map(|l| l.strip_prefix(&format!("sdk-credentials {provider} ")));
         assert_eq!(line, Some(expected.as_str()), "{provider}: {stdout}");
     }
-    assert_logs_clean(&setup.gateway.logs(), &setup.sts);
+    assert_logs_clean(&setup.gateway.logs_with("assumed role with web identity"), &setup.sts);
 }
 
 #[tokio::test]
@@ -778,7 +778,7 @@ async fn the_aws_sdk_credential_process_provider_gets_credentials_from_the_broke
         .build();
     assert!(provider.provide_credentials().await.is_err());
     assert_eq!(setup.sts.calls(), 1);
-    assert_logs_clean(&setup.gateway.logs(), &setup.sts);
+    assert_logs_clean(&setup.gateway.logs_with("assumed role with web identity"), &setup.sts);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,13 +11,13 @@
 //! headers (a refused request's rate-limit headers).
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
-use serde::Serialize;
 
 use crate::dispatch::{Reply, ReplyBody};
 use crate::error::ApiError;
+use crate::wire::{anthropic, bedrock, openai};
 
 /// The error shape of an API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,9 +44,9 @@ impl Shape {
 /// `error` as a response in `shape`.
 pub fn render(shape: Shape, error: &ApiError) -> Response {
     let (body, error_type) = match shape {
-        Shape::OpenAi => (error.body().to_string(), None),
-        Shape::Anthropic => (anthropic_body(error), None),
-        Shape::Bedrock => (bedrock_body(error), Some(bedrock_error_type(error.status))),
+        Shape::OpenAi => (openai::error_body(error).to_string(), None),
+        Shape::Anthropic => (anthropic::error_body(error), None),
+        Shape::Bedrock => (bedrock::error_body(error), Some(bedrock::error_type(error.status))),
     };
     let mut response = (error.status, body).into_response();
     let headers = response.headers_mut();
@@ -89,68 +89,24 @@ pub fn into_response(reply: Reply) -> Response {
     response
 }
 
-/// Anthropic's error type for a status.
-pub fn anthropic_error_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        504 => "timeout_error",
-        400..=499 => "invalid_request_error",
-        _ => "api_error",
-    }
-}
-
-/// `{"type":"error","error":{"type","message"}}`.
-pub fn anthropic_body(error: &ApiError) -> String {
-    serde_json::json!({"type": "error", "error": {"type": anthropic_error_type(error.status), "message": error.message}})
-        .to_string()
-}
-
 /// An error inside an Anthropic SSE stream, then the stream ends.
 pub fn write_anthropic_sse_error(error: &ApiError, out: &mut BytesMut) {
     out.put_slice(b"event: error\ndata: ");
-    out.put_slice(anthropic_body(error).as_bytes());
+    out.put_slice(anthropic::error_body(error).as_bytes());
     out.put_slice(b"\n\n");
 }
 
 /// An error inside an OpenAI SSE stream (the SDKs raise it), then `[DONE]`.
 pub fn write_openai_sse_error(error: &ApiError, out: &mut BytesMut) {
     out.put_slice(b"data: ");
-    out.put_slice(error.body().to_string().as_bytes());
+    out.put_slice(openai::error_body(error).to_string().as_bytes());
     out.put_slice(b"\n\ndata: [DONE]\n\n");
-}
-
-/// The Bedrock exception an error of byollm's own is reported as (`x-amzn-ErrorType`), chosen by
-/// status so the AWS SDKs raise the exception a client already handles.
-pub fn bedrock_error_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        401 => "UnrecognizedClientException",
-        403 => "AccessDeniedException",
-        404 => "ResourceNotFoundException",
-        408 | 504 => "ModelTimeoutException",
-        429 => "ThrottlingException",
-        503 => "ServiceUnavailableException",
-        400..=499 => "ValidationException",
-        _ => "InternalServerException",
-    }
-}
-
-/// The JSON body of a Bedrock error: `{"message": ...}`.
-pub fn bedrock_body(error: &ApiError) -> String {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        message: &'a str,
-    }
-    serde_json::to_string(&Body { message: &error.message }).unwrap_or_else(|_| "{}".to_owned())
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+
     use super::*;
 
     async fn body_of(response: Response) -> serde_json::Value {
@@ -189,10 +145,10 @@ mod tests {
 
     #[test]
     fn exception_names_by_status() {
-        assert_eq!(bedrock_error_type(StatusCode::BAD_REQUEST), "ValidationException");
-        assert_eq!(bedrock_error_type(StatusCode::PAYLOAD_TOO_LARGE), "ValidationException");
-        assert_eq!(bedrock_error_type(StatusCode::BAD_GATEWAY), "InternalServerException");
-        assert_eq!(anthropic_error_type(StatusCode::SERVICE_UNAVAILABLE), "overloaded_error");
-        assert_eq!(anthropic_error_type(StatusCode::GATEWAY_TIMEOUT), "timeout_error");
+        assert_eq!(bedrock::error_type(StatusCode::BAD_REQUEST), "ValidationException");
+        assert_eq!(bedrock::error_type(StatusCode::PAYLOAD_TOO_LARGE), "ValidationException");
+        assert_eq!(bedrock::error_type(StatusCode::BAD_GATEWAY), "InternalServerException");
+        assert_eq!(anthropic::error_type(StatusCode::SERVICE_UNAVAILABLE), "overloaded_error");
+        assert_eq!(anthropic::error_type(StatusCode::GATEWAY_TIMEOUT), "timeout_error");
     }
 }

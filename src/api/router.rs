@@ -19,7 +19,7 @@ use super::state::AppState;
 use super::{bedrock, chat, credentials, messages, models, tokens, usage};
 use crate::dispatch::Dispatch;
 use crate::dispatch::context::Readiness;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::identity::auth::{AuthError, SessionKey};
 use crate::issuer::unix_now;
 
@@ -220,7 +220,7 @@ async fn not_found() -> Response {
 async fn method_not_allowed() -> Response {
     errors::openai(&ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request_error",
+        ErrorKind::InvalidRequest,
         "method_not_allowed",
         "method not allowed on this route",
     ))

@@ -29,6 +29,8 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::{is_account, is_region};
+
 /// Facts about AWS, from `bedrock_iam.toml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,24 +126,6 @@ pub fn region_matches(pattern: &str, region: &str) -> bool {
     pattern.strip_suffix('*').is_some_and(|prefix| region.starts_with(prefix))
 }
 
-/// An AWS region name such as `us-east-1`.
-pub fn valid_region(region: &str) -> bool {
-    // e.g. us-east-1, ap-southeast-4, eu-central-2, us-gov-west-1
-    let mut parts = region.split('-');
-    let Some(first) = parts.next() else { return false };
-    let rest: Vec<&str> = parts.collect();
-    first.len() == 2
-        && first.chars().all(|c| c.is_ascii_lowercase())
-        && rest.len() >= 2
-        && rest.last().is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-        && rest[..rest.len() - 1].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
-}
-
-/// A 12-digit AWS account id.
-pub fn valid_account(account: &str) -> bool {
-    account.len() == 12 && account.chars().all(|c| c.is_ascii_digit())
-}
-
 /// How model `id` is invoked.
 pub fn classify(id: &str) -> Result<Kind, ModelIdError> {
     let bad = |reason: &str| ModelIdError { id: id.to_owned(), reason: reason.to_owned() };
@@ -164,10 +148,10 @@ pub fn classify(id: &str) -> Result<Kind, ModelIdError> {
                 "only application inference profile arns are accepted; give foundation models and system inference profiles by id",
             ));
         }
-        if !valid_region(region) {
+        if !is_region(region) {
             return Err(bad("has no valid region"));
         }
-        if !valid_account(account) {
+        if !is_account(account) {
             return Err(bad("has no valid 12-digit account"));
         }
         return Ok(Kind::Application { arn: id.to_owned() });
@@ -175,12 +159,17 @@ pub fn classify(id: &str) -> Result<Kind, ModelIdError> {
     if id.contains('/') || id.ends_with(':') {
         return Err(bad("is not a bedrock model id"));
     }
-    let (prefix, model) = id.split_once('.').ok_or_else(|| bad("is not a bedrock model id (provider.model)"))?;
+    if !id.contains('.') {
+        return Err(bad("is not a bedrock model id (provider.model)"));
+    }
+    let (Some(prefix), Some(model)) = super::split_model_id(id) else {
+        return Ok(Kind::Foundation { model: id.to_owned() });
+    };
     let facts = facts();
     if prefix == facts.global_prefix {
         return Ok(Kind::Global { id: id.to_owned(), model: model.to_owned() });
     }
-    if let Some(pattern) = facts.geographies.get(prefix) {
+    if let Some(pattern) = facts.geographies.get(prefix.as_str()) {
         return Ok(Kind::Geographic { id: id.to_owned(), model: model.to_owned(), region_pattern: pattern.clone() });
     }
     if prefix == "us-gov" {

@@ -47,7 +47,7 @@ impl RoleArn {
         }
         let rest = rest.strip_prefix("iam::").ok_or_else(bad)?;
         let (account, resource) = rest.split_once(':').ok_or_else(bad)?;
-        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_account(account) {
             return Err(bad());
         }
         let name = resource.strip_prefix("role/").ok_or_else(bad)?;
@@ -81,11 +81,65 @@ impl fmt::Display for RoleArn {
     }
 }
 
-/// An AWS region name like `us-east-1`.
+/// Whether `region` is an AWS region name such as `us-east-1`, `ap-southeast-4`, `us-gov-west-1`
+/// or `eusc-de-east-1`: an area of 2 to 4 letters, words, a number. The one rule for every region byollm reads
+/// (configuration, routes, ARNs, endpoints).
+pub fn is_region(region: &str) -> bool {
+    let mut parts = region.split('-');
+    let Some(first) = parts.next() else { return false };
+    let rest: Vec<&str> = parts.collect();
+    region.len() <= 32
+        && (2..=4).contains(&first.len())
+        && first.chars().all(|c| c.is_ascii_lowercase())
+        && rest.len() >= 2
+        && rest.last().is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        && rest[..rest.len() - 1].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+}
+
+/// Whether `account` is a 12-digit AWS account id.
+pub fn is_account(account: &str) -> bool {
+    account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A region from configuration: [`is_region`], or what is wrong with it.
 pub fn validate_region(region: String) -> Result<String, String> {
-    let ok = !region.is_empty()
-        && region.len() <= 32
-        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && region.contains('-');
-    if ok { Ok(region) } else { Err(format!("{region:?} is not an AWS region like us-east-1")) }
+    if is_region(&region) { Ok(region) } else { Err(format!("{region:?} is not an AWS region like us-east-1")) }
+}
+
+/// Splits a Bedrock id into (cross-region profile prefix, foundation-model id). An ARN of a
+/// foundation model or of a system-defined inference profile is unwrapped; any other ARN
+/// (application inference profile, provisioned model) names no model: `(None, None)`.
+pub fn split_model_id(id: &str) -> (Option<String>, Option<&str>) {
+    let id = match id.strip_prefix("arn:") {
+        Some(rest) => {
+            // arn:<partition>:bedrock:<region>:<account>:<type>/<resource>
+            let Some(resource) = rest.splitn(5, ':').nth(4) else { return (None, None) };
+            match resource.split_once('/') {
+                Some(("foundation-model", model)) => return (None, Some(model)),
+                Some(("inference-profile", profile)) => profile,
+                _ => return (None, None),
+            }
+        }
+        None => id,
+    };
+    match id.split_once('.') {
+        // `us.anthropic.claude-…`: a prefix, then a provider-qualified model id.
+        Some((prefix, rest)) if rest.contains('.') && !prefix.is_empty() => (Some(prefix.to_owned()), Some(rest)),
+        _ => (None, Some(id)),
+    }
+}
+
+/// A Bedrock model id, inference profile id, or inference profile / foundation model ARN.
+pub fn validate_model_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 2048
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b":.-_/".contains(&b))
+        && (id.contains('.') || id.starts_with("arn:"));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a Bedrock model id (e.g. global.anthropic.claude-opus-5-5) or inference profile ARN"
+        ))
+    }
 }

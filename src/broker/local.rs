@@ -18,10 +18,10 @@ use std::time::{Duration, SystemTime};
 use aws_config::BehaviorVersion;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, error::CredentialsError};
 use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
-use axum::http::StatusCode;
+use http::StatusCode;
 
 use crate::aws::AwsCredentials;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::secret::Secret;
 
 /// Refresh at once when credentials expire within this.
@@ -88,7 +88,7 @@ impl LocalError {
         let code = if self.expired { "aws_session_expired" } else { "aws_credentials_missing" };
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "authentication_error",
+            ErrorKind::Authentication,
             code,
             format!(
                 "the AWS session for profile {profile:?} {what} ({}): re-authenticate with `{}` (or renew the credentials profile {profile:?} is configured with); `byollm doctor --profile {profile}` shows the provider's own message",

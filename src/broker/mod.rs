@@ -14,11 +14,11 @@ pub mod sts;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::http::StatusCode;
+use http::StatusCode;
 
 use crate::aws::RoleArn;
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::identity::authz::AuthorizedRun;
 use crate::issuer::{Issuer, MintError, RunClaims};
 use crate::observe::metrics::Metrics;
@@ -292,7 +292,7 @@ impl BrokerError {
                         (StatusCode::FAILED_DEPENDENCY, "session_policy_too_long")
                     }
                 };
-                let kind = if status == StatusCode::FORBIDDEN { "permission_error" } else { "upstream_error" };
+                let kind = if status == StatusCode::FORBIDDEN { ErrorKind::Permission } else { ErrorKind::Upstream };
                 ApiError::new(
                     status,
                     kind,
@@ -383,7 +383,7 @@ impl BrokerError {
                     StsErrorClass::Throttled => {
                         return ApiError::new(
                             StatusCode::TOO_MANY_REQUESTS,
-                            "rate_limit_error",
+                            ErrorKind::RateLimit,
                             "sts_throttled",
                             format!("AWS STS is throttling requests; retry shortly (AWS said: {aws})"),
                         )
@@ -395,7 +395,7 @@ impl BrokerError {
                         format!("AWS STS is unavailable or unreachable from the gateway (AWS said: {aws})"),
                     ),
                 };
-                let kind = if status == StatusCode::FORBIDDEN { "permission_error" } else { "upstream_error" };
+                let kind = if status == StatusCode::FORBIDDEN { ErrorKind::Permission } else { ErrorKind::Upstream };
                 ApiError::new(status, kind, code, message)
             }
         }

@@ -4,9 +4,9 @@
 //! Pure: the caller supplies id, creation time and the public model name; nothing here reads a
 //! clock or knows the Bedrock model id.
 
-use axum::http::StatusCode;
+use http::StatusCode;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::models::{ModelConfig, ThinkingDefault, ThinkingMode};
 use crate::wire::anthropic::{self, AnthropicResponse, ResponseBlock};
 use crate::wire::openai::{
@@ -171,19 +171,19 @@ pub fn upstream_error(kind: &str, message: &str) -> ApiError {
     let message = if message.is_empty() { kind.to_owned() } else { message.to_owned() };
     match kind {
         "invalid_request_error" => {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "upstream_invalid_request", message)
+            ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, "upstream_invalid_request", message)
         }
         "request_too_large" => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "request_too_large", message)
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorKind::InvalidRequest, "request_too_large", message)
         }
         "rate_limit_error" => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "upstream_rate_limited", message)
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::RateLimit, "upstream_rate_limited", message)
         }
         "overloaded_error" => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_error", "upstream_overloaded", message)
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Upstream, "upstream_overloaded", message)
         }
-        "timeout_error" => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout", message),
-        _ => ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error", message),
+        "timeout_error" => ApiError::new(StatusCode::GATEWAY_TIMEOUT, ErrorKind::Upstream, "upstream_timeout", message),
+        _ => ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, "upstream_error", message),
     }
 }
 
@@ -325,10 +325,10 @@ mod tests {
     #[test]
     fn maps_upstream_errors() {
         let cases = [
-            ("invalid_request_error", 400, "invalid_request_error"),
-            ("rate_limit_error", 429, "rate_limit_error"),
-            ("overloaded_error", 503, "upstream_error"),
-            ("api_error", 502, "upstream_error"),
+            ("invalid_request_error", 400, ErrorKind::InvalidRequest),
+            ("rate_limit_error", 429, ErrorKind::RateLimit),
+            ("overloaded_error", 503, ErrorKind::Upstream),
+            ("api_error", 502, ErrorKind::Upstream),
         ];
         for (kind, status, expected_kind) in cases {
             let error = upstream_error(kind, "boom");

@@ -231,7 +231,7 @@ impl StreamConverter {
         }
         let start = out.len();
         out.put_slice(b"data: ");
-        match serde_json::to_writer((&mut *out).writer(), &err.body()) {
+        match serde_json::to_writer((&mut *out).writer(), &crate::wire::openai::error_body(err)) {
             Ok(()) => out.put_slice(b"\n\n"),
             Err(error) => {
                 tracing::error!(%error, "could not serialise a stream error");

@@ -19,7 +19,7 @@ use super::failover::{Failure, Refusal};
 use super::target::foundation_model_id;
 use crate::aws::AwsCredentials;
 use crate::config::ModelConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::routing::failover::{class_of_anthropic, class_of_bedrock, class_of_openai};
 use crate::routing::policy::HttpUpstream;
 use crate::routing::{AnthropicRoute, BedrockRoute, FailureClass, Mode, OpenAiRoute, Route, RoutingPolicy, Upstream};
@@ -378,7 +378,7 @@ pub async fn read_count(answer: RawResponse) -> Result<u64, Failure> {
     let unreadable = |what: &str| {
         let error = ApiError::new(
             http::StatusCode::BAD_GATEWAY,
-            "upstream_error",
+            ErrorKind::Upstream,
             "bedrock_error",
             format!("{what} answer from Bedrock"),
         );

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::Dispatch;
 use super::context::Call;
 use super::reply::Reply;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::limits::{Admission, Estimate, Limits, Naming, View};
 use crate::models::prices::Price;
 use crate::observe::audit::{AttemptRecord, Audit, AuditRecord, Usage};
@@ -296,7 +296,7 @@ pub fn within_request_timeout<T>(
         tokio::time::timeout(limit, serve).await.unwrap_or_else(|_| {
             Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "request_timeout",
                 format!("no answer started within server.request_timeout_secs ({}s)", limit.as_secs()),
             ))

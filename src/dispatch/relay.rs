@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use super::events::Events;
 use super::exchange::Exchange;
 use super::reply::BodyStream;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::upstream::RawResponse;
 use crate::upstream::bedrock::STREAM_IDLE_TIMEOUT;
 use crate::upstream::openai_compat::OpenAiStream;
@@ -183,7 +183,7 @@ impl<C: EventConverter> Source for Converted<C> {
 }
 
 fn stream_cut(message: String) -> ApiError {
-    ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_stream_cut", message)
+    ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, "upstream_stream_cut", message)
 }
 
 /// An OpenAI-compatible endpoint's events passed on as they come (keep-alives in silences); a

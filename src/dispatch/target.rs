@@ -47,7 +47,7 @@ pub fn foundation_model_id<'a>(model: &'a ModelConfig, invoked_id: &'a str) -> &
     if let Some(entry) = model.entry() {
         return &entry.base_id;
     }
-    match models::parse_id(invoked_id) {
+    match crate::aws::split_model_id(invoked_id) {
         (Some(_), Some(base)) if !invoked_id.starts_with("arn:") => base,
         _ => invoked_id,
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use http::HeaderMap;
 
 use crate::config::CallerConfig;
 use crate::error::ApiError;
@@ -145,7 +145,7 @@ impl Callers {
 /// A SigV4 `Authorization` header is refused by name ([`AuthError::SigV4`]), never compared as a key.
 pub fn presented_key(headers: &HeaderMap) -> Result<&str, AuthError> {
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-    if let Some(value) = header(axum::http::header::AUTHORIZATION.as_str()) {
+    if let Some(value) = header(http::header::AUTHORIZATION.as_str()) {
         return match value.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => Ok(rest.trim()),
             Some((scheme, _)) if scheme == SIGV4_SCHEME => Err(AuthError::SigV4),
@@ -246,7 +246,7 @@ mod tests {
 
     fn headers(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(axum::http::header::AUTHORIZATION, value.parse().unwrap());
+        headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
         headers
     }
 
@@ -257,7 +257,7 @@ mod tests {
         assert!(key.expose().starts_with("byollm_") && !format!("{key:?}").contains(key.expose()));
         let with = |name: &str, value: String| {
             let mut headers = HeaderMap::new();
-            headers.insert(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            headers.insert(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
             key.check(&headers)
         };
         assert_eq!(with("authorization", format!("Bearer {}", key.expose())), Ok(()));

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::models::prices::{Price, Tokens, Usd, prices};
 use crate::observe::metrics::Metrics;
 use crate::wire::usage::Usage;
@@ -426,7 +426,7 @@ impl Limits {
                         tracing::warn!(%error, "limits store unavailable: refusing (on_store_error = \"deny\")");
                         return Err(ApiError::new(
                             StatusCode::SERVICE_UNAVAILABLE,
-                            "api_error",
+                            ErrorKind::Internal,
                             "limits_unavailable",
                             "the gateway cannot check its limits right now (its counter store does not answer); retry shortly",
                         )
@@ -648,9 +648,9 @@ impl Limits {
             _ => room.limit.to_string(),
         };
         let (kind, code, what) = if limit.is_budget() {
-            ("insufficient_quota", "insufficient_quota", "budget is spent")
+            (ErrorKind::Quota, "insufficient_quota", "budget is spent")
         } else {
-            ("rate_limit_error", "rate_limit_exceeded", "limit is reached")
+            (ErrorKind::RateLimit, "rate_limit_exceeded", "limit is reached")
         };
         let message =
             format!("{}: the gateway's {} {what} ({shown}); retry in {retry_after_secs}s", scope.name, limit.as_str());
@@ -890,7 +890,7 @@ impl Limits {
             self.metrics.limit_store_errors.inc("usage");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "api_error",
+                ErrorKind::Internal,
                 "limits_unavailable",
                 "the gateway's counter store does not answer; retry shortly",
             )

@@ -55,7 +55,7 @@ async fn the_sixth_request_of_a_team_limited_to_five_a_minute_is_a_429_and_anoth
     }
     let refusal = limits.admit(who("acme", None)).await.unwrap_err();
     let error = refusal.error;
-    assert_eq!((error.status.as_u16(), error.code, error.kind), (429, "rate_limit_exceeded", "rate_limit_error"));
+    assert_eq!((error.status.as_u16(), error.code, error.kind), (429, "rate_limit_exceeded", ErrorKind::RateLimit));
     assert_eq!(error.retry_after, Some(12));
     assert!(
         error.message.contains("team \"acme\"") && error.message.contains("requests_per_minute"),

@@ -353,7 +353,10 @@ impl Catalog {
                 .map_err(|e| at(&format!("lifecycle: {e}")))?;
             debug_assert!(ENTRY_FIELDS.iter().all(|key| !table.contains_key(*key)));
             let rules = rules_from_table(table).map_err(|e| at(&e))?;
-            if validate_model_id(&base_id).is_err() || base_id.starts_with("arn:") || parse_id(&base_id).0.is_some() {
+            if crate::aws::validate_model_id(&base_id).is_err()
+                || base_id.starts_with("arn:")
+                || crate::aws::split_model_id(&base_id).0.is_some()
+            {
                 return Err(at("base_id must be a foundation-model id like anthropic.claude-…"));
             }
             models.push(CatalogEntry { family, display_name, base_id, profiles, lifecycle, source, note, rules });
@@ -391,7 +394,7 @@ impl Catalog {
     /// The entry a Bedrock id names: a base id, a cross-region profile id (`us.anthropic.…`), or the
     /// ARN of a foundation model or system-defined inference profile. Exact matches only.
     pub fn match_id(&self, id: &str) -> IdMatch<'_> {
-        match parse_id(id) {
+        match crate::aws::split_model_id(id) {
             (_, None) => IdMatch::Opaque,
             (profile, Some(base)) => match self.models.iter().find(|entry| entry.base_id == base) {
                 Some(entry) => IdMatch::Entry { entry, profile },
@@ -433,44 +436,6 @@ fn rules_from_table(table: toml::Table) -> Result<ModelRules, String> {
     }
 }
 
-/// Splits a Bedrock id into (cross-region profile prefix, foundation-model id). An ARN of a
-/// foundation model or of a system-defined inference profile is unwrapped; any other ARN
-/// (application inference profile, provisioned model) names no model: `(None, None)`.
-pub fn parse_id(id: &str) -> (Option<String>, Option<&str>) {
-    let id = match id.strip_prefix("arn:") {
-        Some(rest) => {
-            // arn:<partition>:bedrock:<region>:<account>:<type>/<resource>
-            let Some(resource) = rest.splitn(5, ':').nth(4) else { return (None, None) };
-            match resource.split_once('/') {
-                Some(("foundation-model", model)) => return (None, Some(model)),
-                Some(("inference-profile", profile)) => profile,
-                _ => return (None, None),
-            }
-        }
-        None => id,
-    };
-    match id.split_once('.') {
-        // `us.anthropic.claude-…`: a prefix, then a provider-qualified model id.
-        Some((prefix, rest)) if rest.contains('.') && !prefix.is_empty() => (Some(prefix.to_owned()), Some(rest)),
-        _ => (None, Some(id)),
-    }
-}
-
-/// A Bedrock model id, inference profile id, or inference profile / foundation model ARN.
-pub fn validate_model_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 2048
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b":.-_/".contains(&b))
-        && (id.contains('.') || id.starts_with("arn:"));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{id:?} is not a Bedrock model id (e.g. global.anthropic.claude-opus-5-5) or inference profile ARN"
-        ))
-    }
-}
-
 /// A configured model: what `[models."<name>"]` resolved to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
@@ -505,7 +470,7 @@ pub fn resolve(
 ) -> Result<Resolved, Vec<FieldProblem>> {
     let catalog = catalog();
     let mut errors = Vec::new();
-    if let Err(message) = validate_model_id(id) {
+    if let Err(message) = crate::aws::validate_model_id(id) {
         errors.push(("id".to_owned(), message));
     }
     let named = match family {
@@ -613,7 +578,7 @@ pub fn find_by_bedrock_id<'a>(
     path_segment: &str,
 ) -> Option<(&'a str, &'a ModelConfig)> {
     let id = percent_decode(path_segment)?;
-    if validate_model_id(&id).is_err() {
+    if crate::aws::validate_model_id(&id).is_err() {
         return None;
     }
     if let Some(found) = models.iter().find(|(_, model)| model.id == id) {

@@ -161,7 +161,7 @@ pub enum Endpoint {
 impl Endpoint {
     /// The endpoint a Bedrock model id (or ARN) names.
     pub fn of_bedrock_id(id: &str) -> Endpoint {
-        match super::parse_id(id) {
+        match crate::aws::split_model_id(id) {
             (Some(prefix), Some(_)) if prefix == "global" => Endpoint::Global,
             _ => Endpoint::Regional,
         }

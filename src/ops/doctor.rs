@@ -294,7 +294,7 @@ pub fn explain_model_failure(failure: &BedrockFailure, model: &ModelConfig, regi
         "validationexception" if said.contains("on-demand throughput") => explained(
             "inference_profile_required",
             format!("{id} can only be invoked through an inference profile"),
-            format!("configure a cross-region profile id instead, e.g. global.{}", crate::models::parse_id(id).1.unwrap_or(id)),
+            format!("configure a cross-region profile id instead, e.g. global.{}", crate::aws::split_model_id(id).1.unwrap_or(id)),
         ),
         "resourcenotfoundexception" => explained(
             "model_not_available",

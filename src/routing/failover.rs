@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::{Route, RouteScope};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::upstream::BedrockFailure;
 use crate::upstream::anthropic::AnthropicFailure;
 use crate::upstream::direct::DirectError;
@@ -402,8 +402,8 @@ pub fn all_failed(model: &str, attempts: &[Attempt], provider_only: bool) -> Api
         && failed.iter().all(|(_, class, _)| matches!(class, FailureClass::Throttled | FailureClass::Quota));
     if throttled {
         let retry = failed.iter().filter_map(|(_, _, e)| e.retry_after).max().unwrap_or(2);
-        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "all_routes_throttled", message)
+        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::RateLimit, "all_routes_throttled", message)
             .with_retry_after(u64::from(retry));
     }
-    ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "all_routes_failed", message)
+    ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, "all_routes_failed", message)
 }

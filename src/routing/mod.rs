@@ -22,10 +22,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
+use http::StatusCode;
 
 use crate::aws::RoleArn;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 
 pub use failover::{Attempt, AttemptOutcome, FailoverSettings, FailureClass, HealthKey, RouteHealth};
 pub use policy::{Endpoint, HttpUpstream, Layer, Mode, RoutingPolicy};
@@ -187,7 +187,7 @@ impl From<RouteError> for ApiError {
             }
             RouteError::NoRoute { model } => ApiError::new(
                 StatusCode::FORBIDDEN,
-                "permission_error",
+                ErrorKind::Permission,
                 "no_route",
                 format!("model {model:?} has no Bedrock route and the team is provider-only"),
             )

@@ -598,7 +598,7 @@ impl Reader<'_> {
         let profile_path = node.child("profile");
         let profile = node.take::<String>("profile");
         if let Some(profile) = &profile
-            && let Err(message) = crate::models::validate_model_id(profile)
+            && let Err(message) = crate::aws::validate_model_id(profile)
         {
             self.error(profile_path.clone(), message);
         }

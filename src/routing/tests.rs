@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
+use http::StatusCode;
 
 use super::failover::{
     AttemptOutcome, HealthKey, all_failed, by_status, class_of_direct, classify_anthropic, classify_bedrock,
@@ -574,9 +574,10 @@ fn failed(route: &str, error: ApiError, class: FailureClass) -> Attempt {
 #[test]
 fn when_every_route_fails_one_error_lists_each_attempt() {
     let denied = ApiError::forbidden("bedrock_access_denied", "the AWS identity may not call bedrock:InvokeModel");
-    let throttled = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "bedrock_throttled", "slow down")
-        .with_retry_after(2);
-    let overloaded = ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "anthropic_overloaded", "Overloaded");
+    let throttled =
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::RateLimit, "bedrock_throttled", "slow down")
+            .with_retry_after(2);
+    let overloaded = ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, "anthropic_overloaded", "Overloaded");
 
     // One route: its own error, as before routing existed (plus the provider-only note).
     let single =
@@ -604,7 +605,7 @@ fn when_every_route_fails_one_error_lists_each_attempt() {
         "every route for model \"claude-sonnet-4-5\" failed: bedrock: 403 bedrock_access_denied (the AWS identity may not call bedrock:InvokeModel); anthropic: 502 anthropic_overloaded (Overloaded); openai:openrouter: skipped, failing recently (retried in 12s)"
     );
 
-    let limited = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "anthropic_rate_limited", "later")
+    let limited = ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::RateLimit, "anthropic_rate_limited", "later")
         .with_retry_after(7);
     let error = all_failed(
         "m",
@@ -650,7 +651,7 @@ fn a_failover_walks_the_routes_and_stops_on_a_request_fault() {
 
     let mut failover = routing.start(acme, "claude-sonnet-4-5").unwrap();
     while let Some(route) = failover.next_route() {
-        let error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "upstream_error", "down", "down");
+        let error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Upstream, "down", "down");
         assert!(failover.failed(&route, FailureClass::Upstream, error).is_none());
     }
     assert_eq!(failover.exhausted().code, "all_routes_failed");

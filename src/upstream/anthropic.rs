@@ -21,7 +21,7 @@ use super::buffered::BufferedAnswer;
 use super::direct::{DirectClient, DirectError, DirectRequest, Limits};
 use super::egress::EgressPolicy;
 use super::sse::SseReader;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::secret::{self, Secret};
 
 /// The API version byollm speaks.
@@ -114,7 +114,7 @@ impl AnthropicFailure {
             AnthropicFailure::Body(what) => {
                 return ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
+                    ErrorKind::InvalidRequest,
                     "anthropic_request_invalid",
                     *what,
                 );
@@ -128,14 +128,14 @@ impl AnthropicFailure {
         match error_type {
             "rate_limit_error" => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
+                ErrorKind::RateLimit,
                 "anthropic_rate_limited",
                 format!("the Anthropic API is rate limiting requests to {model}; retry after a short wait ({said})"),
             )
             .with_retry_after(retry_after.unwrap_or(2)),
             "overloaded_error" => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "anthropic_overloaded",
                 format!("the Anthropic API is overloaded; retry shortly ({said})"),
             )
@@ -147,7 +147,7 @@ impl AnthropicFailure {
             ),
             "authentication_error" => ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "anthropic_key_refused",
                 "the Anthropic API refused the gateway's key (routing.anthropic): the operator must replace it",
             ),
@@ -161,19 +161,19 @@ impl AnthropicFailure {
             ),
             "billing_error" => ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
-                "billing_error",
+                ErrorKind::Billing,
                 "anthropic_billing",
                 format!("the Anthropic account cannot pay for this request ({said})"),
             ),
             _ if status >= 500 || status == 0 => ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "anthropic_error",
                 format!("the Anthropic API failed: {error_type}: {said}"),
             ),
             _ => ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_request_error",
+                ErrorKind::InvalidRequest,
                 "anthropic_invalid_request",
                 format!("the Anthropic API refused the request: {said}"),
             ),

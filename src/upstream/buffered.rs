@@ -26,7 +26,7 @@ use http::StatusCode;
 use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 
 /// The budget counts KiB (a semaphore's permits are `u32`).
 const KIB: usize = 1024;
@@ -50,7 +50,7 @@ pub enum BufferError {
 pub fn busy_error(upstream: &str) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "api_error",
+        ErrorKind::Internal,
         "server_busy",
         format!(
             "{upstream}: the gateway is holding as many upstream answers as server.max_answer_bytes_in_flight allows; retry shortly"

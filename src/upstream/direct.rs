@@ -34,7 +34,7 @@ use super::client::{POOL_IDLE_TIMEOUT, tls_config};
 use super::dns::{Dns, RESOLVE_TIMEOUT};
 use super::egress::{self, EgressError, EgressPolicy};
 use crate::config::EgressConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 
 /// `path` (starting with `/`) appended to the base URL's own path (`https://gw/anthropic/` +
 /// `/v1/messages` → `https://gw/anthropic/v1/messages`): the endpoint of a direct upstream.
@@ -124,32 +124,32 @@ impl DirectError {
         let message = format!("{upstream}: {self}");
         match self {
             DirectError::Refused(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "egress_refused", message)
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, "egress_refused", message)
             }
             // The team's own share: 429, it can slow down. The gateway's: 503, not the caller's
             // doing. Slots free as lookups end, within RESOLVE_TIMEOUT.
             DirectError::LookupsBusy { team: true } => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "lookups_busy", message)
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::RateLimit, "lookups_busy", message)
                     .with_retry_after(RESOLVE_TIMEOUT.as_secs())
             }
             DirectError::LookupsBusy { team: false } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", "lookups_busy", message)
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Internal, "lookups_busy", message)
                     .with_retry_after(RESOLVE_TIMEOUT.as_secs())
             }
             DirectError::Redirect(_) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_redirect", message)
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, "upstream_redirect", message)
             }
             DirectError::Unreachable => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_unreachable", message)
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, "upstream_unreachable", message)
             }
             DirectError::Timeout => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_error", "upstream_timeout", message)
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, ErrorKind::Upstream, "upstream_timeout", message)
             }
             DirectError::TooLarge => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_answer_too_large", message)
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, "upstream_answer_too_large", message)
             }
             DirectError::Cut => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "upstream_stream_cut", message)
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, "upstream_stream_cut", message)
             }
             DirectError::Busy => busy_error(upstream),
             DirectError::Internal => ApiError::internal("the upstream request could not be built"),

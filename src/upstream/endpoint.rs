@@ -42,14 +42,6 @@ fn dns_suffix(region: &str) -> &'static str {
 }
 
 /// A region name that can go into a host name.
-fn valid_region(region: &str) -> bool {
-    !region.is_empty()
-        && region.len() <= 63
-        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !region.starts_with('-')
-        && !region.ends_with('-')
-}
-
 /// Scheme, host and path prefix of one Bedrock Runtime endpoint.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -119,7 +111,7 @@ impl Endpoints {
         {
             return Ok(endpoint.clone());
         }
-        if !valid_region(region) {
+        if !crate::aws::is_region(region) {
             return Err(format!("{region:?} is not an AWS region like us-east-1"));
         }
         let endpoint = Endpoint::parse(&format!("https://bedrock-runtime.{region}.{}", dns_suffix(region)))?;

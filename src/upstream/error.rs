@@ -6,10 +6,10 @@
 //! `:error-message`). Transport failures get the codes `Dispatch`, `Timeout`, `StreamCut` and
 //! `IdleTimeout`; an answer the gateway had no room to buffer, `ServerBusy`.
 
-use axum::http::{HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::wire::eventstream::Frame;
 
 /// What went wrong talking to Bedrock, already sorted by who can fix it.
@@ -68,14 +68,14 @@ impl BedrockFailure {
         match self.normalized().as_str() {
             "throttlingexception" => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
+                ErrorKind::RateLimit,
                 "bedrock_throttled",
                 format!("Bedrock is throttling requests to {model_id}; retry after a short wait ({said})"),
             )
             .with_retry_after(2),
             "servicequotaexceededexception" => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
+                ErrorKind::RateLimit,
                 "bedrock_quota_exceeded",
                 format!(
                     "the account's Bedrock quota for {model_id} is exhausted; retry later or raise the quota ({said})"
@@ -84,13 +84,13 @@ impl BedrockFailure {
             .with_retry_after(10),
             "validationexception" => ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_request_error",
+                ErrorKind::InvalidRequest,
                 "bedrock_validation_error",
                 format!("Bedrock rejected the request: {said}"),
             ),
             "accessdeniedexception" => ApiError::new(
                 StatusCode::FORBIDDEN,
-                "permission_error",
+                ErrorKind::Permission,
                 "bedrock_access_denied",
                 format!(
                     "the AWS identity may not call {action} on {model_id}: grant {action} on the model's foundation-model and inference-profile ARNs (and enable model access in the Bedrock console) ({said})"
@@ -98,7 +98,7 @@ impl BedrockFailure {
             ),
             "resourcenotfoundexception" => ApiError::new(
                 StatusCode::NOT_FOUND,
-                "not_found_error",
+                ErrorKind::NotFound,
                 "model_not_enabled",
                 format!(
                     "model {model_id} is not available in this region or account: enable it in Bedrock or pick another inference profile ({said})"
@@ -106,58 +106,58 @@ impl BedrockFailure {
             ),
             "modeltimeoutexception" => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "bedrock_model_timeout",
                 format!("the model took too long to answer ({said})"),
             ),
             "serviceunavailableexception" => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "bedrock_unavailable",
                 format!("Bedrock is unavailable; retry shortly ({said})"),
             )
             .with_retry_after(2),
             "modelnotreadyexception" => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "bedrock_model_not_ready",
                 format!("the model is not ready to serve yet; retry shortly ({said})"),
             )
             .with_retry_after(5),
             "timeout" => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "bedrock_timeout",
                 "timed out waiting for Bedrock",
             ),
             "idletimeout" => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "upstream_idle_timeout",
                 "Bedrock sent nothing for too long; the answer is incomplete",
             ),
             "streamcut" => ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "upstream_stream_cut",
                 "the Bedrock stream broke before the model finished; the answer is incomplete",
             ),
             "serverbusy" => super::buffered::busy_error("Bedrock"),
             "dispatch" => ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "bedrock_unreachable",
                 "could not connect to Bedrock Runtime",
             ),
             _ if self.is_credential_problem() => ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "bedrock_credentials_rejected",
                 format!("Bedrock rejected the credentials the gateway used ({})", self.code),
             ),
             _ => ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "bedrock_error",
                 format!("Bedrock failed: {}: {said}", self.code),
             ),

@@ -26,7 +26,7 @@ use super::buffered::BufferedAnswer;
 use super::direct::{DirectClient, DirectError, DirectRequest, Limits};
 use super::egress::{EgressError, EgressPolicy};
 use super::sse::{SseEvent, SseReader};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::secret::{self, Secret};
 
 /// The header a `per_request` endpoint's URL comes in.
@@ -162,7 +162,7 @@ impl OpenAiFailure {
         match status {
             429 => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
+                ErrorKind::RateLimit,
                 "endpoint_rate_limited",
                 format!(
                     "{upstream} is rate limiting requests to {model}; retry after a short wait ({message}){code_note}"
@@ -176,13 +176,13 @@ impl OpenAiFailure {
             ),
             401 | 403 => ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "endpoint_key_refused",
                 format!("{upstream} refused the gateway's key: the operator must replace it"),
             ),
             402 => ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
-                "billing_error",
+                ErrorKind::Billing,
                 "endpoint_billing",
                 format!("{upstream} cannot charge this request ({message})"),
             ),
@@ -192,13 +192,13 @@ impl OpenAiFailure {
             ),
             500..=599 => ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "upstream_error",
+                ErrorKind::Upstream,
                 "endpoint_error",
                 format!("{upstream} failed with {status} ({message})"),
             ),
             _ => ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_request_error",
+                ErrorKind::InvalidRequest,
                 "endpoint_invalid_request",
                 format!("{upstream} refused the request: {message}{code_note}"),
             ),

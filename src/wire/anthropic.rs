@@ -10,10 +10,12 @@
 
 use std::borrow::Cow;
 
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::error::ApiError;
 use crate::models::{Effort, ThinkingOut};
 use crate::wire::openai::CacheControl;
 
@@ -380,6 +382,30 @@ fn content_block_delta(json: &[u8]) -> Option<StreamEvent<'_>> {
         return None;
     };
     (tail == b"}}").then(|| StreamEvent::ContentBlockDelta { index, delta: make(text) })
+}
+
+/// Anthropic's error type for an error of byollm's own, by its status (as Anthropic's API uses
+/// them: <https://docs.anthropic.com/en/api/errors>).
+pub fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// `{"type":"error","error":{"type","message"}}`.
+pub fn error_body(error: &ApiError) -> String {
+    serde_json::json!({"type": "error", "error": {"type": error_type(error.status), "message": error.message}})
+        .to_string()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! or pick credentials. Depends on `config`, `error`, `models` and `upstream::eventstream`.
 
 use base64::Engine;
-use http::{HeaderMap, HeaderName, header};
+use http::{HeaderMap, HeaderName, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -101,6 +101,30 @@ pub fn check_body(body: &[u8]) -> Result<(), ApiError> {
     } else {
         Err(ApiError::invalid_request("", "invalid_json", "the request body must be one JSON object"))
     }
+}
+
+/// The Bedrock exception an error of byollm's own is reported as (`x-amzn-ErrorType`), chosen by
+/// status so the AWS SDKs raise the exception a client already handles.
+pub fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "UnrecognizedClientException",
+        403 => "AccessDeniedException",
+        404 => "ResourceNotFoundException",
+        408 | 504 => "ModelTimeoutException",
+        429 => "ThrottlingException",
+        503 => "ServiceUnavailableException",
+        400..=499 => "ValidationException",
+        _ => "InternalServerException",
+    }
+}
+
+/// The JSON body of a Bedrock error: `{"message": ...}`.
+pub fn error_body(error: &ApiError) -> String {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        message: &'a str,
+    }
+    serde_json::to_string(&Body { message: &error.message }).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// Largest non-streamed `Converse` answer kept aside to read its `usage`; larger ones are relayed
@@ -310,7 +334,7 @@ pub fn inference_profiles(
                     _ => continue,
                 }
             }
-            None => match crate::models::parse_id(&model.id) {
+            None => match crate::aws::split_model_id(&model.id) {
                 (Some(_), Some(_)) => (
                     "SYSTEM_DEFINED",
                     model.id.clone(),

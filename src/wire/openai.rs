@@ -17,6 +17,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::error::{ApiError, ErrorKind};
 use crate::wire::bounded::{Bounded, NonEmpty};
 
 /// Most messages in one request.
@@ -677,5 +678,62 @@ pub struct ModelLifecycle {
 impl ModelList {
     pub fn new(data: Vec<ModelObject>) -> Self {
         ModelList { object: "list", data }
+    }
+}
+
+/// OpenAI's `type` for a kind of error.
+pub fn error_type(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidRequest => "invalid_request_error",
+        ErrorKind::Authentication => "authentication_error",
+        ErrorKind::Permission => "permission_error",
+        ErrorKind::NotFound => "not_found_error",
+        ErrorKind::RateLimit => "rate_limit_error",
+        ErrorKind::Quota => "insufficient_quota",
+        ErrorKind::Billing => "billing_error",
+        ErrorKind::Upstream => "upstream_error",
+        ErrorKind::Internal => "api_error",
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: &'a str,
+}
+
+/// OpenAI's error body, `{"error":{"message","type","param","code"}}`, as a response and as an SSE
+/// event inside a stream.
+pub fn error_body(error: &ApiError) -> serde_json::Value {
+    let body = ErrorBody {
+        message: &error.message,
+        kind: error_type(error.kind),
+        param: error.param.as_deref(),
+        code: error.code,
+    };
+    serde_json::to_value(ErrorEnvelope { error: body }).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_have_openais_shape() {
+        let error = ApiError::invalid_request("principal_uid", "invalid_uid", "bad uid");
+        assert_eq!(
+            error_body(&error),
+            serde_json::json!({"error": {"message": "bad uid", "type": "invalid_request_error", "param": "principal_uid", "code": "invalid_uid"}})
+        );
+        let spent = ApiError::new(http::StatusCode::TOO_MANY_REQUESTS, ErrorKind::Quota, "budget_exhausted", "spent");
+        assert_eq!(error_body(&spent)["error"]["type"], "insufficient_quota");
     }
 }

@@ -288,6 +288,19 @@ impl Gateway {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The logs once `needle` is among them (lines are read from the process by a thread, which
+    /// can lag behind the answers on a loaded machine), or as they are after 10 s.
+    pub fn logs_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The gateway's process id (`/proc/<pid>/status`).
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -14,9 +14,9 @@ mod messages;
 mod params;
 mod tools;
 
-use axum::http::StatusCode;
+use http::StatusCode;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::models::ModelRules;
 use crate::wire::anthropic::{
     AnthropicRequest, BEDROCK_ANTHROPIC_VERSION, ContentBlock, Message, OutputConfig, Role, TextBlock, Tool,
@@ -58,7 +58,7 @@ pub fn parse_request(body: &[u8]) -> Result<ChatCompletionRequest, ApiError> {
     let fail = |path: String, message: String| {
         let message = crate::error::clip_parse_error(format!("invalid request body: {message}"));
         if path == "." || path.is_empty() {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_body", message)
+            ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest, "invalid_body", message)
         } else {
             ApiError::invalid_request(path, "invalid_body", message)
         }
