@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use byollm::aws::bedrock_iam::{self, Form, Target};
+use byollm::bedrock_iam::{self, Form, Target};
 use byollm::broker::session_policy;
 use byollm::config::Config;
 use byollm::routing::policy::MapSecrets;

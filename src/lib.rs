@@ -5,6 +5,7 @@
 pub mod api;
 pub mod app;
 pub mod aws;
+pub mod bedrock_iam;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -119,12 +119,12 @@ async fn native_calls_are_relayed_unchanged_and_signed_with_the_runs_role() {
     assert_eq!(refused.text().await.unwrap(), json!({"message": "messages: bad turn order"}).to_string());
 
     // byollm's own refusals, in Bedrock's shape, with no STS or Bedrock call.
-    let calls = bedrock.requests().len();
     let refused = post(&gateway, "/model/us.anthropic.claude-opus-5-5/invoke", BODY).send().await.unwrap();
     assert_eq!(refused.status(), 403);
     assert_eq!(refused.headers()["x-amzn-errortype"], "AccessDeniedException");
     let message: Value = refused.json().await.unwrap();
     assert!(message["message"].as_str().unwrap().contains("\"us.anthropic.claude-opus-5-5\""), "{message}");
+    let calls = bedrock.requests().len();
     let not_json = post(&gateway, "/model/us.anthropic.claude-opus-4-7/invoke", "[1, 2]").send().await.unwrap();
     assert_eq!(
         (not_json.status().as_u16(), not_json.headers()["x-amzn-errortype"].to_str().unwrap()),
@@ -232,6 +232,34 @@ async fn native_calls_are_relayed_unchanged_and_signed_with_the_runs_role() {
     );
     let logs = gateway.logs();
     assert!(!logs.contains(API_KEY) && !logs.contains(&sts.issued()[0].secret_access_key));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_profile_is_never_served_through_a_wider_geography() {
+    let Setup { sts, bedrock, gateway } = setup().await;
+    const BODY: &str = "{\"anthropic_version\":\"bedrock-2023-05-31\",\"max_tokens\":9,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    // The run's region is us-east-1: its own geography's profile is served through the configured
+    // `global.` one (what Claude Code asks for), another geography's is refused with no STS or
+    // Bedrock call (global could run it outside the EU).
+    bedrock.set_script(vec![Reply::text(&["Own."])]);
+    let own = post(&gateway, "/model/us.anthropic.claude-opus-4-7/invoke", BODY).send().await.unwrap();
+    assert_eq!(own.status(), 200);
+    assert_eq!(bedrock.requests()[0].model_id, "global.anthropic.claude-opus-4-7");
+    let sts_calls = sts.calls();
+    // An `eu.` profile is not served through the configured `global.` one for a run in
+    // us-east-1 (it could run outside the EU); the `us.` profile above was, the run's own geography.
+    let wider = post(&gateway, "/model/eu.anthropic.claude-opus-4-7/invoke", BODY).send().await.unwrap();
+    assert_eq!(wider.status(), 403);
+    assert_eq!(wider.headers()["x-amzn-errortype"], "AccessDeniedException");
+    let message: Value = wider.json().await.unwrap();
+    assert!(message["message"].as_str().unwrap().contains("\"global.anthropic.claude-opus-4-7\""), "{message}");
+    assert_eq!((bedrock.requests().len(), sts.calls()), (1, sts_calls), "refused before any call");
+    // A global request may be served through a narrower configured profile.
+    bedrock.set_script(vec![Reply::text(&["Narrow."])]);
+    let narrower =
+        post(&gateway, "/model/global.anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke", BODY).send().await.unwrap();
+    assert_eq!(narrower.status(), 200);
+    assert_eq!(bedrock.requests().last().unwrap().model_id, "us.anthropic.claude-haiku-4-5-20251001-v1:0");
 }
 
 #[tokio::test(flavor = "multi_thread")]

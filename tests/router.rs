@@ -26,6 +26,7 @@ struct Local {
     router: axum::Router,
     key: Arc<SessionKey>,
     audit: Arc<MemorySink>,
+    metrics: Arc<byollm::observe::metrics::Metrics>,
     bedrock: FakeBedrock,
     _aws: tempfile::TempDir,
 }
@@ -62,10 +63,11 @@ async fn local() -> Local {
     let audit = Arc::new(MemorySink::default());
     let mut wiring = Wiring::new(Arc::new(config), routing);
     wiring.sink = audit.clone();
+    let metrics = wiring.metrics.clone();
     let dispatch = app::local(wiring, session, "us-east-1".into());
     let key = Arc::new(SessionKey::generate().unwrap());
     let router = byollm::api::local_router(dispatch, true, key.clone());
-    Local { router, key, audit, bedrock, _aws: aws }
+    Local { router, key, audit, metrics, bedrock, _aws: aws }
 }
 
 impl Local {
@@ -171,4 +173,26 @@ async fn the_session_key_guards_every_model_route() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(local.bedrock.requests().is_empty());
     assert!(local.audit_lines().is_empty(), "refused at the edge: no model request started");
+}
+
+#[tokio::test]
+async fn model_names_a_caller_invents_add_no_metric_series() {
+    let local = local().await;
+    local.send("POST", "/v1/chat/completions", Some(chat_body("haiku", false))).await;
+    let before = local.metrics.render().lines().count();
+    for index in 0..300 {
+        let junk = format!("junk-model-{index}");
+        local.send("POST", "/v1/chat/completions", Some(chat_body(&junk, index % 2 == 0))).await;
+        let messages = json!({"model": junk, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+        local.send("POST", "/v1/messages", Some(messages)).await;
+        local.send("POST", &format!("/model/anthropic.{junk}-v1%3A0/invoke"), Some(json!({}))).await;
+    }
+    let text = local.metrics.render();
+    assert!(!text.contains("junk-model"), "{text}");
+    assert!(text.contains("model=\"haiku\""), "{text}");
+    assert!(text.contains("model=\"unknown\""), "{text}");
+    // The refusals' series exist once per (surface, status) whatever the names: a handful of
+    // lines, not 900.
+    let after = text.lines().count();
+    assert!(after < before + 60, "{before} lines before, {after} after:\n{text}");
 }

@@ -28,7 +28,7 @@ use crate::dispatch::reply::ReplyBody;
 use crate::dispatch::target::{ModelRef, bedrock_target};
 use crate::dispatch::{Api, Dispatch, Exchange, Reply};
 use crate::error::ApiError;
-use crate::routing::Surface;
+use crate::routing::{Route, Surface, Upstream};
 use crate::wire::bedrock::{Operation, check_body, forwarded_headers, is_relayed_header};
 
 /// `/model/{modelId}/{operation}` split on the raw (percent-encoded) path.
@@ -90,18 +90,33 @@ async fn call(
     let target = bedrock_target(&dispatch.config, &call.region, ModelRef::PathSegment(segment)).map_err(|refused| {
         let model: String = segment.chars().take(128).collect();
         tracing::info!(%model, operation = operation.path_segment(), "native call names a model not served here");
-        ApiError::forbidden(
-            "model_not_allowed",
-            format!(
+        let message = match refused.wider {
+            Some(wider) => format!(
+                "model {:?} is served here only as {wider:?}, which may run the request outside the geography {:?} names; name {wider:?}, or ask the gateway's admin to configure a profile of the same or a narrower geography",
+                refused.requested, refused.requested
+            ),
+            None => format!(
                 "model {:?} is not one this caller may use through byollm; ask the gateway's admin to configure it under [models], or use a configured model (GET /v1/models lists them)",
                 refused.requested
             ),
-        )
+        };
+        ApiError::forbidden("model_not_allowed", message)
     })?;
     if let Some(record) = exchange.record() {
         record.model = Some(target.name.to_owned());
     }
     let mut failover = dispatch.routing.start_on(call.scope(), target.name, Surface::BedrockOnly)?;
+    let wider =
+        |route: &Route| matches!(&route.upstream, Upstream::Bedrock(bedrock) if !target.allows(&bedrock.model_id));
+    if !failover.set_aside(wider, "its profile may run the request outside the geography of the model id named") {
+        return Err(ApiError::forbidden(
+            "model_not_allowed",
+            format!(
+                "every route of {:?} here may run the request outside the geography of the model id named; name the configured model ({:?}), or ask the gateway's admin for a route of the same or a narrower geography",
+                target.name, target.name
+            ),
+        ));
+    }
     // Keeps its share of the body budget until Bedrock has the bytes.
     let body = body.read(&dispatch.config.server, BodyOwner::of_call(&call)).await?;
     check_body(&body)?;

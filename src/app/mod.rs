@@ -74,6 +74,7 @@ impl Wiring {
 pub fn dispatch(wiring: Wiring, source: Arc<dyn CredentialSource>) -> Arc<Dispatch> {
     let Wiring { config, routing, limits, metrics, sink, observers } = wiring;
     let limits = limits.unwrap_or_else(|| LimitsPolicy::none(&config));
+    routing.admit_labels(&metrics);
     // Every upstream answer read whole (Bedrock, the Anthropic API, endpoints) shares one budget.
     let answers = AnswerBudget::new(config.server.max_answer_bytes_in_flight);
     let mut audit = Audit::new(sink, metrics.clone());

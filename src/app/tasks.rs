@@ -190,6 +190,7 @@ pub async fn watch_routing(
                     limits.replace(policy);
                 }
                 tracing::info!("routing policy reloaded, and [limits] with it");
+                routing.policy().admit_labels(&metrics);
                 if exports {
                     session_policy::log_scopes(reloader.config(), &routing.policy());
                 }

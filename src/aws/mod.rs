@@ -3,8 +3,6 @@
 //!
 //! Must never: do I/O, or print a secret (the secret parts of [`AwsCredentials`] are [`Secret`]s).
 
-pub mod bedrock_iam;
-
 use std::fmt;
 use std::time::SystemTime;
 

@@ -2,7 +2,7 @@
 //! passed as `Policy` to `AssumeRoleWithWebIdentity`, it narrows the role's permissions (never
 //! widens them) to `bedrock:InvokeModel*` on what the scope's routing allows on Bedrock: every
 //! Bedrock route of each model the team and agent may use (its model or profile id, in its region,
-//! from the account of its role), worded by [`crate::aws::bedrock_iam`], the same rule as the role's
+//! from the account of its role), worded by [`crate::bedrock_iam`], the same rule as the role's
 //! permissions policy. A worker holding such credentials can invoke nothing else.
 //!
 //! STS accepts at most 2,048 characters of policy: the exact form when it fits, else the compact
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::Value;
 
 use crate::aws::RoleArn;
-use crate::aws::bedrock_iam::{self, Form, ModelIdError, Target};
+use crate::bedrock_iam::{self, Form, ModelIdError, Target};
 use crate::config::Config;
 use crate::models::ModelConfig;
 use crate::routing::{BedrockRoute, RouteScope, RoutingPolicy};

@@ -5,9 +5,17 @@
 //! Which routes then serve the model (profile, region, role, failover) is the routing policy's
 //! ([`crate::routing::Routing::start_on`]), as on every surface.
 //!
+//! A Bedrock id in the path also bounds where the request may go ([`Bound`]): it is served only
+//! through ids of the same or a narrower geography ([`Reach`]), so a client naming an `eu.`
+//! profile is never served through a `global.` one, which could run it outside the EU. One
+//! exception, for the id an SDK derives from its own region (Claude Code in `us-east-1` asks for
+//! `us.anthropic.…`): a geographic profile that contains the run's own region may be served
+//! through the configured `global.` profile.
+//!
 //! Must never: read HTTP, call Bedrock, pick routes, or decide who may act for a run (that is
-//! [`crate::identity::authz`]). Depends on `config` and `models` only.
+//! [`crate::identity::authz`]). Depends on `config`, `models` and `bedrock_iam` only.
 
+use crate::bedrock_iam::{Reach, region_matches};
 use crate::config::{Config, ModelConfig};
 use crate::models;
 
@@ -31,12 +39,44 @@ pub struct BedrockTarget<'a> {
     pub model_id: &'a str,
     /// Bedrock region: the run's.
     pub region: String,
+    /// How far the client allowed the request to go, when it named a Bedrock id (not a public
+    /// name): every route that serves it must stay within ([`BedrockTarget::allows`]).
+    pub bound: Option<Bound>,
 }
 
 impl BedrockTarget<'_> {
     /// The foundation-model id behind the target ([`foundation_model_id`]).
     pub fn foundation_model_id(&self) -> &str {
         foundation_model_id(self.model, self.model_id)
+    }
+
+    /// Whether the request may be sent as `model_id` (a route's profile): the id the client named,
+    /// or one whose geography is the same or narrower.
+    pub fn allows(&self, model_id: &str) -> bool {
+        self.bound.as_ref().is_none_or(|bound| model_id == self.model_id || bound.admits(model_id))
+    }
+}
+
+/// How far a request that names a Bedrock id may go: the named id's [`Reach`], and whether a
+/// global profile is admitted too (the named geography contains the run's region).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    named: Reach,
+    global: bool,
+}
+
+impl Bound {
+    /// The bound of `named_id` (an id or ARN) for a run in `run_region`.
+    pub fn new(named_id: &str, run_region: &str) -> Bound {
+        let named = Reach::of(named_id);
+        let global = matches!(&named, Reach::Geography(pattern) if region_matches(pattern, run_region));
+        Bound { named, global }
+    }
+
+    /// Whether the request may be sent as `id`.
+    pub fn admits(&self, id: &str) -> bool {
+        let reach = Reach::of(id);
+        reach.within(&self.named) || (self.global && reach == Reach::Global)
     }
 }
 
@@ -58,6 +98,9 @@ pub fn foundation_model_id<'a>(model: &'a ModelConfig, invoked_id: &'a str) -> &
 pub struct NotServed {
     /// What the client sent, decoded where it could be.
     pub requested: String,
+    /// The configured id that would serve the model, had it not reached further than the id
+    /// the client named.
+    pub wider: Option<String>,
 }
 
 /// Resolves the model a request names to the Bedrock model and region that serve it. `region` is
@@ -65,27 +108,42 @@ pub struct NotServed {
 ///
 /// A path segment matches a configured public name exactly, else a configured model by Bedrock id
 /// ([`models::find_by_bedrock_id`]: the same id, or another profile or ARN of the same catalog
-/// model, so `us.anthropic.claude-opus-4-7` is served by a model configured as
-/// `global.anthropic.claude-opus-4-7`). Anything else is not served, so no Bedrock call is made
-/// for a model the configuration does not list.
+/// model the named id's [`Bound`] admits, so `global.anthropic.claude-opus-4-7` is served by a
+/// model configured as `us.anthropic.claude-opus-4-7`, `eu.…` never by `global.…` for a run in
+/// `us-east-1`). Anything else
+/// is not served, so no Bedrock call is made for a model the configuration does not list.
 pub fn bedrock_target<'a>(
     config: &'a Config,
     region: &str,
     model: ModelRef<'_>,
 ) -> Result<BedrockTarget<'a>, NotServed> {
+    let within = |requested: &str, model: &ModelConfig| Bound::new(requested, region).admits(&model.id);
     let found = match model {
-        ModelRef::Name(name) => models::find_by_name(&config.models, name),
-        ModelRef::PathSegment(segment) => models::find_by_name(&config.models, segment)
-            .or_else(|| models::find_by_bedrock_id(&config.models, segment)),
+        ModelRef::Name(name) => models::find_by_name(&config.models, name).map(|found| (found, None)),
+        ModelRef::PathSegment(segment) => {
+            models::find_by_name(&config.models, segment).map(|found| (found, None)).or_else(|| {
+                let found = models::find_by_bedrock_id(&config.models, segment, within)?;
+                Some((found, Some(decode_for_message(segment))))
+            })
+        }
     };
     match found {
-        Some((name, model)) => Ok(BedrockTarget { name, model, model_id: &model.id, region: region.to_owned() }),
+        Some(((name, model), named)) => Ok(BedrockTarget {
+            name,
+            model,
+            model_id: &model.id,
+            region: region.to_owned(),
+            bound: named.map(|id| Bound::new(&id, region)),
+        }),
         None => {
-            let requested = match model {
-                ModelRef::Name(name) => name.to_owned(),
-                ModelRef::PathSegment(segment) => decode_for_message(segment),
+            let (requested, wider) = match model {
+                ModelRef::Name(name) => (name.to_owned(), None),
+                ModelRef::PathSegment(segment) => (
+                    decode_for_message(segment),
+                    models::find_by_bedrock_id(&config.models, segment, |_, _| true).map(|(_, model)| model.id.clone()),
+                ),
             };
-            Err(NotServed { requested })
+            Err(NotServed { requested, wider })
         }
     }
 }
@@ -153,8 +211,17 @@ mod tests {
         check(Name("global.anthropic.claude-opus-4-7"), Err("global.anthropic.claude-opus-4-7"));
         check(PathSegment("opus"), Ok(("opus", "global.anthropic.claude-opus-4-7")));
         check(PathSegment("global.anthropic.claude-opus-4-7"), Ok(("opus", "global.anthropic.claude-opus-4-7")));
-        // Another profile of the same model is served by the configured one.
-        check(PathSegment("us.anthropic.claude-opus-4-7"), Ok(("opus", "global.anthropic.claude-opus-4-7")));
+        // Another profile of the same model is served by the configured one when it reaches no
+        // further: a global request through a `us.` profile, never a `us.` one through `global.`.
+        check(
+            PathSegment("global.anthropic.claude-haiku-4-5-20251001-v1%3A0"),
+            Ok(("haiku", "us.anthropic.claude-haiku-4-5-20251001-v1:0")),
+        );
+        check(PathSegment("us.anthropic.claude-opus-4-7"), Err("us.anthropic.claude-opus-4-7"));
+        check(
+            PathSegment("eu.anthropic.claude-haiku-4-5-20251001-v1%3A0"),
+            Err("eu.anthropic.claude-haiku-4-5-20251001-v1:0"),
+        );
         check(
             PathSegment("us.anthropic.claude-haiku-4-5-20251001-v1%3A0"),
             Ok(("haiku", "us.anthropic.claude-haiku-4-5-20251001-v1:0")),
@@ -162,6 +229,12 @@ mod tests {
         check(
             PathSegment(
                 "arn%3Aaws%3Abedrock%3Aus-east-1%3A111111111111%3Ainference-profile%2Fus.anthropic.claude-opus-4-7",
+            ),
+            Err("arn:aws:bedrock:us-east-1:111111111111:inference-profile/us.anthropic.claude-opus-4-7"),
+        );
+        check(
+            PathSegment(
+                "arn%3Aaws%3Abedrock%3Aus-east-1%3A111111111111%3Ainference-profile%2Fglobal.anthropic.claude-opus-4-7",
             ),
             Ok(("opus", "global.anthropic.claude-opus-4-7")),
         );
@@ -173,6 +246,35 @@ mod tests {
         );
         check(PathSegment("bad%zz%0Aid"), Err("bad%zzid"));
         check(Name("gpt-4o"), Err("gpt-4o"));
+    }
+
+    #[test]
+    fn a_named_id_bounds_the_routes_and_a_wider_substitute_is_named_in_the_refusal() {
+        let config = config();
+        let eu = ModelRef::PathSegment("eu.anthropic.claude-opus-4-7");
+        let refused = bedrock_target(&config, "us-east-1", eu).unwrap_err();
+        assert_eq!(refused.wider.as_deref(), Some("global.anthropic.claude-opus-4-7"));
+        // The profile of the run's own geography (what an SDK derives from its region) may be
+        // served through the configured global profile; another geography's may not.
+        let us = ModelRef::PathSegment("us.anthropic.claude-opus-4-7");
+        assert_eq!(bedrock_target(&config, "us-east-1", us).unwrap().model_id, "global.anthropic.claude-opus-4-7");
+        assert_eq!(bedrock_target(&config, "eu-west-1", eu).unwrap().model_id, "global.anthropic.claude-opus-4-7");
+        assert!(bedrock_target(&config, "eu-west-1", us).is_err());
+        let global = bedrock_target(&config, "us-east-1", ModelRef::PathSegment("global.anthropic.claude-opus-4-7"));
+        let global = global.unwrap();
+        assert!(global.allows("global.anthropic.claude-opus-4-7") && global.allows("eu.anthropic.claude-opus-4-7"));
+        let haiku = ModelRef::PathSegment("us.anthropic.claude-haiku-4-5-20251001-v1%3A0");
+        let us = bedrock_target(&config, "us-west-2", haiku).unwrap();
+        assert!(us.allows("us.anthropic.claude-haiku-4-5-20251001-v1:0"));
+        assert!(us.allows("anthropic.claude-haiku-4-5-20251001-v1:0"));
+        assert!(us.allows("global.anthropic.claude-haiku-4-5-20251001-v1:0"), "us-west-2 is in us-*");
+        assert!(!us.allows("eu.anthropic.claude-haiku-4-5-20251001-v1:0"));
+        assert!(!us.allows("arn:aws:bedrock:us-east-1:111111111111:application-inference-profile/x1"));
+        let in_eu = bedrock_target(&config, "eu-central-1", haiku).unwrap();
+        assert!(!in_eu.allows("global.anthropic.claude-haiku-4-5-20251001-v1:0"));
+        // A public name bounds nothing: the admin's routes decide.
+        let named = bedrock_target(&config, "eu-central-1", ModelRef::PathSegment("haiku")).unwrap();
+        assert!(named.allows("global.anthropic.claude-haiku-4-5-20251001-v1:0"));
     }
 
     #[test]

@@ -571,11 +571,14 @@ pub fn find_by_name<'a>(models: &'a BTreeMap<String, ModelConfig>, name: &str) -
 
 /// A served model by a Bedrock id taken from a URL path (`/model/{id}/invoke`): percent-decoded,
 /// then the model configured with exactly that id, else the first (by public name) configured model
-/// of the same catalog entry (a client asking for `us.anthropic.claude-opus-4-7` is served by the
-/// model configured as `global.anthropic.claude-opus-4-7`). `None` for a malformed or unserved id.
+/// of the same catalog entry that `fits(requested id, model)` (a client asking for
+/// `us.anthropic.claude-opus-4-7` may be served by the model configured as
+/// `us.anthropic.claude-opus-4-7-v1:0` or `anthropic.claude-opus-4-7`; the caller decides which
+/// substitutes fit). `None` for a malformed or unserved id.
 pub fn find_by_bedrock_id<'a>(
     models: &'a BTreeMap<String, ModelConfig>,
     path_segment: &str,
+    fits: impl Fn(&str, &ModelConfig) -> bool,
 ) -> Option<(&'a str, &'a ModelConfig)> {
     let id = percent_decode(path_segment)?;
     if crate::aws::validate_model_id(&id).is_err() {
@@ -587,7 +590,7 @@ pub fn find_by_bedrock_id<'a>(
     let IdMatch::Entry { entry, .. } = catalog().match_id(&id) else { return None };
     models
         .iter()
-        .find(|(_, model)| model.family.as_deref() == Some(entry.family.as_str()))
+        .find(|(_, model)| model.family.as_deref() == Some(entry.family.as_str()) && fits(&id, model))
         .map(|(name, model)| (name.as_str(), model))
 }
 

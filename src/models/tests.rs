@@ -209,8 +209,12 @@ fn served_models_by_name_and_by_bedrock_id_from_a_path() {
         ("not an id", None),
     ];
     for (segment, expected) in cases {
-        assert_eq!(find_by_bedrock_id(&models, segment).map(|(name, _)| name), expected, "{segment}");
+        assert_eq!(find_by_bedrock_id(&models, segment, |_, _| true).map(|(name, _)| name), expected, "{segment}");
     }
+    // A substitute the caller turns down is not served; an exact id always is.
+    let none = |_: &str, _: &ModelConfig| false;
+    assert_eq!(find_by_bedrock_id(&models, "us.anthropic.claude-opus-4-7", none), None);
+    assert!(find_by_bedrock_id(&models, "global.anthropic.claude-opus-4-7", none).is_some());
 }
 
 /// A plan or the param of the 400, as JSON for compact tables.

@@ -277,6 +277,7 @@ mod tests {
     fn emitting_writes_the_line_and_feeds_the_metrics() {
         let sink = Arc::new(MemorySink::default());
         let metrics = Arc::new(Metrics::default());
+        metrics.admit(["claude-haiku-4-5"], ["bedrock"], []);
         let audit = Audit::new(sink.clone(), metrics.clone());
         let mut record = AuditRecord::start("chat");
         record.model = Some("claude-haiku-4-5".into());

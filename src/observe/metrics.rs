@@ -13,7 +13,7 @@
 //! secret or grow without bound.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter as PromCounter;
@@ -85,34 +85,39 @@ impl Counter {
     }
 }
 
-/// A label whose values are capped: the first `max` distinct values are kept, later ones become
-/// `other`.
+/// A label whose values come from the configuration only: names admitted at start and on each
+/// policy reload ([`Metrics::admit`]) are kept, anything else a request carries (a model name a
+/// client invented) reads `unknown`, so no caller can add a series. At most `max` names are
+/// admitted (later ones read `other`).
 ///
-/// A kept value is stored once for the life of the process (leaked: at most `max` strings, which
-/// the set would hold for as long anyway), so the label handed out is a `&'static str` and a
+/// An admitted name is stored once for the life of the process (leaked: at most `max` strings,
+/// which the set would hold for as long anyway), so the label handed out is a `&'static str` and a
 /// request's lookups allocate nothing.
 #[derive(Debug)]
 pub struct BoundedLabel {
-    seen: Mutex<HashSet<&'static str>>,
+    admitted: RwLock<HashSet<&'static str>>,
     max: usize,
 }
 
 impl BoundedLabel {
     pub fn new(max: usize) -> BoundedLabel {
-        BoundedLabel { seen: Mutex::new(HashSet::new()), max }
+        BoundedLabel { admitted: RwLock::new(HashSet::new()), max }
     }
 
+    /// Admit configured names (again: admitting is idempotent).
+    pub fn admit<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut admitted = self.admitted.write().unwrap_or_else(|p| p.into_inner());
+        for name in names {
+            if !admitted.contains(name) && admitted.len() < self.max {
+                admitted.insert(Box::leak(name.to_owned().into_boxed_str()));
+            }
+        }
+    }
+
+    /// The label for `value`: itself when admitted, else `unknown`.
     pub fn value(&self, value: &str) -> &'static str {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(kept) = seen.get(value) {
-            return kept;
-        }
-        if seen.len() < self.max {
-            let kept: &'static str = Box::leak(value.to_owned().into_boxed_str());
-            seen.insert(kept);
-            return kept;
-        }
-        "other"
+        let admitted = self.admitted.read().unwrap_or_else(|p| p.into_inner());
+        admitted.get(value).copied().unwrap_or("unknown")
     }
 }
 
@@ -383,6 +388,19 @@ impl Drop for InFlight {
 }
 
 impl Metrics {
+    /// The label values the configuration names: public models, route labels, endpoints. Called
+    /// at start and whenever a routing policy is put in force.
+    pub fn admit<'a>(
+        &self,
+        models: impl IntoIterator<Item = &'a str>,
+        routes: impl IntoIterator<Item = &'a str>,
+        endpoints: impl IntoIterator<Item = &'a str>,
+    ) {
+        self.models.admit(models);
+        self.routes.admit(routes);
+        self.endpoints.admit(endpoints);
+    }
+
     /// Count a model request as in flight until the guard is dropped (after its stream ended).
     pub fn in_flight(&self, surface: &str) -> InFlight {
         let gauge = self.in_flight.get_or_create_owned(&[("surface", surface_label(surface))]);
@@ -532,6 +550,7 @@ mod tests {
     #[test]
     fn requests_feed_histograms_token_counters_and_attempts() {
         let metrics = Metrics::default();
+        metrics.admit(["claude-sonnet-4-5"], ["anthropic", "bedrock"], []);
         {
             let _guard = metrics.in_flight("chat");
             assert!(metrics.render().contains("byollm_requests_in_flight{surface=\"chat\"} 1"));
@@ -561,6 +580,7 @@ mod tests {
     #[test]
     fn refused_fields_are_counted_by_endpoint_never_by_field() {
         let metrics = Metrics::default();
+        metrics.admit([], [], ["openrouter"]);
         let refused = OpenAiFailure::Fields { names: vec!["models".into(), "x-secret-sk-123".into()], count: 2 };
         metrics.count_refused_fields("openrouter", &refused);
         metrics.count_refused_fields("openrouter", &refused);
@@ -571,15 +591,23 @@ mod tests {
     }
 
     #[test]
-    fn model_and_route_labels_are_capped() {
+    fn only_configured_names_become_labels() {
         let metrics = Metrics::default();
-        for index in 0..(MAX_MODEL_LABELS + 10) {
-            metrics.observe(&record(&format!("model-{index}"), "bedrock"));
+        metrics.admit(["claude-sonnet-4-5"], ["bedrock", "anthropic"], ["openrouter"]);
+        for index in 0..300 {
+            metrics.observe(&record(&format!("junk-{index}"), "bedrock"));
         }
+        metrics.observe(&record("claude-sonnet-4-5", "anthropic"));
         let text = metrics.render();
-        assert!(text.contains("model=\"other\""));
-        assert!(!text.contains(&format!("model=\"model-{}\"", MAX_MODEL_LABELS + 5)));
+        assert!(!text.contains("junk-"), "{text}");
+        assert!(text.contains("model=\"unknown\""));
+        assert!(text.contains("model=\"claude-sonnet-4-5\""));
         let label = BoundedLabel::new(2);
-        assert_eq!([label.value("a"), label.value("b"), label.value("c"), label.value("a")], ["a", "b", "other", "a"]);
+        label.admit(["a", "b", "c"]);
+        label.admit(["a"]);
+        assert_eq!(
+            [label.value("a"), label.value("b"), label.value("c"), label.value("zz")],
+            ["a", "b", "unknown", "unknown"]
+        );
     }
 }

@@ -44,7 +44,7 @@
 //!   `[models]` entry's family, `profile_models`) only through that profile; when that model is not
 //!   known, any foundation model through that profile.
 //!
-//! These rules live in [`crate::aws::bedrock_iam`], shared with the session policy of exported
+//! These rules live in [`crate::bedrock_iam`], shared with the session policy of exported
 //! credentials. `byollm aws-setup` lists the models the team's or agent's routing allows
 //! ([`models_from_routing`]), so the role itself cannot invoke more than its routing allows.
 //!
@@ -56,7 +56,7 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
-use crate::aws::bedrock_iam::{self, Form, Kind, ModelIdError, Target};
+use crate::bedrock_iam::{self, Form, Kind, ModelIdError, Target};
 use crate::broker::session_policy;
 use crate::config::Config;
 use crate::principal::{ActorType, ScopedPrincipal, Uid};

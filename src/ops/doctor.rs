@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::aws::AwsCredentials;
 use crate::aws::RoleArn;
-use crate::aws::bedrock_iam::Form;
+use crate::bedrock_iam::Form;
 use crate::broker::local::{LocalSession, LocalSource, LocalState};
 use crate::broker::rfc3339;
 use crate::broker::session_policy;

@@ -413,6 +413,20 @@ impl Failover<'_> {
         self.pending.pop_front()
     }
 
+    /// Sets aside the routes `refuse` turns down, listed in the attempts with `reason` like routes
+    /// the surface cannot use. False when no route is left to try.
+    pub fn set_aside(&mut self, refuse: impl Fn(&Route) -> bool, reason: &'static str) -> bool {
+        let (refused, kept): (VecDeque<Route>, VecDeque<Route>) =
+            std::mem::take(&mut self.pending).into_iter().partition(|route| refuse(route));
+        self.pending = kept;
+        self.unsupported.extend(refused.into_iter().map(|route| (route, reason)));
+        let (refused, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.skipped).into_iter().partition(|(route, _)| refuse(route));
+        self.skipped = kept;
+        self.unsupported.extend(refused.into_iter().map(|(route, _)| (route, reason)));
+        !self.pending.is_empty() || !self.skipped.is_empty()
+    }
+
     /// The routes still to try, in order.
     pub fn pending(&self) -> impl Iterator<Item = &Route> {
         self.pending.iter()

@@ -203,6 +203,29 @@ impl RoutingPolicy {
     pub fn known_models(&self) -> impl Iterator<Item = &str> {
         self.bedrock_models.keys().chain(self.endpoint_models.keys()).map(String::as_str)
     }
+
+    /// Every route label a request can be served by (`bedrock`, `anthropic`, `openai:<endpoint>`,
+    /// with `#2`… for repeats), in every scope: the metrics' route label values.
+    pub fn route_labels(&self) -> BTreeSet<String> {
+        let mut labels: BTreeSet<String> = ["bedrock".to_owned()].into();
+        labels.extend(self.endpoints.keys().map(|name| format!("openai:{name}")));
+        let layers = std::iter::once(&self.default)
+            .chain(self.teams.values().flat_map(|team| std::iter::once(&team.layer).chain(team.agents.values())));
+        for layer in layers {
+            labels.extend(layer.routes.values().flatten().map(|route| route.label.clone()));
+        }
+        labels
+    }
+
+    /// Let the metrics use this policy's names as label values (models, routes, endpoints).
+    pub fn admit_labels(&self, metrics: &crate::observe::metrics::Metrics) {
+        let routes = self.route_labels();
+        metrics.admit(
+            self.known_models(),
+            routes.iter().map(String::as_str),
+            self.endpoints.keys().map(String::as_str),
+        );
+    }
 }
 
 /// The policy's reader: the one configuration reader ([`Section`]) plus what `[routing]` needs to

@@ -672,6 +672,16 @@ fn each_surface_uses_the_routes_of_a_kind_it_can_serve() {
     let native = routing.start_on(acme, "claude-sonnet-4-5", Surface::BedrockOnly).unwrap();
     assert_eq!(labels(&native), ["bedrock", "bedrock#2"]);
 
+    // Routes set aside by the caller (a native call's geography) are listed as unsupported.
+    let mut native = routing.start_on(acme, "claude-sonnet-4-5", Surface::BedrockOnly).unwrap();
+    assert!(native.set_aside(|route| route.label == "bedrock", "wider"));
+    assert_eq!(labels(&native), ["bedrock#2"]);
+    assert!(!native.set_aside(|_| true, "wider"), "nothing left");
+    let error = native.exhausted();
+    let summaries: Vec<_> = native.attempts().iter().map(|a| (a.route.as_str(), a.outcome.summary().0)).collect();
+    assert_eq!(summaries, [("anthropic", "unsupported"), ("bedrock", "unsupported"), ("bedrock#2", "unsupported")]);
+    assert!(error.message.contains("bedrock#2: not used (wider)"), "{}", error.message);
+
     // A route set aside is listed with its reason, after the tried ones; a single tried route's
     // own error stays the answer, with a note.
     let mut messages = routing.start_on(acme, "claude-haiku-4-5", Surface::Messages).unwrap();

@@ -130,42 +130,52 @@ impl Harness {
         issuer_url: Option<&str>,
         tls: Option<&TlsPair>,
     ) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let url = if tls.is_some() { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
-        let public_port = public.then(free_port);
-        let mut public_line = public_port.map(|p| format!("public_listen = \"127.0.0.1:{p}\"\n")).unwrap_or_default();
-        if let Some(pair) = tls {
-            public_line.push_str(&tls_lines(pair));
+        loop {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let url =
+                if tls.is_some() { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
+            let public_port = public.then(free_port);
+            let mut public_line =
+                public_port.map(|p| format!("public_listen = \"127.0.0.1:{p}\"\n")).unwrap_or_default();
+            if let Some(pair) = tls {
+                public_line.push_str(&tls_lines(pair));
+            }
+            let config = format!(
+                "dev = true\n[server]\nlisten = \"127.0.0.1:{port}\"\n{public_line}[issuer]\nurl = \"{}\"\n[keys]\ndir = {:?}\nmin_next_age_secs = 0\nreload_interval_secs = 1\n{extra}",
+                issuer_url.unwrap_or(&url),
+                dir.path().join("jwks").display().to_string()
+            );
+            let config_path = dir.path().join("byollm.toml");
+            std::fs::write(&config_path, config).unwrap();
+            let mut command = Command::new(self.bin);
+            command.arg("serve").arg("--config").arg(&config_path);
+            if let Some(gateway) = self.spawn(command, dir, url, public_port, env) {
+                return gateway;
+            }
         }
-        let config = format!(
-            "dev = true\n[server]\nlisten = \"127.0.0.1:{port}\"\n{public_line}[issuer]\nurl = \"{}\"\n[keys]\ndir = {:?}\nmin_next_age_secs = 0\nreload_interval_secs = 1\n{extra}",
-            issuer_url.unwrap_or(&url),
-            dir.path().join("jwks").display().to_string()
-        );
-        let config_path = dir.path().join("byollm.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let mut command = Command::new(self.bin);
-        command.arg("serve").arg("--config").arg(&config_path);
-        self.spawn(command, dir, url, public_port, env)
     }
 
     /// Start `byollm local` on a free loopback port (`--port`) with `extra` as its config and `env`
     /// (e.g. a temporary `AWS_CONFIG_FILE` and `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`). Its session key
     /// goes to `local.key` in the gateway's directory ([`Gateway::local_key`]).
     pub fn start_local(&self, extra: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config_path = dir.path().join("byollm.toml");
-        std::fs::write(&config_path, extra).unwrap();
-        let key_path = dir.path().join("local.key");
-        let mut command = Command::new(self.bin);
-        command.arg("local").arg("--config").arg(&config_path).arg("--port").arg(port.to_string());
-        command.arg("--key-file").arg(&key_path);
-        command.args(args);
-        let mut gateway = self.spawn(command, dir, format!("http://127.0.0.1:{port}"), None, env);
-        gateway.local_key = Some(std::fs::read_to_string(&key_path).unwrap().trim().to_owned());
-        gateway
+        loop {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let config_path = dir.path().join("byollm.toml");
+            std::fs::write(&config_path, extra).unwrap();
+            let key_path = dir.path().join("local.key");
+            let mut command = Command::new(self.bin);
+            command.arg("local").arg("--config").arg(&config_path).arg("--port").arg(port.to_string());
+            command.arg("--key-file").arg(&key_path);
+            command.args(args);
+            let url = format!("http://127.0.0.1:{port}");
+            if let Some(mut gateway) = self.spawn(command, dir, url, None, env) {
+                gateway.local_key = Some(std::fs::read_to_string(&key_path).unwrap().trim().to_owned());
+                return gateway;
+            }
+        }
     }
 
     /// `byollm local --profile dev` with a temporary AWS profile holding static keys, pointed at
@@ -206,7 +216,7 @@ impl Harness {
         url: String,
         public_port: Option<u16>,
         env: &[(&str, &str)],
-    ) -> Gateway {
+    ) -> Option<Gateway> {
         for (name, _) in std::env::vars() {
             if name.starts_with("BYOLLM_") || name.starts_with("AWS_") {
                 command.env_remove(name);
@@ -224,8 +234,7 @@ impl Harness {
             harness: *self,
         };
         gateway.capture();
-        gateway.wait_ready();
-        gateway
+        gateway.wait_ready().then_some(gateway)
     }
 
     /// Run a `byollm` command (with `--config config`, if given); returns (status, stdout, stderr).
@@ -270,13 +279,20 @@ impl Gateway {
         }
     }
 
-    fn wait_ready(&mut self) {
+    /// True once the gateway says it is ready; false if it could not listen because another
+    /// process took its free port between [`free_port`] and its bind (the caller starts it again
+    /// on another port); panics on any other exit or after 20 s.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.logs().contains("byollm ready") {
-                return;
+                return true;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(50));
+                if self.logs().contains("Address already in use") {
+                    return false;
+                }
                 panic!("byollm exited with {status} before it was ready:\n{}", self.logs());
             }
             std::thread::sleep(Duration::from_millis(20));

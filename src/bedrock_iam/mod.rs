@@ -29,7 +29,7 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{is_account, is_region};
+use crate::aws::{is_account, is_region};
 
 /// Facts about AWS, from `bedrock_iam.toml`.
 #[derive(Debug, Deserialize)]
@@ -50,7 +50,7 @@ pub struct Facts {
 pub fn facts() -> &'static Facts {
     static FACTS: LazyLock<Facts> = LazyLock::new(|| {
         toml::from_str(include_str!("bedrock_iam.toml"))
-            .unwrap_or_else(|error| panic!("src/aws/bedrock_iam.toml: {error}"))
+            .unwrap_or_else(|error| panic!("src/bedrock_iam/bedrock_iam.toml: {error}"))
     });
     &FACTS
 }
@@ -162,7 +162,7 @@ pub fn classify(id: &str) -> Result<Kind, ModelIdError> {
     if !id.contains('.') {
         return Err(bad("is not a bedrock model id (provider.model)"));
     }
-    let (Some(prefix), Some(model)) = super::split_model_id(id) else {
+    let (Some(prefix), Some(model)) = crate::aws::split_model_id(id) else {
         return Ok(Kind::Foundation { model: id.to_owned() });
     };
     let facts = facts();
@@ -176,6 +176,55 @@ pub fn classify(id: &str) -> Result<Kind, ModelIdError> {
         return Err(bad("govcloud profiles live in the aws-us-gov partition, which byollm does not cover"));
     }
     Ok(Kind::Foundation { model: id.to_owned() })
+}
+
+/// How far from the region called a request under a Bedrock id may be served: a foundation model
+/// in that region, a geographic profile within its geography (`[geographies]`), a global profile
+/// in any commercial region (AWS Bedrock user guide, "Increase throughput with cross-Region
+/// inference"). An application inference profile says nothing of where it sends requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    Region,
+    /// The region pattern of the geography (`eu-*`).
+    Geography(String),
+    Global,
+    Unknown,
+}
+
+impl Reach {
+    /// The reach of model `id`: an id, or the ARN of a foundation model or system profile.
+    pub fn of(id: &str) -> Reach {
+        let unwrapped;
+        let id = match crate::aws::split_model_id(id) {
+            _ if !id.starts_with("arn:") => id,
+            (Some(prefix), Some(model)) => {
+                unwrapped = format!("{prefix}.{model}");
+                &unwrapped
+            }
+            (None, Some(model)) => model,
+            (_, None) => return Reach::Unknown,
+        };
+        match classify(id) {
+            Ok(Kind::Foundation { .. }) => Reach::Region,
+            Ok(Kind::Geographic { region_pattern, .. }) => Reach::Geography(region_pattern),
+            Ok(Kind::Global { .. }) => Reach::Global,
+            Ok(Kind::Application { .. }) | Err(_) => Reach::Unknown,
+        }
+    }
+
+    /// Whether every region `self` may send a request to is one `bound` allows: the same or a
+    /// narrower geography (`jp`'s `ap-northeast-*` is within `apac`'s `ap-*`). An unknown reach
+    /// is within nothing and bounds nothing.
+    pub fn within(&self, bound: &Reach) -> bool {
+        match (self, bound) {
+            (Reach::Unknown, _) | (_, Reach::Unknown) => false,
+            (Reach::Region, _) | (_, Reach::Global) => true,
+            (Reach::Geography(inner), Reach::Geography(outer)) => {
+                outer.strip_suffix('*').is_some_and(|prefix| inner.starts_with(prefix))
+            }
+            (Reach::Global, _) | (Reach::Geography(_), Reach::Region) => false,
+        }
+    }
 }
 
 /// `model` without a trailing date and version (`anthropic.claude-sonnet-4-5-20250929-v1:0` →
@@ -389,6 +438,30 @@ pub fn document(statements: Vec<Value>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reach_is_within_the_same_or_a_wider_one_only() {
+        let reach = |id: &str| Reach::of(id);
+        let base = reach("anthropic.claude-opus-4-7");
+        let (us, eu, jp, apac, global) = (
+            reach("us.anthropic.claude-opus-4-7"),
+            reach("eu.anthropic.claude-opus-4-7"),
+            reach("jp.anthropic.claude-opus-4-7"),
+            reach("apac.anthropic.claude-opus-4-7"),
+            reach("global.anthropic.claude-opus-4-7"),
+        );
+        assert_eq!(us, Reach::Geography("us-*".into()));
+        assert_eq!(reach("arn:aws:bedrock:eu-west-1:111111111111:inference-profile/eu.anthropic.claude-opus-4-7"), eu);
+        assert_eq!(reach("arn:aws:bedrock:eu-west-1::foundation-model/anthropic.claude-opus-4-7"), base);
+        let app = reach("arn:aws:bedrock:us-east-1:111111111111:application-inference-profile/abc123");
+        assert_eq!(app, Reach::Unknown);
+        for wider in [&us, &eu, &global] {
+            assert!(base.within(wider) && wider.within(&global));
+        }
+        assert!(jp.within(&apac) && !apac.within(&jp));
+        assert!(!global.within(&eu) && !eu.within(&us) && !us.within(&base) && !global.within(&base));
+        assert!(!app.within(&global) && !base.within(&app) && !app.within(&app));
+    }
 
     fn target(id: &str, region: &str) -> Target {
         Target { id: id.into(), region: region.into(), account: "111111111111".into(), wraps: None }
