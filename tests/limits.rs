@@ -233,6 +233,20 @@ async fn a_day_budget_is_refused_once_actual_spend_passes_it_and_the_audit_line_
     assert_eq!(served[1]["budget_alerts"], json!(["usd_per_day"]), "0.019 of 0.02 is past 80 %");
     assert!(gateway.logs().contains("a budget passed its alert fraction"));
 
+    // Metrics: spend and tokens by team and model, and the room left in the team's budget.
+    let metrics = client().get(format!("{}/metrics", gateway.url)).send().await.unwrap().text().await.unwrap();
+    let sample = |series: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series}: {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!((sample("byollm_team_spend_usd_total{team=\"acme\",model=\"claude-haiku-4-5\"}") - 0.0285).abs() < 1e-9);
+    assert_eq!(
+        sample("byollm_team_tokens_total{team=\"acme\",model=\"claude-haiku-4-5\",kind=\"cache_read\"}"),
+        30_000.0
+    );
+    assert_eq!(sample("byollm_team_budget_remaining{team=\"acme\",limit=\"usd_per_day\"}"), 0.0);
+    assert!(metrics.contains("byollm_limit_refusals_total{limit=\"usd_per_day\"} 1"), "{metrics}");
+
     // GET /v1/usage: the caller's own team, the same cost as the audit lines, the budget's room.
     let usage: Value = client()
         .get(format!("{}/v1/usage", gateway.url))

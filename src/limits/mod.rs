@@ -93,6 +93,11 @@ impl Limit {
         matches!(self, Limit::TokensPerDay | Limit::TokensPerMonth | Limit::UsdPerDay | Limit::UsdPerMonth)
     }
 
+    /// Counted in USD (nano-USD in the store), not tokens.
+    pub fn is_usd(self) -> bool {
+        matches!(self, Limit::UsdPerDay | Limit::UsdPerMonth)
+    }
+
     /// The store key's prefix.
     fn key_kind(self) -> &'static str {
         match self {
@@ -125,6 +130,8 @@ pub struct Who<'a> {
 struct Scope {
     /// `team "acme"`, `agent "reviewer" of team "acme"`, ...: for messages.
     name: String,
+    /// The team's own scope (its budgets' room is a metric), rather than an agent, caller or principal.
+    team: Option<String>,
     /// The store key's scope part.
     key: String,
     set: LimitSet,
@@ -134,7 +141,12 @@ fn scopes(policy: &LimitsPolicy, who: Who<'_>) -> Vec<Scope> {
     let mut scopes = Vec::with_capacity(4);
     let team = policy.team(who.team);
     if !team.is_empty() {
-        scopes.push(Scope { name: format!("team {:?}", who.team), key: format!("t:{}", who.team), set: team });
+        scopes.push(Scope {
+            name: format!("team {:?}", who.team),
+            team: Some(who.team.to_owned()),
+            key: format!("t:{}", who.team),
+            set: team,
+        });
     }
     if let Some(agent) = who.agent
         && let Some(set) = policy.teams.get(who.team).and_then(|t| t.agents.get(agent))
@@ -142,6 +154,7 @@ fn scopes(policy: &LimitsPolicy, who: Who<'_>) -> Vec<Scope> {
     {
         scopes.push(Scope {
             name: format!("agent {agent:?} of team {:?}", who.team),
+            team: None,
             key: format!("a:{}/{agent}", who.team),
             set: *set,
         });
@@ -150,12 +163,13 @@ fn scopes(policy: &LimitsPolicy, who: Who<'_>) -> Vec<Scope> {
         && let Some(set) = policy.callers.get(caller)
         && !set.is_empty()
     {
-        scopes.push(Scope { name: format!("caller {caller:?}"), key: format!("c:{caller}"), set: *set });
+        scopes.push(Scope { name: format!("caller {caller:?}"), team: None, key: format!("c:{caller}"), set: *set });
     }
     let principal = policy.principal(who.team);
     if !principal.is_empty() {
         scopes.push(Scope {
             name: format!("principal {:?} of team {:?}", format!("{}:{}", who.actor, who.principal), who.team),
+            team: None,
             key: format!("p:{}/{}:{}", who.team, who.actor, who.principal),
             set: principal,
         });
@@ -683,6 +697,11 @@ impl Limits {
             if reserved.limit.is_budget() {
                 let before = reserved.used.saturating_sub(reserved.amount);
                 let after = before.saturating_add(actual);
+                if let Some(team) = &admission.scopes[reserved.scope].team {
+                    let room = reserved.ceiling.saturating_sub(after);
+                    let room = if reserved.limit.is_usd() { Usd(room).as_f64() } else { room as f64 };
+                    self.metrics.set_budget_remaining(team, reserved.limit.as_str(), room);
+                }
                 let threshold = (reserved.ceiling as f64 * admission.policy.alert_at) as u64;
                 if after >= threshold {
                     settled.alerts.push(reserved.limit.as_str());

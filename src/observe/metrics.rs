@@ -14,6 +14,7 @@
 
 use std::collections::HashSet;
 use std::sync::RwLock;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter as PromCounter;
@@ -125,6 +126,7 @@ impl BoundedLabel {
 pub const MAX_MODEL_LABELS: usize = 256;
 pub const MAX_ROUTE_LABELS: usize = 64;
 pub const MAX_ENDPOINT_LABELS: usize = 64;
+pub const MAX_TEAM_LABELS: usize = 1024;
 
 /// Every metric the gateway keeps.
 pub struct Metrics {
@@ -152,6 +154,11 @@ pub struct Metrics {
     tokens: Family<Labels<3>, PromCounter>,
     attempts: Family<Labels<3>, PromCounter>,
     refused_fields: Family<Labels<1>, PromCounter>,
+    /// Tokens and spend by team and model; the room left in each team's budgets (`[limits]`).
+    team_tokens: Family<Labels<3>, PromCounter>,
+    team_spend: Family<Labels<2>, PromCounter<f64, AtomicU64>>,
+    budget_remaining: Family<Labels<2>, Gauge<f64, AtomicU64>>,
+    teams: BoundedLabel,
     models: BoundedLabel,
     routes: BoundedLabel,
     endpoints: BoundedLabel,
@@ -310,6 +317,10 @@ impl Default for Metrics {
             tokens: Family::default(),
             attempts: Family::default(),
             refused_fields: Family::default(),
+            team_tokens: Family::default(),
+            team_spend: Family::default(),
+            budget_remaining: Family::default(),
+            teams: BoundedLabel::new(MAX_TEAM_LABELS),
             models: BoundedLabel::new(MAX_MODEL_LABELS),
             routes: BoundedLabel::new(MAX_ROUTE_LABELS),
             endpoints: BoundedLabel::new(MAX_ENDPOINT_LABELS),
@@ -367,6 +378,21 @@ impl Default for Metrics {
             "Requests refused before any call for top-level fields outside OpenAI's chat completions API and the endpoint's extra_fields, by endpoint.",
             metrics.refused_fields.clone(),
         );
+        registry.register(
+            "byollm_team_tokens",
+            "Tokens of answered requests, by team, model and kind (input, output, cache_read, cache_write).",
+            metrics.team_tokens.clone(),
+        );
+        registry.register(
+            "byollm_team_spend_usd",
+            "What answered requests cost in USD (the price table or [limits.prices]), by team and model; unpriced answers add nothing.",
+            metrics.team_spend.clone(),
+        );
+        registry.register(
+            "byollm_team_budget_remaining",
+            "Room left in a team's budget after its latest answered request (USD for usd_per_*, tokens for tokens_per_*), by team and limit.",
+            metrics.budget_remaining.clone(),
+        );
         metrics.registry = registry;
         metrics
     }
@@ -399,6 +425,18 @@ impl Metrics {
         self.models.admit(models);
         self.routes.admit(routes);
         self.endpoints.admit(endpoints);
+    }
+
+    /// The teams the configuration names (`[[teams]]`, callers' teams): the only team labels.
+    /// Called at start and whenever the configuration is reloaded.
+    pub fn admit_teams<'a>(&self, teams: impl IntoIterator<Item = &'a str>) {
+        self.teams.admit(teams);
+    }
+
+    /// The room left in a team's budget `limit` (one of [`LIMITS`]), in its unit.
+    pub fn set_budget_remaining(&self, team: &str, limit: &'static str, remaining: f64) {
+        let limit = LIMITS.iter().find(|l| **l == limit).copied().unwrap_or("other");
+        self.budget_remaining.get_or_create(&[("team", self.teams.value(team)), ("limit", limit)]).set(remaining);
     }
 
     /// Count a model request as in flight until the guard is dropped (after its stream ended).
@@ -445,6 +483,17 @@ impl Metrics {
         for attempt in &record.attempts {
             let labels = [("model", model), ("route", self.routes.value(&attempt.route)), ("result", attempt.result)];
             self.attempts.get_or_create(&labels).inc();
+        }
+        if let Some(team) = record.team.as_deref() {
+            let team = self.teams.value(team);
+            for (kind, count) in REQUEST_TOKEN_KINDS[..4].iter().zip(counts) {
+                if let Some(count) = count.filter(|c| *c > 0) {
+                    self.team_tokens.get_or_create(&[("team", team), ("model", model), ("kind", *kind)]).inc_by(count);
+                }
+            }
+            if let Some(cost) = record.cost_usd.filter(|c| c.0 > 0) {
+                self.team_spend.get_or_create(&[("team", team), ("model", model)]).inc_by(cost.as_f64());
+            }
         }
     }
 
@@ -588,6 +637,35 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("byollm_endpoint_fields_refused_total{endpoint=\"openrouter\"} 2"), "{text}");
         assert!(!text.contains("\"models\"") && !text.contains("sk-123"), "{text}");
+    }
+
+    #[test]
+    fn spend_and_tokens_by_configured_team_and_model_and_budget_room() {
+        let metrics = Metrics::default();
+        metrics.admit(["claude-sonnet-4-5"], ["bedrock"], []);
+        metrics.admit_teams(["acme"]);
+        let mut answered = record("claude-sonnet-4-5", "bedrock");
+        answered.team = Some("acme".into());
+        answered.usage.cache_read_input_tokens = Some(40);
+        answered.cost_usd = Some(crate::observe::audit::Usd(2_500_000));
+        metrics.observe(&answered);
+        metrics.observe(&answered);
+        answered.team = Some("made-up-team".into());
+        metrics.observe(&answered);
+        metrics.set_budget_remaining("acme", "usd_per_day", 4.5);
+        metrics.set_budget_remaining("acme", "not-a-limit", 1.0);
+        let text = metrics.render();
+        assert!(
+            text.contains("byollm_team_spend_usd_total{team=\"acme\",model=\"claude-sonnet-4-5\"} 0.005"),
+            "{text}"
+        );
+        assert!(text.contains("byollm_team_spend_usd_total{team=\"unknown\",model=\"claude-sonnet-4-5\"} 0.0025"));
+        assert!(
+            text.contains("byollm_team_tokens_total{team=\"acme\",model=\"claude-sonnet-4-5\",kind=\"cache_read\"} 80")
+        );
+        assert!(text.contains("byollm_team_budget_remaining{team=\"acme\",limit=\"usd_per_day\"} 4.5"));
+        assert!(text.contains("byollm_team_budget_remaining{team=\"acme\",limit=\"other\"} 1.0"));
+        assert!(!text.contains("made-up-team"));
     }
 
     #[test]
