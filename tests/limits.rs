@@ -273,6 +273,15 @@ async fn a_day_budget_is_refused_once_actual_spend_passes_it_and_the_audit_line_
         (budget["value"].clone(), budget["used"].clone(), budget["remaining"].clone()),
         (json!(0.02), json!(0.0285), json!(0.0))
     );
+    // `byollm usage` reads a shared store only: without redis_url it points at GET /v1/usage.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_byollm"))
+        .args(["usage", "--team", "acme", "--config"])
+        .arg(gateway.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&cli.stderr).contains("GET /v1/usage"), "{cli:?}");
+
     // Another team sees its own usage only.
     let other: Value = client()
         .get(format!("{}/v1/usage", gateway.url))

@@ -2,7 +2,7 @@
 //! `byollm serve` processes admit exactly 10 of 16 concurrent requests for a team limited to 10 a
 //! minute; with Redis stopped they keep serving on their own counters under
 //! `on_store_error = "allow"` and refuse under `"deny"`; once Redis is back they share counts
-//! again.
+//! again; `byollm usage` reads the replicas' shared usage from Redis.
 
 use byollm_testkit::cloud;
 use byollm_testkit::harness::{API_KEY, Gateway, Harness};
@@ -33,6 +33,17 @@ fn chat(gateway: &Gateway) -> reqwest::RequestBuilder {
         .json(&json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}))
 }
 
+/// `byollm usage --team <team> --json` over the gateway's config: the report it prints.
+fn usage_cli(gateway: &Gateway, team: &str) -> serde_json::Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_byollm"))
+        .args(["usage", "--json", "--team", team, "--config"])
+        .arg(gateway.config_path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// 16 requests at once, alternating between the replicas: how many were answered 200, 429, 503.
 async fn burst(first: &Gateway, second: &Gateway) -> (usize, usize, usize) {
     let requests = (0..16).map(|n| chat(if n % 2 == 0 { first } else { second }).send());
@@ -49,6 +60,21 @@ async fn two_replicas_share_one_teams_rate_and_keep_serving_while_redis_is_away(
     let (_sts, bedrock, first, second) = replicas(&redis, "allow").await;
     assert_eq!(burst(&first, &second).await, (10, 6, 0), "exactly the team's 10 of 16, across both replicas");
     assert_eq!(bedrock.requests().len(), 10);
+    // `byollm usage` reads the same counters from Redis: both replicas' answers, once each.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let report = usage_cli(&first, "acme");
+        if report["usage"][0]["requests"] == 10 {
+            assert_eq!(
+                (report["team"].clone(), report["usage"][0]["model"].clone()),
+                (json!("acme"), json!("claude-haiku-4-5"))
+            );
+            assert_eq!(report["usage"].as_array().unwrap().len(), 1, "{report}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{report}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // Redis goes away: each replica serves on its own counters (fresh: 10 more each at most).
     redis.stop();
