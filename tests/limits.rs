@@ -2,7 +2,8 @@
 //! request within a minute refused in each API's own shape with `Retry-After` and the rate-limit
 //! headers, before any STS or Bedrock call, another team unaffected; an agent's concurrent
 //! streams; a day's USD budget spent by actual usage (cache reads and writes priced apart), with
-//! the audit line's `cost_usd`; and credential export barred for a team.
+//! the audit line's `cost_usd`; a stream the client left settled with its usage; and credential
+//! export barred for a team.
 
 use std::time::Duration;
 
@@ -344,4 +345,58 @@ async fn limits_reload_with_the_routing_policy() {
     }
     let response = chat(&gateway, API_KEY, None, false).send().await.unwrap();
     assert_eq!(header(&response, "x-ratelimit-limit-requests"), "100");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_the_client_left_is_settled_with_the_usage_it_had() {
+    // A slow stream whose usage (1000 input tokens, 10000 cache reads) comes with its start.
+    let reply = Reply::text(&["a", "b", "c", "d", "e", "f"])
+        .delay(Duration::from_millis(300))
+        .usage(1000, 1000)
+        .cache(10_000, 0);
+    let (_sts, _bedrock, gateway) =
+        setup("[limits.teams.acme]\nusd_per_day = 5\nconcurrent_streams = 1\n", reply).await;
+    let mut left = chat(&gateway, API_KEY, None, true).send().await.unwrap();
+    assert_eq!(left.status(), 200);
+    assert!(left.chunk().await.unwrap().is_some(), "the stream began");
+    drop(left);
+
+    // Its audit line is written when the relay notices, with what the stream had used.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        if let Some(line) = audit_lines(&gateway).into_iter().find(|l| l["team"] == "acme") {
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "no audit line: {}", gateway.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(line["usage"]["input_tokens"], 1000, "{line}");
+    let cost = line["cost_usd"].as_f64().expect("priced");
+    assert!(cost > 0.0, "{line}");
+    // Settled: the stream slot is free again, and the day's usage holds the same cost.
+    let next = chat(&gateway, API_KEY, None, true).send().await.unwrap();
+    assert_eq!(next.status(), 200, "the left stream's slot is free");
+    assert!(next.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    let lines = loop {
+        let lines: Vec<Value> = audit_lines(&gateway).into_iter().filter(|l| l["team"] == "acme").collect();
+        if lines.len() == 2 {
+            break lines;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", gateway.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let usage: Value = client()
+        .get(format!("{}/v1/usage", gateway.url))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let budget = &usage["budgets"][0];
+    assert_eq!(budget["limit"], "usd_per_day", "{usage}");
+    let served: f64 = lines.iter().map(|l| l["cost_usd"].as_f64().unwrap()).sum();
+    assert!((budget["used"].as_f64().unwrap() - served).abs() < 1e-12, "{usage} vs {served}");
+    assert!(served > cost, "both requests counted");
 }
