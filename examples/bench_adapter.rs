@@ -27,6 +27,9 @@
 //! (closed loop at c=16, and at the fixed rate). Redis's own CPU is not in the gateway's figure.
 //! `--limits off` skips them.
 //!
+//! `--surface chat|messages|native` picks the API byollm is driven through (the floor is always
+//! the client talking to the fake's InvokeModel directly).
+//!
 //! `--compare-bin PATH[,PATH…]` adds more byollm binaries (e.g. builds before a change) to the
 //! same run; `--gateways cloud` or `--gateways local` measures one mode; `--modes json|stream` one mode;
 //! `--litellm off` skips LiteLLM (which takes no part in the open-loop and memory phases: it could
@@ -95,6 +98,10 @@ struct Args {
     /// Modes to run: json (non-streamed) and/or stream.
     #[arg(long, value_delimiter = ',', default_value = "json,stream")]
     modes: Vec<String>,
+    /// The surface byollm is driven through: chat (OpenAI chat completions), messages (the
+    /// Anthropic Messages API) or native (Bedrock's InvokeModel[WithResponseStream], relayed).
+    #[arg(long, default_value = "chat")]
+    surface: String,
     /// byollm modes to measure: cloud (`byollm serve`) and/or local (`byollm local`).
     #[arg(long, value_delimiter = ',', default_value = "cloud,local")]
     gateways: Vec<String>,
@@ -141,6 +148,13 @@ impl Mode {
             Mode::Stream => "stream",
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Surface {
+    Chat,
+    Messages,
+    Native,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -235,6 +249,14 @@ fn main() -> Result<(), String> {
         }
     }
 
+    let surface = match args.surface.as_str() {
+        "chat" => Surface::Chat,
+        "messages" => Surface::Messages,
+        "native" => Surface::Native,
+        other => return Err(format!("--surface: unknown surface {other:?} (chat, messages, native)")),
+    };
+    println!("surface: {surface:?}");
+
     let wrap: Vec<String> = args.wrap.as_deref().unwrap_or_default().split_whitespace().map(str::to_owned).collect();
     let fake = start_fake()?;
     let sts = start_fake_sts()?;
@@ -309,9 +331,9 @@ fn main() -> Result<(), String> {
             addr,
             pid: Some(server.pid()),
             byollm: true,
-            json: Arc::new(byollm_spec(*gateway, &key, "bench", false)),
-            stream: Arc::new(byollm_spec(*gateway, &key, "bench", true)),
-            slow: Arc::new(byollm_spec(*gateway, &key, "slow", true).validate(check_slow_sse)),
+            json: Arc::new(byollm_spec(*gateway, surface, &key, "bench", false)),
+            stream: Arc::new(byollm_spec(*gateway, surface, &key, "bench", true)),
+            slow: Arc::new(byollm_spec(*gateway, Surface::Chat, &key, "slow", true).validate(check_slow_sse)),
             idle_rss: rss_kib(server.pid()),
         });
         servers.push(server);
@@ -767,11 +789,18 @@ fn openai_spec(stream: bool, bearer: &str) -> Spec {
     if stream { spec.validate(check_sse) } else { spec.validate(check_completion) }
 }
 
-/// A worker's request: the cloud gateway also gets the run's identity.
-/// A chat request to a byollm gateway: `key` is the cloud caller's API key or local mode's
-/// session key.
-fn byollm_spec(gateway: Gateway, key: &str, model: &str, stream: bool) -> Spec {
-    let spec = Spec::post_json("/v1/chat/completions", chat_body(model, stream));
+/// A request to a byollm gateway through `surface`: `key` is the cloud caller's API key or local
+/// mode's session key; a worker's request to the cloud gateway also carries the run's identity.
+fn byollm_spec(gateway: Gateway, surface: Surface, key: &str, model: &str, stream: bool) -> Spec {
+    let spec = match (surface, stream) {
+        (Surface::Chat, _) => Spec::post_json("/v1/chat/completions", chat_body(model, stream)),
+        (Surface::Messages, _) => Spec::post_json("/v1/messages", messages_body(model, stream)),
+        (Surface::Native, false) => Spec::post_json(&format!("/model/{model}/invoke"), anthropic_body()),
+        (Surface::Native, true) => {
+            Spec::post_json(&format!("/model/{model}/invoke-with-response-stream"), anthropic_body())
+                .header("accept", "application/vnd.amazon.eventstream")
+        }
+    };
     let spec = spec.header("authorization", &format!("Bearer {key}"));
     let spec = match gateway {
         Gateway::Local => spec,
@@ -780,7 +809,42 @@ fn byollm_spec(gateway: Gateway, key: &str, model: &str, stream: bool) -> Spec {
             .header("x-byollm-principal", "bench-bot")
             .header("x-byollm-run-id", "bench-run-1"),
     };
-    if stream { spec.validate(check_sse) } else { spec.validate(check_completion) }
+    match (surface, stream) {
+        (Surface::Chat, false) => spec.validate(check_completion),
+        (Surface::Chat, true) => spec.validate(check_sse),
+        (Surface::Messages | Surface::Native, false) => spec.validate(check_message),
+        (Surface::Messages, true) => spec.validate(check_messages_sse),
+        (Surface::Native, true) => spec.validate(check_event_stream),
+    }
+}
+
+fn messages_body(model: &str, stream: bool) -> String {
+    json!({
+        "model": model,
+        "max_tokens": 256,
+        "stream": stream,
+        "system": "be brief",
+        "messages": [{"role": "user", "content": "Say hello in twenty words."}],
+    })
+    .to_string()
+}
+
+/// A Messages API stream: every text delta, ending with `message_stop`.
+fn check_messages_sse(body: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+    let mut content = String::new();
+    let mut stopped = false;
+    for data in text.split("\n\n").filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data:"))).map(str::trim) {
+        let event: serde_json::Value = serde_json::from_str(data).map_err(|e| format!("{e} in {data}"))?;
+        if let Some(delta) = event["delta"]["text"].as_str() {
+            content.push_str(delta);
+        }
+        stopped |= event["type"] == "message_stop";
+    }
+    if !stopped {
+        return Err("no message_stop".into());
+    }
+    (content == answer_words(WORDS).concat()).then_some(()).ok_or_else(|| format!("streamed {content:?}"))
 }
 
 fn answer_words(count: usize) -> Vec<String> {

@@ -2,6 +2,7 @@
 
 Usage: OPENAI_API_KEY=<session key> python3 tests/openai_client.py http://127.0.0.1:PORT
        OPENAI_API_KEY=<session key> python3 tests/openai_client.py http://127.0.0.1:PORT --matrix model-a,model-b,...
+       OPENAI_API_KEY=<session key> python3 tests/openai_client.py http://127.0.0.1:PORT --agent MODEL TURNS
 
 Run by tests/openai_sdk.rs, which queues the fake Bedrock's replies in exactly the order of the
 calls below that reach Bedrock (marked "bedrock" in STEPS) before starting this script. Every step
@@ -527,6 +528,63 @@ def model_matrix(client, models):
         print("MATRIX " + json.dumps(seen), flush=True)
 
 
+def agent_conversation(client, model, turns):
+    """An agent loop of `turns` tool-using turns, as agents write it: a long system prompt and the
+    same tools every turn, the SDK's own message object appended after a plain answer, the
+    assembled one after a stream (every other turn, with usage), then each tool call's result.
+    Prints one `AGENT {json}` line per turn with the usage the SDK parsed (tests/prompt_cache.rs
+    holds it against the fake Bedrock's prompt-cache accounting)."""
+    system = "You are the records agent. Follow these rules.\n" + "".join(
+        f"Rule {rule}: check the ledger entry {rule} against the archive before you answer.\n" for rule in range(200)
+    )
+    tools = [WEATHER_TOOL, TIME_TOOL]
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Reconcile the ledger for March."}]
+    for turn in range(turns):
+        stream = turn % 2 == 1
+        if stream:
+            chunks = list(
+                client.chat.completions.create(
+                    model=model, messages=messages, tools=tools, stream=True, stream_options={"include_usage": True}
+                )
+            )
+            deltas, finishes, usage_chunk = strict_chunks(chunks, include_usage=True, model=model)
+            calls = assemble_tool_calls(deltas)
+            usage = usage_chunk.usage
+            content = text_of(deltas) or None
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": content,
+                    "tool_calls": [
+                        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                        for c in calls
+                    ],
+                }
+            )
+        else:
+            completion = client.chat.completions.create(model=model, messages=messages, tools=tools)
+            choice = strict_completion(completion, model)
+            finishes = [choice.finish_reason]
+            calls = [{"id": c.id, "name": c.function.name} for c in choice.message.tool_calls or []]
+            usage = completion.usage
+            messages.append(choice.message)
+        check(finishes == ["tool_calls"] and calls, f"turn {turn}: {finishes} {calls}")
+        for call in calls:
+            result = f"{call['name']}: entry {turn} balanced"
+            messages.append({"role": "tool", "tool_call_id": call["id"], "content": result})
+        details = usage.prompt_tokens_details
+        check(details is not None and details.cached_tokens is not None, f"turn {turn}: no cached_tokens in {usage}")
+        seen = {
+            "turn": turn,
+            "stream": stream,
+            "prompt_tokens": usage.prompt_tokens,
+            "cached_tokens": details.cached_tokens,
+            "cache_write_tokens": details.cache_write_tokens,
+            "tool_calls": len(calls),
+        }
+        print("AGENT " + json.dumps(seen), flush=True)
+
+
 def main():
     base_url = sys.argv[1].rstrip("/")
     if not base_url.endswith("/v1"):
@@ -536,6 +594,10 @@ def main():
     if len(sys.argv) > 3 and sys.argv[2] == "--matrix":
         print(f"openai {openai.__version__} against {base_url}", flush=True)
         model_matrix(client, sys.argv[3].split(","))
+        return
+    if len(sys.argv) > 4 and sys.argv[2] == "--agent":
+        print(f"openai {openai.__version__} against {base_url}", flush=True)
+        agent_conversation(client, sys.argv[3], int(sys.argv[4]))
         return
     state = {}
     print(f"openai {openai.__version__} against {base_url}", flush=True)

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 
 use super::errors::{self, Shape, write_openai_sse_error};
 use super::extract::{ApiBody, BodyOwner};
-use crate::convert::request::{Target, parse_request, to_anthropic};
+use crate::convert::request::{Target, parse_request, place_breakpoints, to_anthropic};
 use crate::convert::response::{to_chat_completion, upstream_error};
 use crate::convert::stream::StreamConverter;
 use crate::dispatch::attempt::{Answer, Payload, Request, attempt};
@@ -89,10 +89,15 @@ async fn complete(
         client_body.charge(request.parsed_items.saturating_mul(PARSED_ITEM_BYTES)).await?;
     }
     let model_config = crate::models::find_by_name(&dispatch.config.models, &model);
-    let prepared = match (&request, model_config) {
+    let mut prepared = match (&request, model_config) {
         (Some(request), Some((name, config))) => Some(to_anthropic(request, Target { name, rules: &config.rules })?),
         _ => None,
     };
+    if let (Some(prepared), Some((_, config)), Some(ttl)) =
+        (&mut prepared, model_config, failover.policy.prompt_cache(call.scope(), &model))
+    {
+        place_breakpoints(&mut prepared.body, &config.rules, ttl);
+    }
     let converted = match &prepared {
         Some(prepared) => Some(Bytes::from(
             serde_json::to_vec(&prepared.body).map_err(|_| ApiError::internal("could not encode the request"))?,

@@ -75,8 +75,6 @@ pub fn dispatch(wiring: Wiring, source: Arc<dyn CredentialSource>) -> Arc<Dispat
     let Wiring { config, routing, limits, metrics, sink, observers } = wiring;
     let limits = limits.unwrap_or_else(|| LimitsPolicy::none(&config));
     routing.admit_labels(&metrics);
-    // Team labels (spend, tokens, budget room) only for the teams configured ([[teams]] and
-    // callers' teams change only with a restart).
     metrics
         .admit_teams(config.teams.iter().map(|t| t.uid.as_str()).chain(config.callers.iter().map(|c| c.team.as_str())));
     // Every upstream answer read whole (Bedrock, the Anthropic API, endpoints) shares one budget.

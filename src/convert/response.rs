@@ -81,8 +81,10 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     }
 }
 
-/// Anthropic usage → OpenAI usage: prompt tokens include cache reads and writes; thinking tokens,
-/// when Bedrock reports them, become `completion_tokens_details.reasoning_tokens`.
+/// Anthropic usage → OpenAI usage: prompt tokens include cache reads and writes, the reads are
+/// `prompt_tokens_details.cached_tokens` and the writes `prompt_tokens_details.cache_write_tokens`
+/// (when reported); thinking tokens, when Bedrock reports them, become
+/// `completion_tokens_details.reasoning_tokens`.
 pub fn usage(usage: &anthropic::Usage) -> Usage {
     let cache_read = usage.cache_read_input_tokens.unwrap_or(0);
     let prompt_tokens = usage.input_tokens.unwrap_or(0) + cache_read + usage.cache_creation_input_tokens.unwrap_or(0);
@@ -91,7 +93,10 @@ pub fn usage(usage: &anthropic::Usage) -> Usage {
         prompt_tokens,
         completion_tokens,
         total_tokens: prompt_tokens + completion_tokens,
-        prompt_tokens_details: PromptTokensDetails { cached_tokens: cache_read },
+        prompt_tokens_details: PromptTokensDetails {
+            cached_tokens: cache_read,
+            cache_write_tokens: usage.cache_creation_input_tokens,
+        },
         completion_tokens_details: usage
             .output_tokens_details
             .and_then(|details| details.thinking_tokens)
@@ -272,7 +277,8 @@ mod tests {
             None,
             json!({"role": "assistant", "content": "hi", "refusal": null}),
             "stop",
-            json!({"prompt_tokens": 153, "completion_tokens": 2, "total_tokens": 155, "prompt_tokens_details": {"cached_tokens": 50}}),
+            json!({"prompt_tokens": 153, "completion_tokens": 2, "total_tokens": 155,
+                   "prompt_tokens_details": {"cached_tokens": 50, "cache_write_tokens": 100}}),
         );
         check(
             message(json!([{"type": "server_tool_use", "id": "s", "name": "web", "input": {}}]), "max_tokens"),

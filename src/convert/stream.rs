@@ -468,7 +468,7 @@ mod tests {
                 delta(json!({"content": "Hi"})),
                 finish("length"),
                 json!({"usage": {"prompt_tokens": 153, "completion_tokens": 7, "total_tokens": 160,
-                                 "prompt_tokens_details": {"cached_tokens": 50}}}),
+                                 "prompt_tokens_details": {"cached_tokens": 50, "cache_write_tokens": 100}}}),
                 done(),
             ],
         );

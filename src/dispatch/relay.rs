@@ -233,21 +233,33 @@ impl Source for Passthrough {
 /// never a clean end.
 pub fn raw(answer: RawResponse, operation: Operation, exchange: Exchange) -> BodyStream {
     let meter = UsageMeter::new(operation, &answer.headers);
-    body(Raw { body: answer.body, meter: Some(meter), usage: Usage::default() }, exchange, None)
+    let last_data = tokio::time::Instant::now();
+    let idle = Box::pin(tokio::time::sleep_until(last_data + STREAM_IDLE_TIMEOUT));
+    body(Raw { body: answer.body, meter: Some(meter), usage: Usage::default(), idle, last_data }, exchange, None)
 }
 
 struct Raw {
     body: hyper::body::Incoming,
     meter: Option<UsageMeter>,
     usage: Usage,
+    /// Re-armed only when it fires (to `last_data + STREAM_IDLE_TIMEOUT`), so a frame costs a
+    /// clock read, not a timer insert and removal.
+    idle: Pin<Box<tokio::time::Sleep>>,
+    last_data: tokio::time::Instant,
 }
 
 impl Source for Raw {
     async fn next(&mut self) -> Step {
         loop {
-            let frame = match tokio::time::timeout(STREAM_IDLE_TIMEOUT, self.body.frame()).await {
-                Ok(frame) => frame,
-                Err(_) => {
+            let frame = tokio::select! {
+                biased;
+                frame = self.body.frame() => frame,
+                () = &mut self.idle => {
+                    let deadline = self.last_data + STREAM_IDLE_TIMEOUT;
+                    if tokio::time::Instant::now() < deadline {
+                        self.idle.as_mut().reset(deadline);
+                        continue;
+                    }
                     tracing::warn!("bedrock sent nothing for 5 minutes; the relayed answer is cut");
                     return Step::Cut("upstream_idle_timeout");
                 }
@@ -255,6 +267,7 @@ impl Source for Raw {
             match frame {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
+                    self.last_data = tokio::time::Instant::now();
                     if let Some(meter) = self.meter.as_mut() {
                         meter.observe(&data);
                     }

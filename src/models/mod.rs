@@ -138,6 +138,37 @@ pub enum Modality {
     Image,
 }
 
+/// How long a prompt cache entry lives after its last use (`cache_control.ttl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+pub enum CacheTtl {
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    #[serde(rename = "1h")]
+    OneHour,
+}
+
+impl CacheTtl {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheTtl::FiveMinutes => "5m",
+            CacheTtl::OneHour => "1h",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<CacheTtl> {
+        [CacheTtl::FiveMinutes, CacheTtl::OneHour].into_iter().find(|ttl| ttl.as_str() == value)
+    }
+}
+
+/// Prompt caching on a model: the shortest prompt prefix a breakpoint caches, and the TTLs its
+/// `cache_control` takes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptCacheRule {
+    pub min_tokens: u32,
+    pub ttls: Vec<CacheTtl>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleStatus {
@@ -201,6 +232,9 @@ pub struct ModelRules {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_usage_beta: Option<String>,
     pub input_modalities: Vec<Modality>,
+    /// Prompt caching; `None`: the model caches nothing (no breakpoint is placed for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache: Option<PromptCacheRule>,
     /// Config only (false in the catalog): drop sampling parameters the model refuses instead of
     /// answering 400.
     #[serde(default)]
@@ -253,6 +287,18 @@ impl ModelRules {
                 problems.push(
                     "efforts_without_thinking: list each level once, lowest first, each one of efforts".to_owned(),
                 );
+            }
+        }
+        if let Some(cache) = &self.prompt_cache {
+            let mut ttls = cache.ttls.clone();
+            ttls.sort();
+            ttls.dedup();
+            if !(1..=1_000_000).contains(&cache.min_tokens) {
+                problems.push("prompt_cache.min_tokens: must be between 1 and 1000000".to_owned());
+            }
+            if ttls != cache.ttls || !ttls.contains(&CacheTtl::FiveMinutes) {
+                problems
+                    .push("prompt_cache.ttls: list \"5m\" and optionally \"1h\", each once, in that order".to_owned());
             }
         }
         problems

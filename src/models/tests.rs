@@ -29,6 +29,30 @@ fn the_catalog_parses_and_every_entry_names_its_sources() {
             assert!(entry.rules.betas.contains(beta), "{}: its own reasoning beta is accepted", entry.family);
         }
     }
+    // Prompt caching: every catalog model caches; the minimums are the documented ones (or the
+    // largest documented one where no source gives it), 1h only where a source says so.
+    let cache = |family: &str| rules(family).prompt_cache.unwrap_or_else(|| panic!("{family}: prompt_cache"));
+    for entry in &catalog.models {
+        let rule = cache(&entry.family);
+        assert!([1024, 2048, 4096].contains(&rule.min_tokens), "{}: {}", entry.family, rule.min_tokens);
+        assert_eq!(rule.ttls[0], CacheTtl::FiveMinutes, "{}", entry.family);
+    }
+    for (family, min_tokens, one_hour) in [
+        ("claude-opus-4-5", 4096, true),
+        ("claude-haiku-4-5", 4096, true),
+        ("claude-sonnet-4-5", 1024, true),
+        ("claude-opus-4-7", 4096, false),
+        ("claude-sonnet-4-6", 2048, false),
+        ("claude-opus-4-8", 1024, false),
+        ("claude-fable-5", 1024, true),
+        ("claude-opus-5-5", 4096, false),
+        ("claude-sonnet-4", 1024, false),
+    ] {
+        let rule = cache(family);
+        assert_eq!((rule.min_tokens, rule.ttls.contains(&CacheTtl::OneHour)), (min_tokens, one_hour), "{family}");
+    }
+    assert_eq!(catalog.unknown.prompt_cache, None, "an unknown model gets no breakpoint");
+
     // Budget levels for every OpenAI level but none; no budget equivalent of `max`.
     let levels: Vec<&str> = catalog.budget_tokens.keys().map(|level| level.as_str()).collect();
     assert_eq!(levels, ["minimal", "low", "medium", "high", "xhigh"]);
@@ -61,6 +85,30 @@ fn bad_catalog_text_is_refused_with_the_entry_named() {
                 1,
             ),
             "base_id",
+        ),
+        (
+            base.replacen(
+                "prompt_cache = { min_tokens = 4096, ttls = [\"5m\"] }",
+                "prompt_cache = { min_tokens = 0, ttls = [\"5m\"] }",
+                1,
+            ),
+            "prompt_cache.min_tokens",
+        ),
+        (
+            base.replacen(
+                "prompt_cache = { min_tokens = 4096, ttls = [\"5m\"] }",
+                "prompt_cache = { min_tokens = 4096, ttls = [\"1h\"] }",
+                1,
+            ),
+            "prompt_cache.ttls",
+        ),
+        (
+            base.replacen(
+                "prompt_cache = { min_tokens = 4096, ttls = [\"5m\"] }",
+                "prompt_cache = { min_tokens = 4096, ttls = [\"10m\"] }",
+                1,
+            ),
+            "claude-opus-5-5",
         ),
         (format!("surprise = 1\n{base}"), "surprise"),
         (format!("{base}\nsurprise = 1\n"), "surprise"),
@@ -184,6 +232,16 @@ fn resolving_a_config_entry() {
     assert!(errors[0].contains("supports_thinking"), "{errors:?}");
     let errors = fields(resolve("x", arn, Some("claude-opus-5-5"), overrides("sampling = \"loose\"")));
     assert!(errors[0].contains("loose"), "{errors:?}");
+    // Prompt caching can be set per model, and checked as the catalog is.
+    let (model, _) =
+        resolve("team-opus", arn, None, overrides("prompt_cache = { min_tokens = 2048, ttls = [\"5m\", \"1h\"] }"))
+            .unwrap();
+    assert_eq!(
+        model.rules.prompt_cache,
+        Some(PromptCacheRule { min_tokens: 2048, ttls: vec![CacheTtl::FiveMinutes, CacheTtl::OneHour] })
+    );
+    let errors = fields(resolve("x", arn, None, overrides("prompt_cache = { min_tokens = 2048, ttls = [] }")));
+    assert!(errors[0].contains("prompt_cache.ttls"), "{errors:?}");
     let errors = fields(resolve("x", "gpt 4", None, toml::Table::new()));
     assert!(errors[0].starts_with("id: "), "{errors:?}");
 }

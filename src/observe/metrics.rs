@@ -4,13 +4,15 @@
 //! Owns: the outcome counters every part of the gateway increments ([`Counter`], one label from a
 //! fixed set), and the per-request series fed from the audit record ([`Metrics::observe`]):
 //! duration and time-to-first-byte histograms, token counters by model and route, route
-//! attempts, and the in-flight gauge; and requests refused for fields their OpenAI-compatible
-//! endpoint does not take, by endpoint ([`Metrics::count_refused_fields`]).
+//! attempts, the prompt cache's share of the prompt by team and model (tokens read, written and
+//! uncached, and the hit ratio), and the in-flight gauge; and requests refused for fields their
+//! OpenAI-compatible endpoint does not take, by endpoint ([`Metrics::count_refused_fields`]).
 //!
-//! Labels never carry uids, keys, URLs or anything a caller chooses freely. Model and route labels
-//! come from the configuration (the routing policy names them) and are capped all the same
-//! ([`BoundedLabel`]): past the cap a new value is counted as `other`, so a label can never leak a
-//! secret or grow without bound.
+//! Labels never carry principals, runs, keys, URLs or anything a caller chooses freely. Model and route labels
+//! come from the configuration (the routing policy names them), team labels from `[[teams]]` and
+//! the callers' teams ([`Metrics::admit_teams`]); all are capped all the same
+//! ([`BoundedLabel`]): anything else reads `unknown`, so a label can never leak a secret or grow
+//! without bound.
 
 use std::collections::HashSet;
 use std::sync::RwLock;
@@ -126,7 +128,10 @@ impl BoundedLabel {
 pub const MAX_MODEL_LABELS: usize = 256;
 pub const MAX_ROUTE_LABELS: usize = 64;
 pub const MAX_ENDPOINT_LABELS: usize = 64;
-pub const MAX_TEAM_LABELS: usize = 1024;
+pub const MAX_TEAM_LABELS: usize = 256;
+
+/// Kinds of `byollm_prompt_cache_tokens_total`: the parts of a prompt.
+pub const PROMPT_CACHE_KINDS: [&str; 3] = ["cache_read", "cache_write", "uncached"];
 
 /// Every metric the gateway keeps.
 pub struct Metrics {
@@ -158,8 +163,10 @@ pub struct Metrics {
     team_tokens: Family<Labels<3>, PromCounter>,
     team_spend: Family<Labels<2>, PromCounter<f64, AtomicU64>>,
     budget_remaining: Family<Labels<2>, Gauge<f64, AtomicU64>>,
-    teams: BoundedLabel,
+    prompt_cache_tokens: Family<Labels<3>, PromCounter>,
+    cache_hit_ratio: Family<Labels<2>, Gauge<f64, AtomicU64>>,
     models: BoundedLabel,
+    teams: BoundedLabel,
     routes: BoundedLabel,
     endpoints: BoundedLabel,
     registry: Registry,
@@ -320,8 +327,10 @@ impl Default for Metrics {
             team_tokens: Family::default(),
             team_spend: Family::default(),
             budget_remaining: Family::default(),
-            teams: BoundedLabel::new(MAX_TEAM_LABELS),
+            prompt_cache_tokens: Family::default(),
+            cache_hit_ratio: Family::default(),
             models: BoundedLabel::new(MAX_MODEL_LABELS),
+            teams: BoundedLabel::new(MAX_TEAM_LABELS),
             routes: BoundedLabel::new(MAX_ROUTE_LABELS),
             endpoints: BoundedLabel::new(MAX_ENDPOINT_LABELS),
             registry: Registry::default(),
@@ -393,6 +402,16 @@ impl Default for Metrics {
             "Room left in a team's budget after its latest answered request (USD for usd_per_*, tokens for tokens_per_*), by team and limit.",
             metrics.budget_remaining.clone(),
         );
+        registry.register(
+            "byollm_prompt_cache_tokens",
+            "Prompt tokens of Claude routes (Bedrock, the Anthropic API), by team, model and kind: cache_read, cache_write, uncached.",
+            metrics.prompt_cache_tokens.clone(),
+        );
+        registry.register(
+            "byollm_prompt_cache_hit_ratio",
+            "Share of the prompt tokens of Claude routes read from the prompt cache since start, by team and model.",
+            metrics.cache_hit_ratio.clone(),
+        );
         metrics.registry = registry;
         metrics
     }
@@ -427,8 +446,8 @@ impl Metrics {
         self.endpoints.admit(endpoints);
     }
 
-    /// The teams the configuration names (`[[teams]]`, callers' teams): the only team labels.
-    /// Called at start and whenever the configuration is reloaded.
+    /// The team names the configuration gives (`[[teams]]`, the callers' teams): the only values
+    /// of the `team` label. Called at start (teams change only with a restart).
     pub fn admit_teams<'a>(&self, teams: impl IntoIterator<Item = &'a str>) {
         self.teams.admit(teams);
     }
@@ -494,6 +513,36 @@ impl Metrics {
             if let Some(cost) = record.cost_usd.filter(|c| c.0 > 0) {
                 self.team_spend.get_or_create(&[("team", team), ("model", model)]).inc_by(cost.as_f64());
             }
+        }
+        self.observe_prompt_cache(record, model);
+    }
+
+    /// The prompt cache's part of a Claude route's prompt, by team and model, and the hit ratio
+    /// since start. Routes to OpenAI-compatible endpoints (labelled `openai:<endpoint>`) are left
+    /// out: their prompt tokens include the cached ones, and their caching is theirs.
+    fn observe_prompt_cache(&self, record: &AuditRecord, model: &'static str) {
+        let usage = &record.usage;
+        let Some(route) = record.route.as_deref() else { return };
+        if route.starts_with("openai:")
+            || (usage.input_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens)
+                == (None, None, None)
+        {
+            return;
+        }
+        // No team: local mode (`(none)` is no uid: uids are letters, digits, `_` and `-`).
+        let team = record.team.as_deref().map_or("(none)", |team| self.teams.value(team));
+        let parts = [usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.input_tokens];
+        let mut totals = [0u64; 3];
+        for ((kind, count), total) in PROMPT_CACHE_KINDS.iter().zip(parts).zip(&mut totals) {
+            let counter = self.prompt_cache_tokens.get_or_create(&[("team", team), ("model", model), ("kind", *kind)]);
+            counter.inc_by(count.unwrap_or(0));
+            *total = counter.get();
+        }
+        let prompt: u64 = totals.iter().sum();
+        if prompt > 0 {
+            self.cache_hit_ratio
+                .get_or_create(&[("team", team), ("model", model)])
+                .set(totals[0] as f64 / prompt as f64);
         }
     }
 
@@ -624,6 +673,48 @@ mod tests {
             !text.contains("byollm_tokens_total{model=\"claude-sonnet-4-5\",route=\"anthropic\",kind=\"cache_write\"}"),
             "zero counts add no series"
         );
+    }
+
+    #[test]
+    fn the_prompt_cache_hit_ratio_is_kept_by_team_and_model_for_claude_routes() {
+        let metrics = Metrics::default();
+        metrics.admit(["claude-sonnet-4-5"], ["bedrock", "anthropic", "openai:openrouter"], ["openrouter"]);
+        metrics.admit_teams(["acme", "other"]);
+        let cached = |team: Option<&str>, route: &str, read: u64, write: u64, input: u64| AuditRecord {
+            team: team.map(str::to_owned),
+            usage: Usage {
+                input_tokens: Some(input),
+                cache_read_input_tokens: Some(read),
+                cache_creation_input_tokens: Some(write),
+                ..Usage::default()
+            },
+            ..record("claude-sonnet-4-5", route)
+        };
+        metrics.observe(&cached(Some("acme"), "bedrock", 0, 3000, 100));
+        metrics.observe(&cached(Some("acme"), "anthropic", 3000, 200, 100));
+        metrics.observe(&cached(Some("other"), "bedrock", 50, 0, 50));
+        metrics.observe(&cached(None, "bedrock", 30, 10, 60));
+        // An OpenAI-compatible endpoint's prompt tokens include its cached ones: left out.
+        metrics.observe(&cached(Some("acme"), "openai:openrouter", 9000, 0, 9000));
+        let text = metrics.render();
+        for line in [
+            "byollm_prompt_cache_tokens_total{team=\"acme\",model=\"claude-sonnet-4-5\",kind=\"cache_read\"} 3000",
+            "byollm_prompt_cache_tokens_total{team=\"acme\",model=\"claude-sonnet-4-5\",kind=\"cache_write\"} 3200",
+            "byollm_prompt_cache_tokens_total{team=\"acme\",model=\"claude-sonnet-4-5\",kind=\"uncached\"} 200",
+            // 3000 read of 6400 prompt tokens.
+            "byollm_prompt_cache_hit_ratio{team=\"acme\",model=\"claude-sonnet-4-5\"} 0.46875",
+            "byollm_prompt_cache_hit_ratio{team=\"other\",model=\"claude-sonnet-4-5\"} 0.5",
+            "byollm_prompt_cache_hit_ratio{team=\"(none)\",model=\"claude-sonnet-4-5\"} 0.3",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        // A team the configuration does not name (a uid a request carried) is no label.
+        for index in 0..300 {
+            metrics.observe(&cached(Some(&format!("team-{index}")), "bedrock", 1, 0, 1));
+        }
+        let text = metrics.render();
+        assert!(!text.contains("team-"), "{text}");
+        assert!(text.contains("byollm_prompt_cache_hit_ratio{team=\"unknown\",model=\"claude-sonnet-4-5\"} 0.5"));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! overrides and defaults for every team, the models a scope may use and, per model, an ordered
 //! list of routes (Bedrock with an optional profile, region and role; the direct Anthropic API; a
 //! named OpenAI-compatible endpoint), and the provider-only switch that keeps Bedrock routes only.
-//! [`RoutingPolicy::resolve`] is the one function every surface (chat completions, Messages API,
+//! The same layers say whether byollm places prompt-cache breakpoints for chat-completions
+//! clients ([`RoutingPolicy::prompt_cache`]: `prompt_cache`, `prompt_cache_ttl`, per layer and per
+//! model). [`RoutingPolicy::resolve`] is the one function every surface (chat completions, Messages API,
 //! native routes) calls to turn (run, model) into routes, through [`Routing::start_on`], which also
 //! sets aside the routes a surface cannot serve ([`Surface`]). [`failover`] owns which failures
 //! move a request on to the next route and the per-route skip state that keeps a failing route
@@ -28,7 +30,7 @@ use crate::aws::RoleArn;
 use crate::error::{ApiError, ErrorKind};
 
 pub use failover::{Attempt, AttemptOutcome, FailoverSettings, FailureClass, HealthKey, RouteHealth};
-pub use policy::{Endpoint, HttpUpstream, Layer, Mode, RoutingPolicy};
+pub use policy::{CacheSettings, Endpoint, HttpUpstream, Layer, Mode, PromptCache, RoutingPolicy};
 
 /// A Bedrock route: `InvokeModel` on this id, signed with the run's credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,6 +285,23 @@ impl RoutingPolicy {
         }
         let dropped = total - routes.len();
         Ok(Resolution { model: model.to_owned(), routes, provider_only, dropped })
+    }
+
+    /// How long the prompt-cache breakpoints byollm places on `scope`'s requests for `model` last;
+    /// `None`: it places none (`prompt_cache = "off"`). Each setting comes from the first of: the
+    /// agent's for the model, the agent's own, the team's for the model, the team's own, the
+    /// defaults' for the model, the defaults' own, the built-in default
+    /// ([`policy::DEFAULT_PROMPT_CACHE`], [`policy::DEFAULT_PROMPT_CACHE_TTL`]).
+    pub fn prompt_cache(&self, scope: RouteScope<'_>, model: &str) -> Option<crate::models::CacheTtl> {
+        let settings: Vec<CacheSettings> = self
+            .layers(scope)
+            .into_iter()
+            .flatten()
+            .flat_map(|layer| [layer.model_cache.get(model).copied().unwrap_or_default(), layer.cache])
+            .collect();
+        let mode = settings.iter().find_map(|s| s.mode).unwrap_or(policy::DEFAULT_PROMPT_CACHE);
+        let ttl = settings.iter().find_map(|s| s.ttl).unwrap_or(policy::DEFAULT_PROMPT_CACHE_TTL);
+        (mode == PromptCache::Auto).then_some(ttl)
     }
 
     fn builtin_routes(&self, model: &str) -> Vec<Route> {

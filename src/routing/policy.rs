@@ -16,6 +16,7 @@ use super::{AnthropicRoute, BedrockRoute, OpenAiRoute, Route, Upstream};
 use crate::aws::RoleArn;
 use crate::config::reader::Section;
 use crate::config::{Config, FieldError};
+use crate::models::CacheTtl;
 use crate::principal::Uid;
 use crate::secret::Secret;
 use crate::upstream::egress::{self, EgressPolicy};
@@ -87,6 +88,27 @@ pub struct Endpoint {
     pub fields: FieldAllowList,
 }
 
+/// Whether byollm places prompt-cache breakpoints for clients that place none
+/// (`prompt_cache = "auto" | "off"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptCache {
+    Auto,
+    Off,
+}
+
+/// Prompt caching when no layer says otherwise: on, five minutes. A cache write costs 1.25 times
+/// the input price and a read a tenth, so a prefix used twice within five minutes already costs
+/// less (README "Prompt caching" has the arithmetic).
+pub const DEFAULT_PROMPT_CACHE: PromptCache = PromptCache::Auto;
+pub const DEFAULT_PROMPT_CACHE_TTL: CacheTtl = CacheTtl::FiveMinutes;
+
+/// The prompt-cache settings of a layer, or of one model in it; `None`: the next layer decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheSettings {
+    pub mode: Option<PromptCache>,
+    pub ttl: Option<CacheTtl>,
+}
+
 /// One layer of policy: the defaults, a team, or an agent.
 #[derive(Debug, Clone, Default)]
 pub struct Layer {
@@ -95,6 +117,10 @@ pub struct Layer {
     pub models: Option<BTreeSet<String>>,
     /// Ordered routes per public model.
     pub routes: BTreeMap<String, Vec<Route>>,
+    /// `prompt_cache`, `prompt_cache_ttl`.
+    pub cache: CacheSettings,
+    /// The same per public model (`per_model."<model>"`), before the layer's own.
+    pub model_cache: BTreeMap<String, CacheSettings>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -521,9 +547,41 @@ impl Reader<'_> {
         Some(Secret::new(value))
     }
 
-    /// A layer: `provider_only`, `models`, `routes`.
+    /// `prompt_cache` and `prompt_cache_ttl` of a layer or of one model in it.
+    fn cache_settings(&self, node: &mut Node) -> CacheSettings {
+        let mode = node.take_parsed("prompt_cache", |value: String| match value.as_str() {
+            "auto" => Ok(PromptCache::Auto),
+            "off" => Ok(PromptCache::Off),
+            _ => Err(format!("{value:?} is not a prompt_cache setting: use \"auto\" or \"off\"")),
+        });
+        let ttl = node.take_parsed("prompt_cache_ttl", |value: String| {
+            CacheTtl::parse(&value).ok_or_else(|| format!("{value:?} is not a cache ttl: use \"5m\" or \"1h\""))
+        });
+        CacheSettings { mode, ttl }
+    }
+
+    /// `per_model."<model>"`: settings for one model, each a configured model.
+    fn model_cache(&self, node: &mut Node, known: &Known) -> BTreeMap<String, CacheSettings> {
+        let mut out = BTreeMap::new();
+        for (model, mut model_node) in node.children("per_model") {
+            if !known.is_model(&model) {
+                self.error(
+                    model_node.path.clone(),
+                    format!("{model:?} is not a configured model ([models] or an endpoint's models)"),
+                );
+            }
+            let settings = self.cache_settings(&mut model_node);
+            model_node.finish();
+            out.insert(model, settings);
+        }
+        out
+    }
+
+    /// A layer: `provider_only`, `models`, `routes`, the prompt-cache settings.
     fn layer(&self, node: &mut Node, known: &Known, parent: Option<&Layer>) -> Layer {
         let provider_only = node.take::<bool>("provider_only");
+        let cache = self.cache_settings(node);
+        let model_cache = self.model_cache(node, known);
         let models_path = node.child("models");
         let models = node.take::<Vec<String>>("models").map(|list| {
             let mut set = BTreeSet::new();
@@ -558,7 +616,7 @@ impl Reader<'_> {
                 }
             }
         }
-        Layer { provider_only, models, routes }
+        Layer { provider_only, models, routes, cache, model_cache }
     }
 
     fn route_list(&self, path: &str, value: Value, model: &str, known: &Known) -> Option<Vec<Route>> {

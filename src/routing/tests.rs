@@ -714,3 +714,70 @@ fn each_surface_uses_the_routes_of_a_kind_it_can_serve() {
     assert_eq!(policy.allowed_models_on(reviewer, Surface::BedrockOnly), Vec::<String>::new());
     assert_eq!(policy.allowed_models_on(reviewer, Surface::Messages), ["claude-sonnet-4-5"]);
 }
+
+#[test]
+fn prompt_caching_is_on_by_default_and_set_per_team_agent_and_model() {
+    use crate::models::CacheTtl::{FiveMinutes, OneHour};
+    let policy = load("");
+    assert_eq!(policy.prompt_cache(scope("acme", None), "claude-sonnet-4-5"), Some(FiveMinutes));
+    assert_eq!(policy.prompt_cache(RouteScope::default(), "claude-haiku-4-5"), Some(FiveMinutes));
+
+    let policy = load(
+        r#"
+[routing.default]
+prompt_cache_ttl = "1h"
+[routing.default.per_model."claude-haiku-4-5"]
+prompt_cache = "off"
+[routing.teams.acme]
+prompt_cache = "off"
+[routing.teams.acme.per_model."claude-sonnet-4-5"]
+prompt_cache = "auto"
+prompt_cache_ttl = "5m"
+[routing.teams.acme.agents.reviewer]
+prompt_cache = "auto"
+[routing.teams.other.per_model."claude-sonnet-4-5"]
+prompt_cache_ttl = "5m"
+"#,
+    );
+    let acme = scope("acme", None);
+    let reviewer = scope("acme", Some("reviewer"));
+    let other = scope("other", None);
+    let cases = [
+        // The team is off, but its setting for the model turns it on again, at five minutes.
+        (acme, "claude-sonnet-4-5", Some(FiveMinutes)),
+        (acme, "claude-haiku-4-5", None),
+        // The agent is on; the ttl falls through to the team's model setting, then the defaults.
+        (reviewer, "claude-sonnet-4-5", Some(FiveMinutes)),
+        (reviewer, "claude-haiku-4-5", Some(OneHour)),
+        // Another team: the defaults (1h), but off for Haiku by the defaults' model setting.
+        (other, "claude-sonnet-4-5", Some(FiveMinutes)),
+        (other, "claude-haiku-4-5", None),
+        (RouteScope::default(), "claude-sonnet-4-5", Some(OneHour)),
+    ];
+    for (scope, model, expected) in cases {
+        assert_eq!(policy.prompt_cache(scope, model), expected, "{scope:?} {model}");
+    }
+
+    let errors = load_mode(
+        r#"
+[routing.default]
+prompt_cache = "always"
+prompt_cache_ttl = "10m"
+[routing.teams.acme.per_model."gpt-9"]
+prompt_cache = "off"
+[routing.teams.acme.per_model."claude-sonnet-4-5"]
+routes = []
+"#,
+        Mode::Hosted,
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = errors.iter().map(|(path, _)| path.as_str()).collect();
+    for expected in [
+        "routing.default.prompt_cache",
+        "routing.default.prompt_cache_ttl",
+        "routing.teams.acme.per_model.gpt-9",
+        "routing.teams.acme.per_model.claude-sonnet-4-5.routes",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {errors:#?}");
+    }
+}

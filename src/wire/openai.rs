@@ -551,7 +551,12 @@ pub struct Usage {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct PromptTokensDetails {
+    /// Prompt tokens read from the prompt cache (Anthropic's `cache_read_input_tokens`).
     pub cached_tokens: u64,
+    /// Prompt tokens written to the prompt cache (Anthropic's `cache_creation_input_tokens`), when
+    /// the upstream reports them; OpenAI's own name for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

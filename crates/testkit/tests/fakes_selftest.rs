@@ -544,3 +544,35 @@ async fn bedrock_stream_cut_and_client_disconnect() {
     assert!(fake.wait_for_disconnects(1, Duration::from_secs(10)).await, "disconnect not seen");
     assert_eq!(fake.streams_completed(), 1, "only the cut stream ran to its scripted end");
 }
+
+#[tokio::test]
+async fn bedrock_prompt_cache_accounts_reads_and_writes_and_refuses_a_fifth_breakpoint() {
+    let fake = FakeBedrock::start(FakeBedrockOptions { cache_usage: true, ..Default::default() }).await;
+    fake.add_static_key("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+    let client = bedrock_client(&fake.url(), "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None);
+    let system: String = (0..1500).map(|i| format!("word{i} ")).collect();
+    let mut body = request_body();
+    body["system"] = json!([{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]);
+    let first = invoke(&client, &body).await.expect("first");
+    let second = invoke(&client, &body).await.expect("second");
+    let accounts: Vec<CacheAccount> = fake.requests().into_iter().map(|r| r.cache.unwrap()).collect();
+    assert!(accounts[0].write >= 1500 && accounts[0].read == 0, "{:?}", accounts[0]);
+    assert_eq!(first["usage"]["cache_creation_input_tokens"], accounts[0].write);
+    assert_eq!(first["usage"]["input_tokens"], accounts[0].input);
+    assert_eq!(second["usage"]["cache_read_input_tokens"], accounts[0].write, "the second reads what the first wrote");
+    assert_eq!(second["usage"]["cache_creation_input_tokens"], 0);
+    // Five minutes later without a use, the entry is gone.
+    fake.prompt_cache().advance(Duration::from_secs(301));
+    let third = invoke(&client, &body).await.expect("third");
+    assert_eq!(third["usage"]["cache_read_input_tokens"], 0);
+
+    body["messages"] = json!([
+        {"role": "user", "content": [{"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "b", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "user", "content": [{"type": "text", "text": "c", "cache_control": {"type": "ephemeral"}},
+                                     {"type": "text", "text": "d", "cache_control": {"type": "ephemeral"}}]},
+    ]);
+    let err = invoke(&client, &body).await.unwrap_err().into_service_error();
+    let InvokeModelError::ValidationException(v) = &err else { panic!("{err:?}") };
+    assert_eq!(v.message(), Some("A maximum of 4 blocks with cache_control may be provided. Found 5."));
+}

@@ -7,8 +7,10 @@
 //!
 //! By concern: [`messages`] (turns, system prompt and system turns, tool results, thinking
 //! replay), [`images`] (data URLs), [`params`] (reasoning, max tokens, sampling, stops, betas),
-//! [`tools`] (tools, tool choice, structured output).
+//! [`tools`] (tools, tool choice, structured output), [`cache`] (prompt-cache breakpoints the
+//! policy places for the client, after the conversion).
 
+mod cache;
 mod images;
 mod messages;
 mod params;
@@ -23,6 +25,7 @@ use crate::wire::anthropic::{
 };
 use crate::wire::openai::{CacheControl, ChatCompletionRequest};
 
+pub use cache::place_breakpoints;
 pub use images::MAX_IMAGE_BYTES;
 pub use messages::PLACEHOLDER_USER_TURN;
 pub use params::MAX_USER_ID_LEN;
@@ -81,7 +84,7 @@ pub fn to_anthropic<'a>(req: &'a ChatCompletionRequest, model: Target<'_>) -> Re
 
     let (system, mut messages) = messages::convert(&req.messages, model, &mut caches)?;
     let mut reasoning = params::reasoning(req, model, &messages)?;
-    let tools = tools::convert_tools(req, model, stream, &mut caches)?;
+    let tools = tools::convert_tools(req, model, &mut caches)?;
     let structured = tools::structured_output(req, model, &tools)?;
     let setup = tools::tool_choice(req, model, tools, structured.response_tool, &mut reasoning)?;
     let max_tokens = params::max_tokens(req, model, &mut reasoning)?;

@@ -844,9 +844,9 @@ fn catalog_rules_drive_tools_structured_output_betas_and_system_turns() {
         ),
         (
             "claude-opus-5-5",
-            "no eager streaming without a stream",
+            "eager streaming without a stream too: the tools are the same bytes for the prompt cache",
             request(json!({"tools": tool})),
-            json!({"tools": [{"name": "get", "input_schema": tool[0]["function"]["parameters"], "strict": true}]}),
+            json!({"tools": [{"name": "get", "input_schema": tool[0]["function"]["parameters"], "strict": true, "eager_input_streaming": true}]}),
         ),
         (
             "claude-opus-4-1",

@@ -32,18 +32,19 @@ pub(super) fn check_tool_name(name: &str, param: impl FnOnce() -> String) -> Res
 }
 
 /// Function tools. `strict: true` is kept where the model has strict tool use (dropped elsewhere:
-/// the SDKs set it on every parsed tool); in a stream, each tool's arguments stream as generated
-/// where the model takes `eager_input_streaming` (models on the beta get it from [`super::params::betas`]).
+/// the SDKs set it on every parsed tool); each tool's arguments stream as generated where the
+/// model takes `eager_input_streaming` (models on the beta get it from [`super::params::betas`]
+/// in streams). The field is sent on unary requests too: a tool definition is part of the prompt
+/// the cache keys on, so it stays the same bytes whether or not a turn streams.
 pub(super) fn convert_tools<'a>(
     req: &'a ChatCompletionRequest,
     model: Target<'_>,
-    stream: bool,
     caches: &mut CacheCounter<'a>,
 ) -> Result<Vec<Tool<'a>>, ApiError> {
     let Some(tools) = &req.tools else { return Ok(Vec::new()) };
     let mut converted: Vec<Tool<'a>> = Vec::with_capacity(tools.len());
     let mut names: HashSet<&str> = HashSet::with_capacity(tools.len());
-    let eager = (stream && model.rules.tool_streaming == ToolStreaming::Eager).then_some(true);
+    let eager = (model.rules.tool_streaming == ToolStreaming::Eager).then_some(true);
     for (i, tool) in tools.iter().enumerate() {
         if tool.kind != "function" {
             return Err(unsupported(

@@ -4,8 +4,10 @@
 //! `anthropic-version` header, betas in `anthropic-beta` (comma-separated), `model` in the body and
 //! no Bedrock fields (`anthropic_version`, `anthropic_beta` in the body are refused as extra
 //! inputs), JSON answers or server-sent events, and errors shaped
-//! `{"type":"error","error":{"type","message"},"request_id"}` with Anthropic's statuses. Its tables
-//! are its own (from Anthropic's "Errors" and "Streaming messages" pages), not byollm's.
+//! `{"type":"error","error":{"type","message"},"request_id"}` with Anthropic's statuses, and
+//! Claude's prompt cache ([`PromptCache`]: breakpoints checked, reads and writes accounted per
+//! model). Its tables are its own (from Anthropic's "Errors", "Streaming messages" and "Prompt
+//! caching" pages), not byollm's.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -17,10 +19,18 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{ServerTask, random_string, serve};
+use super::{CacheAccount, PromptCache, ServerTask, random_string, serve};
 
 /// The `anthropic-version` values the API accepts.
 const VERSIONS: [&str; 2] = ["2023-06-01", "2023-01-01"];
+
+/// Minimum cacheable prompt by model (Anthropic, "Prompt caching"); 1,024 for the others.
+const CACHE_MIN_TOKENS: [(&str, u64); 4] = [
+    ("claude-opus-4-7", 4096),
+    ("claude-opus-4-6", 4096),
+    ("claude-haiku-4-5", 4096),
+    ("claude-haiku-4-5-20251001", 4096),
+];
 
 /// Error types of the Anthropic API and their HTTP statuses (Anthropic docs, "Errors").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +299,9 @@ pub struct FakeAnthropicOptions {
     pub models: Vec<String>,
     /// Answer when the script is empty.
     pub default_reply: AnthropicReply,
+    /// Report `input_tokens` and the cache counts from the fake's prompt cache instead of the
+    /// reply's. Breakpoints are checked and the cache is kept either way.
+    pub cache_usage: bool,
 }
 
 impl Default for FakeAnthropicOptions {
@@ -297,6 +310,7 @@ impl Default for FakeAnthropicOptions {
             api_keys: vec!["sk-ant-api03-test-key".into()],
             models: vec!["claude-sonnet-4-5".into(), "claude-sonnet-4-5-20250929".into(), "claude-opus-4-7".into()],
             default_reply: AnthropicReply::text(&["Hello", " from", " FakeAnthropic."]),
+            cache_usage: false,
         }
     }
 }
@@ -314,6 +328,8 @@ pub struct AnthropicRequest {
     pub stream: bool,
     pub body: Value,
     pub status: u16,
+    /// What the request read from and wrote to the prompt cache, when it was answered.
+    pub cache: Option<CacheAccount>,
 }
 
 #[derive(Default)]
@@ -325,6 +341,7 @@ struct State {
 struct Inner {
     options: FakeAnthropicOptions,
     state: Mutex<State>,
+    cache: PromptCache,
 }
 
 pub struct FakeAnthropic {
@@ -335,7 +352,7 @@ pub struct FakeAnthropic {
 
 impl FakeAnthropic {
     pub async fn start(options: FakeAnthropicOptions) -> FakeAnthropic {
-        let inner = Arc::new(Inner { options, state: Mutex::default() });
+        let inner = Arc::new(Inner { options, state: Mutex::default(), cache: PromptCache::default() });
         let handler_inner = inner.clone();
         let router = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let inner = handler_inner.clone();
@@ -352,6 +369,11 @@ impl FakeAnthropic {
 
     pub fn requests(&self) -> Vec<AnthropicRequest> {
         self.inner.state.lock().unwrap().requests.clone()
+    }
+
+    /// The fake's prompt cache (move its clock, clear it).
+    pub fn prompt_cache(&self) -> &PromptCache {
+        &self.inner.cache
     }
 
     /// Replace the queue of replies; each accepted request consumes one, then `default_reply`.
@@ -397,62 +419,85 @@ async fn handle(inner: Arc<Inner>, method: Method, uri: Uri, headers: HeaderMap,
         stream: json_body.get("stream").and_then(Value::as_bool).unwrap_or(false),
         body: json_body.clone(),
         status: 0,
+        cache: None,
     };
-    let response = answer(&inner, &method, &uri, &record, &body).await;
+    let (response, cache) = answer(&inner, &method, &uri, &record, &body).await;
     record.status = response.status().as_u16();
+    record.cache = cache;
     inner.state.lock().unwrap().requests.push(record);
     response
 }
 
-async fn answer(inner: &Arc<Inner>, method: &Method, uri: &Uri, request: &AnthropicRequest, raw: &[u8]) -> Response {
+async fn answer(
+    inner: &Arc<Inner>,
+    method: &Method,
+    uri: &Uri,
+    request: &AnthropicRequest,
+    raw: &[u8],
+) -> (Response, Option<CacheAccount>) {
     use AnthropicErrorKind::*;
     if uri.path() != "/v1/messages" {
-        return anthropic_error(NotFound, "Not Found");
+        return (anthropic_error(NotFound, "Not Found"), None);
     }
     if method != Method::POST {
-        return anthropic_error(InvalidRequest, &format!("Method Not Allowed: {method}"));
+        return (anthropic_error(InvalidRequest, &format!("Method Not Allowed: {method}")), None);
     }
     // Authentication comes before anything else, as the API checks it first.
     match &request.api_key {
-        None => return anthropic_error(Authentication, "x-api-key header is required"),
+        None => return (anthropic_error(Authentication, "x-api-key header is required"), None),
         Some(key) if !inner.options.api_keys.contains(key) => {
-            return anthropic_error(Authentication, "invalid x-api-key");
+            return (anthropic_error(Authentication, "invalid x-api-key"), None);
         }
         Some(_) => {}
     }
     match request.version.as_deref() {
-        None => return anthropic_error(InvalidRequest, "anthropic-version: header is required"),
+        None => return (anthropic_error(InvalidRequest, "anthropic-version: header is required"), None),
         Some(v) if !VERSIONS.contains(&v) => {
-            return anthropic_error(InvalidRequest, &format!("anthropic-version: invalid version: {v}"));
+            return (anthropic_error(InvalidRequest, &format!("anthropic-version: invalid version: {v}")), None);
         }
         Some(_) => {}
     }
     if serde_json::from_slice::<Value>(raw).is_err() {
-        return anthropic_error(InvalidRequest, "There was an error parsing the body of your request");
+        return (anthropic_error(InvalidRequest, "There was an error parsing the body of your request"), None);
     }
     if let Err(message) = validate_body(&request.body) {
-        return anthropic_error(InvalidRequest, &message);
+        return (anthropic_error(InvalidRequest, &message), None);
     }
     let model = request.model.clone().unwrap_or_default();
     if !inner.options.models.contains(&model) {
-        return anthropic_error(NotFound, &format!("model: {model}"));
+        return (anthropic_error(NotFound, &format!("model: {model}")), None);
     }
-    let reply = inner.state.lock().unwrap().script.pop_front().unwrap_or_else(|| inner.options.default_reply.clone());
+    let minimum = CACHE_MIN_TOKENS.iter().find(|(name, _)| *name == model).map_or(1024, |(_, min)| *min);
+    let account = match inner.cache.account(&model, &request.body, minimum) {
+        Ok(account) => account,
+        Err(message) => return (anthropic_error(InvalidRequest, &message), None),
+    };
+    let mut reply =
+        inner.state.lock().unwrap().script.pop_front().unwrap_or_else(|| inner.options.default_reply.clone());
     tokio::time::sleep(reply.delay).await;
     if let Some((kind, message)) = &reply.error {
-        return anthropic_error(*kind, message);
+        return (anthropic_error(*kind, message), None);
     }
+    if inner.options.cache_usage {
+        reply.input_tokens = account.input;
+        reply.cache_read_input_tokens = account.read;
+        reply.cache_creation_input_tokens = account.write;
+    }
+    let account = Some(account);
     let id = format!("msg_01{}", random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", 22));
     if !request.stream {
         return (
-            StatusCode::OK,
-            [
-                (header::CONTENT_TYPE, "application/json".to_string()),
-                (header::HeaderName::from_static("request-id"), request_id()),
-            ],
-            reply.message(&id, &model).to_string(),
-        )
-            .into_response();
+            (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "application/json".to_string()),
+                    (header::HeaderName::from_static("request-id"), request_id()),
+                ],
+                reply.message(&id, &model).to_string(),
+            )
+                .into_response(),
+            account,
+        );
     }
     let events = reply.events(&id, &model);
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
@@ -473,7 +518,7 @@ async fn answer(inner: &Arc<Inner>, method: &Method, uri: &Uri, request: &Anthro
         }
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    (
+    let response = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "text/event-stream; charset=utf-8".to_string()),
@@ -482,7 +527,8 @@ async fn answer(inner: &Arc<Inner>, method: &Method, uri: &Uri, request: &Anthro
         ],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response();
+    (response, account)
 }
 
 fn sse_event(name: &str, data: &Value) -> Bytes {

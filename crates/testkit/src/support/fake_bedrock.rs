@@ -1,7 +1,8 @@
 //! Fake Bedrock Runtime: `InvokeModel`, `InvokeModelWithResponseStream`, `Converse`,
 //! `ConverseStream` and `CountTokens` for Anthropic Claude, with SigV4 verification (a Bedrock API
 //! key as `Authorization: Bearer` is refused: byollm must sign), Anthropic and Converse body
-//! validation and scripted replies (JSON or event-stream frames).
+//! validation, Claude's prompt cache ([`PromptCache`]: breakpoints checked, reads and writes
+//! accounted per model) and scripted replies (JSON or event-stream frames).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -19,8 +20,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    CredentialStore, ServerTask, StoredCredential, hex, percent_decode, random_string, request_id, serve, unix_now,
-    uri_encode,
+    CacheAccount, CredentialStore, PromptCache, ServerTask, StoredCredential, hex, percent_decode, random_string,
+    request_id, serve, unix_now, uri_encode,
 };
 
 /// Errors Bedrock Runtime answers before any body, as `{"message": ...}` plus `x-amzn-ErrorType`.
@@ -445,6 +446,10 @@ pub struct FakeBedrockOptions {
     /// the first tool when the last turn is the user's and tools are offered, thinking first when
     /// the model thinks, then text naming the model.
     pub auto_reply: bool,
+    /// Report `input_tokens`, `cache_read_input_tokens` and `cache_creation_input_tokens` from the
+    /// fake's prompt cache ([`PromptCache`]) instead of the reply's. Breakpoints are checked and
+    /// the cache is kept either way.
+    pub cache_usage: bool,
 }
 
 impl Default for FakeBedrockOptions {
@@ -455,6 +460,7 @@ impl Default for FakeBedrockOptions {
             max_clock_skew: Duration::from_secs(15 * 60),
             default_reply: Reply::text(&["Hello", " from", " FakeBedrock."]),
             auto_reply: false,
+            cache_usage: false,
         }
     }
 }
@@ -478,6 +484,8 @@ pub struct BedrockRequest {
     pub content_type: Option<String>,
     /// HTTP status answered (200 for streams, whatever happens inside them).
     pub status: u16,
+    /// What an `InvokeModel*` request read from and wrote to the prompt cache, when it passed.
+    pub cache: Option<CacheAccount>,
 }
 
 #[derive(Default)]
@@ -491,6 +499,7 @@ struct Inner {
     options: FakeBedrockOptions,
     state: Mutex<State>,
     disconnects: watch::Sender<usize>,
+    cache: PromptCache,
 }
 
 pub struct FakeBedrock {
@@ -501,7 +510,12 @@ pub struct FakeBedrock {
 
 impl FakeBedrock {
     pub async fn start(options: FakeBedrockOptions) -> FakeBedrock {
-        let inner = Arc::new(Inner { options, state: Mutex::default(), disconnects: watch::channel(0).0 });
+        let inner = Arc::new(Inner {
+            options,
+            state: Mutex::default(),
+            disconnects: watch::channel(0).0,
+            cache: PromptCache::default(),
+        });
         let handler_inner = inner.clone();
         let router = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let inner = handler_inner.clone();
@@ -541,6 +555,11 @@ impl FakeBedrock {
     pub async fn wait_for_disconnects(&self, n: usize, timeout: Duration) -> bool {
         let mut rx = self.inner.disconnects.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// The fake's prompt cache (move its clock, clear it).
+    pub fn prompt_cache(&self) -> &PromptCache {
+        &self.inner.cache
     }
 
     /// Streams written to their scripted end (complete, exception frame or cut), not abandoned by the client.
@@ -593,6 +612,7 @@ async fn handle(inner: Arc<Inner>, method: Method, uri: Uri, headers: HeaderMap,
         access_key_id: credential.access_key_id.clone(),
         content_type: headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from),
         status,
+        cache: None,
     };
     if op == Op::CountTokens {
         let response = count_tokens(&model_id, &json_body);
@@ -601,14 +621,19 @@ async fn handle(inner: Arc<Inner>, method: Method, uri: Uri, headers: HeaderMap,
     }
     let outcome = validate_model_id(&model_id).and_then(|_| fake_model(&model_id)).and_then(|model| {
         if matches!(op, Op::Converse | Op::ConverseStream) {
-            validate_converse(&json_body).map(|_| model)
+            validate_converse(&json_body).map(|_| (model, None))
         } else {
-            validate_anthropic(&json_body, model).map(|_| model)
+            validate_anthropic(&json_body, model)?;
+            let minimum = model.map_or(DEFAULT_CACHE_MIN_TOKENS, |m| m.cache_min_tokens);
+            let scope = model.map_or(model_id.as_str(), |m| m.base);
+            inner.cache.account(scope, &json_body, minimum).map(|account| (model, Some(account)))
         }
     });
+    let mut cache = None;
     let reply = match outcome {
         Err(message) => Reply::error_with(BedrockErrorKind::Validation, &message),
-        Ok(model) => {
+        Ok((model, account)) => {
+            cache = account;
             let scripted = inner.state.lock().unwrap().script.pop_front();
             let reply = scripted.unwrap_or_else(|| {
                 if inner.options.auto_reply {
@@ -617,14 +642,29 @@ async fn handle(inner: Arc<Inner>, method: Method, uri: Uri, headers: HeaderMap,
                     inner.options.default_reply.clone()
                 }
             });
-            if matches!(op, Op::Converse | Op::ConverseStream) { reply } else { shape_reply(reply, &json_body, model) }
+            if matches!(op, Op::Converse | Op::ConverseStream) {
+                reply
+            } else {
+                let reply = shape_reply(reply, &json_body, model);
+                match &cache {
+                    Some(account) if inner.options.cache_usage && reply.error.is_none() => Reply {
+                        input_tokens: account.input,
+                        cache_read_input_tokens: account.read,
+                        cache_creation_input_tokens: account.write,
+                        ..reply
+                    },
+                    _ => reply,
+                }
+            }
         }
     };
     let response = match op {
         Op::Converse | Op::ConverseStream => respond_converse(&inner, reply, streaming).await,
         _ => respond(&inner, reply, streaming).await,
     };
-    inner.state.lock().unwrap().requests.push(record(response.status().as_u16()));
+    let mut request = record(response.status().as_u16());
+    request.cache = cache;
+    inner.state.lock().unwrap().requests.push(request);
     response
 }
 
@@ -1347,7 +1387,10 @@ fn validate_anthropic(body: &Value, model: Option<&FakeModel>) -> Result<(), Str
 
 // ---------------------------------------------------------------------------------------------
 // Per-model rules, the fake's own table (written from the model cards, independently of the
-// gateway's catalog, so the tests judge the catalog).
+// gateway's catalog, so the tests judge the catalog). Minimum cacheable prompts: Anthropic's
+// "Prompt caching" page (Opus 4.7/4.6 and Haiku 4.5: 4,096; Sonnet 4.5, Opus 4.1, Sonnet 4:
+// 1,024), Sonnet 4.6 as observed (2,048, anthropic-sdk-python issue 1194), the Fable 5 card
+// (1,024) for Fable 5.2, and Opus 4.8's 1,024 taken for the 5.5 models, which no page gives.
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum FakeThinking {
@@ -1395,7 +1438,12 @@ pub struct FakeModel {
     prefill: bool,
     eager_tools: bool,
     betas: &'static [&'static str],
+    /// Shortest prompt prefix a breakpoint caches.
+    cache_min_tokens: u64,
 }
+
+/// The minimum cacheable prompt of models the table does not cover (Anthropic's smallest).
+const DEFAULT_CACHE_MIN_TOKENS: u64 = 1024;
 
 const FIVE_EFFORTS: &[&str] = &["low", "medium", "high", "xhigh", "max"];
 const NEW_BETAS: &[&str] = &[
@@ -1427,6 +1475,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         prefill: false,
         eager_tools: true,
         betas: NEW_BETAS,
+        cache_min_tokens: 1024,
     },
     FakeModel {
         base: "anthropic.claude-sonnet-5-5",
@@ -1446,6 +1495,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         prefill: false,
         eager_tools: true,
         betas: NEW_BETAS,
+        cache_min_tokens: 1024,
     },
     FakeModel {
         base: "anthropic.claude-haiku-5-5",
@@ -1465,6 +1515,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         prefill: false,
         eager_tools: true,
         betas: NEW_BETAS,
+        cache_min_tokens: 1024,
     },
     FakeModel {
         base: "anthropic.claude-fable-5-2",
@@ -1484,6 +1535,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         prefill: false,
         eager_tools: true,
         betas: NEW_BETAS,
+        cache_min_tokens: 1024,
     },
     FakeModel {
         base: "anthropic.claude-opus-4-7",
@@ -1508,6 +1560,7 @@ const FAKE_MODELS: &[FakeModel] = &[
             "context-management-2025-06-27",
             "fine-grained-tool-streaming-2025-05-14",
         ],
+        cache_min_tokens: 4096,
     },
     FakeModel {
         base: "anthropic.claude-opus-4-6-v1",
@@ -1532,6 +1585,7 @@ const FAKE_MODELS: &[FakeModel] = &[
             "context-management-2025-06-27",
             "fine-grained-tool-streaming-2025-05-14",
         ],
+        cache_min_tokens: 4096,
     },
     FakeModel {
         base: "anthropic.claude-sonnet-4-6",
@@ -1556,6 +1610,7 @@ const FAKE_MODELS: &[FakeModel] = &[
             "context-management-2025-06-27",
             "fine-grained-tool-streaming-2025-05-14",
         ],
+        cache_min_tokens: 2048,
     },
     FakeModel {
         base: "anthropic.claude-haiku-4-5-20251001-v1:0",
@@ -1579,6 +1634,7 @@ const FAKE_MODELS: &[FakeModel] = &[
             "context-management-2025-06-27",
             "fine-grained-tool-streaming-2025-05-14",
         ],
+        cache_min_tokens: 4096,
     },
     FakeModel {
         base: "anthropic.claude-sonnet-4-5-20250929-v1:0",
@@ -1603,6 +1659,7 @@ const FAKE_MODELS: &[FakeModel] = &[
             "context-management-2025-06-27",
             "fine-grained-tool-streaming-2025-05-14",
         ],
+        cache_min_tokens: 1024,
     },
     FakeModel {
         base: "anthropic.claude-opus-4-1-20250805-v1:0",
@@ -1622,6 +1679,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         prefill: true,
         eager_tools: false,
         betas: &["interleaved-thinking-2025-05-14", "fine-grained-tool-streaming-2025-05-14"],
+        cache_min_tokens: 1024,
     },
     FakeModel {
         base: "anthropic.claude-sonnet-4-20250514-v1:0",
@@ -1641,6 +1699,7 @@ const FAKE_MODELS: &[FakeModel] = &[
         prefill: true,
         eager_tools: false,
         betas: &["interleaved-thinking-2025-05-14", "context-1m-2025-08-07", "fine-grained-tool-streaming-2025-05-14"],
+        cache_min_tokens: 1024,
     },
 ];
 

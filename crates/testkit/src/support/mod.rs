@@ -11,6 +11,9 @@
 //!   `anthropic-beta`, JSON or SSE, Anthropic's error shapes), for the direct Anthropic route.
 //! * [`fake_openai::FakeOpenAi`]: an OpenAI-compatible chat completions server (bearer keys, JSON or
 //!   SSE, OpenAI's error shapes, redirects and oversized answers on demand).
+//! * [`prompt_cache::PromptCache`]: Claude's prompt cache (breakpoints, lookback, minimum size, TTL),
+//!   which the fake Bedrock and the fake Anthropic API check every request against and, when asked,
+//!   report their usage from.
 //!
 //! All bind `127.0.0.1:0`, run on the test's tokio runtime and stop when dropped. They never use
 //! byollm's own code (its catalog, its signer, its IAM rules): each keeps its own tables.
@@ -21,11 +24,13 @@ pub mod fake_anthropic;
 pub mod fake_bedrock;
 pub mod fake_openai;
 pub mod fake_sts;
+pub mod prompt_cache;
 
 pub use fake_anthropic::*;
 pub use fake_bedrock::*;
 pub use fake_openai::*;
 pub use fake_sts::*;
+pub use prompt_cache::{CacheAccount, PromptCache};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
