@@ -20,6 +20,13 @@
 //! 4. memory: resident set at start (idle), and with `--slow-streams` (1,000) streams open at once
 //!    (each a 4-second answer, one event every 100 ms), as bytes per open stream.
 //!
+//! `--limits local,redis` (the default) adds `byollm cloud` with `[limits]` on (every kind of limit
+//! set for the team, its caller and each principal, none ever reached): with the in-process store,
+//! and with a `redis-server` started on loopback (when installed; `redis_url`); the "Limits" table
+//! gives the CPU per request each adds over the plain cloud gateway at c=16, and the added p50
+//! (closed loop at c=16, and at the fixed rate). Redis's own CPU is not in the gateway's figure.
+//! `--limits off` skips them.
+//!
 //! `--surface chat|messages|native` picks the API byollm is driven through (the floor is always
 //! the client talking to the fake's InvokeModel directly).
 //!
@@ -102,6 +109,10 @@ struct Args {
     /// each run as the first of --gateways.
     #[arg(long, value_delimiter = ',')]
     compare_bin: Vec<PathBuf>,
+    /// byollm cloud with `[limits]` on, side by side: `local` (in-process store), `redis`
+    /// (redis-server on loopback), or `off`.
+    #[arg(long, value_delimiter = ',', default_value = "local,redis")]
+    limits: Vec<String>,
     /// Cap on requests recorded per closed-loop phase.
     #[arg(long, default_value_t = 500_000)]
     max_requests: u64,
@@ -275,17 +286,42 @@ fn main() -> Result<(), String> {
             runs.push((*first, bin.clone()));
         }
     }
+    // byollm cloud with [limits] on: (label, the [limits] section), after the other runs.
+    let mut redis = None;
+    let mut limit_runs: Vec<(&str, String)> = Vec::new();
+    for store in args.limits.iter().filter(|_| gateways.contains(&Gateway::Cloud)) {
+        match store.as_str() {
+            "off" => {}
+            "local" => limit_runs.push(("limits", limits_toml(None))),
+            "redis" => match byollm_testkit::redis::RedisServer::start() {
+                Some(server) => {
+                    limit_runs.push(("limits, redis", limits_toml(Some(&server.url()))));
+                    redis = Some(server);
+                }
+                None => println!("limits with redis: not run (redis-server is not installed)"),
+            },
+            other => return Err(format!("--limits: unknown store {other:?} (local, redis, off)")),
+        }
+    }
+    let limits_from = runs.len();
+    for _ in &limit_runs {
+        runs.push((Gateway::Cloud, byollm_bin.clone()));
+    }
     for (index, (gateway, bin)) in runs.iter().enumerate() {
         let dir = work.path().join(format!("byollm-{index}"));
+        let limits = index.checked_sub(limits_from).map(|n| limit_runs[n].clone());
         let (server, addr, key) = match gateway {
             Gateway::Cloud => {
-                let (server, addr) = start_byollm_cloud(bin, &wrap, &dir, fake.addr, sts.addr)?;
+                let section = limits.as_ref().map_or("", |(_, section)| section.as_str());
+                let (server, addr) = start_byollm_cloud(bin, &wrap, &dir, fake.addr, sts.addr, section)?;
                 (server, addr, API_KEY.to_owned())
             }
             Gateway::Local => start_byollm_local(bin, &wrap, &dir, fake.addr)?,
         };
         let kind = if *gateway == Gateway::Cloud { "cloud" } else { "local" };
-        let name = if index < own_runs {
+        let name = if let Some((label, _)) = &limits {
+            format!("byollm {kind} ({label})")
+        } else if index < own_runs {
             format!("byollm {kind}")
         } else {
             format!("byollm {kind} ({})", bin.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
@@ -471,6 +507,50 @@ fn main() -> Result<(), String> {
         }
     }
 
+    // The limits side by side: the same gateway with and without them.
+    let plain = paths.iter().position(|path| path.name == "byollm cloud");
+    if let (Some(plain), false) = (plain, limit_runs.is_empty()) {
+        let c = args.concurrency.iter().position(|&c| c == 16).unwrap_or(0);
+        println!();
+        println!(
+            "## Limits: byollm cloud with [limits] on, minus byollm cloud (closed loop at c={}; fixed rate {} req/s)",
+            args.concurrency[c], args.rate
+        );
+        println!();
+        println!(
+            "| mode | path | CPU µs/req | added CPU µs/req | p50 ms | added p50 ms | fixed-rate p50 ms | added fixed-rate p50 ms |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        for (m, mode) in modes.iter().enumerate() {
+            let base = &cells[index(plain, m, c)];
+            let (base_cpu, base50) = (median(base.cpu_us.clone()), median(base.p50.clone()));
+            let base_fixed = fixed.get(plain * modes.len() + m).map_or(f64::NAN, |cell| median(cell.p50.clone()));
+            for p in std::iter::once(plain).chain(limits_from + 1..limits_from + 1 + limit_runs.len()) {
+                let cell = &cells[index(p, m, c)];
+                let (cpu, p50) = (median(cell.cpu_us.clone()), median(cell.p50.clone()));
+                let fixed50 = fixed.get(p * modes.len() + m).map_or(f64::NAN, |cell| median(cell.p50.clone()));
+                let added = |value: f64, base: f64| if p == plain { f64::NAN } else { value - base };
+                println!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    mode.name(),
+                    paths[p].name,
+                    fmt_cpu(cpu),
+                    fmt_added_cpu(added(cpu, base_cpu)),
+                    fmt_ms(p50),
+                    fmt_added(added(p50, base50)),
+                    fmt_ms(fixed50),
+                    fmt_added(added(fixed50, base_fixed)),
+                );
+            }
+        }
+        println!();
+        println!(
+            "limits: every kind set for the team, its caller and each principal, none reached (requests and tokens \
+             per minute, concurrent requests and streams, token and USD budgets per day and month); redis-server's own \
+             CPU is not counted"
+        );
+    }
+
     println!();
     println!("## Memory");
     println!();
@@ -595,7 +675,7 @@ fn main() -> Result<(), String> {
     println!(
         "reproduce: cargo build --release && LITELLM_BIN={} cargo run --release --example bench_adapter -- --secs {secs} \
          --warmup-ms {} --repeats {repeats} --concurrency {} --modes {} --gateways {} --rate {} --rate-secs {rate_secs} \
-         --slow-streams {}{compare_arg}",
+         --slow-streams {} --limits {}{compare_arg}",
         args.litellm,
         warmup.as_millis(),
         concurrency.join(","),
@@ -603,10 +683,12 @@ fn main() -> Result<(), String> {
         args.gateways.join(","),
         args.rate,
         args.slow_streams,
+        args.limits.join(","),
     );
     if let Some((server, _)) = litellm.as_mut() {
         let _ = server.child.kill();
     }
+    drop(redis);
     Ok(())
 }
 
@@ -646,6 +728,10 @@ fn load_average() -> String {
         .ok()
         .and_then(|text| text.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "?".into())
+}
+
+fn fmt_added_cpu(value: f64) -> String {
+    if value.is_finite() { format!("{value:+.1}") } else { "-".into() }
 }
 
 fn fmt_cpu(value: f64) -> String {
@@ -838,6 +924,22 @@ fn generate_keys(bin: &std::path::Path, dir: &std::path::Path) -> Result<(), Str
     status.success().then_some(()).ok_or_else(|| format!("byollm keys generate failed: {status}"))
 }
 
+/// A `[limits]` section setting every kind of limit for the bench's team, caller and each
+/// principal, none of which the bench reaches; shared through Redis at `redis_url` if given.
+fn limits_toml(redis_url: Option<&str>) -> String {
+    let store = redis_url.map(|url| format!("redis_url = \"{url}\"\n")).unwrap_or_default();
+    let price = "input = 3.0\noutput = 15.0\ncache_write_5m = 3.75\ncache_write_1h = 6.0\ncache_read = 0.3\n";
+    let rates = "requests_per_minute = 60000000\ninput_tokens_per_minute = 60000000\n\
+                 output_tokens_per_minute = 60000000\nconcurrent_requests = 1000000\nconcurrent_streams = 1000000\n";
+    let budgets = "tokens_per_day = 1000000000000\ntokens_per_month = 1000000000000\n\
+                   usd_per_day = 1000000\nusd_per_month = 1000000\n";
+    format!(
+        "[limits]\n{store}[limits.prices.bench]\n{price}[limits.prices.slow]\n{price}\
+         [limits.teams.bench]\n{rates}{budgets}[limits.teams.bench.each_principal]\n{rates}\
+         [limits.callers.bench]\n{rates}"
+    )
+}
+
 fn models_toml() -> String {
     format!("[models.bench]\nid = \"{MODEL_ID}\"\n[models.slow]\nid = \"{SLOW_MODEL_ID}\"\n")
 }
@@ -892,6 +994,7 @@ fn start_byollm_cloud(
     work: &std::path::Path,
     fake: SocketAddr,
     sts: SocketAddr,
+    limits: &str,
 ) -> Result<(Server, SocketAddr), String> {
     std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
     generate_keys(bin, &work.join("jwks"))?;
@@ -903,7 +1006,7 @@ fn start_byollm_cloud(
             "dev = true\n[server]\nlisten = \"{addr}\"\n[issuer]\nurl = \"http://{addr}\"\n[keys]\ndir = {:?}\n\
              [sts]\nendpoint_url = \"http://{sts}\"\n[bedrock]\nendpoint_url = \"http://{fake}\"\n\
              [[callers]]\nname = \"bench\"\nkey_sha256 = \"{}\"\nteam = \"bench\"\n\
-             [[teams]]\nuid = \"bench\"\nrole_arn = \"{ROLE_ARN}\"\n{}",
+             [[teams]]\nuid = \"bench\"\nrole_arn = \"{ROLE_ARN}\"\n{}{limits}",
             work.join("jwks").display().to_string(),
             sha256_hex(API_KEY),
             models_toml()

@@ -39,13 +39,17 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Stable, machine-readable code (`invalid_uid`, `model_not_found`, `sts_trust_policy_mismatch`, ...).
     pub code: &'static str,
-    /// Seconds for a `Retry-After` header, if the client should come back later.
-    pub retry_after: Option<u64>,
+    /// Seconds for a `Retry-After` header, if the client should come back later (32 bits keep the
+    /// error, and every `Result` carrying it, small).
+    pub retry_after: Option<u32>,
+    /// More headers the answer carries (the rate-limit headers of a refused request); boxed, so
+    /// the error stays small where it is not needed.
+    pub headers: Option<Box<Vec<(http::HeaderName, http::HeaderValue)>>>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), kind, param: None, code, retry_after: None }
+        ApiError { status, message: message.into(), kind, param: None, code, retry_after: None, headers: None }
     }
 
     /// 400: the caller sent something we cannot accept; `param` names the field.
@@ -78,7 +82,7 @@ impl ApiError {
     }
 
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
-        self.retry_after = Some(seconds);
+        self.retry_after = Some(u32::try_from(seconds).unwrap_or(u32::MAX));
         self
     }
 }

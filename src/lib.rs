@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod error;
 pub mod identity;
 pub mod issuer;
+pub mod limits;
 pub mod models;
 pub mod observe;
 pub mod ops;

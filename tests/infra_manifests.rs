@@ -99,6 +99,11 @@ fn deployment_is_hardened_and_probes_the_internal_port() {
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    // The shared limits' Redis URL comes from a Secret, never a literal in the manifest.
+    let redis = container["env"].as_array().unwrap().iter().find(|e| e["name"] == "BYOLLM_LIMITS__REDIS_URL");
+    let redis = redis.expect("the Redis wiring for limits shared by replicas");
+    assert_eq!(redis["valueFrom"]["secretKeyRef"]["name"], "byollm-redis");
+    assert!(redis.get("value").is_none());
     for (probe, path) in [("readinessProbe", "/healthz"), ("livenessProbe", "/livez")] {
         assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
         assert_eq!(container[probe]["httpGet"]["port"], 8080, "{probe}");
@@ -253,9 +258,23 @@ fn network_policy_denies_by_default_and_allows_only_the_documented_flows() {
     let mut allowed: Vec<(u64, String)> = egress.iter().flat_map(ports).collect();
     allowed.sort();
     allowed.dedup();
-    assert_eq!(allowed, [(53, "TCP".to_owned()), (53, "UDP".to_owned()), (443, "TCP".to_owned())]);
+    assert_eq!(
+        allowed,
+        [
+            (53, "TCP".to_owned()),
+            (53, "UDP".to_owned()),
+            (443, "TCP".to_owned()),
+            (6379, "TCP".to_owned()),
+            (6380, "TCP".to_owned())
+        ]
+    );
     for rule in egress {
-        if ports(rule).iter().any(|(p, _)| *p == 443) {
+        if ports(rule).iter().any(|(p, _)| *p == 6379) {
+            let peer = &rule["to"][0];
+            assert!(peer.get("ipBlock").is_none(), "Redis by namespace and pod, not address");
+            assert_eq!(peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "redis", "Redis pods only");
+            assert!(peer["namespaceSelector"]["matchLabels"].is_object(), "a named namespace, never all");
+        } else if ports(rule).iter().any(|(p, _)| *p == 443) {
             let block = &rule["to"][0]["ipBlock"];
             let except: Vec<&str> = block["except"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
             assert!(except.contains(&"169.254.0.0/16"), "never the instance metadata service");

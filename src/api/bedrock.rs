@@ -86,7 +86,7 @@ async fn call(
         record.stream = operation.streams();
     }
     let call = dispatch.source.call(headers)?;
-    exchange.describe(&call);
+    exchange.admit(&call).await?;
     let target = bedrock_target(&dispatch.config, &call.region, ModelRef::PathSegment(segment)).map_err(|refused| {
         let model: String = segment.chars().take(128).collect();
         tracing::info!(%model, operation = operation.path_segment(), "native call names a model not served here");
@@ -123,7 +123,7 @@ async fn call(
     let forwarded = forwarded_headers(headers);
     let payload = Payload::Bedrock { operation, model: target.model, headers: &forwarded, body: &body.bytes };
     let request = &Request { call: &call, headers, payload };
-    let served = first_answer(&mut failover, exchange, |policy, route| async move {
+    let served = first_answer(&mut failover, exchange, request, |policy, route| async move {
         let result = attempt(dispatch, request, &policy, &route).await;
         (route, result)
     })

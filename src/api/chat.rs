@@ -60,7 +60,7 @@ async fn complete(
     exchange: &mut Exchange,
 ) -> Result<Reply, ApiError> {
     let call = dispatch.source.call(headers)?;
-    exchange.describe(&call);
+    exchange.admit(&call).await?;
     // Holds its share of the body budget until an upstream answered (the end of this function).
     let mut client_body = body.read(&dispatch.config.server, BodyOwner::of_call(&call)).await?;
     let peek: Peek = serde_json::from_slice(&client_body).map_err(|_| {
@@ -107,7 +107,7 @@ async fn complete(
     let payload =
         Payload::Model { invoke: converted.as_ref(), openai: Some(&client_body.bytes), stream, public_model: &model };
     let request = &Request { call: &call, headers, payload };
-    let (route, answer) = first_answer(&mut failover, exchange, |policy, route| async move {
+    let (route, answer) = first_answer(&mut failover, exchange, request, |policy, route| async move {
         let result = attempt(dispatch, request, &policy, &route).await;
         (route, result)
     })

@@ -87,6 +87,8 @@ pub async fn credentials_for(
         RequestSource::Query(query) => query?,
     };
     let run = authorize(&state.config, &caller, &RunRequest::from(request), Purpose::Run)?;
+    // What leaves the gateway escapes its limits: a team may be barred from it.
+    state.dispatch.limits.may_export(run.principal.team_uid.as_str())?;
     // These credentials leave the gateway: scoped to what the run's routing (in force now) allows
     // on Bedrock.
     let team = run.principal.team_uid.as_str();

@@ -7,7 +7,8 @@
 //! - Bedrock (`/model/*`, `/inference-profiles*`): `{"message"}` with `x-amzn-ErrorType`, the
 //!   exception an AWS SDK raises for it.
 //!
-//! Every shape carries `Retry-After` when the error says when to come back.
+//! Every shape carries `Retry-After` when the error says when to come back, and the error's own
+//! headers (a refused request's rate-limit headers).
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
@@ -55,6 +56,9 @@ pub fn render(shape: Shape, error: &ApiError) -> Response {
     }
     if let Some(seconds) = error.retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    for (name, value) in error.headers.iter().flat_map(|headers| headers.iter()) {
+        headers.insert(name.clone(), value.clone());
     }
     response
 }

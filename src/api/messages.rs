@@ -69,7 +69,7 @@ async fn prepare<'a>(
     exchange: &mut Exchange,
 ) -> Result<Prepared<'a>, ApiError> {
     let call = dispatch.source.call(headers)?;
-    exchange.describe(&call);
+    exchange.admit(&call).await?;
     let body = body.read(&dispatch.config.server, BodyOwner::of_call(&call)).await?;
     let request = messages::parse(&body)?;
     let stream = request.stream.unwrap_or(false);
@@ -107,7 +107,7 @@ async fn create(
         public_model: prepared.name,
     };
     let request = &Request { call: &prepared.call, headers, payload };
-    let (route, answer) = first_answer(&mut failover, exchange, |policy, route| async move {
+    let (route, answer) = first_answer(&mut failover, exchange, request, |policy, route| async move {
         let result = attempt(dispatch, request, &policy, &route).await;
         (route, result)
     })
@@ -184,7 +184,7 @@ async fn count(
         body: &count_body,
     };
     let request = &Request { call: &prepared.call, headers, payload };
-    let (route, input_tokens) = first_answer(&mut failover, exchange, |policy, route| async move {
+    let (route, input_tokens) = first_answer(&mut failover, exchange, request, |policy, route| async move {
         let result = match attempt(dispatch, request, &policy, &route).await {
             Ok(Answer::Raw(answer)) => read_count(answer).await,
             Ok(_) => Err(Failure::new(FailureClass::Request, ApiError::internal("count_tokens got another answer"))),

@@ -20,6 +20,7 @@ pub mod router;
 pub mod state;
 pub mod tls;
 pub mod tokens;
+pub mod usage;
 
 pub use extract::{ApiBody, ApiJson, BodyBudget, BodyOwner, no_store};
 pub use listener::{ListenerLimits, serve};

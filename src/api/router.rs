@@ -16,7 +16,7 @@ use axum::{Extension, Router};
 use super::errors::{self, Shape};
 use super::extract::{BodyBudget, close_if_body_unread};
 use super::state::AppState;
-use super::{bedrock, chat, credentials, messages, models, tokens};
+use super::{bedrock, chat, credentials, messages, models, tokens, usage};
 use crate::dispatch::Dispatch;
 use crate::dispatch::context::Readiness;
 use crate::error::{ApiError, ErrorKind};
@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{model}", get(models::retrieve_model))
+        .route("/v1/usage", get(usage::usage))
         .merge(model_surfaces())
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))

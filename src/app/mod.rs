@@ -21,6 +21,7 @@ use crate::dispatch::context::{CloudSource, SessionSource};
 use crate::dispatch::{CredentialSource, Dispatch};
 use crate::identity::auth::Callers;
 use crate::issuer::Issuer;
+use crate::limits::{Limits, LimitsPolicy};
 use crate::observe::audit::{Audit, AuditSink, RecordObserver, StdoutSink};
 use crate::observe::metrics::Metrics;
 use crate::routing::policy::ProcessSecrets;
@@ -35,10 +36,19 @@ pub fn routing_policy(config: &Config, mode: Mode) -> Result<RoutingPolicy, Conf
         .map_err(|errors| ConfigError { source: "the [routing] section".to_owned(), errors })
 }
 
+/// The limits policy of a loaded configuration against its routing policy, its problems reported
+/// like the config's own.
+pub fn limits_policy(config: &Config, routing: &RoutingPolicy) -> Result<LimitsPolicy, ConfigError> {
+    LimitsPolicy::from_config(config, routing, &ProcessSecrets)
+        .map_err(|errors| ConfigError { source: "the [limits] section".to_owned(), errors })
+}
+
 /// What every model request's path is built from, in either mode.
 pub struct Wiring {
     pub config: Arc<Config>,
     pub routing: RoutingPolicy,
+    /// The gateway's limits (`byollm serve`); `None`: none (prices only), as in local mode.
+    pub limits: Option<LimitsPolicy>,
     pub metrics: Arc<Metrics>,
     /// Where audit lines go (standard output, except in tests).
     pub sink: Arc<dyn AuditSink>,
@@ -52,6 +62,7 @@ impl Wiring {
         Wiring {
             config,
             routing,
+            limits: None,
             metrics: Arc::new(Metrics::default()),
             sink: Arc::new(StdoutSink::start()),
             observers: Vec::new(),
@@ -61,7 +72,8 @@ impl Wiring {
 
 /// The model path over `source`: the one place a [`Dispatch`] is built.
 pub fn dispatch(wiring: Wiring, source: Arc<dyn CredentialSource>) -> Arc<Dispatch> {
-    let Wiring { config, routing, metrics, sink, observers } = wiring;
+    let Wiring { config, routing, limits, metrics, sink, observers } = wiring;
+    let limits = limits.unwrap_or_else(|| LimitsPolicy::none(&config));
     routing.admit_labels(&metrics);
     metrics
         .admit_teams(config.teams.iter().map(|t| t.uid.as_str()).chain(config.callers.iter().map(|c| c.team.as_str())));
@@ -76,6 +88,7 @@ pub fn dispatch(wiring: Wiring, source: Arc<dyn CredentialSource>) -> Arc<Dispat
         bedrock: Arc::new(BedrockClient::new(config.bedrock.endpoint_url.clone()).with_answer_budget(answers.clone())),
         direct: Arc::new(DirectClient::new(&config.egress, answers)),
         audit,
+        limits: Arc::new(Limits::new(limits, metrics.clone())),
         metrics,
         source,
         config,

@@ -13,8 +13,10 @@ use crate::broker::Broker;
 use crate::broker::session_policy;
 use crate::config::Config;
 use crate::issuer::{Issuer, unix_now};
+use crate::limits::{Limits, LimitsPolicy};
 use crate::observe::metrics::Metrics;
 use crate::routing::Routing;
+use crate::routing::policy::ProcessSecrets;
 use crate::routing::reload::{PolicyReloader, ReloadOutcome};
 
 /// SIGHUP, fanned out: one signal listener for the process, and a receiver per watcher that wakes
@@ -159,11 +161,13 @@ pub async fn watch_keys(
 }
 
 /// Put a new routing policy in force when the config file changes (polled every 2 s) or on
-/// SIGHUP (which also re-reads the key files the policy names). `exports`: credentials leave this
-/// gateway (`byollm serve`), so each scope's session policy is checked anew.
+/// SIGHUP (which also re-reads the key files the policy names), and with it the `[limits]` policy
+/// (`limits`, in `byollm serve`): both validate or neither changes. `exports`: credentials leave
+/// this gateway (`byollm serve`), so each scope's session policy is checked anew.
 pub async fn watch_routing(
     mut reloader: PolicyReloader,
     routing: Arc<Routing>,
+    limits: Option<Arc<Limits>>,
     metrics: Arc<Metrics>,
     mut hangups: Hangups,
     exports: bool,
@@ -171,11 +175,21 @@ pub async fn watch_routing(
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         let forced = tick_or_hangup(&mut tick, &mut hangups).await;
-        match reloader.check(&routing, forced) {
+        let mut new_limits = None;
+        let outcome = reloader.check_with(&routing, forced, |config, policy| {
+            if limits.is_some() {
+                new_limits = Some(LimitsPolicy::from_config(config, policy, &ProcessSecrets)?);
+            }
+            Ok(())
+        });
+        match outcome {
             ReloadOutcome::Unchanged => {}
             ReloadOutcome::Replaced { restart_needed } => {
                 metrics.policy_reloads.inc("changed");
-                tracing::info!("routing policy reloaded");
+                if let (Some(limits), Some(policy)) = (&limits, new_limits) {
+                    limits.replace(policy);
+                }
+                tracing::info!("routing policy reloaded, and [limits] with it");
                 routing.policy().admit_labels(&metrics);
                 if exports {
                     session_policy::log_scopes(reloader.config(), &routing.policy());
@@ -189,7 +203,7 @@ pub async fn watch_routing(
             }
             ReloadOutcome::Invalid(error) => {
                 metrics.policy_reloads.inc("error");
-                tracing::error!("routing policy not reloaded, the one in force stays: {error}");
+                tracing::error!("routing policy not reloaded (nor [limits]), the ones in force stay: {error}");
             }
         }
     }

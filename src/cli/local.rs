@@ -66,7 +66,7 @@ pub fn run(args: LocalArgs) -> Result<(), Failure> {
         if let Some((path, env)) = reload {
             let reloader = PolicyReloader::new(path, env, config.clone(), Mode::Local);
             let metrics = dispatch.metrics.clone();
-            tokio::spawn(tasks::watch_routing(reloader, dispatch.routing.clone(), metrics, hangups.clone(), false));
+            tokio::spawn(tasks::watch_routing(reloader, dispatch.routing.clone(), None, metrics, hangups.clone(), false));
         }
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;

@@ -10,6 +10,7 @@ mod local;
 mod models;
 mod serve;
 mod token;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,6 +107,13 @@ byollm aws-setup --config byollm.toml --team acme --format cfn-params > params.j
     /// Create and hash caller API keys.
     #[command(subcommand)]
     Callers(callers::CallersCommand),
+    /// Print a team's usage today and its budgets' room, from the limits store the replicas share.
+    #[command(after_help = "Examples:\n  byollm usage --config byollm.toml --team acme\n  \
+byollm usage --config byollm.toml --team acme --json\n\n\
+Reads the counters `byollm serve` keeps in Redis ([limits] redis_url): today's (UTC) requests, tokens by kind and \
+cost_usd per agent and model, and each budget of the team and its agents with its use, remaining room and reset. \
+Without redis_url the counters live inside each gateway process: ask it with GET /v1/usage.")]
+    Usage(usage::UsageArgs),
 }
 
 /// The whole command line: parse, set up logging, run one command; the exit code says how it went
@@ -122,6 +130,7 @@ pub fn main() -> ExitCode {
         Command::Token(command) => token::run(command),
         Command::AwsSetup(args) => aws_setup::run(args),
         Command::Callers(command) => callers::run(command),
+        Command::Usage(args) => usage::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,6 +28,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     let reload = args.config.config.clone().map(|path| (path, config_env(args.dev)));
     let config = load_config(&args.config, args.dev)?;
     let routing = app::routing_policy(&config, Mode::Hosted).map_err(Failure::Config)?;
+    let limits = app::limits_policy(&config, &routing).map_err(Failure::Config)?;
     runtime()?.block_on(async move {
         if config.dev {
             tracing::warn!(
@@ -40,6 +41,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         let telemetry = Telemetry::start(&config.telemetry)?;
         let sts = SdkSts::new(&config.sts.region, config.sts.endpoint_url.as_deref());
         let mut wiring = Wiring::new(Arc::new(config), routing);
+        wiring.limits = Some(limits);
         if let Some(telemetry) = &telemetry {
             wiring.observers.push(telemetry.clone() as Arc<dyn RecordObserver>);
         }
@@ -49,7 +51,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         if let Some((path, env)) = reload {
             let reloader = PolicyReloader::new(path, env, config.clone(), Mode::Hosted);
             let routing = state.dispatch.routing.clone();
-            tokio::spawn(tasks::watch_routing(reloader, routing, state.metrics.clone(), hangups.clone(), true));
+            let limits = Some(state.dispatch.limits.clone());
+            tokio::spawn(tasks::watch_routing(reloader, routing, limits, state.metrics.clone(), hangups.clone(), true));
         }
         let server = &config.server;
         let internal = bind(server.listen).await?;

@@ -60,6 +60,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The raw `[routing]` section (hot-reloadable policy), validated by [`crate::routing`].
     pub routing: Option<Table>,
+    /// The raw `[limits]` section (hot-reloadable with `[routing]`), validated by [`crate::limits`].
+    pub limits: Option<Table>,
     pub telemetry: TelemetryConfig,
     pub egress: EgressConfig,
 }
@@ -332,6 +334,7 @@ impl Config {
         let local = sections::local(&mut root);
         // Validated by `crate::routing` against the models and teams above; kept raw here.
         let routing = sections::raw(&mut root, "routing");
+        let limits = sections::raw(&mut root, "limits");
         let telemetry = sections::telemetry(&mut root);
         let egress = sections::egress(&mut root);
         root.finish();
@@ -352,6 +355,7 @@ impl Config {
             local,
             warnings,
             routing,
+            limits,
             telemetry,
             egress,
         })

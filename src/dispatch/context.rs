@@ -45,6 +45,18 @@ impl Call {
         self.run.as_ref().map(|run| Arc::from(run.principal.team_uid.as_str()))
     }
 
+    /// Who the gateway's limits count this call against; `None` in local mode (no limits).
+    pub fn who(&self) -> Option<crate::limits::Who<'_>> {
+        let run = self.run.as_ref()?;
+        Some(crate::limits::Who {
+            team: run.principal.team_uid.as_str(),
+            agent: run.agent.as_deref(),
+            caller: self.caller.as_deref(),
+            actor: run.principal.actor.as_str(),
+            principal: run.principal.principal_uid.as_str(),
+        })
+    }
+
     /// Who asked, for the audit line.
     pub fn describe(&self, record: &mut AuditRecord) {
         if let Some(run) = &self.run {

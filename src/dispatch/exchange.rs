@@ -1,20 +1,28 @@
 //! The request wrapper every model request goes through ([`Dispatch::serve`]): the request
 //! timeout, the audit record (one line per request, written when the answer is complete, when the
 //! request failed, or when the client went away), the in-flight gauge, the per-API request
-//! counter and the log line.
+//! counter and the log line; and the gateway's limits ([`crate::limits`]), checked once here:
+//! admitted when the surface has identified the call ([`Exchange::admit`]), reserved before the
+//! first route is tried ([`Exchange::reserve`], from `first_answer`), settled with the answer's
+//! usage and cost when the record is written (a stream's when it ends or its client leaves), and
+//! the room left written into every answer's headers.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
+use std::sync::Arc;
+
 use super::Dispatch;
 use super::context::Call;
 use super::reply::Reply;
 use crate::error::{ApiError, ErrorKind};
+use crate::limits::{Admission, Estimate, Limits, Naming, View};
+use crate::models::prices::Price;
 use crate::observe::audit::{AttemptRecord, Audit, AuditRecord, Usage};
 use crate::observe::metrics::{Counter, InFlight, Metrics, outcome};
-use crate::routing::{Attempt, Route};
+use crate::routing::{Attempt, Route, Upstream};
 
 /// The API a model request came in through: its audit `surface`, in-flight gauge and counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +44,16 @@ impl Api {
         }
     }
 
+    /// The rate-limit headers this API's clients read.
+    fn naming(self) -> Option<Naming> {
+        match self {
+            Api::Chat => Some(Naming::OpenAi),
+            Api::Messages => Some(Naming::Anthropic),
+            // Bedrock's own API has no rate-limit headers: a refusal says Retry-After only.
+            Api::Native => None,
+        }
+    }
+
     fn counter(self, metrics: &Metrics) -> &Counter {
         match self {
             Api::Chat => &metrics.chat_requests,
@@ -49,6 +67,8 @@ impl Api {
 /// ([`Exchange::take`]) and finishes it when the stream ends.
 pub struct Exchange {
     inner: Option<Inner>,
+    /// The room left in the request's limits, for its answer's headers.
+    view: View,
 }
 
 struct Inner {
@@ -56,6 +76,11 @@ struct Inner {
     record: AuditRecord,
     started: Instant,
     _in_flight: InFlight,
+    limits: Arc<Limits>,
+    /// What the request holds of its limits until it settles.
+    admission: Option<Admission>,
+    /// The price of the route that served.
+    price: Option<Price>,
 }
 
 impl Exchange {
@@ -69,8 +94,11 @@ impl Exchange {
             record,
             started: Instant::now(),
             _in_flight: dispatch.metrics.in_flight(api.name()),
+            limits: dispatch.limits.clone(),
+            admission: None,
+            price: None,
         };
-        Exchange { inner: Some(inner) }
+        Exchange { inner: Some(inner), view: View::default() }
     }
 
     /// The record while the request is served (`None` once written).
@@ -78,10 +106,49 @@ impl Exchange {
         self.inner.as_mut().map(|inner| &mut inner.record)
     }
 
-    /// The run the request is for, into the record.
-    pub fn describe(&mut self, call: &Call) {
-        if let Some(record) = self.record() {
-            call.describe(record);
+    /// The run the request is for, into the record; then its request rates and concurrent
+    /// requests ([`Limits::admit`]), before any STS or upstream call. A refusal is the request's
+    /// error (429, or 503 when the limits cannot be checked under `on_store_error = "deny"`).
+    pub async fn admit(&mut self, call: &Call) -> Result<(), ApiError> {
+        let Some(inner) = self.inner.as_mut() else { return Ok(()) };
+        call.describe(&mut inner.record);
+        let Some(who) = call.who() else { return Ok(()) };
+        let limits = inner.limits.clone();
+        match limits.admit(who).await {
+            Ok(admission) => {
+                if let Some(admission) = &admission {
+                    self.view = admission.view;
+                }
+                inner.admission = admission;
+                Ok(())
+            }
+            Err(refusal) => {
+                self.view = refusal.view;
+                Err(refusal.error)
+            }
+        }
+    }
+
+    /// The price of `model` served by `upstream`, in the limits policy in force.
+    pub fn price_of(&self, model: &str, upstream: &Upstream) -> Option<Price> {
+        self.inner.as_ref().and_then(|inner| inner.limits.price(model, upstream))
+    }
+
+    /// Token rates, budgets and the stream slot ([`Limits::reserve`]) for a request expected to
+    /// use `estimate` (made only when a token or spend limit applies), priced at `price`.
+    pub async fn reserve(&mut self, estimate: impl FnOnce() -> Estimate, price: Option<Price>) -> Result<(), ApiError> {
+        let Some(inner) = self.inner.as_mut() else { return Ok(()) };
+        let Some(admission) = inner.admission.as_mut().filter(|a| a.needs_estimate()) else { return Ok(()) };
+        let stream = inner.record.stream;
+        match inner.limits.clone().reserve(admission, estimate(), price, stream).await {
+            Ok(()) => {
+                self.view = admission.view;
+                Ok(())
+            }
+            Err(refusal) => {
+                self.view = refusal.view;
+                Err(refusal.error)
+            }
         }
     }
 
@@ -102,7 +169,7 @@ impl Exchange {
 
     /// Hand the request on to what finishes it later (a stream's relay).
     pub fn take(&mut self) -> Exchange {
-        Exchange { inner: self.inner.take() }
+        Exchange { inner: self.inner.take(), view: self.view }
     }
 
     /// Write the line now (`error`: the request's error code, unless one is recorded already).
@@ -111,12 +178,26 @@ impl Exchange {
             inner.record.status = status;
             inner.record.error = inner.record.error.or(error);
             inner.record.duration_ms = inner.started.elapsed().as_millis() as u64;
+            let cost = inner.price.map(|price| crate::limits::cost(price, &inner.record.usage));
+            inner.record.cost_usd = cost;
+            if let Some(admission) = inner.admission.take() {
+                inner.record.budget_alerts = inner.limits.settle(admission, &inner.record.usage, cost).alerts;
+            }
+            let record = &inner.record;
+            if let Some(team) = &record.team
+                && (status < 400 || record.usage != Usage::default())
+            {
+                inner.limits.record_usage(team, record.agent.as_deref(), record.model.as_deref(), &record.usage, cost);
+            }
             inner.audit.emit(&inner.record);
         }
     }
 
     /// The attempts (and the route that served) into the record.
     pub fn record_attempts(&mut self, attempts: &[Attempt], served: Option<&Route>) {
+        if let (Some(route), Some(inner)) = (served, self.inner.as_mut()) {
+            inner.price = inner.record.model.as_deref().and_then(|model| inner.limits.price(model, &route.upstream));
+        }
         let Some(record) = self.record() else { return };
         record.attempts = attempts
             .iter()
@@ -159,7 +240,17 @@ impl Dispatch {
     ) -> Result<Reply, ApiError> {
         let started = Instant::now();
         let mut exchange = Exchange::start(self, api, operation);
-        let result = within_request_timeout(self.config.server.request_timeout, serve(&mut exchange)).await;
+        let mut result = within_request_timeout(self.config.server.request_timeout, serve(&mut exchange)).await;
+        // The room left in the request's limits, on every answer, in the API's own names.
+        if !exchange.view.is_empty()
+            && let Some(naming) = api.naming()
+        {
+            let headers = crate::limits::headers(&exchange.view, naming, crate::issuer::unix_now());
+            match &mut result {
+                Ok(reply) => reply.headers.extend(headers.into_iter().map(|(name, value)| (Some(name), value))),
+                Err(error) => error.headers.get_or_insert_default().extend(headers),
+            }
+        }
         let status = match &result {
             Ok(reply) => {
                 exchange.first_byte();

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
+use super::attempt::{Payload, Request};
 use super::exchange::Exchange;
 use super::reply::{Reply, ReplyBody};
 use crate::error::ApiError;
+use crate::limits::Estimate;
 use crate::routing::{AttemptOutcome, Failover, FailureClass, Route, RoutingPolicy};
-use crate::wire::bedrock::is_relayed_header;
+use crate::wire::bedrock::{Operation, is_relayed_header};
 
 /// Bedrock's refusal of one call, read whole (it is small) so it can be relayed unchanged.
 #[derive(Debug)]
@@ -54,16 +56,22 @@ impl From<Unanswered> for ApiError {
     }
 }
 
-/// Drives `failover` until a route answers: `attempt` runs on each route in turn (with the policy
-/// the request started with) and hands the route back with its result.
+/// Drives `failover` until a route answers: first the request's token and spend limits reserve
+/// what it is expected to use ([`reserve`]; a refusal ends it, it is never a failover class),
+/// then `attempt` runs on each route in turn (with the policy the request started with) and hands
+/// the route back with its result.
 pub async fn first_answer<T, F>(
     failover: &mut Failover<'_>,
     exchange: &mut Exchange,
+    request: &Request<'_>,
     mut attempt: impl FnMut(Arc<RoutingPolicy>, Route) -> F,
 ) -> Result<(Route, T), Unanswered>
 where
     F: Future<Output = (Route, Result<T, Failure>)>,
 {
+    if let Err(error) = reserve(failover, exchange, &request.payload).await {
+        return Err(Unanswered { error, refusal: None });
+    }
     let policy = failover.policy.clone();
     let mut last_refusal = None;
     while let Some(route) = failover.next_route() {
@@ -87,6 +95,18 @@ where
     exchange.record_attempts(failover.attempts(), None);
     let tried = failover.attempts().iter().filter(|a| matches!(a.outcome, AttemptOutcome::Failed { .. })).count();
     Err(Unanswered { error, refusal: if tried == 1 { last_refusal } else { None } })
+}
+
+/// The request's token rates, budgets and stream slot, before any route is tried: an estimate from
+/// its body (size and `max_tokens`), priced at its first route. Counting tokens reserves nothing.
+async fn reserve(failover: &Failover<'_>, exchange: &mut Exchange, payload: &Payload<'_>) -> Result<(), ApiError> {
+    let body = match payload {
+        Payload::Bedrock { operation: Operation::CountTokens, .. } => return Ok(()),
+        Payload::Bedrock { body, .. } => Some(*body),
+        Payload::Model { invoke, openai, .. } => invoke.or(*openai),
+    };
+    let price = failover.pending().next().and_then(|route| exchange.price_of(failover.model(), &route.upstream));
+    exchange.reserve(|| body.map(|b| Estimate::of_body(b)).unwrap_or_default(), price).await
 }
 
 /// Bedrock's refusal as the answer, as Bedrock sent it (status, its `x-amzn-*` headers, body);

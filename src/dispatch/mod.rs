@@ -2,10 +2,11 @@
 //! the Messages API and its `count_tokens`, Bedrock's own operations):
 //!
 //! ```text
-//! Dispatch::serve (exchange.rs: timeout, audit record, in-flight, counter, log line)
+//! Dispatch::serve (exchange.rs: timeout, audit record, in-flight, counter, log line, limits)
 //!   └─ source.call(headers)       context.rs: who, for which run (CredentialSource: cloud | local)
+//!   └─ exchange.admit(&call)      request rates, concurrent requests (crate::limits), once
 //!   └─ routing.start_on(…)        the routes (crate::routing)
-//!   └─ first_answer(…)            failover.rs: routes in turn, before the first byte
+//!   └─ first_answer(…)            failover.rs: token and spend reservation, then routes in turn
 //!        └─ attempt(…)            attempt.rs: one attempt per route kind; credentials per route
 //!   └─ relay::{events, passthrough, raw}   relay.rs: streams that finish the audit record
 //! ```
@@ -33,6 +34,7 @@ use http::HeaderMap;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::observe::audit::Audit;
 use crate::observe::metrics::Metrics;
 use crate::routing::{Routing, Surface};
@@ -55,6 +57,8 @@ pub struct Dispatch {
     pub metrics: Arc<Metrics>,
     /// Whose credentials sign Bedrock calls: cloud runs or the person's own session.
     pub source: Arc<dyn CredentialSource>,
+    /// The gateway's limits and where they are counted.
+    pub limits: Arc<Limits>,
 }
 
 impl Dispatch {

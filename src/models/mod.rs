@@ -6,13 +6,14 @@
 //! cross-region profile id or ARN) to its entry, resolving a `[models."<name>"]` config entry into a
 //! [`ModelConfig`] (catalog rules plus the operator's overrides), and looking served models up by
 //! public name or by a Bedrock id taken from a URL path. The rule checks themselves are in
-//! [`rules`].
+//! [`rules`]; the price table (`prices.toml`) and its loader in [`prices`].
 //!
 //! Must never: do I/O, decide routing or authorization, or test model ids by substring. Facts about
 //! models live in `catalog.toml`; code only reads them. Depends on nothing internal but
 //! [`crate::error`].
 
 pub mod messages;
+pub mod prices;
 pub mod rules;
 
 use std::collections::BTreeMap;

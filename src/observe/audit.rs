@@ -3,7 +3,7 @@
 //!
 //! A line says who asked (caller, team, actor, principal, agent, run), for what (public model,
 //! route and upstream model id, every attempt and why it failed), what came of it (status, usage,
-//! time to first byte, duration). It never carries prompt or completion text, keys, tokens,
+//! its cost in USD and the budgets it brought near their end, time to first byte, duration). It never carries prompt or completion text, keys, tokens,
 //! credentials or upstream URLs: [`AuditRecord`] has no field that could hold them.
 //!
 //! Lines are handed to a writer thread through a bounded queue so a slow stdout never stalls a
@@ -21,6 +21,7 @@ pub const QUEUE_LINES: usize = 16_384;
 /// Bytes reserved for one line before it is written.
 const LINE_CAPACITY: usize = 1024;
 
+pub use crate::models::prices::Usd;
 pub use crate::wire::usage::Usage;
 
 /// One route tried for the request.
@@ -67,6 +68,12 @@ pub struct AuditRecord {
     /// The error code of a failed request.
     pub error: Option<&'static str>,
     pub usage: Usage,
+    /// What the answer cost, from the price table (`src/models/prices.toml`) or the config's
+    /// override; `null`: unpriced (or no usage).
+    pub cost_usd: Option<Usd>,
+    /// Budgets of the request's scopes at or past `limits.alert_at_fraction` after it
+    /// (`usd_per_day`, `tokens_per_month`, ...).
+    pub budget_alerts: Vec<&'static str>,
     pub ttfb_ms: Option<u64>,
     pub duration_ms: u64,
 }
@@ -255,12 +262,14 @@ mod tests {
             "status",
             "error",
             "usage",
+            "cost_usd",
+            "budget_alerts",
             "ttfb_ms",
             "duration_ms",
         ] {
             assert!(value.get(field).is_some(), "missing {field}");
         }
-        assert_eq!(value.as_object().unwrap().len(), 21, "no field beyond the documented ones");
+        assert_eq!(value.as_object().unwrap().len(), 23, "no field beyond the documented ones");
         assert_eq!(value["operation"], "chat_completions");
     }
 

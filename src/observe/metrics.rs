@@ -149,12 +149,20 @@ pub struct Metrics {
     pub model_tokens: Counter,
     pub policy_reloads: Counter,
     pub audit_dropped: Counter,
+    /// Requests refused by a gateway limit (`[limits]`), by limit.
+    pub limit_refusals: Counter,
+    /// Calls to the shared limits store (Redis) that failed, by operation.
+    pub limit_store_errors: Counter,
     in_flight: Family<Labels<1>, Gauge>,
     duration: Family<Labels<4>, Histogram, fn() -> Histogram>,
     first_byte: Family<Labels<3>, Histogram, fn() -> Histogram>,
     tokens: Family<Labels<3>, PromCounter>,
     attempts: Family<Labels<3>, PromCounter>,
     refused_fields: Family<Labels<1>, PromCounter>,
+    /// Tokens and spend by team and model; the room left in each team's budgets (`[limits]`).
+    team_tokens: Family<Labels<3>, PromCounter>,
+    team_spend: Family<Labels<2>, PromCounter<f64, AtomicU64>>,
+    budget_remaining: Family<Labels<2>, Gauge<f64, AtomicU64>>,
     prompt_cache_tokens: Family<Labels<3>, PromCounter>,
     cache_hit_ratio: Family<Labels<2>, Gauge<f64, AtomicU64>>,
     models: BoundedLabel,
@@ -185,6 +193,20 @@ pub const OUTCOMES: &[&str] = &[
 
 /// The surfaces requests come in through.
 pub const SURFACES: &[&str] = &["chat", "messages", "native", "other"];
+
+/// The limits of `[limits]` (`crate::limits::Limit`), as refusal labels.
+pub const LIMITS: &[&str] = &[
+    "requests_per_minute",
+    "input_tokens_per_minute",
+    "output_tokens_per_minute",
+    "concurrent_requests",
+    "concurrent_streams",
+    "tokens_per_day",
+    "tokens_per_month",
+    "usd_per_day",
+    "usd_per_month",
+    "other",
+];
 
 /// Kinds of [`Metrics::model_tokens`].
 pub const TOKEN_KINDS: &[&str] = &["input", "output", "cache_read", "cache_write", "other"];
@@ -284,12 +306,27 @@ impl Default for Metrics {
                 "reason",
                 &["backlog", "other"],
             ),
+            limit_refusals: Counter::new(
+                "byollm_limit_refusals_total",
+                "Requests refused by a gateway limit ([limits]), by limit.",
+                "limit",
+                LIMITS,
+            ),
+            limit_store_errors: Counter::new(
+                "byollm_limit_store_errors_total",
+                "Calls to the shared limits store (Redis) that failed, by operation; under on_store_error = \"allow\" the replica counted on its own meanwhile.",
+                "operation",
+                &["acquire", "settle", "usage", "other"],
+            ),
             in_flight: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             first_byte: Family::new_with_constructor(first_byte_histogram),
             tokens: Family::default(),
             attempts: Family::default(),
             refused_fields: Family::default(),
+            team_tokens: Family::default(),
+            team_spend: Family::default(),
+            budget_remaining: Family::default(),
             prompt_cache_tokens: Family::default(),
             cache_hit_ratio: Family::default(),
             models: BoundedLabel::new(MAX_MODEL_LABELS),
@@ -312,6 +349,8 @@ impl Default for Metrics {
             &metrics.model_tokens,
             &metrics.policy_reloads,
             &metrics.audit_dropped,
+            &metrics.limit_refusals,
+            &metrics.limit_store_errors,
         ] {
             counter.register(&mut registry);
         }
@@ -347,6 +386,21 @@ impl Default for Metrics {
             "byollm_endpoint_fields_refused",
             "Requests refused before any call for top-level fields outside OpenAI's chat completions API and the endpoint's extra_fields, by endpoint.",
             metrics.refused_fields.clone(),
+        );
+        registry.register(
+            "byollm_team_tokens",
+            "Tokens of answered requests, by team, model and kind (input, output, cache_read, cache_write).",
+            metrics.team_tokens.clone(),
+        );
+        registry.register(
+            "byollm_team_spend_usd",
+            "What answered requests cost in USD (the price table or [limits.prices]), by team and model; unpriced answers add nothing.",
+            metrics.team_spend.clone(),
+        );
+        registry.register(
+            "byollm_team_budget_remaining",
+            "Room left in a team's budget after its latest answered request (USD for usd_per_*, tokens for tokens_per_*), by team and limit.",
+            metrics.budget_remaining.clone(),
         );
         registry.register(
             "byollm_prompt_cache_tokens",
@@ -398,6 +452,12 @@ impl Metrics {
         self.teams.admit(teams);
     }
 
+    /// The room left in a team's budget `limit` (one of [`LIMITS`]), in its unit.
+    pub fn set_budget_remaining(&self, team: &str, limit: &'static str, remaining: f64) {
+        let limit = LIMITS.iter().find(|l| **l == limit).copied().unwrap_or("other");
+        self.budget_remaining.get_or_create(&[("team", self.teams.value(team)), ("limit", limit)]).set(remaining);
+    }
+
     /// Count a model request as in flight until the guard is dropped (after its stream ended).
     pub fn in_flight(&self, surface: &str) -> InFlight {
         let gauge = self.in_flight.get_or_create_owned(&[("surface", surface_label(surface))]);
@@ -442,6 +502,17 @@ impl Metrics {
         for attempt in &record.attempts {
             let labels = [("model", model), ("route", self.routes.value(&attempt.route)), ("result", attempt.result)];
             self.attempts.get_or_create(&labels).inc();
+        }
+        if let Some(team) = record.team.as_deref() {
+            let team = self.teams.value(team);
+            for (kind, count) in REQUEST_TOKEN_KINDS[..4].iter().zip(counts) {
+                if let Some(count) = count.filter(|c| *c > 0) {
+                    self.team_tokens.get_or_create(&[("team", team), ("model", model), ("kind", *kind)]).inc_by(count);
+                }
+            }
+            if let Some(cost) = record.cost_usd.filter(|c| c.0 > 0) {
+                self.team_spend.get_or_create(&[("team", team), ("model", model)]).inc_by(cost.as_f64());
+            }
         }
         self.observe_prompt_cache(record, model);
     }
@@ -657,6 +728,35 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("byollm_endpoint_fields_refused_total{endpoint=\"openrouter\"} 2"), "{text}");
         assert!(!text.contains("\"models\"") && !text.contains("sk-123"), "{text}");
+    }
+
+    #[test]
+    fn spend_and_tokens_by_configured_team_and_model_and_budget_room() {
+        let metrics = Metrics::default();
+        metrics.admit(["claude-sonnet-4-5"], ["bedrock"], []);
+        metrics.admit_teams(["acme"]);
+        let mut answered = record("claude-sonnet-4-5", "bedrock");
+        answered.team = Some("acme".into());
+        answered.usage.cache_read_input_tokens = Some(40);
+        answered.cost_usd = Some(crate::observe::audit::Usd(2_500_000));
+        metrics.observe(&answered);
+        metrics.observe(&answered);
+        answered.team = Some("made-up-team".into());
+        metrics.observe(&answered);
+        metrics.set_budget_remaining("acme", "usd_per_day", 4.5);
+        metrics.set_budget_remaining("acme", "not-a-limit", 1.0);
+        let text = metrics.render();
+        assert!(
+            text.contains("byollm_team_spend_usd_total{team=\"acme\",model=\"claude-sonnet-4-5\"} 0.005"),
+            "{text}"
+        );
+        assert!(text.contains("byollm_team_spend_usd_total{team=\"unknown\",model=\"claude-sonnet-4-5\"} 0.0025"));
+        assert!(
+            text.contains("byollm_team_tokens_total{team=\"acme\",model=\"claude-sonnet-4-5\",kind=\"cache_read\"} 80")
+        );
+        assert!(text.contains("byollm_team_budget_remaining{team=\"acme\",limit=\"usd_per_day\"} 4.5"));
+        assert!(text.contains("byollm_team_budget_remaining{team=\"acme\",limit=\"other\"} 1.0"));
+        assert!(!text.contains("made-up-team"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! request's finished audit record and exported over OTLP/HTTP (protobuf) to `<endpoint>/v1/traces`.
 //!
 //! A span carries the audit line's fields as attributes ([`span_attributes`]: who asked, the
-//! public model, the route that served and its upstream model id, status, usage, time to first
+//! public model, the route that served and its upstream model id, status, usage, cost, time to first
 //! byte), each attempt as an event, its start and end from the record's times, and an error status
 //! for a 5xx. The audit record has no field that could hold prompt or completion text, keys,
 //! tokens, credentials or upstream URLs, so no span can carry them either.
@@ -26,6 +26,7 @@ pub enum AttributeValue {
     Str(String),
     Int(i64),
     Bool(bool),
+    Float(f64),
 }
 
 /// The span's name: the operation and the public model (`chat_completions claude-sonnet-4-5`).
@@ -78,6 +79,9 @@ pub fn span_attributes(record: &AuditRecord) -> Vec<(&'static str, AttributeValu
     out.push(("byollm.attempts", Int(i64::try_from(record.attempts.len()).unwrap_or(i64::MAX))));
     if let Some(error) = record.error {
         out.push(("error.type", Str(error.to_owned())));
+    }
+    if let Some(cost) = record.cost_usd {
+        out.push(("byollm.cost_usd", AttributeValue::Float(cost.as_f64())));
     }
     out
 }
@@ -171,6 +175,7 @@ mod otel {
                     AttributeValue::Str(text) => Value::from(text),
                     AttributeValue::Int(number) => Value::I64(number),
                     AttributeValue::Bool(flag) => Value::Bool(flag),
+                    AttributeValue::Float(number) => Value::F64(number),
                 };
                 KeyValue::new(key, value)
             })
@@ -286,6 +291,7 @@ mod tests {
         record.status = 200;
         record.usage.input_tokens = Some(31);
         record.ttfb_ms = Some(12);
+        record.cost_usd = Some(crate::models::prices::Usd(195_000));
         record.attempts.push(AttemptRecord {
             route: "bedrock".into(),
             upstream_model: "global.anthropic.claude-sonnet-4-5-20250929-v1:0".into(),
@@ -303,11 +309,12 @@ mod tests {
         assert_eq!(get("byollm.attempts"), Some(AttributeValue::Int(1)));
         assert_eq!(get("gen_ai.usage.output_tokens"), None, "absent usage is left out");
         assert_eq!(get("error.type"), None);
+        assert_eq!(get("byollm.cost_usd"), Some(AttributeValue::Float(0.000195)), "the audit line's cost");
         let event = attempt_attributes(&record.attempts[0]);
         assert!(event.contains(&("byollm.result", AttributeValue::Str("throttled".into()))));
         assert!(event.contains(&("error.type", AttributeValue::Str("bedrock_throttled".into()))));
-        // One attribute per field the record holds a value in (6 set here, 5 always present).
-        assert_eq!(attributes.len(), 11, "{attributes:?}");
+        // One attribute per field the record holds a value in (7 set here, 5 always present).
+        assert_eq!(attributes.len(), 12, "{attributes:?}");
     }
 
     #[test]

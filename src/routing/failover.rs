@@ -404,7 +404,7 @@ pub fn all_failed(model: &str, attempts: &[Attempt], provider_only: bool) -> Api
     if throttled {
         let retry = failed.iter().filter_map(|(_, _, e)| e.retry_after).max().unwrap_or(2);
         return ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::RateLimit, "all_routes_throttled", message)
-            .with_retry_after(retry);
+            .with_retry_after(u64::from(retry));
     }
     ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, "all_routes_failed", message)
 }

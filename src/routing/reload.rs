@@ -1,5 +1,6 @@
 //! Reloading the routing policy from the config file while the gateway runs (on SIGHUP and when
-//! the file changes): the whole file is validated again, but only `[routing]` is put in force;
+//! the file changes): the whole file is validated again, but only `[routing]` is put in force (and
+//! `[limits]`, validated by the caller's hook against the new routing, [`PolicyReloader::check_with`]);
 //! changes to any other section are reported as needing a restart.
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ pub struct PolicyReloader {
 fn other_sections(text: &str) -> Table {
     let mut table = text.parse::<Table>().unwrap_or_default();
     table.remove("routing");
+    table.remove("limits");
     table
 }
 
@@ -56,6 +58,17 @@ impl PolicyReloader {
     /// Reload if the file changed, or in any case when `force` (SIGHUP: secret files named by the
     /// policy are read again too).
     pub fn check(&mut self, routing: &Routing, force: bool) -> ReloadOutcome {
+        self.check_with(routing, force, |_, _| Ok(()))
+    }
+
+    /// [`PolicyReloader::check`], with `also` validating what else reloads with the policy (the
+    /// new file's configuration and the new policy): an error there keeps the policy in force too.
+    pub fn check_with(
+        &mut self,
+        routing: &Routing,
+        force: bool,
+        also: impl FnOnce(&Config, &RoutingPolicy) -> Result<(), Vec<crate::config::FieldError>>,
+    ) -> ReloadOutcome {
         let source = self.path.display().to_string();
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
@@ -82,6 +95,9 @@ impl PolicyReloader {
                 Ok(policy) => policy,
                 Err(errors) => return ReloadOutcome::Invalid(ConfigError { source, errors }),
             };
+        if let Err(errors) = also(&config, &policy) {
+            return ReloadOutcome::Invalid(ConfigError { source, errors });
+        }
         routing.replace(policy);
         let now = other_sections(&text);
         let mut restart_needed: Vec<String> = now

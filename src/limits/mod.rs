@@ -1,0 +1,998 @@
+//! Limits and spend control per team, agent of a team, caller key and principal: requests per
+//! minute, input and output tokens per minute, concurrent requests and streams, token budgets and
+//! USD budgets per UTC day and month (the policy: [`policy`], `[limits]`, hot-reloaded with
+//! `[routing]`), counted in this process or in Redis shared by every replica ([`store`],
+//! [`redis`]; while Redis does not answer, `on_store_error` decides: this replica's own counters,
+//! with the spend counted meanwhile added to Redis when it answers again, or a 503).
+//!
+//! The one rule, applied once per request by the dispatch (`crate::dispatch::exchange`):
+//! 1. [`Limits::admit`], before any STS or upstream call: the request rates and concurrent
+//!    requests of every scope the call falls in, all taken or none.
+//! 2. [`Limits::reserve`], once the model and the request's size are known: token rates and
+//!    budgets admit while their window has room, reserving an estimate (input: the body's bytes /
+//!    4; output: `max_tokens`); a stream takes a stream slot.
+//! 3. [`Limits::settle`], when the request's audit record is written (a stream's when it ends or
+//!    its client leaves): the estimates corrected to the actual usage (Bedrock's counting: cache
+//!    reads do not count against token limits, cache writes do; `prices.toml` `[counting]`), the
+//!    spend added from the price table, slots released.
+//!
+//! A refusal is a 429 ([`Refusal::error`]; `insufficient_quota` for budgets) with `Retry-After`;
+//! the room left is reported on every answer ([`View`], [`headers`]). A gateway limit is never a
+//! failover class: the refusal ends the request before any route is tried.
+//!
+//! Must never: know HTTP beyond header names and values, see prompt text (sizes only), or count
+//! anything in local mode (`byollm local` has no run, so no scope).
+
+pub mod policy;
+pub mod redis;
+pub mod store;
+pub mod windows;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::error::{ApiError, ErrorKind};
+use crate::models::prices::{Price, Tokens, Usd, prices};
+use crate::observe::metrics::Metrics;
+use crate::wire::usage::Usage;
+
+pub use policy::{LimitSet, LimitsPolicy, OnStoreError};
+use store::{Adjust, Check, LocalStore, Outcome, Room, Store, StoreError};
+
+/// Output tokens reserved for a request that names no `max_tokens`.
+pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 4096;
+/// Bytes of a request body per input token reserved: an over-estimate for text in JSON.
+pub const BYTES_PER_TOKEN_ESTIMATE: u64 = 4;
+
+/// One kind of limit, as the policy names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    RequestsPerMinute,
+    InputTokensPerMinute,
+    OutputTokensPerMinute,
+    ConcurrentRequests,
+    ConcurrentStreams,
+    TokensPerDay,
+    TokensPerMonth,
+    UsdPerDay,
+    UsdPerMonth,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 9] = [
+        Limit::RequestsPerMinute,
+        Limit::InputTokensPerMinute,
+        Limit::OutputTokensPerMinute,
+        Limit::ConcurrentRequests,
+        Limit::ConcurrentStreams,
+        Limit::TokensPerDay,
+        Limit::TokensPerMonth,
+        Limit::UsdPerDay,
+        Limit::UsdPerMonth,
+    ];
+
+    /// The policy's field name (also the metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::RequestsPerMinute => "requests_per_minute",
+            Limit::InputTokensPerMinute => "input_tokens_per_minute",
+            Limit::OutputTokensPerMinute => "output_tokens_per_minute",
+            Limit::ConcurrentRequests => "concurrent_requests",
+            Limit::ConcurrentStreams => "concurrent_streams",
+            Limit::TokensPerDay => "tokens_per_day",
+            Limit::TokensPerMonth => "tokens_per_month",
+            Limit::UsdPerDay => "usd_per_day",
+            Limit::UsdPerMonth => "usd_per_month",
+        }
+    }
+
+    /// A budget (refused as `insufficient_quota`), not a rate.
+    pub fn is_budget(self) -> bool {
+        matches!(self, Limit::TokensPerDay | Limit::TokensPerMonth | Limit::UsdPerDay | Limit::UsdPerMonth)
+    }
+
+    /// Counted in USD (nano-USD in the store), not tokens.
+    pub fn is_usd(self) -> bool {
+        matches!(self, Limit::UsdPerDay | Limit::UsdPerMonth)
+    }
+
+    /// The store key's prefix.
+    fn key_kind(self) -> &'static str {
+        match self {
+            Limit::RequestsPerMinute => "rpm",
+            Limit::InputTokensPerMinute => "itpm",
+            Limit::OutputTokensPerMinute => "otpm",
+            Limit::ConcurrentRequests => "creq",
+            Limit::ConcurrentStreams => "cstr",
+            Limit::TokensPerDay => "tokd",
+            Limit::TokensPerMonth => "tokm",
+            Limit::UsdPerDay => "usdd",
+            Limit::UsdPerMonth => "usdm",
+        }
+    }
+}
+
+/// Who a request is for, as far as limits go (cloud runs; local mode has none).
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    pub team: &'a str,
+    pub agent: Option<&'a str>,
+    pub caller: Option<&'a str>,
+    /// `actor:principal`.
+    pub actor: &'a str,
+    pub principal: &'a str,
+}
+
+/// One scope a request falls in, with its effective limits.
+#[derive(Debug, Clone)]
+struct Scope {
+    /// `team "acme"`, `agent "reviewer" of team "acme"`, ...: for messages.
+    name: String,
+    /// The team's own scope (its budgets' room is a metric), rather than an agent, caller or principal.
+    team: Option<String>,
+    /// The store key's scope part.
+    key: String,
+    set: LimitSet,
+}
+
+fn scopes(policy: &LimitsPolicy, who: Who<'_>) -> Vec<Scope> {
+    let mut scopes = Vec::with_capacity(4);
+    let team = policy.team(who.team);
+    if !team.is_empty() {
+        scopes.push(Scope {
+            name: format!("team {:?}", who.team),
+            team: Some(who.team.to_owned()),
+            key: format!("t:{}", who.team),
+            set: team,
+        });
+    }
+    if let Some(agent) = who.agent
+        && let Some(set) = policy.teams.get(who.team).and_then(|t| t.agents.get(agent))
+        && !set.is_empty()
+    {
+        scopes.push(Scope {
+            name: format!("agent {agent:?} of team {:?}", who.team),
+            team: None,
+            key: format!("a:{}/{agent}", who.team),
+            set: *set,
+        });
+    }
+    if let Some(caller) = who.caller
+        && let Some(set) = policy.callers.get(caller)
+        && !set.is_empty()
+    {
+        scopes.push(Scope { name: format!("caller {caller:?}"), team: None, key: format!("c:{caller}"), set: *set });
+    }
+    let principal = policy.principal(who.team);
+    if !principal.is_empty() {
+        scopes.push(Scope {
+            name: format!("principal {:?} of team {:?}", format!("{}:{}", who.actor, who.principal), who.team),
+            team: None,
+            key: format!("p:{}/{}:{}", who.team, who.actor, who.principal),
+            set: principal,
+        });
+    }
+    scopes
+}
+
+/// The room left in the tightest limit of each kind a client is told about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct View {
+    pub requests: Option<Room>,
+    pub input_tokens: Option<Room>,
+    pub output_tokens: Option<Room>,
+}
+
+impl View {
+    fn note(&mut self, limit: Limit, room: Room) {
+        let slot = match limit {
+            Limit::RequestsPerMinute => &mut self.requests,
+            Limit::InputTokensPerMinute => &mut self.input_tokens,
+            Limit::OutputTokensPerMinute => &mut self.output_tokens,
+            _ => return,
+        };
+        if slot.is_none_or(|kept| room.remaining() < kept.remaining()) {
+            *slot = Some(room);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == View::default()
+    }
+}
+
+/// Whose header names a surface uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (OpenAI's).
+    OpenAi,
+    /// `anthropic-ratelimit-{requests,input-tokens,output-tokens}-{limit,remaining,reset}`.
+    Anthropic,
+}
+
+/// The rate-limit headers of `view` in `naming`; `now` (seconds since the epoch) dates
+/// Anthropic's RFC 3339 reset times.
+pub fn headers(view: &View, naming: Naming, now_secs: u64) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    let mut put = |name: String, value: String| {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            out.push((name, value));
+        }
+    };
+    match naming {
+        Naming::OpenAi => {
+            let tokens = view.input_tokens.or(view.output_tokens);
+            for (kind, room) in [("requests", view.requests), ("tokens", tokens)] {
+                let Some(room) = room else { continue };
+                put(format!("x-ratelimit-limit-{kind}"), room.limit.to_string());
+                put(format!("x-ratelimit-remaining-{kind}"), room.remaining().to_string());
+                put(format!("x-ratelimit-reset-{kind}"), format!("{}s", room.reset_secs));
+            }
+        }
+        Naming::Anthropic => {
+            for (kind, room) in [
+                ("requests", view.requests),
+                ("input-tokens", view.input_tokens),
+                ("output-tokens", view.output_tokens),
+            ] {
+                let Some(room) = room else { continue };
+                let reset = std::time::UNIX_EPOCH + std::time::Duration::from_secs(now_secs + room.reset_secs);
+                put(format!("anthropic-ratelimit-{kind}-limit"), room.limit.to_string());
+                put(format!("anthropic-ratelimit-{kind}-remaining"), room.remaining().to_string());
+                put(format!("anthropic-ratelimit-{kind}-reset"), crate::broker::rfc3339(reset));
+            }
+        }
+    }
+    out
+}
+
+/// A refused request: the error for the client and what the client is told about its room.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: ApiError,
+    pub view: View,
+}
+
+/// What the request reserved of one counter, corrected when it settles.
+#[derive(Debug, Clone)]
+struct Reserved {
+    limit: Limit,
+    key: String,
+    /// The counter's limit.
+    ceiling: u64,
+    amount: u64,
+    /// Used after the reservation (the estimate included).
+    used: u64,
+    ttl_secs: u64,
+    /// Index into the admission's scopes.
+    scope: usize,
+}
+
+/// What a request holds from admission until it settles: its scopes, slots, reservations.
+#[derive(Debug)]
+pub struct Admission {
+    policy: Arc<LimitsPolicy>,
+    scopes: Vec<Scope>,
+    /// Slot keys held.
+    held: Vec<String>,
+    reserved: Vec<Reserved>,
+    pub view: View,
+    /// Counted in this process's counters because the shared store did not answer.
+    local: bool,
+    /// The request's lease on shared concurrency slots.
+    lease: String,
+    /// Token or spend limits apply: [`Limits::reserve`] needs an estimate.
+    needs_estimate: bool,
+}
+
+impl Admission {
+    /// A token or spend limit applies, so the request's size must be estimated.
+    pub fn needs_estimate(&self) -> bool {
+        self.needs_estimate
+    }
+}
+
+/// What a request is expected to use, reserved before the call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimate {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Estimate {
+    /// From a request body: its size, and its top-level `max_tokens` (else
+    /// [`DEFAULT_OUTPUT_ESTIMATE`]).
+    pub fn of_body(body: &[u8]) -> Estimate {
+        #[derive(serde::Deserialize)]
+        struct Peek {
+            max_tokens: Option<u64>,
+            max_completion_tokens: Option<u64>,
+        }
+        let output = serde_json::from_slice::<Peek>(body)
+            .ok()
+            .and_then(|peek| peek.max_tokens.or(peek.max_completion_tokens))
+            .unwrap_or(DEFAULT_OUTPUT_ESTIMATE);
+        Estimate { input_tokens: (body.len() as u64).div_ceil(BYTES_PER_TOKEN_ESTIMATE), output_tokens: output }
+    }
+}
+
+/// What settling a request found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Budgets at or past the alert fraction after this request (`usd_per_day`, ...).
+    pub alerts: Vec<&'static str>,
+}
+
+/// Microseconds since the epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The limits in force and where their counters live, shared by every request.
+pub struct Limits {
+    policy: RwLock<Arc<LimitsPolicy>>,
+    /// This process's counters: the store without Redis, and the fallback while Redis is away.
+    local: Arc<LocalStore>,
+    /// Redis, shared by replicas, when configured.
+    shared: Option<Arc<dyn Store>>,
+    /// Until when (µs) the shared store is not asked after it failed: requests meanwhile do not
+    /// wait for its timeout.
+    shared_down_until: AtomicU64,
+    /// Spend and token-budget counts made on this replica while the shared store was away, added
+    /// to it when it answers again.
+    unsynced: Mutex<Vec<Adjust>>,
+    metrics: Arc<Metrics>,
+}
+
+/// How long the shared store is left alone after a failure.
+const STORE_RETRY_US: u64 = 1_000_000;
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits").finish_non_exhaustive()
+    }
+}
+
+impl Limits {
+    /// The limits of `policy`, counted in Redis when it names one (connected in the background;
+    /// call at start, within the runtime), else in this process.
+    pub fn new(policy: LimitsPolicy, metrics: Arc<Metrics>) -> Limits {
+        let shared: Option<Arc<dyn Store>> = match &policy.store.redis_url {
+            None => None,
+            Some(_) => match redis::RedisStore::start(&policy.store) {
+                Ok(store) => Some(store),
+                Err(error) => {
+                    // Validated with the policy; should it still fail, every request sees it.
+                    tracing::error!(%error, "limits store not started");
+                    Some(Arc::new(Unavailable(error)))
+                }
+            },
+        };
+        Limits {
+            policy: RwLock::new(Arc::new(policy)),
+            local: Arc::new(LocalStore::new()),
+            shared,
+            shared_down_until: AtomicU64::new(0),
+            unsynced: Mutex::new(Vec::new()),
+            metrics,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<LimitsPolicy> {
+        match self.policy.read() {
+            Ok(policy) => policy.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Put a new policy in force (its store settings take effect at the next start only).
+    pub fn replace(&self, policy: LimitsPolicy) {
+        let policy = Arc::new(policy);
+        match self.policy.write() {
+            Ok(mut slot) => *slot = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
+    }
+
+    /// May `team` export credentials (`/v1/credentials*`)? A refusal names the setting.
+    pub fn may_export(&self, team: &str) -> Result<(), ApiError> {
+        if self.policy().may_export(team) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(
+            "credential_export_disabled",
+            format!(
+                "team {team:?} may not export credentials: its spend is limited through the gateway ([limits.teams.{team:?}] credentials = false)"
+            ),
+        ))
+    }
+
+    /// The price of `model` served by `upstream` in the policy in force.
+    pub fn price(&self, model: &str, upstream: &crate::routing::Upstream) -> Option<Price> {
+        self.policy().price(model, upstream)
+    }
+
+    /// Acquire `checks` (tagged `tags`) in the shared store, or this process's while it does not
+    /// answer (`on_store_error = "allow"`); `Err` with the 503 under `"deny"`.
+    async fn acquire(&self, policy: &LimitsPolicy, checks: &[Check], lease: &str) -> Result<(Outcome, bool), ApiError> {
+        let now = now_us();
+        if let Some(shared) = &self.shared {
+            let down = now < self.shared_down_until.load(Ordering::Relaxed);
+            let result = if down {
+                Err(StoreError("unavailable (retried shortly)".into()))
+            } else {
+                shared.acquire(checks, now, lease).await
+            };
+            match result {
+                Ok(outcome) => {
+                    self.resync(shared.as_ref(), now).await;
+                    return Ok((outcome, false));
+                }
+                Err(StoreError(error)) => {
+                    if !down {
+                        self.shared_down_until.store(now + STORE_RETRY_US, Ordering::Relaxed);
+                    }
+                    self.metrics.limit_store_errors.inc("acquire");
+                    if policy.store.on_store_error == OnStoreError::Deny {
+                        tracing::warn!(%error, "limits store unavailable: refusing (on_store_error = \"deny\")");
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            ErrorKind::Internal,
+                            "limits_unavailable",
+                            "the gateway cannot check its limits right now (its counter store does not answer); retry shortly",
+                        )
+                        .with_retry_after(1));
+                    }
+                    tracing::warn!(%error, "limits store unavailable: counting on this replica's own counters (on_store_error = \"allow\")");
+                }
+            }
+        }
+        let outcome = self.local.acquire_now(checks, now);
+        if self.shared.is_some()
+            && let Outcome::Admitted { .. } = outcome
+        {
+            // Budgets spent here are added to the shared counters when they answer again.
+            let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+            for check in checks {
+                if let Check::Sum { key, cost, ttl_secs, .. } = check {
+                    unsynced.push(Adjust::Sum { key: key.clone(), delta: *cost as i64, ttl_secs: *ttl_secs });
+                }
+            }
+        }
+        Ok((outcome, self.shared.is_some()))
+    }
+
+    /// Add what was counted on this replica while the shared store was away.
+    async fn resync(&self, shared: &dyn Store, now: u64) {
+        let pending = {
+            let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+            if unsynced.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *unsynced)
+        };
+        match shared.adjust(&pending, now, "-").await {
+            Ok(()) => {
+                tracing::info!(counters = pending.len(), "limits store answers again: local budget counts added to it")
+            }
+            Err(_) => self.unsynced.lock().unwrap_or_else(|p| p.into_inner()).extend(pending),
+        }
+    }
+
+    /// Step 1: the request rates and concurrent requests of every scope of `who`. `Ok(None)`: no
+    /// limit applies.
+    pub async fn admit(&self, who: Who<'_>) -> Result<Option<Admission>, Refusal> {
+        let policy = self.policy();
+        let scopes = scopes(&policy, who);
+        if scopes.is_empty() {
+            return Ok(None);
+        }
+        let mut checks = Vec::with_capacity(scopes.len() * 2);
+        let mut tags = Vec::with_capacity(scopes.len() * 2);
+        let mut needs_estimate = false;
+        for (index, scope) in scopes.iter().enumerate() {
+            let set = &scope.set;
+            if let Some(limit) = set.requests_per_minute {
+                checks.push(Check::Rate {
+                    key: rate_key(Limit::RequestsPerMinute, limit, &scope.key),
+                    limit,
+                    cost: 1,
+                    whole: true,
+                });
+                tags.push((index, Limit::RequestsPerMinute));
+            }
+            if let Some(limit) = set.concurrent_requests {
+                checks.push(Check::Slots { key: key(Limit::ConcurrentRequests, &scope.key), limit });
+                tags.push((index, Limit::ConcurrentRequests));
+            }
+            needs_estimate |= set.input_tokens_per_minute.is_some()
+                || set.output_tokens_per_minute.is_some()
+                || set.has_budget()
+                || set.concurrent_streams.is_some();
+        }
+        let mut admission = Admission {
+            policy: policy.clone(),
+            scopes,
+            held: Vec::new(),
+            reserved: Vec::new(),
+            view: View::default(),
+            local: false,
+            lease: if self.shared.is_some() { redis::lease_id() } else { String::new() },
+            needs_estimate,
+        };
+        if checks.is_empty() {
+            return Ok(Some(admission));
+        }
+        let (outcome, local) = self
+            .acquire(&policy, &checks, &admission.lease)
+            .await
+            .map_err(|error| Refusal { error, view: View::default() })?;
+        admission.local = local;
+        match outcome {
+            Outcome::Admitted { rooms } => {
+                for ((check, (_, limit)), room) in checks.into_iter().zip(tags).zip(rooms) {
+                    admission.view.note(limit, room);
+                    if let Check::Slots { key, .. } = check {
+                        admission.held.push(key);
+                    }
+                }
+                Ok(Some(admission))
+            }
+            Outcome::Refused { index, room, retry_after_secs } => {
+                let (scope, limit) = tags[index];
+                let mut view = admission.view;
+                view.note(limit, room);
+                Err(self.refuse(&admission.scopes[scope], limit, room, retry_after_secs, view))
+            }
+        }
+    }
+
+    /// Step 2: token rates, budgets and the stream slot, for a request expected to use
+    /// `estimate`, priced at `price` (the first route's), streamed or not.
+    pub async fn reserve(
+        &self,
+        admission: &mut Admission,
+        estimate: Estimate,
+        price: Option<Price>,
+        stream: bool,
+    ) -> Result<(), Refusal> {
+        if !admission.needs_estimate {
+            return Ok(());
+        }
+        let now = now_us();
+        let window = windows::Windows::at(now / 1_000_000);
+        let tokens = estimate.input_tokens.saturating_add(estimate.output_tokens);
+        let usd = price.map_or(0, |p| {
+            p.cost_nanos(Tokens { input: estimate.input_tokens, output: estimate.output_tokens, ..Tokens::default() })
+        });
+        let mut checks = Vec::new();
+        let mut tags: Vec<(usize, Limit, u64, u64)> = Vec::new();
+        for (index, scope) in admission.scopes.iter().enumerate() {
+            let set = &scope.set;
+            let rate = |limit: Limit, ceiling: u64, cost: u64| Check::Rate {
+                key: rate_key(limit, ceiling, &scope.key),
+                limit: ceiling,
+                cost,
+                whole: false,
+            };
+            let sum = |limit: Limit, ceiling: u64, cost: u64, (name, ttl): (&str, u64)| Check::Sum {
+                key: format!("{}:{name}", key(limit, &scope.key)),
+                limit: ceiling,
+                cost,
+                ttl_secs: ttl,
+            };
+            for (limit, ceiling, cost) in [
+                (Limit::InputTokensPerMinute, set.input_tokens_per_minute, estimate.input_tokens),
+                (Limit::OutputTokensPerMinute, set.output_tokens_per_minute, estimate.output_tokens),
+            ] {
+                if let Some(ceiling) = ceiling {
+                    checks.push(rate(limit, ceiling, cost));
+                    tags.push((index, limit, ceiling, cost));
+                }
+            }
+            for (limit, ceiling, cost, win) in [
+                (Limit::TokensPerDay, set.tokens_per_day, tokens, window.day()),
+                (Limit::TokensPerMonth, set.tokens_per_month, tokens, window.month()),
+                (Limit::UsdPerDay, set.usd_per_day, usd, window.day()),
+                (Limit::UsdPerMonth, set.usd_per_month, usd, window.month()),
+            ] {
+                if let Some(ceiling) = ceiling {
+                    checks.push(sum(limit, ceiling, cost, win));
+                    tags.push((index, limit, ceiling, cost));
+                }
+            }
+            if stream && let Some(ceiling) = set.concurrent_streams {
+                checks.push(Check::Slots { key: key(Limit::ConcurrentStreams, &scope.key), limit: ceiling });
+                tags.push((index, Limit::ConcurrentStreams, ceiling, 1));
+            }
+        }
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let policy = admission.policy.clone();
+        let (outcome, local) = self
+            .acquire(&policy, &checks, &admission.lease)
+            .await
+            .map_err(|error| Refusal { error, view: admission.view })?;
+        admission.local |= local;
+        match outcome {
+            Outcome::Admitted { rooms } => {
+                for ((check, (scope, limit, ceiling, amount)), room) in checks.into_iter().zip(tags).zip(rooms) {
+                    admission.view.note(limit, room);
+                    match check {
+                        Check::Slots { key, .. } => admission.held.push(key),
+                        Check::Rate { key, .. } => admission.reserved.push(Reserved {
+                            limit,
+                            key,
+                            ceiling,
+                            amount,
+                            used: room.used,
+                            ttl_secs: 0,
+                            scope,
+                        }),
+                        Check::Sum { key, ttl_secs, .. } => admission.reserved.push(Reserved {
+                            limit,
+                            key,
+                            ceiling,
+                            amount,
+                            used: room.used,
+                            ttl_secs,
+                            scope,
+                        }),
+                    }
+                }
+                Ok(())
+            }
+            Outcome::Refused { index, room, retry_after_secs } => {
+                let (scope, limit, _, _) = tags[index];
+                let mut view = admission.view;
+                view.note(limit, room);
+                Err(self.refuse(&admission.scopes[scope], limit, room, retry_after_secs, view))
+            }
+        }
+    }
+
+    fn refuse(&self, scope: &Scope, limit: Limit, room: Room, retry_after_secs: u64, view: View) -> Refusal {
+        self.metrics.limit_refusals.inc(limit.as_str());
+        let shown = match limit {
+            Limit::UsdPerDay | Limit::UsdPerMonth => format!("{} USD", Usd(room.limit).as_f64()),
+            _ => room.limit.to_string(),
+        };
+        let (kind, code, what) = if limit.is_budget() {
+            (ErrorKind::Quota, "insufficient_quota", "budget is spent")
+        } else {
+            (ErrorKind::RateLimit, "rate_limit_exceeded", "limit is reached")
+        };
+        let message =
+            format!("{}: the gateway's {} {what} ({shown}); retry in {retry_after_secs}s", scope.name, limit.as_str());
+        tracing::info!(scope = %scope.name, limit = limit.as_str(), retry_after_secs, "request refused by a limit");
+        let error =
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, kind, code, message).with_retry_after(retry_after_secs.max(1));
+        Refusal { error, view }
+    }
+
+    /// Step 3: correct the reservations to `usage` and `cost`, release the slots. Never waits: a
+    /// shared store is told in the background.
+    pub fn settle(&self, admission: Admission, usage: &Usage, cost: Option<Usd>) -> Settled {
+        let counting = prices().counting;
+        let input = usage.input_tokens.unwrap_or(0)
+            + if counting.cache_write { usage.cache_creation_input_tokens.unwrap_or(0) } else { 0 }
+            + if counting.cache_read { usage.cache_read_input_tokens.unwrap_or(0) } else { 0 };
+        let output = usage.output_tokens.unwrap_or(0);
+        let spent = cost.map_or(0, |c| c.0);
+        let mut adjustments = Vec::with_capacity(admission.reserved.len() + admission.held.len());
+        let mut settled = Settled::default();
+        for reserved in &admission.reserved {
+            let actual = match reserved.limit {
+                Limit::InputTokensPerMinute => input,
+                Limit::OutputTokensPerMinute => output,
+                Limit::TokensPerDay | Limit::TokensPerMonth => input + output,
+                Limit::UsdPerDay | Limit::UsdPerMonth => spent,
+                _ => continue,
+            };
+            let delta = actual as i64 - reserved.amount as i64;
+            if reserved.limit.is_budget() {
+                let before = reserved.used.saturating_sub(reserved.amount);
+                let after = before.saturating_add(actual);
+                if let Some(team) = &admission.scopes[reserved.scope].team {
+                    let room = reserved.ceiling.saturating_sub(after);
+                    let room = if reserved.limit.is_usd() { Usd(room).as_f64() } else { room as f64 };
+                    self.metrics.set_budget_remaining(team, reserved.limit.as_str(), room);
+                }
+                let threshold = (reserved.ceiling as f64 * admission.policy.alert_at) as u64;
+                if after >= threshold {
+                    settled.alerts.push(reserved.limit.as_str());
+                    if before < threshold {
+                        tracing::warn!(
+                            scope = %admission.scopes[reserved.scope].name,
+                            limit = reserved.limit.as_str(),
+                            used_fraction = after as f64 / reserved.ceiling.max(1) as f64,
+                            "a budget passed its alert fraction (limits.alert_at_fraction)"
+                        );
+                    }
+                }
+            }
+            if delta == 0 {
+                continue;
+            }
+            adjustments.push(match reserved.limit {
+                Limit::InputTokensPerMinute | Limit::OutputTokensPerMinute => {
+                    Adjust::Rate { key: reserved.key.clone(), limit: reserved.ceiling, delta }
+                }
+                _ => Adjust::Sum { key: reserved.key.clone(), delta, ttl_secs: reserved.ttl_secs },
+            });
+        }
+        adjustments.extend(admission.held.iter().map(|key| Adjust::Release { key: key.clone() }));
+        settled.alerts.dedup();
+        if adjustments.is_empty() {
+            return settled;
+        }
+        let now = now_us();
+        match (&self.shared, admission.local) {
+            (Some(shared), false) => {
+                let shared = shared.clone();
+                let metrics = self.metrics.clone();
+                let lease = admission.lease.clone();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if let Err(StoreError(error)) = shared.adjust(&adjustments, now, &lease).await {
+                            // Slots lapse with their lease; a lost spend correction is logged.
+                            metrics.limit_store_errors.inc("settle");
+                            tracing::warn!(%error, "limits store unavailable: a settlement was not recorded");
+                        }
+                    });
+                }
+            }
+            (Some(_), true) => {
+                self.local.adjust_now(&adjustments, now);
+                let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+                unsynced.extend(adjustments.into_iter().filter(|a| matches!(a, Adjust::Sum { .. })));
+            }
+            (None, _) => self.local.adjust_now(&adjustments, now),
+        }
+        settled
+    }
+}
+
+/// A shared store that could not be started: every call fails, so `on_store_error` decides.
+struct Unavailable(String);
+
+impl Store for Unavailable {
+    fn acquire<'a>(
+        &'a self,
+        _: &'a [Check],
+        _: u64,
+        _: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<Outcome, StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
+    }
+    fn adjust<'a>(
+        &'a self,
+        _: &'a [Adjust],
+        _: u64,
+        _: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
+    }
+    fn sums<'a>(
+        &'a self,
+        _: &'a [String],
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
+    }
+    fn add_usage<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a [(String, u64)],
+        _: u64,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
+    }
+    fn usage<'a>(&'a self, _: &'a str) -> futures_util::future::BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
+    }
+}
+
+/// The billed token counts of `usage` (cache writes at the 5-minute rate: the one usage type does
+/// not tell 1-hour writes apart).
+pub fn tokens(usage: &Usage) -> Tokens {
+    Tokens {
+        input: usage.input_tokens.unwrap_or(0),
+        output: usage.output_tokens.unwrap_or(0),
+        cache_write_5m: usage.cache_creation_input_tokens.unwrap_or(0),
+        cache_write_1h: 0,
+        cache_read: usage.cache_read_input_tokens.unwrap_or(0),
+    }
+}
+
+/// What `usage` cost at `price`: the one cost rule (audit line, span, budgets, `/v1/usage`).
+pub fn cost(price: Price, usage: &Usage) -> Usd {
+    Usd(price.cost_nanos(tokens(usage)))
+}
+
+/// How long a team's usage of one UTC day is kept for `/v1/usage`.
+const USAGE_TTL_SECS: u64 = 40 * 86_400;
+
+/// One agent's use of one model on one UTC day (`/v1/usage`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct UsageLine {
+    /// `null`: the team's own runs (no agent).
+    pub agent: Option<String>,
+    pub model: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_input_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    /// The sum of the answers' `cost_usd` (answers without a price count nothing).
+    pub cost_usd: Usd,
+    /// Answers without a price.
+    pub unpriced: u64,
+}
+
+/// A budget's room (`/v1/usage`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BudgetRoom {
+    /// `team`, or `agent <name>`.
+    pub scope: String,
+    pub limit: &'static str,
+    /// Tokens, or USD for `usd_per_*`.
+    pub value: f64,
+    pub used: f64,
+    pub remaining: f64,
+    /// Seconds until the window ends (00:00 UTC, or the 1st of the month).
+    pub reset_secs: u64,
+}
+
+/// A team's usage today and its budgets' room.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UsageReport {
+    pub team: String,
+    /// The UTC day reported.
+    pub day: String,
+    pub usage: Vec<UsageLine>,
+    pub budgets: Vec<BudgetRoom>,
+}
+
+impl Limits {
+    /// Add one finished request to its team's usage of the day (per agent and model).
+    pub fn record_usage(&self, team: &str, agent: Option<&str>, model: Option<&str>, usage: &Usage, cost: Option<Usd>) {
+        let now = now_us();
+        let windows = windows::Windows::at(now / 1_000_000);
+        let key = format!("usage:{team}:{}", windows.day().0);
+        let line = format!("{}\t{}", agent.unwrap_or("-"), model.unwrap_or("-"));
+        let mut fields = vec![(format!("{line}\trequests"), 1)];
+        for (kind, count) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_input_tokens),
+            ("cache_write", usage.cache_creation_input_tokens),
+        ] {
+            if let Some(count) = count.filter(|c| *c > 0) {
+                fields.push((format!("{line}\t{kind}"), count));
+            }
+        }
+        match cost {
+            Some(cost) => fields.push((format!("{line}\tcost_nanos"), cost.0)),
+            None => fields.push((format!("{line}\tunpriced"), 1)),
+        }
+        match &self.shared {
+            Some(shared) => {
+                let (shared, local, metrics) = (shared.clone(), self.local.clone(), self.metrics.clone());
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if shared.add_usage(&key, &fields, USAGE_TTL_SECS).await.is_err() {
+                            metrics.limit_store_errors.inc("usage");
+                            local.add_usage_now(&key, &fields, USAGE_TTL_SECS, now);
+                        }
+                    });
+                }
+            }
+            None => self.local.add_usage_now(&key, &fields, USAGE_TTL_SECS, now),
+        }
+    }
+
+    /// `team`'s usage today, per agent and model, and the room of its budgets (the team's and
+    /// its agents').
+    pub async fn usage(&self, team: &str) -> Result<UsageReport, ApiError> {
+        let policy = self.policy();
+        let windows = windows::Windows::at(now_us() / 1_000_000);
+        let day = windows.day().0.to_owned();
+        let store: &dyn Store = match &self.shared {
+            Some(shared) => shared.as_ref(),
+            None => self.local.as_ref(),
+        };
+        let unavailable = |_| {
+            self.metrics.limit_store_errors.inc("usage");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::Internal,
+                "limits_unavailable",
+                "the gateway's counter store does not answer; retry shortly",
+            )
+            .with_retry_after(1)
+        };
+        let fields = store.usage(&format!("usage:{team}:{day}")).await.map_err(unavailable)?;
+        let mut lines: Vec<UsageLine> = Vec::new();
+        for (field, value) in fields {
+            let mut parts = field.splitn(3, '\t');
+            let (Some(agent), Some(model), Some(kind)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let agent = (agent != "-").then(|| agent.to_owned());
+            let index = match lines.iter().position(|l| l.agent == agent && l.model == model) {
+                Some(index) => index,
+                None => {
+                    lines.push(UsageLine { agent, model: model.to_owned(), ..UsageLine::default() });
+                    lines.len() - 1
+                }
+            };
+            let line = &mut lines[index];
+            match kind {
+                "requests" => line.requests = value,
+                "input" => line.input_tokens = value,
+                "output" => line.output_tokens = value,
+                "cache_read" => line.cache_read_input_tokens = value,
+                "cache_write" => line.cache_creation_input_tokens = value,
+                "cost_nanos" => line.cost_usd = Usd(value),
+                "unpriced" => line.unpriced = value,
+                _ => {}
+            }
+        }
+        let mut scopes = vec![("team".to_owned(), format!("t:{team}"), policy.team(team))];
+        if let Some(limits) = policy.teams.get(team) {
+            for (agent, set) in &limits.agents {
+                scopes.push((format!("agent {agent}"), format!("a:{team}/{agent}"), *set));
+            }
+        }
+        let mut budgets = Vec::new();
+        let mut keys = Vec::new();
+        for (name, scope, set) in &scopes {
+            for (limit, value, (window, left)) in [
+                (Limit::TokensPerDay, set.tokens_per_day, windows.day()),
+                (Limit::TokensPerMonth, set.tokens_per_month, windows.month()),
+                (Limit::UsdPerDay, set.usd_per_day, windows.day()),
+                (Limit::UsdPerMonth, set.usd_per_month, windows.month()),
+            ] {
+                let Some(value) = value else { continue };
+                keys.push(format!("{}:{window}", key(limit, scope)));
+                budgets.push((name.clone(), limit, value, left));
+            }
+        }
+        let used = store.sums(&keys).await.map_err(unavailable)?;
+        let budgets = budgets
+            .into_iter()
+            .zip(used)
+            .map(|((scope, limit, value, reset_secs), used)| {
+                let used = used.unwrap_or(0);
+                let show = |n: u64| {
+                    if matches!(limit, Limit::UsdPerDay | Limit::UsdPerMonth) { Usd(n).as_f64() } else { n as f64 }
+                };
+                BudgetRoom {
+                    scope,
+                    limit: limit.as_str(),
+                    value: show(value),
+                    used: show(used),
+                    remaining: show(value.saturating_sub(used)),
+                    reset_secs,
+                }
+            })
+            .collect();
+        Ok(UsageReport { team: team.to_owned(), day, usage: lines, budgets })
+    }
+}
+
+/// A counter's store key: its kind and its scope.
+fn key(limit: Limit, scope: &str) -> String {
+    format!("{}:{scope}", limit.key_kind())
+}
+
+/// A rate's store key names its limit too: a rate's state is a time that means something only at
+/// one limit, so a reloaded limit starts a fresh count.
+fn rate_key(limit: Limit, per_minute: u64, scope: &str) -> String {
+    format!("{}:{per_minute}:{scope}", limit.key_kind())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,419 @@
+//! Where limit counters live: the [`Store`] trait and its in-process implementation
+//! ([`LocalStore`]); the Redis one, shared by replicas, is in [`super::redis`].
+//!
+//! Three kinds of counter, each keyed by a string the caller builds:
+//! - a rate per minute ([`Check::Rate`]): GCRA (the generic cell rate algorithm), one
+//!   "theoretical arrival time" per key; a limit of N per minute admits a burst of N, then one
+//!   every 60/N s. Token rates reserve an estimate and are settled with the actual count.
+//! - concurrency slots ([`Check::Slots`]): held from admission until the request's audit record
+//!   is written (a stream's when it ends).
+//! - a windowed sum ([`Check::Sum`]): tokens or nano-USD within a UTC calendar day or month (the
+//!   key names the window; it expires after it).
+//!
+//! An acquisition checks every counter it names and takes room in all of them, or in none: a
+//! request refused by its agent's limit spends nothing of its team's. Must never: decide which
+//! limits apply (that is [`super::Limits`]) or know HTTP.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use futures_util::future::BoxFuture;
+
+/// One minute, the window of every rate, in microseconds.
+pub const MINUTE_US: u64 = 60_000_000;
+
+/// One counter to check and take room in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// `cost` units of a rate of `limit` per minute. `whole`: admitted only if all of `cost`
+    /// fits (requests); else while there is room for one more unit (token estimates).
+    Rate { key: String, limit: u64, cost: u64, whole: bool },
+    /// One of `limit` slots.
+    Slots { key: String, limit: u64 },
+    /// `cost` more of a sum of at most `limit` (admitted while below it), kept `ttl_secs`.
+    Sum { key: String, limit: u64, cost: u64, ttl_secs: u64 },
+}
+
+impl Check {
+    pub fn key(&self) -> &str {
+        match self {
+            Check::Rate { key, .. } | Check::Slots { key, .. } | Check::Sum { key, .. } => key,
+        }
+    }
+}
+
+/// A counter after an acquisition: its limit, what is used, and in how many seconds it is whole
+/// again (rates), or its window ends (sums).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Room {
+    pub limit: u64,
+    pub used: u64,
+    pub reset_secs: u64,
+}
+
+impl Room {
+    pub fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.used)
+    }
+}
+
+/// What an acquisition came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Room taken in every counter; `rooms[i]` is `checks[i]`'s.
+    Admitted { rooms: Vec<Room> },
+    /// `checks[index]` had no room; nothing was taken. Come back in `retry_after_secs`.
+    Refused { index: usize, room: Room, retry_after_secs: u64 },
+}
+
+/// A correction made once a request is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adjust {
+    /// The estimate reserved in a rate was off by `delta` units (negative: gives room back).
+    Rate { key: String, limit: u64, delta: i64 },
+    /// The estimate added to a sum was off by `delta`.
+    Sum { key: String, delta: i64, ttl_secs: u64 },
+    /// A slot is free again.
+    Release { key: String },
+}
+
+/// The store could not be asked (Redis down, slow or refusing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+/// Where counters live.
+pub trait Store: Send + Sync {
+    /// Check `checks` at `now_us` (microseconds since the epoch) and take room in all or none;
+    /// slots are taken for `lease` (one per request).
+    fn acquire<'a>(
+        &'a self,
+        checks: &'a [Check],
+        now_us: u64,
+        lease: &'a str,
+    ) -> BoxFuture<'a, Result<Outcome, StoreError>>;
+    /// Apply corrections, and release `lease`'s slots.
+    fn adjust<'a>(
+        &'a self,
+        adjustments: &'a [Adjust],
+        now_us: u64,
+        lease: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Current values of sums (`None`: no such key), for `/v1/usage`.
+    fn sums<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>>;
+    /// Add `delta` to counters of a hash (usage by agent, model and kind), kept `ttl_secs`.
+    fn add_usage<'a>(
+        &'a self,
+        key: &'a str,
+        fields: &'a [(String, u64)],
+        ttl_secs: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Every field of a usage hash.
+    fn usage<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>>;
+}
+
+/// The GCRA interval of one unit of a rate of `limit` per minute, in microseconds.
+pub fn interval_us(limit: u64) -> u64 {
+    (MINUTE_US / limit.max(1)).max(1)
+}
+
+/// Seconds, rounded up.
+fn ceil_secs(us: u64) -> u64 {
+    us.div_ceil(1_000_000)
+}
+
+/// One GCRA step on `tat` (the key's theoretical arrival time): the outcome and the new time.
+pub fn gcra(tat: u64, now: u64, limit: u64, cost: u64, whole: bool) -> (Result<Room, (Room, u64)>, u64) {
+    let interval = interval_us(limit);
+    let start = tat.max(now);
+    let used_us = start - now;
+    let need = if whole { cost.max(1) } else { 1 };
+    let room = |used_us: u64| Room {
+        limit,
+        used: used_us.div_ceil(interval).min(u64::MAX / 2),
+        reset_secs: ceil_secs(used_us),
+    };
+    if used_us.saturating_add(need.saturating_mul(interval)) > MINUTE_US {
+        let retry = used_us.saturating_add(need.saturating_mul(interval)) - MINUTE_US;
+        return (Err((room(used_us), ceil_secs(retry).max(1))), tat);
+    }
+    let new_tat = start.saturating_add(cost.saturating_mul(interval));
+    (Ok(room(new_tat - now)), new_tat)
+}
+
+/// A rate's time after a correction of `delta` units (never before `now`).
+pub fn gcra_adjust(tat: u64, now: u64, limit: u64, delta: i64) -> u64 {
+    let interval = interval_us(limit);
+    let shift = delta.unsigned_abs().saturating_mul(interval);
+    if delta >= 0 { tat.max(now).saturating_add(shift) } else { tat.saturating_sub(shift).max(now) }
+}
+
+#[derive(Default)]
+struct Counters {
+    /// Rate key → theoretical arrival time (µs).
+    rates: HashMap<String, u64>,
+    slots: HashMap<String, u64>,
+    /// Sum key → (value, expiry µs).
+    sums: HashMap<String, (u64, u64)>,
+    /// Usage hash key → (field → value, expiry µs).
+    usage: HashMap<String, (HashMap<String, u64>, u64)>,
+    /// Operations since expired entries were last dropped.
+    since_purge: u32,
+}
+
+impl Counters {
+    fn purge(&mut self, now: u64) {
+        self.since_purge += 1;
+        if self.since_purge < 4096 {
+            return;
+        }
+        self.since_purge = 0;
+        self.rates.retain(|_, tat| *tat > now);
+        self.slots.retain(|_, held| *held > 0);
+        self.sums.retain(|_, (_, expiry)| *expiry > now);
+        self.usage.retain(|_, (_, expiry)| *expiry > now);
+    }
+}
+
+/// Counters in this process: exact for one replica, and what each replica falls back to while the
+/// shared store does not answer.
+#[derive(Default)]
+pub struct LocalStore {
+    counters: Mutex<Counters>,
+}
+
+impl LocalStore {
+    pub fn new() -> LocalStore {
+        LocalStore::default()
+    }
+
+    /// [`Store::acquire`] without the future.
+    pub fn acquire_now(&self, checks: &[Check], now: u64) -> Outcome {
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        counters.purge(now);
+        let mut rooms = Vec::with_capacity(checks.len());
+        let mut rates = Vec::with_capacity(checks.len());
+        for (index, check) in checks.iter().enumerate() {
+            match check {
+                Check::Rate { key, limit, cost, whole } => {
+                    let tat = counters.rates.get(key).copied().unwrap_or(0);
+                    match gcra(tat, now, *limit, *cost, *whole) {
+                        (Ok(room), new_tat) => {
+                            rooms.push(room);
+                            rates.push(new_tat);
+                        }
+                        (Err((room, retry_after_secs)), _) => {
+                            return Outcome::Refused { index, room, retry_after_secs };
+                        }
+                    }
+                }
+                Check::Slots { key, limit } => {
+                    let held = counters.slots.get(key).copied().unwrap_or(0);
+                    if held >= *limit {
+                        let room = Room { limit: *limit, used: held, reset_secs: 0 };
+                        return Outcome::Refused { index, room, retry_after_secs: 1 };
+                    }
+                    rooms.push(Room { limit: *limit, used: held + 1, reset_secs: 0 });
+                    rates.push(0);
+                }
+                Check::Sum { key, limit, cost, ttl_secs } => {
+                    let value = counters.sums.get(key).filter(|(_, expiry)| *expiry > now).map_or(0, |(v, _)| *v);
+                    if value >= *limit {
+                        let room = Room { limit: *limit, used: value, reset_secs: *ttl_secs };
+                        return Outcome::Refused { index, room, retry_after_secs: (*ttl_secs).max(1) };
+                    }
+                    rooms.push(Room { limit: *limit, used: value.saturating_add(*cost), reset_secs: *ttl_secs });
+                    rates.push(0);
+                }
+            }
+        }
+        // Every counter had room: take it in all of them.
+        for (check, new_tat) in checks.iter().zip(rates) {
+            match check {
+                Check::Rate { key, .. } => {
+                    counters.rates.insert(key.clone(), new_tat);
+                }
+                Check::Slots { key, .. } => *counters.slots.entry(key.clone()).or_default() += 1,
+                Check::Sum { key, cost, ttl_secs, .. } => {
+                    let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
+                    let entry = counters.sums.entry(key.clone()).or_insert((0, expiry));
+                    if entry.1 <= now {
+                        *entry = (0, expiry);
+                    }
+                    entry.0 = entry.0.saturating_add(*cost);
+                }
+            }
+        }
+        Outcome::Admitted { rooms }
+    }
+
+    /// [`Store::adjust`] without the future.
+    pub fn adjust_now(&self, adjustments: &[Adjust], now: u64) {
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        for adjustment in adjustments {
+            match adjustment {
+                Adjust::Rate { key, limit, delta } => {
+                    let tat = counters.rates.get(key).copied().unwrap_or(0);
+                    counters.rates.insert(key.clone(), gcra_adjust(tat, now, *limit, *delta));
+                }
+                Adjust::Sum { key, delta, ttl_secs } => {
+                    let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
+                    let entry = counters.sums.entry(key.clone()).or_insert((0, expiry));
+                    entry.0 = entry.0.saturating_add_signed(*delta);
+                }
+                Adjust::Release { key } => {
+                    if let Some(held) = counters.slots.get_mut(key) {
+                        *held = held.saturating_sub(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Store::add_usage`] without the future.
+    pub fn add_usage_now(&self, key: &str, fields: &[(String, u64)], ttl_secs: u64, now: u64) {
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
+        let (hash, _) = counters.usage.entry(key.to_owned()).or_insert_with(|| (HashMap::new(), expiry));
+        for (field, delta) in fields {
+            let value = hash.entry(field.clone()).or_default();
+            *value = value.saturating_add(*delta);
+        }
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Store for LocalStore {
+    /// Slots are counts here: a process that ends frees them all.
+    fn acquire<'a>(
+        &'a self,
+        checks: &'a [Check],
+        now_us: u64,
+        _lease: &'a str,
+    ) -> BoxFuture<'a, Result<Outcome, StoreError>> {
+        let outcome = self.acquire_now(checks, now_us);
+        Box::pin(std::future::ready(Ok(outcome)))
+    }
+
+    fn adjust<'a>(
+        &'a self,
+        adjustments: &'a [Adjust],
+        now_us: u64,
+        _lease: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.adjust_now(adjustments, now_us);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn sums<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>> {
+        let now = now_us();
+        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let values = keys
+            .iter()
+            .map(|key| counters.sums.get(key).filter(|(_, expiry)| *expiry > now).map(|(v, _)| *v))
+            .collect();
+        Box::pin(std::future::ready(Ok(values)))
+    }
+
+    fn add_usage<'a>(
+        &'a self,
+        key: &'a str,
+        fields: &'a [(String, u64)],
+        ttl_secs: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.add_usage_now(key, fields, ttl_secs, now_us());
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn usage<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
+        let now = now_us();
+        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fields: Vec<(String, u64)> = counters
+            .usage
+            .get(key)
+            .filter(|(_, expiry)| *expiry > now)
+            .map(|(hash, _)| hash.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        fields.sort();
+        Box::pin(std::future::ready(Ok(fields)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_800_000_000_000_000;
+
+    fn rate(key: &str, limit: u64) -> Check {
+        Check::Rate { key: key.into(), limit, cost: 1, whole: true }
+    }
+
+    #[test]
+    fn a_rate_of_five_per_minute_admits_five_then_one_every_twelve_seconds() {
+        let store = LocalStore::new();
+        for n in 1..=5 {
+            match store.acquire_now(&[rate("t", 5)], T0) {
+                Outcome::Admitted { rooms } => assert_eq!(rooms[0].remaining(), 5 - n),
+                other => panic!("{n}: {other:?}"),
+            }
+        }
+        match store.acquire_now(&[rate("t", 5)], T0) {
+            Outcome::Refused { index: 0, retry_after_secs, room } => {
+                assert_eq!(retry_after_secs, 12);
+                assert_eq!((room.remaining(), room.reset_secs), (0, 60));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(store.acquire_now(&[rate("t", 5)], T0 + 12_000_000), Outcome::Admitted { .. }));
+        assert!(matches!(store.acquire_now(&[rate("other", 5)], T0), Outcome::Admitted { .. }), "keys apart");
+    }
+
+    #[test]
+    fn one_refused_counter_takes_room_in_none() {
+        let store = LocalStore::new();
+        let checks = [rate("team", 10), Check::Slots { key: "agent".into(), limit: 1 }];
+        assert!(matches!(store.acquire_now(&checks, T0), Outcome::Admitted { .. }));
+        assert!(matches!(store.acquire_now(&checks, T0), Outcome::Refused { index: 1, .. }));
+        // The team's rate was not spent by the refused request: 9 more fit.
+        for _ in 0..9 {
+            assert!(matches!(store.acquire_now(&[rate("team", 10)], T0), Outcome::Admitted { .. }));
+        }
+        assert!(matches!(store.acquire_now(&[rate("team", 10)], T0), Outcome::Refused { .. }));
+        store.adjust_now(&[Adjust::Release { key: "agent".into() }], T0);
+        assert!(matches!(store.acquire_now(&checks[1..], T0), Outcome::Admitted { .. }), "the slot is free again");
+    }
+
+    #[test]
+    fn token_rates_admit_while_there_is_room_and_settle_to_the_actual_count() {
+        let store = LocalStore::new();
+        let reserve = |cost| [Check::Rate { key: "in".into(), limit: 1000, cost, whole: false }];
+        // An estimate larger than the limit is admitted while there is room...
+        assert!(matches!(store.acquire_now(&reserve(5000), T0), Outcome::Admitted { .. }));
+        // ...and blocks the next until settled.
+        assert!(matches!(store.acquire_now(&reserve(1), T0), Outcome::Refused { .. }));
+        // The answer used 100 tokens: 4900 go back.
+        store.adjust_now(&[Adjust::Rate { key: "in".into(), limit: 1000, delta: -4900 }], T0);
+        match store.acquire_now(&reserve(1), T0) {
+            Outcome::Admitted { rooms } => assert_eq!(rooms[0].used, 101),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sums_are_admitted_below_their_limit_and_settled() {
+        let store = LocalStore::new();
+        let check = |cost| [Check::Sum { key: "usd:d".into(), limit: 100, cost, ttl_secs: 3600 }];
+        assert!(matches!(store.acquire_now(&check(60), T0), Outcome::Admitted { .. }));
+        assert!(matches!(store.acquire_now(&check(60), T0), Outcome::Admitted { .. }), "below the limit: admitted");
+        store.adjust_now(&[Adjust::Sum { key: "usd:d".into(), delta: -10, ttl_secs: 3600 }], T0);
+        match store.acquire_now(&check(0), T0) {
+            Outcome::Refused { retry_after_secs, room, .. } => assert_eq!((retry_after_secs, room.used), (3600, 110)),
+            other => panic!("{other:?}"),
+        }
+        // The window's key expires with it.
+        assert!(matches!(store.acquire_now(&check(1), T0 + 3_601_000_000), Outcome::Admitted { .. }));
+    }
+}

@@ -1,0 +1,81 @@
+//! The UTC calendar windows of budgets: a day runs from 00:00 UTC, a month from the 1st at 00:00
+//! UTC (not rolling). Named `2026-12-07` and `2026-12`, with the seconds left in each.
+
+/// The day and month containing one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Windows {
+    day: String,
+    day_left: u64,
+    month: String,
+    month_left: u64,
+}
+
+impl Windows {
+    /// The windows at `unix_secs`.
+    pub fn at(unix_secs: u64) -> Windows {
+        let days = unix_secs / 86_400;
+        let (year, month, day) = civil_from_days(days as i64);
+        let day_left = 86_400 - unix_secs % 86_400;
+        let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+        let next_month_start = days_from_civil(next_year, next_month, 1) as u64 * 86_400;
+        Windows {
+            day: format!("{year:04}-{month:02}-{day:02}"),
+            day_left,
+            month: format!("{year:04}-{month:02}"),
+            month_left: next_month_start - unix_secs,
+        }
+    }
+
+    /// The day's name and the seconds until it ends.
+    pub fn day(&self) -> (&str, u64) {
+        (&self.day, self.day_left)
+    }
+
+    /// The month's name and the seconds until it ends.
+    pub fn month(&self) -> (&str, u64) {
+        (&self.month, self.month_left)
+    }
+}
+
+/// (year, month 1-12, day 1-31) of a count of days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Days since 1970-01-01 of a civil date.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_and_months_are_utc_calendar_windows() {
+        // 2026-12-07T17:00:00Z
+        let windows = Windows::at(1_796_662_800);
+        assert_eq!(windows.day(), ("2026-12-07", 7 * 3600));
+        assert_eq!(windows.month(), ("2026-12", 24 * 86_400 + 7 * 3600));
+        // The last second of a leap February, and the first of March.
+        let feb = Windows::at(1_709_251_199);
+        assert_eq!((feb.day(), feb.month()), (("2024-02-29", 1), ("2024-02", 1)));
+        assert_eq!(Windows::at(1_709_251_200).month(), ("2024-03", 31 * 86_400));
+        assert_eq!(Windows::at(0).day(), ("1970-01-01", 86_400));
+    }
+}
