@@ -55,15 +55,14 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::ListenerExt;
-use base64::Engine;
 use bytes::Bytes;
 use clap::Parser;
 use serde_json::json;
 
 use common::{
-    Server, Spec, clean_command, fmt_added, fmt_ms, free_addr, median, peak_rss_kib, quantile_ms, rss_kib, run_load,
-    run_open_loop, run_slow_streams, tree_peak_rss_kib,
+    Cloud, Server, Spec, answer_words, anthropic_message, byollm_command, clean_command, event_frames, fmt_added,
+    fmt_ms, free_addr, median, peak_rss_kib, quantile_ms, rss_kib, run_load, run_open_loop, run_slow_streams,
+    serve_in_thread, start_byollm_cloud, start_timeout, sts_credentials_xml, tree_peak_rss_kib,
 };
 
 const MODEL_ID: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
@@ -313,7 +312,16 @@ fn main() -> Result<(), String> {
         let (server, addr, key) = match gateway {
             Gateway::Cloud => {
                 let section = limits.as_ref().map_or("", |(_, section)| section.as_str());
-                let (server, addr) = start_byollm_cloud(bin, &wrap, &dir, fake.addr, sts.addr, section)?;
+                let extra = format!("{}{section}", models_toml());
+                let cloud = Cloud {
+                    fake: fake.addr,
+                    sts: sts.addr,
+                    api_key: API_KEY,
+                    role_arn: ROLE_ARN,
+                    extra_toml: &extra,
+                    server_toml: "",
+                };
+                let (server, addr) = start_byollm_cloud(bin, &wrap, &dir, &cloud)?;
                 (server, addr, API_KEY.to_owned())
             }
             Gateway::Local => start_byollm_local(bin, &wrap, &dir, fake.addr)?,
@@ -765,11 +773,6 @@ fn master_key() -> String {
     format!("sk-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-fn sha256_hex(value: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn chat_body(model: &str, stream: bool) -> String {
     let mut body = json!({
         "model": model,
@@ -847,10 +850,6 @@ fn check_messages_sse(body: &[u8]) -> Result<(), String> {
     (content == answer_words(WORDS).concat()).then_some(()).ok_or_else(|| format!("streamed {content:?}"))
 }
 
-fn answer_words(count: usize) -> Vec<String> {
-    (0..count).map(|i| if i == 0 { "Hello".to_owned() } else { format!(" word{i}") }).collect()
-}
-
 fn check_message(body: &[u8]) -> Result<(), String> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     (value["type"] == "message").then_some(()).ok_or_else(|| "not an Anthropic message".into())
@@ -892,37 +891,6 @@ fn check_slow_sse(body: &[u8]) -> Result<(), String> {
 }
 
 // ---- byollm and LiteLLM as child processes -------------------------------------------------------
-
-/// `bin`, or `bin` under the `--wrap` command prefix.
-fn byollm_command(bin: &std::path::Path, wrap: &[String]) -> std::process::Command {
-    match wrap.split_first() {
-        Some((program, prefix)) => {
-            let mut command = clean_command(std::path::Path::new(program));
-            command.args(prefix).arg(bin);
-            command
-        }
-        None => clean_command(bin),
-    }
-}
-
-/// How long a byollm may take to start (much longer under a profiler).
-fn start_timeout(wrap: &[String]) -> Duration {
-    Duration::from_secs(if wrap.is_empty() { 20 } else { 300 })
-}
-
-/// A key set generated before start, so that start-up does the same work on every run.
-fn generate_keys(bin: &std::path::Path, dir: &std::path::Path) -> Result<(), String> {
-    let status = clean_command(bin)
-        .arg("keys")
-        .arg("generate")
-        .arg("--dir")
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map_err(|e| e.to_string())?;
-    status.success().then_some(()).ok_or_else(|| format!("byollm keys generate failed: {status}"))
-}
 
 /// A `[limits]` section setting every kind of limit for the bench's team, caller and each
 /// principal, none of which the bench reaches; shared through Redis at `redis_url` if given.
@@ -984,40 +952,6 @@ fn start_byollm_local(
     let key =
         std::fs::read_to_string(work.join("local.key")).map_or_else(|_| "sk-bench".to_owned(), |k| k.trim().to_owned());
     Ok((server, addr, key))
-}
-
-/// `byollm serve` (dev issuer on loopback) with one caller, one team whose role the fake STS
-/// "assumes", and the fake Bedrock.
-fn start_byollm_cloud(
-    bin: &std::path::Path,
-    wrap: &[String],
-    work: &std::path::Path,
-    fake: SocketAddr,
-    sts: SocketAddr,
-    limits: &str,
-) -> Result<(Server, SocketAddr), String> {
-    std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
-    generate_keys(bin, &work.join("jwks"))?;
-    let config = work.join("byollm.toml");
-    let addr = free_addr();
-    std::fs::write(
-        &config,
-        format!(
-            "dev = true\n[server]\nlisten = \"{addr}\"\n[issuer]\nurl = \"http://{addr}\"\n[keys]\ndir = {:?}\n\
-             [sts]\nendpoint_url = \"http://{sts}\"\n[bedrock]\nendpoint_url = \"http://{fake}\"\n\
-             [[callers]]\nname = \"bench\"\nkey_sha256 = \"{}\"\nteam = \"bench\"\n\
-             [[teams]]\nuid = \"bench\"\nrole_arn = \"{ROLE_ARN}\"\n{}{limits}",
-            work.join("jwks").display().to_string(),
-            sha256_hex(API_KEY),
-            models_toml()
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let mut command = byollm_command(bin, wrap);
-    command.arg("serve").arg("--config").arg(&config).env("AWS_EC2_METADATA_DISABLED", "true");
-    let mut server = Server::spawn(command, work.join("byollm.log")).map_err(|e| e.to_string())?;
-    server.wait_ready(addr, Some("byollm ready"), start_timeout(wrap)).map_err(|e| format!("byollm: {e}"))?;
-    Ok((server, addr))
 }
 
 fn start_litellm(
@@ -1116,28 +1050,11 @@ struct Fake {
     hits: Arc<Hits>,
 }
 
-/// `router` on its own current-thread runtime in its own OS thread, for the whole run.
-fn serve_in_thread(router: Router) -> Result<SocketAddr, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("fake runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("fake listener").tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let _ = axum::serve(listener, router).await;
-        });
-    });
-    Ok(addr)
-}
-
 /// The fake Bedrock.
 fn start_fake() -> Result<Fake, String> {
     let hits = Arc::new(Hits::default());
     let state = Arc::new(FakeState {
-        message: anthropic_message(),
+        message: anthropic_message(WORDS),
         frames: event_frames(WORDS),
         slow_frames: event_frames(SLOW_WORDS),
         hits: hits.clone(),
@@ -1164,23 +1081,7 @@ fn start_fake_sts() -> Result<FakeSts, String> {
         let counter = counter.clone();
         async move {
             counter.fetch_add(1, Ordering::Relaxed);
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            let expiration = aws_smithy_types::DateTime::from_secs(now.as_secs() as i64 + 3600)
-                .fmt(aws_smithy_types::date_time::Format::DateTime)
-                .unwrap_or_default();
-            let xml = format!(
-                "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
-                 <AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIABENCHMARK0000001</AccessKeyId>\
-                 <SecretAccessKey>{SECRET}</SecretAccessKey><SessionToken>bench-session-token</SessionToken>\
-                 <Expiration>{expiration}</Expiration></Credentials>\
-                 <SubjectFromWebIdentityToken>scoped_principal:bench/service_account:bench-bot</SubjectFromWebIdentityToken>\
-                 <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/byollm-bench/bench</Arn>\
-                 <AssumedRoleId>AROABENCHMARK:bench</AssumedRoleId></AssumedRoleUser>\
-                 <Provider>127.0.0.1</Provider><Audience>sts.amazonaws.com</Audience>\
-                 </AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId>\
-                 </ResponseMetadata></AssumeRoleWithWebIdentityResponse>"
-            );
-            ([(header::CONTENT_TYPE, "text/xml")], xml)
+            ([(header::CONTENT_TYPE, "text/xml")], sts_credentials_xml(SECRET))
         }
     });
     Ok(FakeSts { addr: serve_in_thread(app)?, calls })
@@ -1237,54 +1138,4 @@ async fn other(State(state): State<Arc<FakeState>>, uri: Uri) -> Response {
     counter.fetch_add(1, Ordering::Relaxed);
     (StatusCode::NOT_FOUND, [(header::HeaderName::from_static("x-amzn-errortype"), "UnknownOperationException")], "{}")
         .into_response()
-}
-
-fn anthropic_message() -> Bytes {
-    json!({
-        "id": "msg_bench_0001",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-3-5-sonnet-20240620",
-        "content": [{"type": "text", "text": answer_words(WORDS).concat()}],
-        "stop_reason": "end_turn",
-        "stop_sequence": null,
-        "usage": {"input_tokens": 12, "output_tokens": WORDS},
-    })
-    .to_string()
-    .into()
-}
-
-/// The events of a streamed answer, written as Bedrock writes them: compact, keys in the Anthropic
-/// API's order (`type` first), not sorted as `serde_json::Value` would write them.
-fn event_frames(words: usize) -> Vec<Bytes> {
-    let mut events = vec![
-        r#"{"type":"message_start","message":{"id":"msg_bench_0001","type":"message","role":"assistant","model":"claude-3-5-sonnet-20240620","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":1}}}"#.to_owned(),
-        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.to_owned(),
-    ];
-    for word in answer_words(words) {
-        events.push(format!(
-            r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{}}}}}"#,
-            json!(word)
-        ));
-    }
-    events.push(r#"{"type":"content_block_stop","index":0}"#.to_owned());
-    events.push(format!(
-        r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{words}}}}}"#
-    ));
-    events.push(format!(
-        r#"{{"type":"message_stop","amazon-bedrock-invocationMetrics":{{"inputTokenCount":12,"outputTokenCount":{words},"invocationLatency":100,"firstByteLatency":10}}}}"#
-    ));
-    events.iter().map(|event| chunk_frame(event)).collect()
-}
-
-fn chunk_frame(event: &str) -> Bytes {
-    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-    let payload = json!({"bytes": base64::engine::general_purpose::STANDARD.encode(event)}).to_string();
-    let message = Message::new(payload.into_bytes())
-        .add_header(Header::new(":event-type", HeaderValue::String("chunk".into())))
-        .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())))
-        .add_header(Header::new(":message-type", HeaderValue::String("event".into())));
-    let mut buf = Vec::new();
-    aws_smithy_eventstream::frame::write_message_to(&message, &mut buf).expect("event-stream frame");
-    buf.into()
 }

@@ -234,6 +234,67 @@ async fn native_calls_are_relayed_unchanged_and_signed_with_the_runs_role() {
     assert!(!logs.contains(API_KEY) && !logs.contains(&sts.issued()[0].secret_access_key));
 }
 
+/// Found by `examples/soak.rs`: a Bedrock stream whose body ended cleanly before `message_stop`
+/// was relayed as a clean end, so the client took a partial answer for a whole one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_native_stream_that_ends_before_its_last_event_reaches_the_client_as_a_cut() {
+    // The fake STS lives as long as the test.
+    let Setup { sts: _sts, bedrock, gateway } = setup().await;
+    const BODY: &str = "{\"max_tokens\":50,\"anthropic_version\":\"bedrock-2023-05-31\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    const PATH: &str = "/model/us.anthropic.claude-opus-4-7/invoke-with-response-stream";
+    // Read the whole body: the frames that came, and whether it ended with an error.
+    async fn read(answer: reqwest::Response) -> (Vec<(String, Vec<u8>)>, bool) {
+        let mut answer = answer;
+        let mut bytes = Vec::new();
+        loop {
+            match answer.chunk().await {
+                Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+                Ok(None) => return (frames(&bytes), false),
+                Err(_) => return (frames(&bytes), true),
+            }
+        }
+    }
+
+    // message_start, content_block_start, one delta (50 ms apart, so the answer has started
+    // when the body ends); then a clean end of the body.
+    bedrock.set_script(vec![Reply::text(&["One", " two", " three"]).end_after(3).delay(Duration::from_millis(50))]);
+    let answer = post(&gateway, PATH, BODY).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let (frames_seen, cut) = read(answer).await;
+    assert_eq!(frames_seen.len(), 3, "the frames that came are relayed");
+    assert!(cut, "a stream without message_stop must not end cleanly");
+
+    // A stream ending with Bedrock's exception frame carries its own error: relayed as it came.
+    bedrock.set_script(vec![Reply::text(&["One", " two"]).exception_after(
+        2,
+        support::StreamExceptionKind::ModelStreamError,
+        "broke",
+    )]);
+    let (frames_seen, cut) = read(post(&gateway, PATH, BODY).send().await.unwrap()).await;
+    assert_eq!((frames_seen.len(), cut), (3, false));
+
+    // A whole stream ends cleanly.
+    bedrock.set_script(vec![Reply::text(&["One", " two"])]);
+    let (frames_seen, cut) = read(post(&gateway, PATH, BODY).send().await.unwrap()).await;
+    assert!(!cut);
+    assert!(frames_seen.len() > 3);
+
+    let mut errors = Vec::new();
+    for _ in 0..100 {
+        errors = gateway
+            .logs()
+            .lines()
+            .filter(|l| l.starts_with("{\"audit\":\"request\""))
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["error"].clone())
+            .collect();
+        if errors.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(errors, [json!("upstream_stream_cut"), Value::Null, Value::Null]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_named_profile_is_never_served_through_a_wider_geography() {
     let Setup { sts, bedrock, gateway } = setup().await;

@@ -4,6 +4,9 @@
 //! many slow streams held open at once), latency statistics, child processes that die with the
 //! benchmark, and CPU / RSS readings from `/proc`.
 //!
+//! Also the pieces of the in-process fakes (Bedrock's event-stream frames, Anthropic messages, an
+//! STS answer) and of a `byollm serve` started against them.
+//!
 //! Every load phase is bounded by a deadline and a request cap and stops by itself.
 #![allow(dead_code)]
 
@@ -15,11 +18,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::serve::ListenerExt;
+use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use serde_json::json;
 
 /// One kind of request, repeated by every connection of a phase.
 pub struct Spec {
@@ -415,7 +422,7 @@ fn record_open_loop(sample: &mut Sample, done: OpenLoopResult) {
     }
 }
 
-async fn open_connection(addr: SocketAddr) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+pub async fn open_connection(addr: SocketAddr) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) =
@@ -691,4 +698,194 @@ pub fn fmt_ms(value: f64) -> String {
 
 pub fn fmt_added(value: f64) -> String {
     if value.is_finite() { format!("{value:+.2}") } else { "-".into() }
+}
+
+// ---- fakes and the cloud gateway, shared by the examples ----------------------------------------
+
+/// Lower-case hex SHA-256 (what `[[callers]] key_sha256` holds).
+pub fn sha256_hex(value: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The answer's text, word by word: "Hello", " word1", " word2", ...
+pub fn answer_words(count: usize) -> Vec<String> {
+    (0..count).map(|i| if i == 0 { "Hello".to_owned() } else { format!(" word{i}") }).collect()
+}
+
+/// `bin`, or `bin` under the `--wrap` command prefix.
+pub fn byollm_command(bin: &Path, wrap: &[String]) -> Command {
+    match wrap.split_first() {
+        Some((program, prefix)) => {
+            let mut command = clean_command(std::path::Path::new(program));
+            command.args(prefix).arg(bin);
+            command
+        }
+        None => clean_command(bin),
+    }
+}
+
+/// How long a byollm may take to start (much longer under a profiler).
+pub fn start_timeout(wrap: &[String]) -> Duration {
+    Duration::from_secs(if wrap.is_empty() { 20 } else { 300 })
+}
+
+/// A key set generated before start, so that start-up does the same work on every run.
+pub fn generate_keys(bin: &Path, dir: &Path) -> Result<(), String> {
+    let status = clean_command(bin)
+        .arg("keys")
+        .arg("generate")
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    status.success().then_some(()).ok_or_else(|| format!("byollm keys generate failed: {status}"))
+}
+
+/// What a cloud gateway ([`start_byollm_cloud`]) is given.
+pub struct Cloud<'a> {
+    pub fake: SocketAddr,
+    pub sts: SocketAddr,
+    /// The one caller's API key (team `bench`).
+    pub api_key: &'a str,
+    /// The team's role, "assumed" by the fake STS.
+    pub role_arn: &'a str,
+    /// More TOML after the `[[teams]]` entry: `[models]`, `[routing]`, ...
+    pub extra_toml: &'a str,
+    /// More `[server]` fields, one per line.
+    pub server_toml: &'a str,
+}
+
+/// `byollm serve` (dev issuer on loopback) with one caller, one team whose role the fake STS
+/// "assumes", and the fake Bedrock.
+pub fn start_byollm_cloud(
+    bin: &Path,
+    wrap: &[String],
+    work: &Path,
+    cloud: &Cloud<'_>,
+) -> Result<(Server, SocketAddr), String> {
+    std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
+    generate_keys(bin, &work.join("jwks"))?;
+    let config = work.join("byollm.toml");
+    let addr = free_addr();
+    std::fs::write(
+        &config,
+        format!(
+            "dev = true\n[server]\nlisten = \"{addr}\"\n{}\n[issuer]\nurl = \"http://{addr}\"\n[keys]\ndir = {:?}\n\
+             [sts]\nendpoint_url = \"http://{}\"\n[bedrock]\nendpoint_url = \"http://{}\"\n\
+             [[callers]]\nname = \"bench\"\nkey_sha256 = \"{}\"\nteam = \"bench\"\n\
+             [[teams]]\nuid = \"bench\"\nrole_arn = \"{}\"\n{}",
+            cloud.server_toml,
+            work.join("jwks").display().to_string(),
+            cloud.sts,
+            cloud.fake,
+            sha256_hex(cloud.api_key),
+            cloud.role_arn,
+            cloud.extra_toml
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut command = byollm_command(bin, wrap);
+    command.arg("serve").arg("--config").arg(&config).env("AWS_EC2_METADATA_DISABLED", "true");
+    let mut server = Server::spawn(command, work.join("byollm.log")).map_err(|e| e.to_string())?;
+    server.wait_ready(addr, Some("byollm ready"), start_timeout(wrap)).map_err(|e| format!("byollm: {e}"))?;
+    Ok((server, addr))
+}
+
+/// `router` on its own current-thread runtime in its own OS thread, for the whole run.
+pub fn serve_in_thread(router: Router) -> Result<SocketAddr, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("fake runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("fake listener").tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let _ = axum::serve(listener, router).await;
+        });
+    });
+    Ok(addr)
+}
+
+/// A whole (non-streamed) Anthropic message of `words` words, as `InvokeModel` answers.
+pub fn anthropic_message(words: usize) -> Bytes {
+    json!({
+        "id": "msg_bench_0001",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-3-5-sonnet-20240620",
+        "content": [{"type": "text", "text": answer_words(words).concat()}],
+        "stop_reason": "end_turn",
+        "stop_sequence": null,
+        "usage": {"input_tokens": 12, "output_tokens": words},
+    })
+    .to_string()
+    .into()
+}
+
+/// The events of a streamed answer, written as Bedrock writes them: compact, keys in the Anthropic
+/// API's order (`type` first), not sorted as `serde_json::Value` would write them.
+pub fn event_frames(words: usize) -> Vec<Bytes> {
+    let mut events = vec![
+        r#"{"type":"message_start","message":{"id":"msg_bench_0001","type":"message","role":"assistant","model":"claude-3-5-sonnet-20240620","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":1}}}"#.to_owned(),
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#.to_owned(),
+    ];
+    for word in answer_words(words) {
+        events.push(format!(
+            r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":{}}}}}"#,
+            json!(word)
+        ));
+    }
+    events.push(r#"{"type":"content_block_stop","index":0}"#.to_owned());
+    events.push(format!(
+        r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn","stop_sequence":null}},"usage":{{"output_tokens":{words}}}}}"#
+    ));
+    events.push(format!(
+        r#"{{"type":"message_stop","amazon-bedrock-invocationMetrics":{{"inputTokenCount":12,"outputTokenCount":{words},"invocationLatency":100,"firstByteLatency":10}}}}"#
+    ));
+    events.iter().map(|event| chunk_frame(event)).collect()
+}
+
+pub fn chunk_frame(event: &str) -> Bytes {
+    let payload = json!({"bytes": base64::engine::general_purpose::STANDARD.encode(event)}).to_string();
+    event_stream_frame(
+        &[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")],
+        payload,
+    )
+}
+
+/// One `application/vnd.amazon.eventstream` frame with string headers.
+pub fn event_stream_frame(headers: &[(&str, &str)], payload: impl Into<Vec<u8>>) -> Bytes {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let mut message = Message::new(payload.into());
+    for (name, value) in headers {
+        message = message.add_header(Header::new(name.to_string(), HeaderValue::String(value.to_string().into())));
+    }
+    let mut buf = Vec::new();
+    aws_smithy_eventstream::frame::write_message_to(&message, &mut buf).expect("event-stream frame");
+    buf.into()
+}
+
+/// A fake STS's `AssumeRoleWithWebIdentity` answer: one-hour credentials with `secret`.
+pub fn sts_credentials_xml(secret: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let expiration = aws_smithy_types::DateTime::from_secs(now.as_secs() as i64 + 3600)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default();
+    format!(
+        "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+         <AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>ASIABENCHMARK0000001</AccessKeyId>\
+         <SecretAccessKey>{secret}</SecretAccessKey><SessionToken>bench-session-token</SessionToken>\
+         <Expiration>{expiration}</Expiration></Credentials>\
+         <SubjectFromWebIdentityToken>scoped_principal:bench/service_account:bench-bot</SubjectFromWebIdentityToken>\
+         <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/byollm-bench/bench</Arn>\
+         <AssumedRoleId>AROABENCHMARK:bench</AssumedRoleId></AssumedRoleUser>\
+         <Provider>127.0.0.1</Provider><Audience>sts.amazonaws.com</Audience>\
+         </AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId>\
+         </ResponseMetadata></AssumeRoleWithWebIdentityResponse>"
+    )
 }

@@ -229,8 +229,9 @@ impl Source for Passthrough {
 
 /// Bedrock's body, passed on as the client reads: nothing read ahead, nothing changed; usage read
 /// from copies of the frames. A silence longer than [`STREAM_IDLE_TIMEOUT`] (no shorter than
-/// Bedrock's own) or a broken upstream ends the body with an error, so the client sees a cut,
-/// never a clean end.
+/// Bedrock's own), a broken upstream, or a stream that ends without its last event
+/// ([`UsageMeter::complete`]) ends the body with an error, so the client sees a cut, never a clean
+/// end.
 pub fn raw(answer: RawResponse, operation: Operation, exchange: Exchange) -> BodyStream {
     let meter = UsageMeter::new(operation, &answer.headers);
     let last_data = tokio::time::Instant::now();
@@ -275,6 +276,13 @@ impl Source for Raw {
                 }
                 Some(Err(error)) => {
                     tracing::debug!(%error, "bedrock answer broke mid-way");
+                    return Step::Cut("upstream_stream_cut");
+                }
+                None if self.meter.as_ref().and_then(UsageMeter::complete) == Some(false) => {
+                    // Bedrock ends a stream with message_stop or an exception frame: one that
+                    // ends without either was cut short (a proxy, a load balancer); relayed as a
+                    // clean end, the client would take a partial answer for a whole one.
+                    tracing::warn!("bedrock's stream ended without its last event; the relayed answer is cut");
                     return Step::Cut("upstream_stream_cut");
                 }
                 None => return Step::Last { data: Bytes::new(), error: None },

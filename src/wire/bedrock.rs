@@ -135,11 +135,13 @@ const MAX_METERED_JSON: usize = 1 << 20;
 /// `Converse`'s `usage`, the `chunk` events of `InvokeModelWithResponseStream` (Anthropic's
 /// `message_start` / `message_delta` usage and Bedrock's `amazon-bedrock-invocationMetrics`) and
 /// `ConverseStream`'s `metadata` event. It sees copies of the bytes; the relayed bytes are not
-/// touched. A frame it cannot read is skipped: metering never fails a relay.
+/// touched. A frame it cannot read is skipped: metering never fails a relay. It also notes whether
+/// a stream reached its end: `message_stop`, `messageStop` or an exception frame.
 pub struct UsageMeter {
     usage: Usage,
     decoder: Option<FrameDecoder>,
     json: Option<Vec<u8>>,
+    ended: bool,
 }
 
 impl UsageMeter {
@@ -158,7 +160,15 @@ impl UsageMeter {
             usage,
             decoder: operation.streams().then(FrameDecoder::new),
             json: (operation == Operation::Converse).then(Vec::new),
+            ended: false,
         }
+    }
+
+    /// For a stream: whether its last event (`message_stop`, `messageStop`, or an exception frame,
+    /// which carries its own error) went by. `None` when not a stream, or when an unreadable frame
+    /// stopped the reading (then nothing is known).
+    pub fn complete(&self) -> Option<bool> {
+        self.decoder.as_ref().map(|_| self.ended)
     }
 
     /// A piece of the relayed body.
@@ -176,8 +186,15 @@ impl UsageMeter {
         loop {
             let found = match decoder.next_frame() {
                 Ok(Some(frame)) => match (frame.message_type(), frame.event_type()) {
-                    (Some("event"), Some("chunk")) => chunk_usage(frame.payload()),
+                    (Some("event"), Some("chunk")) => chunk_event(frame.payload()).and_then(|event| {
+                        self.ended |= is_message_stop(&event);
+                        event_usage(&event)
+                    }),
                     (Some("event"), Some("metadata")) => converse_usage(frame.payload()),
+                    (Some("event"), Some("messageStop")) | (Some("exception" | "error"), _) => {
+                        self.ended = true;
+                        None
+                    }
                     _ => None,
                 },
                 Ok(None) => break,
@@ -228,16 +245,27 @@ fn converse_usage(json: &[u8]) -> Option<Usage> {
     })
 }
 
-/// One `chunk` of `InvokeModelWithResponseStream`: `{"bytes": "<base64 Anthropic event>"}`.
-fn chunk_usage(payload: &[u8]) -> Option<Usage> {
+/// The Anthropic event in one `chunk` of `InvokeModelWithResponseStream`:
+/// `{"bytes": "<base64 Anthropic event>"}`.
+fn chunk_event(payload: &[u8]) -> Option<Vec<u8>> {
     #[derive(Deserialize)]
     struct Chunk<'a> {
         #[serde(borrow)]
         bytes: Option<std::borrow::Cow<'a, str>>,
     }
     let chunk: Chunk<'_> = serde_json::from_slice(payload).ok()?;
-    let event = base64::engine::general_purpose::STANDARD.decode(chunk.bytes?.as_bytes()).ok()?;
-    event_usage(&event)
+    base64::engine::general_purpose::STANDARD.decode(chunk.bytes?.as_bytes()).ok()
+}
+
+/// Whether an Anthropic stream event is `message_stop` (parsed only when the name is in it).
+fn is_message_stop(event: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    memchr::memmem::find(event, b"message_stop").is_some()
+        && serde_json::from_slice::<Kind<'_>>(event).is_ok_and(|event| event.kind.as_deref() == Some("message_stop"))
 }
 
 /// The usage one Anthropic stream event reports: `message_start`'s, `message_delta`'s, or

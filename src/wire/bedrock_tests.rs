@@ -114,6 +114,54 @@ fn usage_of_converse_invoke_and_broken_streams() {
     assert_eq!((usage.input_tokens, usage.output_tokens), (Some(8), None));
 }
 
+/// Whether each stream, fed in pieces of `piece` bytes, reached its last event.
+fn complete(operation: Operation, bytes: &[u8], piece: usize) -> Option<bool> {
+    let mut meter = UsageMeter::new(operation, &HeaderMap::new());
+    for part in bytes.chunks(piece) {
+        meter.observe(part);
+    }
+    meter.complete()
+}
+
+#[test]
+fn a_stream_is_complete_only_after_its_last_event() {
+    let mut invoke = chunk(json!({"type": "message_start", "message": {"usage": {"input_tokens": 3}}}));
+    invoke.extend(chunk(
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "message_stop"}}),
+    ));
+    for piece in [1, 9, 4096] {
+        // Cut short: no message_stop yet (the word in a text delta does not count).
+        assert_eq!(complete(Operation::InvokeStream, &invoke, piece), Some(false), "pieces of {piece}");
+    }
+    let mut whole = invoke.clone();
+    whole.extend(chunk(json!({"type": "message_stop"})));
+    assert_eq!(complete(Operation::InvokeStream, &whole, 7), Some(true));
+    // Half of the last frame: not complete.
+    assert_eq!(complete(Operation::InvokeStream, &whole[..whole.len() - 5], 7), Some(false));
+    // An exception frame ends a stream with its own error.
+    let mut failed = invoke.clone();
+    failed.extend(frame(
+        &[
+            (":exception-type", "modelStreamErrorException"),
+            (":content-type", "application/json"),
+            (":message-type", "exception"),
+        ],
+        br#"{"message":"broke"}"#,
+    ));
+    assert_eq!(complete(Operation::InvokeStream, &failed, 5), Some(true));
+
+    let mut converse = event("messageStart", json!({"role": "assistant"}));
+    assert_eq!(complete(Operation::ConverseStream, &converse, 5), Some(false));
+    converse.extend(event("messageStop", json!({"stopReason": "end_turn"})));
+    assert_eq!(complete(Operation::ConverseStream, &converse, 5), Some(true));
+
+    // Not a stream, or a frame that could not be read: nothing known.
+    assert_eq!(complete(Operation::Invoke, b"{\"content\":[]}", 4), None);
+    let mut broken = invoke;
+    broken.extend_from_slice(&[0, 0, 0, 5, 0, 0, 0, 0, 1, 2, 3, 4]);
+    assert_eq!(complete(Operation::InvokeStream, &broken, 64), None);
+}
+
 #[test]
 fn forwarded_and_relayed_headers() {
     let mut client = HeaderMap::new();

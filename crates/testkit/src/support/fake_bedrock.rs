@@ -196,6 +196,11 @@ pub enum Ending {
     Cut {
         after_events: usize,
     },
+    /// After `after_events` Anthropic events the body ends cleanly, with no `message_stop` (a
+    /// proxy or load balancer that closes an answer as if it were whole).
+    EndEarly {
+        after_events: usize,
+    },
 }
 
 /// A scripted answer: an Anthropic message (served as JSON or as a stream, by endpoint) or an error.
@@ -297,6 +302,12 @@ impl Reply {
 
     pub fn cut_after(mut self, after_events: usize) -> Reply {
         self.ending = Ending::Cut { after_events };
+        self
+    }
+
+    /// Streams: the body ends cleanly after `after_events` events, without `message_stop`.
+    pub fn end_after(mut self, after_events: usize) -> Reply {
+        self.ending = Ending::EndEarly { after_events };
         self
     }
 
@@ -910,7 +921,9 @@ async fn respond_converse(inner: &Arc<Inner>, reply: Reply, streaming: bool) -> 
         let disconnected = || inner.disconnects.send_modify(|c| *c += 1);
         let stop_at = match &reply.ending {
             Ending::Complete => events.len(),
-            Ending::Exception { after_events, .. } | Ending::Cut { after_events } => (*after_events).min(events.len()),
+            Ending::Exception { after_events, .. }
+            | Ending::Cut { after_events }
+            | Ending::EndEarly { after_events } => (*after_events).min(events.len()),
         };
         for (i, (kind, payload)) in events[..stop_at].iter().enumerate() {
             if i > 0 && !reply.delay.is_zero() {
@@ -930,7 +943,7 @@ async fn respond_converse(inner: &Arc<Inner>, reply: Reply, streaming: bool) -> 
             }
         }
         let last = match &reply.ending {
-            Ending::Complete => None,
+            Ending::Complete | Ending::EndEarly { .. } => None,
             Ending::Exception { kind, message, .. } => Some(Ok(exception_frame(*kind, message))),
             Ending::Cut { .. } => Some(Err(std::io::Error::other("connection cut"))),
         };
@@ -965,7 +978,7 @@ async fn respond(inner: &Arc<Inner>, reply: Reply, streaming: bool) -> Response 
     if !streaming {
         tokio::time::sleep(reply.delay).await;
         match &reply.ending {
-            Ending::Complete => {}
+            Ending::Complete | Ending::EndEarly { .. } => {}
             Ending::Exception { kind, message, .. } => return error_response(kind.as_error(), message),
             Ending::Cut { .. } => {
                 // Headers then a truncated body: the client sees the connection drop.
@@ -1005,7 +1018,9 @@ async fn respond(inner: &Arc<Inner>, reply: Reply, streaming: bool) -> Response 
     tokio::spawn(async move {
         let stop_at = match &reply.ending {
             Ending::Complete => events.len(),
-            Ending::Exception { after_events, .. } | Ending::Cut { after_events } => (*after_events).min(events.len()),
+            Ending::Exception { after_events, .. }
+            | Ending::Cut { after_events }
+            | Ending::EndEarly { after_events } => (*after_events).min(events.len()),
         };
         let disconnected = || inner.disconnects.send_modify(|c| *c += 1);
         for (i, event) in events[..stop_at].iter().enumerate() {
@@ -1020,7 +1035,7 @@ async fn respond(inner: &Arc<Inner>, reply: Reply, streaming: bool) -> Response 
             }
         }
         let last = match &reply.ending {
-            Ending::Complete => None,
+            Ending::Complete | Ending::EndEarly { .. } => None,
             Ending::Exception { kind, message, .. } => Some(Ok(exception_frame(*kind, message))),
             Ending::Cut { .. } => Some(Err(std::io::Error::other("connection cut"))),
         };
