@@ -53,7 +53,7 @@ use hyper::Request;
 use serde_json::{Value, json};
 
 use common::{
-    Cloud, answer_words, anthropic_message, event_frames, event_stream_frame, open_connection, rss_kib,
+    Cloud, answer_words, anthropic_message, event_frames, event_stream_frame, ready_connection, rss_kib,
     serve_in_thread, start_byollm_cloud, sts_credentials_xml,
 };
 
@@ -76,6 +76,8 @@ const LONG_RUNS: u64 = 4;
 const EXAMPLES: usize = 5;
 /// Connections the client opened (none idle in its pool at the time).
 static CONNECTIONS_OPENED: AtomicU64 = AtomicU64::new(0);
+/// Idle connections found closed by the gateway (its keep-alive timeout) and dropped unused.
+static STALE_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Parser)]
 struct Args {
@@ -760,15 +762,7 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 /// One request, start to end, bounded by `CLIENT_TIMEOUT`.
 async fn exchange(addr: SocketAddr, idle: Arc<Mutex<Vec<Sender>>>, request: Request<Full<Bytes>>) -> Got {
     let work = async {
-        let pooled = idle.lock().ok().and_then(|mut idle| idle.pop());
-        let mut sender = match pooled {
-            Some(sender) => sender,
-            None => {
-                CONNECTIONS_OPENED.fetch_add(1, Ordering::Relaxed);
-                open_connection(addr).await?
-            }
-        };
-        sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+        let mut sender = ready_connection(addr, &idle, &CONNECTIONS_OPENED, &STALE_CONNECTIONS).await?;
         let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
         let (parts, mut body) = response.into_parts();
         let mut got = Got { status: parts.status.as_u16(), headers: parts.headers, body: Vec::new(), broken: None };
@@ -1131,8 +1125,10 @@ fn soak() -> Result<bool, String> {
         c(&counters.sts_refused)
     );
     println!(
-        "client connections opened: {} (kept alive in its pool while idle; a broken answer's is closed)",
-        CONNECTIONS_OPENED.load(Ordering::Relaxed)
+        "client connections opened: {} (kept alive in its pool while idle; a broken answer's is closed); \
+         idle ones the gateway had closed (keep-alive timeout), dropped unused: {}",
+        CONNECTIONS_OPENED.load(Ordering::Relaxed),
+        STALE_CONNECTIONS.load(Ordering::Relaxed)
     );
     for example in &tally.examples {
         println!("lost: {example}");

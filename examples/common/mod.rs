@@ -342,12 +342,8 @@ pub fn run_open_loop(addr: SocketAddr, spec: Arc<Spec>, rate: u32, warmup: Durat
                 let (idle, host, spec, validated) = (idle.clone(), host.clone(), spec.clone(), validated.clone());
                 tasks.spawn(async move {
                     let counts = scheduled >= from;
-                    let pooled = idle.lock().ok().and_then(|mut idle| idle.pop());
-                    let mut sender = match pooled {
-                        Some(sender) => sender,
-                        None => open_connection(addr).await?,
-                    };
-                    sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+                    let (opened, stale) = (AtomicU64::new(0), AtomicU64::new(0));
+                    let mut sender = ready_connection(addr, &idle, &opened, &stale).await?;
                     let sent = Instant::now();
                     let response =
                         sender.send_request(spec.request(&host)).await.map_err(|e| format!("request: {e}"))?;
@@ -420,6 +416,30 @@ fn record_open_loop(sample: &mut Sample, done: OpenLoopResult) {
         Ok(Err(error)) => fail(sample, error),
         Err(error) => fail(sample, error.to_string()),
     }
+}
+
+/// A keep-alive connection ready for a request: an idle one from `idle`, else a new one (`opened`
+/// is then counted). An idle connection the server has closed meanwhile (its idle timeout; the
+/// request was never sent on it) is dropped and counted in `stale`, as an HTTP client's pool
+/// does; only a new connection that is not ready is an error.
+pub async fn ready_connection(
+    addr: SocketAddr,
+    idle: &std::sync::Mutex<Vec<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>,
+    opened: &AtomicU64,
+    stale: &AtomicU64,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    loop {
+        let pooled = idle.lock().ok().and_then(|mut idle| idle.pop());
+        let Some(mut sender) = pooled else { break };
+        if sender.ready().await.is_ok() {
+            return Ok(sender);
+        }
+        stale.fetch_add(1, Ordering::Relaxed);
+    }
+    opened.fetch_add(1, Ordering::Relaxed);
+    let mut sender = open_connection(addr).await?;
+    sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+    Ok(sender)
 }
 
 pub async fn open_connection(addr: SocketAddr) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
