@@ -117,23 +117,24 @@ pub fn bedrock_target<'a>(
     region: &str,
     model: ModelRef<'_>,
 ) -> Result<BedrockTarget<'a>, NotServed> {
-    let within = |requested: &str, model: &ModelConfig| Bound::new(requested, region).admits(&model.id);
+    // The named id's bound, worked out once (on the first substitute looked at).
+    let bound = std::cell::OnceCell::new();
+    let within =
+        |requested: &str, model: &ModelConfig| bound.get_or_init(|| Bound::new(requested, region)).admits(&model.id);
     let found = match model {
-        ModelRef::Name(name) => models::find_by_name(&config.models, name).map(|found| (found, None)),
-        ModelRef::PathSegment(segment) => {
-            models::find_by_name(&config.models, segment).map(|found| (found, None)).or_else(|| {
-                let found = models::find_by_bedrock_id(&config.models, segment, within)?;
-                Some((found, Some(decode_for_message(segment))))
-            })
-        }
+        ModelRef::Name(name) => models::find_by_name(&config.models, name).map(|found| (found, false)),
+        ModelRef::PathSegment(segment) => models::find_by_name(&config.models, segment)
+            .map(|found| (found, false))
+            .or_else(|| Some((models::find_by_bedrock_id(&config.models, segment, within)?, true))),
     };
     match found {
-        Some(((name, model), named)) => Ok(BedrockTarget {
+        Some(((name, model), by_id)) => Ok(BedrockTarget {
             name,
             model,
             model_id: &model.id,
             region: region.to_owned(),
-            bound: named.map(|id| Bound::new(&id, region)),
+            // Served by the very id named when no substitute was looked at.
+            bound: by_id.then(|| bound.into_inner().unwrap_or_else(|| Bound::new(&model.id, region))),
         }),
         None => {
             let (requested, wider) = match model {
