@@ -280,7 +280,7 @@ async fn a_day_budget_is_refused_once_actual_spend_passes_it_and_the_audit_line_
         .arg(gateway.config_path())
         .output()
         .unwrap();
-    assert_eq!(cli.status.code(), Some(1));
+    assert_eq!(cli.status.code(), Some(1), "{cli:?}");
     assert!(String::from_utf8_lossy(&cli.stderr).contains("GET /v1/usage"), "{cli:?}");
 
     // Another team sees its own usage only.
