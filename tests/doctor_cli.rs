@@ -1,17 +1,12 @@
 //! `byollm doctor` through the binary: reports the credential source without printing secrets.
 
-use std::process::Command;
+use byollm_testkit::harness::Harness;
 
-const BIN: &str = env!("CARGO_BIN_EXE_byollm");
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 fn doctor(profile: &str, dir: &std::path::Path) -> (i32, String) {
-    let mut command = Command::new(BIN);
+    let mut command = BYOLLM.command();
     command.args(["doctor", "--profile", profile]);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("AWS_") || name.starts_with("BYOLLM_") {
-            command.env_remove(name);
-        }
-    }
     command
         .env("AWS_CONFIG_FILE", dir.join("config"))
         .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("credentials"))

@@ -1,11 +1,11 @@
 //! `byollm doctor --model` through the binary: one minimal real call to a model (against a fake
 //! Bedrock that enforces each model's rules) and the usual first-use failures explained.
 
-use std::process::Command;
+use byollm_testkit::harness::Harness;
 
 use byollm_testkit::support::{BedrockErrorKind, FakeBedrock, FakeBedrockOptions, Reply};
 
-const BIN: &str = env!("CARGO_BIN_EXE_byollm");
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 const KEY_ID: &str = "AKIADOCTORMODEL0001";
 const SECRET: &str = "doctor-model-secret-0001";
 
@@ -19,13 +19,8 @@ async fn doctor(bedrock: &FakeBedrock, config: &str, model: &str) -> (i32, Strin
     )
     .unwrap();
     std::fs::write(dir.path().join("byollm.toml"), format!("dev = true\n{config}")).unwrap();
-    let mut command = Command::new(BIN);
+    let mut command = BYOLLM.command();
     command.args(["doctor", "--profile", "dev", "--model", model, "--config"]).arg(dir.path().join("byollm.toml"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("AWS_") || name.starts_with("BYOLLM_") {
-            command.env_remove(name);
-        }
-    }
     command
         .env("AWS_CONFIG_FILE", dir.path().join("config"))
         .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("credentials"))

@@ -275,13 +275,10 @@ async fn a_day_budget_is_refused_once_actual_spend_passes_it_and_the_audit_line_
         (json!(0.02), json!(0.0285), json!(0.0))
     );
     // `byollm usage` reads a shared store only: without redis_url it points at GET /v1/usage.
-    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_byollm"))
-        .args(["usage", "--team", "acme", "--config"])
-        .arg(gateway.config_path())
-        .output()
-        .unwrap();
-    assert_eq!(cli.status.code(), Some(1), "{cli:?}");
-    assert!(String::from_utf8_lossy(&cli.stderr).contains("GET /v1/usage"), "{cli:?}");
+    // (run_cli leaves out the caller's BYOLLM_* variables, which the config would read as overrides.)
+    let (status, _, stderr) = BYOLLM.run_cli(&["usage", "--team", "acme"], Some(&gateway.config_path()));
+    assert_eq!(status, 1, "{stderr}");
+    assert!(stderr.contains("GET /v1/usage"), "{stderr}");
 
     // Another team sees its own usage only.
     let other: Value = client()

@@ -35,13 +35,9 @@ fn chat(gateway: &Gateway) -> reqwest::RequestBuilder {
 
 /// `byollm usage --team <team> --json` over the gateway's config: the report it prints.
 fn usage_cli(gateway: &Gateway, team: &str) -> serde_json::Value {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_byollm"))
-        .args(["usage", "--json", "--team", team, "--config"])
-        .arg(gateway.config_path())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap()
+    let (status, stdout, stderr) = BYOLLM.run_cli(&["usage", "--json", "--team", team], Some(&gateway.config_path()));
+    assert_eq!(status, 0, "{stderr}");
+    serde_json::from_str(&stdout).unwrap()
 }
 
 /// 16 requests at once, alternating between the replicas: how many were answered 200, 429, 503.

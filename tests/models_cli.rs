@@ -1,9 +1,9 @@
 //! `byollm models` through the binary: the catalog, the served models with their overrides, and a
 //! warning naming an id the catalog does not know.
 
-use std::process::Command;
+use byollm_testkit::harness::Harness;
 
-const BIN: &str = env!("CARGO_BIN_EXE_byollm");
+const BYOLLM: Harness = Harness::new(env!("CARGO_BIN_EXE_byollm"));
 
 #[test]
 fn models_prints_the_catalog_and_the_routing() {
@@ -15,13 +15,8 @@ fn models_prints_the_catalog_and_the_routing() {
          [models.\"odd\"]\nid = \"us.anthropic.claude-future-9\"\n",
     )
     .unwrap();
-    let mut command = Command::new(BIN);
+    let mut command = BYOLLM.command();
     command.arg("models").arg("--config").arg(&config);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("BYOLLM_") {
-            command.env_remove(name);
-        }
-    }
     let output = command.output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}{}", String::from_utf8_lossy(&output.stderr));

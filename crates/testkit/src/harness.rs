@@ -148,7 +148,7 @@ impl Harness {
             );
             let config_path = dir.path().join("byollm.toml");
             std::fs::write(&config_path, config).unwrap();
-            let mut command = Command::new(self.bin);
+            let mut command = self.command();
             command.arg("serve").arg("--config").arg(&config_path);
             if let Some(gateway) = self.spawn(command, dir, url, public_port, env) {
                 return gateway;
@@ -166,7 +166,7 @@ impl Harness {
             let config_path = dir.path().join("byollm.toml");
             std::fs::write(&config_path, extra).unwrap();
             let key_path = dir.path().join("local.key");
-            let mut command = Command::new(self.bin);
+            let mut command = self.command();
             command.arg("local").arg("--config").arg(&config_path).arg("--port").arg(port.to_string());
             command.arg("--key-file").arg(&key_path);
             command.args(args);
@@ -211,17 +211,13 @@ impl Harness {
 
     fn spawn(
         &self,
-        mut command: Command,
+        command: Command,
         dir: tempfile::TempDir,
         url: String,
         public_port: Option<u16>,
         env: &[(&str, &str)],
     ) -> Option<Gateway> {
-        for (name, _) in std::env::vars() {
-            if name.starts_with("BYOLLM_") || name.starts_with("AWS_") {
-                command.env_remove(name);
-            }
-        }
+        let mut command = command;
         command.env("BYOLLM_LOG", "debug").envs(env.iter().copied());
         let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let mut gateway = Gateway {
@@ -237,17 +233,25 @@ impl Harness {
         gateway.wait_ready().then_some(gateway)
     }
 
-    /// Run a `byollm` command (with `--config config`, if given); returns (status, stdout, stderr).
-    pub fn run_cli(&self, args: &[&str], config: Option<&Path>) -> (i32, String, String) {
+    /// A `byollm` command without the caller's `BYOLLM_*` and `AWS_*` variables: the binary reads
+    /// `BYOLLM_<SECTION>__<FIELD>` as config overrides (and rejects unknown ones), and a developer's
+    /// or CI's own variables (`BYOLLM_NOT_RUN_OK`, `AWS_PROFILE`) must not reach it.
+    pub fn command(&self) -> Command {
         let mut command = Command::new(self.bin);
-        command.args(args);
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
         for (name, _) in std::env::vars() {
             if name.starts_with("BYOLLM_") || name.starts_with("AWS_") {
                 command.env_remove(name);
             }
+        }
+        command
+    }
+
+    /// Run a `byollm` command (with `--config config`, if given); returns (status, stdout, stderr).
+    pub fn run_cli(&self, args: &[&str], config: Option<&Path>) -> (i32, String, String) {
+        let mut command = self.command();
+        command.args(args);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
         }
         let output = command.output().unwrap();
         (
