@@ -24,6 +24,7 @@
 //! anything in local mode (`byollm local` has no run, so no scope).
 
 pub mod headers;
+pub mod key;
 pub mod policy;
 pub mod redis;
 pub mod store;
@@ -41,6 +42,7 @@ use crate::observe::metrics::Metrics;
 use crate::wire::usage::Usage;
 
 pub use headers::{Naming, headers};
+use key::{Key, ScopeKey};
 pub use policy::{LimitSet, LimitsPolicy, OnStoreError};
 use store::{Adjust, Check, LocalStore, Outcome, Room, Store, StoreError};
 pub use usage::{BudgetRoom, UsageLine, UsageReport, cost, tokens};
@@ -51,7 +53,7 @@ pub const DEFAULT_OUTPUT_ESTIMATE: u64 = 4096;
 pub const BYTES_PER_TOKEN_ESTIMATE: u64 = 4;
 
 /// One kind of limit, as the policy names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Limit {
     RequestsPerMinute,
     InputTokensPerMinute,
@@ -102,7 +104,9 @@ impl Limit {
         matches!(self, Limit::UsdPerDay | Limit::UsdPerMonth)
     }
 
-    /// The store key's prefix.
+    /// The store key's prefix. A rate's key names its limit per minute too ([`key::Key`]): a
+    /// rate's state is a time that means something only at one limit, so a reloaded limit starts
+    /// a fresh count.
     fn key_kind(self) -> &'static str {
         match self {
             Limit::RequestsPerMinute => "rpm",
@@ -132,12 +136,7 @@ pub struct Who<'a> {
 /// One scope a request falls in, with its effective limits.
 #[derive(Debug, Clone)]
 struct Scope {
-    /// `team "acme"`, `agent "reviewer" of team "acme"`, ...: for messages.
-    name: String,
-    /// The team's own scope (its budgets' room is a metric), rather than an agent, caller or principal.
-    team: Option<String>,
-    /// The store key's scope part.
-    key: String,
+    key: ScopeKey,
     set: LimitSet,
 }
 
@@ -145,38 +144,23 @@ fn scopes(policy: &LimitsPolicy, who: Who<'_>) -> Vec<Scope> {
     let mut scopes = Vec::with_capacity(4);
     let team = policy.team(who.team);
     if !team.is_empty() {
-        scopes.push(Scope {
-            name: format!("team {:?}", who.team),
-            team: Some(who.team.to_owned()),
-            key: format!("t:{}", who.team),
-            set: team,
-        });
+        scopes.push(Scope { key: ScopeKey::team(who.team), set: team });
     }
     if let Some(agent) = who.agent
         && let Some(set) = policy.teams.get(who.team).and_then(|t| t.agents.get(agent))
         && !set.is_empty()
     {
-        scopes.push(Scope {
-            name: format!("agent {agent:?} of team {:?}", who.team),
-            team: None,
-            key: format!("a:{}/{agent}", who.team),
-            set: *set,
-        });
+        scopes.push(Scope { key: ScopeKey::agent(who.team, agent), set: *set });
     }
     if let Some(caller) = who.caller
         && let Some(set) = policy.callers.get(caller)
         && !set.is_empty()
     {
-        scopes.push(Scope { name: format!("caller {caller:?}"), team: None, key: format!("c:{caller}"), set: *set });
+        scopes.push(Scope { key: ScopeKey::caller(caller), set: *set });
     }
     let principal = policy.principal(who.team);
     if !principal.is_empty() {
-        scopes.push(Scope {
-            name: format!("principal {:?} of team {:?}", format!("{}:{}", who.actor, who.principal), who.team),
-            team: None,
-            key: format!("p:{}/{}:{}", who.team, who.actor, who.principal),
-            set: principal,
-        });
+        scopes.push(Scope { key: ScopeKey::principal(who.team, who.actor, who.principal), set: principal });
     }
     scopes
 }
@@ -218,7 +202,7 @@ pub struct Refusal {
 #[derive(Debug, Clone)]
 struct Reserved {
     limit: Limit,
-    key: String,
+    key: Key,
     /// The counter's limit.
     ceiling: u64,
     amount: u64,
@@ -235,7 +219,7 @@ pub struct Admission {
     policy: Arc<LimitsPolicy>,
     scopes: Vec<Scope>,
     /// Slot keys held.
-    held: Vec<String>,
+    held: Vec<Key>,
     reserved: Vec<Reserved>,
     pub view: View,
     /// Counted in this process's counters because the shared store did not answer.
@@ -456,7 +440,7 @@ impl Limits {
             let set = &scope.set;
             if let Some(limit) = set.requests_per_minute {
                 checks.push(Check::Rate {
-                    key: rate_key(Limit::RequestsPerMinute, limit, &scope.key),
+                    key: scope.key.rate(Limit::RequestsPerMinute, limit),
                     limit,
                     cost: 1,
                     whole: true,
@@ -464,7 +448,7 @@ impl Limits {
                 tags.push((index, Limit::RequestsPerMinute));
             }
             if let Some(limit) = set.concurrent_requests {
-                checks.push(Check::Slots { key: key(Limit::ConcurrentRequests, &scope.key), limit });
+                checks.push(Check::Slots { key: scope.key.slots(Limit::ConcurrentRequests), limit });
                 tags.push((index, Limit::ConcurrentRequests));
             }
             needs_estimate |= set.input_tokens_per_minute.is_some()
@@ -532,13 +516,13 @@ impl Limits {
         for (index, scope) in admission.scopes.iter().enumerate() {
             let set = &scope.set;
             let rate = |limit: Limit, ceiling: u64, cost: u64| Check::Rate {
-                key: rate_key(limit, ceiling, &scope.key),
+                key: scope.key.rate(limit, ceiling),
                 limit: ceiling,
                 cost,
                 whole: false,
             };
-            let sum = |limit: Limit, ceiling: u64, cost: u64, (name, ttl): (&str, u64)| Check::Sum {
-                key: format!("{}:{name}", key(limit, &scope.key)),
+            let sum = |limit: Limit, ceiling: u64, cost: u64, (window, ttl): (windows::Window, u64)| Check::Sum {
+                key: scope.key.sum(limit, window),
                 limit: ceiling,
                 cost,
                 ttl_secs: ttl,
@@ -564,7 +548,7 @@ impl Limits {
                 }
             }
             if stream && let Some(ceiling) = set.concurrent_streams {
-                checks.push(Check::Slots { key: key(Limit::ConcurrentStreams, &scope.key), limit: ceiling });
+                checks.push(Check::Slots { key: scope.key.slots(Limit::ConcurrentStreams), limit: ceiling });
                 tags.push((index, Limit::ConcurrentStreams, ceiling, 1));
             }
         }
@@ -625,9 +609,10 @@ impl Limits {
         } else {
             (ErrorKind::RateLimit, "rate_limit_exceeded", "limit is reached")
         };
+        let name = scope.key.describe();
         let message =
-            format!("{}: the gateway's {} {what} ({shown}); retry in {retry_after_secs}s", scope.name, limit.as_str());
-        tracing::info!(scope = %scope.name, limit = limit.as_str(), retry_after_secs, "request refused by a limit");
+            format!("{name}: the gateway's {} {what} ({shown}); retry in {retry_after_secs}s", limit.as_str());
+        tracing::info!(scope = %name, limit = limit.as_str(), retry_after_secs, "request refused by a limit");
         let error =
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, kind, code, message).with_retry_after(retry_after_secs.max(1));
         Refusal { error, view }
@@ -656,7 +641,7 @@ impl Limits {
             if reserved.limit.is_budget() {
                 let before = reserved.used.saturating_sub(reserved.amount);
                 let after = before.saturating_add(actual);
-                if let Some(team) = &admission.scopes[reserved.scope].team {
+                if let Some(team) = admission.scopes[reserved.scope].key.team_name() {
                     let room = reserved.ceiling.saturating_sub(after);
                     let room = if reserved.limit.is_usd() { Usd(room).as_f64() } else { room as f64 };
                     self.metrics.set_budget_remaining(team, reserved.limit.as_str(), room);
@@ -666,7 +651,7 @@ impl Limits {
                     settled.alerts.push(reserved.limit.as_str());
                     if before < threshold {
                         tracing::warn!(
-                            scope = %admission.scopes[reserved.scope].name,
+                            scope = %admission.scopes[reserved.scope].key.describe(),
                             limit = reserved.limit.as_str(),
                             used_fraction = after as f64 / reserved.ceiling.max(1) as f64,
                             "a budget passed its alert fraction (limits.alert_at_fraction)"
@@ -736,10 +721,7 @@ impl Store for Unavailable {
     ) -> futures_util::future::BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
     }
-    fn sums<'a>(
-        &'a self,
-        _: &'a [String],
-    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>> {
+    fn sums<'a>(&'a self, _: &'a [Key]) -> futures_util::future::BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>> {
         Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
     }
     fn add_usage<'a>(
@@ -753,17 +735,6 @@ impl Store for Unavailable {
     fn usage<'a>(&'a self, _: &'a str) -> futures_util::future::BoxFuture<'a, Result<Vec<(String, u64)>, StoreError>> {
         Box::pin(std::future::ready(Err(StoreError(self.0.clone()))))
     }
-}
-
-/// A counter's store key: its kind and its scope.
-fn key(limit: Limit, scope: &str) -> String {
-    format!("{}:{scope}", limit.key_kind())
-}
-
-/// A rate's store key names its limit too: a rate's state is a time that means something only at
-/// one limit, so a reloaded limit starts a fresh count.
-fn rate_key(limit: Limit, per_minute: u64, scope: &str) -> String {
-    format!("{}:{per_minute}:{scope}", limit.key_kind())
 }
 
 #[cfg(test)]

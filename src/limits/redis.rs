@@ -18,7 +18,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, Script};
 
 use super::policy::StoreSettings;
-use super::store::{Adjust, Check, Outcome, Room, Store, StoreError, interval_us};
+use super::store::{Adjust, Check, Key, Outcome, Room, Store, StoreError, interval_us};
 
 /// How long a concurrency slot is held without renewal (a replica renews its own every third of
 /// it).
@@ -132,7 +132,7 @@ pub struct RedisStore {
     acquire: Script,
     adjust: Script,
     /// Slots this replica holds, by key and lease: renewed until released.
-    held: Mutex<HashMap<(String, String), ()>>,
+    held: Mutex<HashMap<(Key, String), ()>>,
 }
 
 impl RedisStore {
@@ -173,13 +173,13 @@ impl RedisStore {
         Ok(store)
     }
 
-    fn key(&self, key: &str) -> String {
+    fn key(&self, key: &(impl std::fmt::Display + ?Sized)) -> String {
         format!("{}{key}", self.prefix)
     }
 
     /// Renew every lease this replica holds.
     async fn renew(&self) {
-        let held: Vec<(String, String)> = self.held.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let held: Vec<(Key, String)> = self.held.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
         if held.is_empty() {
             return;
         }
@@ -327,7 +327,7 @@ impl RedisStore {
     }
 
     /// The values of sums (`None`: no such key).
-    pub async fn sums(&self, keys: &[String]) -> Result<Vec<Option<u64>>, StoreError> {
+    pub async fn sums(&self, keys: &[Key]) -> Result<Vec<Option<u64>>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -363,7 +363,7 @@ impl Store for RedisStore {
         Box::pin(self.adjust_leased(adjustments, now_us, lease))
     }
 
-    fn sums<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>> {
+    fn sums<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>> {
         Box::pin(RedisStore::sums(self, keys))
     }
 

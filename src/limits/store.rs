@@ -1,7 +1,7 @@
 //! Where limit counters live: the [`Store`] trait and its in-process implementation
 //! ([`LocalStore`]); the Redis one, shared by replicas, is in [`super::redis`].
 //!
-//! Three kinds of counter, each keyed by a string the caller builds:
+//! Three kinds of counter, each named by a [`Key`] the caller builds:
 //! - a rate per minute ([`Check::Rate`]): GCRA (the generic cell rate algorithm), one
 //!   "theoretical arrival time" per key; a limit of N per minute admits a burst of N, then one
 //!   every 60/N s. Token rates reserve an estimate and are settled with the actual count.
@@ -14,10 +14,12 @@
 //! request refused by its agent's limit spends nothing of its team's. Must never: decide which
 //! limits apply (that is [`super::Limits`]) or know HTTP.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
+use foldhash::HashMap;
 use futures_util::future::BoxFuture;
+
+pub use super::key::Key;
 
 /// One minute, the window of every rate, in microseconds.
 pub const MINUTE_US: u64 = 60_000_000;
@@ -27,15 +29,15 @@ pub const MINUTE_US: u64 = 60_000_000;
 pub enum Check {
     /// `cost` units of a rate of `limit` per minute. `whole`: admitted only if all of `cost`
     /// fits (requests); else while there is room for one more unit (token estimates).
-    Rate { key: String, limit: u64, cost: u64, whole: bool },
+    Rate { key: Key, limit: u64, cost: u64, whole: bool },
     /// One of `limit` slots.
-    Slots { key: String, limit: u64 },
+    Slots { key: Key, limit: u64 },
     /// `cost` more of a sum of at most `limit` (admitted while below it), kept `ttl_secs`.
-    Sum { key: String, limit: u64, cost: u64, ttl_secs: u64 },
+    Sum { key: Key, limit: u64, cost: u64, ttl_secs: u64 },
 }
 
 impl Check {
-    pub fn key(&self) -> &str {
+    pub fn key(&self) -> &Key {
         match self {
             Check::Rate { key, .. } | Check::Slots { key, .. } | Check::Sum { key, .. } => key,
         }
@@ -70,11 +72,11 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Adjust {
     /// The estimate reserved in a rate was off by `delta` units (negative: gives room back).
-    Rate { key: String, limit: u64, delta: i64 },
+    Rate { key: Key, limit: u64, delta: i64 },
     /// The estimate added to a sum was off by `delta`.
-    Sum { key: String, delta: i64, ttl_secs: u64 },
+    Sum { key: Key, delta: i64, ttl_secs: u64 },
     /// A slot is free again.
-    Release { key: String },
+    Release { key: Key },
 }
 
 /// The store could not be asked (Redis down, slow or refusing).
@@ -99,7 +101,7 @@ pub trait Store: Send + Sync {
         lease: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Current values of sums (`None`: no such key), for `/v1/usage`.
-    fn sums<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>>;
+    fn sums<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>>;
     /// Add `delta` to counters of a hash (usage by agent, model and kind), kept `ttl_secs`.
     fn add_usage<'a>(
         &'a self,
@@ -150,10 +152,10 @@ pub fn gcra_adjust(tat: u64, now: u64, limit: u64, delta: i64) -> u64 {
 #[derive(Default)]
 struct Counters {
     /// Rate key → theoretical arrival time (µs).
-    rates: HashMap<String, u64>,
-    slots: HashMap<String, u64>,
+    rates: HashMap<Key, u64>,
+    slots: HashMap<Key, u64>,
     /// Sum key → (value, expiry µs).
-    sums: HashMap<String, (u64, u64)>,
+    sums: HashMap<Key, (u64, u64)>,
     /// Usage hash key → (field → value, expiry µs).
     usage: HashMap<String, (HashMap<String, u64>, u64)>,
     /// Operations since expired entries were last dropped.
@@ -273,10 +275,17 @@ impl LocalStore {
     pub fn add_usage_now(&self, key: &str, fields: &[(String, u64)], ttl_secs: u64, now: u64) {
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
-        let (hash, _) = counters.usage.entry(key.to_owned()).or_insert_with(|| (HashMap::new(), expiry));
+        if !counters.usage.contains_key(key) {
+            counters.usage.insert(key.to_owned(), (HashMap::default(), expiry));
+        }
+        let Some((hash, _)) = counters.usage.get_mut(key) else { return };
         for (field, delta) in fields {
-            let value = hash.entry(field.clone()).or_default();
-            *value = value.saturating_add(*delta);
+            match hash.get_mut(field) {
+                Some(value) => *value = value.saturating_add(*delta),
+                None => {
+                    hash.insert(field.clone(), *delta);
+                }
+            }
         }
     }
 }
@@ -307,7 +316,7 @@ impl Store for LocalStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn sums<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>> {
+    fn sums<'a>(&'a self, keys: &'a [Key]) -> BoxFuture<'a, Result<Vec<Option<u64>>, StoreError>> {
         let now = now_us();
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         let values = keys
@@ -344,11 +353,18 @@ impl Store for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Limit;
+    use crate::limits::key::ScopeKey;
+
+    /// A counter named after `name` (the store does not read a key's kind).
+    fn k(name: &str) -> Key {
+        ScopeKey::team(name).slots(Limit::ConcurrentRequests)
+    }
 
     const T0: u64 = 1_800_000_000_000_000;
 
     fn rate(key: &str, limit: u64) -> Check {
-        Check::Rate { key: key.into(), limit, cost: 1, whole: true }
+        Check::Rate { key: k(key), limit, cost: 1, whole: true }
     }
 
     #[test]
@@ -374,7 +390,7 @@ mod tests {
     #[test]
     fn one_refused_counter_takes_room_in_none() {
         let store = LocalStore::new();
-        let checks = [rate("team", 10), Check::Slots { key: "agent".into(), limit: 1 }];
+        let checks = [rate("team", 10), Check::Slots { key: k("agent"), limit: 1 }];
         assert!(matches!(store.acquire_now(&checks, T0), Outcome::Admitted { .. }));
         assert!(matches!(store.acquire_now(&checks, T0), Outcome::Refused { index: 1, .. }));
         // The team's rate was not spent by the refused request: 9 more fit.
@@ -382,20 +398,20 @@ mod tests {
             assert!(matches!(store.acquire_now(&[rate("team", 10)], T0), Outcome::Admitted { .. }));
         }
         assert!(matches!(store.acquire_now(&[rate("team", 10)], T0), Outcome::Refused { .. }));
-        store.adjust_now(&[Adjust::Release { key: "agent".into() }], T0);
+        store.adjust_now(&[Adjust::Release { key: k("agent") }], T0);
         assert!(matches!(store.acquire_now(&checks[1..], T0), Outcome::Admitted { .. }), "the slot is free again");
     }
 
     #[test]
     fn token_rates_admit_while_there_is_room_and_settle_to_the_actual_count() {
         let store = LocalStore::new();
-        let reserve = |cost| [Check::Rate { key: "in".into(), limit: 1000, cost, whole: false }];
+        let reserve = |cost| [Check::Rate { key: k("in"), limit: 1000, cost, whole: false }];
         // An estimate larger than the limit is admitted while there is room...
         assert!(matches!(store.acquire_now(&reserve(5000), T0), Outcome::Admitted { .. }));
         // ...and blocks the next until settled.
         assert!(matches!(store.acquire_now(&reserve(1), T0), Outcome::Refused { .. }));
         // The answer used 100 tokens: 4900 go back.
-        store.adjust_now(&[Adjust::Rate { key: "in".into(), limit: 1000, delta: -4900 }], T0);
+        store.adjust_now(&[Adjust::Rate { key: k("in"), limit: 1000, delta: -4900 }], T0);
         match store.acquire_now(&reserve(1), T0) {
             Outcome::Admitted { rooms } => assert_eq!(rooms[0].used, 101),
             other => panic!("{other:?}"),
@@ -405,10 +421,10 @@ mod tests {
     #[test]
     fn sums_are_admitted_below_their_limit_and_settled() {
         let store = LocalStore::new();
-        let check = |cost| [Check::Sum { key: "usd:d".into(), limit: 100, cost, ttl_secs: 3600 }];
+        let check = |cost| [Check::Sum { key: k("usd:d"), limit: 100, cost, ttl_secs: 3600 }];
         assert!(matches!(store.acquire_now(&check(60), T0), Outcome::Admitted { .. }));
         assert!(matches!(store.acquire_now(&check(60), T0), Outcome::Admitted { .. }), "below the limit: admitted");
-        store.adjust_now(&[Adjust::Sum { key: "usd:d".into(), delta: -10, ttl_secs: 3600 }], T0);
+        store.adjust_now(&[Adjust::Sum { key: k("usd:d"), delta: -10, ttl_secs: 3600 }], T0);
         match store.acquire_now(&check(0), T0) {
             Outcome::Refused { retry_after_secs, room, .. } => assert_eq!((retry_after_secs, room.used), (3600, 110)),
             other => panic!("{other:?}"),

@@ -3,8 +3,9 @@
 
 use http::StatusCode;
 
+use super::key::ScopeKey;
 use super::store::Store;
-use super::{Limit, Limits, key, now_us, windows};
+use super::{Limit, Limits, now_us, windows};
 use crate::error::{ApiError, ErrorKind};
 use crate::models::prices::{Price, Tokens, Usd};
 use crate::wire::usage::Usage;
@@ -113,7 +114,7 @@ impl Limits {
     pub async fn usage(&self, team: &str) -> Result<UsageReport, ApiError> {
         let policy = self.policy();
         let windows = windows::Windows::at(now_us() / 1_000_000);
-        let day = windows.day().0.to_owned();
+        let day = windows.day().0.to_string();
         let store: &dyn Store = match &self.shared {
             Some(shared) => shared.as_ref(),
             None => self.local.as_ref(),
@@ -153,10 +154,10 @@ impl Limits {
                 _ => {}
             }
         }
-        let mut scopes = vec![("team".to_owned(), format!("t:{team}"), policy.team(team))];
+        let mut scopes = vec![("team".to_owned(), ScopeKey::team(team), policy.team(team))];
         if let Some(limits) = policy.teams.get(team) {
             for (agent, set) in &limits.agents {
-                scopes.push((format!("agent {agent}"), format!("a:{team}/{agent}"), *set));
+                scopes.push((format!("agent {agent}"), ScopeKey::agent(team, agent), *set));
             }
         }
         let mut budgets = Vec::new();
@@ -169,7 +170,7 @@ impl Limits {
                 (Limit::UsdPerMonth, set.usd_per_month, windows.month()),
             ] {
                 let Some(value) = value else { continue };
-                keys.push(format!("{}:{window}", key(limit, scope)));
+                keys.push(scope.sum(limit, window));
                 budgets.push((name.clone(), limit, value, left));
             }
         }

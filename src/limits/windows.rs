@@ -1,12 +1,36 @@
 //! The UTC calendar windows of budgets: a day runs from 00:00 UTC, a month from the 1st at 00:00
 //! UTC (not rolling). Named `2026-12-07` and `2026-12`, with the seconds left in each.
 
+/// A budget's window: one UTC day or month, shown as `2026-12-07` or `2026-12` (in store keys
+/// too). Plain numbers, so naming a counter takes no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// Days since 1970-01-01.
+    Day(u32),
+    Month {
+        year: i32,
+        month: u8,
+    },
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Window::Day(days) => {
+                let (year, month, day) = civil_from_days(i64::from(days));
+                write!(f, "{year:04}-{month:02}-{day:02}")
+            }
+            Window::Month { year, month } => write!(f, "{year:04}-{month:02}"),
+        }
+    }
+}
+
 /// The day and month containing one instant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
-    day: String,
+    day: Window,
     day_left: u64,
-    month: String,
+    month: Window,
     month_left: u64,
 }
 
@@ -14,26 +38,26 @@ impl Windows {
     /// The windows at `unix_secs`.
     pub fn at(unix_secs: u64) -> Windows {
         let days = unix_secs / 86_400;
-        let (year, month, day) = civil_from_days(days as i64);
+        let (year, month, _) = civil_from_days(days as i64);
         let day_left = 86_400 - unix_secs % 86_400;
         let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
         let next_month_start = days_from_civil(next_year, next_month, 1) as u64 * 86_400;
         Windows {
-            day: format!("{year:04}-{month:02}-{day:02}"),
+            day: Window::Day(days as u32),
             day_left,
-            month: format!("{year:04}-{month:02}"),
+            month: Window::Month { year: year as i32, month: month as u8 },
             month_left: next_month_start - unix_secs,
         }
     }
 
-    /// The day's name and the seconds until it ends.
-    pub fn day(&self) -> (&str, u64) {
-        (&self.day, self.day_left)
+    /// The day and the seconds until it ends.
+    pub fn day(&self) -> (Window, u64) {
+        (self.day, self.day_left)
     }
 
-    /// The month's name and the seconds until it ends.
-    pub fn month(&self) -> (&str, u64) {
-        (&self.month, self.month_left)
+    /// The month and the seconds until it ends.
+    pub fn month(&self) -> (Window, u64) {
+        (self.month, self.month_left)
     }
 }
 
@@ -69,13 +93,14 @@ mod tests {
     #[test]
     fn days_and_months_are_utc_calendar_windows() {
         // 2026-12-07T17:00:00Z
+        let shown = |(window, left): (Window, u64)| (window.to_string(), left);
         let windows = Windows::at(1_796_662_800);
-        assert_eq!(windows.day(), ("2026-12-07", 7 * 3600));
-        assert_eq!(windows.month(), ("2026-12", 24 * 86_400 + 7 * 3600));
+        assert_eq!(shown(windows.day()), ("2026-12-07".into(), 7 * 3600));
+        assert_eq!(shown(windows.month()), ("2026-12".into(), 24 * 86_400 + 7 * 3600));
         // The last second of a leap February, and the first of March.
         let feb = Windows::at(1_709_251_199);
-        assert_eq!((feb.day(), feb.month()), (("2024-02-29", 1), ("2024-02", 1)));
-        assert_eq!(Windows::at(1_709_251_200).month(), ("2024-03", 31 * 86_400));
-        assert_eq!(Windows::at(0).day(), ("1970-01-01", 86_400));
+        assert_eq!((shown(feb.day()), shown(feb.month())), (("2024-02-29".into(), 1), ("2024-02".into(), 1)));
+        assert_eq!(shown(Windows::at(1_709_251_200).month()), ("2024-03".into(), 31 * 86_400));
+        assert_eq!(shown(Windows::at(0).day()), ("1970-01-01".into(), 86_400));
     }
 }

@@ -14,11 +14,13 @@
 //! ([`BoundedLabel`]): anything else reads `unknown`, so a label can never leak a secret or grow
 //! without bound.
 
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::RwLock;
 use std::sync::atomic::AtomicU64;
 
 use foldhash::HashSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter as PromCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -33,7 +35,25 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// A label set: every name and value is `&'static str` (fixed values, or a [`BoundedLabel`]'s kept
 /// ones), so looking a series up per request copies pointers and allocates nothing.
-type Labels<const N: usize> = [(&'static str, &'static str); N];
+///
+/// It hashes as one number (its content hashed with foldhash): a family's map hashes with std's
+/// SipHash, which prometheus-client does not let us choose, and SipHash over every name and value
+/// cost about 500 instructions per lookup, some twenty lookups per request. Label values come
+/// from bounded, configured sets, so a fixed seed is safe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Labels<const N: usize>([(&'static str, &'static str); N]);
+
+impl<const N: usize> Hash for Labels<N> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(foldhash::fast::FixedState::default().hash_one(self.0));
+    }
+}
+
+impl<const N: usize> EncodeLabelSet for Labels<N> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+}
 
 /// A counter with one label whose values are fixed at construction.
 #[derive(Debug)]
@@ -51,7 +71,7 @@ impl Counter {
         let family = Family::<Labels<1>, PromCounter>::default();
         // Every fixed value is exposed from the start, at zero.
         for value in values {
-            let _ = family.get_or_create(&[(label, *value)]);
+            let _ = family.get_or_create(&Labels([(label, *value)]));
         }
         Counter { name, help, label, values: values.to_vec(), family }
     }
@@ -63,20 +83,20 @@ impl Counter {
     /// Count one event; a label value outside the fixed set counts as `other`.
     pub fn inc(&self, value: &str) {
         if let Some(slot) = self.slot(value) {
-            self.family.get_or_create(&[(self.label, slot)]).inc();
+            self.family.get_or_create(&Labels([(self.label, slot)])).inc();
         }
     }
 
     /// Count `n` at once (token counters).
     pub fn add(&self, value: &str, n: u64) {
         if let Some(slot) = self.slot(value) {
-            self.family.get_or_create(&[(self.label, slot)]).inc_by(n);
+            self.family.get_or_create(&Labels([(self.label, slot)])).inc_by(n);
         }
     }
 
     pub fn get(&self, value: &str) -> u64 {
         match self.values.iter().find(|v| **v == value) {
-            Some(value) => self.family.get_or_create(&[(self.label, *value)]).get(),
+            Some(value) => self.family.get_or_create(&Labels([(self.label, *value)])).get(),
             None => 0,
         }
     }
@@ -355,7 +375,7 @@ impl Default for Metrics {
             counter.register(&mut registry);
         }
         for surface in SURFACES {
-            let _ = metrics.in_flight.get_or_create(&[("surface", *surface)]);
+            let _ = metrics.in_flight.get_or_create(&Labels([("surface", *surface)]));
         }
         registry.register(
             "byollm_requests_in_flight",
@@ -455,12 +475,14 @@ impl Metrics {
     /// The room left in a team's budget `limit` (one of [`LIMITS`]), in its unit.
     pub fn set_budget_remaining(&self, team: &str, limit: &'static str, remaining: f64) {
         let limit = LIMITS.iter().find(|l| **l == limit).copied().unwrap_or("other");
-        self.budget_remaining.get_or_create(&[("team", self.teams.value(team)), ("limit", limit)]).set(remaining);
+        self.budget_remaining
+            .get_or_create(&Labels([("team", self.teams.value(team)), ("limit", limit)]))
+            .set(remaining);
     }
 
     /// Count a model request as in flight until the guard is dropped (after its stream ended).
     pub fn in_flight(&self, surface: &str) -> InFlight {
-        let gauge = self.in_flight.get_or_create_owned(&[("surface", surface_label(surface))]);
+        let gauge = self.in_flight.get_or_create_owned(&Labels([("surface", surface_label(surface))]));
         gauge.inc();
         InFlight { gauge }
     }
@@ -470,10 +492,11 @@ impl Metrics {
         let surface = surface_label(record.surface);
         let model = record.model.as_deref().map_or("none", |m| self.models.value(m));
         let route = record.route.as_deref().map_or("none", |r| self.routes.value(r));
-        let labels = [("surface", surface), ("model", model), ("route", route), ("outcome", outcome(record.status))];
+        let labels =
+            Labels([("surface", surface), ("model", model), ("route", route), ("outcome", outcome(record.status))]);
         self.duration.get_or_create(&labels).observe(record.duration_ms as f64 / 1000.0);
         if let Some(ttfb) = record.ttfb_ms {
-            let labels = [("surface", surface), ("model", model), ("route", route)];
+            let labels = Labels([("surface", surface), ("model", model), ("route", route)]);
             self.first_byte.get_or_create(&labels).observe(ttfb as f64 / 1000.0);
         }
         let usage = &record.usage;
@@ -495,23 +518,26 @@ impl Metrics {
         }
         for (kind, count) in REQUEST_TOKEN_KINDS.iter().zip(counts) {
             if let Some(count) = count.filter(|c| *c > 0) {
-                let labels = [("model", model), ("route", route), ("kind", *kind)];
+                let labels = Labels([("model", model), ("route", route), ("kind", *kind)]);
                 self.tokens.get_or_create(&labels).inc_by(count);
             }
         }
         for attempt in &record.attempts {
-            let labels = [("model", model), ("route", self.routes.value(&attempt.route)), ("result", attempt.result)];
+            let labels =
+                Labels([("model", model), ("route", self.routes.value(&attempt.route)), ("result", attempt.result)]);
             self.attempts.get_or_create(&labels).inc();
         }
         if let Some(team) = record.team.as_deref() {
             let team = self.teams.value(team);
             for (kind, count) in REQUEST_TOKEN_KINDS[..4].iter().zip(counts) {
                 if let Some(count) = count.filter(|c| *c > 0) {
-                    self.team_tokens.get_or_create(&[("team", team), ("model", model), ("kind", *kind)]).inc_by(count);
+                    self.team_tokens
+                        .get_or_create(&Labels([("team", team), ("model", model), ("kind", *kind)]))
+                        .inc_by(count);
                 }
             }
             if let Some(cost) = record.cost_usd.filter(|c| c.0 > 0) {
-                self.team_spend.get_or_create(&[("team", team), ("model", model)]).inc_by(cost.as_f64());
+                self.team_spend.get_or_create(&Labels([("team", team), ("model", model)])).inc_by(cost.as_f64());
             }
         }
         self.observe_prompt_cache(record, model);
@@ -534,14 +560,15 @@ impl Metrics {
         let parts = [usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.input_tokens];
         let mut totals = [0u64; 3];
         for ((kind, count), total) in PROMPT_CACHE_KINDS.iter().zip(parts).zip(&mut totals) {
-            let counter = self.prompt_cache_tokens.get_or_create(&[("team", team), ("model", model), ("kind", *kind)]);
+            let counter =
+                self.prompt_cache_tokens.get_or_create(&Labels([("team", team), ("model", model), ("kind", *kind)]));
             counter.inc_by(count.unwrap_or(0));
             *total = counter.get();
         }
         let prompt: u64 = totals.iter().sum();
         if prompt > 0 {
             self.cache_hit_ratio
-                .get_or_create(&[("team", team), ("model", model)])
+                .get_or_create(&Labels([("team", team), ("model", model)]))
                 .set(totals[0] as f64 / prompt as f64);
         }
     }
@@ -550,7 +577,7 @@ impl Metrics {
     /// counted). Labelled by the endpoint's configured name, never by a field a caller made up.
     pub fn count_refused_fields(&self, endpoint: &str, failure: &OpenAiFailure) {
         if let OpenAiFailure::Fields { .. } = failure {
-            self.refused_fields.get_or_create(&[("endpoint", self.endpoints.value(endpoint))]).inc();
+            self.refused_fields.get_or_create(&Labels([("endpoint", self.endpoints.value(endpoint))])).inc();
         }
     }
 
@@ -592,6 +619,22 @@ pub fn outcome(status: u16) -> &'static str {
 mod tests {
     use super::*;
     use crate::observe::audit::{AttemptRecord, Usage};
+
+    #[test]
+    fn equal_label_sets_are_one_series_wherever_their_strings_live() {
+        let family = Family::<Labels<2>, PromCounter>::default();
+        let team: &'static str = String::leak("acme".to_owned());
+        family.get_or_create(&Labels([("team", "acme"), ("kind", "input")])).inc();
+        family.get_or_create(&Labels([("team", team), ("kind", "input")])).inc();
+        family.get_or_create(&Labels([("team", team), ("kind", "output")])).inc();
+        assert_eq!(family.get_or_create(&Labels([("team", "acme"), ("kind", "input")])).get(), 2);
+        let mut registry = Registry::default();
+        registry.register("t", "test", family);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(text.contains("t_total{team=\"acme\",kind=\"input\"} 2"), "{text}");
+        assert!(text.contains("t_total{team=\"acme\",kind=\"output\"} 1"), "{text}");
+    }
 
     #[test]
     fn counts_and_renders_fixed_labels_only() {
