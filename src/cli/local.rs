@@ -57,6 +57,7 @@ pub fn run(args: LocalArgs) -> Result<(), Failure> {
         let _refresher = session.clone().spawn_refresher();
         let telemetry = Telemetry::start(&config.telemetry)?;
         let mut wiring = Wiring::new(Arc::new(config), routing);
+        let audit_sink = wiring.sink.clone();
         if let Some(telemetry) = &telemetry {
             wiring.observers.push(telemetry.clone() as Arc<dyn RecordObserver>);
         }
@@ -105,6 +106,8 @@ pub fn run(args: LocalArgs) -> Result<(), Failure> {
         };
         let router = crate::api::local_router(dispatch, listen.ip().is_loopback(), key);
         crate::api::serve(listener, router, limits, tls, shutdown).await;
+        // The audit lines of the last requests are written before the process ends.
+        audit_sink.flush(std::time::Duration::from_secs(5));
         if let Some(telemetry) = telemetry {
             telemetry.shutdown().await;
         }

@@ -41,6 +41,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         let telemetry = Telemetry::start(&config.telemetry)?;
         let sts = SdkSts::new(&config.sts.region, config.sts.endpoint_url.as_deref());
         let mut wiring = Wiring::new(Arc::new(config), routing);
+        let audit_sink = wiring.sink.clone();
         wiring.limits = Some(limits);
         if let Some(telemetry) = &telemetry {
             wiring.observers.push(telemetry.clone() as Arc<dyn RecordObserver>);
@@ -96,6 +97,8 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
             }
             None => internal_server.await,
         }
+        // The audit lines of the last requests are written before the process ends.
+        audit_sink.flush(std::time::Duration::from_secs(5));
         if let Some(telemetry) = telemetry {
             telemetry.shutdown().await;
         }

@@ -8,10 +8,14 @@
 //!
 //! Lines are handed to a writer thread through a bounded queue so a slow stdout never stalls a
 //! request; a line that does not fit is counted (`byollm_audit_lines_dropped_total`) and logged.
+//! The writer gathers what arrives within [`GATHER`] into one write, so under load a request
+//! neither wakes a thread nor costs a system call for its line; the queue is written out before
+//! `serve` and `local` exit ([`AuditSink::flush`]).
 
 use std::io::Write;
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -110,35 +114,41 @@ impl AuditRecord {
 pub trait AuditSink: Send + Sync {
     /// Queue one line; false if it was dropped.
     fn write(&self, line: String) -> bool;
+    /// Write out every queued line, waiting at most `wait` (at exit).
+    fn flush(&self, _wait: Duration) {}
+}
+
+/// How long the audit writer gathers lines after a write before it writes again: the lines of
+/// the requests answered meanwhile leave in one write, and their senders wake no thread (the
+/// writer is asleep, not waiting on the queue). An idle writer waits on the queue.
+pub const GATHER: Duration = Duration::from_millis(2);
+
+/// Bytes gathered into one write at most.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// What the writer thread is handed.
+enum Queued {
+    Line(String),
+    /// Write out what came before, then say so.
+    Flush(SyncSender<()>),
 }
 
 /// Standard output, through a writer thread.
 pub struct StdoutSink {
-    sender: SyncSender<String>,
+    sender: SyncSender<Queued>,
 }
 
 impl StdoutSink {
     /// Start the writer thread (start-up).
     pub fn start() -> StdoutSink {
-        let (sender, receiver) = sync_channel::<String>(QUEUE_LINES);
-        let spawned = std::thread::Builder::new().name("byollm-audit".into()).spawn(move || {
-            let stdout = std::io::stdout();
-            while let Ok(line) = receiver.recv() {
-                let mut out = stdout.lock();
-                let _ = out.write_all(line.as_bytes());
-                let _ = out.write_all(b"\n");
-                // Flush when nothing else is waiting, so lines appear promptly but in batches.
-                let mut pending = receiver.try_iter().peekable();
-                while let Some(line) = pending.next() {
-                    let _ = out.write_all(line.as_bytes());
-                    let _ = out.write_all(b"\n");
-                    if pending.peek().is_none() {
-                        break;
-                    }
-                }
-                let _ = out.flush();
-            }
-        });
+        StdoutSink::start_to(std::io::stdout())
+    }
+
+    /// The same writer over any output (tests).
+    fn start_to(out: impl Write + Send + 'static) -> StdoutSink {
+        let (sender, receiver) = sync_channel::<Queued>(QUEUE_LINES);
+        let spawned =
+            std::thread::Builder::new().name("byollm-audit".into()).spawn(move || write_lines(&receiver, out));
         if let Err(error) = spawned {
             tracing::error!(%error, "could not start the audit writer; audit lines will be dropped");
         }
@@ -146,12 +156,69 @@ impl StdoutSink {
     }
 }
 
+/// The writer thread: wait for a line, then write what is queued in one write, sleep [`GATHER`],
+/// and go on while lines keep coming.
+fn write_lines(receiver: &Receiver<Queued>, mut out: impl Write) {
+    let mut batch = Vec::with_capacity(16 * 1024);
+    let mut acks = Vec::new();
+    let mut next = receiver.recv().ok();
+    while let Some(first) = next.take() {
+        let mut queued = Some(first);
+        while let Some(item) = queued.take() {
+            match item {
+                Queued::Line(line) => {
+                    batch.extend_from_slice(line.as_bytes());
+                    batch.push(b'\n');
+                }
+                Queued::Flush(ack) => acks.push(ack),
+            }
+            if batch.len() < BATCH_BYTES {
+                queued = receiver.try_recv().ok();
+            }
+        }
+        // One write (stdout is line-buffered: a buffer of whole lines goes out at once).
+        let _ = out.write_all(&batch);
+        let _ = out.flush();
+        batch.clear();
+        for ack in acks.drain(..) {
+            let _ = ack.try_send(());
+        }
+        if batch.capacity() > 4 * BATCH_BYTES {
+            batch.shrink_to(16 * 1024);
+        }
+        std::thread::sleep(GATHER);
+        next = match receiver.try_recv() {
+            Ok(item) => Some(item),
+            Err(TryRecvError::Empty) => receiver.recv().ok(),
+            Err(TryRecvError::Disconnected) => None,
+        };
+    }
+}
+
 impl AuditSink for StdoutSink {
     fn write(&self, line: String) -> bool {
-        match self.sender.try_send(line) {
+        match self.sender.try_send(Queued::Line(line)) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         }
+    }
+
+    fn flush(&self, wait: Duration) {
+        let (ack, done) = sync_channel(1);
+        let deadline = std::time::Instant::now() + wait;
+        // A full queue: wait for room (the writer is draining it) until the deadline.
+        let mut item = Queued::Flush(ack);
+        loop {
+            match self.sender.try_send(item) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if std::time::Instant::now() < deadline => {
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = done.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
     }
 }
 
@@ -196,6 +263,11 @@ impl Audit {
         self.observers.push(observer);
     }
 
+    /// Write out every queued line (at exit), waiting at most `wait`.
+    pub fn flush(&self, wait: Duration) {
+        self.sink.flush(wait);
+    }
+
     /// Record one finished request.
     pub fn emit(&self, record: &AuditRecord) {
         for observer in &self.observers {
@@ -218,6 +290,42 @@ impl Audit {
 mod tests {
     use super::*;
     use crate::observe::metrics::Metrics;
+
+    /// An output that keeps what it is given and counts the writes.
+    #[derive(Clone, Default)]
+    struct Counted(Arc<Mutex<(Vec<u8>, usize)>>);
+
+    impl Write for Counted {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut kept = self.0.lock().unwrap();
+            kept.0.extend_from_slice(bytes);
+            kept.1 += 1;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_queued_together_leave_in_few_writes_in_order_and_a_flush_writes_them_all() {
+        let out = Counted::default();
+        let sink = StdoutSink::start_to(out.clone());
+        for n in 0..2000 {
+            assert!(sink.write(format!("line {n}")));
+        }
+        sink.flush(Duration::from_secs(10));
+        let (bytes, writes) = out.0.lock().unwrap().clone();
+        let text = String::from_utf8(bytes).unwrap();
+        let expected: String = (0..2000).map(|n| format!("line {n}\n")).collect();
+        assert_eq!(text, expected, "every line, in order, before flush returned");
+        assert!(writes < 100, "{writes} writes for 2,000 lines");
+        // A line after an idle spell still goes out promptly.
+        std::thread::sleep(GATHER * 3);
+        assert!(sink.write("late".into()));
+        sink.flush(Duration::from_secs(10));
+        assert!(String::from_utf8(out.0.lock().unwrap().0.clone()).unwrap().ends_with("line 1999\nlate\n"));
+    }
 
     #[test]
     fn a_line_is_one_json_object_with_every_field() {
