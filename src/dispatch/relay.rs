@@ -129,56 +129,90 @@ pub fn events(
     exchange: Exchange,
     keep_alive: &'static [u8],
 ) -> BodyStream {
-    let source = Converted { events, converter, out: BytesMut::with_capacity(1024), ended: None };
+    let source = Converted { events, output: Output { converter, out: BytesMut::with_capacity(1024), ended: None } };
     body(source, exchange, Some(keep_alive))
 }
 
 struct Converted<C> {
     events: Events,
+    output: Output<C>,
+}
+
+/// What a converted stream has written for the client and not yet sent.
+struct Output<C> {
     converter: C,
     out: BytesMut,
     /// Set once the stream has ended: how (an error code, or none).
     ended: Option<Option<&'static str>>,
 }
 
-impl<C: EventConverter> Converted<C> {
+impl<C: EventConverter> Output<C> {
     fn end_with(&mut self, error: &ApiError) {
         self.converter.error(error, &mut self.out);
         self.ended = Some(Some(error.code));
     }
-}
 
-impl<C: EventConverter> Source for Converted<C> {
-    async fn next(&mut self) -> Step {
-        while self.ended.is_none() {
-            match self.events.next().await {
-                Ok(Some(event)) => {
-                    if let Err(error) = self.converter.push(event, &mut self.out) {
-                        self.end_with(&error);
-                    }
-                }
-                Ok(None) if self.converter.completed() => {
-                    self.converter.finish(&mut self.out);
-                    self.ended = Some(None);
-                }
-                Ok(None) => {
-                    let error = stream_cut(format!(
-                        "{} ended before the model finished; the answer is incomplete",
-                        self.events.upstream_name()
-                    ));
+    /// Convert what `upstream` said next (an event, its end, or its failure).
+    fn take(&mut self, next: Result<Option<&[u8]>, ApiError>, upstream: &str) {
+        match next {
+            Ok(Some(event)) => {
+                if let Err(error) = self.converter.push(event, &mut self.out) {
                     self.end_with(&error);
                 }
-                Err(error) => self.end_with(&error),
             }
-            if self.ended.is_none() && !self.out.is_empty() {
-                return Step::Data(self.out.split().freeze());
+            Ok(None) if self.converter.completed() => {
+                self.converter.finish(&mut self.out);
+                self.ended = Some(None);
+            }
+            Ok(None) => {
+                let error = stream_cut(format!("{upstream} ended before the model finished; the answer is incomplete"));
+                self.end_with(&error);
+            }
+            Err(error) => self.end_with(&error),
+        }
+    }
+}
+
+/// Bytes gathered from events that arrived together before they go out as one piece.
+const GATHER_BYTES: usize = 32 * 1024;
+
+/// Turns given to the upstream connection's task for the next event before the piece goes out.
+const GATHER_TURNS: u32 = 3;
+
+impl<C: EventConverter> Source for Converted<C> {
+    /// The events that arrive together leave together: after an event, the upstream connection's
+    /// task gets one turn (`yield_now`) to hand over the next, and what it handed over is added
+    /// to the same piece; a turn that brings nothing sends the piece. So a burst of events costs
+    /// one write to the client, not one per event, and no event waits for a later one.
+    async fn next(&mut self) -> Step {
+        let Converted { events, output } = self;
+        let upstream = events.upstream_name();
+        while output.ended.is_none() {
+            output.take(events.next().await, upstream);
+            let mut turns = 0;
+            while output.ended.is_none() && !output.out.is_empty() && output.out.len() < GATHER_BYTES {
+                // `Events::next` is cancel-safe: a poll that finds nothing consumes nothing.
+                match futures_util::FutureExt::now_or_never(events.next()) {
+                    Some(next) => {
+                        output.take(next, upstream);
+                        turns = 0;
+                    }
+                    None if turns == GATHER_TURNS => break,
+                    None => {
+                        tokio::task::yield_now().await;
+                        turns += 1;
+                    }
+                }
+            }
+            if output.ended.is_none() && !output.out.is_empty() {
+                return Step::Data(output.out.split().freeze());
             }
         }
-        Step::Last { data: self.out.split().freeze(), error: self.ended.flatten() }
+        Step::Last { data: output.out.split().freeze(), error: output.ended.flatten() }
     }
 
     fn usage(&mut self) -> Usage {
-        self.converter.usage()
+        self.output.converter.usage()
     }
 }
 
@@ -236,8 +270,12 @@ pub fn raw(answer: RawResponse, operation: Operation, exchange: Exchange) -> Bod
     let meter = UsageMeter::new(operation, &answer.headers);
     let last_data = tokio::time::Instant::now();
     let idle = Box::pin(tokio::time::sleep_until(last_data + STREAM_IDLE_TIMEOUT));
-    body(Raw { body: answer.body, meter: Some(meter), usage: Usage::default(), idle, last_data }, exchange, None)
+    let raw = Raw { body: answer.body, meter: Some(meter), usage: Usage::default(), idle, last_data, held: None };
+    body(raw, exchange, None)
 }
+
+/// What `body.frame()` gave.
+type Polled = Option<Result<http_body::Frame<Bytes>, hyper::Error>>;
 
 struct Raw {
     body: hyper::body::Incoming,
@@ -247,12 +285,55 @@ struct Raw {
     /// clock read, not a timer insert and removal.
     idle: Pin<Box<tokio::time::Sleep>>,
     last_data: tokio::time::Instant,
+    /// What the body gave after the data gathered into the last piece (its end, an error, a
+    /// trailer): handled next.
+    held: Option<Polled>,
+}
+
+impl Raw {
+    /// Data that arrived together with `first`, gathered into one piece as in
+    /// [`Converted::next`]: the upstream connection's task gets a few turns to hand it over.
+    async fn gather(&mut self, first: Bytes) -> Bytes {
+        let mut turns = 0;
+        let mut piece: Option<bytes::BytesMut> = None;
+        let mut len = first.len();
+        while len < GATHER_BYTES {
+            match futures_util::FutureExt::now_or_never(self.body.frame()) {
+                Some(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if let Some(meter) = self.meter.as_mut() {
+                        meter.observe(&data);
+                    }
+                    len += data.len();
+                    piece.get_or_insert_with(|| bytes::BytesMut::from(&first[..])).extend_from_slice(&data);
+                    turns = 0;
+                }
+                Some(other) => {
+                    self.held = Some(other);
+                    break;
+                }
+                None if turns == GATHER_TURNS => break,
+                None => {
+                    tokio::task::yield_now().await;
+                    turns += 1;
+                }
+            }
+        }
+        piece.map_or(first, bytes::BytesMut::freeze)
+    }
 }
 
 impl Source for Raw {
     async fn next(&mut self) -> Step {
         loop {
-            let frame = tokio::select! {
+            let frame = if let Some(held) = self.held.take() {
+                // The piece before it was just handed over; a cut or an end right behind it
+                // would reach the server while that piece is still in its write buffer, and a
+                // cut drops the connection without writing it. One turn lets it be written.
+                tokio::task::yield_now().await;
+                held
+            } else {
+                tokio::select! {
                 biased;
                 frame = self.body.frame() => frame,
                 () = &mut self.idle => {
@@ -264,6 +345,7 @@ impl Source for Raw {
                     tracing::warn!("bedrock sent nothing for 5 minutes; the relayed answer is cut");
                     return Step::Cut("upstream_idle_timeout");
                 }
+                }
             };
             match frame {
                 Some(Ok(frame)) => {
@@ -272,7 +354,7 @@ impl Source for Raw {
                     if let Some(meter) = self.meter.as_mut() {
                         meter.observe(&data);
                     }
-                    return Step::Data(data);
+                    return Step::Data(self.gather(data).await);
                 }
                 Some(Err(error)) => {
                     tracing::debug!(%error, "bedrock answer broke mid-way");
