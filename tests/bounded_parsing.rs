@@ -151,7 +151,7 @@ fn messages_api_parsing_costs_are_bounded_by_the_body() {
 
     // The large fields pass as one copy of their text.
     let body = padded(r#""max_tokens":16,"metadata":{"user_id":"u","x":"#, "}");
-    let (converted, peak) = peak_of(|| convert(&body).map(|out| out.len()));
+    let (converted, peak) = peak_of(|| convert(&body).map(|out| out.bytes.len()));
     assert!(converted.unwrap() > BODY - 64);
     assert!(peak < 2 * BODY + 2 * MIB, "metadata: {peak} bytes");
 }
@@ -202,7 +202,7 @@ fn messages_api_message_lists_cost_no_tree() {
     let (converted, peak) = peak_of(|| {
         messages::parse(&body)
             .and_then(|request| messages::to_bedrock_body(&request, "claude-haiku-4-5", rules, &[]))
-            .map(|out| out.len())
+            .map(|out| out.bytes.len())
     });
     assert!(converted.unwrap() > body.len() - 64);
     assert!(peak < 2 * body.len() + 256 * 1024, "{peak} bytes for a {} byte body", body.len());

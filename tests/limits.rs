@@ -397,3 +397,20 @@ async fn a_stream_the_client_left_is_settled_with_the_usage_it_had() {
     assert!((budget["used"].as_f64().unwrap() - served).abs() < 1e-12, "{usage} vs {served}");
     assert!(served > cost, "both requests counted");
 }
+
+/// Output tokens are reserved as the request's own `max_tokens` (50 here), as the chat and
+/// Messages surfaces read it, not the default 4,096 reserved for a request that names none.
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_and_messages_reserve_the_max_tokens_their_request_names() {
+    let (_sts, _bedrock, gateway) =
+        setup("[limits.teams.acme]\noutput_tokens_per_minute = 1000\n", Reply::text(&["ok"])).await;
+    let response = chat(&gateway, API_KEY, None, false).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-ratelimit-limit-tokens"), "1000");
+    assert_eq!(header(&response, "x-ratelimit-remaining-tokens"), "950");
+    // The chat answer was settled to what it used; 50 more are reserved for each request below.
+    let response = messages(&gateway, API_KEY).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let remaining: u64 = header(&response, "anthropic-ratelimit-output-tokens-remaining").parse().unwrap();
+    assert!((900..=950).contains(&remaining), "{remaining}");
+}

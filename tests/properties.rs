@@ -858,8 +858,10 @@ proptest! {
         match outcome {
             Err(error) => client_error(&error)?,
             Ok(sent) => {
-                let sent: Value = serde_json::from_slice(&sent).expect("the Bedrock body is JSON");
+                let max_tokens = sent.max_tokens;
+                let sent: Value = serde_json::from_slice(&sent.bytes).expect("the Bedrock body is JSON");
                 prop_assert!(sent.get("anthropic_version").is_some(), "{sent}");
+                prop_assert_eq!(max_tokens, sent["max_tokens"].as_u64(), "{}", sent);
                 prop_assert!(sent.get("model").is_none() && sent.get("stream").is_none(), "{sent}");
             }
         }

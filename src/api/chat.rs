@@ -104,8 +104,20 @@ async fn complete(
         )),
         None => None,
     };
-    let payload =
-        Payload::Model { invoke: converted.as_ref(), openai: Some(&client_body.bytes), stream, public_model: &model };
+    // The output the request may produce: as converted for Claude, else as the client asked
+    // (an OpenAI-compatible route; `None` reserves the default).
+    let max_tokens = match (&prepared, &request) {
+        (Some(prepared), _) => Some(u64::from(prepared.body.max_tokens)),
+        (None, Some(request)) => request.max_completion_tokens.or(request.max_tokens).map(u64::from),
+        (None, None) => None,
+    };
+    let payload = Payload::Model {
+        invoke: converted.as_ref(),
+        openai: Some(&client_body.bytes),
+        max_tokens,
+        stream,
+        public_model: &model,
+    };
     let request = &Request { call: &call, headers, payload };
     let (route, answer) = first_answer(&mut failover, exchange, request, |policy, route| async move {
         let result = attempt(dispatch, request, &policy, &route).await;

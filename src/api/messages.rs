@@ -57,6 +57,8 @@ struct Prepared<'a> {
     model: &'a ModelConfig,
     /// Anthropic on Bedrock, with the model's rules applied.
     body: Bytes,
+    /// Its `max_tokens`.
+    max_tokens: Option<u64>,
     stream: bool,
 }
 
@@ -89,7 +91,7 @@ async fn prepare<'a>(
     };
     let betas = header_betas(headers.get_all("anthropic-beta").iter().filter_map(|v| v.to_str().ok()));
     let upstream = to_bedrock_body(&request, name, &model.rules, &betas)?;
-    Ok(Prepared { call, name, model, body: Bytes::from(upstream), stream })
+    Ok(Prepared { call, name, model, body: Bytes::from(upstream.bytes), max_tokens: upstream.max_tokens, stream })
 }
 
 async fn create(
@@ -103,6 +105,7 @@ async fn create(
     let payload = Payload::Model {
         invoke: Some(&prepared.body),
         openai: None,
+        max_tokens: prepared.max_tokens,
         stream: prepared.stream,
         public_model: prepared.name,
     };

@@ -235,6 +235,12 @@ pub fn header_betas<'h>(values: impl Iterator<Item = &'h str>) -> Vec<&'h str> {
     values.flat_map(|v| v.split(',')).map(str::trim).filter(|b| !b.is_empty()).take(MAX_BETAS).collect()
 }
 
+/// An `InvokeModel` body, and the `max_tokens` it asks for (the output the limits reserve).
+pub struct BedrockBody {
+    pub bytes: Vec<u8>,
+    pub max_tokens: Option<u64>,
+}
+
 /// The `InvokeModel` body for `request` on a model named `name` with `rules`, given the betas of
 /// the `anthropic-beta` header. `for_counting`: a `count_tokens` request (no `max_tokens` needed).
 pub fn to_bedrock_body(
@@ -242,7 +248,7 @@ pub fn to_bedrock_body(
     name: &str,
     rules: &ModelRules,
     betas: &[&str],
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<BedrockBody, ApiError> {
     // What the rules see: small values, and proxies for the raw parts they only inspect.
     let TurnsProbe(turns) = serde_json::from_str(request.messages.get()).map_err(|e| {
         ApiError::invalid_request("messages", "invalid_value", format!("messages must be a list of messages: {e}"))
@@ -314,7 +320,7 @@ pub fn to_bedrock_body(
         }
     }
     out.push(b'}');
-    Ok(out)
+    Ok(BedrockBody { bytes: out, max_tokens: checked.get("max_tokens").and_then(Value::as_u64) })
 }
 
 /// One SSE event: `event: <type>` and the event's JSON as `data:`. The type is read from the
@@ -355,7 +361,9 @@ mod tests {
     fn convert(body: &str, family: &str, betas: &[&str]) -> Result<Value, ApiError> {
         let request = parse(body.as_bytes())?;
         let out = to_bedrock_body(&request, "m", &rules(family), betas)?;
-        Ok(serde_json::from_slice(&out).unwrap())
+        let value: Value = serde_json::from_slice(&out.bytes).unwrap();
+        assert_eq!(out.max_tokens, value["max_tokens"].as_u64(), "the max_tokens sent is the one reported");
+        Ok(value)
     }
 
     #[test]

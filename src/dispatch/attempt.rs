@@ -45,7 +45,14 @@ const MAX_ERROR_BYTES: usize = 64 * 1024;
 pub enum Payload<'a> {
     /// A model request: the `InvokeModel` body (Anthropic on Bedrock, the model's rules applied)
     /// for Bedrock and Anthropic routes, and the client's own OpenAI body for endpoint routes.
-    Model { invoke: Option<&'a Bytes>, openai: Option<&'a Bytes>, stream: bool, public_model: &'a str },
+    /// `max_tokens`: the output it asks for, as the surface read it (the limits reserve it).
+    Model {
+        invoke: Option<&'a Bytes>,
+        openai: Option<&'a Bytes>,
+        max_tokens: Option<u64>,
+        stream: bool,
+        public_model: &'a str,
+    },
     /// A Bedrock operation of the client's, relayed: its bytes and forwarded headers, re-signed.
     Bedrock { operation: Operation, model: &'a ModelConfig, headers: &'a HeaderMap, body: &'a Bytes },
 }

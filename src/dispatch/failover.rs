@@ -99,14 +99,20 @@ where
 
 /// The request's token rates, budgets and stream slot, before any route is tried: an estimate from
 /// its body (size and `max_tokens`), priced at its first route. Counting tokens reserves nothing.
+/// The chat and Messages surfaces have read `max_tokens` already; a relayed Bedrock body is read
+/// for it here.
 async fn reserve(failover: &Failover<'_>, exchange: &mut Exchange, payload: &Payload<'_>) -> Result<(), ApiError> {
-    let body = match payload {
-        Payload::Bedrock { operation: Operation::CountTokens, .. } => return Ok(()),
-        Payload::Bedrock { body, .. } => Some(*body),
-        Payload::Model { invoke, openai, .. } => invoke.or(*openai),
+    let estimate = || match payload {
+        Payload::Bedrock { body, .. } => Estimate::of_body(body),
+        Payload::Model { invoke, openai, max_tokens, .. } => {
+            Estimate::of_size(invoke.or(*openai).map_or(0, |b| b.len()), *max_tokens)
+        }
     };
+    if let Payload::Bedrock { operation: Operation::CountTokens, .. } = payload {
+        return Ok(());
+    }
     let price = failover.pending().next().and_then(|route| exchange.price_of(failover.model(), &route.upstream));
-    exchange.reserve(|| body.map(|b| Estimate::of_body(b)).unwrap_or_default(), price).await
+    exchange.reserve(estimate, price).await
 }
 
 /// Bedrock's refusal as the answer, as Bedrock sent it (status, its `x-amzn-*` headers, body);

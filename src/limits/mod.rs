@@ -253,11 +253,17 @@ impl Estimate {
             max_tokens: Option<u64>,
             max_completion_tokens: Option<u64>,
         }
-        let output = serde_json::from_slice::<Peek>(body)
-            .ok()
-            .and_then(|peek| peek.max_tokens.or(peek.max_completion_tokens))
-            .unwrap_or(DEFAULT_OUTPUT_ESTIMATE);
-        Estimate { input_tokens: (body.len() as u64).div_ceil(BYTES_PER_TOKEN_ESTIMATE), output_tokens: output }
+        let max_tokens =
+            serde_json::from_slice::<Peek>(body).ok().and_then(|peek| peek.max_tokens.or(peek.max_completion_tokens));
+        Estimate::of_size(body.len(), max_tokens)
+    }
+
+    /// From a body's size and the `max_tokens` it asks for (else [`DEFAULT_OUTPUT_ESTIMATE`]).
+    pub fn of_size(body_bytes: usize, max_tokens: Option<u64>) -> Estimate {
+        Estimate {
+            input_tokens: (body_bytes as u64).div_ceil(BYTES_PER_TOKEN_ESTIMATE),
+            output_tokens: max_tokens.unwrap_or(DEFAULT_OUTPUT_ESTIMATE),
+        }
     }
 }
 
