@@ -532,3 +532,30 @@ async fn thinking_effort_and_prefill_combinations_a_model_refuses_are_refused_be
     assert_eq!(requests.len(), 2, "only the two valid requests reached Bedrock");
     assert!(requests.iter().all(|r| r.status == 200), "Bedrock refused nothing");
 }
+
+/// A burst of events that arrives at once leaves in one piece: the gateway writes one HTTP chunk
+/// for it, not one per event (each a write to the socket), and loses none of its events.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_events_leaves_in_one_piece() {
+    let setup = setup(true).await;
+    let pieces: Vec<String> = (0..20).map(|n| format!(" w{n}")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    setup.bedrock.set_script(vec![Reply::text(&pieces).usage(9, 20).in_one_piece()]);
+    let mut response = post(&setup, &chat_body(true)).await;
+    assert_eq!(response.status(), 200);
+    let mut received = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        received.push(chunk);
+    }
+    let text: String = received.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    let events: Vec<String> =
+        text.split("\n\n").filter(|e| !e.is_empty()).map(|e| e.strip_prefix("data: ").unwrap().to_owned()).collect();
+    let content: String = chunks(&events)
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(content, pieces.concat(), "every event relayed, in order");
+    // 20 deltas and the events around them came at once: one piece, and the closing `[DONE]`
+    // (written when the stream ends) at most one more.
+    assert!(received.len() <= 2, "{} pieces for one burst", received.len());
+}

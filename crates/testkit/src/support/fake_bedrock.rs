@@ -220,6 +220,9 @@ pub struct Reply {
     pub error: Option<(BedrockErrorKind, String)>,
     /// Thinking tokens reported in `usage.output_tokens_details` (with the thinking-token-count beta).
     pub thinking_tokens: Option<u64>,
+    /// `InvokeModelWithResponseStream`: every frame in one body chunk (a burst that arrives at
+    /// once), instead of a chunk per frame.
+    pub one_piece: bool,
 }
 
 impl Default for Reply {
@@ -236,6 +239,7 @@ impl Default for Reply {
             ending: Ending::Complete,
             error: None,
             thinking_tokens: None,
+            one_piece: false,
         }
     }
 }
@@ -292,6 +296,12 @@ impl Reply {
 
     pub fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay;
+        self
+    }
+
+    /// Stream every frame in one body chunk ([`Reply::one_piece`]).
+    pub fn in_one_piece(mut self) -> Reply {
+        self.one_piece = true;
         self
     }
 
@@ -1023,7 +1033,14 @@ async fn respond(inner: &Arc<Inner>, reply: Reply, streaming: bool) -> Response 
             | Ending::EndEarly { after_events } => (*after_events).min(events.len()),
         };
         let disconnected = || inner.disconnects.send_modify(|c| *c += 1);
-        for (i, event) in events[..stop_at].iter().enumerate() {
+        if reply.one_piece {
+            let burst: Vec<u8> = events[..stop_at].iter().flat_map(|event| chunk_frame(event).to_vec()).collect();
+            if tx.send(Ok(Bytes::from(burst))).await.is_err() {
+                return disconnected();
+            }
+        }
+        let each = if reply.one_piece { &events[..0] } else { &events[..stop_at] };
+        for (i, event) in each.iter().enumerate() {
             if i > 0 && !reply.delay.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(reply.delay) => {}
