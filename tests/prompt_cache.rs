@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use byollm_testkit::clients;
-use byollm_testkit::harness::{API_KEY, Gateway, Harness, OTHER_API_KEY, callers_toml};
+use byollm_testkit::harness::{API_KEY, Gateway, Harness, OTHER_API_KEY};
 use byollm_testkit::support::*;
+use byollm_testkit::{clients, cloud};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -308,39 +308,13 @@ api_key_env = "TEST_ANTHROPIC_KEY"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_team_turns_it_off_for_itself_only() {
-    const ACME_ROLE: &str = "arn:aws:iam::111111111111:role/byollm-acme";
-    const OTHER_ROLE: &str = "arn:aws:iam::222222222222:role/byollm-other";
-    let credentials = CredentialStore::new();
-    let sts = FakeSts::start(FakeStsOptions {
-        roles: vec![
-            TrustedRole::new(ACME_ROLE).sub_like(&["scoped_principal:acme/*"]).aud_equals(&["sts.amazonaws.com"]),
-            TrustedRole::new(OTHER_ROLE).sub_like(&["scoped_principal:other/*"]).aud_equals(&["sts.amazonaws.com"]),
-        ],
-        credentials: credentials.clone(),
-        ..Default::default()
-    })
+    let (sts, bedrock) = cloud::fakes_with_other(
+        FakeStsOptions::default(),
+        FakeBedrockOptions { cache_usage: true, ..Default::default() },
+    )
     .await;
-    let bedrock = FakeBedrock::start(FakeBedrockOptions { credentials, cache_usage: true, ..Default::default() }).await;
-    let config = format!(
-        r#"{callers}
-[sts]
-endpoint_url = "{sts}"
-[bedrock]
-endpoint_url = "{bedrock}"
-[[teams]]
-uid = "acme"
-role_arn = "{ACME_ROLE}"
-[[teams]]
-uid = "other"
-role_arn = "{OTHER_ROLE}"
-{MODELS}
-[routing.teams.other]
-prompt_cache = "off"
-"#,
-        callers = callers_toml(),
-        sts = sts.url(),
-        bedrock = bedrock.url(),
-    );
+    let config =
+        cloud::config_with_other(&sts, &bedrock, &format!("{MODELS}\n[routing.teams.other]\nprompt_cache = \"off\"\n"));
     let gateway = BYOLLM.start(&config);
     sts.set_providers(vec![gateway.issuer_host()]);
     let body = json!({"model": MODEL, "messages": [{"role": "system", "content": system_prompt()},
