@@ -50,7 +50,7 @@ const ANTHROPIC: [[HeaderName; 3]; 3] = [
 /// The rate-limit headers of `view` in `naming`; `now` (seconds since the epoch) dates
 /// Anthropic's RFC 3339 reset times.
 pub fn headers(view: &View, naming: Naming, now_secs: u64) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(9);
     let mut put = |[limit, remaining, reset]: &[HeaderName; 3], room: Room, reset_value: String| {
         out.push((limit.clone(), HeaderValue::from(room.limit)));
         out.push((remaining.clone(), HeaderValue::from(room.remaining())));

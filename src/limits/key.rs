@@ -3,10 +3,14 @@
 //! minute they run at or, for sums, their window. Built from a scope's name shared by every
 //! counter of the request, so naming 27 counters allocates nothing; shown as the store key
 //! (`rpm:600:t:acme`, `creq:t:acme`, `usdd:t:acme:2026-12-07`) where a string is needed (Redis).
+//!
+//! Scope names are interned (up to [`INTERNED_MAX`] of them): a request of a scope seen before
+//! builds its key without allocating, and the counters' maps compare it by pointer.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use super::Limit;
 use super::windows::Window;
@@ -23,16 +27,41 @@ struct Scope {
     hash: u64,
 }
 
+/// How many scope names are kept for reuse. Names come from callers (principals), so the table is
+/// bounded: past it, a new name is built per request, as if there were no table.
+pub const INTERNED_MAX: usize = 16_384;
+
+/// Scope names seen, by name.
+static INTERNED: LazyLock<RwLock<foldhash::HashMap<Arc<str>, Scope>>> = LazyLock::new(Default::default);
+
+thread_local! {
+    /// Where a scope's name is written to look it up.
+    static NAME: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
 impl Scope {
-    fn new(name: String) -> Scope {
-        let hash = SEED.hash_one(name.as_str());
-        Scope { name: name.into(), hash }
+    /// The scope named by `parts` joined: the interned one, else a new one (interned while there is room).
+    fn named(parts: &[&str]) -> Scope {
+        NAME.with_borrow_mut(|name| {
+            name.clear();
+            parts.iter().for_each(|part| name.push_str(part));
+            let found = INTERNED.read().unwrap_or_else(|p| p.into_inner()).get(name.as_str()).cloned();
+            if let Some(scope) = found {
+                return scope;
+            }
+            let scope = Scope { name: Arc::from(name.as_str()), hash: SEED.hash_one(name.as_str()) };
+            let mut interned = INTERNED.write().unwrap_or_else(|p| p.into_inner());
+            if interned.len() < INTERNED_MAX {
+                return interned.entry(scope.name.clone()).or_insert(scope).clone();
+            }
+            scope
+        })
     }
 }
 
 impl PartialEq for Scope {
     fn eq(&self, other: &Scope) -> bool {
-        self.hash == other.hash && self.name == other.name
+        Arc::ptr_eq(&self.name, &other.name) || (self.hash == other.hash && self.name == other.name)
     }
 }
 
@@ -64,21 +93,21 @@ enum ScopeKind {
 
 impl ScopeKey {
     pub fn team(team: &str) -> ScopeKey {
-        ScopeKey { key: Scope::new(format!("t:{team}")), kind: ScopeKind::Team, team_len: team.len() }
+        ScopeKey { key: Scope::named(&["t:", team]), kind: ScopeKind::Team, team_len: team.len() }
     }
 
     pub fn agent(team: &str, agent: &str) -> ScopeKey {
-        ScopeKey { key: Scope::new(format!("a:{team}/{agent}")), kind: ScopeKind::Agent, team_len: team.len() }
+        ScopeKey { key: Scope::named(&["a:", team, "/", agent]), kind: ScopeKind::Agent, team_len: team.len() }
     }
 
     pub fn caller(caller: &str) -> ScopeKey {
-        ScopeKey { key: Scope::new(format!("c:{caller}")), kind: ScopeKind::Caller, team_len: 0 }
+        ScopeKey { key: Scope::named(&["c:", caller]), kind: ScopeKind::Caller, team_len: 0 }
     }
 
     /// The person or service account `actor:principal` of a run of `team`.
     pub fn principal(team: &str, actor: &str, principal: &str) -> ScopeKey {
         ScopeKey {
-            key: Scope::new(format!("p:{team}/{actor}:{principal}")),
+            key: Scope::named(&["p:", team, "/", actor, ":", principal]),
             kind: ScopeKind::Principal,
             team_len: team.len(),
         }
@@ -159,6 +188,21 @@ mod tests {
         let principal = ScopeKey::principal("acme", "user", "u-1");
         assert_eq!(principal.slots(Limit::ConcurrentStreams).to_string(), "cstr:p:acme/user:u-1");
         assert_ne!(team.rate(Limit::RequestsPerMinute, 600), team.rate(Limit::RequestsPerMinute, 601));
+    }
+
+    #[test]
+    fn a_scope_seen_before_is_the_same_name_and_an_uninterned_one_still_equals_it() {
+        let (first, again) = (ScopeKey::principal("acme", "user", "u-7"), ScopeKey::principal("acme", "user", "u-7"));
+        assert!(Arc::ptr_eq(&first.key.name, &again.key.name), "the second request reuses the first's name");
+        // Past the table's bound a name is built anew: it must still be the same counter.
+        let fresh = Scope { name: Arc::from("p:acme/user:u-7"), hash: SEED.hash_one("p:acme/user:u-7") };
+        let built = ScopeKey { key: fresh, ..first.clone() };
+        assert!(!Arc::ptr_eq(&first.key.name, &built.key.name));
+        assert_eq!(first.slots(Limit::ConcurrentStreams), built.slots(Limit::ConcurrentStreams));
+        assert_ne!(
+            first.slots(Limit::ConcurrentStreams),
+            ScopeKey::principal("acme", "user", "u-8").slots(Limit::ConcurrentStreams)
+        );
     }
 
     #[test]

@@ -464,8 +464,8 @@ impl Limits {
         }
         let mut admission = Admission {
             policy: policy.clone(),
+            held: Vec::with_capacity(scopes.len() * 2),
             scopes,
-            held: Vec::new(),
             reserved: Vec::new(),
             view: View::default(),
             local: false,
@@ -517,8 +517,9 @@ impl Limits {
         let usd = price.map_or(0, |p| {
             p.cost_nanos(Tokens { input: estimate.input_tokens, output: estimate.output_tokens, ..Tokens::default() })
         });
-        let mut checks = Vec::new();
-        let mut tags: Vec<(usize, Limit, u64, u64)> = Vec::new();
+        // At most seven counters per scope: two token rates, four budgets and the stream slots.
+        let mut checks = Vec::with_capacity(admission.scopes.len() * 7);
+        let mut tags: Vec<(usize, Limit, u64, u64)> = Vec::with_capacity(admission.scopes.len() * 7);
         for (index, scope) in admission.scopes.iter().enumerate() {
             let set = &scope.set;
             let rate = |limit: Limit, ceiling: u64, cost: u64| Check::Rate {
@@ -569,6 +570,7 @@ impl Limits {
         admission.local |= local;
         match outcome {
             Outcome::Admitted { rooms } => {
+                admission.reserved.reserve_exact(checks.len());
                 for ((check, (scope, limit, ceiling, amount)), room) in checks.into_iter().zip(tags).zip(rooms) {
                     admission.view.note(limit, room);
                     match check {
@@ -635,7 +637,8 @@ impl Limits {
         let spent = cost.map_or(0, |c| c.0);
         let mut adjustments = Vec::with_capacity(admission.reserved.len() + admission.held.len());
         let mut settled = Settled::default();
-        for reserved in &admission.reserved {
+        let Admission { policy, scopes, held, reserved, local, lease, .. } = admission;
+        for reserved in reserved {
             let actual = match reserved.limit {
                 Limit::InputTokensPerMinute => input,
                 Limit::OutputTokensPerMinute => output,
@@ -647,17 +650,17 @@ impl Limits {
             if reserved.limit.is_budget() {
                 let before = reserved.used.saturating_sub(reserved.amount);
                 let after = before.saturating_add(actual);
-                if let Some(team) = admission.scopes[reserved.scope].key.team_name() {
+                if let Some(team) = scopes[reserved.scope].key.team_name() {
                     let room = reserved.ceiling.saturating_sub(after);
                     let room = if reserved.limit.is_usd() { Usd(room).as_f64() } else { room as f64 };
                     self.metrics.set_budget_remaining(team, reserved.limit.as_str(), room);
                 }
-                let threshold = (reserved.ceiling as f64 * admission.policy.alert_at) as u64;
+                let threshold = (reserved.ceiling as f64 * policy.alert_at) as u64;
                 if after >= threshold {
                     settled.alerts.push(reserved.limit.as_str());
                     if before < threshold {
                         tracing::warn!(
-                            scope = %admission.scopes[reserved.scope].key.describe(),
+                            scope = %scopes[reserved.scope].key.describe(),
                             limit = reserved.limit.as_str(),
                             used_fraction = after as f64 / reserved.ceiling.max(1) as f64,
                             "a budget passed its alert fraction (limits.alert_at_fraction)"
@@ -670,22 +673,21 @@ impl Limits {
             }
             adjustments.push(match reserved.limit {
                 Limit::InputTokensPerMinute | Limit::OutputTokensPerMinute => {
-                    Adjust::Rate { key: reserved.key.clone(), limit: reserved.ceiling, delta }
+                    Adjust::Rate { key: reserved.key, limit: reserved.ceiling, delta }
                 }
-                _ => Adjust::Sum { key: reserved.key.clone(), delta, ttl_secs: reserved.ttl_secs },
+                _ => Adjust::Sum { key: reserved.key, delta, ttl_secs: reserved.ttl_secs },
             });
         }
-        adjustments.extend(admission.held.iter().map(|key| Adjust::Release { key: key.clone() }));
+        adjustments.extend(held.into_iter().map(|key| Adjust::Release { key }));
         settled.alerts.dedup();
         if adjustments.is_empty() {
             return settled;
         }
         let now = now_us();
-        match (&self.shared, admission.local) {
+        match (&self.shared, local) {
             (Some(shared), false) => {
                 let shared = shared.clone();
                 let metrics = self.metrics.clone();
-                let lease = admission.lease.clone();
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                     runtime.spawn(async move {
                         if let Err(StoreError(error)) = shared.adjust(&adjustments, now, &lease).await {

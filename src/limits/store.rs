@@ -20,6 +20,7 @@ use foldhash::HashMap;
 use futures_util::future::BoxFuture;
 
 pub use super::key::Key;
+use super::windows::Window;
 
 /// One minute, the window of every rate, in microseconds.
 pub const MINUTE_US: u64 = 60_000_000;
@@ -160,6 +161,8 @@ struct Counters {
     usage: HashMap<String, (HashMap<String, u64>, u64)>,
     /// Operations since expired entries were last dropped.
     since_purge: u32,
+    /// Where usage keys and fields are written to look them up.
+    scratch: String,
 }
 
 impl Counters {
@@ -193,16 +196,12 @@ impl LocalStore {
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         counters.purge(now);
         let mut rooms = Vec::with_capacity(checks.len());
-        let mut rates = Vec::with_capacity(checks.len());
         for (index, check) in checks.iter().enumerate() {
             match check {
                 Check::Rate { key, limit, cost, whole } => {
                     let tat = counters.rates.get(key).copied().unwrap_or(0);
                     match gcra(tat, now, *limit, *cost, *whole) {
-                        (Ok(room), new_tat) => {
-                            rooms.push(room);
-                            rates.push(new_tat);
-                        }
+                        (Ok(room), _) => rooms.push(room),
                         (Err((room, retry_after_secs)), _) => {
                             return Outcome::Refused { index, room, retry_after_secs };
                         }
@@ -215,7 +214,6 @@ impl LocalStore {
                         return Outcome::Refused { index, room, retry_after_secs: 1 };
                     }
                     rooms.push(Room { limit: *limit, used: held + 1, reset_secs: 0 });
-                    rates.push(0);
                 }
                 Check::Sum { key, limit, cost, ttl_secs } => {
                     let value = counters.sums.get(key).filter(|(_, expiry)| *expiry > now).map_or(0, |(v, _)| *v);
@@ -224,24 +222,35 @@ impl LocalStore {
                         return Outcome::Refused { index, room, retry_after_secs: (*ttl_secs).max(1) };
                     }
                     rooms.push(Room { limit: *limit, used: value.saturating_add(*cost), reset_secs: *ttl_secs });
-                    rates.push(0);
                 }
             }
         }
         // Every counter had room: take it in all of them.
-        for (check, new_tat) in checks.iter().zip(rates) {
+        // (A key already counted is found, not cloned and inserted again; a rate's step is worked
+        // out again rather than kept from the first pass.)
+        for check in checks {
             match check {
-                Check::Rate { key, .. } => {
-                    counters.rates.insert(key.clone(), new_tat);
-                }
-                Check::Slots { key, .. } => *counters.slots.entry(key.clone()).or_default() += 1,
+                Check::Rate { key, limit, cost, whole } => match counters.rates.get_mut(key) {
+                    Some(tat) => *tat = gcra(*tat, now, *limit, *cost, *whole).1,
+                    None => {
+                        counters.rates.insert(key.clone(), gcra(0, now, *limit, *cost, *whole).1);
+                    }
+                },
+                Check::Slots { key, .. } => match counters.slots.get_mut(key) {
+                    Some(held) => *held += 1,
+                    None => {
+                        counters.slots.insert(key.clone(), 1);
+                    }
+                },
                 Check::Sum { key, cost, ttl_secs, .. } => {
                     let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
-                    let entry = counters.sums.entry(key.clone()).or_insert((0, expiry));
-                    if entry.1 <= now {
-                        *entry = (0, expiry);
+                    match counters.sums.get_mut(key) {
+                        Some(entry) if entry.1 > now => entry.0 = entry.0.saturating_add(*cost),
+                        Some(entry) => *entry = (*cost, expiry),
+                        None => {
+                            counters.sums.insert(key.clone(), (*cost, expiry));
+                        }
                     }
-                    entry.0 = entry.0.saturating_add(*cost);
                 }
             }
         }
@@ -253,19 +262,59 @@ impl LocalStore {
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         for adjustment in adjustments {
             match adjustment {
-                Adjust::Rate { key, limit, delta } => {
-                    let tat = counters.rates.get(key).copied().unwrap_or(0);
-                    counters.rates.insert(key.clone(), gcra_adjust(tat, now, *limit, *delta));
-                }
-                Adjust::Sum { key, delta, ttl_secs } => {
-                    let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
-                    let entry = counters.sums.entry(key.clone()).or_insert((0, expiry));
-                    entry.0 = entry.0.saturating_add_signed(*delta);
-                }
+                Adjust::Rate { key, limit, delta } => match counters.rates.get_mut(key) {
+                    Some(tat) => *tat = gcra_adjust(*tat, now, *limit, *delta),
+                    None => {
+                        counters.rates.insert(key.clone(), gcra_adjust(0, now, *limit, *delta));
+                    }
+                },
+                Adjust::Sum { key, delta, ttl_secs } => match counters.sums.get_mut(key) {
+                    Some(entry) => entry.0 = entry.0.saturating_add_signed(*delta),
+                    None => {
+                        let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
+                        counters.sums.insert(key.clone(), (0u64.saturating_add_signed(*delta), expiry));
+                    }
+                },
                 Adjust::Release { key } => {
                     if let Some(held) = counters.slots.get_mut(key) {
                         *held = held.saturating_sub(1);
                     }
+                }
+            }
+        }
+    }
+
+    /// Add one answer's `counts` (by kind: `requests`, `input`, ...; zeros skipped) to `team`'s
+    /// usage of `day`, on the line of `agent` and `model`: [`Store::add_usage`] with the key and
+    /// field names written in a buffer kept for it, so a line seen before costs no allocation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_usage_counts(
+        &self,
+        team: &str,
+        day: Window,
+        agent: &str,
+        model: &str,
+        counts: &[(&'static str, u64)],
+        ttl_secs: u64,
+        now: u64,
+    ) {
+        let mut guard = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let counters = &mut *guard;
+        let name = &mut counters.scratch;
+        name.clear();
+        usage_key(name, team, day);
+        if !counters.usage.contains_key(name.as_str()) {
+            let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
+            counters.usage.insert(name.clone(), (HashMap::default(), expiry));
+        }
+        let Some((hash, _)) = counters.usage.get_mut(name.as_str()) else { return };
+        for (kind, delta) in counts.iter().filter(|(_, delta)| *delta > 0) {
+            name.clear();
+            usage_field(name, agent, model, kind);
+            match hash.get_mut(name.as_str()) {
+                Some(value) => *value = value.saturating_add(*delta),
+                None => {
+                    hash.insert(name.clone(), *delta);
                 }
             }
         }
@@ -287,6 +336,21 @@ impl LocalStore {
                 }
             }
         }
+    }
+}
+
+/// The key of `team`'s usage of `day`: `usage:<team>:<day>`, written to `out`.
+pub fn usage_key(out: &mut String, team: &str, day: Window) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "usage:{team}:{day}");
+}
+
+/// The field of one kind of count on an agent's line for a model: `<agent>\t<model>\t<kind>`
+/// (`-` for the team's own runs or an unknown model), written to `out`.
+pub fn usage_field(out: &mut String, agent: &str, model: &str, kind: &str) {
+    for part in [agent, "\t", model, "\t", kind] {
+        out.push_str(part);
     }
 }
 
@@ -431,5 +495,25 @@ mod tests {
         }
         // The window's key expires with it.
         assert!(matches!(store.acquire_now(&check(1), T0 + 3_601_000_000), Outcome::Admitted { .. }));
+    }
+
+    #[test]
+    fn usage_counts_and_usage_fields_add_to_the_same_lines() {
+        let store = LocalStore::new();
+        let day = crate::limits::windows::Windows::at(T0 / 1_000_000).day().0;
+        let counts = [("requests", 1), ("input", 10), ("cache_read", 0), ("cost_nanos", 500)];
+        store.add_usage_counts("acme", day, "-", "claude", &counts, 60, T0);
+        store.add_usage_counts("acme", day, "-", "claude", &counts, 60, T0);
+        let mut key = String::new();
+        usage_key(&mut key, "acme", day);
+        assert!(key.starts_with("usage:acme:20"), "{key}");
+        // What the shared store's fallback adds, under the names it writes.
+        let mut field = String::new();
+        usage_field(&mut field, "-", "claude", "requests");
+        store.add_usage_now(&key, &[(field, 1)], 60, T0);
+        let mut fields = store.counters.lock().unwrap().usage[&key].0.clone().into_iter().collect::<Vec<_>>();
+        fields.sort();
+        let expected = [("-\tclaude\tcost_nanos", 1000), ("-\tclaude\tinput", 20), ("-\tclaude\trequests", 3)];
+        assert_eq!(fields, expected.map(|(f, v)| (f.to_owned(), v)), "zero counts are not written");
     }
 }

@@ -4,7 +4,7 @@
 use http::StatusCode;
 
 use super::key::ScopeKey;
-use super::store::Store;
+use super::store::{Store, usage_field, usage_key};
 use super::{Limit, Limits, now_us, windows};
 use crate::error::{ApiError, ErrorKind};
 use crate::models::prices::{Price, Tokens, Usd};
@@ -75,37 +75,41 @@ impl Limits {
     /// Add one finished request to its team's usage of the day (per agent and model).
     pub fn record_usage(&self, team: &str, agent: Option<&str>, model: Option<&str>, usage: &Usage, cost: Option<Usd>) {
         let now = now_us();
-        let windows = windows::Windows::at(now / 1_000_000);
-        let key = format!("usage:{team}:{}", windows.day().0);
-        let line = format!("{}\t{}", agent.unwrap_or("-"), model.unwrap_or("-"));
-        let mut fields = vec![(format!("{line}\trequests"), 1)];
-        for (kind, count) in [
-            ("input", usage.input_tokens),
-            ("output", usage.output_tokens),
-            ("cache_read", usage.cache_read_input_tokens),
-            ("cache_write", usage.cache_creation_input_tokens),
-        ] {
-            if let Some(count) = count.filter(|c| *c > 0) {
-                fields.push((format!("{line}\t{kind}"), count));
-            }
-        }
-        match cost {
-            Some(cost) => fields.push((format!("{line}\tcost_nanos"), cost.0)),
-            None => fields.push((format!("{line}\tunpriced"), 1)),
-        }
-        match &self.shared {
-            Some(shared) => {
-                let (shared, local, metrics) = (shared.clone(), self.local.clone(), self.metrics.clone());
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    runtime.spawn(async move {
-                        if shared.add_usage(&key, &fields, USAGE_TTL_SECS).await.is_err() {
-                            metrics.limit_store_errors.inc("usage");
-                            local.add_usage_now(&key, &fields, USAGE_TTL_SECS, now);
-                        }
-                    });
+        let day = windows::Windows::at(now / 1_000_000).day().0;
+        let (agent, model) = (agent.unwrap_or("-"), model.unwrap_or("-"));
+        let counts = [
+            ("requests", 1),
+            ("input", usage.input_tokens.unwrap_or(0)),
+            ("output", usage.output_tokens.unwrap_or(0)),
+            ("cache_read", usage.cache_read_input_tokens.unwrap_or(0)),
+            ("cache_write", usage.cache_creation_input_tokens.unwrap_or(0)),
+            match cost {
+                Some(cost) => ("cost_nanos", cost.0),
+                None => ("unpriced", 1),
+            },
+        ];
+        let Some(shared) = &self.shared else {
+            return self.local.add_usage_counts(team, day, agent, model, &counts, USAGE_TTL_SECS, now);
+        };
+        let mut key = String::new();
+        usage_key(&mut key, team, day);
+        let fields: Vec<(String, u64)> = counts
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(kind, count)| {
+                let mut field = String::new();
+                usage_field(&mut field, agent, model, kind);
+                (field, *count)
+            })
+            .collect();
+        let (shared, local, metrics) = (shared.clone(), self.local.clone(), self.metrics.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if shared.add_usage(&key, &fields, USAGE_TTL_SECS).await.is_err() {
+                    metrics.limit_store_errors.inc("usage");
+                    local.add_usage_now(&key, &fields, USAGE_TTL_SECS, now);
                 }
-            }
-            None => self.local.add_usage_now(&key, &fields, USAGE_TTL_SECS, now),
+            });
         }
     }
 
@@ -129,7 +133,9 @@ impl Limits {
             )
             .with_retry_after(1)
         };
-        let fields = store.usage(&format!("usage:{team}:{day}")).await.map_err(unavailable)?;
+        let mut key = String::new();
+        usage_key(&mut key, team, windows.day().0);
+        let fields = store.usage(&key).await.map_err(unavailable)?;
         let mut lines: Vec<UsageLine> = Vec::new();
         for (field, value) in fields {
             let mut parts = field.splitn(3, '\t');
