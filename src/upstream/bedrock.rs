@@ -20,7 +20,6 @@ use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, Heade
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::buffered::{AnswerBudget, BufferError, BufferedAnswer};
@@ -29,6 +28,7 @@ use super::endpoint::Endpoints;
 use super::error::{BedrockFailure, failure_from_frame, failure_from_response};
 use super::signer::Signer;
 use crate::aws::AwsCredentials;
+use crate::wire::bedrock::chunk_base64;
 use crate::wire::eventstream::FrameDecoder;
 
 /// Longest silence inside a stream before it is failed: 5 minutes, the limit Claude Code itself
@@ -253,31 +253,6 @@ fn unreadable() -> BedrockFailure {
     BedrockFailure::new("ResponseError", "unexpected response from Bedrock")
 }
 
-/// The payload of a `chunk` event: `{"bytes": "<base64 of one Anthropic event>", "p": "..."}`.
-#[derive(Deserialize)]
-struct PayloadPart<'a> {
-    #[serde(borrow)]
-    bytes: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// The `bytes` of a chunk payload in the exact shape Bedrock sends, `{"bytes":"<base64>"}` or
-/// `{"bytes":"<base64>","p":"<padding>"}` with no escapes, read without a JSON parser; anything
-/// else is `None` and goes through serde.
-fn chunk_bytes(payload: &[u8]) -> Option<&str> {
-    let rest = payload.strip_prefix(br#"{"bytes":""#)?;
-    // memchr: a byte-at-a-time search cost about 1,200 instructions per event (callgrind).
-    let end = memchr::memchr2(b'"', b'\\', rest)?;
-    let (encoded, rest) = rest.split_at(end);
-    let tail = rest.strip_prefix(b"\"")?;
-    let plain = |text: &[u8]| !text.iter().any(|b| *b == b'"' || *b == b'\\' || *b < 0x20);
-    let well_formed =
-        tail == b"}" || tail.strip_prefix(br#","p":""#).and_then(|p| p.strip_suffix(br#""}"#)).is_some_and(plain);
-    if !well_formed {
-        return None;
-    }
-    std::str::from_utf8(encoded).ok()
-}
-
 /// An `InvokeModelWithResponseStream` answer, decoded as it is read.
 pub struct EventStream {
     body: Incoming,
@@ -317,12 +292,8 @@ impl EventStream {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => match (frame.message_type(), frame.event_type()) {
                     (Some("event"), Some("chunk")) => {
-                        let payload = frame.payload();
-                        let part: PayloadPart<'_> = match chunk_bytes(payload) {
-                            Some(encoded) => PayloadPart { bytes: Some(std::borrow::Cow::Borrowed(encoded)) },
-                            None => serde_json::from_slice(payload).map_err(|_| BedrockFailure::stream_cut())?,
-                        };
-                        if let Some(encoded) = part.bytes {
+                        let encoded = chunk_base64(frame.payload()).map_err(|_| BedrockFailure::stream_cut())?;
+                        if let Some(encoded) = encoded {
                             self.event.clear();
                             base64::engine::general_purpose::STANDARD
                                 .decode_vec(encoded.as_bytes(), &mut self.event)
@@ -395,26 +366,6 @@ impl EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunk_payloads_in_bedrocks_shape_skip_the_json_parser() {
-        assert_eq!(chunk_bytes(br#"{"bytes":"eyJ0eXBlIjoicGluZyJ9"}"#), Some("eyJ0eXBlIjoicGluZyJ9"));
-        assert_eq!(chunk_bytes(br#"{"bytes":"e30=","p":"abcdefgh"}"#), Some("e30="));
-        for other in [
-            &br#"{"bytes":"e3\/0="}"#[..],
-            br#"{"p":"x","bytes":"e30="}"#,
-            br#"{"bytes":"e30=","p":"a"b"}"#,
-            br#"{"bytes":"e30=","other":1}"#,
-            br#"{"bytes":"e30="} trailing"#,
-            br#" {"bytes":"e30="}"#,
-            br#"{"bytes":"e30="#,
-        ] {
-            assert_eq!(chunk_bytes(other), None, "{}", String::from_utf8_lossy(other));
-        }
-        // What the fast path leaves to serde still decodes.
-        let part: PayloadPart<'_> = serde_json::from_slice(br#"{"bytes":"e3\/0="}"#).unwrap();
-        assert_eq!(part.bytes.as_deref(), Some("e3/0="));
-    }
 
     #[test]
     fn model_ids_are_encoded_like_the_sdk_encodes_labels() {

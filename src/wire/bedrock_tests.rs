@@ -84,6 +84,63 @@ fn usage_of_an_invoke_stream_comes_from_bedrocks_metrics() {
 }
 
 #[test]
+fn chunk_payloads_in_bedrocks_shape_skip_the_json_parser() {
+    assert_eq!(chunk_bytes(br#"{"bytes":"eyJ0eXBlIjoicGluZyJ9"}"#), Some("eyJ0eXBlIjoicGluZyJ9"));
+    assert_eq!(chunk_bytes(br#"{"bytes":"e30=","p":"abcdefgh"}"#), Some("e30="));
+    for other in [
+        &br#"{"bytes":"e3\/0="}"#[..],
+        br#"{"p":"x","bytes":"e30="}"#,
+        br#"{"bytes":"e30=","p":"a"b"}"#,
+        br#"{"bytes":"e30=","other":1}"#,
+        br#"{"bytes":"e30="} trailing"#,
+        br#" {"bytes":"e30="}"#,
+        br#"{"bytes":"e30="#,
+    ] {
+        assert_eq!(chunk_bytes(other), None, "{}", String::from_utf8_lossy(other));
+    }
+    // What the fast path leaves to serde still decodes.
+    let part: PayloadPart<'_> = serde_json::from_slice(br#"{"bytes":"e3\/0="}"#).unwrap();
+    assert_eq!(part.bytes.as_deref(), Some("e3/0="));
+}
+
+#[test]
+fn content_block_events_in_anthropics_order_are_skipped_by_the_meter_and_others_are_read() {
+    let base64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    assert_eq!(base64("{\"type\":\"content_bloc"), CONTENT_BLOCK_BASE64);
+    let payload = |event: &str| format!(r#"{{"bytes":"{}"}}"#, base64(event));
+    // As Anthropic writes them (`type` first): not decoded.
+    for event in [
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"usage message_stop"}}"#,
+        r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"n","input":{}}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+    ] {
+        assert_eq!(chunk_event(payload(event).as_bytes()), None, "{event}");
+    }
+    // Every other event, and a content block written another way, is decoded.
+    for event in [
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}"#,
+        r#"{"type":"message_stop"}"#,
+        r#"{"type": "content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}"#,
+        r#"{"index":0,"type":"content_block_delta","delta":{"type":"text_delta","text":"hi"}}"#,
+    ] {
+        assert_eq!(chunk_event(payload(event).as_bytes()).as_deref(), Some(event.as_bytes()), "{event}");
+    }
+    // A stream in Anthropic's order: the usage and the end are still found.
+    let mut stream = Vec::new();
+    for event in [
+        r#"{"type":"message_start","message":{"usage":{"input_tokens":30,"output_tokens":1}}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}"#,
+    ] {
+        let headers = [(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")];
+        stream.extend(frame(&headers, payload(event).as_bytes()));
+    }
+    let usage = meter(Operation::InvokeStream, &HeaderMap::new(), &stream, 5);
+    assert_eq!((usage.input_tokens, usage.output_tokens), (Some(30), Some(9)));
+    assert_eq!(complete(Operation::InvokeStream, &stream, 5), Some(false));
+}
+
+#[test]
 fn usage_of_converse_invoke_and_broken_streams() {
     let metadata = event(
         "metadata",
