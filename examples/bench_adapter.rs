@@ -526,9 +526,9 @@ fn main() -> Result<(), String> {
         );
         println!();
         println!(
-            "| mode | path | CPU µs/req | added CPU µs/req | p50 ms | added p50 ms | fixed-rate p50 ms | added fixed-rate p50 ms |"
+            "| mode | path | CPU µs/req | added CPU µs/req | added CPU, repeat by repeat: median (range) | p50 ms | added p50 ms | fixed-rate p50 ms | added fixed-rate p50 ms |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
         for (m, mode) in modes.iter().enumerate() {
             let base = &cells[index(plain, m, c)];
             let (base_cpu, base50) = (median(base.cpu_us.clone()), median(base.p50.clone()));
@@ -538,12 +538,23 @@ fn main() -> Result<(), String> {
                 let (cpu, p50) = (median(cell.cpu_us.clone()), median(cell.p50.clone()));
                 let fixed50 = fixed.get(p * modes.len() + m).map_or(f64::NAN, |cell| median(cell.p50.clone()));
                 let added = |value: f64, base: f64| if p == plain { f64::NAN } else { value - base };
+                // Each repeat runs the paths one after the other, so a repeat's difference is
+                // measured under the same load; its median is steadier than a difference of medians.
+                let paired: Vec<f64> =
+                    cell.cpu_us.iter().zip(&base.cpu_us).map(|(with, without)| with - without).collect();
+                let paired = if p == plain || paired.is_empty() {
+                    "-".to_owned()
+                } else {
+                    let (low, high) = paired.iter().fold((f64::MAX, f64::MIN), |(l, h), d| (l.min(*d), h.max(*d)));
+                    format!("{} ({:+.1} … {:+.1})", fmt_added_cpu(median(paired.clone())), low, high)
+                };
                 println!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     mode.name(),
                     paths[p].name,
                     fmt_cpu(cpu),
                     fmt_added_cpu(added(cpu, base_cpu)),
+                    paired,
                     fmt_ms(p50),
                     fmt_added(added(p50, base50)),
                     fmt_ms(fixed50),

@@ -23,45 +23,92 @@ static SEED: LazyLock<foldhash::fast::RandomState> = LazyLock::new(foldhash::fas
 /// as this number and its kind, not by reading the name again.
 #[derive(Debug, Clone)]
 struct Scope {
-    name: Arc<str>,
+    name: Name,
     hash: u64,
 }
 
-/// How many scope names are kept for reuse. Names come from callers (principals), so the table is
-/// bounded: past it, a new name is built per request, as if there were no table.
+/// A scope's name: kept for the life of the process (interned), or built for one request once
+/// the table is full. Copying an interned name touches no shared reference count, so requests of
+/// one team on different threads do not contend for it.
+#[derive(Debug, Clone)]
+enum Name {
+    Interned(&'static str),
+    Built(Arc<str>),
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Name::Interned(name) => name,
+            Name::Built(name) => name,
+        }
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
+/// How many scope names are kept for the life of the process (at most a few MiB). Names come from
+/// callers (principals), so the table is bounded: past it, a new name is built per request, as if
+/// there were no table.
 pub const INTERNED_MAX: usize = 16_384;
 
-/// Scope names seen, by name.
-static INTERNED: LazyLock<RwLock<foldhash::HashMap<Arc<str>, Scope>>> = LazyLock::new(Default::default);
+/// Scope names kept, with their hashes.
+static INTERNED: LazyLock<RwLock<foldhash::HashMap<&'static str, u64>>> = LazyLock::new(Default::default);
 
 thread_local! {
     /// Where a scope's name is written to look it up.
     static NAME: RefCell<String> = const { RefCell::new(String::new()) };
+    /// This thread's copy of the names it has looked up, so that a request takes no shared lock.
+    static SEEN: RefCell<foldhash::HashMap<&'static str, u64>> = RefCell::new(Default::default());
 }
 
 impl Scope {
-    /// The scope named by `parts` joined: the interned one, else a new one (interned while there is room).
+    /// The scope named by `parts` joined: the interned one, else a new one (interned while there
+    /// is room).
     fn named(parts: &[&str]) -> Scope {
         NAME.with_borrow_mut(|name| {
             name.clear();
             parts.iter().for_each(|part| name.push_str(part));
-            let found = INTERNED.read().unwrap_or_else(|p| p.into_inner()).get(name.as_str()).cloned();
-            if let Some(scope) = found {
-                return scope;
+            if let Some(found) = SEEN.with_borrow(|seen| seen.get_key_value(name.as_str()).map(|(n, h)| (*n, *h))) {
+                return Scope { name: Name::Interned(found.0), hash: found.1 };
             }
-            let scope = Scope { name: Arc::from(name.as_str()), hash: SEED.hash_one(name.as_str()) };
-            let mut interned = INTERNED.write().unwrap_or_else(|p| p.into_inner());
-            if interned.len() < INTERNED_MAX {
-                return interned.entry(scope.name.clone()).or_insert(scope).clone();
-            }
-            scope
+            let found =
+                INTERNED.read().unwrap_or_else(|p| p.into_inner()).get_key_value(name.as_str()).map(|(n, h)| (*n, *h));
+            let (interned, hash) = match found {
+                Some(found) => found,
+                None => {
+                    let hash = SEED.hash_one(name.as_str());
+                    let mut table = INTERNED.write().unwrap_or_else(|p| p.into_inner());
+                    if let Some((interned, hash)) = table.get_key_value(name.as_str()) {
+                        (*interned, *hash)
+                    } else if table.len() < INTERNED_MAX {
+                        // Kept for the life of the process, within the table's bound.
+                        let interned: &'static str = Box::leak(name.as_str().into());
+                        table.insert(interned, hash);
+                        (interned, hash)
+                    } else {
+                        return Scope { name: Name::Built(Arc::from(name.as_str())), hash };
+                    }
+                }
+            };
+            SEEN.with_borrow_mut(|seen| seen.insert(interned, hash));
+            Scope { name: Name::Interned(interned), hash }
         })
     }
 }
 
 impl PartialEq for Scope {
     fn eq(&self, other: &Scope) -> bool {
-        Arc::ptr_eq(&self.name, &other.name) || (self.hash == other.hash && self.name == other.name)
+        let same = match (&self.name, &other.name) {
+            (Name::Interned(a), Name::Interned(b)) => std::ptr::eq(*a, *b),
+            _ => false,
+        };
+        same || (self.hash == other.hash && *self.name == *other.name)
     }
 }
 
@@ -193,16 +240,25 @@ mod tests {
     #[test]
     fn a_scope_seen_before_is_the_same_name_and_an_uninterned_one_still_equals_it() {
         let (first, again) = (ScopeKey::principal("acme", "user", "u-7"), ScopeKey::principal("acme", "user", "u-7"));
-        assert!(Arc::ptr_eq(&first.key.name, &again.key.name), "the second request reuses the first's name");
+        let interned = |key: &ScopeKey| match key.key.name {
+            Name::Interned(name) => name as *const str,
+            Name::Built(_) => panic!("not interned"),
+        };
+        assert!(std::ptr::eq(interned(&first), interned(&again)), "the second request reuses the first's name");
+        // Another thread finds the same name in the shared table.
+        let other =
+            std::thread::spawn(move || interned(&ScopeKey::principal("acme", "user", "u-7")) as *const u8 as usize)
+                .join()
+                .unwrap();
+        assert_eq!(other, interned(&first) as *const u8 as usize, "one name for every thread");
         // Past the table's bound a name is built anew: it must still be the same counter.
-        let fresh = Scope { name: Arc::from("p:acme/user:u-7"), hash: SEED.hash_one("p:acme/user:u-7") };
+        let fresh = Scope { name: Name::Built(Arc::from("p:acme/user:u-7")), hash: first.key.hash };
         let built = ScopeKey { key: fresh, ..first.clone() };
-        assert!(!Arc::ptr_eq(&first.key.name, &built.key.name));
         assert_eq!(first.slots(Limit::ConcurrentStreams), built.slots(Limit::ConcurrentStreams));
-        assert_ne!(
-            first.slots(Limit::ConcurrentStreams),
-            ScopeKey::principal("acme", "user", "u-8").slots(Limit::ConcurrentStreams)
-        );
+        assert_eq!(built.slots(Limit::ConcurrentStreams), first.slots(Limit::ConcurrentStreams));
+        let other_principal = ScopeKey::principal("acme", "user", "u-8");
+        assert_ne!(first.slots(Limit::ConcurrentStreams), other_principal.slots(Limit::ConcurrentStreams));
+        assert_eq!(built.slots(Limit::ConcurrentStreams).to_string(), "cstr:p:acme/user:u-7");
     }
 
     #[test]
