@@ -184,6 +184,8 @@ struct Cell {
     ttfb50: Vec<f64>,
     ttfb99: Vec<f64>,
     cpu_us: Vec<f64>,
+    /// The CPU reading of each repeat, in order (`None`: not read), to pair repeats of two paths.
+    cpu_by_repeat: Vec<Option<f64>>,
     errors: u64,
     first_error: Option<String>,
 }
@@ -196,6 +198,7 @@ impl Cell {
         self.ttfb50.push(quantile_ms(&mut sample.first_byte_us, 0.50));
         self.ttfb99.push(quantile_ms(&mut sample.first_byte_us, 0.99));
         self.cpu_us.extend(cpu_us);
+        self.cpu_by_repeat.push(cpu_us);
         self.errors += sample.errors;
         if self.first_error.is_none() {
             self.first_error = sample.first_error.take();
@@ -540,8 +543,9 @@ fn main() -> Result<(), String> {
                 let added = |value: f64, base: f64| if p == plain { f64::NAN } else { value - base };
                 // Each repeat runs the paths one after the other, so a repeat's difference is
                 // measured under the same load; its median is steadier than a difference of medians.
-                let paired: Vec<f64> =
-                    cell.cpu_us.iter().zip(&base.cpu_us).map(|(with, without)| with - without).collect();
+                let paired: Vec<f64> = (cell.cpu_by_repeat.iter().zip(&base.cpu_by_repeat))
+                    .filter_map(|(with, without)| Some((*with)? - (*without)?))
+                    .collect();
                 let paired = if p == plain || paired.is_empty() {
                     "-".to_owned()
                 } else {

@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 
 use super::Limit;
@@ -19,8 +20,8 @@ use super::windows::Window;
 /// hashes must not be predictable.
 static SEED: LazyLock<foldhash::fast::RandomState> = LazyLock::new(foldhash::fast::RandomState::default);
 
-/// A scope's name and its hash, worked out once per request: every counter of the scope hashes
-/// as this number and its kind, not by reading the name again.
+/// A scope's name and its hash, worked out once (per process for an interned name): every counter
+/// of the scope hashes as this number and its kind, not by reading the name again.
 #[derive(Debug, Clone)]
 struct Scope {
     name: Name,
@@ -52,13 +53,21 @@ impl fmt::Display for Name {
     }
 }
 
-/// How many scope names are kept for the life of the process (at most a few MiB). Names come from
+/// How many scope names are kept for the life of the process (at most a few MiB, plus each
+/// thread's copy of up to 1,024 of them). Names come from
 /// callers (principals), so the table is bounded: past it, a new name is built per request, as if
 /// there were no table.
 pub const INTERNED_MAX: usize = 16_384;
 
 /// Scope names kept, with their hashes.
 static INTERNED: LazyLock<RwLock<foldhash::HashMap<&'static str, u64>>> = LazyLock::new(Default::default);
+
+/// Set once the table holds [`INTERNED_MAX`] names: new names are then built without taking its
+/// write lock.
+static FULL: AtomicBool = AtomicBool::new(false);
+
+/// How many names each thread keeps in front of the shared table (cleared when full).
+const SEEN_MAX: usize = 1024;
 
 thread_local! {
     /// Where a scope's name is written to look it up.
@@ -81,6 +90,9 @@ impl Scope {
                 INTERNED.read().unwrap_or_else(|p| p.into_inner()).get_key_value(name.as_str()).map(|(n, h)| (*n, *h));
             let (interned, hash) = match found {
                 Some(found) => found,
+                None if FULL.load(Ordering::Relaxed) => {
+                    return Scope { name: Name::Built(Arc::from(name.as_str())), hash: SEED.hash_one(name.as_str()) };
+                }
                 None => {
                     let hash = SEED.hash_one(name.as_str());
                     let mut table = INTERNED.write().unwrap_or_else(|p| p.into_inner());
@@ -92,11 +104,17 @@ impl Scope {
                         table.insert(interned, hash);
                         (interned, hash)
                     } else {
+                        FULL.store(true, Ordering::Relaxed);
                         return Scope { name: Name::Built(Arc::from(name.as_str())), hash };
                     }
                 }
             };
-            SEEN.with_borrow_mut(|seen| seen.insert(interned, hash));
+            SEEN.with_borrow_mut(|seen| {
+                if seen.len() >= SEEN_MAX {
+                    seen.clear();
+                }
+                seen.insert(interned, hash);
+            });
             Scope { name: Name::Interned(interned), hash }
         })
     }

@@ -161,11 +161,19 @@ struct Counters {
     usage: HashMap<String, (HashMap<String, u64>, u64)>,
     /// Operations since expired entries were last dropped.
     since_purge: u32,
-    /// Where usage keys and fields are written to look them up.
+    /// Where usage keys are written to look them up.
     scratch: String,
 }
 
 impl Counters {
+    /// The usage hash `key`, made (kept until `expiry`) if there is none.
+    fn usage_hash(&mut self, key: &str, expiry: u64) -> &mut HashMap<String, u64> {
+        if !self.usage.contains_key(key) {
+            self.usage.insert(key.to_owned(), (HashMap::default(), expiry));
+        }
+        &mut self.usage.get_mut(key).expect("inserted above").0
+    }
+
     fn purge(&mut self, now: u64) {
         self.since_purge += 1;
         if self.since_purge < 4096 {
@@ -231,7 +239,12 @@ impl LocalStore {
         for check in checks {
             match check {
                 Check::Rate { key, limit, cost, whole } => match counters.rates.get_mut(key) {
-                    Some(tat) => *tat = gcra(*tat, now, *limit, *cost, *whole).1,
+                    Some(tat) => {
+                        let (step, new_tat) = gcra(*tat, now, *limit, *cost, *whole);
+                        // The same step as the first pass: a key is named once per acquisition.
+                        debug_assert!(step.is_ok(), "a counter named twice in one acquisition");
+                        *tat = new_tat;
+                    }
                     None => {
                         counters.rates.insert(key.clone(), gcra(0, now, *limit, *cost, *whole).1);
                     }
@@ -242,16 +255,13 @@ impl LocalStore {
                         counters.slots.insert(key.clone(), 1);
                     }
                 },
-                Check::Sum { key, cost, ttl_secs, .. } => {
-                    let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
-                    match counters.sums.get_mut(key) {
-                        Some(entry) if entry.1 > now => entry.0 = entry.0.saturating_add(*cost),
-                        Some(entry) => *entry = (*cost, expiry),
-                        None => {
-                            counters.sums.insert(key.clone(), (*cost, expiry));
-                        }
+                Check::Sum { key, cost, ttl_secs, .. } => match counters.sums.get_mut(key) {
+                    Some(entry) if entry.1 > now => entry.0 = entry.0.saturating_add(*cost),
+                    Some(entry) => *entry = (*cost, expiry(now, *ttl_secs)),
+                    None => {
+                        counters.sums.insert(key.clone(), (*cost, expiry(now, *ttl_secs)));
                     }
-                }
+                },
             }
         }
         Outcome::Admitted { rooms }
@@ -271,8 +281,7 @@ impl LocalStore {
                 Adjust::Sum { key, delta, ttl_secs } => match counters.sums.get_mut(key) {
                     Some(entry) => entry.0 = entry.0.saturating_add_signed(*delta),
                     None => {
-                        let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
-                        counters.sums.insert(key.clone(), (0u64.saturating_add_signed(*delta), expiry));
+                        counters.sums.insert(key.clone(), (0u64.saturating_add_signed(*delta), expiry(now, *ttl_secs)));
                     }
                 },
                 Adjust::Release { key } => {
@@ -284,9 +293,9 @@ impl LocalStore {
         }
     }
 
-    /// Add one answer's `counts` (by kind: `requests`, `input`, ...; zeros skipped) to `team`'s
-    /// usage of `day`, on the line of `agent` and `model`: [`Store::add_usage`] with the key and
-    /// field names written in a buffer kept for it, so a line seen before costs no allocation.
+    /// Add one answer's `counts` (by kind: `requests`, `input`, ...) to `team`'s usage of `day`,
+    /// on the line of `agent` and `model`: [`Store::add_usage`] with the key and field names
+    /// written in a buffer kept for it, so a line seen before costs no allocation.
     #[allow(clippy::too_many_arguments)]
     pub fn add_usage_counts(
         &self,
@@ -294,47 +303,46 @@ impl LocalStore {
         day: Window,
         agent: &str,
         model: &str,
-        counts: &[(&'static str, u64)],
+        counts: impl Iterator<Item = (&'static str, u64)>,
         ttl_secs: u64,
         now: u64,
     ) {
-        let mut guard = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let counters = &mut *guard;
-        let name = &mut counters.scratch;
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut name = std::mem::take(&mut counters.scratch);
         name.clear();
-        usage_key(name, team, day);
-        if !counters.usage.contains_key(name.as_str()) {
-            let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
-            counters.usage.insert(name.clone(), (HashMap::default(), expiry));
+        usage_key(&mut name, team, day);
+        let mut field = String::new();
+        let hash = counters.usage_hash(&name, expiry(now, ttl_secs));
+        for (kind, delta) in counts {
+            field.clear();
+            usage_field(&mut field, agent, model, kind);
+            add_field(hash, &field, delta);
         }
-        let Some((hash, _)) = counters.usage.get_mut(name.as_str()) else { return };
-        for (kind, delta) in counts.iter().filter(|(_, delta)| *delta > 0) {
-            name.clear();
-            usage_field(name, agent, model, kind);
-            match hash.get_mut(name.as_str()) {
-                Some(value) => *value = value.saturating_add(*delta),
-                None => {
-                    hash.insert(name.clone(), *delta);
-                }
-            }
-        }
+        name.clear();
+        counters.scratch = name;
     }
 
     /// [`Store::add_usage`] without the future.
     pub fn add_usage_now(&self, key: &str, fields: &[(String, u64)], ttl_secs: u64, now: u64) {
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let expiry = now.saturating_add(ttl_secs.saturating_mul(1_000_000));
-        if !counters.usage.contains_key(key) {
-            counters.usage.insert(key.to_owned(), (HashMap::default(), expiry));
-        }
-        let Some((hash, _)) = counters.usage.get_mut(key) else { return };
+        let hash = counters.usage_hash(key, expiry(now, ttl_secs));
         for (field, delta) in fields {
-            match hash.get_mut(field) {
-                Some(value) => *value = value.saturating_add(*delta),
-                None => {
-                    hash.insert(field.clone(), *delta);
-                }
-            }
+            add_field(hash, field, *delta);
+        }
+    }
+}
+
+/// `ttl_secs` after `now` (µs).
+fn expiry(now: u64, ttl_secs: u64) -> u64 {
+    now.saturating_add(ttl_secs.saturating_mul(1_000_000))
+}
+
+/// Add `delta` to `field` of a usage hash (allocating its name only when it is new).
+fn add_field(hash: &mut HashMap<String, u64>, field: &str, delta: u64) {
+    match hash.get_mut(field) {
+        Some(value) => *value = value.saturating_add(delta),
+        None => {
+            hash.insert(field.to_owned(), delta);
         }
     }
 }
@@ -502,8 +510,9 @@ mod tests {
         let store = LocalStore::new();
         let day = crate::limits::windows::Windows::at(T0 / 1_000_000).day().0;
         let counts = [("requests", 1), ("input", 10), ("cache_read", 0), ("cost_nanos", 500)];
-        store.add_usage_counts("acme", day, "-", "claude", &counts, 60, T0);
-        store.add_usage_counts("acme", day, "-", "claude", &counts, 60, T0);
+        let nonzero = || counts.into_iter().filter(|(_, count)| *count > 0);
+        store.add_usage_counts("acme", day, "-", "claude", nonzero(), 60, T0);
+        store.add_usage_counts("acme", day, "-", "claude", nonzero(), 60, T0);
         let mut key = String::new();
         usage_key(&mut key, "acme", day);
         assert!(key.starts_with("usage:acme:20"), "{key}");
@@ -514,6 +523,6 @@ mod tests {
         let mut fields = store.counters.lock().unwrap().usage[&key].0.clone().into_iter().collect::<Vec<_>>();
         fields.sort();
         let expected = [("-\tclaude\tcost_nanos", 1000), ("-\tclaude\tinput", 20), ("-\tclaude\trequests", 3)];
-        assert_eq!(fields, expected.map(|(f, v)| (f.to_owned(), v)), "zero counts are not written");
+        assert_eq!(fields, expected.map(|(f, v)| (f.to_owned(), v)));
     }
 }

@@ -88,18 +88,18 @@ impl Limits {
                 None => ("unpriced", 1),
             },
         ];
+        // Zero counts are not written: a line reads as 0 without them.
+        let counts = counts.into_iter().filter(|(_, count)| *count > 0);
         let Some(shared) = &self.shared else {
-            return self.local.add_usage_counts(team, day, agent, model, &counts, USAGE_TTL_SECS, now);
+            return self.local.add_usage_counts(team, day, agent, model, counts, USAGE_TTL_SECS, now);
         };
         let mut key = String::new();
         usage_key(&mut key, team, day);
         let fields: Vec<(String, u64)> = counts
-            .iter()
-            .filter(|(_, count)| *count > 0)
             .map(|(kind, count)| {
                 let mut field = String::new();
                 usage_field(&mut field, agent, model, kind);
-                (field, *count)
+                (field, count)
             })
             .collect();
         let (shared, local, metrics) = (shared.clone(), self.local.clone(), self.metrics.clone());
