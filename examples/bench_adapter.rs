@@ -27,8 +27,10 @@
 //! (closed loop at c=16, and at the fixed rate). Redis's own CPU is not in the gateway's figure.
 //! `--limits off` skips them.
 //!
-//! `--surface chat|messages|native` picks the API byollm is driven through (the floor is always
-//! the client talking to the fake's InvokeModel directly).
+//! `--surface chat|messages|native|count-tokens` picks the API byollm is driven through (the floor
+//! is the client talking to the fake's InvokeModel directly, or its CountTokens for
+//! `count-tokens`, which byollm serves as the Messages API's `/v1/messages/count_tokens`; JSON
+//! only).
 //!
 //! `--compare-bin PATH[,PATH…]` adds more byollm binaries (e.g. builds before a change) to the
 //! same run; `--gateways cloud` or `--gateways local` measures one mode; `--modes json|stream` one mode;
@@ -98,7 +100,8 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "json,stream")]
     modes: Vec<String>,
     /// The surface byollm is driven through: chat (OpenAI chat completions), messages (the
-    /// Anthropic Messages API) or native (Bedrock's InvokeModel[WithResponseStream], relayed).
+    /// Anthropic Messages API), native (Bedrock's InvokeModel[WithResponseStream], relayed) or
+    /// count-tokens (`/v1/messages/count_tokens`, Bedrock's CountTokens; --modes json only).
     #[arg(long, default_value = "chat")]
     surface: String,
     /// byollm modes to measure: cloud (`byollm serve`) and/or local (`byollm local`).
@@ -154,6 +157,7 @@ enum Surface {
     Chat,
     Messages,
     Native,
+    CountTokens,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -255,8 +259,14 @@ fn main() -> Result<(), String> {
         "chat" => Surface::Chat,
         "messages" => Surface::Messages,
         "native" => Surface::Native,
-        other => return Err(format!("--surface: unknown surface {other:?} (chat, messages, native)")),
+        "count-tokens" => Surface::CountTokens,
+        other => {
+            return Err(format!("--surface: unknown surface {other:?} (chat, messages, native, count-tokens)"));
+        }
     };
+    if surface == Surface::CountTokens && modes.contains(&Mode::Stream) {
+        return Err("--surface count-tokens: token counts are not streamed; use --modes json".into());
+    }
     println!("surface: {surface:?}");
 
     let wrap: Vec<String> = args.wrap.as_deref().unwrap_or_default().split_whitespace().map(str::to_owned).collect();
@@ -267,9 +277,14 @@ fn main() -> Result<(), String> {
         addr: fake.addr,
         pid: None,
         byollm: false,
-        json: Arc::new(
-            Spec::post_json(&format!("/model/{}/invoke", encoded(MODEL_ID)), anthropic_body()).validate(check_message),
-        ),
+        json: Arc::new(match surface {
+            Surface::CountTokens => {
+                Spec::post_json(&format!("/model/{}/count-tokens", encoded(MODEL_ID)), bedrock_count_body())
+                    .validate(check_bedrock_count)
+            }
+            _ => Spec::post_json(&format!("/model/{}/invoke", encoded(MODEL_ID)), anthropic_body())
+                .validate(check_message),
+        }),
         stream: Arc::new(
             Spec::post_json(&format!("/model/{}/invoke-with-response-stream", encoded(MODEL_ID)), anthropic_body())
                 .header("accept", "application/vnd.amazon.eventstream")
@@ -355,7 +370,12 @@ fn main() -> Result<(), String> {
     }
 
     let master_key = master_key();
-    let mut litellm = match start_litellm(&args.litellm, work.path(), fake.addr, &master_key) {
+    let litellm = if surface == Surface::CountTokens {
+        Err("the count-tokens surface is measured against the floor only".to_owned())
+    } else {
+        start_litellm(&args.litellm, work.path(), fake.addr, &master_key)
+    };
+    let mut litellm = match litellm {
         Ok(server) => Some(server),
         Err(reason) => {
             println!("litellm: not available ({reason})");
@@ -648,9 +668,10 @@ fn main() -> Result<(), String> {
     }
     println!();
     println!(
-        "fake Bedrock requests during the load phases: invoke {}, invoke-with-response-stream {}, converse {}, converse-stream {}, other {}; fake STS calls {}",
+        "fake Bedrock requests during the load phases: invoke {}, invoke-with-response-stream {}, count-tokens {}, converse {}, converse-stream {}, other {}; fake STS calls {}",
         hits.invoke - hits_before.invoke,
         hits.stream - hits_before.stream,
+        hits.count_tokens - hits_before.count_tokens,
         hits.converse - hits_before.converse,
         hits.converse_stream - hits_before.converse_stream,
         hits.other - hits_before.other,
@@ -818,6 +839,7 @@ fn byollm_spec(gateway: Gateway, surface: Surface, key: &str, model: &str, strea
             Spec::post_json(&format!("/model/{model}/invoke-with-response-stream"), anthropic_body())
                 .header("accept", "application/vnd.amazon.eventstream")
         }
+        (Surface::CountTokens, _) => Spec::post_json("/v1/messages/count_tokens", count_tokens_body(model)),
     };
     let spec = spec.header("authorization", &format!("Bearer {key}"));
     let spec = match gateway {
@@ -833,7 +855,35 @@ fn byollm_spec(gateway: Gateway, surface: Surface, key: &str, model: &str, strea
         (Surface::Messages | Surface::Native, false) => spec.validate(check_message),
         (Surface::Messages, true) => spec.validate(check_messages_sse),
         (Surface::Native, true) => spec.validate(check_event_stream),
+        (Surface::CountTokens, _) => spec.validate(check_count),
     }
+}
+
+/// A Messages API `count_tokens` request (no `max_tokens`, no `stream`).
+fn count_tokens_body(model: &str) -> String {
+    json!({
+        "model": model,
+        "system": "be brief",
+        "messages": [{"role": "user", "content": "Say hello in twenty words."}],
+    })
+    .to_string()
+}
+
+/// Bedrock's `CountTokens` request: the `InvokeModel` body, base64-encoded.
+fn bedrock_count_body() -> String {
+    use base64::Engine;
+    let body = base64::engine::general_purpose::STANDARD.encode(anthropic_body());
+    json!({"input": {"invokeModel": {"body": body}}}).to_string()
+}
+
+fn check_count(body: &[u8]) -> Result<(), String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    (value["input_tokens"] == COUNTED_TOKENS).then_some(()).ok_or_else(|| format!("unexpected count {value}"))
+}
+
+fn check_bedrock_count(body: &[u8]) -> Result<(), String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    (value["inputTokens"] == COUNTED_TOKENS).then_some(()).ok_or_else(|| format!("unexpected count {value}"))
 }
 
 fn messages_body(model: &str, stream: bool) -> String {
@@ -1025,6 +1075,7 @@ fn which(program: &str) -> Option<PathBuf> {
 
 #[derive(Default)]
 struct Hits {
+    count_tokens: AtomicU64,
     invoke: AtomicU64,
     stream: AtomicU64,
     converse: AtomicU64,
@@ -1034,6 +1085,7 @@ struct Hits {
 
 #[derive(Clone, Copy)]
 struct HitCounts {
+    count_tokens: u64,
     invoke: u64,
     stream: u64,
     converse: u64,
@@ -1044,6 +1096,7 @@ struct HitCounts {
 impl Hits {
     fn snapshot(&self) -> HitCounts {
         HitCounts {
+            count_tokens: self.count_tokens.load(Ordering::Relaxed),
             invoke: self.invoke.load(Ordering::Relaxed),
             stream: self.stream.load(Ordering::Relaxed),
             converse: self.converse.load(Ordering::Relaxed),
@@ -1077,6 +1130,7 @@ fn start_fake() -> Result<Fake, String> {
     let app = Router::new()
         .route("/model/{id}/invoke", post(invoke))
         .route("/model/{id}/invoke-with-response-stream", post(invoke_stream))
+        .route("/model/{id}/count-tokens", post(count_tokens))
         .fallback(other)
         .with_state(state);
     Ok(Fake { addr: serve_in_thread(app)?, hits })
@@ -1100,6 +1154,22 @@ fn start_fake_sts() -> Result<FakeSts, String> {
         }
     });
     Ok(FakeSts { addr: serve_in_thread(app)?, calls })
+}
+
+/// The `inputTokens` the fake counts for any request.
+const COUNTED_TOKENS: u64 = 17;
+
+/// Bedrock's `CountTokens`: `{"inputTokens": n}`.
+async fn count_tokens(State(state): State<Arc<FakeState>>, _body: Bytes) -> Response {
+    state.hits.count_tokens.fetch_add(1, Ordering::Relaxed);
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::HeaderName::from_static("x-amzn-requestid"), "00000000-0000-0000-0000-000000000000"),
+        ],
+        format!(r#"{{"inputTokens":{COUNTED_TOKENS}}}"#),
+    )
+        .into_response()
 }
 
 async fn invoke(State(state): State<Arc<FakeState>>, _body: Bytes) -> Response {
