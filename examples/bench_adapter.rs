@@ -549,9 +549,9 @@ fn main() -> Result<(), String> {
         );
         println!();
         println!(
-            "| mode | path | CPU µs/req | added CPU µs/req | added CPU, repeat by repeat: median (range) | p50 ms | added p50 ms | fixed-rate p50 ms | added fixed-rate p50 ms |"
+            "| mode | path | CPU µs/req | added CPU µs/req | added CPU, repeat by repeat: median (range) | p50 ms | added p50 ms | fixed-rate p50 ms | added fixed-rate p50 ms | added CPU at the fixed rate, repeat by repeat |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (m, mode) in modes.iter().enumerate() {
             let base = &cells[index(plain, m, c)];
             let (base_cpu, base50) = (median(base.cpu_us.clone()), median(base.p50.clone()));
@@ -561,19 +561,13 @@ fn main() -> Result<(), String> {
                 let (cpu, p50) = (median(cell.cpu_us.clone()), median(cell.p50.clone()));
                 let fixed50 = fixed.get(p * modes.len() + m).map_or(f64::NAN, |cell| median(cell.p50.clone()));
                 let added = |value: f64, base: f64| if p == plain { f64::NAN } else { value - base };
-                // Each repeat runs the paths one after the other, so a repeat's difference is
-                // measured under the same load; its median is steadier than a difference of medians.
-                let paired: Vec<f64> = (cell.cpu_by_repeat.iter().zip(&base.cpu_by_repeat))
-                    .filter_map(|(with, without)| Some((*with)? - (*without)?))
-                    .collect();
-                let paired = if p == plain || paired.is_empty() {
-                    "-".to_owned()
-                } else {
-                    let (low, high) = paired.iter().fold((f64::MAX, f64::MIN), |(l, h), d| (l.min(*d), h.max(*d)));
-                    format!("{} ({:+.1} … {:+.1})", fmt_added_cpu(median(paired.clone())), low, high)
+                let paired = if p == plain { "-".to_owned() } else { added_by_repeat(cell, base) };
+                let fixed_paired = match (fixed.get(p * modes.len() + m), fixed.get(plain * modes.len() + m)) {
+                    (Some(with), Some(without)) if p != plain => added_by_repeat(with, without),
+                    _ => "-".to_owned(),
                 };
                 println!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     mode.name(),
                     paths[p].name,
                     fmt_cpu(cpu),
@@ -583,6 +577,7 @@ fn main() -> Result<(), String> {
                     fmt_added(added(p50, base50)),
                     fmt_ms(fixed50),
                     fmt_added(added(fixed50, base_fixed)),
+                    fixed_paired,
                 );
             }
         }
@@ -860,6 +855,20 @@ fn byollm_spec(gateway: Gateway, surface: Surface, key: &str, model: &str, strea
 }
 
 /// A Messages API `count_tokens` request (no `max_tokens`, no `stream`).
+/// `with`'s CPU per request minus `without`'s, repeat by repeat: the median and the range. Each
+/// repeat runs the paths one after the other, so a repeat's difference is measured under the same
+/// load, and its median is steadier than a difference of medians.
+fn added_by_repeat(with: &Cell, without: &Cell) -> String {
+    let paired: Vec<f64> = (with.cpu_by_repeat.iter().zip(&without.cpu_by_repeat))
+        .filter_map(|(with, without)| Some((*with)? - (*without)?))
+        .collect();
+    if paired.is_empty() {
+        return "-".to_owned();
+    }
+    let (low, high) = paired.iter().fold((f64::MAX, f64::MIN), |(l, h), d| (l.min(*d), h.max(*d)));
+    format!("{} ({low:+.1} … {high:+.1})", fmt_added_cpu(median(paired)))
+}
+
 fn count_tokens_body(model: &str) -> String {
     json!({
         "model": model,
