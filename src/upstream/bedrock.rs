@@ -296,7 +296,7 @@ impl EventStream {
                         if let Some(encoded) = encoded {
                             self.event.clear();
                             base64::engine::general_purpose::STANDARD
-                                .decode_vec(encoded.as_bytes(), &mut self.event)
+                                .decode_vec(&encoded, &mut self.event)
                                 .map_err(|_| BedrockFailure::stream_cut())?;
                             return Ok(true);
                         }

@@ -85,8 +85,11 @@ fn usage_of_an_invoke_stream_comes_from_bedrocks_metrics() {
 
 #[test]
 fn chunk_payloads_in_bedrocks_shape_skip_the_json_parser() {
-    assert_eq!(chunk_bytes(br#"{"bytes":"eyJ0eXBlIjoicGluZyJ9"}"#), Some("eyJ0eXBlIjoicGluZyJ9"));
-    assert_eq!(chunk_bytes(br#"{"bytes":"e30=","p":"abcdefgh"}"#), Some("e30="));
+    assert_eq!(chunk_bytes(br#"{"bytes":"eyJ0eXBlIjoicGluZyJ9"}"#), Some(&b"eyJ0eXBlIjoicGluZyJ9"[..]));
+    assert_eq!(chunk_bytes(br#"{"bytes":"e30=","p":"abcdefgh"}"#), Some(&b"e30="[..]));
+    // Not UTF-8 inside the quotes: passed on, and the base64 decoder refuses it.
+    let broken = chunk_base64(b"{\"bytes\":\"e3\xff=\"}").unwrap().unwrap();
+    assert!(base64::engine::general_purpose::STANDARD.decode(&broken).is_err());
     for other in [
         &br#"{"bytes":"e3\/0="}"#[..],
         br#"{"p":"x","bytes":"e30="}"#,
