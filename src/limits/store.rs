@@ -161,8 +161,8 @@ struct Counters {
     usage: HashMap<String, (HashMap<String, u64>, u64)>,
     /// Operations since expired entries were last dropped.
     since_purge: u32,
-    /// Where usage keys are written to look them up.
-    scratch: String,
+    /// Where usage keys and field names are written to look them up.
+    scratch: [String; 2],
 }
 
 impl Counters {
@@ -308,18 +308,16 @@ impl LocalStore {
         now: u64,
     ) {
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let mut name = std::mem::take(&mut counters.scratch);
+        let [mut name, mut field] = std::mem::take(&mut counters.scratch);
         name.clear();
         usage_key(&mut name, team, day);
-        let mut field = String::new();
         let hash = counters.usage_hash(&name, expiry(now, ttl_secs));
         for (kind, delta) in counts {
             field.clear();
             usage_field(&mut field, agent, model, kind);
             add_field(hash, &field, delta);
         }
-        name.clear();
-        counters.scratch = name;
+        counters.scratch = [name, field];
     }
 
     /// [`Store::add_usage`] without the future.
