@@ -85,13 +85,17 @@ provider_only = true
 "#;
 
 fn ask(cloud: &Cloud, key: &'static str, team: &'static str, stream: bool) -> reqwest::RequestBuilder {
+    ask_in_run(cloud, key, team, "run-7", stream)
+}
+
+fn ask_in_run(cloud: &Cloud, key: &str, team: &str, run: &str, stream: bool) -> reqwest::RequestBuilder {
     reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", cloud.gateway.url))
         .bearer_auth(key)
         .header("x-byollm-actor", "service_account")
         .header("x-byollm-principal", "ci-bot")
         .header("x-byollm-team", team)
-        .header("x-byollm-run-id", "run-7")
+        .header("x-byollm-run-id", run)
         .json(&json!({
             "model": "claude-sonnet-4-5",
             "stream": stream,
@@ -283,6 +287,43 @@ skip_secs = 60
     let results: Vec<&str> =
         lines[1]["attempts"].as_array().unwrap().iter().map(|a| a["result"].as_str().unwrap()).collect();
     assert_eq!(results, ["served", "skipped"], "{}", lines[1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sts_outage_is_a_503_to_retry_and_does_not_mark_the_routes_as_failing() {
+    let two_regions = r#"
+[routing.failover]
+skip_after_failures = 1
+skip_secs = 60
+[routing.default.routes]
+"claude-sonnet-4-5" = [{ bedrock = {} }, { bedrock = { region = "eu-west-1" } }]
+"#;
+    let cloud = cloud(two_regions).await;
+    // AWS STS answers 503 to every call (the broker tries each route's role three times).
+    cloud.sts.set_script(StsStep::fail_times(StsErrorCode::ServiceUnavailable, 6));
+    let response = ask(&cloud, API_KEY, "acme", false).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "2");
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "sts_unavailable", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("bedrock: 503 sts_unavailable") && message.contains("bedrock#2: 503"), "{message}");
+    assert!(cloud.bedrock.requests().is_empty(), "no credentials, no Bedrock call");
+
+    // STS is back: the first route serves a new run at once, not skipped as if it had failed.
+    // (The failed run's own credentials back off for a few seconds in the broker's cache.)
+    cloud.sts.set_script(Vec::new());
+    let response = ask_in_run(&cloud, API_KEY, "acme", "run-8", false).send().await.unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{body}\n{}", cloud.gateway.logs());
+    let lines = audit_lines(&cloud.gateway, 2).await;
+    let results: Vec<&str> =
+        lines[1]["attempts"].as_array().unwrap().iter().map(|a| a["result"].as_str().unwrap()).collect();
+    assert_eq!(results, ["served"], "{}", lines[1]);
+    let failed: Vec<&str> =
+        lines[0]["attempts"].as_array().unwrap().iter().map(|a| a["result"].as_str().unwrap()).collect();
+    assert_eq!(failed, ["sts_unavailable", "sts_unavailable"], "{}", lines[0]);
 }
 
 fn openai_endpoint_config(base_url: &str, extra: &str) -> String {

@@ -49,6 +49,12 @@ pub enum BrokerError {
 
 /// Retries for transient STS failures: attempts and the first backoff (doubling, with jitter).
 const STS_ATTEMPTS: u32 = 3;
+
+/// The error code of a request AWS STS throttled (429, after the broker's retries).
+pub const STS_THROTTLED: &str = "sts_throttled";
+/// The error code of a request for which AWS STS was unavailable or unreachable (503, after the
+/// broker's retries): an outage of STS, not of the role or the route.
+pub const STS_UNAVAILABLE: &str = "sts_unavailable";
 const STS_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 pub struct Broker {
@@ -384,14 +390,14 @@ impl BrokerError {
                         return ApiError::new(
                             StatusCode::TOO_MANY_REQUESTS,
                             ErrorKind::RateLimit,
-                            "sts_throttled",
+                            STS_THROTTLED,
                             format!("AWS STS is throttling requests; retry shortly (AWS said: {aws})"),
                         )
                         .with_retry_after(2);
                     }
                     StsErrorClass::Unavailable => (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "sts_unavailable",
+                        STS_UNAVAILABLE,
                         format!("AWS STS is unavailable or unreachable from the gateway (AWS said: {aws})"),
                     ),
                 };

@@ -120,7 +120,18 @@ async fn route_credentials(
         .source
         .credentials(call, route.role.as_ref(), route.region.as_deref())
         .await
-        .map_err(|error| Failure::new(FailureClass::Credentials, error))
+        .map_err(|error| Failure::new(credentials_class(&error), error))
+}
+
+/// How a failure to get a route's credentials fails over: STS throttling as throttling, an STS
+/// outage as not the route's fault, anything else (a refused role, a bad trust policy) as the
+/// route's credentials.
+fn credentials_class(error: &ApiError) -> FailureClass {
+    match error.code {
+        crate::broker::STS_THROTTLED => FailureClass::Throttled,
+        crate::broker::STS_UNAVAILABLE => FailureClass::StsUnavailable,
+        _ => FailureClass::Credentials,
+    }
 }
 
 /// A Bedrock failure, classed for failover, with the error for the client.

@@ -43,6 +43,11 @@ pub enum FailureClass {
     ClientKey,
     /// The request itself is at fault; another route would refuse it too.
     Request,
+    /// AWS STS did not answer for the route's role (unavailable or unreachable, after the broker's
+    /// retries): another route (another region's STS) may serve, but neither the route nor its
+    /// role is at fault (not counted towards skipping it); when no route serves for this reason
+    /// alone, the answer is a 503 to retry, not a 502.
+    StsUnavailable,
     /// The gateway itself has no room (the answer budget, `server.max_answer_bytes_in_flight`):
     /// another route's answer would need the same room, so the request ends with a 503 and
     /// `Retry-After` instead of calling (and being billed by) every other route, and the route is
@@ -58,7 +63,10 @@ impl FailureClass {
 
     /// Does this failure count against the route's health (towards skipping it)?
     pub fn counts_against_route(self) -> bool {
-        !matches!(self, FailureClass::Request | FailureClass::ClientKey | FailureClass::Busy)
+        !matches!(
+            self,
+            FailureClass::Request | FailureClass::ClientKey | FailureClass::StsUnavailable | FailureClass::Busy
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +81,7 @@ impl FailureClass {
             FailureClass::Unreachable => "unreachable",
             FailureClass::Refused => "refused",
             FailureClass::ClientKey => "client_key",
+            FailureClass::StsUnavailable => "sts_unavailable",
             FailureClass::Request => "request",
             FailureClass::Busy => "busy",
         }
@@ -363,7 +372,8 @@ pub struct Attempt {
 /// The one error a client gets when no route served: with a single route tried (and none
 /// skipped), that route's own error (what the gateway answered before routing existed), with a
 /// note on routes the surface could not use; otherwise an error listing every attempt and why, a
-/// 429 when every failure was throttling or quota, else a 502.
+/// 429 when every failure was throttling or quota, a 503 when AWS STS was unavailable for every
+/// route, else a 502.
 pub fn all_failed(model: &str, attempts: &[Attempt], provider_only: bool) -> ApiError {
     let failed: Vec<(&Attempt, FailureClass, &ApiError)> = attempts
         .iter()
@@ -405,6 +415,10 @@ pub fn all_failed(model: &str, attempts: &[Attempt], provider_only: bool) -> Api
         let retry = failed.iter().filter_map(|(_, _, e)| e.retry_after).max().unwrap_or(2);
         return ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::RateLimit, "all_routes_throttled", message)
             .with_retry_after(u64::from(retry));
+    }
+    if !failed.is_empty() && failed.iter().all(|(_, class, _)| *class == FailureClass::StsUnavailable) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Upstream, "sts_unavailable", message)
+            .with_retry_after(2);
     }
     ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, "all_routes_failed", message)
 }

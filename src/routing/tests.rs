@@ -465,6 +465,8 @@ fn failures_are_classed_from_the_data() {
         assert!(class.fails_over() && class.counts_against_route(), "{class:?}");
     }
     assert!(ClientKey.fails_over() && !ClientKey.counts_against_route());
+    // An STS outage: another route may get credentials, but this one is not at fault.
+    assert!(StsUnavailable.fails_over() && !StsUnavailable.counts_against_route());
     // No room to buffer an answer: the next route would need the same room.
     assert!(!Busy.fails_over() && !Busy.counts_against_route());
     assert_eq!(classify_bedrock("ServerBusy", 503), Busy);
@@ -591,7 +593,7 @@ fn when_every_route_fails_one_error_lists_each_attempt() {
 
     let attempts = [
         failed("bedrock", denied, FailureClass::AccessDenied),
-        failed("anthropic", overloaded, FailureClass::Upstream),
+        failed("anthropic", overloaded.clone(), FailureClass::Upstream),
         Attempt {
             route: "openai:openrouter".into(),
             upstream_model: "m".into(),
@@ -616,6 +618,23 @@ fn when_every_route_fails_one_error_lists_each_attempt() {
         (error.status, error.code, error.retry_after),
         (StatusCode::TOO_MANY_REQUESTS, "all_routes_throttled", Some(7))
     );
+
+    // STS was out for every route: a 503 to retry; with any other failure among them, a 502.
+    let sts = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Upstream, "sts_unavailable", "down");
+    let both = [
+        failed("bedrock", sts(), FailureClass::StsUnavailable),
+        failed("bedrock#2", sts(), FailureClass::StsUnavailable),
+    ];
+    let error = all_failed("m", &both, false);
+    assert_eq!(
+        (error.status, error.code, error.retry_after),
+        (StatusCode::SERVICE_UNAVAILABLE, "sts_unavailable", Some(2))
+    );
+    let mixed = [
+        failed("bedrock", sts(), FailureClass::StsUnavailable),
+        failed("anthropic", overloaded, FailureClass::Upstream),
+    ];
+    assert_eq!(all_failed("m", &mixed, false).code, "all_routes_failed");
 }
 
 #[test]
