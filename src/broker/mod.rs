@@ -49,13 +49,13 @@ pub enum BrokerError {
 
 /// Retries for transient STS failures: attempts and the first backoff (doubling, with jitter).
 const STS_ATTEMPTS: u32 = 3;
+const STS_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The error code of a request AWS STS throttled (429, after the broker's retries).
 pub const STS_THROTTLED: &str = "sts_throttled";
 /// The error code of a request for which AWS STS was unavailable or unreachable (503, after the
 /// broker's retries): an outage of STS, not of the role or the route.
 pub const STS_UNAVAILABLE: &str = "sts_unavailable";
-const STS_FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 pub struct Broker {
     core: Arc<Core>,

@@ -416,8 +416,11 @@ pub fn all_failed(model: &str, attempts: &[Attempt], provider_only: bool) -> Api
         return ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorKind::RateLimit, "all_routes_throttled", message)
             .with_retry_after(u64::from(retry));
     }
-    if !failed.is_empty() && failed.iter().all(|(_, class, _)| *class == FailureClass::StsUnavailable) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Upstream, "sts_unavailable", message)
+    if let [(_, FailureClass::StsUnavailable, first), ..] = failed.as_slice()
+        && failed.iter().all(|(_, class, _)| *class == FailureClass::StsUnavailable)
+    {
+        // The broker's own code (`sts_unavailable`), for the whole request.
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Upstream, first.code, message)
             .with_retry_after(2);
     }
     ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Upstream, "all_routes_failed", message)
