@@ -121,6 +121,11 @@ async fn audit_lines(gateway: &Gateway, count: usize) -> Vec<Value> {
     panic!("fewer than {count} audit lines in:\n{}", gateway.logs());
 }
 
+/// The `result` of each attempt an audit line lists, in order.
+fn attempt_results(line: &Value) -> Vec<&str> {
+    line["attempts"].as_array().unwrap().iter().map(|a| a["result"].as_str().unwrap()).collect()
+}
+
 fn streamed_text(body: &str) -> String {
     body.lines()
         .filter_map(|line| line.strip_prefix("data: "))
@@ -284,8 +289,7 @@ skip_secs = 60
     let after = (cloud.bedrock.requests().len(), cloud.anthropic.requests().len());
     assert_eq!((after.0 - before.0) + (after.1 - before.1), 1, "one upstream call, not a storm");
     let lines = audit_lines(&cloud.gateway, 2).await;
-    let results: Vec<&str> =
-        lines[1]["attempts"].as_array().unwrap().iter().map(|a| a["result"].as_str().unwrap()).collect();
+    let results = attempt_results(&lines[1]);
     assert_eq!(results, ["served", "skipped"], "{}", lines[1]);
 }
 
@@ -318,11 +322,9 @@ skip_secs = 60
     let body = response.text().await.unwrap();
     assert_eq!(status, 200, "{body}\n{}", cloud.gateway.logs());
     let lines = audit_lines(&cloud.gateway, 2).await;
-    let results: Vec<&str> =
-        lines[1]["attempts"].as_array().unwrap().iter().map(|a| a["result"].as_str().unwrap()).collect();
+    let results = attempt_results(&lines[1]);
     assert_eq!(results, ["served"], "{}", lines[1]);
-    let failed: Vec<&str> =
-        lines[0]["attempts"].as_array().unwrap().iter().map(|a| a["result"].as_str().unwrap()).collect();
+    let failed = attempt_results(&lines[0]);
     assert_eq!(failed, ["sts_unavailable", "sts_unavailable"], "{}", lines[0]);
 }
 

@@ -17,6 +17,7 @@ use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, Script};
 
+use super::now_us;
 use super::policy::StoreSettings;
 use super::store::{Adjust, Check, Key, Outcome, Room, Store, StoreError, interval_us};
 
@@ -211,10 +212,6 @@ impl KindName for redis::RedisError {
     fn kind_name(&self) -> String {
         format!("{:?}", self.kind())
     }
-}
-
-fn now_us() -> u64 {
-    super::now_us()
 }
 
 /// The room of a rate with `busy_us` of its minute taken.

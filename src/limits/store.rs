@@ -20,6 +20,7 @@ use foldhash::HashMap;
 use futures_util::future::BoxFuture;
 
 pub use super::key::Key;
+use super::now_us;
 use super::windows::Window;
 
 /// One minute, the window of every rate, in microseconds.
@@ -358,10 +359,6 @@ pub fn usage_field(out: &mut String, agent: &str, model: &str, kind: &str) {
     for part in [agent, "\t", model, "\t", kind] {
         out.push_str(part);
     }
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Store for LocalStore {
