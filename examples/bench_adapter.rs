@@ -433,7 +433,8 @@ fn main() -> Result<(), String> {
         eprintln!("repeat {}/{repeats}", repeat + 1);
         for (m, mode) in modes.iter().enumerate() {
             for (c, &concurrency) in args.concurrency.iter().enumerate() {
-                for (p, path) in paths.iter().enumerate() {
+                for p in run_order(paths.len(), repeat) {
+                    let path = &paths[p];
                     let spec = if *mode == Mode::Json { path.json.clone() } else { path.stream.clone() };
                     let (sample, cpu) =
                         measured(path, || run_load(path.addr, spec, concurrency, warmup, measure, args.max_requests));
@@ -443,7 +444,8 @@ fn main() -> Result<(), String> {
             if args.rate == 0 {
                 continue;
             }
-            for (p, path) in paths.iter().enumerate().filter(|(p, path)| *p == 0 || path.byollm) {
+            for p in run_order(paths.len(), repeat).filter(|&p| p == 0 || paths[p].byollm) {
+                let path = &paths[p];
                 let spec = if *mode == Mode::Json { path.json.clone() } else { path.stream.clone() };
                 let (sample, cpu) = measured(path, || {
                     run_open_loop(path.addr, spec, args.rate, warmup, Duration::from_secs_f64(rate_secs))
@@ -854,10 +856,18 @@ fn byollm_spec(gateway: Gateway, surface: Surface, key: &str, model: &str, strea
     }
 }
 
-/// A Messages API `count_tokens` request (no `max_tokens`, no `stream`).
+/// The order in which the paths run in `repeat`: the floor (path 0) first, then the others in
+/// order in even repeats and in reverse in odd ones, so that a drift over a repeat (the fake's
+/// and the client's state, the machine's other work) favours neither of two paths compared.
+fn run_order(paths: usize, repeat: usize) -> impl Iterator<Item = usize> {
+    let rest: Vec<usize> = if repeat.is_multiple_of(2) { (1..paths).collect() } else { (1..paths).rev().collect() };
+    std::iter::once(0).chain(rest)
+}
+
 /// `with`'s CPU per request minus `without`'s, repeat by repeat: the median and the range. Each
-/// repeat runs the paths one after the other, so a repeat's difference is measured under the same
-/// load, and its median is steadier than a difference of medians.
+/// repeat runs the paths one after the other (in alternating order, [`run_order`]), so a repeat's
+/// difference is measured under the same load, and its median is steadier than a difference of
+/// medians.
 fn added_by_repeat(with: &Cell, without: &Cell) -> String {
     let paired: Vec<f64> = (with.cpu_by_repeat.iter().zip(&without.cpu_by_repeat))
         .filter_map(|(with, without)| Some((*with)? - (*without)?))
@@ -869,6 +879,7 @@ fn added_by_repeat(with: &Cell, without: &Cell) -> String {
     format!("{} ({low:+.1} … {high:+.1})", fmt_added_cpu(median(paired)))
 }
 
+/// A Messages API `count_tokens` request (no `max_tokens`, no `stream`).
 fn count_tokens_body(model: &str) -> String {
     json!({
         "model": model,

@@ -32,8 +32,9 @@ pub mod usage;
 pub mod windows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use http::StatusCode;
 
 use crate::error::{ApiError, ErrorKind};
@@ -281,7 +282,7 @@ pub fn now_us() -> u64 {
 
 /// The limits in force and where their counters live, shared by every request.
 pub struct Limits {
-    policy: RwLock<Arc<LimitsPolicy>>,
+    policy: ArcSwap<LimitsPolicy>,
     /// This process's counters: the store without Redis, and the fallback while Redis is away.
     local: Arc<LocalStore>,
     /// Redis, shared by replicas, when configured.
@@ -320,7 +321,7 @@ impl Limits {
             },
         };
         Limits {
-            policy: RwLock::new(Arc::new(policy)),
+            policy: ArcSwap::from_pointee(policy),
             local: Arc::new(LocalStore::new()),
             shared,
             shared_down_until: AtomicU64::new(0),
@@ -331,24 +332,17 @@ impl Limits {
 
     /// The policy in force.
     pub fn policy(&self) -> Arc<LimitsPolicy> {
-        match self.policy.read() {
-            Ok(policy) => policy.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.policy.load_full()
     }
 
     /// Put a new policy in force (its store settings take effect at the next start only).
     pub fn replace(&self, policy: LimitsPolicy) {
-        let policy = Arc::new(policy);
-        match self.policy.write() {
-            Ok(mut slot) => *slot = policy,
-            Err(poisoned) => *poisoned.into_inner() = policy,
-        }
+        self.policy.store(Arc::new(policy));
     }
 
     /// May `team` export credentials (`/v1/credentials*`)? A refusal names the setting.
     pub fn may_export(&self, team: &str) -> Result<(), ApiError> {
-        if self.policy().may_export(team) {
+        if self.policy.load().may_export(team) {
             return Ok(());
         }
         Err(ApiError::forbidden(
@@ -361,7 +355,7 @@ impl Limits {
 
     /// The price of `model` served by `upstream` in the policy in force.
     pub fn price(&self, model: &str, upstream: &crate::routing::Upstream) -> Option<Price> {
-        self.policy().price(model, upstream)
+        self.policy.load().price(model, upstream)
     }
 
     /// Acquire `checks` (tagged `tags`) in the shared store, or this process's while it does not

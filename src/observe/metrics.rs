@@ -13,16 +13,21 @@
 //! the callers' teams ([`Metrics::admit_teams`]); all are capped all the same
 //! ([`BoundedLabel`]): anything else reads `unknown`, so a label can never leak a secret or grow
 //! without bound.
+//!
+//! A request finds its series without a lock: a counter's fixed series are kept at construction,
+//! a family's are kept by their labels' addresses once seen ([`Series`]), and the admitted label
+//! names are read through an `ArcSwap`.
 
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::RwLock;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
-use foldhash::HashSet;
+use arc_swap::ArcSwap;
+use foldhash::{HashMap, HashSet};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter as PromCounter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -55,13 +60,83 @@ impl<const N: usize> EncodeLabelSet for Labels<N> {
     }
 }
 
+/// The most series of one family whose handles [`Series`] keeps (a family has at most the
+/// product of its labels' bounds; past this, lookups go to the family itself).
+const SERIES_KEPT_MAX: usize = 4096;
+
+/// Where a label set's strings are: a [`Series`] key. Every label is a `&'static str` from a
+/// bounded set, so equal addresses are the same label; equal text at two addresses is two keys for
+/// the one series the family gives both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Address<const N: usize>([[usize; 4]; N]);
+
+impl<const N: usize> Hash for Address<N> {
+    /// The values' addresses and lengths, mixed into one number (a family's names are the same in
+    /// every key, so they are compared but not hashed).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mixed = self.0.iter().fold(0u64, |mixed, [_, _, value, len]| {
+            (mixed.rotate_left(17) ^ *value as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ *len as u64
+        });
+        state.write_u64(mixed);
+    }
+}
+
+impl<const N: usize> Address<N> {
+    fn of(labels: &Labels<N>) -> Address<N> {
+        Address(
+            labels.0.map(|(name, value)| [name.as_ptr() as usize, name.len(), value.as_ptr() as usize, value.len()]),
+        )
+    }
+}
+
+/// A family, with the handles of the series requests have used kept by their labels' addresses.
+/// A request finds its series by hashing a few numbers, without a lock: the family's own lookup
+/// takes a read lock (a write to a cache line every core shares) and compares every label's text.
+/// Handles are added the first time a series is seen (the kept map is copied and swapped whole,
+/// at most [`SERIES_KEPT_MAX`] times).
+struct Series<const N: usize, M, C = fn() -> M> {
+    family: Family<Labels<N>, M, C>,
+    kept: ArcSwap<HashMap<Address<N>, M>>,
+    adding: Mutex<()>,
+}
+
+impl<const N: usize, M: Clone + Default> Default for Series<N, M> {
+    fn default() -> Self {
+        Series::of(Family::default())
+    }
+}
+
+impl<const N: usize, M: Clone, C: MetricConstructor<M> + Clone> Series<N, M, C> {
+    fn of(family: Family<Labels<N>, M, C>) -> Self {
+        Series { family, kept: ArcSwap::default(), adding: Mutex::new(()) }
+    }
+
+    /// Apply `update` to the series of `labels` (made, at zero, if it is new).
+    fn with<R>(&self, labels: Labels<N>, update: impl FnOnce(&M) -> R) -> R {
+        let address = Address::of(&labels);
+        if let Some(metric) = self.kept.load().get(&address) {
+            return update(metric);
+        }
+        let metric = self.family.get_or_create(&labels).clone();
+        let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = self.kept.load();
+        if kept.len() < SERIES_KEPT_MAX && !kept.contains_key(&address) {
+            let mut more = HashMap::clone(&kept);
+            more.insert(address, metric.clone());
+            self.kept.store(Arc::new(more));
+        }
+        update(&metric)
+    }
+}
+
 /// A counter with one label whose values are fixed at construction.
 #[derive(Debug)]
 pub struct Counter {
     name: &'static str,
     help: &'static str,
-    label: &'static str,
     values: Vec<&'static str>,
+    /// The series of each value, in `values`' order.
+    series: Vec<PromCounter>,
     family: Family<Labels<1>, PromCounter>,
 }
 
@@ -69,36 +144,34 @@ impl Counter {
     /// `name` ends in `_total`, as the series are exposed.
     pub fn new(name: &'static str, help: &'static str, label: &'static str, values: &[&'static str]) -> Counter {
         let family = Family::<Labels<1>, PromCounter>::default();
-        // Every fixed value is exposed from the start, at zero.
-        for value in values {
-            let _ = family.get_or_create(&Labels([(label, *value)]));
-        }
-        Counter { name, help, label, values: values.to_vec(), family }
+        // Every fixed value is exposed from the start, at zero; its series is kept, so counting
+        // takes no lock.
+        let series = values.iter().map(|value| family.get_or_create(&Labels([(label, *value)])).clone()).collect();
+        Counter { name, help, values: values.to_vec(), series, family }
     }
 
-    fn slot(&self, value: &str) -> Option<&'static str> {
-        self.values.iter().find(|v| **v == value).or_else(|| self.values.iter().find(|v| **v == "other")).copied()
+    fn slot(&self, value: &str) -> Option<&PromCounter> {
+        let index =
+            self.values.iter().position(|v| *v == value).or_else(|| self.values.iter().position(|v| *v == "other"))?;
+        self.series.get(index)
     }
 
     /// Count one event; a label value outside the fixed set counts as `other`.
     pub fn inc(&self, value: &str) {
-        if let Some(slot) = self.slot(value) {
-            self.family.get_or_create(&Labels([(self.label, slot)])).inc();
+        if let Some(series) = self.slot(value) {
+            series.inc();
         }
     }
 
     /// Count `n` at once (token counters).
     pub fn add(&self, value: &str, n: u64) {
-        if let Some(slot) = self.slot(value) {
-            self.family.get_or_create(&Labels([(self.label, slot)])).inc_by(n);
+        if let Some(series) = self.slot(value) {
+            series.inc_by(n);
         }
     }
 
     pub fn get(&self, value: &str) -> u64 {
-        match self.values.iter().find(|v| **v == value) {
-            Some(value) => self.family.get_or_create(&Labels([(self.label, *value)])).get(),
-            None => 0,
-        }
+        self.values.iter().position(|v| *v == value).map_or(0, |index| self.series[index].get())
     }
 
     fn register(&self, registry: &mut Registry) {
@@ -118,29 +191,32 @@ impl Counter {
 /// request's lookups allocate nothing.
 #[derive(Debug)]
 pub struct BoundedLabel {
-    admitted: RwLock<HashSet<&'static str>>,
+    /// Read by every request without a lock; replaced whole when names are admitted.
+    admitted: ArcSwap<HashSet<&'static str>>,
+    adding: Mutex<()>,
     max: usize,
 }
 
 impl BoundedLabel {
     pub fn new(max: usize) -> BoundedLabel {
-        BoundedLabel { admitted: RwLock::new(HashSet::default()), max }
+        BoundedLabel { admitted: ArcSwap::default(), adding: Mutex::new(()), max }
     }
 
     /// Admit configured names (again: admitting is idempotent).
     pub fn admit<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
-        let mut admitted = self.admitted.write().unwrap_or_else(|p| p.into_inner());
+        let _adding = self.adding.lock().unwrap_or_else(|p| p.into_inner());
+        let mut admitted = HashSet::clone(&self.admitted.load());
         for name in names {
             if !admitted.contains(name) && admitted.len() < self.max {
                 admitted.insert(Box::leak(name.to_owned().into_boxed_str()));
             }
         }
+        self.admitted.store(Arc::new(admitted));
     }
 
     /// The label for `value`: itself when admitted, else `unknown`.
     pub fn value(&self, value: &str) -> &'static str {
-        let admitted = self.admitted.read().unwrap_or_else(|p| p.into_inner());
-        admitted.get(value).copied().unwrap_or("unknown")
+        self.admitted.load().get(value).copied().unwrap_or("unknown")
     }
 }
 
@@ -173,18 +249,18 @@ pub struct Metrics {
     pub limit_refusals: Counter,
     /// Calls to the shared limits store (Redis) that failed, by operation.
     pub limit_store_errors: Counter,
-    in_flight: Family<Labels<1>, Gauge>,
-    duration: Family<Labels<4>, Histogram, fn() -> Histogram>,
-    first_byte: Family<Labels<3>, Histogram, fn() -> Histogram>,
-    tokens: Family<Labels<3>, PromCounter>,
-    attempts: Family<Labels<3>, PromCounter>,
-    refused_fields: Family<Labels<1>, PromCounter>,
+    in_flight: Series<1, Gauge>,
+    duration: Series<4, Histogram, fn() -> Histogram>,
+    first_byte: Series<3, Histogram, fn() -> Histogram>,
+    tokens: Series<3, PromCounter>,
+    attempts: Series<3, PromCounter>,
+    refused_fields: Series<1, PromCounter>,
     /// Tokens and spend by team and model; the room left in each team's budgets (`[limits]`).
-    team_tokens: Family<Labels<3>, PromCounter>,
-    team_spend: Family<Labels<2>, PromCounter<f64, AtomicU64>>,
-    budget_remaining: Family<Labels<2>, Gauge<f64, AtomicU64>>,
-    prompt_cache_tokens: Family<Labels<3>, PromCounter>,
-    cache_hit_ratio: Family<Labels<2>, Gauge<f64, AtomicU64>>,
+    team_tokens: Series<3, PromCounter>,
+    team_spend: Series<2, PromCounter<f64, AtomicU64>>,
+    budget_remaining: Series<2, Gauge<f64, AtomicU64>>,
+    prompt_cache_tokens: Series<3, PromCounter>,
+    cache_hit_ratio: Series<2, Gauge<f64, AtomicU64>>,
     models: BoundedLabel,
     teams: BoundedLabel,
     routes: BoundedLabel,
@@ -338,17 +414,17 @@ impl Default for Metrics {
                 "operation",
                 &["acquire", "settle", "usage", "other"],
             ),
-            in_flight: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram),
-            first_byte: Family::new_with_constructor(first_byte_histogram),
-            tokens: Family::default(),
-            attempts: Family::default(),
-            refused_fields: Family::default(),
-            team_tokens: Family::default(),
-            team_spend: Family::default(),
-            budget_remaining: Family::default(),
-            prompt_cache_tokens: Family::default(),
-            cache_hit_ratio: Family::default(),
+            in_flight: Series::default(),
+            duration: Series::of(Family::new_with_constructor(duration_histogram)),
+            first_byte: Series::of(Family::new_with_constructor(first_byte_histogram)),
+            tokens: Series::default(),
+            attempts: Series::default(),
+            refused_fields: Series::default(),
+            team_tokens: Series::default(),
+            team_spend: Series::default(),
+            budget_remaining: Series::default(),
+            prompt_cache_tokens: Series::default(),
+            cache_hit_ratio: Series::default(),
             models: BoundedLabel::new(MAX_MODEL_LABELS),
             teams: BoundedLabel::new(MAX_TEAM_LABELS),
             routes: BoundedLabel::new(MAX_ROUTE_LABELS),
@@ -375,62 +451,62 @@ impl Default for Metrics {
             counter.register(&mut registry);
         }
         for surface in SURFACES {
-            let _ = metrics.in_flight.get_or_create(&Labels([("surface", *surface)]));
+            metrics.in_flight.with(Labels([("surface", *surface)]), |_| ());
         }
         registry.register(
             "byollm_requests_in_flight",
             "Model requests being answered, by surface.",
-            metrics.in_flight.clone(),
+            metrics.in_flight.family.clone(),
         );
         registry.register(
             "byollm_request_duration_seconds",
             "Time from request to the end of the answer (streams included), by surface, model, route and outcome.",
-            metrics.duration.clone(),
+            metrics.duration.family.clone(),
         );
         registry.register(
             "byollm_time_to_first_byte_seconds",
             "Time from request to the first byte of a successful answer, by surface, model and route.",
-            metrics.first_byte.clone(),
+            metrics.first_byte.family.clone(),
         );
         registry.register(
             "byollm_tokens",
             "Tokens reported by the upstream, by model, route and kind (input, output, cache_read, cache_write, reasoning).",
-            metrics.tokens.clone(),
+            metrics.tokens.family.clone(),
         );
         registry.register(
             "byollm_route_attempts",
             "Upstream attempts, by model, route and result (served, skipped, or the failure class).",
-            metrics.attempts.clone(),
+            metrics.attempts.family.clone(),
         );
         registry.register(
             "byollm_endpoint_fields_refused",
             "Requests refused before any call for top-level fields outside OpenAI's chat completions API and the endpoint's extra_fields, by endpoint.",
-            metrics.refused_fields.clone(),
+            metrics.refused_fields.family.clone(),
         );
         registry.register(
             "byollm_team_tokens",
             "Tokens of answered requests, by team, model and kind (input, output, cache_read, cache_write).",
-            metrics.team_tokens.clone(),
+            metrics.team_tokens.family.clone(),
         );
         registry.register(
             "byollm_team_spend_usd",
             "What answered requests cost in USD (the price table or [limits.prices]), by team and model; unpriced answers add nothing.",
-            metrics.team_spend.clone(),
+            metrics.team_spend.family.clone(),
         );
         registry.register(
             "byollm_team_budget_remaining",
             "Room left in a team's budget after its latest answered request (USD for usd_per_*, tokens for tokens_per_*), by team and limit.",
-            metrics.budget_remaining.clone(),
+            metrics.budget_remaining.family.clone(),
         );
         registry.register(
             "byollm_prompt_cache_tokens",
             "Prompt tokens of Claude routes (Bedrock, the Anthropic API), by team, model and kind: cache_read, cache_write, uncached.",
-            metrics.prompt_cache_tokens.clone(),
+            metrics.prompt_cache_tokens.family.clone(),
         );
         registry.register(
             "byollm_prompt_cache_hit_ratio",
             "Share of the prompt tokens of Claude routes read from the prompt cache since start, by team and model.",
-            metrics.cache_hit_ratio.clone(),
+            metrics.cache_hit_ratio.family.clone(),
         );
         metrics.registry = registry;
         metrics
@@ -476,13 +552,12 @@ impl Metrics {
     pub fn set_budget_remaining(&self, team: &str, limit: &'static str, remaining: f64) {
         let limit = LIMITS.iter().find(|l| **l == limit).copied().unwrap_or("other");
         self.budget_remaining
-            .get_or_create(&Labels([("team", self.teams.value(team)), ("limit", limit)]))
-            .set(remaining);
+            .with(Labels([("team", self.teams.value(team)), ("limit", limit)]), |gauge| gauge.set(remaining));
     }
 
     /// Count a model request as in flight until the guard is dropped (after its stream ended).
     pub fn in_flight(&self, surface: &str) -> InFlight {
-        let gauge = self.in_flight.get_or_create_owned(&Labels([("surface", surface_label(surface))]));
+        let gauge = self.in_flight.with(Labels([("surface", surface_label(surface))]), Gauge::clone);
         gauge.inc();
         InFlight { gauge }
     }
@@ -494,10 +569,10 @@ impl Metrics {
         let route = record.route.as_deref().map_or("none", |r| self.routes.value(r));
         let labels =
             Labels([("surface", surface), ("model", model), ("route", route), ("outcome", outcome(record.status))]);
-        self.duration.get_or_create(&labels).observe(record.duration_ms as f64 / 1000.0);
+        self.duration.with(labels, |series| series.observe(record.duration_ms as f64 / 1000.0));
         if let Some(ttfb) = record.ttfb_ms {
             let labels = Labels([("surface", surface), ("model", model), ("route", route)]);
-            self.first_byte.get_or_create(&labels).observe(ttfb as f64 / 1000.0);
+            self.first_byte.with(labels, |series| series.observe(ttfb as f64 / 1000.0));
         }
         let usage = &record.usage;
         let counts = [
@@ -519,25 +594,25 @@ impl Metrics {
         for (kind, count) in REQUEST_TOKEN_KINDS.iter().zip(counts) {
             if let Some(count) = count.filter(|c| *c > 0) {
                 let labels = Labels([("model", model), ("route", route), ("kind", *kind)]);
-                self.tokens.get_or_create(&labels).inc_by(count);
+                self.tokens.with(labels, |series| series.inc_by(count));
             }
         }
         for attempt in &record.attempts {
             let labels =
                 Labels([("model", model), ("route", self.routes.value(&attempt.route)), ("result", attempt.result)]);
-            self.attempts.get_or_create(&labels).inc();
+            self.attempts.with(labels, |series| series.inc());
         }
         if let Some(team) = record.team.as_deref() {
             let team = self.teams.value(team);
             for (kind, count) in REQUEST_TOKEN_KINDS[..4].iter().zip(counts) {
                 if let Some(count) = count.filter(|c| *c > 0) {
-                    self.team_tokens
-                        .get_or_create(&Labels([("team", team), ("model", model), ("kind", *kind)]))
-                        .inc_by(count);
+                    self.team_tokens.with(Labels([("team", team), ("model", model), ("kind", *kind)]), |series| {
+                        series.inc_by(count)
+                    });
                 }
             }
             if let Some(cost) = record.cost_usd.filter(|c| c.0 > 0) {
-                self.team_spend.get_or_create(&Labels([("team", team), ("model", model)])).inc_by(cost.as_f64());
+                self.team_spend.with(Labels([("team", team), ("model", model)]), |series| series.inc_by(cost.as_f64()));
             }
         }
         self.observe_prompt_cache(record, model);
@@ -560,16 +635,17 @@ impl Metrics {
         let parts = [usage.cache_read_input_tokens, usage.cache_creation_input_tokens, usage.input_tokens];
         let mut totals = [0u64; 3];
         for ((kind, count), total) in PROMPT_CACHE_KINDS.iter().zip(parts).zip(&mut totals) {
-            let counter =
-                self.prompt_cache_tokens.get_or_create(&Labels([("team", team), ("model", model), ("kind", *kind)]));
-            counter.inc_by(count.unwrap_or(0));
-            *total = counter.get();
+            *total =
+                self.prompt_cache_tokens.with(Labels([("team", team), ("model", model), ("kind", *kind)]), |series| {
+                    series.inc_by(count.unwrap_or(0));
+                    series.get()
+                });
         }
         let prompt: u64 = totals.iter().sum();
         if prompt > 0 {
-            self.cache_hit_ratio
-                .get_or_create(&Labels([("team", team), ("model", model)]))
-                .set(totals[0] as f64 / prompt as f64);
+            self.cache_hit_ratio.with(Labels([("team", team), ("model", model)]), |series| {
+                series.set(totals[0] as f64 / prompt as f64)
+            });
         }
     }
 
@@ -577,7 +653,7 @@ impl Metrics {
     /// counted). Labelled by the endpoint's configured name, never by a field a caller made up.
     pub fn count_refused_fields(&self, endpoint: &str, failure: &OpenAiFailure) {
         if let OpenAiFailure::Fields { .. } = failure {
-            self.refused_fields.get_or_create(&Labels([("endpoint", self.endpoints.value(endpoint))])).inc();
+            self.refused_fields.with(Labels([("endpoint", self.endpoints.value(endpoint))]), |series| series.inc());
         }
     }
 
@@ -634,6 +710,29 @@ mod tests {
         encode(&mut text, &registry).unwrap();
         assert!(text.contains("t_total{team=\"acme\",kind=\"input\"} 2"), "{text}");
         assert!(text.contains("t_total{team=\"acme\",kind=\"output\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn kept_handles_count_in_the_familys_series_and_lookups_past_the_bound_still_count() {
+        let series = Series::<2, PromCounter>::default();
+        let team: &'static str = String::leak("acme".to_owned());
+        series.with(Labels([("team", "acme"), ("kind", "input")]), |c| c.inc());
+        // The same text at another address: another key, the same series.
+        series.with(Labels([("team", team), ("kind", "input")]), |c| c.inc());
+        // Found among the kept handles this time.
+        series.with(Labels([("team", "acme"), ("kind", "input")]), |c| c.inc());
+        assert_eq!(series.kept.load().len(), 2);
+        for _ in 0..SERIES_KEPT_MAX {
+            let team: &'static str = String::leak("acme".to_owned());
+            series.with(Labels([("team", team), ("kind", "input")]), |c| c.inc());
+        }
+        assert_eq!(series.kept.load().len(), SERIES_KEPT_MAX, "no more handles kept past the bound");
+        let mut registry = Registry::default();
+        registry.register("t", "test", series.family.clone());
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        let expected = format!("t_total{{team=\"acme\",kind=\"input\"}} {}", 3 + SERIES_KEPT_MAX);
+        assert!(text.contains(&expected), "{text}");
     }
 
     #[test]

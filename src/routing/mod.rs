@@ -21,9 +21,10 @@ pub mod policy;
 pub mod reload;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::StatusCode;
 
 use crate::aws::RoleArn;
@@ -319,32 +320,25 @@ impl RoutingPolicy {
 /// The policy in force and the per-route failure state, shared by every request. The policy is
 /// swapped whole on reload; requests in flight keep the one they started with.
 pub struct Routing {
-    policy: RwLock<Arc<RoutingPolicy>>,
+    policy: ArcSwap<RoutingPolicy>,
     pub health: RouteHealth,
 }
 
 impl Routing {
     pub fn new(policy: RoutingPolicy) -> Routing {
         let health = RouteHealth::new(policy.failover);
-        Routing { policy: RwLock::new(Arc::new(policy)), health }
+        Routing { policy: ArcSwap::from_pointee(policy), health }
     }
 
     /// The policy in force.
     pub fn policy(&self) -> Arc<RoutingPolicy> {
-        match self.policy.read() {
-            Ok(policy) => policy.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.policy.load_full()
     }
 
     /// Put a new policy in force; the failure state is kept for routes that still exist.
     pub fn replace(&self, policy: RoutingPolicy) {
         self.health.set_settings(policy.failover);
-        let policy = Arc::new(policy);
-        match self.policy.write() {
-            Ok(mut slot) => *slot = policy,
-            Err(poisoned) => *poisoned.into_inner() = policy,
-        }
+        self.policy.store(Arc::new(policy));
     }
 }
 
