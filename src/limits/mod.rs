@@ -31,8 +31,10 @@ pub mod store;
 pub mod usage;
 pub mod windows;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::LocalKey;
 
 use arc_swap::ArcSwap;
 use http::StatusCode;
@@ -275,6 +277,46 @@ pub struct Settled {
     pub alerts: Vec<&'static str>,
 }
 
+/// A vector an admission fills and empties again, kept by each thread for its next request: a
+/// reservation's counters (up to 28 of them) take a few kilobytes, past the allocator's
+/// per-thread cache, so a new one per request cost a slow allocation and cold memory. A request
+/// that finds its thread's vector taken (another request between its awaits) makes its own.
+struct Reused<T: 'static>(&'static LocalKey<RefCell<Vec<T>>>);
+
+/// The most elements a kept vector holds room for (a bigger one is dropped).
+const REUSED_MAX: usize = 64;
+
+impl<T> Reused<T> {
+    fn take(&self, capacity: usize) -> Vec<T> {
+        let mut kept = self.0.with_borrow_mut(std::mem::take);
+        kept.reserve(capacity);
+        kept
+    }
+
+    fn give(&self, mut vector: Vec<T>) {
+        vector.clear();
+        if vector.capacity() <= REUSED_MAX {
+            self.0.with_borrow_mut(|kept| {
+                if vector.capacity() > kept.capacity() {
+                    *kept = vector;
+                }
+            });
+        }
+    }
+}
+
+thread_local! {
+    static CHECK_VECTOR: RefCell<Vec<Check>> = const { RefCell::new(Vec::new()) };
+    static TAG_VECTOR: RefCell<Vec<(usize, Limit, u64, u64)>> = const { RefCell::new(Vec::new()) };
+    static RESERVED_VECTOR: RefCell<Vec<Reserved>> = const { RefCell::new(Vec::new()) };
+    static ADJUSTMENT_VECTOR: RefCell<Vec<Adjust>> = const { RefCell::new(Vec::new()) };
+}
+
+static CHECKS: Reused<Check> = Reused(&CHECK_VECTOR);
+static TAGS: Reused<(usize, Limit, u64, u64)> = Reused(&TAG_VECTOR);
+static RESERVED: Reused<Reserved> = Reused(&RESERVED_VECTOR);
+static ADJUSTMENTS: Reused<Adjust> = Reused(&ADJUSTMENT_VECTOR);
+
 /// Microseconds since the epoch.
 pub fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
@@ -512,8 +554,8 @@ impl Limits {
             p.cost_nanos(Tokens { input: estimate.input_tokens, output: estimate.output_tokens, ..Tokens::default() })
         });
         // At most seven counters per scope: two token rates, four budgets and the stream slots.
-        let mut checks = Vec::with_capacity(admission.scopes.len() * 7);
-        let mut tags: Vec<(usize, Limit, u64, u64)> = Vec::with_capacity(admission.scopes.len() * 7);
+        let mut checks = CHECKS.take(admission.scopes.len() * 7);
+        let mut tags = TAGS.take(admission.scopes.len() * 7);
         for (index, scope) in admission.scopes.iter().enumerate() {
             let set = &scope.set;
             let rate = |limit: Limit, ceiling: u64, cost: u64| Check::Rate {
@@ -554,18 +596,37 @@ impl Limits {
             }
         }
         if checks.is_empty() {
+            CHECKS.give(checks);
+            TAGS.give(tags);
             return Ok(());
         }
+        let result = self.reserve_checks(admission, &mut checks, &mut tags).await;
+        CHECKS.give(checks);
+        TAGS.give(tags);
+        result
+    }
+
+    /// [`Limits::reserve`]'s acquisition of `checks` (tagged by `tags`), emptied as they are
+    /// noted in `admission`.
+    async fn reserve_checks(
+        &self,
+        admission: &mut Admission,
+        checks: &mut Vec<Check>,
+        tags: &mut Vec<(usize, Limit, u64, u64)>,
+    ) -> Result<(), Refusal> {
         let policy = admission.policy.clone();
         let (outcome, local) = self
-            .acquire(&policy, &checks, &admission.lease)
+            .acquire(&policy, checks, &admission.lease)
             .await
             .map_err(|error| Refusal { error, view: admission.view })?;
         admission.local |= local;
         match outcome {
             Outcome::Admitted { rooms } => {
-                admission.reserved.reserve_exact(checks.len());
-                for ((check, (scope, limit, ceiling, amount)), room) in checks.into_iter().zip(tags).zip(rooms) {
+                if admission.reserved.capacity() == 0 {
+                    admission.reserved = RESERVED.take(checks.len());
+                }
+                for ((check, (scope, limit, ceiling, amount)), room) in checks.drain(..).zip(tags.drain(..)).zip(rooms)
+                {
                     admission.view.note(limit, room);
                     match check {
                         Check::Slots { key, .. } => admission.held.push(key),
@@ -629,10 +690,10 @@ impl Limits {
             + if counting.cache_read { usage.cache_read_input_tokens.unwrap_or(0) } else { 0 };
         let output = usage.output_tokens.unwrap_or(0);
         let spent = cost.map_or(0, |c| c.0);
-        let mut adjustments = Vec::with_capacity(admission.reserved.len() + admission.held.len());
+        let mut adjustments = ADJUSTMENTS.take(admission.reserved.len() + admission.held.len());
         let mut settled = Settled::default();
-        let Admission { policy, scopes, held, reserved, local, lease, .. } = admission;
-        for reserved in reserved {
+        let Admission { policy, scopes, held, mut reserved, local, lease, .. } = admission;
+        for reserved in reserved.drain(..) {
             let actual = match reserved.limit {
                 Limit::InputTokensPerMinute => input,
                 Limit::OutputTokensPerMinute => output,
@@ -672,9 +733,11 @@ impl Limits {
                 _ => Adjust::Sum { key: reserved.key, delta, ttl_secs: reserved.ttl_secs },
             });
         }
+        RESERVED.give(reserved);
         adjustments.extend(held.into_iter().map(|key| Adjust::Release { key }));
         settled.alerts.dedup();
         if adjustments.is_empty() {
+            ADJUSTMENTS.give(adjustments);
             return settled;
         }
         let now = now_us();
@@ -697,7 +760,10 @@ impl Limits {
                 let mut unsynced = self.unsynced.lock().unwrap_or_else(|p| p.into_inner());
                 unsynced.extend(adjustments.into_iter().filter(|a| matches!(a, Adjust::Sum { .. })));
             }
-            (None, _) => self.local.adjust_now(&adjustments, now),
+            (None, _) => {
+                self.local.adjust_now(&adjustments, now);
+                ADJUSTMENTS.give(adjustments);
+            }
         }
         settled
     }

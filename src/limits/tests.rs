@@ -198,3 +198,21 @@ fn a_team_barred_from_exporting_credentials_is_refused() {
     assert_eq!((error.status.as_u16(), error.code), (403, "credential_export_disabled"));
     assert!(limits.may_export("other").is_ok());
 }
+
+#[test]
+fn a_threads_kept_vector_is_handed_out_again_empty_and_a_big_one_is_not_kept() {
+    let mut first = TAGS.take(8);
+    first.push((0, Limit::UsdPerDay, 1, 1));
+    let address = first.as_ptr();
+    TAGS.give(first);
+    let again = TAGS.take(4);
+    assert!(again.is_empty(), "handed out empty");
+    assert_eq!(again.as_ptr(), address, "the same allocation, not a new one");
+    // Taken: a second request on this thread meanwhile makes its own.
+    let other = TAGS.take(4);
+    assert_ne!(other.as_ptr(), address);
+    TAGS.give(again);
+    let big: Vec<_> = Vec::with_capacity(REUSED_MAX + 1);
+    TAGS.give(big);
+    assert_eq!(TAGS.take(0).as_ptr(), address, "a vector over the bound is dropped, not kept");
+}
