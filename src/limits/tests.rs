@@ -214,5 +214,6 @@ fn a_threads_kept_vector_is_handed_out_again_empty_and_a_big_one_is_not_kept() {
     TAGS.give(again);
     let big: Vec<_> = Vec::with_capacity(REUSED_MAX + 1);
     TAGS.give(big);
-    assert_eq!(TAGS.take(0).as_ptr(), address, "a vector over the bound is dropped, not kept");
+    let kept = TAGS.take(0);
+    assert_eq!(kept.as_ptr(), address, "a vector over the bound is dropped, not kept");
 }
