@@ -133,6 +133,50 @@ async fn stream_exceptions_are_named_as_the_sdk_names_them() {
     assert_eq!(end.unwrap_err().code, "StreamCut");
 }
 
+/// A server that answers every request with a 200 whose head promises 1,000 bytes, sends
+/// `sent` of them, and closes the connection: an answer broken off mid-body.
+async fn breaking_server(sent: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Read the request's head and body (small; one read is enough on loopback, but
+                // read until the head's end to be sure).
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let Ok(n) = socket.read(&mut buffer).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buffer[..n]);
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n";
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(sent).await;
+                let _ = socket.flush().await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Dropped: the connection closes with 1,000 − `sent` bytes missing.
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn a_non_streamed_answer_broken_off_is_named_as_cut_and_gives_its_budget_back() {
+    let answers = AnswerBudget::new(1 << 20);
+    let client = BedrockClient::new(Some(breaking_server(br#"{"id":"msg_1","content":[{"type"#).await))
+        .with_answer_budget(answers.clone());
+    let failure = client.invoke(REGION, MODEL_ID, body(), &credentials()).await.unwrap_err();
+    assert_eq!(failure.code, "AnswerCut");
+    let error = failure.to_api_error("bedrock:InvokeModel", MODEL_ID);
+    assert_eq!((error.status.as_u16(), error.code), (502, "upstream_answer_cut"));
+    assert_eq!(answers.available_bytes(), 1 << 20, "the partial answer's share is given back");
+}
+
 /// Paused time: the fake's pauses and the client's idle limit run on the virtual clock. The clock
 /// jumps to the next timer whenever the runtime waits, even for bytes already on their way through
 /// a socket, so a ticker keeps the jumps to 100 ms.

@@ -217,7 +217,7 @@ impl BedrockClient {
         buffer.expect(declared).map_err(answer_failure)?;
         let mut body = response.body;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| unreadable())?;
+            let frame = frame.map_err(|_| answer_cut())?;
             if let Some(data) = frame.data_ref() {
                 buffer.push(data).map_err(answer_failure)?;
             }
@@ -247,6 +247,11 @@ fn answer_failure(error: BufferError) -> BedrockFailure {
         BufferError::Busy => BedrockFailure::server_busy(),
         BufferError::TooLarge => unreadable(),
     }
+}
+
+/// The connection broke while an `InvokeModel` answer was being read.
+fn answer_cut() -> BedrockFailure {
+    BedrockFailure::new("AnswerCut", "the connection to Bedrock broke before the whole answer arrived")
 }
 
 fn unreadable() -> BedrockFailure {

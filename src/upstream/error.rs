@@ -3,8 +3,9 @@
 //! Before a response body: a non-2xx status with `x-amzn-ErrorType` and a JSON body
 //! `{"message": ...}`. Inside an event stream: a frame with `:message-type` `exception` (the
 //! exception in `:exception-type`, the message in the JSON payload) or `error` (`:error-code`,
-//! `:error-message`). Transport failures get the codes `Dispatch`, `Timeout`, `StreamCut` and
-//! `IdleTimeout`; an answer the gateway had no room to buffer, `ServerBusy`.
+//! `:error-message`). Transport failures get the codes `Dispatch`, `Timeout`, `StreamCut`,
+//! `AnswerCut` (a non-streamed answer broken off) and `IdleTimeout`; an answer the gateway had no
+//! room to buffer, `ServerBusy`.
 
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -142,6 +143,12 @@ impl BedrockFailure {
                 "upstream_stream_cut",
                 "the Bedrock stream broke before the model finished; the answer is incomplete",
             ),
+            "answercut" => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorKind::Upstream,
+                "upstream_answer_cut",
+                "the connection to Bedrock broke before the whole answer arrived; nothing of it was sent on, so the request can be retried",
+            ),
             "serverbusy" => super::buffered::busy_error("Bedrock"),
             "dispatch" => ApiError::new(
                 StatusCode::BAD_GATEWAY,
@@ -240,6 +247,7 @@ mod tests {
             ("Dispatch", 502, "bedrock_unreachable"),
             ("Timeout", 504, "bedrock_timeout"),
             ("StreamCut", 502, "upstream_stream_cut"),
+            ("AnswerCut", 502, "upstream_answer_cut"),
             ("IdleTimeout", 504, "upstream_idle_timeout"),
             ("ServerBusy", 503, "server_busy"),
         ];
